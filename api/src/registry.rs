@@ -1,0 +1,213 @@
+//! The registry: component kinds by name.
+//!
+//! Contract: a binary registers each spout, bolt and custom grouping it ships under a kind
+//! name ("split-sentence") with a factory. A factory gets the component's `config` table from
+//! the topology file, deserialized with serde into the component's own config type, and builds
+//! one instance; it is called once per task (and once more when a topology is validated, to
+//! learn the streams the component declares). A config that does not deserialize, or that the
+//! factory rejects, is an error naming the kind.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::bolt::{BasicBolt, Bolt};
+use crate::grouping::CustomGrouping;
+use crate::spout::Spout;
+use crate::stream::OutputDeclarer;
+use crate::BoxError;
+
+/// One built component instance.
+pub enum Component {
+    Spout(Box<dyn Spout>),
+    Bolt(Box<dyn Bolt>),
+    BasicBolt(Box<dyn BasicBolt>),
+}
+
+impl Component {
+    pub fn role(&self) -> Role {
+        match self {
+            Component::Spout(_) => Role::Spout,
+            Component::Bolt(_) | Component::BasicBolt(_) => Role::Bolt,
+        }
+    }
+
+    /// The streams this instance declares.
+    pub fn declare_outputs(&self) -> OutputDeclarer {
+        let mut d = OutputDeclarer::new();
+        match self {
+            Component::Spout(s) => s.declare_outputs(&mut d),
+            Component::Bolt(b) => b.declare_outputs(&mut d),
+            Component::BasicBolt(b) => b.declare_outputs(&mut d),
+        }
+        d
+    }
+
+    pub fn tick_interval(&self) -> Option<std::time::Duration> {
+        match self {
+            Component::Spout(_) => None,
+            Component::Bolt(b) => b.tick_interval(),
+            Component::BasicBolt(b) => b.tick_interval(),
+        }
+    }
+}
+
+/// Whether a kind is a spout or a bolt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Spout,
+    Bolt,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Spout => "spout",
+            Role::Bolt => "bolt",
+        })
+    }
+}
+
+/// The config type of a component that takes no configuration: any key is an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfig {}
+
+type ComponentFactory = Arc<dyn Fn(&toml::Table) -> Result<Component, BoxError> + Send + Sync>;
+type GroupingFactory =
+    Arc<dyn Fn(&toml::Table) -> Result<Box<dyn CustomGrouping>, BoxError> + Send + Sync>;
+
+struct Entry {
+    role: Role,
+    factory: ComponentFactory,
+}
+
+/// Component and custom-grouping kinds by name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    components: BTreeMap<String, Arc<Entry>>,
+    groupings: BTreeMap<String, GroupingFactory>,
+}
+
+fn config_of<C: DeserializeOwned>(table: &toml::Table) -> Result<C, BoxError> {
+    toml::Value::Table(table.clone()).try_into::<C>().map_err(|e| e.message().to_string().into())
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a spout kind built from config type `C`.
+    pub fn spout<C, S, F>(&mut self, kind: &str, build: F) -> &mut Self
+    where
+        C: DeserializeOwned,
+        S: Spout,
+        F: Fn(C) -> Result<S, BoxError> + Send + Sync + 'static,
+    {
+        let factory: ComponentFactory =
+            Arc::new(move |t| Ok(Component::Spout(Box::new(build(config_of(t)?)?))));
+        self.insert(kind, Role::Spout, factory)
+    }
+
+    /// Registers a bolt kind built from config type `C`.
+    pub fn bolt<C, B, F>(&mut self, kind: &str, build: F) -> &mut Self
+    where
+        C: DeserializeOwned,
+        B: Bolt,
+        F: Fn(C) -> Result<B, BoxError> + Send + Sync + 'static,
+    {
+        let factory: ComponentFactory =
+            Arc::new(move |t| Ok(Component::Bolt(Box::new(build(config_of(t)?)?))));
+        self.insert(kind, Role::Bolt, factory)
+    }
+
+    /// Registers a basic bolt kind built from config type `C`.
+    pub fn basic_bolt<C, B, F>(&mut self, kind: &str, build: F) -> &mut Self
+    where
+        C: DeserializeOwned,
+        B: BasicBolt,
+        F: Fn(C) -> Result<B, BoxError> + Send + Sync + 'static,
+    {
+        let factory: ComponentFactory =
+            Arc::new(move |t| Ok(Component::BasicBolt(Box::new(build(config_of(t)?)?))));
+        self.insert(kind, Role::Bolt, factory)
+    }
+
+    /// Registers a custom grouping kind built from config type `C`.
+    pub fn grouping<C, G, F>(&mut self, kind: &str, build: F) -> &mut Self
+    where
+        C: DeserializeOwned,
+        G: CustomGrouping,
+        F: Fn(C) -> Result<G, BoxError> + Send + Sync + 'static,
+    {
+        let factory: GroupingFactory = Arc::new(move |t| Ok(Box::new(build(config_of(t)?)?)));
+        self.groupings.insert(kind.to_string(), factory);
+        self
+    }
+
+    fn insert(&mut self, kind: &str, role: Role, factory: ComponentFactory) -> &mut Self {
+        self.components.insert(kind.to_string(), Arc::new(Entry { role, factory }));
+        self
+    }
+
+    /// Adds every kind of `other` (later registrations of a name win).
+    pub fn merge(&mut self, other: &Registry) -> &mut Self {
+        self.components.extend(other.components.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.groupings.extend(other.groupings.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
+    }
+
+    /// The role of a kind, if registered.
+    pub fn role(&self, kind: &str) -> Option<Role> {
+        self.components.get(kind).map(|e| e.role)
+    }
+
+    /// Registered component kinds with their roles, sorted by name.
+    pub fn kinds(&self) -> impl Iterator<Item = (&str, Role)> {
+        self.components.iter().map(|(k, e)| (k.as_str(), e.role))
+    }
+
+    /// Registered custom grouping kinds, sorted.
+    pub fn grouping_kinds(&self) -> impl Iterator<Item = &str> {
+        self.groupings.keys().map(String::as_str)
+    }
+
+    pub fn has_grouping(&self, kind: &str) -> bool {
+        self.groupings.contains_key(kind)
+    }
+
+    /// Builds one instance of `kind` from its config table.
+    pub fn build(&self, kind: &str, config: &toml::Table) -> Result<Component, BoxError> {
+        let entry = self
+            .components
+            .get(kind)
+            .ok_or_else(|| format!("unknown component kind \"{kind}\""))?;
+        (entry.factory)(config)
+    }
+
+    /// Builds one custom grouping of `kind` from its config table.
+    pub fn build_grouping(
+        &self,
+        kind: &str,
+        config: &toml::Table,
+    ) -> Result<Box<dyn CustomGrouping>, BoxError> {
+        let factory = self
+            .groupings
+            .get(kind)
+            .ok_or_else(|| format!("unknown grouping kind \"{kind}\""))?;
+        factory(config)
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("components", &self.components.keys().collect::<Vec<_>>())
+            .field("groupings", &self.groupings.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
