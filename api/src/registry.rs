@@ -93,7 +93,9 @@ pub struct Registry {
 }
 
 fn config_of<C: DeserializeOwned>(table: &toml::Table) -> Result<C, BoxError> {
-    toml::Value::Table(table.clone()).try_into::<C>().map_err(|e| e.message().to_string().into())
+    toml::Value::Table(table.clone())
+        .try_into::<C>()
+        .map_err(|e| e.message().to_string().into())
 }
 
 impl Registry {
@@ -150,14 +152,17 @@ impl Registry {
     }
 
     fn insert(&mut self, kind: &str, role: Role, factory: ComponentFactory) -> &mut Self {
-        self.components.insert(kind.to_string(), Arc::new(Entry { role, factory }));
+        self.components
+            .insert(kind.to_string(), Arc::new(Entry { role, factory }));
         self
     }
 
     /// Adds every kind of `other` (later registrations of a name win).
     pub fn merge(&mut self, other: &Registry) -> &mut Self {
-        self.components.extend(other.components.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.groupings.extend(other.groupings.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.components
+            .extend(other.components.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.groupings
+            .extend(other.groupings.iter().map(|(k, v)| (k.clone(), v.clone())));
         self
     }
 

@@ -17,6 +17,9 @@ pub struct StreamDecl {
     pub name: String,
     pub fields: Fields,
     pub direct: bool,
+    /// The stream carries the fields of the component's input (which must be one stream's
+    /// fields); validation replaces `fields` with them and clears this flag.
+    pub passthrough: bool,
 }
 
 /// Collects a component's stream declarations.
@@ -37,12 +40,34 @@ impl OutputDeclarer {
 
     /// Declares a named stream. Declaring a name twice keeps the last declaration.
     pub fn declare_stream(&mut self, name: &str, fields: impl Into<Fields>) -> &mut Self {
-        self.push(StreamDecl { name: name.to_string(), fields: fields.into(), direct: false })
+        self.push(StreamDecl {
+            name: name.to_string(),
+            fields: fields.into(),
+            direct: false,
+            passthrough: false,
+        })
+    }
+
+    /// Declares a stream whose fields are those of this component's input stream(s), for
+    /// components that pass tuples through (a filter, a flaky test bolt). Every input must
+    /// carry the same fields; the topology file's validation checks that and fills them in.
+    pub fn declare_passthrough(&mut self, name: &str) -> &mut Self {
+        self.push(StreamDecl {
+            name: name.to_string(),
+            fields: Fields::empty(),
+            direct: false,
+            passthrough: true,
+        })
     }
 
     /// Declares a direct stream: tuples on it go to the task the emitter names.
     pub fn declare_direct_stream(&mut self, name: &str, fields: impl Into<Fields>) -> &mut Self {
-        self.push(StreamDecl { name: name.to_string(), fields: fields.into(), direct: true })
+        self.push(StreamDecl {
+            name: name.to_string(),
+            fields: fields.into(),
+            direct: true,
+            passthrough: false,
+        })
     }
 
     fn push(&mut self, decl: StreamDecl) -> &mut Self {
@@ -70,7 +95,13 @@ pub enum EmitError {
     #[error("stream \"{stream}\" is not declared by component {component}")]
     UnknownStream { component: String, stream: String },
     #[error("stream \"{stream}\" of component {component} has {expected} fields {fields} but {got} values were emitted")]
-    Arity { component: String, stream: String, fields: String, expected: usize, got: usize },
+    Arity {
+        component: String,
+        stream: String,
+        fields: String,
+        expected: usize,
+        got: usize,
+    },
     #[error("stream \"{stream}\" is direct: emit on it with emit_direct")]
     DirectRequired { stream: String },
     #[error("emit_direct on stream \"{stream}\", which is not declared direct")]
