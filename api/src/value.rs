@@ -44,6 +44,11 @@ impl Value {
         }
     }
 
+    /// A string value that borrows a `'static` string: never allocates, however long.
+    pub const fn from_static(s: &'static str) -> Value {
+        Value::Str(CompactString::const_new(s))
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
@@ -179,6 +184,22 @@ impl StableHasher {
         x ^= x >> 33;
         x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         x ^ (x >> 33)
+    }
+}
+
+/// Usable as a `std::hash::Hasher`, e.g. for a fast `HashMap` of words.
+impl std::hash::Hasher for StableHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        self.write_bytes(bytes)
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        StableHasher::write_u64(self, n)
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        StableHasher::finish(self)
     }
 }
 

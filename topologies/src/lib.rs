@@ -1,1 +1,4 @@
 //! Shipped components.
+pub fn registry() -> squall_api::Registry {
+    squall_api::Registry::new()
+}

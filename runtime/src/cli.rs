@@ -1,0 +1,188 @@
+//! The `squall` command line, as a library: a user's own binary calls [`main`] with its
+//! [`Registry`] and is the whole product (local runs, validation, benchmarks).
+//!
+//! Contract: every verb exits 0 on success; on failure it prints a clear one-line error
+//! (`error: …`) to stderr — or, for `validate`, every mistake in the file, one per line — and
+//! exits non-zero. Human output goes to stderr while a run is live; stdout carries the end
+//! result (a table, or JSON with `--json`), so it can be piped.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use squall_api::Registry;
+
+use crate::bench;
+use crate::local::{self, LocalOptions};
+use crate::topology;
+
+#[derive(Parser, Debug)]
+#[command(name = "squall", version, about = "Squall: record-at-a-time stream processing, in the tradition of Apache Storm")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a topology in this process, with live progress; ends by itself when its spouts
+    /// are finished, after --for, or on Ctrl-C
+    Local {
+        /// The topology file (TOML)
+        file: PathBuf,
+        /// Stop after this long, e.g. 30s, 5m
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Print the end-of-run summary as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a topology file and print every mistake with file:line:col
+    Validate {
+        /// The topology file (TOML)
+        file: PathBuf,
+    },
+    /// Run a benchmark workload and print its result line
+    Bench {
+        #[command(subcommand)]
+        workload: Workload,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Workload {
+    /// WC-1: word count over N sentences, flat out
+    Wc1 {
+        /// Sentences
+        #[arg(long, default_value_t = 10_000_000)]
+        n: u64,
+        /// Parallelism of split and count
+        #[arg(long, default_value_t = 2)]
+        p: usize,
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        acking: OnOff,
+        /// Worker processes
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// LAT-1: complete latency of word count at a fixed sentence rate
+    Lat1 {
+        /// Sentences per second
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// Parallelism of split and count
+        #[arg(long, default_value_t = 2)]
+        p: usize,
+        /// Worker processes
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Measured seconds, after a 5 s warm-up
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum OnOff {
+    On,
+    Off,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 1h30m)"))
+}
+
+/// Runs the CLI with the component kinds of `registry`; returns the process exit code.
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(run(cli, registry))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli, registry: Registry) -> ExitCode {
+    match cli.command {
+        Command::Validate { file } => match topology::load(&file, &registry) {
+            Ok(def) => {
+                let tasks: usize = def.components().map(|c| c.parallelism).sum();
+                println!(
+                    "{}: ok: topology {} with {} spouts, {} bolts, {} tasks",
+                    file.display(),
+                    def.name,
+                    def.spouts.len(),
+                    def.bolts.len(),
+                    tasks
+                );
+                ExitCode::SUCCESS
+            }
+            Err(diagnostics) => {
+                eprintln!("{diagnostics}");
+                let n = diagnostics.0.len();
+                eprintln!("error: {} has {n} mistake{}", file.display(), if n == 1 { "" } else { "s" });
+                ExitCode::FAILURE
+            }
+        },
+        Command::Local { file, duration, json } => {
+            let def = match topology::load(&file, &registry) {
+                Ok(def) => def,
+                Err(diagnostics) => {
+                    eprintln!("{diagnostics}");
+                    return fail(&format!("{} is not a valid topology (see above)", file.display()));
+                }
+            };
+            let opts = LocalOptions { duration, progress: true };
+            match local::run(&def, &registry, &opts).await {
+                Ok(result) => {
+                    if json {
+                        match serde_json::to_string(&result.snapshot) {
+                            Ok(text) => println!("{text}"),
+                            Err(e) => return fail(&format!("cannot encode the summary: {e}")),
+                        }
+                    } else {
+                        print!("{}", result.snapshot.render_table(&result.plan));
+                        println!(
+                            "topology {} ran {:.1}s{}",
+                            def.name,
+                            result.elapsed.as_secs_f64(),
+                            if result.stopped { " (stopped)" } else { "" }
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Bench { workload } => {
+            let line = match workload {
+                Workload::Wc1 { n, p, acking, workers } => {
+                    bench::wc1(&bench::Wc1 { n, p, acking: acking == OnOff::On, workers }).await
+                }
+                Workload::Lat1 { rate, p, workers, seconds } => {
+                    bench::lat1(&bench::Lat1 { rate, p, workers, seconds, warmup: 5 }).await
+                }
+            };
+            match line {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The bolt executor. See the module docs of `executor` for its contract.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smallvec::SmallVec;
+use squall_api::{
+    BasicBolt, BasicCollector, Bolt, BoltCollector, EmitError, Fields, StreamMeta, TaskId, TopologyContext, TreeIds,
+    Tuple, Values, SYSTEM_COMPONENT, TICK_STREAM,
+};
+use tokio::sync::mpsc;
+
+use super::{Envelope, Output, TaskError};
+use crate::metrics::{TaskMetrics, SAMPLE_EVERY};
+
+/// Batches are flushed at least this often while a bolt is busy.
+const MAX_LINGER: Duration = Duration::from_millis(1);
+
+/// A bolt of either flavour.
+pub enum AnyBolt {
+    Plain(Box<dyn Bolt>),
+    Basic(Box<dyn BasicBolt>),
+}
+
+pub struct BoltExecutor {
+    pub bolt: AnyBolt,
+    pub ctx: TopologyContext,
+    pub out: Output,
+    pub inbox: mpsc::Receiver<Vec<Envelope>>,
+    pub metrics: Arc<TaskMetrics>,
+    /// This task's own copy of every stream's meta, by global stream id.
+    pub metas: Vec<Arc<StreamMeta>>,
+    pub tick: Option<Duration>,
+}
+
+/// The collector handed to `execute`.
+struct Collector<'a> {
+    out: &'a mut Output,
+}
+
+impl BoltCollector for Collector<'_> {
+    #[inline]
+    fn emit_to(
+        &mut self,
+        stream: &str,
+        anchors: &[&Tuple],
+        values: Values,
+        direct_task: Option<TaskId>,
+    ) -> Result<(), EmitError> {
+        self.out.emit_bolt(stream, anchors, values, direct_task)
+    }
+
+    #[inline]
+    fn ack(&mut self, input: Tuple) {
+        self.out.ack(&input)
+    }
+
+    fn fail(&mut self, input: Tuple) {
+        let roots: SmallVec<[u64; 2]> = input.tree().anchors.iter().map(|(r, _)| *r).collect();
+        self.out.fail_roots(roots)
+    }
+
+    fn reset_timeout(&mut self, input: &Tuple) {
+        self.out.reset_timeout(input)
+    }
+
+    fn report_error(&mut self, error: &str) {
+        self.out.report_error(error)
+    }
+}
+
+impl BoltExecutor {
+    fn fail(&self, message: String) -> TaskError {
+        TaskError { component: self.out.component().to_string(), task: self.out.task, message }
+    }
+
+    pub async fn run(mut self) -> Result<(), TaskError> {
+        let prepared = match &mut self.bolt {
+            AnyBolt::Plain(b) => b.prepare(&self.ctx).await,
+            AnyBolt::Basic(b) => b.prepare(&self.ctx).await,
+        };
+        prepared.map_err(|e| self.fail(format!("prepare failed: {e}")))?;
+        let tick_meta = Arc::new(StreamMeta {
+            component: SYSTEM_COMPONENT.into(),
+            stream: TICK_STREAM.into(),
+            fields: Fields::empty(),
+        });
+        let mut ticker = self.tick.map(|every| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let mut last_flush = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                batch = self.inbox.recv() => {
+                    let Some(batch) = batch else { break };
+                    self.metrics.queued.fetch_sub(batch.len() as i64, Relaxed);
+                    for env in batch {
+                        let meta = self.metas[env.stream as usize].clone();
+                        let tree = TreeIds { anchors: env.anchors, ..TreeIds::default() };
+                        let tuple = Tuple::with_tree(meta, env.source_task, env.values, tree);
+                        self.execute(tuple).await;
+                        if self.out.has_full() {
+                            self.out.flush_full().await;
+                        }
+                    }
+                }
+                _ = tick(&mut ticker) => {
+                    let tuple = Tuple::new(tick_meta.clone(), TaskId::MAX, Values::new());
+                    self.execute(tuple).await;
+                }
+            }
+            let now = Instant::now();
+            if self.inbox.is_empty() || now - last_flush >= MAX_LINGER {
+                self.out.flush_all().await;
+                self.out.counters.publish(&self.metrics);
+                last_flush = now;
+            }
+        }
+        self.out.flush_all().await;
+        match &mut self.bolt {
+            AnyBolt::Plain(b) => b.cleanup().await,
+            AnyBolt::Basic(b) => b.cleanup().await,
+        }
+        self.out.flush_all().await;
+        self.out.counters.publish(&self.metrics);
+        Ok(())
+    }
+
+    #[inline]
+    async fn execute(&mut self, tuple: Tuple) {
+        let sample = self.out.counters.executed % SAMPLE_EVERY == 0;
+        let started = sample.then(Instant::now);
+        self.out.counters.executed += 1;
+        match &mut self.bolt {
+            AnyBolt::Basic(b) => {
+                let mut collector = Collector { out: &mut self.out };
+                let result = b.execute(&tuple, &mut BasicCollector::new(&mut collector, &tuple)).await;
+                match result {
+                    Ok(()) => self.out.ack(&tuple),
+                    Err(e) => {
+                        self.out.report_error(&format!("execute failed: {e}"));
+                        self.out.fail_roots(tuple.tree().anchors.iter().map(|(r, _)| *r));
+                    }
+                }
+            }
+            AnyBolt::Plain(b) => {
+                // Kept to fail the input's trees if execute errs after taking the tuple.
+                let roots: SmallVec<[u64; 2]> = if self.out.acking {
+                    tuple.tree().anchors.iter().map(|(r, _)| *r).collect()
+                } else {
+                    SmallVec::new()
+                };
+                let result = b.execute(tuple, &mut Collector { out: &mut self.out }).await;
+                if let Err(e) = result {
+                    self.out.report_error(&format!("execute failed: {e}"));
+                    self.out.fail_roots(roots);
+                }
+            }
+        }
+        if let Some(started) = started {
+            self.out.counters.execute_ns += started.elapsed().as_nanos() as u64;
+            self.out.counters.execute_samples += 1;
+        }
+    }
+}
+
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,375 @@
+//! A task's output: routing, tree ids and batching.
+//!
+//! Contract: [`Output`] turns one emit into one [`Envelope`] per receiving task (the routers
+//! of every subscription of the stream decide which), gives each delivery a fresh edge id in
+//! every tree its anchors belong to, and appends it to that task's batch. Acker messages are
+//! batched the same way per acker task. Emitting never waits: the executor calls
+//! [`Output::flush_full`] after each call into user code, which sends every batch that reached
+//! the batch size and waits while the receiver's queue is full (backpressure), and
+//! [`Output::flush_all`] before it goes idle, so batching never delays a tuple past the moment
+//! its task runs out of work. An emit on an undeclared stream, with the wrong number of
+//! values, or a direct emit to a task that does not subscribe, is an [`EmitError`].
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use squall_api::{BoxError, EmitError, Registry, TaskId, Tuple, Value, Values};
+use tokio::sync::mpsc;
+
+use crate::acker::{AckerMsg, IdGen};
+use crate::grouping::Router;
+use crate::metrics::{Counters, TaskMetrics};
+use crate::plan::Plan;
+
+/// Tuples per batch between two tasks.
+pub const BATCH: usize = 256;
+/// Batches a task's inbox holds before its senders wait.
+pub const INBOX_BATCHES: usize = 16;
+
+/// The (root, edge) pairs of a tuple: which trees it belongs to and its edge in each.
+pub type Anchors = SmallVec<[(u64, u64); 1]>;
+
+/// One tuple on its way to one task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Global stream id (see [`Plan`]).
+    pub stream: u32,
+    pub source_task: TaskId,
+    pub values: Values,
+    pub anchors: Anchors,
+}
+
+/// Inboxes of the tasks in this process, by task id.
+#[derive(Default)]
+pub struct Links {
+    pub bolts: Vec<Option<mpsc::Sender<Vec<Envelope>>>>,
+    pub ackers: Vec<Option<mpsc::Sender<Vec<AckerMsg>>>>,
+}
+
+struct OutStream {
+    name: String,
+    sid: u32,
+    arity: usize,
+    fields: String,
+    direct: bool,
+    routers: Vec<Router>,
+}
+
+struct Dest {
+    tx: mpsc::Sender<Vec<Envelope>>,
+    metrics: Arc<TaskMetrics>,
+    buf: Vec<Envelope>,
+}
+
+struct AckerDest {
+    tx: mpsc::Sender<Vec<AckerMsg>>,
+    buf: Vec<AckerMsg>,
+}
+
+pub struct Output {
+    component: String,
+    pub task: TaskId,
+    streams: Vec<OutStream>,
+    default_stream: Option<usize>,
+    /// Task id -> index into `dests`.
+    slot_of: Vec<u32>,
+    dests: Vec<Dest>,
+    ackers: Vec<AckerDest>,
+    full: bool,
+    pub acking: bool,
+    pub ids: IdGen,
+    targets: Vec<TaskId>,
+    pub counters: Counters,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl Output {
+    /// The output of task `task` of component `component` (an index into the plan).
+    pub fn new(
+        plan: &Plan,
+        component: usize,
+        task: TaskId,
+        links: &Links,
+        metrics: &[Arc<TaskMetrics>],
+        registry: &Registry,
+    ) -> Result<Output, BoxError> {
+        let c = &plan.components[component];
+        let worker = plan.task_worker[task as usize];
+        let mut slot_of = vec![NO_SLOT; plan.task_count()];
+        let mut dests = Vec::new();
+        let mut streams = Vec::new();
+        for &sid in &c.streams {
+            let sp = &plan.streams[sid as usize];
+            let mut routers = Vec::new();
+            for sub in &sp.subscribers {
+                routers.push(Router::new(sub, worker, &plan.task_worker, registry)?);
+                for &t in &sub.tasks {
+                    if slot_of[t as usize] != NO_SLOT {
+                        continue;
+                    }
+                    let tx = links.bolts[t as usize]
+                        .clone()
+                        .ok_or_else(|| format!("no inbox for task {t}"))?;
+                    slot_of[t as usize] = dests.len() as u32;
+                    dests.push(Dest { tx, metrics: metrics[t as usize].clone(), buf: Vec::with_capacity(BATCH) });
+                }
+            }
+            streams.push(OutStream {
+                name: sp.decl.name.clone(),
+                sid,
+                arity: sp.decl.fields.len(),
+                fields: sp.decl.fields.to_string(),
+                direct: sp.decl.direct,
+                routers,
+            });
+        }
+        let acking = plan.settings.acking && !plan.acker_tasks.is_empty();
+        let ackers = if acking {
+            plan.acker_tasks
+                .iter()
+                .map(|&t| {
+                    let tx = links.ackers[t as usize].clone().ok_or_else(|| format!("no inbox for acker task {t}"))?;
+                    Ok(AckerDest { tx, buf: Vec::with_capacity(BATCH) })
+                })
+                .collect::<Result<Vec<_>, BoxError>>()?
+        } else {
+            Vec::new()
+        };
+        let default_stream = streams.iter().position(|s| s.name == squall_api::DEFAULT_STREAM);
+        Ok(Output {
+            component: c.id.clone(),
+            task,
+            streams,
+            default_stream,
+            slot_of,
+            dests,
+            ackers,
+            full: false,
+            acking,
+            ids: IdGen::new(),
+            targets: Vec::new(),
+            counters: Counters::default(),
+        })
+    }
+
+    #[inline]
+    fn stream_index(&self, name: &str) -> Result<usize, EmitError> {
+        if name == squall_api::DEFAULT_STREAM {
+            if let Some(i) = self.default_stream {
+                return Ok(i);
+            }
+        }
+        self.streams.iter().position(|s| s.name == name).ok_or_else(|| EmitError::UnknownStream {
+            component: self.component.clone(),
+            stream: name.to_string(),
+        })
+    }
+
+    /// Checks an emit and fills `self.targets` with its receiving tasks.
+    #[inline]
+    fn route(&mut self, stream: &str, values: &[Value], direct: Option<TaskId>) -> Result<usize, EmitError> {
+        let s = self.stream_index(stream)?;
+        let out = &mut self.streams[s];
+        if values.len() != out.arity {
+            return Err(EmitError::Arity {
+                component: self.component.clone(),
+                stream: out.name.clone(),
+                fields: out.fields.clone(),
+                expected: out.arity,
+                got: values.len(),
+            });
+        }
+        match (out.direct, direct) {
+            (true, None) => return Err(EmitError::DirectRequired { stream: out.name.clone() }),
+            (false, Some(_)) => return Err(EmitError::NotDirect { stream: out.name.clone() }),
+            _ => {}
+        }
+        self.targets.clear();
+        for r in &mut out.routers {
+            r.route(values, direct, &mut self.targets);
+        }
+        if let Some(task) = direct {
+            if self.targets.is_empty() && !out.routers.is_empty() {
+                return Err(EmitError::NotSubscribed { stream: out.name.clone(), task });
+            }
+        }
+        Ok(s)
+    }
+
+    /// Emits a spout tuple; with `root`, every delivery becomes an edge of that tree. Returns
+    /// the XOR of the edge ids created (0 if the tuple went nowhere).
+    #[inline]
+    pub fn emit_spout(
+        &mut self,
+        stream: &str,
+        values: Values,
+        root: Option<u64>,
+        direct: Option<TaskId>,
+    ) -> Result<u64, EmitError> {
+        let s = self.route(stream, &values, direct)?;
+        let sid = self.streams[s].sid;
+        let mut xor = 0;
+        let n = self.targets.len();
+        let mut values = Some(values);
+        for i in 0..n {
+            let task = self.targets[i];
+            let mut anchors = Anchors::new();
+            if let Some(root) = root {
+                let edge = self.ids.next_id();
+                xor ^= edge;
+                anchors.push((root, edge));
+            }
+            let values = if i + 1 == n { values.take().unwrap_or_default() } else { values.clone().unwrap_or_default() };
+            self.push(task, Envelope { stream: sid, source_task: self.task, values, anchors });
+        }
+        self.counters.emitted += 1;
+        self.counters.transferred += n as u64;
+        Ok(xor)
+    }
+
+    /// Emits a bolt tuple anchored to `anchors` (their trees gain one edge per delivery).
+    #[inline]
+    pub fn emit_bolt(
+        &mut self,
+        stream: &str,
+        anchors: &[&Tuple],
+        values: Values,
+        direct: Option<TaskId>,
+    ) -> Result<(), EmitError> {
+        let s = self.route(stream, &values, direct)?;
+        let sid = self.streams[s].sid;
+        let n = self.targets.len();
+        let tracked = self.acking && anchors.iter().any(|a| !a.tree().anchors.is_empty());
+        let mut values = Some(values);
+        for i in 0..n {
+            let task = self.targets[i];
+            let mut out_anchors = Anchors::new();
+            if tracked {
+                for a in anchors {
+                    let tree = a.tree();
+                    if tree.anchors.is_empty() {
+                        continue;
+                    }
+                    let edge = self.ids.next_id();
+                    tree.xor_ack_val(edge);
+                    for &(root, _) in &tree.anchors {
+                        match out_anchors.iter_mut().find(|(r, _)| *r == root) {
+                            Some((_, e)) => *e ^= edge,
+                            None => out_anchors.push((root, edge)),
+                        }
+                    }
+                }
+            }
+            let values = if i + 1 == n { values.take().unwrap_or_default() } else { values.clone().unwrap_or_default() };
+            self.push(task, Envelope { stream: sid, source_task: self.task, values, anchors: out_anchors });
+        }
+        self.counters.emitted += 1;
+        self.counters.transferred += n as u64;
+        Ok(())
+    }
+
+    #[inline]
+    fn push(&mut self, task: TaskId, env: Envelope) {
+        let slot = self.slot_of[task as usize];
+        debug_assert_ne!(slot, NO_SLOT, "routers only pick subscribed tasks");
+        let d = &mut self.dests[slot as usize];
+        d.buf.push(env);
+        if d.buf.len() >= BATCH {
+            self.full = true;
+        }
+    }
+
+    /// Queues a message for the acker that tracks its root.
+    #[inline]
+    pub fn to_acker(&mut self, msg: AckerMsg) {
+        let root = match msg {
+            AckerMsg::Init { root, .. } | AckerMsg::Ack { root, .. } | AckerMsg::Fail { root } | AckerMsg::Reset { root } => root,
+        };
+        let n = self.ackers.len() as u64;
+        if n == 0 {
+            return;
+        }
+        let a = &mut self.ackers[(root % n) as usize];
+        a.buf.push(msg);
+        if a.buf.len() >= BATCH {
+            self.full = true;
+        }
+    }
+
+    /// Acks an input: for each of its trees, its edge XOR the edges anchored to it.
+    #[inline]
+    pub fn ack(&mut self, input: &Tuple) {
+        let tree = input.tree();
+        if self.acking {
+            let ack_val = tree.ack_val();
+            for &(root, edge) in &tree.anchors {
+                self.to_acker(AckerMsg::Ack { root, val: edge ^ ack_val });
+            }
+        }
+        self.counters.acked += 1;
+    }
+
+    /// Fails every tree of an input.
+    pub fn fail_roots(&mut self, roots: impl IntoIterator<Item = u64>) {
+        if self.acking {
+            for root in roots {
+                self.to_acker(AckerMsg::Fail { root });
+            }
+        }
+        self.counters.failed += 1;
+    }
+
+    pub fn reset_timeout(&mut self, input: &Tuple) {
+        if self.acking {
+            for &(root, _) in &input.tree().anchors {
+                self.to_acker(AckerMsg::Reset { root });
+            }
+        }
+    }
+
+    pub fn report_error(&mut self, error: &str) {
+        self.counters.errors += 1;
+        tracing::warn!(component = %self.component, task = self.task, "{error}");
+    }
+
+    /// True if some batch is full and should be sent.
+    #[inline]
+    pub fn has_full(&self) -> bool {
+        self.full
+    }
+
+    /// Sends every full batch, waiting while a receiver's queue is full.
+    pub async fn flush_full(&mut self) {
+        self.flush(BATCH).await
+    }
+
+    /// Sends every non-empty batch, waiting while a receiver's queue is full.
+    pub async fn flush_all(&mut self) {
+        self.flush(1).await
+    }
+
+    async fn flush(&mut self, at_least: usize) {
+        self.full = false;
+        for d in &mut self.dests {
+            if d.buf.len() >= at_least {
+                let batch = std::mem::replace(&mut d.buf, Vec::with_capacity(BATCH));
+                d.metrics.queued.fetch_add(batch.len() as i64, Relaxed);
+                // A closed inbox means its task has ended (shutdown or failure): drop.
+                let _ = d.tx.send(batch).await;
+            }
+        }
+        for a in &mut self.ackers {
+            if a.buf.len() >= at_least {
+                let batch = std::mem::replace(&mut a.buf, Vec::with_capacity(BATCH));
+                let _ = a.tx.send(batch).await;
+            }
+        }
+    }
+
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+}

@@ -1,0 +1,215 @@
+//! The spout executor. See the module docs of `executor` for its contract.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use squall_api::{BoxError, EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values};
+use tokio::sync::{mpsc, watch};
+
+use super::{Control, Output, TaskError};
+use crate::acker::{AckerMsg, IdMap, Outcome};
+use crate::metrics::{new_histogram, TaskMetrics};
+
+/// How long an idle spout waits before asking again.
+const IDLE_WAIT: Duration = Duration::from_millis(1);
+/// Batches are flushed at least this often while a spout keeps emitting.
+const MAX_LINGER: Duration = Duration::from_millis(1);
+
+struct Pending {
+    msg_id: MessageId,
+    emitted: Instant,
+}
+
+pub struct SpoutExecutor {
+    pub spout: Box<dyn Spout>,
+    pub ctx: TopologyContext,
+    pub out: Output,
+    pub inbox: mpsc::UnboundedReceiver<Vec<Outcome>>,
+    pub control: watch::Receiver<Control>,
+    pub metrics: Arc<TaskMetrics>,
+    pub max_pending: usize,
+    /// How long a stop waits for in-flight trees.
+    pub drain: Duration,
+}
+
+/// The collector handed to `next_tuple`.
+struct Collector<'a> {
+    out: &'a mut Output,
+    pending: &'a mut IdMap<Pending>,
+    /// Message ids to ack at once (acking off, or a tuple that went nowhere).
+    instant_acks: &'a mut Vec<MessageId>,
+}
+
+impl SpoutCollector for Collector<'_> {
+    #[inline]
+    fn emit_to(
+        &mut self,
+        stream: &str,
+        values: Values,
+        msg_id: Option<MessageId>,
+        direct_task: Option<TaskId>,
+    ) -> Result<(), EmitError> {
+        match msg_id {
+            Some(msg_id) if self.out.acking => {
+                let root = self.out.ids.next_id();
+                let xor = self.out.emit_spout(stream, values, Some(root), direct_task)?;
+                if xor == 0 {
+                    self.instant_acks.push(msg_id);
+                } else {
+                    self.pending.insert(root, Pending { msg_id, emitted: Instant::now() });
+                    let spout_task = self.out.task;
+                    self.out.to_acker(AckerMsg::Init { root, val: xor, spout_task });
+                }
+            }
+            Some(msg_id) => {
+                self.out.emit_spout(stream, values, None, direct_task)?;
+                self.instant_acks.push(msg_id);
+            }
+            None => {
+                self.out.emit_spout(stream, values, None, direct_task)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn report_error(&mut self, error: &str) {
+        self.out.report_error(error)
+    }
+}
+
+impl SpoutExecutor {
+    fn fail(&self, message: String) -> TaskError {
+        TaskError { component: self.out.component().to_string(), task: self.out.task, message }
+    }
+
+    pub async fn run(mut self) -> Result<(), TaskError> {
+        self.spout.open(&self.ctx).await.map_err(|e| self.fail(format!("open failed: {e}")))?;
+        let mut pending: IdMap<Pending> = IdMap::default();
+        let mut instant_acks: Vec<MessageId> = Vec::new();
+        let mut histogram = new_histogram();
+        let mut state = *self.control.borrow_and_update();
+        if state == Control::Active {
+            self.spout.activate().await;
+        }
+        let mut stop_deadline: Option<Instant> = (state == Control::Stop).then(|| Instant::now() + self.drain);
+        let mut inbox_open = true;
+        let mut control_open = true;
+        let mut last_flush = Instant::now();
+        let mut last_merge = Instant::now();
+        let mut calls: u64 = 0;
+        loop {
+            // Outcomes first: they free pending slots and may queue replays.
+            while let Ok(batch) = self.inbox.try_recv() {
+                self.apply(batch, &mut pending, &mut histogram).await;
+            }
+            if control_open && self.control.has_changed().unwrap_or(false) {
+                let next = *self.control.borrow_and_update();
+                if next != state {
+                    match (state, next) {
+                        (Control::Active, _) => self.spout.deactivate().await,
+                        (Control::Inactive, Control::Active) => self.spout.activate().await,
+                        _ => {}
+                    }
+                    if next == Control::Stop {
+                        stop_deadline = Some(Instant::now() + self.drain);
+                    }
+                    state = next;
+                }
+            }
+            let room = self.max_pending == 0 || pending.len() < self.max_pending;
+            let mut emitted = false;
+            if state == Control::Active && room {
+                let before = self.out.counters.emitted;
+                let mut collector = Collector { out: &mut self.out, pending: &mut pending, instant_acks: &mut instant_acks };
+                if let Err(e) = self.spout.next_tuple(&mut collector).await {
+                    self.out.report_error(&format!("next_tuple failed: {e}"));
+                }
+                for id in instant_acks.drain(..) {
+                    self.out.counters.acked += 1;
+                    self.spout.ack(id).await;
+                }
+                emitted = self.out.counters.emitted != before;
+                if self.out.has_full() {
+                    self.out.flush_full().await;
+                }
+                calls += 1;
+                if calls % 64 == 0 {
+                    let now = Instant::now();
+                    if now - last_flush >= MAX_LINGER {
+                        self.out.flush_all().await;
+                        last_flush = now;
+                        self.out.counters.publish(&self.metrics);
+                    }
+                }
+            }
+            if emitted {
+                continue;
+            }
+            // Idle: nothing to emit right now.
+            self.out.flush_all().await;
+            let now = Instant::now();
+            last_flush = now;
+            self.out.counters.publish(&self.metrics);
+            if now - last_merge >= Duration::from_secs(1) {
+                self.merge(&mut histogram);
+                last_merge = now;
+            }
+            let stopping = state == Control::Stop || !control_open;
+            if pending.is_empty() && (stopping || self.spout.is_finished()) {
+                break;
+            }
+            if stop_deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+            let wait = if state == Control::Active && room { IDLE_WAIT } else { Duration::from_millis(50) };
+            tokio::select! {
+                batch = self.inbox.recv(), if inbox_open => match batch {
+                    Some(batch) => self.apply(batch, &mut pending, &mut histogram).await,
+                    None => inbox_open = false,
+                },
+                changed = self.control.changed(), if control_open => {
+                    if changed.is_err() {
+                        control_open = false;
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.spout.close().await;
+        self.out.flush_all().await;
+        self.out.counters.publish(&self.metrics);
+        self.merge(&mut histogram);
+        Ok(())
+    }
+
+    async fn apply(&mut self, batch: Vec<Outcome>, pending: &mut IdMap<Pending>, histogram: &mut hdrhistogram::Histogram<u64>) {
+        for o in batch {
+            // An outcome for a root no longer pending was already reported: ignore it.
+            let Some(p) = pending.remove(&o.root) else { continue };
+            if o.acked {
+                let us = p.emitted.elapsed().as_micros() as u64;
+                let _ = histogram.record(us.max(1));
+                self.out.counters.acked += 1;
+                self.spout.ack(p.msg_id).await;
+            } else {
+                self.out.counters.failed += 1;
+                self.spout.fail(p.msg_id).await;
+            }
+        }
+    }
+
+    fn merge(&self, histogram: &mut hdrhistogram::Histogram<u64>) {
+        if histogram.is_empty() {
+            return;
+        }
+        if let Ok(mut shared) = self.metrics.complete_us.lock() {
+            let _ = shared.add(&*histogram);
+        }
+        histogram.reset();
+    }
+}
+
+/// Builds the error a spout's factory gives into a task error.
+pub fn build_error(component: &str, task: TaskId, e: BoxError) -> TaskError {
+    TaskError { component: component.to_string(), task, message: e.to_string() }
+}

@@ -1,0 +1,244 @@
+//! Running a topology in this process (`squall local`).
+//!
+//! Contract: [`run`] lays the topology out as a [`Plan`], starts every task (spouts, bolts,
+//! ackers) on the tokio runtime with bounded inboxes, and returns when the run ends: by itself
+//! once every spout is finished and every tree completed and every queue drained; after
+//! `duration`; or on Ctrl-C (a second Ctrl-C ends it at once). On the last two, spouts are
+//! deactivated and in-flight trees drain for up to the message timeout before the bolts are
+//! drained and closed. About once a second it can print per-component rates to stderr. A task
+//! that fails to start, or panics, ends the run with its error.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use squall_api::{Component, Registry, Role, TaskId};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::acker;
+use crate::executor::bolt::{AnyBolt, BoltExecutor};
+use crate::executor::output::INBOX_BATCHES;
+use crate::executor::spout::SpoutExecutor;
+use crate::executor::{context, Control, Links, Output, TaskError};
+use crate::metrics::{Snapshot, TopologyMetrics};
+use crate::plan::Plan;
+use crate::topology::TopologyDef;
+
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Print per-component rates to stderr about once a second.
+    pub progress: bool,
+}
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub plan: Plan,
+    pub snapshot: Snapshot,
+    /// From the moment every task was started to the end of the run.
+    pub elapsed: Duration,
+    /// Ended by `duration` or Ctrl-C rather than by itself.
+    pub stopped: bool,
+}
+
+/// The tasks of a plan, started.
+pub struct Running {
+    pub tasks: JoinSet<Result<(), TaskError>>,
+    pub control: watch::Sender<Control>,
+    pub metrics: TopologyMetrics,
+}
+
+/// Starts the tasks `hosted` of `plan` (all of them in local mode).
+pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Running, TaskError> {
+    let n = plan.task_count();
+    let metrics = TopologyMetrics::new(n);
+    let mut links = Links { bolts: vec![None; n], ackers: vec![None; n] };
+    let mut bolt_inboxes: Vec<Option<mpsc::Receiver<_>>> = (0..n).map(|_| None).collect();
+    let mut acker_inboxes: Vec<Option<mpsc::Receiver<_>>> = (0..n).map(|_| None).collect();
+    let mut spout_links: Vec<Option<mpsc::UnboundedSender<_>>> = vec![None; n];
+    let mut spout_inboxes: Vec<Option<mpsc::UnboundedReceiver<_>>> = (0..n).map(|_| None).collect();
+    for &t in hosted {
+        let i = t as usize;
+        match plan.task_component[i].map(|c| plan.components[c].role) {
+            Some(Role::Bolt) => {
+                let (tx, rx) = mpsc::channel(INBOX_BATCHES);
+                links.bolts[i] = Some(tx);
+                bolt_inboxes[i] = Some(rx);
+            }
+            Some(Role::Spout) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                spout_links[i] = Some(tx);
+                spout_inboxes[i] = Some(rx);
+            }
+            None => {
+                let (tx, rx) = mpsc::channel(INBOX_BATCHES);
+                links.ackers[i] = Some(tx);
+                acker_inboxes[i] = Some(rx);
+            }
+        }
+    }
+    let (control, control_rx) = watch::channel(Control::Active);
+    let timeout = Duration::from_secs(plan.settings.message_timeout_secs);
+    let mut tasks = JoinSet::new();
+    for &t in hosted {
+        let i = t as usize;
+        let Some(component) = plan.task_component[i] else {
+            let inbox = acker_inboxes[i].take().expect("acker inbox made above");
+            let spouts = spout_links.clone();
+            tasks.spawn(async move {
+                acker::run(inbox, spouts, timeout).await;
+                Ok(())
+            });
+            continue;
+        };
+        let c = &plan.components[component];
+        let task_error = |message: String| TaskError { component: c.id.clone(), task: t, message };
+        let instance = registry.build(&c.kind, &c.config).map_err(|e| task_error(e.to_string()))?;
+        let out = Output::new(plan, component, t, &links, &metrics.tasks, registry).map_err(|e| task_error(e.to_string()))?;
+        let ctx = context(plan, component, t);
+        let task_metrics = metrics.tasks[i].clone();
+        let tick = c.tick.or_else(|| instance.tick_interval());
+        let bolt = match instance {
+            Component::Spout(spout) => {
+                let exec = SpoutExecutor {
+                    spout,
+                    ctx,
+                    out,
+                    inbox: spout_inboxes[i].take().expect("spout inbox made above"),
+                    control: control_rx.clone(),
+                    metrics: task_metrics,
+                    max_pending: plan.settings.max_spout_pending,
+                    drain: timeout + Duration::from_secs(2),
+                };
+                tasks.spawn(exec.run());
+                continue;
+            }
+            Component::Bolt(b) => AnyBolt::Plain(b),
+            Component::BasicBolt(b) => AnyBolt::Basic(b),
+        };
+        let exec = BoltExecutor {
+                    bolt,
+                    ctx,
+                    out,
+                    inbox: bolt_inboxes[i].take().expect("bolt inbox made above"),
+                    metrics: task_metrics,
+                    metas: plan.stream_metas(),
+                    tick,
+                };
+        tasks.spawn(exec.run());
+    }
+    Ok(Running { tasks, control, metrics })
+}
+
+/// Runs a topology in this process until it ends (see the module docs).
+pub async fn run(def: &TopologyDef, registry: &Registry, opts: &LocalOptions) -> Result<RunResult, TaskError> {
+    let plan = Plan::new(def);
+    let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
+    let Running { mut tasks, control, metrics } = start(&plan, registry, &hosted)?;
+    let started = Instant::now();
+    let mut progress = tokio::time::interval(Duration::from_secs(1));
+    progress.tick().await;
+    let mut reporter = ProgressReporter::new(&plan);
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut stopped = false;
+    let mut interrupts = 0;
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    tasks.abort_all();
+                    return Err(e);
+                }
+                Some(Err(e)) if e.is_panic() => {
+                    tasks.abort_all();
+                    let message = panic_message(e.into_panic());
+                    return Err(TaskError { component: "?".into(), task: 0, message: format!("a task panicked: {message}") });
+                }
+                Some(Err(_)) => {}
+            },
+            _ = progress.tick(), if opts.progress => {
+                reporter.print(&plan, &metrics.snapshot(&plan), started.elapsed());
+            }
+            _ = sleep_until(deadline), if !stopped => {
+                stopped = true;
+                let _ = control.send(Control::Stop);
+            }
+            _ = tokio::signal::ctrl_c() => {
+                interrupts += 1;
+                stopped = true;
+                if interrupts > 1 {
+                    eprintln!("second interrupt: stopping now, in-flight tuples are not drained");
+                    tasks.abort_all();
+                    break;
+                }
+                eprintln!("interrupted: deactivating spouts and draining in-flight tuples (Ctrl-C again to stop now)");
+                let _ = control.send(Control::Stop);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let snapshot = metrics.snapshot(&plan);
+    Ok(RunResult { plan, snapshot, elapsed, stopped })
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Prints one line of per-component rates per call.
+struct ProgressReporter {
+    last: BTreeMap<String, u64>,
+    last_at: Duration,
+}
+
+impl ProgressReporter {
+    fn new(plan: &Plan) -> Self {
+        ProgressReporter { last: plan.components.iter().map(|c| (c.id.clone(), 0)).collect(), last_at: Duration::ZERO }
+    }
+
+    fn print(&mut self, plan: &Plan, snap: &Snapshot, at: Duration) {
+        let window = (at - self.last_at).as_secs_f64().max(1e-3);
+        self.last_at = at;
+        let mut line = format!("[{:>4}s]", at.as_secs());
+        for c in &plan.components {
+            let s = &snap.components[&c.id];
+            let counted = if c.role == Role::Spout { s.emitted } else { s.executed };
+            let prev = self.last.insert(c.id.clone(), counted).unwrap_or(0);
+            let rate = (counted - prev) as f64 / window;
+            let verb = if c.role == Role::Spout { "emitted" } else { "executed" };
+            line.push_str(&format!(
+                "  {}: {}/s {verb}, acked {}, failed {}",
+                c.id,
+                human(rate),
+                human(s.acked as f64),
+                s.failed
+            ));
+        }
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+}
+
+/// 950, 12.3k, 4.56M.
+pub fn human(x: f64) -> String {
+    if x < 1e3 {
+        format!("{x:.0}")
+    } else if x < 1e6 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{:.2}M", x / 1e6)
+    }
+}

@@ -1,0 +1,224 @@
+//! Metrics: per-task counters and latencies, summed per component.
+//!
+//! Contract: each executor counts in plain fields of its own ([`Counters`]) and publishes them
+//! to its shared [`TaskMetrics`] with relaxed stores after each batch, so the per-tuple cost is
+//! an increment. Execute latency is sampled (one tuple in [`SAMPLE_EVERY`]); complete latency
+//! (spout emit to ack) is recorded for every acked tuple in a histogram merged into the shared
+//! one about once a second. [`Snapshot`]s sum tasks per component; their JSON form is the one of
+//! DESIGN.md's "Machine-readable output".
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use squall_api::Role;
+
+use crate::plan::Plan;
+
+/// Execute latency is measured on one tuple in this many.
+pub const SAMPLE_EVERY: u64 = 16;
+
+/// A task's figures, written by its executor, read by reporters.
+#[derive(Debug)]
+pub struct TaskMetrics {
+    pub emitted: AtomicU64,
+    pub transferred: AtomicU64,
+    pub executed: AtomicU64,
+    pub acked: AtomicU64,
+    pub failed: AtomicU64,
+    pub errors: AtomicU64,
+    pub execute_ns: AtomicU64,
+    pub execute_samples: AtomicU64,
+    /// Tuples waiting in the task's inbox (added by senders, taken by the task).
+    pub queued: AtomicI64,
+    /// Complete latency in microseconds (spouts).
+    pub complete_us: Mutex<Histogram<u64>>,
+}
+
+impl Default for TaskMetrics {
+    fn default() -> Self {
+        TaskMetrics {
+            emitted: AtomicU64::new(0),
+            transferred: AtomicU64::new(0),
+            executed: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            execute_ns: AtomicU64::new(0),
+            execute_samples: AtomicU64::new(0),
+            queued: AtomicI64::new(0),
+            complete_us: Mutex::new(new_histogram()),
+        }
+    }
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures is a valid histogram precision")
+}
+
+/// An executor's own counters, published to its [`TaskMetrics`].
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub emitted: u64,
+    pub transferred: u64,
+    pub executed: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub errors: u64,
+    pub execute_ns: u64,
+    pub execute_samples: u64,
+}
+
+impl Counters {
+    pub fn publish(&self, m: &TaskMetrics) {
+        m.emitted.store(self.emitted, Relaxed);
+        m.transferred.store(self.transferred, Relaxed);
+        m.executed.store(self.executed, Relaxed);
+        m.acked.store(self.acked, Relaxed);
+        m.failed.store(self.failed, Relaxed);
+        m.errors.store(self.errors, Relaxed);
+        m.execute_ns.store(self.execute_ns, Relaxed);
+        m.execute_samples.store(self.execute_samples, Relaxed);
+    }
+}
+
+/// Per-component sums at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentStats {
+    pub kind: String,
+    pub role: &'static str,
+    pub tasks: usize,
+    pub emitted: u64,
+    pub transferred: u64,
+    pub executed: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub errors: u64,
+    pub execute_latency_us: f64,
+    pub complete_latency_p50_us: f64,
+    pub complete_latency_p99_us: f64,
+    pub complete_latency_p999_us: f64,
+    pub queue_depth: i64,
+    #[serde(skip)]
+    pub execute_ns: u64,
+}
+
+/// A topology's figures at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub topology: String,
+    pub components: BTreeMap<String, ComponentStats>,
+}
+
+/// The metrics of every task of a plan.
+#[derive(Debug, Clone)]
+pub struct TopologyMetrics {
+    pub tasks: Vec<Arc<TaskMetrics>>,
+}
+
+impl TopologyMetrics {
+    pub fn new(task_count: usize) -> Self {
+        TopologyMetrics { tasks: (0..task_count).map(|_| Arc::new(TaskMetrics::default())).collect() }
+    }
+
+    /// Sums every component's tasks (ackers are not listed).
+    pub fn snapshot(&self, plan: &Plan) -> Snapshot {
+        let mut components = BTreeMap::new();
+        for c in &plan.components {
+            let mut s = ComponentStats {
+                kind: c.kind.clone(),
+                role: match c.role {
+                    Role::Spout => "spout",
+                    Role::Bolt => "bolt",
+                },
+                tasks: c.tasks.len(),
+                emitted: 0,
+                transferred: 0,
+                executed: 0,
+                acked: 0,
+                failed: 0,
+                errors: 0,
+                execute_latency_us: 0.0,
+                complete_latency_p50_us: 0.0,
+                complete_latency_p99_us: 0.0,
+                complete_latency_p999_us: 0.0,
+                queue_depth: 0,
+                execute_ns: 0,
+            };
+            let (mut ns, mut samples) = (0u64, 0u64);
+            let mut complete = new_histogram();
+            for &t in &c.tasks {
+                let m = &self.tasks[t as usize];
+                s.emitted += m.emitted.load(Relaxed);
+                s.transferred += m.transferred.load(Relaxed);
+                s.executed += m.executed.load(Relaxed);
+                s.acked += m.acked.load(Relaxed);
+                s.failed += m.failed.load(Relaxed);
+                s.errors += m.errors.load(Relaxed);
+                s.queue_depth += m.queued.load(Relaxed).max(0);
+                ns += m.execute_ns.load(Relaxed);
+                samples += m.execute_samples.load(Relaxed);
+                if c.role == Role::Spout {
+                    if let Ok(h) = m.complete_us.lock() {
+                        let _ = complete.add(&*h);
+                    }
+                }
+            }
+            if samples > 0 {
+                s.execute_latency_us = ns as f64 / samples as f64 / 1000.0;
+                s.execute_ns = (ns as f64 / samples as f64 * s.executed as f64) as u64;
+            }
+            if !complete.is_empty() {
+                s.complete_latency_p50_us = complete.value_at_quantile(0.5) as f64;
+                s.complete_latency_p99_us = complete.value_at_quantile(0.99) as f64;
+                s.complete_latency_p999_us = complete.value_at_quantile(0.999) as f64;
+            }
+            components.insert(c.id.clone(), s);
+        }
+        Snapshot { topology: plan.name.clone(), components }
+    }
+}
+
+impl Snapshot {
+    /// The end-of-run table for people.
+    pub fn render_table(&self, plan: &Plan) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12}",
+            "component", "kind", "tasks", "emitted", "transferred", "executed", "acked", "failed", "latency"
+        );
+        for c in &plan.components {
+            let s = &self.components[&c.id];
+            let latency = match c.role {
+                Role::Spout if s.acked > 0 => format!(
+                    "p50 {} p99 {}",
+                    fmt_us(s.complete_latency_p50_us),
+                    fmt_us(s.complete_latency_p99_us)
+                ),
+                Role::Spout => "-".to_string(),
+                Role::Bolt => format!("exec {}", fmt_us(s.execute_latency_us)),
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12}",
+                c.id, s.kind, s.tasks, s.emitted, s.transferred, s.executed, s.acked, s.failed, latency
+            );
+        }
+        out
+    }
+}
+
+/// `850µs`, `12.3ms`, `2.10s`.
+pub fn fmt_us(us: f64) -> String {
+    if us < 1000.0 {
+        format!("{us:.1}µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.1}ms", us / 1000.0)
+    } else {
+        format!("{:.2}s", us / 1_000_000.0)
+    }
+}
