@@ -1,4 +1,96 @@
-//! Shipped components.
-pub fn registry() -> squall_api::Registry {
-    squall_api::Registry::new()
+//! Squall's shipped components and their [`registry`].
+//!
+//! Contract: [`registry`] names every shipped spout and bolt under the kind a topology file
+//! uses (`random-sentence`, `split-sentence`, …); each kind's module documents its config
+//! keys, the fields it emits and its guarantees. Every config rejects unknown keys, and every
+//! factory rejects bad values with a one-line message.
+
+pub mod exclamation;
+pub mod fast_hash;
+pub mod file_sink;
+pub mod flaky;
+pub mod log;
+pub mod random_sentence;
+pub mod random_word;
+pub mod replay;
+pub mod sequence;
+pub mod split_sentence;
+pub mod word_count;
+
+#[cfg(test)]
+mod testkit;
+
+use squall_api::{NoConfig, Registry};
+
+/// Every shipped component kind.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .spout("random-sentence", random_sentence::build)
+        .spout("random-word", random_word::build)
+        .spout("sequence", sequence::build)
+        .basic_bolt("split-sentence", |_: NoConfig| {
+            Ok(split_sentence::SplitSentence)
+        })
+        .basic_bolt("word-count", |_: NoConfig| {
+            Ok(word_count::WordCount::default())
+        })
+        .basic_bolt("exclamation", exclamation::build)
+        .bolt("flaky", flaky::build)
+        .basic_bolt("file-sink", file_sink::build)
+        .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()));
+    registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{build, build_error};
+    use squall_api::Role;
+
+    /// Each kind with the least config it builds from.
+    const KINDS: [(&str, Role, &str); 9] = [
+        ("exclamation", Role::Bolt, ""),
+        ("file-sink", Role::Bolt, r#"path = "out.jsonl""#),
+        ("flaky", Role::Bolt, ""),
+        ("log", Role::Bolt, ""),
+        ("random-sentence", Role::Spout, ""),
+        ("random-word", Role::Spout, ""),
+        ("sequence", Role::Spout, "count = 1"),
+        ("split-sentence", Role::Bolt, ""),
+        ("word-count", Role::Bolt, ""),
+    ];
+
+    #[test]
+    fn registry_has_every_kind_with_its_role() {
+        let registry = registry();
+        let kinds: Vec<_> = registry.kinds().collect();
+        let expected: Vec<_> = KINDS.iter().map(|(k, r, _)| (*k, *r)).collect();
+        assert_eq!(kinds, expected);
+    }
+
+    #[test]
+    fn every_kind_builds_from_its_minimal_config() {
+        for (kind, role, config) in KINDS {
+            let component = build(kind, config).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(component.role(), role, "{kind}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_config_key() {
+        for (kind, _, config) in KINDS {
+            let e = build_error(kind, &format!("{config}\nbogus = 1"));
+            assert!(e.contains("unknown field `bogus`"), "{kind}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_sinks_declare_no_outputs() {
+        for (kind, _, config) in KINDS {
+            let streams = build(kind, config).unwrap().declare_outputs();
+            let is_sink = matches!(kind, "file-sink" | "log");
+            assert_eq!(streams.streams().is_empty(), is_sink, "{kind}");
+        }
+    }
 }
