@@ -46,7 +46,7 @@ pub use stream::{EmitError, OutputDeclarer, StreamDecl, DEFAULT_STREAM};
 pub use tuple::{
     FieldError, FieldRef, Fields, StreamMeta, TaskId, Tuple, Values, SYSTEM_COMPONENT, TICK_STREAM,
 };
-pub use value::{StableHasher, Value};
+pub use value::{bucket, StableHasher, Value};
 
 #[doc(hidden)]
 pub use tuple::TreeIds;

@@ -166,13 +166,10 @@ impl StableHasher {
     pub fn write_bytes(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            self.write_u64(u64::from_le_bytes(c.try_into().expect("8-byte chunk")));
+            self.write_u64(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
         }
-        let rest = chunks.remainder();
-        let mut tail = [0u8; 8];
-        tail[..rest.len()].copy_from_slice(rest);
         // The length goes in with the tail so "a" and "a\0" differ.
-        self.write_u64(u64::from_le_bytes(tail) ^ ((bytes.len() as u64) << 56));
+        self.write_u64(load_tail(chunks.remainder()) ^ ((bytes.len() as u64) << 56));
     }
 
     /// The final, well-mixed hash (a murmur3 finalizer), good for `% n`.
@@ -187,6 +184,28 @@ impl StableHasher {
     }
 }
 
+/// Up to 7 bytes as a little-endian word, without a variable-length copy.
+#[inline]
+fn load_tail(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 4 {
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]) as u64;
+        lo | (hi << ((n - 4) * 8))
+    } else if n > 0 {
+        b[0] as u64 | (b[n / 2] as u64) << 8 | (b[n - 1] as u64) << 16
+    } else {
+        0
+    }
+}
+
+/// Maps a hash onto `0..n` (n > 0) with a multiply instead of a division: as even as `%`
+/// for a well-mixed hash, and the same in every process.
+#[inline]
+pub fn bucket(hash: u64, n: usize) -> usize {
+    ((hash as u128 * n as u128) >> 64) as usize
+}
+
 /// Usable as a `std::hash::Hasher`, e.g. for a fast `HashMap` of words.
 impl std::hash::Hasher for StableHasher {
     #[inline]
@@ -196,6 +215,14 @@ impl std::hash::Hasher for StableHasher {
     #[inline]
     fn write_u64(&mut self, n: u64) {
         StableHasher::write_u64(self, n)
+    }
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        StableHasher::write_u64(self, n as u64)
+    }
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        StableHasher::write_u64(self, n as u64)
     }
     #[inline]
     fn finish(&self) -> u64 {

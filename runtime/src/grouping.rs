@@ -3,7 +3,7 @@
 //! Contract: one [`Router`] exists per emitting task and subscription. For each tuple it
 //! pushes the receiving task ids onto a caller-owned vector and allocates nothing:
 //! - shuffle / none: round-robin from a random start, so tasks get equal shares;
-//! - fields: `stable_hash(key fields) % tasks`, the same task for equal keys in every process;
+//! - fields: `bucket(stable_hash(key fields), tasks)`, the same task for equal keys in every process;
 //! - partial_key: two candidate tasks from two hashes of the key, the one this emitter has sent
 //!   fewer tuples to wins (key splitting for skewed keys);
 //! - all: every task; global: the lowest task id; direct: the task the emitter named, if it
@@ -12,7 +12,7 @@
 //!   of them if none is local;
 //! - custom: whatever the user's [`CustomGrouping`] chooses among the subscriber's tasks.
 
-use squall_api::{BoxError, CustomGrouping, Registry, StableHasher, TaskId, Value};
+use squall_api::{bucket, BoxError, CustomGrouping, Registry, StableHasher, TaskId, Value};
 
 use crate::plan::Subscription;
 use crate::topology::GroupingDef;
@@ -80,15 +80,14 @@ impl Router {
             }
             Router::Fields { tasks, key } => {
                 let h = key_hash(values, key);
-                out.push(tasks[(h % tasks.len() as u64) as usize]);
+                out.push(tasks[bucket(h, tasks.len())]);
             }
             Router::PartialKey { tasks, key, sent } => {
                 let h1 = key_hash(values, key);
                 let mut second = StableHasher::new();
                 second.write_u64(h1 ^ 0x5851_F42D_4C95_7F2D);
                 let h2 = second.finish();
-                let n = tasks.len() as u64;
-                let (a, b) = ((h1 % n) as usize, (h2 % n) as usize);
+                let (a, b) = (bucket(h1, tasks.len()), bucket(h2, tasks.len()));
                 let pick = if sent[b] < sent[a] { b } else { a };
                 sent[pick] += 1;
                 out.push(tasks[pick]);

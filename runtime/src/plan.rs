@@ -176,6 +176,6 @@ impl Plan {
     /// The acker task that tracks tree `root`.
     #[inline]
     pub fn acker_for(acker_tasks: &[TaskId], root: u64) -> TaskId {
-        acker_tasks[(root % acker_tasks.len() as u64) as usize]
+        acker_tasks[squall_api::bucket(root, acker_tasks.len())]
     }
 }

@@ -288,11 +288,11 @@ impl Output {
         let root = match msg {
             AckerMsg::Init { root, .. } | AckerMsg::Ack { root, .. } | AckerMsg::Fail { root } | AckerMsg::Reset { root } => root,
         };
-        let n = self.ackers.len() as u64;
-        if n == 0 {
+        if self.ackers.is_empty() {
             return;
         }
-        let a = &mut self.ackers[(root % n) as usize];
+        let i = squall_api::bucket(root, self.ackers.len());
+        let a = &mut self.ackers[i];
         a.buf.push(msg);
         if a.buf.len() >= BATCH {
             self.full = true;
