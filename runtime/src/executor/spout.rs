@@ -97,12 +97,14 @@ impl SpoutExecutor {
         let mut last_flush = Instant::now();
         let mut last_merge = Instant::now();
         let mut calls: u64 = 0;
+        // Set when `changed()` consumed a control update that the loop has yet to apply.
+        let mut control_seen = false;
         loop {
             // Outcomes first: they free pending slots and may queue replays.
             while let Ok(batch) = self.inbox.try_recv() {
                 self.apply(batch, &mut pending, &mut histogram).await;
             }
-            if control_open && self.control.has_changed().unwrap_or(false) {
+            if control_open && (std::mem::take(&mut control_seen) || self.control.has_changed().unwrap_or(false)) {
                 let next = *self.control.borrow_and_update();
                 if next != state {
                     match (state, next) {
@@ -167,11 +169,10 @@ impl SpoutExecutor {
                     Some(batch) => self.apply(batch, &mut pending, &mut histogram).await,
                     None => inbox_open = false,
                 },
-                changed = self.control.changed(), if control_open => {
-                    if changed.is_err() {
-                        control_open = false;
-                    }
-                }
+                changed = self.control.changed(), if control_open => match changed {
+                    Ok(()) => control_seen = true,
+                    Err(_) => control_open = false,
+                },
                 _ = tokio::time::sleep(wait) => {}
             }
         }
