@@ -1,1 +1,3 @@
 //! Squall runtime.
+
+pub mod topology;
