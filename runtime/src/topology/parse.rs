@@ -7,7 +7,8 @@
 //! violation, and still returns what it could make sense of (a bad value is left out, or set
 //! to its default), so that validation can look for more mistakes. A key that is not
 //! understood is reported at the key, a bad value at the value, a missing key at the table
-//! that lacks it. Nothing here knows the registry.
+//! that lacks it (at the start of the file for top-level keys). Nothing here knows the
+//! registry.
 
 use serde::Deserialize;
 use squall_api::Role;
@@ -116,6 +117,9 @@ const GROUPING_NAMES: &[&str] = &[
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
+const NO_SPOUTS: &str =
+    "the topology has no spouts: add at least one [[spouts]] entry, a source of tuples";
+
 /// Parses `text` (see the module docs). None if it is not well-formed TOML.
 pub(crate) fn parse(text: &str, p: &mut Problems) -> Option<FileDef> {
     let (root, errors) = DeTable::parse_recoverable(text);
@@ -154,11 +158,18 @@ pub(crate) fn parse(text: &str, p: &mut Problems) -> Option<FileDef> {
     let mut components = Vec::new();
     for (key, role) in [("spouts", Role::Spout), ("bolts", Role::Bolt)] {
         let Some(value) = root.get(key) else { continue };
-        let DeValue::Array(entries) = value.get_ref() else {
-            type_error(key, &format!("an array of tables ([[{key}]])"), value, p);
-            continue;
-        };
-        components.extend(entries.iter().filter_map(|e| component(role, e, p)));
+        match value.get_ref() {
+            DeValue::Array(entries) if entries.is_empty() && role == Role::Spout => {
+                p.error(&value.span(), NO_SPOUTS)
+            }
+            DeValue::Array(entries) => {
+                components.extend(entries.iter().filter_map(|e| component(role, e, p)))
+            }
+            _ => type_error(key, &format!("an array of tables ([[{key}]])"), value, p),
+        }
+    }
+    if root.get("spouts").is_none() {
+        p.error(&(0..0), NO_SPOUTS);
     }
 
     Some(FileDef {
@@ -200,7 +211,9 @@ fn settings(value: &Value, p: &mut Problems) -> Settings {
         ackers,
         message_timeout_secs,
         max_spout_pending,
-        raw: to_toml_table(value, p).unwrap_or_default(),
+        // Every key is known and checked above, so a value that does not convert was
+        // reported already.
+        raw: to_toml_table(value).unwrap_or_default(),
     }
 }
 
@@ -650,22 +663,23 @@ fn config(key: &str, value: &Value, p: &mut Problems) -> Option<Config> {
             span: k.span(),
         })
         .collect();
+    let table = match to_toml_table(value) {
+        Ok(table) => table,
+        Err(e) => {
+            let span = e.span().unwrap_or_else(|| value.span());
+            p.error(&span, format!("unsupported value: {}", e.message()));
+            return None;
+        }
+    };
     Some(Config {
-        table: to_toml_table(value, p)?,
+        table,
         span: Some(value.span()),
         keys,
     })
 }
 
-fn to_toml_table(value: &Value, p: &mut Problems) -> Option<toml::Table> {
-    match toml::Table::deserialize(ValueDeserializer::from(value.clone())) {
-        Ok(table) => Some(table),
-        Err(e) => {
-            let span = e.span().unwrap_or_else(|| value.span());
-            p.error(&span, format!("unsupported value: {}", e.message()));
-            None
-        }
-    }
+fn to_toml_table(value: &Value) -> Result<toml::Table, toml::de::Error> {
+    toml::Table::deserialize(ValueDeserializer::from(value.clone()))
 }
 
 /// Checks that a name or id is non-empty ASCII letters, digits, `-` and `_`; true if so.

@@ -371,8 +371,8 @@ fn reports_kind_of_the_other_role() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].starts_with(
-            "10:8: \"split-sentence\" is a bolt kind, not a spout: move this entry under \
-             [[bolts]], or use a spout kind; valid spout kinds: numbers, panicky, random-sentence"
+            "10:8: \"split-sentence\" is a bolt kind, not a spout kind: move this entry \
+             under [[bolts]]; valid spout kinds: numbers, panicky, random-sentence"
         ),
         "{errors:?}"
     );
@@ -602,7 +602,7 @@ inputs = [{ from = "${LONG_VARIABLE_NAME}s", stream = "${S:-nope}" }]
         positions(&errors),
         [
             // Values in strings are reported at the string, as written.
-            "3:6", "4:8", // A default, as written.
+            "3:6", "4:8",  // A default, as written.
             "5:20", // A value from the environment, at its `${`.
             "9:13", "10:20",
         ],
@@ -764,6 +764,22 @@ fn reports_no_spouts() {
     assert_eq!(
         errors,
         ["1:1: the topology has no spouts: add at least one [[spouts]] entry, a source of tuples"]
+    );
+}
+
+#[test]
+fn reports_malformed_spouts_once() {
+    assert_eq!(
+        errors("name = \"t\"\nspouts = []\n"),
+        ["2:10: the topology has no spouts: add at least one [[spouts]] entry, a source of tuples"]
+    );
+    assert_eq!(
+        errors("name = \"t\"\nspouts = \"s\"\n"),
+        ["2:10: `spouts` must be an array of tables ([[spouts]]), found string"]
+    );
+    assert_eq!(
+        errors("name = \"t\"\n[spouts]\nid = \"s\"\n"),
+        ["2:1: `spouts` must be an array of tables ([[spouts]]), found table"]
     );
 }
 

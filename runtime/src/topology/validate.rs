@@ -5,33 +5,26 @@
 //! rejects, a duplicate id, an input naming no component or a stream its source does not
 //! declare, a fields or partial_key grouping on a field the stream lacks, a direct grouping
 //! on a non-direct stream or the reverse, a custom grouping that is not registered or whose
-//! config is rejected, a cycle, and a topology without spouts. It learns each component's
-//! streams by building it once, and resolves `passthrough` streams to the fields of the
-//! component's inputs, in topological order. A check that depends on something already
-//! reported as wrong is skipped rather than reported again in other words. The returned
-//! [`TopologyDef`] is complete only if nothing was reported. Factories are user code: one
-//! that panics is reported as a mistake, not propagated.
+//! config is rejected, and cycles. It learns each component's streams by building it once,
+//! and resolves `passthrough` streams to the fields of the component's inputs, upstream
+//! first. A check that depends on something already reported as wrong is skipped, so one
+//! mistake is not reported again in other words. The returned [`TopologyDef`] is complete
+//! only if nothing was reported. Factories are user code: one that panics is reported as a
+//! mistake, not propagated.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use squall_api::{BoxError, Registry, Role, StreamDecl};
+use squall_api::{BoxError, Fields, Registry, Role, StreamDecl};
 
-use super::parse::{Config, FileDef, Located, RawComponent, RawInput};
+use super::parse::{Config, FileDef, RawComponent, RawInput};
 use super::report::{Problems, Span};
 use super::{ComponentDef, GroupingDef, InputDef, TopologyDef};
 
 /// Checks `file` against `registry` (see the module docs).
 pub(crate) fn validate(file: FileDef, registry: &Registry, p: &mut Problems) -> TopologyDef {
     let components = &file.components;
-    if !components.iter().any(|c| c.role == Role::Spout) {
-        p.error(
-            &(0..0),
-            "the topology has no spouts: add at least one [[spouts]] entry, a source of tuples",
-        );
-    }
-
     let ids = check_ids(components, p);
     let mut streams: Vec<Option<Vec<StreamDecl>>> =
         components.iter().map(|c| build(c, registry, p)).collect();
@@ -135,10 +128,9 @@ fn build(c: &RawComponent, registry: &Registry, p: &mut Problems) -> Option<Vec<
             p.error(
                 &kind.span,
                 format!(
-                    "\"{}\" is a {role} kind, not a {}: move this entry under [[{role}s]], or \
-                     use a {} kind; {}",
+                    "\"{}\" is a {role} kind, not a {} kind: move this entry under \
+                     [[{role}s]]; {}",
                     kind.value,
-                    c.role,
                     c.role,
                     valid_kinds(registry, c.role)
                 ),
@@ -295,21 +287,19 @@ impl Graph {
                 continue; // downstream of a cycle, not on one
             };
             reported.extend(self.group_of(start, &stuck));
-            let last = cycle[cycle.len() - 1];
+            // Reported where `start` subscribes to the last component of the cycle.
+            let last = cycle.last().copied();
             let closing = self
                 .inputs(components, start)
-                .find(|(_, source)| *source == Some(last))
-                .map(|(input, _)| input.from.span.clone())
-                .unwrap_or_else(|| components[start].span.clone());
+                .find(|(_, source)| *source == last)
+                .map_or_else(
+                    || components[start].span.clone(),
+                    |(input, _)| input.from.span.clone(),
+                );
             let names: Vec<&str> = cycle
                 .iter()
                 .chain([&start])
-                .map(|&c| {
-                    components[c]
-                        .id
-                        .as_ref()
-                        .map_or("?", |id| id.value.as_str())
-                })
+                .map(|&c| id_of(components, c))
                 .collect();
             p.error(
                 &closing,
@@ -330,8 +320,10 @@ impl Graph {
             for &next in &self.subscribers[c] {
                 if next == start {
                     let mut path = vec![c];
-                    while let Some(&prev) = came_from.get(path.last().unwrap_or(&start)) {
+                    let mut at = c;
+                    while let Some(&prev) = came_from.get(&at) {
                         path.push(prev);
+                        at = prev;
                     }
                     path.reverse();
                     return Some(path);
@@ -373,10 +365,13 @@ fn reach(
     seen
 }
 
+/// The ids of all components, in file order, each once.
 fn list_ids(components: &[RawComponent]) -> String {
+    let mut seen = HashSet::new();
     let ids: Vec<&str> = components
         .iter()
         .filter_map(|c| c.id.as_ref().map(|id| id.value.as_str()))
+        .filter(|id| seen.insert(*id))
         .collect();
     if ids.is_empty() {
         "none".to_string()
@@ -516,52 +511,59 @@ fn resolve_passthrough(
             continue;
         }
 
-        // The fields of every input, if all are known.
-        let mut carried: Vec<(&Located<String>, &str, squall_api::Fields)> = Vec::new();
-        let mut all_known = true;
-        for (input, source) in graph.inputs(components, c) {
-            let decl = source
-                .and_then(|s| streams[s].as_ref())
-                .and_then(|declared| declared.iter().find(|d| d.name == input.stream.value))
-                .filter(|d| !d.passthrough);
-            match (decl, source) {
-                (Some(d), Some(s)) => {
-                    carried.push((&input.from, id_of(components, s), d.fields.clone()))
-                }
-                _ => all_known = false,
-            }
-        }
-        if !all_known {
-            continue;
-        }
-        let Some((_, first_id, first_fields)) = carried.first().cloned() else {
+        // What every input carries; nothing to resolve unless all are known.
+        let carried: Option<Vec<(&RawInput, usize, &Fields)>> = graph
+            .inputs(components, c)
+            .map(|(input, source)| {
+                let source = source?;
+                let decl = resolved_stream(streams, source, &input.stream.value)?;
+                Some((input, source, &decl.fields))
+            })
+            .collect();
+        let Some(carried) = carried else { continue };
+        let Some(&(_, first_source, first_fields)) = carried.first() else {
             continue;
         };
         let mut agree = true;
-        for (from, id, fields) in &carried[1..] {
-            if *fields != first_fields {
+        for &(input, source, fields) in &carried[1..] {
+            if fields != first_fields {
                 agree = false;
                 p.error(
-                    &from.span,
+                    &input.from.span,
                     format!(
                         "bolt \"{}\" passes its input through on stream \"{}\", so all its \
-                         inputs must carry the same fields, but \"{first_id}\" carries \
-                         {first_fields} and \"{id}\" carries {fields}",
+                         inputs must carry the same fields, but \"{}\" carries {first_fields} \
+                         and \"{}\" carries {fields}",
                         id_of(components, c),
-                        first_passthrough.name
+                        first_passthrough.name,
+                        id_of(components, first_source),
+                        id_of(components, source),
                     ),
                 );
             }
         }
         if agree {
-            if let Some(own) = &mut streams[c] {
-                for s in own.iter_mut().filter(|s| s.passthrough) {
-                    s.fields = first_fields.clone();
-                    s.passthrough = false;
-                }
+            let fields = first_fields.clone();
+            for s in streams[c].iter_mut().flatten().filter(|s| s.passthrough) {
+                s.fields = fields.clone();
+                s.passthrough = false;
             }
         }
     }
+}
+
+/// Stream `name` of component `source`, if it is declared and its fields are known (not a
+/// passthrough left unresolved behind a mistake or a cycle).
+fn resolved_stream<'s>(
+    streams: &'s [Option<Vec<StreamDecl>>],
+    source: usize,
+    name: &str,
+) -> Option<&'s StreamDecl> {
+    streams
+        .get(source)?
+        .as_ref()?
+        .iter()
+        .find(|d| d.name == name && !d.passthrough)
 }
 
 /// Checks that fields and partial_key groupings name fields of their stream.
@@ -580,13 +582,8 @@ fn check_grouping_fields(
                 GroupingDef::Fields(names) | GroupingDef::PartialKey(names) => names,
                 _ => continue,
             };
-            let Some(source) = source else { continue };
-            // Skipped when the stream is unknown (reported) or its fields are (passthrough
-            // behind a mistake or a cycle).
-            let Some(decl) = streams[source]
-                .as_ref()
-                .and_then(|declared| declared.iter().find(|d| d.name == input.stream.value))
-                .filter(|d| !d.passthrough)
+            let Some((source, decl)) =
+                source.and_then(|s| Some((s, resolved_stream(streams, s, &input.stream.value)?)))
             else {
                 continue;
             };
