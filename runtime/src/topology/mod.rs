@@ -9,7 +9,10 @@
 //! be valid ([`Diagnostics`]). No input makes it panic.
 
 mod parse;
+mod report;
 mod subst;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::fmt;
@@ -17,7 +20,7 @@ use std::path::Path;
 
 use squall_api::{Registry, StreamDecl};
 
-pub use subst::substitute;
+pub use subst::{substitute, Substituted};
 
 /// A validated topology.
 #[derive(Debug, Clone)]
@@ -107,7 +110,10 @@ impl TopologyDef {
     }
 
     pub fn component_mut(&mut self, id: &str) -> Option<&mut ComponentDef> {
-        self.spouts.iter_mut().chain(self.bolts.iter_mut()).find(|c| c.id == id)
+        self.spouts
+            .iter_mut()
+            .chain(self.bolts.iter_mut())
+            .find(|c| c.id == id)
     }
 }
 
@@ -124,7 +130,11 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
     }
 }
 
@@ -150,7 +160,12 @@ impl std::error::Error for Diagnostics {}
 pub fn load(path: &Path, registry: &Registry) -> Result<TopologyDef, Diagnostics> {
     let file = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics(vec![Diagnostic { file: file.clone(), line: 1, col: 1, message: format!("cannot read file: {e}") }])
+        Diagnostics(vec![Diagnostic {
+            file: file.clone(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read file: {e}"),
+        }])
     })?;
     load_str(&file, &source, &|name| std::env::var(name).ok(), registry)
 }
@@ -162,6 +177,15 @@ pub fn load_str(
     env: &dyn Fn(&str) -> Option<String>,
     registry: &Registry,
 ) -> Result<TopologyDef, Diagnostics> {
-    let _ = (file, source, env, registry);
-    todo!("parse and validate: written in parse.rs, subst.rs, validate.rs")
+    let substituted = substitute(file, source, env)?;
+    let mut problems = report::Problems::new(&substituted);
+    let Some(parsed) = parse::parse(substituted.text(), &mut problems) else {
+        return Err(problems.into_diagnostics(file));
+    };
+    let def = validate::validate(parsed, registry, &mut problems);
+    if problems.is_empty() {
+        Ok(def)
+    } else {
+        Err(problems.into_diagnostics(file))
+    }
 }

@@ -1,0 +1,108 @@
+//! Collecting mistakes and placing them in the file the user wrote.
+//!
+//! Contract: parsing and validation work on the substituted text and record each mistake as
+//! a byte span in it with a one-line message ([`Problems`]). [`Problems::into_diagnostics`]
+//! maps every span back through the substitution to a 1-based line and column (in
+//! characters) of the original file and returns the mistakes sorted by position, duplicates
+//! removed. [`line_col`] never panics, whatever the offset.
+
+use std::ops::Range;
+
+use super::subst::Substituted;
+use super::{Diagnostic, Diagnostics};
+
+/// A byte range in the substituted text.
+pub(crate) type Span = Range<usize>;
+
+/// 1-based line and column (in characters) of byte `offset` in `text`; an offset past the
+/// end or inside a character is moved back to the nearest character boundary.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+/// Mistakes found so far, by where they are in the substituted text.
+pub(crate) struct Problems<'s> {
+    subst: &'s Substituted,
+    found: Vec<(usize, String)>,
+}
+
+impl<'s> Problems<'s> {
+    pub(crate) fn new(subst: &'s Substituted) -> Self {
+        Problems {
+            subst,
+            found: Vec::new(),
+        }
+    }
+
+    /// Records a mistake at the start of `span`. A message spanning several lines (from a
+    /// component's factory, say) is joined into one.
+    pub(crate) fn error(&mut self, span: &Span, message: impl Into<String>) {
+        let message = message.into();
+        let message = if message.contains('\n') {
+            message
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            message
+        };
+        self.found.push((span.start, message));
+    }
+
+    /// "line L, col C" of `span` in the original file, for messages that point elsewhere.
+    pub(crate) fn position(&self, span: &Span) -> String {
+        let (line, col) = self.subst.line_col(span.start);
+        format!("line {line}, col {col}")
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    /// Every mistake as a diagnostic of `file`, in file order.
+    pub(crate) fn into_diagnostics(self, file: &str) -> Diagnostics {
+        let mut diagnostics: Vec<Diagnostic> = self
+            .found
+            .into_iter()
+            .map(|(offset, message)| {
+                let (line, col) = self.subst.line_col(offset);
+                Diagnostic {
+                    file: file.to_string(),
+                    line,
+                    col,
+                    message,
+                }
+            })
+            .collect();
+        diagnostics.sort_by_key(|d| (d.line, d.col));
+        diagnostics.dedup();
+        Diagnostics(diagnostics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_col;
+
+    #[test]
+    fn counts_columns_in_characters() {
+        let text = "a = 1\nbé = \"ü\"\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        // "bé = " is 6 bytes but 5 characters.
+        assert_eq!(line_col(text, 12), (2, 6));
+        assert_eq!(line_col(text, 14), (2, 7)); // inside "ü": moved back to its start
+        assert_eq!(line_col(text, 1000), (3, 1));
+        assert_eq!(line_col("", 3), (1, 1));
+    }
+}
