@@ -166,7 +166,9 @@ impl StableHasher {
     pub fn write_bytes(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            self.write_u64(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+            self.write_u64(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
         }
         // The length goes in with the tail so "a" and "a\0" differ.
         self.write_u64(load_tail(chunks.remainder()) ^ ((bytes.len() as u64) << 56));

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use squall_api::{
-    async_trait, BasicBolt, BasicCollector, BoxError, Fields, MessageId, OutputDeclarer, Registry, Spout,
-    SpoutCollector, StableHasher, StreamDecl, Tuple, Value, Values,
+    async_trait, BasicBolt, BasicCollector, BoxError, Fields, MessageId, OutputDeclarer, Registry,
+    Spout, SpoutCollector, StableHasher, StreamDecl, Tuple, Value, Values,
 };
 
 use crate::local::{self, LocalOptions};
@@ -119,7 +119,9 @@ impl Spout for SentenceSpout {
         if let (Some(i), Some(started)) = (msg_id.as_i64(), self.started) {
             if let Some(at) = self.emitted_at.remove(&(i as u64)) {
                 if at.duration_since(started) >= self.warmup {
-                    let _ = self.latency.record((at.elapsed().as_micros() as u64).max(1));
+                    let _ = self
+                        .latency
+                        .record((at.elapsed().as_micros() as u64).max(1));
                 }
             }
         }
@@ -151,7 +153,11 @@ impl BasicBolt for Split {
         out.declare(["word"]);
     }
 
-    async fn execute(&mut self, input: &Tuple, out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
+    async fn execute(
+        &mut self,
+        input: &Tuple,
+        out: &mut BasicCollector<'_>,
+    ) -> Result<(), BoxError> {
         for word in input.get_str(0)?.split_ascii_whitespace() {
             let mut values = Values::new();
             values.push(Value::from(word));
@@ -168,7 +174,11 @@ struct Count {
 
 #[async_trait]
 impl BasicBolt for Count {
-    async fn execute(&mut self, input: &Tuple, _out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
+    async fn execute(
+        &mut self,
+        input: &Tuple,
+        _out: &mut BasicCollector<'_>,
+    ) -> Result<(), BoxError> {
         let word = input.get_str(0)?;
         match self.counts.get_mut(word) {
             Some(c) => *c += 1,
@@ -207,11 +217,24 @@ fn registry(shared: &Arc<Shared>) -> Registry {
     });
     r.basic_bolt("wc1-split", |_: squall_api::NoConfig| Ok(Split));
     let s = shared.clone();
-    r.basic_bolt("wc1-count", move |_: squall_api::NoConfig| Ok(Count { counts: WordMap::default(), shared: s.clone() }));
+    r.basic_bolt("wc1-count", move |_: squall_api::NoConfig| {
+        Ok(Count {
+            counts: WordMap::default(),
+            shared: s.clone(),
+        })
+    });
     r
 }
 
-fn topology(name: &str, n: u64, rate: u64, warmup: u64, p: usize, acking: bool, max_pending: usize) -> TopologyDef {
+fn topology(
+    name: &str,
+    n: u64,
+    rate: u64,
+    warmup: u64,
+    p: usize,
+    acking: bool,
+    max_pending: usize,
+) -> TopologyDef {
     let mut config = toml::Table::new();
     config.insert("n".into(), toml::Value::Integer(n as i64));
     config.insert("rate".into(), toml::Value::Integer(rate as i64));
@@ -231,14 +254,38 @@ fn topology(name: &str, n: u64, rate: u64, warmup: u64, p: usize, acking: bool, 
         inputs,
         streams,
     };
-    let input = |from: &str, grouping| InputDef { from: from.into(), stream: squall_api::DEFAULT_STREAM.into(), grouping };
+    let input = |from: &str, grouping| InputDef {
+        from: from.into(),
+        stream: squall_api::DEFAULT_STREAM.into(),
+        grouping,
+    };
     TopologyDef {
         name: name.into(),
         workers: 1,
-        settings: Settings { acking, ackers: 1, message_timeout_secs: 30, max_spout_pending: max_pending, raw: toml::Table::new() },
-        spouts: vec![component("sentences", "wc1-sentences", 1, config, vec![], vec![stream("sentence")])],
+        settings: Settings {
+            acking,
+            ackers: 1,
+            message_timeout_secs: 30,
+            max_spout_pending: max_pending,
+            raw: toml::Table::new(),
+        },
+        spouts: vec![component(
+            "sentences",
+            "wc1-sentences",
+            1,
+            config,
+            vec![],
+            vec![stream("sentence")],
+        )],
         bolts: vec![
-            component("split", "wc1-split", p, toml::Table::new(), vec![input("sentences", GroupingDef::Shuffle)], vec![stream("word")]),
+            component(
+                "split",
+                "wc1-split",
+                p,
+                toml::Table::new(),
+                vec![input("sentences", GroupingDef::Shuffle)],
+                vec![stream("word")],
+            ),
             component(
                 "count",
                 "wc1-count",
@@ -298,7 +345,12 @@ pub async fn lat1(b: &Lat1) -> Result<String, BoxError> {
     let n = b.rate * (b.warmup + b.seconds);
     let def = topology("lat1", n, b.rate, b.warmup, b.p, true, 0);
     let result = local::run(&def, &registry(&shared), &LocalOptions::default()).await?;
-    let latency = shared.latency.lock().map_err(|_| "latency lock poisoned")?.clone().unwrap_or_else(new_histogram);
+    let latency = shared
+        .latency
+        .lock()
+        .map_err(|_| "latency lock poisoned")?
+        .clone()
+        .unwrap_or_else(new_histogram);
     let spout = &result.snapshot.components["sentences"];
     Ok(format!(
         "squall lat1 R={} P={} workers={} p50_us={} p99_us={} p999_us={} acked={} failed={}",

@@ -54,7 +54,10 @@ pub struct Running {
 pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Running, TaskError> {
     let n = plan.task_count();
     let metrics = TopologyMetrics::new(n);
-    let mut links = Links { bolts: vec![None; n], ackers: vec![None; n] };
+    let mut links = Links {
+        bolts: vec![None; n],
+        ackers: vec![None; n],
+    };
     let mut bolt_inboxes: Vec<Option<mpsc::Receiver<_>>> = (0..n).map(|_| None).collect();
     let mut acker_inboxes: Vec<Option<mpsc::Receiver<_>>> = (0..n).map(|_| None).collect();
     let mut spout_links: Vec<Option<mpsc::UnboundedSender<_>>> = vec![None; n];
@@ -94,9 +97,16 @@ pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Runn
             continue;
         };
         let c = &plan.components[component];
-        let task_error = |message: String| TaskError { component: c.id.clone(), task: t, message };
-        let instance = registry.build(&c.kind, &c.config).map_err(|e| task_error(e.to_string()))?;
-        let out = Output::new(plan, component, t, &links, &metrics.tasks, registry).map_err(|e| task_error(e.to_string()))?;
+        let task_error = |message: String| TaskError {
+            component: c.id.clone(),
+            task: t,
+            message,
+        };
+        let instance = registry
+            .build(&c.kind, &c.config)
+            .map_err(|e| task_error(e.to_string()))?;
+        let out = Output::new(plan, component, t, &links, &metrics.tasks, registry)
+            .map_err(|e| task_error(e.to_string()))?;
         let ctx = context(plan, component, t);
         let task_metrics = metrics.tasks[i].clone();
         let tick = c.tick.or_else(|| instance.tick_interval());
@@ -119,24 +129,36 @@ pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Runn
             Component::BasicBolt(b) => AnyBolt::Basic(b),
         };
         let exec = BoltExecutor {
-                    bolt,
-                    ctx,
-                    out,
-                    inbox: bolt_inboxes[i].take().expect("bolt inbox made above"),
-                    metrics: task_metrics,
-                    metas: plan.stream_metas(),
-                    tick,
-                };
+            bolt,
+            ctx,
+            out,
+            inbox: bolt_inboxes[i].take().expect("bolt inbox made above"),
+            metrics: task_metrics,
+            metas: plan.stream_metas(),
+            tick,
+        };
         tasks.spawn(exec.run());
     }
-    Ok(Running { tasks, control, metrics })
+    Ok(Running {
+        tasks,
+        control,
+        metrics,
+    })
 }
 
 /// Runs a topology in this process until it ends (see the module docs).
-pub async fn run(def: &TopologyDef, registry: &Registry, opts: &LocalOptions) -> Result<RunResult, TaskError> {
+pub async fn run(
+    def: &TopologyDef,
+    registry: &Registry,
+    opts: &LocalOptions,
+) -> Result<RunResult, TaskError> {
     let plan = Plan::new(def);
     let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
-    let Running { mut tasks, control, metrics } = start(&plan, registry, &hosted)?;
+    let Running {
+        mut tasks,
+        control,
+        metrics,
+    } = start(&plan, registry, &hosted)?;
     let started = Instant::now();
     let mut progress = tokio::time::interval(Duration::from_secs(1));
     progress.tick().await;
@@ -182,7 +204,12 @@ pub async fn run(def: &TopologyDef, registry: &Registry, opts: &LocalOptions) ->
     }
     let elapsed = started.elapsed();
     let snapshot = metrics.snapshot(&plan);
-    Ok(RunResult { plan, snapshot, elapsed, stopped })
+    Ok(RunResult {
+        plan,
+        snapshot,
+        elapsed,
+        stopped,
+    })
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -207,7 +234,10 @@ struct ProgressReporter {
 
 impl ProgressReporter {
     fn new(plan: &Plan) -> Self {
-        ProgressReporter { last: plan.components.iter().map(|c| (c.id.clone(), 0)).collect(), last_at: Duration::ZERO }
+        ProgressReporter {
+            last: plan.components.iter().map(|c| (c.id.clone(), 0)).collect(),
+            last_at: Duration::ZERO,
+        }
     }
 
     fn print(&mut self, plan: &Plan, snap: &Snapshot, at: Duration) {
@@ -216,10 +246,18 @@ impl ProgressReporter {
         let mut line = format!("[{:>4}s]", at.as_secs());
         for c in &plan.components {
             let s = &snap.components[&c.id];
-            let counted = if c.role == Role::Spout { s.emitted } else { s.executed };
+            let counted = if c.role == Role::Spout {
+                s.emitted
+            } else {
+                s.executed
+            };
             let prev = self.last.insert(c.id.clone(), counted).unwrap_or(0);
             let rate = (counted - prev) as f64 / window;
-            let verb = if c.role == Role::Spout { "emitted" } else { "executed" };
+            let verb = if c.role == Role::Spout {
+                "emitted"
+            } else {
+                "executed"
+            };
             line.push_str(&format!(
                 "  {}: {}/s {verb}, acked {}, failed {}",
                 c.id,

@@ -114,7 +114,11 @@ impl Output {
                         .clone()
                         .ok_or_else(|| format!("no inbox for task {t}"))?;
                     slot_of[t as usize] = dests.len() as u32;
-                    dests.push(Dest { tx, metrics: metrics[t as usize].clone(), buf: Vec::with_capacity(BATCH) });
+                    dests.push(Dest {
+                        tx,
+                        metrics: metrics[t as usize].clone(),
+                        buf: Vec::with_capacity(BATCH),
+                    });
                 }
             }
             streams.push(OutStream {
@@ -131,14 +135,21 @@ impl Output {
             plan.acker_tasks
                 .iter()
                 .map(|&t| {
-                    let tx = links.ackers[t as usize].clone().ok_or_else(|| format!("no inbox for acker task {t}"))?;
-                    Ok(AckerDest { tx, buf: Vec::with_capacity(BATCH) })
+                    let tx = links.ackers[t as usize]
+                        .clone()
+                        .ok_or_else(|| format!("no inbox for acker task {t}"))?;
+                    Ok(AckerDest {
+                        tx,
+                        buf: Vec::with_capacity(BATCH),
+                    })
                 })
                 .collect::<Result<Vec<_>, BoxError>>()?
         } else {
             Vec::new()
         };
-        let default_stream = streams.iter().position(|s| s.name == squall_api::DEFAULT_STREAM);
+        let default_stream = streams
+            .iter()
+            .position(|s| s.name == squall_api::DEFAULT_STREAM);
         Ok(Output {
             component: c.id.clone(),
             task,
@@ -162,15 +173,23 @@ impl Output {
                 return Ok(i);
             }
         }
-        self.streams.iter().position(|s| s.name == name).ok_or_else(|| EmitError::UnknownStream {
-            component: self.component.clone(),
-            stream: name.to_string(),
-        })
+        self.streams
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| EmitError::UnknownStream {
+                component: self.component.clone(),
+                stream: name.to_string(),
+            })
     }
 
     /// Checks an emit and fills `self.targets` with its receiving tasks.
     #[inline]
-    fn route(&mut self, stream: &str, values: &[Value], direct: Option<TaskId>) -> Result<usize, EmitError> {
+    fn route(
+        &mut self,
+        stream: &str,
+        values: &[Value],
+        direct: Option<TaskId>,
+    ) -> Result<usize, EmitError> {
         let s = self.stream_index(stream)?;
         let out = &mut self.streams[s];
         if values.len() != out.arity {
@@ -183,8 +202,16 @@ impl Output {
             });
         }
         match (out.direct, direct) {
-            (true, None) => return Err(EmitError::DirectRequired { stream: out.name.clone() }),
-            (false, Some(_)) => return Err(EmitError::NotDirect { stream: out.name.clone() }),
+            (true, None) => {
+                return Err(EmitError::DirectRequired {
+                    stream: out.name.clone(),
+                })
+            }
+            (false, Some(_)) => {
+                return Err(EmitError::NotDirect {
+                    stream: out.name.clone(),
+                })
+            }
             _ => {}
         }
         self.targets.clear();
@@ -193,7 +220,10 @@ impl Output {
         }
         if let Some(task) = direct {
             if self.targets.is_empty() && !out.routers.is_empty() {
-                return Err(EmitError::NotSubscribed { stream: out.name.clone(), task });
+                return Err(EmitError::NotSubscribed {
+                    stream: out.name.clone(),
+                    task,
+                });
             }
         }
         Ok(s)
@@ -222,8 +252,20 @@ impl Output {
                 xor ^= edge;
                 anchors.push((root, edge));
             }
-            let values = if i + 1 == n { values.take().unwrap_or_default() } else { values.clone().unwrap_or_default() };
-            self.push(task, Envelope { stream: sid, source_task: self.task, values, anchors });
+            let values = if i + 1 == n {
+                values.take().unwrap_or_default()
+            } else {
+                values.clone().unwrap_or_default()
+            };
+            self.push(
+                task,
+                Envelope {
+                    stream: sid,
+                    source_task: self.task,
+                    values,
+                    anchors,
+                },
+            );
         }
         self.counters.emitted += 1;
         self.counters.transferred += n as u64;
@@ -263,8 +305,20 @@ impl Output {
                     }
                 }
             }
-            let values = if i + 1 == n { values.take().unwrap_or_default() } else { values.clone().unwrap_or_default() };
-            self.push(task, Envelope { stream: sid, source_task: self.task, values, anchors: out_anchors });
+            let values = if i + 1 == n {
+                values.take().unwrap_or_default()
+            } else {
+                values.clone().unwrap_or_default()
+            };
+            self.push(
+                task,
+                Envelope {
+                    stream: sid,
+                    source_task: self.task,
+                    values,
+                    anchors: out_anchors,
+                },
+            );
         }
         self.counters.emitted += 1;
         self.counters.transferred += n as u64;
@@ -286,7 +340,10 @@ impl Output {
     #[inline]
     pub fn to_acker(&mut self, msg: AckerMsg) {
         let root = match msg {
-            AckerMsg::Init { root, .. } | AckerMsg::Ack { root, .. } | AckerMsg::Fail { root } | AckerMsg::Reset { root } => root,
+            AckerMsg::Init { root, .. }
+            | AckerMsg::Ack { root, .. }
+            | AckerMsg::Fail { root }
+            | AckerMsg::Reset { root } => root,
         };
         if self.ackers.is_empty() {
             return;
@@ -306,7 +363,10 @@ impl Output {
         if self.acking {
             let ack_val = tree.ack_val();
             for &(root, edge) in &tree.anchors {
-                self.to_acker(AckerMsg::Ack { root, val: edge ^ ack_val });
+                self.to_acker(AckerMsg::Ack {
+                    root,
+                    val: edge ^ ack_val,
+                });
             }
         }
         self.counters.acked += 1;

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use squall_api::{BoxError, EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values};
+use squall_api::{
+    BoxError, EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values,
+};
 use tokio::sync::{mpsc, watch};
 
 use super::{Control, Output, TaskError};
@@ -52,13 +54,25 @@ impl SpoutCollector for Collector<'_> {
         match msg_id {
             Some(msg_id) if self.out.acking => {
                 let root = self.out.ids.next_id();
-                let xor = self.out.emit_spout(stream, values, Some(root), direct_task)?;
+                let xor = self
+                    .out
+                    .emit_spout(stream, values, Some(root), direct_task)?;
                 if xor == 0 {
                     self.instant_acks.push(msg_id);
                 } else {
-                    self.pending.insert(root, Pending { msg_id, emitted: Instant::now() });
+                    self.pending.insert(
+                        root,
+                        Pending {
+                            msg_id,
+                            emitted: Instant::now(),
+                        },
+                    );
                     let spout_task = self.out.task;
-                    self.out.to_acker(AckerMsg::Init { root, val: xor, spout_task });
+                    self.out.to_acker(AckerMsg::Init {
+                        root,
+                        val: xor,
+                        spout_task,
+                    });
                 }
             }
             Some(msg_id) => {
@@ -79,11 +93,18 @@ impl SpoutCollector for Collector<'_> {
 
 impl SpoutExecutor {
     fn fail(&self, message: String) -> TaskError {
-        TaskError { component: self.out.component().to_string(), task: self.out.task, message }
+        TaskError {
+            component: self.out.component().to_string(),
+            task: self.out.task,
+            message,
+        }
     }
 
     pub async fn run(mut self) -> Result<(), TaskError> {
-        self.spout.open(&self.ctx).await.map_err(|e| self.fail(format!("open failed: {e}")))?;
+        self.spout
+            .open(&self.ctx)
+            .await
+            .map_err(|e| self.fail(format!("open failed: {e}")))?;
         let mut pending: IdMap<Pending> = IdMap::default();
         let mut instant_acks: Vec<MessageId> = Vec::new();
         let mut histogram = new_histogram();
@@ -91,7 +112,8 @@ impl SpoutExecutor {
         if state == Control::Active {
             self.spout.activate().await;
         }
-        let mut stop_deadline: Option<Instant> = (state == Control::Stop).then(|| Instant::now() + self.drain);
+        let mut stop_deadline: Option<Instant> =
+            (state == Control::Stop).then(|| Instant::now() + self.drain);
         let mut inbox_open = true;
         let mut control_open = true;
         let mut last_flush = Instant::now();
@@ -104,7 +126,10 @@ impl SpoutExecutor {
             while let Ok(batch) = self.inbox.try_recv() {
                 self.apply(batch, &mut pending, &mut histogram).await;
             }
-            if control_open && (std::mem::take(&mut control_seen) || self.control.has_changed().unwrap_or(false)) {
+            if control_open
+                && (std::mem::take(&mut control_seen)
+                    || self.control.has_changed().unwrap_or(false))
+            {
                 let next = *self.control.borrow_and_update();
                 if next != state {
                     match (state, next) {
@@ -122,7 +147,11 @@ impl SpoutExecutor {
             let mut emitted = false;
             if state == Control::Active && room {
                 let before = self.out.counters.emitted;
-                let mut collector = Collector { out: &mut self.out, pending: &mut pending, instant_acks: &mut instant_acks };
+                let mut collector = Collector {
+                    out: &mut self.out,
+                    pending: &mut pending,
+                    instant_acks: &mut instant_acks,
+                };
                 if let Err(e) = self.spout.next_tuple(&mut collector).await {
                     self.out.report_error(&format!("next_tuple failed: {e}"));
                 }
@@ -135,7 +164,7 @@ impl SpoutExecutor {
                     self.out.flush_full().await;
                 }
                 calls += 1;
-                if calls % 64 == 0 {
+                if calls.is_multiple_of(64) {
                     let now = Instant::now();
                     if now - last_flush >= MAX_LINGER {
                         self.out.flush_all().await;
@@ -163,7 +192,11 @@ impl SpoutExecutor {
             if stop_deadline.is_some_and(|d| now >= d) {
                 break;
             }
-            let wait = if state == Control::Active && room { IDLE_WAIT } else { Duration::from_millis(50) };
+            let wait = if state == Control::Active && room {
+                IDLE_WAIT
+            } else {
+                Duration::from_millis(50)
+            };
             tokio::select! {
                 batch = self.inbox.recv(), if inbox_open => match batch {
                     Some(batch) => self.apply(batch, &mut pending, &mut histogram).await,
@@ -183,10 +216,17 @@ impl SpoutExecutor {
         Ok(())
     }
 
-    async fn apply(&mut self, batch: Vec<Outcome>, pending: &mut IdMap<Pending>, histogram: &mut hdrhistogram::Histogram<u64>) {
+    async fn apply(
+        &mut self,
+        batch: Vec<Outcome>,
+        pending: &mut IdMap<Pending>,
+        histogram: &mut hdrhistogram::Histogram<u64>,
+    ) {
         for o in batch {
             // An outcome for a root no longer pending was already reported: ignore it.
-            let Some(p) = pending.remove(&o.root) else { continue };
+            let Some(p) = pending.remove(&o.root) else {
+                continue;
+            };
             if o.acked {
                 let us = p.emitted.elapsed().as_micros() as u64;
                 let _ = histogram.record(us.max(1));
@@ -212,5 +252,9 @@ impl SpoutExecutor {
 
 /// Builds the error a spout's factory gives into a task error.
 pub fn build_error(component: &str, task: TaskId, e: BoxError) -> TaskError {
-    TaskError { component: component.to_string(), task, message: e.to_string() }
+    TaskError {
+        component: component.to_string(),
+        task,
+        message: e.to_string(),
+    }
 }
