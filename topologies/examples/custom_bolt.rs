@@ -3,9 +3,7 @@
 //! Run it like the `squall` binary: `cargo run --example custom_bolt -- validate FILE`.
 
 use serde::Deserialize;
-use squall_api::{
-    async_trait, values, BasicBolt, BasicCollector, BoxError, OutputDeclarer, Tuple,
-};
+use squall_api::{async_trait, values, BasicBolt, BasicCollector, BoxError, OutputDeclarer, Tuple};
 
 /// Emits each word with a suffix; `config = { suffix = "?" }` in the topology file.
 struct Shout {
