@@ -367,7 +367,6 @@ impl fmt::Debug for Tuple {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::values;
 
     #[test]
     fn reads_fields_by_name_and_index() {
