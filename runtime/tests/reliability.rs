@@ -101,7 +101,7 @@ impl Bolt for Flaky {
 
     async fn execute(&mut self, input: Tuple, out: &mut dyn BoltCollector) -> Result<(), BoxError> {
         self.seen_inputs += 1;
-        if self.seen_inputs % self.every == 0 {
+        if self.seen_inputs.is_multiple_of(self.every) {
             out.fail(input);
         } else {
             out.emit(&input, values![input.get_i64("n")?])?;
