@@ -97,8 +97,13 @@ impl BoltExecutor {
         });
         let mut last_flush = Instant::now();
         loop {
+            // Ticks first: they are rare, and a busy inbox must not starve them.
             tokio::select! {
                 biased;
+                _ = tick(&mut ticker) => {
+                    let tuple = Tuple::new(tick_meta.clone(), TaskId::MAX, Values::new());
+                    self.execute(tuple).await;
+                }
                 batch = self.inbox.recv() => {
                     let Some(batch) = batch else { break };
                     self.metrics.queued.fetch_sub(batch.len() as i64, Relaxed);
@@ -111,10 +116,6 @@ impl BoltExecutor {
                             self.out.flush_full().await;
                         }
                     }
-                }
-                _ = tick(&mut ticker) => {
-                    let tuple = Tuple::new(tick_meta.clone(), TaskId::MAX, Values::new());
-                    self.execute(tuple).await;
                 }
             }
             let now = Instant::now();
