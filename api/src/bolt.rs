@@ -56,12 +56,7 @@ pub trait BoltCollector: Send {
     }
 
     /// Emits on a named stream.
-    fn emit_stream(
-        &mut self,
-        stream: &str,
-        anchors: &[&Tuple],
-        values: Values,
-    ) -> Result<(), EmitError> {
+    fn emit_stream(&mut self, stream: &str, anchors: &[&Tuple], values: Values) -> Result<(), EmitError> {
         self.emit_to(stream, anchors, values, None)
     }
 
@@ -118,11 +113,7 @@ pub trait BasicBolt: Send + 'static {
     }
 
     /// Processes one input.
-    async fn execute(
-        &mut self,
-        input: &Tuple,
-        out: &mut BasicCollector<'_>,
-    ) -> Result<(), BoxError>;
+    async fn execute(&mut self, input: &Tuple, out: &mut BasicCollector<'_>) -> Result<(), BoxError>;
 
     /// Called once when the bolt's task ends.
     async fn cleanup(&mut self) {}
@@ -142,8 +133,7 @@ impl<'a> BasicCollector<'a> {
     /// Emits on the default stream, anchored to the input.
     #[inline]
     pub fn emit(&mut self, values: Values) -> Result<(), EmitError> {
-        self.inner
-            .emit_to(DEFAULT_STREAM, &[self.input], values, None)
+        self.inner.emit_to(DEFAULT_STREAM, &[self.input], values, None)
     }
 
     /// Emits on a named stream, anchored to the input.
@@ -152,14 +142,8 @@ impl<'a> BasicCollector<'a> {
     }
 
     /// Emits on a direct stream to one task, anchored to the input.
-    pub fn emit_direct(
-        &mut self,
-        task: TaskId,
-        stream: &str,
-        values: Values,
-    ) -> Result<(), EmitError> {
-        self.inner
-            .emit_to(stream, &[self.input], values, Some(task))
+    pub fn emit_direct(&mut self, task: TaskId, stream: &str, values: Values) -> Result<(), EmitError> {
+        self.inner.emit_to(stream, &[self.input], values, Some(task))
     }
 
     /// Restarts the message timeout of the input's trees.

@@ -31,10 +31,8 @@ impl TopologyContext {
         config: toml::Table,
         settings: Arc<toml::Table>,
     ) -> Self {
-        let task_index = component_tasks
-            .get(component)
-            .and_then(|ts| ts.iter().position(|t| *t == task_id))
-            .unwrap_or(0);
+        let task_index =
+            component_tasks.get(component).and_then(|ts| ts.iter().position(|t| *t == task_id)).unwrap_or(0);
         TopologyContext {
             topology: topology.into(),
             component: component.into(),
@@ -49,14 +47,7 @@ impl TopologyContext {
     /// A context for testing one component alone: one task, empty config.
     pub fn for_test(component: &str) -> Self {
         let tasks = BTreeMap::from([(component.to_string(), vec![0])]);
-        Self::new(
-            "test",
-            component,
-            0,
-            Arc::new(tasks),
-            toml::Table::new(),
-            Arc::default(),
-        )
+        Self::new("test", component, 0, Arc::new(tasks), toml::Table::new(), Arc::default())
     }
 
     pub fn topology_name(&self) -> &str {
@@ -84,10 +75,7 @@ impl TopologyContext {
 
     /// The task ids of any component (empty if there is no such component).
     pub fn component_tasks(&self, component: &str) -> &[TaskId] {
-        self.component_tasks
-            .get(component)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.component_tasks.get(component).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// This component's `config` table from the topology file.

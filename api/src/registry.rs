@@ -77,8 +77,7 @@ impl fmt::Display for Role {
 pub struct NoConfig {}
 
 type ComponentFactory = Arc<dyn Fn(&toml::Table) -> Result<Component, BoxError> + Send + Sync>;
-type GroupingFactory =
-    Arc<dyn Fn(&toml::Table) -> Result<Box<dyn CustomGrouping>, BoxError> + Send + Sync>;
+type GroupingFactory = Arc<dyn Fn(&toml::Table) -> Result<Box<dyn CustomGrouping>, BoxError> + Send + Sync>;
 
 struct Entry {
     role: Role,
@@ -93,9 +92,7 @@ pub struct Registry {
 }
 
 fn config_of<C: DeserializeOwned>(table: &toml::Table) -> Result<C, BoxError> {
-    toml::Value::Table(table.clone())
-        .try_into::<C>()
-        .map_err(|e| e.message().to_string().into())
+    toml::Value::Table(table.clone()).try_into::<C>().map_err(|e| e.message().to_string().into())
 }
 
 impl Registry {
@@ -152,17 +149,14 @@ impl Registry {
     }
 
     fn insert(&mut self, kind: &str, role: Role, factory: ComponentFactory) -> &mut Self {
-        self.components
-            .insert(kind.to_string(), Arc::new(Entry { role, factory }));
+        self.components.insert(kind.to_string(), Arc::new(Entry { role, factory }));
         self
     }
 
     /// Adds every kind of `other` (later registrations of a name win).
     pub fn merge(&mut self, other: &Registry) -> &mut Self {
-        self.components
-            .extend(other.components.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.groupings
-            .extend(other.groupings.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.components.extend(other.components.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.groupings.extend(other.groupings.iter().map(|(k, v)| (k.clone(), v.clone())));
         self
     }
 
@@ -187,10 +181,7 @@ impl Registry {
 
     /// Builds one instance of `kind` from its config table.
     pub fn build(&self, kind: &str, config: &toml::Table) -> Result<Component, BoxError> {
-        let entry = self
-            .components
-            .get(kind)
-            .ok_or_else(|| format!("unknown component kind \"{kind}\""))?;
+        let entry = self.components.get(kind).ok_or_else(|| format!("unknown component kind \"{kind}\""))?;
         (entry.factory)(config)
     }
 
@@ -200,10 +191,7 @@ impl Registry {
         kind: &str,
         config: &toml::Table,
     ) -> Result<Box<dyn CustomGrouping>, BoxError> {
-        let factory = self
-            .groupings
-            .get(kind)
-            .ok_or_else(|| format!("unknown grouping kind \"{kind}\""))?;
+        let factory = self.groupings.get(kind).ok_or_else(|| format!("unknown grouping kind \"{kind}\""))?;
         factory(config)
     }
 }

@@ -95,13 +95,7 @@ pub enum EmitError {
     #[error("stream \"{stream}\" is not declared by component {component}")]
     UnknownStream { component: String, stream: String },
     #[error("stream \"{stream}\" of component {component} has {expected} fields {fields} but {got} values were emitted")]
-    Arity {
-        component: String,
-        stream: String,
-        fields: String,
-        expected: usize,
-        got: usize,
-    },
+    Arity { component: String, stream: String, fields: String, expected: usize, got: usize },
     #[error("stream \"{stream}\" is direct: emit on it with emit_direct")]
     DirectRequired { stream: String },
     #[error("emit_direct on stream \"{stream}\", which is not declared direct")]

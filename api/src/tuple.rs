@@ -42,12 +42,7 @@ impl Fields {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Fields(
-            names
-                .into_iter()
-                .map(|s| CompactString::from(s.as_ref()))
-                .collect(),
-        )
+        Fields(names.into_iter().map(|s| CompactString::from(s.as_ref())).collect())
     }
 
     pub fn empty() -> Self {
@@ -151,10 +146,7 @@ impl TreeIds {
 
 impl Clone for TreeIds {
     fn clone(&self) -> Self {
-        TreeIds {
-            anchors: self.anchors.clone(),
-            ack_val: AtomicU64::new(self.ack_val()),
-        }
+        TreeIds { anchors: self.anchors.clone(), ack_val: AtomicU64::new(self.ack_val()) }
     }
 }
 
@@ -190,12 +182,7 @@ impl FieldRef for &str {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FieldError {
     #[error("tuple from {component}/{stream} has no field {field} (its fields: {fields})")]
-    Missing {
-        component: String,
-        stream: String,
-        field: String,
-        fields: String,
-    },
+    Missing { component: String, stream: String, field: String, fields: String },
     #[error("field {field} of tuple from {component}/{stream} is {actual}, not {expected}")]
     WrongType {
         component: String,
@@ -219,12 +206,7 @@ macro_rules! typed_getter {
 impl Tuple {
     /// Builds a tuple; the runtime does this, and tests of components may too.
     pub fn new(meta: Arc<StreamMeta>, source_task: TaskId, values: Values) -> Self {
-        Tuple {
-            values,
-            meta,
-            source_task,
-            tree: TreeIds::default(),
-        }
+        Tuple { values, meta, source_task, tree: TreeIds::default() }
     }
 
     /// A tuple for tests: component "test", stream "default", the given fields and values.
@@ -239,18 +221,8 @@ impl Tuple {
 
     #[doc(hidden)]
     #[inline]
-    pub fn with_tree(
-        meta: Arc<StreamMeta>,
-        source_task: TaskId,
-        values: Values,
-        tree: TreeIds,
-    ) -> Self {
-        Tuple {
-            values,
-            meta,
-            source_task,
-            tree,
-        }
+    pub fn with_tree(meta: Arc<StreamMeta>, source_task: TaskId, values: Values, tree: TreeIds) -> Self {
+        Tuple { values, meta, source_task, tree }
     }
 
     #[doc(hidden)]
@@ -306,15 +278,14 @@ impl Tuple {
     /// The value of a field, by name or index.
     #[inline]
     pub fn get<F: FieldRef>(&self, field: F) -> Result<&Value, FieldError> {
-        field
-            .index_in(&self.meta.fields)
-            .and_then(|i| self.values.get(i))
-            .ok_or_else(|| FieldError::Missing {
+        field.index_in(&self.meta.fields).and_then(|i| self.values.get(i)).ok_or_else(|| {
+            FieldError::Missing {
                 component: self.meta.component.to_string(),
                 stream: self.meta.stream.to_string(),
                 field: field.to_string(),
                 fields: self.meta.fields.to_string(),
-            })
+            }
+        })
     }
 
     typed_getter!(
@@ -346,11 +317,7 @@ impl Tuple {
 
 impl fmt::Debug for Tuple {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}[task {}] (",
-            self.meta.component, self.meta.stream, self.source_task
-        )?;
+        write!(f, "{}/{}[task {}] (", self.meta.component, self.meta.stream, self.source_task)?;
         for (i, v) in self.values.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;

@@ -166,9 +166,7 @@ impl StableHasher {
     pub fn write_bytes(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            self.write_u64(u64::from_le_bytes([
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-            ]));
+            self.write_u64(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
         }
         // The length goes in with the tail so "a" and "a\0" differ.
         self.write_u64(load_tail(chunks.remainder()) ^ ((bytes.len() as u64) << 56));
@@ -436,33 +434,16 @@ mod tests {
 
     #[test]
     fn stable_hash_depends_only_on_content() {
-        assert_eq!(
-            Value::from("apple").stable_hash(),
-            Value::from("apple").stable_hash()
-        );
-        assert_ne!(
-            Value::from("apple").stable_hash(),
-            Value::from("apples").stable_hash()
-        );
-        assert_ne!(
-            Value::from("a").stable_hash(),
-            Value::from("a\0").stable_hash()
-        );
+        assert_eq!(Value::from("apple").stable_hash(), Value::from("apple").stable_hash());
+        assert_ne!(Value::from("apple").stable_hash(), Value::from("apples").stable_hash());
+        assert_ne!(Value::from("a").stable_hash(), Value::from("a\0").stable_hash());
         // Pinned: changing the hash would move keys between tasks across versions.
-        assert_eq!(
-            Value::from(7).stable_hash(),
-            Value::from(7i64).stable_hash()
-        );
+        assert_eq!(Value::from(7).stable_hash(), Value::from(7i64).stable_hash());
     }
 
     #[test]
     fn json_round_trip_keeps_natural_shape() {
-        let v = Value::List(vec![
-            Value::from(1),
-            Value::from("x"),
-            Value::Null,
-            Value::from(2.5),
-        ]);
+        let v = Value::List(vec![Value::from(1), Value::from("x"), Value::Null, Value::from(2.5)]);
         let text = serde_json::to_string(&v).unwrap();
         assert_eq!(text, r#"[1,"x",null,2.5]"#);
         let back: Value = serde_json::from_str(&text).unwrap();

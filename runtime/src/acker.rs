@@ -25,11 +25,7 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckerMsg {
     /// A spout task emitted a tuple tree: `val` is the XOR of the edges it created.
-    Init {
-        root: u64,
-        val: u64,
-        spout_task: TaskId,
-    },
+    Init { root: u64, val: u64, spout_task: TaskId },
     /// A bolt acked a tuple of the tree: its edge id XOR the edges anchored to it.
     Ack { root: u64, val: u64 },
     /// A bolt failed a tuple of the tree.
@@ -135,17 +131,9 @@ impl Acker {
     pub fn handle(&mut self, msg: AckerMsg, emit: &mut impl FnMut(TaskId, Outcome)) {
         let now = self.now;
         let (root, entry) = match msg {
-            AckerMsg::Init {
-                root,
-                val,
-                spout_task,
-            } => {
-                let e = self.trees.entry(root).or_insert(Entry {
-                    val: 0,
-                    spout_task,
-                    failed: false,
-                    born: now,
-                });
+            AckerMsg::Init { root, val, spout_task } => {
+                let e =
+                    self.trees.entry(root).or_insert(Entry { val: 0, spout_task, failed: false, born: now });
                 e.val ^= val;
                 e.spout_task = spout_task;
                 (root, e)
@@ -270,30 +258,14 @@ mod tests {
         let out = outcomes(
             &mut a,
             &[
-                AckerMsg::Init {
-                    root: 7,
-                    val: e1,
-                    spout_task: 0,
-                },
-                AckerMsg::Ack {
-                    root: 7,
-                    val: e1 ^ e2 ^ e3,
-                },
+                AckerMsg::Init { root: 7, val: e1, spout_task: 0 },
+                AckerMsg::Ack { root: 7, val: e1 ^ e2 ^ e3 },
                 AckerMsg::Ack { root: 7, val: e2 },
             ],
         );
         assert!(out.is_empty());
         let out = outcomes(&mut a, &[AckerMsg::Ack { root: 7, val: e3 }]);
-        assert_eq!(
-            out,
-            vec![(
-                0,
-                Outcome {
-                    root: 7,
-                    acked: true
-                }
-            )]
-        );
+        assert_eq!(out, vec![(0, Outcome { root: 7, acked: true })]);
         assert_eq!(a.pending(), 0);
     }
 
@@ -302,25 +274,9 @@ mod tests {
         let mut a = Acker::new(Duration::from_secs(30));
         let out = outcomes(
             &mut a,
-            &[
-                AckerMsg::Ack { root: 9, val: 5 },
-                AckerMsg::Init {
-                    root: 9,
-                    val: 5,
-                    spout_task: 3,
-                },
-            ],
+            &[AckerMsg::Ack { root: 9, val: 5 }, AckerMsg::Init { root: 9, val: 5, spout_task: 3 }],
         );
-        assert_eq!(
-            out,
-            vec![(
-                3,
-                Outcome {
-                    root: 9,
-                    acked: true
-                }
-            )]
-        );
+        assert_eq!(out, vec![(3, Outcome { root: 9, acked: true })]);
     }
 
     #[test]
@@ -329,25 +285,12 @@ mod tests {
         let out = outcomes(
             &mut a,
             &[
-                AckerMsg::Init {
-                    root: 1,
-                    val: 4,
-                    spout_task: 2,
-                },
+                AckerMsg::Init { root: 1, val: 4, spout_task: 2 },
                 AckerMsg::Fail { root: 1 },
                 AckerMsg::Ack { root: 1, val: 4 },
             ],
         );
-        assert_eq!(
-            out,
-            vec![(
-                2,
-                Outcome {
-                    root: 1,
-                    acked: false
-                }
-            )]
-        );
+        assert_eq!(out, vec![(2, Outcome { root: 1, acked: false })]);
         // The stray ack left an orphan entry; expiry drops it without telling anyone.
         let mut later = Vec::new();
         a.expire(100, &mut |t, o| later.push((t, o)));
@@ -358,14 +301,7 @@ mod tests {
     #[test]
     fn times_out_trees_older_than_the_message_timeout() {
         let mut a = Acker::new(Duration::from_secs(5));
-        outcomes(
-            &mut a,
-            &[AckerMsg::Init {
-                root: 1,
-                val: 4,
-                spout_task: 0,
-            }],
-        );
+        outcomes(&mut a, &[AckerMsg::Init { root: 1, val: 4, spout_task: 0 }]);
         let mut out = Vec::new();
         a.expire(4, &mut |t, o| out.push((t, o)));
         assert!(out.is_empty());
@@ -374,16 +310,7 @@ mod tests {
         a.expire(8, &mut |t, o| out.push((t, o)));
         assert!(out.is_empty());
         a.expire(9, &mut |t, o| out.push((t, o)));
-        assert_eq!(
-            out,
-            vec![(
-                0,
-                Outcome {
-                    root: 1,
-                    acked: false
-                }
-            )]
-        );
+        assert_eq!(out, vec![(0, Outcome { root: 1, acked: false })]);
     }
 
     #[test]

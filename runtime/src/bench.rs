@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use squall_api::{
-    async_trait, BasicBolt, BasicCollector, BoxError, Fields, MessageId, OutputDeclarer, Registry,
-    Spout, SpoutCollector, StableHasher, StreamDecl, Tuple, Value, Values,
+    async_trait, BasicBolt, BasicCollector, BoxError, Fields, MessageId, OutputDeclarer, Registry, Spout,
+    SpoutCollector, StableHasher, StreamDecl, Tuple, Value, Values,
 };
 
 use crate::local::{self, LocalOptions};
@@ -119,9 +119,7 @@ impl Spout for SentenceSpout {
         if let (Some(i), Some(started)) = (msg_id.as_i64(), self.started) {
             if let Some(at) = self.emitted_at.remove(&(i as u64)) {
                 if at.duration_since(started) >= self.warmup {
-                    let _ = self
-                        .latency
-                        .record((at.elapsed().as_micros() as u64).max(1));
+                    let _ = self.latency.record((at.elapsed().as_micros() as u64).max(1));
                 }
             }
         }
@@ -153,11 +151,7 @@ impl BasicBolt for Split {
         out.declare(["word"]);
     }
 
-    async fn execute(
-        &mut self,
-        input: &Tuple,
-        out: &mut BasicCollector<'_>,
-    ) -> Result<(), BoxError> {
+    async fn execute(&mut self, input: &Tuple, out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         for word in input.get_str(0)?.split_ascii_whitespace() {
             let mut values = Values::new();
             values.push(Value::from(word));
@@ -174,11 +168,7 @@ struct Count {
 
 #[async_trait]
 impl BasicBolt for Count {
-    async fn execute(
-        &mut self,
-        input: &Tuple,
-        _out: &mut BasicCollector<'_>,
-    ) -> Result<(), BoxError> {
+    async fn execute(&mut self, input: &Tuple, _out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         let word = input.get_str(0)?;
         match self.counts.get_mut(word) {
             Some(c) => *c += 1,
@@ -218,10 +208,7 @@ fn registry(shared: &Arc<Shared>) -> Registry {
     r.basic_bolt("wc1-split", |_: squall_api::NoConfig| Ok(Split));
     let s = shared.clone();
     r.basic_bolt("wc1-count", move |_: squall_api::NoConfig| {
-        Ok(Count {
-            counts: WordMap::default(),
-            shared: s.clone(),
-        })
+        Ok(Count { counts: WordMap::default(), shared: s.clone() })
     });
     r
 }
@@ -269,14 +256,7 @@ fn topology(
             max_spout_pending: max_pending,
             raw: toml::Table::new(),
         },
-        spouts: vec![component(
-            "sentences",
-            "wc1-sentences",
-            1,
-            config,
-            vec![],
-            vec![stream("sentence")],
-        )],
+        spouts: vec![component("sentences", "wc1-sentences", 1, config, vec![], vec![stream("sentence")])],
         bolts: vec![
             component(
                 "split",
@@ -345,12 +325,8 @@ pub async fn lat1(b: &Lat1) -> Result<String, BoxError> {
     let n = b.rate * (b.warmup + b.seconds);
     let def = topology("lat1", n, b.rate, b.warmup, b.p, true, 0);
     let result = local::run(&def, &registry(&shared), &LocalOptions::default()).await?;
-    let latency = shared
-        .latency
-        .lock()
-        .map_err(|_| "latency lock poisoned")?
-        .clone()
-        .unwrap_or_else(new_histogram);
+    let latency =
+        shared.latency.lock().map_err(|_| "latency lock poisoned")?.clone().unwrap_or_else(new_histogram);
     let spout = &result.snapshot.components["sentences"];
     Ok(format!(
         "squall lat1 R={} P={} workers={} p50_us={} p99_us={} p999_us={} acked={} failed={}",

@@ -101,10 +101,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
@@ -144,33 +141,19 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
             Err(diagnostics) => {
                 eprintln!("{diagnostics}");
                 let n = diagnostics.0.len();
-                eprintln!(
-                    "error: {} has {n} mistake{}",
-                    file.display(),
-                    if n == 1 { "" } else { "s" }
-                );
+                eprintln!("error: {} has {n} mistake{}", file.display(), if n == 1 { "" } else { "s" });
                 ExitCode::FAILURE
             }
         },
-        Command::Local {
-            file,
-            duration,
-            json,
-        } => {
+        Command::Local { file, duration, json } => {
             let def = match topology::load(&file, &registry) {
                 Ok(def) => def,
                 Err(diagnostics) => {
                     eprintln!("{diagnostics}");
-                    return fail(&format!(
-                        "{} is not a valid topology (see above)",
-                        file.display()
-                    ));
+                    return fail(&format!("{} is not a valid topology (see above)", file.display()));
                 }
             };
-            let opts = LocalOptions {
-                duration,
-                progress: true,
-            };
+            let opts = LocalOptions { duration, progress: true };
             match local::run(&def, &registry, &opts).await {
                 Ok(result) => {
                     if json {
@@ -194,34 +177,11 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
         }
         Command::Bench { workload } => {
             let line = match workload {
-                Workload::Wc1 {
-                    n,
-                    p,
-                    acking,
-                    workers,
-                } => {
-                    bench::wc1(&bench::Wc1 {
-                        n,
-                        p,
-                        acking: acking == OnOff::On,
-                        workers,
-                    })
-                    .await
+                Workload::Wc1 { n, p, acking, workers } => {
+                    bench::wc1(&bench::Wc1 { n, p, acking: acking == OnOff::On, workers }).await
                 }
-                Workload::Lat1 {
-                    rate,
-                    p,
-                    workers,
-                    seconds,
-                } => {
-                    bench::lat1(&bench::Lat1 {
-                        rate,
-                        p,
-                        workers,
-                        seconds,
-                        warmup: 5,
-                    })
-                    .await
+                Workload::Lat1 { rate, p, workers, seconds } => {
+                    bench::lat1(&bench::Lat1 { rate, p, workers, seconds, warmup: 5 }).await
                 }
             };
             match line {

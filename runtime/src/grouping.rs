@@ -18,33 +18,13 @@ use crate::plan::Subscription;
 use crate::topology::GroupingDef;
 
 pub enum Router {
-    Shuffle {
-        tasks: Vec<TaskId>,
-        next: usize,
-    },
-    Fields {
-        tasks: Vec<TaskId>,
-        key: Vec<usize>,
-    },
-    PartialKey {
-        tasks: Vec<TaskId>,
-        key: Vec<usize>,
-        sent: Vec<u64>,
-    },
-    All {
-        tasks: Vec<TaskId>,
-    },
-    Global {
-        task: TaskId,
-    },
-    Direct {
-        tasks: Vec<TaskId>,
-    },
-    Custom {
-        grouping: Box<dyn CustomGrouping>,
-        tasks: Vec<TaskId>,
-        scratch: Vec<TaskId>,
-    },
+    Shuffle { tasks: Vec<TaskId>, next: usize },
+    Fields { tasks: Vec<TaskId>, key: Vec<usize> },
+    PartialKey { tasks: Vec<TaskId>, key: Vec<usize>, sent: Vec<u64> },
+    All { tasks: Vec<TaskId> },
+    Global { task: TaskId },
+    Direct { tasks: Vec<TaskId> },
+    Custom { grouping: Box<dyn CustomGrouping>, tasks: Vec<TaskId>, scratch: Vec<TaskId> },
 }
 
 impl Router {
@@ -63,38 +43,22 @@ impl Router {
         Ok(match &sub.grouping {
             GroupingDef::Shuffle | GroupingDef::None => shuffle(tasks),
             GroupingDef::LocalOrShuffle => {
-                let local: Vec<TaskId> = tasks
-                    .iter()
-                    .copied()
-                    .filter(|&t| task_worker[t as usize] == worker)
-                    .collect();
+                let local: Vec<TaskId> =
+                    tasks.iter().copied().filter(|&t| task_worker[t as usize] == worker).collect();
                 shuffle(if local.is_empty() { tasks } else { local })
             }
-            GroupingDef::Fields(_) => Router::Fields {
-                tasks,
-                key: sub.key_fields.clone(),
-            },
+            GroupingDef::Fields(_) => Router::Fields { tasks, key: sub.key_fields.clone() },
             GroupingDef::PartialKey(_) => {
                 let sent = vec![0; tasks.len()];
-                Router::PartialKey {
-                    tasks,
-                    key: sub.key_fields.clone(),
-                    sent,
-                }
+                Router::PartialKey { tasks, key: sub.key_fields.clone(), sent }
             }
             GroupingDef::All => Router::All { tasks },
-            GroupingDef::Global => Router::Global {
-                task: tasks.iter().copied().min().unwrap_or(0),
-            },
+            GroupingDef::Global => Router::Global { task: tasks.iter().copied().min().unwrap_or(0) },
             GroupingDef::Direct => Router::Direct { tasks },
             GroupingDef::Custom { kind, config } => {
                 let mut grouping = registry.build_grouping(kind, config)?;
                 grouping.prepare(&tasks);
-                Router::Custom {
-                    grouping,
-                    tasks,
-                    scratch: Vec::new(),
-                }
+                Router::Custom { grouping, tasks, scratch: Vec::new() }
             }
         })
     }
@@ -135,11 +99,7 @@ impl Router {
                     out.push(t);
                 }
             }
-            Router::Custom {
-                grouping,
-                tasks,
-                scratch,
-            } => {
+            Router::Custom { grouping, tasks, scratch } => {
                 scratch.clear();
                 grouping.choose_tasks(values, scratch);
                 if scratch.iter().all(|t| tasks.contains(t)) {
@@ -181,12 +141,7 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     fn sub(grouping: GroupingDef, key_fields: Vec<usize>, tasks: Vec<TaskId>) -> Subscription {
-        Subscription {
-            component: 1,
-            grouping,
-            key_fields,
-            tasks,
-        }
+        Subscription { component: 1, grouping, key_fields, tasks }
     }
 
     fn router(grouping: GroupingDef, key: Vec<usize>, tasks: Vec<TaskId>) -> Router {
@@ -213,11 +168,7 @@ mod tests {
 
     #[test]
     fn fields_sends_equal_keys_to_the_same_task() {
-        let mut r = router(
-            GroupingDef::Fields(vec!["word".into()]),
-            vec![0],
-            vec![1, 2, 3, 4],
-        );
+        let mut r = router(GroupingDef::Fields(vec!["word".into()]), vec![0], vec![1, 2, 3, 4]);
         let mut seen = HashMap::new();
         let mut used = HashSet::new();
         for i in 0..400 {
@@ -225,22 +176,11 @@ mod tests {
             let out = route_one(&mut r, &values![word.as_str(), i]);
             assert_eq!(out.len(), 1);
             used.insert(out[0]);
-            assert_eq!(
-                *seen.entry(word).or_insert(out[0]),
-                out[0],
-                "a key moved between tasks"
-            );
+            assert_eq!(*seen.entry(word).or_insert(out[0]), out[0], "a key moved between tasks");
         }
-        assert!(
-            used.len() > 1,
-            "40 keys should use more than one of 4 tasks"
-        );
+        assert!(used.len() > 1, "40 keys should use more than one of 4 tasks");
         // A second router (another emitter, another process) agrees.
-        let mut other = router(
-            GroupingDef::Fields(vec!["word".into()]),
-            vec![0],
-            vec![1, 2, 3, 4],
-        );
+        let mut other = router(GroupingDef::Fields(vec!["word".into()]), vec![0], vec![1, 2, 3, 4]);
         for (word, task) in &seen {
             assert_eq!(route_one(&mut other, &values![word.as_str(), 0])[0], *task);
         }
@@ -248,11 +188,7 @@ mod tests {
 
     #[test]
     fn partial_key_splits_a_hot_key_over_two_tasks() {
-        let mut r = router(
-            GroupingDef::PartialKey(vec!["k".into()]),
-            vec![0],
-            vec![0, 1, 2, 3, 4, 5, 6, 7],
-        );
+        let mut r = router(GroupingDef::PartialKey(vec!["k".into()]), vec![0], vec![0, 1, 2, 3, 4, 5, 6, 7]);
         let mut counts: HashMap<TaskId, u32> = HashMap::new();
         for _ in 0..1000 {
             let out = route_one(&mut r, &values!["hot"]);
@@ -330,14 +266,9 @@ mod tests {
     #[test]
     fn custom_grouping_routes_where_user_code_says() {
         let mut registry = Registry::new();
-        registry.grouping("parity", |_: squall_api::NoConfig| {
-            Ok(ByParity { tasks: vec![] })
-        });
+        registry.grouping("parity", |_: squall_api::NoConfig| Ok(ByParity { tasks: vec![] }));
         let s = sub(
-            GroupingDef::Custom {
-                kind: "parity".into(),
-                config: toml::Table::new(),
-            },
+            GroupingDef::Custom { kind: "parity".into(), config: toml::Table::new() },
             vec![],
             vec![10, 11],
         );

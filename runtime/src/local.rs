@@ -54,10 +54,7 @@ pub struct Running {
 pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Running, TaskError> {
     let n = plan.task_count();
     let metrics = TopologyMetrics::new(n);
-    let mut links = Links {
-        bolts: vec![None; n],
-        ackers: vec![None; n],
-    };
+    let mut links = Links { bolts: vec![None; n], ackers: vec![None; n] };
     let mut bolt_inboxes: Vec<Option<mpsc::Receiver<_>>> = (0..n).map(|_| None).collect();
     let mut acker_inboxes: Vec<Option<mpsc::Receiver<_>>> = (0..n).map(|_| None).collect();
     let mut spout_links: Vec<Option<mpsc::UnboundedSender<_>>> = vec![None; n];
@@ -97,14 +94,8 @@ pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Runn
             continue;
         };
         let c = &plan.components[component];
-        let task_error = |message: String| TaskError {
-            component: c.id.clone(),
-            task: t,
-            message,
-        };
-        let instance = registry
-            .build(&c.kind, &c.config)
-            .map_err(|e| task_error(e.to_string()))?;
+        let task_error = |message: String| TaskError { component: c.id.clone(), task: t, message };
+        let instance = registry.build(&c.kind, &c.config).map_err(|e| task_error(e.to_string()))?;
         let out = Output::new(plan, component, t, &links, &metrics.tasks, registry)
             .map_err(|e| task_error(e.to_string()))?;
         let ctx = context(plan, component, t);
@@ -139,11 +130,7 @@ pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Runn
         };
         tasks.spawn(exec.run());
     }
-    Ok(Running {
-        tasks,
-        control,
-        metrics,
-    })
+    Ok(Running { tasks, control, metrics })
 }
 
 /// Runs a topology in this process until it ends (see the module docs).
@@ -154,11 +141,7 @@ pub async fn run(
 ) -> Result<RunResult, TaskError> {
     let plan = Plan::new(def);
     let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
-    let Running {
-        mut tasks,
-        control,
-        metrics,
-    } = start(&plan, registry, &hosted)?;
+    let Running { mut tasks, control, metrics } = start(&plan, registry, &hosted)?;
     let started = Instant::now();
     let mut progress = tokio::time::interval(Duration::from_secs(1));
     progress.tick().await;
@@ -204,12 +187,7 @@ pub async fn run(
     }
     let elapsed = started.elapsed();
     let snapshot = metrics.snapshot(&plan);
-    Ok(RunResult {
-        plan,
-        snapshot,
-        elapsed,
-        stopped,
-    })
+    Ok(RunResult { plan, snapshot, elapsed, stopped })
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -246,18 +224,10 @@ impl ProgressReporter {
         let mut line = format!("[{:>4}s]", at.as_secs());
         for c in &plan.components {
             let s = &snap.components[&c.id];
-            let counted = if c.role == Role::Spout {
-                s.emitted
-            } else {
-                s.executed
-            };
+            let counted = if c.role == Role::Spout { s.emitted } else { s.executed };
             let prev = self.last.insert(c.id.clone(), counted).unwrap_or(0);
             let rate = (counted - prev) as f64 / window;
-            let verb = if c.role == Role::Spout {
-                "emitted"
-            } else {
-                "executed"
-            };
+            let verb = if c.role == Role::Spout { "emitted" } else { "executed" };
             line.push_str(&format!(
                 "  {}: {}/s {verb}, acked {}, failed {}",
                 c.id,

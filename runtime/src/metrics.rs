@@ -120,11 +120,7 @@ pub struct TopologyMetrics {
 
 impl TopologyMetrics {
     pub fn new(task_count: usize) -> Self {
-        TopologyMetrics {
-            tasks: (0..task_count)
-                .map(|_| Arc::new(TaskMetrics::default()))
-                .collect(),
-        }
+        TopologyMetrics { tasks: (0..task_count).map(|_| Arc::new(TaskMetrics::default())).collect() }
     }
 
     /// Sums every component's tasks (ackers are not listed).
@@ -181,10 +177,7 @@ impl TopologyMetrics {
             }
             components.insert(c.id.clone(), s);
         }
-        Snapshot {
-            topology: plan.name.clone(),
-            components,
-        }
+        Snapshot { topology: plan.name.clone(), components }
     }
 }
 
@@ -196,15 +189,7 @@ impl Snapshot {
         let _ = writeln!(
             out,
             "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12}",
-            "component",
-            "kind",
-            "tasks",
-            "emitted",
-            "transferred",
-            "executed",
-            "acked",
-            "failed",
-            "latency"
+            "component", "kind", "tasks", "emitted", "transferred", "executed", "acked", "failed", "latency"
         );
         for c in &plan.components {
             let s = &self.components[&c.id];
@@ -220,15 +205,7 @@ impl Snapshot {
             let _ = writeln!(
                 out,
                 "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12}",
-                c.id,
-                s.kind,
-                s.tasks,
-                s.emitted,
-                s.transferred,
-                s.executed,
-                s.acked,
-                s.failed,
-                latency
+                c.id, s.kind, s.tasks, s.emitted, s.transferred, s.executed, s.acked, s.failed, latency
             );
         }
         out

@@ -86,11 +86,7 @@ impl Plan {
             let mut stream_ids = Vec::new();
             for decl in &c.streams {
                 stream_ids.push(streams.len() as u32);
-                streams.push(StreamPlan {
-                    component: index,
-                    decl: decl.clone(),
-                    subscribers: Vec::new(),
-                });
+                streams.push(StreamPlan { component: index, decl: decl.clone(), subscribers: Vec::new() });
             }
             components.push(ComponentPlan {
                 id: c.id.clone(),
@@ -102,11 +98,7 @@ impl Plan {
                 streams: stream_ids,
             });
         }
-        let ackers = if def.settings.acking {
-            def.settings.ackers.max(1)
-        } else {
-            0
-        };
+        let ackers = if def.settings.acking { def.settings.ackers.max(1) } else { 0 };
         let first = task_component.len() as TaskId;
         let acker_tasks: Vec<TaskId> = (first..first + ackers as TaskId).collect();
         task_component.extend(acker_tasks.iter().map(|_| None));
@@ -159,11 +151,7 @@ impl Plan {
     /// The global id of `component`'s stream `stream`.
     pub fn stream_id(&self, component: &str, stream: &str) -> Option<u32> {
         let c = self.component_index(component)?;
-        self.components[c]
-            .streams
-            .iter()
-            .copied()
-            .find(|&s| self.streams[s as usize].decl.name == stream)
+        self.components[c].streams.iter().copied().find(|&s| self.streams[s as usize].decl.name == stream)
     }
 
     /// A fresh [`StreamMeta`] for a stream. Each receiving task makes its own, so that the
@@ -179,9 +167,7 @@ impl Plan {
 
     /// Metas for every stream, indexed by global stream id.
     pub fn stream_metas(&self) -> Vec<Arc<StreamMeta>> {
-        (0..self.streams.len() as u32)
-            .map(|s| self.stream_meta(s))
-            .collect()
+        (0..self.streams.len() as u32).map(|s| self.stream_meta(s)).collect()
     }
 
     /// The fields of a global stream.

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use squall_api::{
-    async_trait, values, Bolt, BoltCollector, BoxError, Fields, MessageId, NoConfig,
-    OutputDeclarer, Registry, Spout, SpoutCollector, StreamDecl, Tuple,
+    async_trait, values, Bolt, BoltCollector, BoxError, Fields, MessageId, NoConfig, OutputDeclarer,
+    Registry, Spout, SpoutCollector, StreamDecl, Tuple,
 };
 use squall_runtime::executor::output::{BATCH, INBOX_BATCHES};
 use squall_runtime::local::{self, LocalOptions};
@@ -66,13 +66,7 @@ impl Spout for Numbers {
 
     async fn ack(&mut self, id: MessageId) {
         self.seen.in_flight.fetch_sub(1, SeqCst);
-        *self
-            .seen
-            .acks
-            .lock()
-            .unwrap()
-            .entry(id.as_i64().unwrap())
-            .or_default() += 1;
+        *self.seen.acks.lock().unwrap().entry(id.as_i64().unwrap()).or_default() += 1;
     }
 
     async fn fail(&mut self, id: MessageId) {
@@ -134,11 +128,7 @@ struct BlackHole;
 
 #[async_trait]
 impl Bolt for BlackHole {
-    async fn execute(
-        &mut self,
-        _input: Tuple,
-        _out: &mut dyn BoltCollector,
-    ) -> Result<(), BoxError> {
+    async fn execute(&mut self, _input: Tuple, _out: &mut dyn BoltCollector) -> Result<(), BoxError> {
         Ok(())
     }
 }
@@ -166,12 +156,7 @@ fn registry(seen: &Arc<Seen>) -> Registry {
             seen: s.clone(),
         })
     });
-    r.bolt("flaky", |_: NoConfig| {
-        Ok(Flaky {
-            every: 10,
-            seen_inputs: 0,
-        })
-    });
+    r.bolt("flaky", |_: NoConfig| Ok(Flaky { every: 10, seen_inputs: 0 }));
     let s = seen.clone();
     r.bolt("sink", move |_: NoConfig| Ok(Sink { seen: s.clone() }));
     r.bolt("black-hole", |_: NoConfig| Ok(BlackHole));
@@ -179,12 +164,7 @@ fn registry(seen: &Arc<Seen>) -> Registry {
 }
 
 fn n_stream() -> Vec<StreamDecl> {
-    vec![StreamDecl {
-        name: "default".into(),
-        fields: Fields::new(["n"]),
-        direct: false,
-        passthrough: false,
-    }]
+    vec![StreamDecl { name: "default".into(), fields: Fields::new(["n"]), direct: false, passthrough: false }]
 }
 
 fn component(id: &str, kind: &str, parallelism: usize, from: Option<&str>) -> ComponentDef {
@@ -196,11 +176,7 @@ fn component(id: &str, kind: &str, parallelism: usize, from: Option<&str>) -> Co
         tick_secs: None,
         inputs: from
             .map(|f| {
-                vec![InputDef {
-                    from: f.into(),
-                    stream: "default".into(),
-                    grouping: GroupingDef::Shuffle,
-                }]
+                vec![InputDef { from: f.into(), stream: "default".into(), grouping: GroupingDef::Shuffle }]
             })
             .unwrap_or_default(),
         streams: n_stream(),
@@ -210,19 +186,12 @@ fn component(id: &str, kind: &str, parallelism: usize, from: Option<&str>) -> Co
 fn numbers(count: i64, reliable: bool) -> ComponentDef {
     let mut c = component("numbers", "numbers", 1, None);
     c.config.insert("count".into(), toml::Value::Integer(count));
-    c.config
-        .insert("reliable".into(), toml::Value::Boolean(reliable));
+    c.config.insert("reliable".into(), toml::Value::Boolean(reliable));
     c
 }
 
 fn topology(spout: ComponentDef, bolts: Vec<ComponentDef>, settings: Settings) -> TopologyDef {
-    TopologyDef {
-        name: "test".into(),
-        workers: 1,
-        settings,
-        spouts: vec![spout],
-        bolts,
-    }
+    TopologyDef { name: "test".into(), workers: 1, settings, spouts: vec![spout], bolts }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,119 +199,59 @@ async fn replays_failed_tuples_until_every_id_is_acked_exactly_once() {
     let seen = Arc::new(Seen::default());
     let def = topology(
         numbers(2000, true),
-        vec![
-            component("flaky", "flaky", 2, Some("numbers")),
-            component("sink", "sink", 2, Some("flaky")),
-        ],
+        vec![component("flaky", "flaky", 2, Some("numbers")), component("sink", "sink", 2, Some("flaky"))],
         Settings::default(),
     );
-    let result = local::run(&def, &registry(&seen), &LocalOptions::default())
-        .await
-        .unwrap();
+    let result = local::run(&def, &registry(&seen), &LocalOptions::default()).await.unwrap();
     assert!(!result.stopped, "the run should end by itself");
     let acks = seen.acks.lock().unwrap();
     let fails = seen.fails.lock().unwrap();
     assert_eq!(acks.len(), 2000, "every id acked");
-    assert!(
-        acks.values().all(|&c| c == 1),
-        "an id was acked more than once"
-    );
-    assert!(
-        !fails.is_empty(),
-        "a 10% flaky bolt should have failed some tuples"
-    );
+    assert!(acks.values().all(|&c| c == 1), "an id was acked more than once");
+    assert!(!fails.is_empty(), "a 10% flaky bolt should have failed some tuples");
     for id in fails.keys() {
-        assert_eq!(
-            acks.get(id),
-            Some(&1),
-            "failed id {id} was not replayed to success"
-        );
+        assert_eq!(acks.get(id), Some(&1), "failed id {id} was not replayed to success");
     }
     let mut sunk = seen.sunk.lock().unwrap().clone();
     sunk.sort_unstable();
     sunk.dedup();
-    assert_eq!(
-        sunk,
-        (0..2000).collect::<Vec<_>>(),
-        "the sink saw every number"
-    );
+    assert_eq!(sunk, (0..2000).collect::<Vec<_>>(), "the sink saw every number");
     let spout = &result.snapshot.components["numbers"];
     assert_eq!(spout.acked, 2000);
-    assert_eq!(
-        spout.failed as usize,
-        fails.values().map(|&c| c as usize).sum::<usize>()
-    );
+    assert_eq!(spout.failed as usize, fails.values().map(|&c| c as usize).sum::<usize>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_tuple_times_out_and_is_failed_once() {
     let seen = Arc::new(Seen::default());
-    let settings = Settings {
-        message_timeout_secs: 1,
-        ..Settings::default()
-    };
-    let def = topology(
-        numbers(1, true),
-        vec![component("hole", "black-hole", 1, Some("numbers"))],
-        settings,
-    );
+    let settings = Settings { message_timeout_secs: 1, ..Settings::default() };
+    let def = topology(numbers(1, true), vec![component("hole", "black-hole", 1, Some("numbers"))], settings);
     // The spout replays the failed id, which times out again: stop after the first failure.
     let registry = registry(&seen);
     let run = tokio::spawn(async move {
-        local::run(
-            &def,
-            &registry,
-            &LocalOptions {
-                duration: Some(Duration::from_secs(4)),
-                progress: false,
-            },
-        )
-        .await
+        local::run(&def, &registry, &LocalOptions { duration: Some(Duration::from_secs(4)), progress: false })
+            .await
     });
     let result = run.await.unwrap().unwrap();
     let fails = seen.fails.lock().unwrap();
-    assert!(
-        seen.acks.lock().unwrap().is_empty(),
-        "nothing acked the tuple"
-    );
-    assert!(
-        fails.get(&0).copied().unwrap_or(0) >= 1,
-        "the tuple timed out and failed"
-    );
+    assert!(seen.acks.lock().unwrap().is_empty(), "nothing acked the tuple");
+    assert!(fails.get(&0).copied().unwrap_or(0) >= 1, "the tuple timed out and failed");
     // Each emit of id 0 is failed exactly once: fails never exceed emits.
     assert!(fails[&0] as u64 <= seen.emitted.load(SeqCst));
-    assert_eq!(
-        result.snapshot.components["numbers"].failed,
-        fails[&0] as u64
-    );
+    assert_eq!(result.snapshot.components["numbers"].failed, fails[&0] as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_spout_pending_caps_in_flight_messages() {
     let seen = Arc::new(Seen::default());
     seen.slow.store(true, SeqCst);
-    let settings = Settings {
-        max_spout_pending: 20,
-        ..Settings::default()
-    };
-    let def = topology(
-        numbers(300, true),
-        vec![component("sink", "sink", 2, Some("numbers"))],
-        settings,
-    );
-    local::run(&def, &registry(&seen), &LocalOptions::default())
-        .await
-        .unwrap();
+    let settings = Settings { max_spout_pending: 20, ..Settings::default() };
+    let def = topology(numbers(300, true), vec![component("sink", "sink", 2, Some("numbers"))], settings);
+    local::run(&def, &registry(&seen), &LocalOptions::default()).await.unwrap();
     assert_eq!(seen.acks.lock().unwrap().len(), 300);
     let max = seen.max_in_flight.load(SeqCst);
-    assert!(
-        max <= 20,
-        "{max} messages were in flight, more than max_spout_pending = 20"
-    );
-    assert!(
-        max >= 10,
-        "only {max} in flight: the cap should be reached with a slow sink"
-    );
+    assert!(max <= 20, "{max} messages were in flight, more than max_spout_pending = 20");
+    assert!(max >= 10, "only {max} in flight: the cap should be reached with a slow sink");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,26 +259,12 @@ async fn slow_bolt_bounds_memory() {
     let seen = Arc::new(Seen::default());
     seen.slow.store(true, SeqCst);
     // Unreliable: nothing but the queues holds the spout back.
-    let settings = Settings {
-        acking: false,
-        ..Settings::default()
-    };
-    let def = topology(
-        numbers(0, false),
-        vec![component("sink", "sink", 1, Some("numbers"))],
-        settings,
-    );
+    let settings = Settings { acking: false, ..Settings::default() };
+    let def = topology(numbers(0, false), vec![component("sink", "sink", 1, Some("numbers"))], settings);
     let registry = registry(&seen);
     let run = tokio::spawn(async move {
-        local::run(
-            &def,
-            &registry,
-            &LocalOptions {
-                duration: Some(Duration::from_secs(3)),
-                progress: false,
-            },
-        )
-        .await
+        local::run(&def, &registry, &LocalOptions { duration: Some(Duration::from_secs(3)), progress: false })
+            .await
     });
     // Queued between the spout and the sink: one inbox, the spout's batch, the sink's batch.
     let bound = ((INBOX_BATCHES + 2) * BATCH) as u64;
@@ -381,10 +276,7 @@ async fn slow_bolt_bounds_memory() {
     }
     seen.slow.store(false, SeqCst);
     run.await.unwrap().unwrap();
-    assert!(
-        worst <= bound,
-        "{worst} tuples queued behind a slow bolt, bound {bound}"
-    );
+    assert!(worst <= bound, "{worst} tuples queued behind a slow bolt, bound {bound}");
     assert!(seen.executed.load(SeqCst) > 0);
     // Nothing emitted was lost on the way out: the queue drained at stop.
     assert_eq!(seen.emitted.load(SeqCst), seen.executed.load(SeqCst));
@@ -393,27 +285,16 @@ async fn slow_bolt_bounds_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acking_off_acks_at_emit() {
     let seen = Arc::new(Seen::default());
-    let settings = Settings {
-        acking: false,
-        ..Settings::default()
-    };
+    let settings = Settings { acking: false, ..Settings::default() };
     let def = topology(
         numbers(500, true),
-        vec![
-            component("flaky", "flaky", 1, Some("numbers")),
-            component("sink", "sink", 1, Some("flaky")),
-        ],
+        vec![component("flaky", "flaky", 1, Some("numbers")), component("sink", "sink", 1, Some("flaky"))],
         settings,
     );
-    let result = local::run(&def, &registry(&seen), &LocalOptions::default())
-        .await
-        .unwrap();
+    let result = local::run(&def, &registry(&seen), &LocalOptions::default()).await.unwrap();
     let acks = seen.acks.lock().unwrap();
     assert_eq!(acks.len(), 500);
-    assert!(
-        seen.fails.lock().unwrap().is_empty(),
-        "with acking off nothing is failed back to the spout"
-    );
+    assert!(seen.fails.lock().unwrap().is_empty(), "with acking off nothing is failed back to the spout");
     // The flaky bolt dropped 1 in 10 and nobody replayed them: at-most-once.
     assert_eq!(seen.sunk.lock().unwrap().len(), 450);
     assert_eq!(result.snapshot.components["numbers"].acked, 500);

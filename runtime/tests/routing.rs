@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use squall_api::{
-    async_trait, values, Bolt, BoltCollector, BoxError, Fields, MessageId, NoConfig,
-    OutputDeclarer, Registry, Spout, SpoutCollector, StreamDecl, TaskId, TopologyContext, Tuple,
+    async_trait, values, Bolt, BoltCollector, BoxError, Fields, MessageId, NoConfig, OutputDeclarer,
+    Registry, Spout, SpoutCollector, StreamDecl, TaskId, TopologyContext, Tuple,
 };
 use squall_runtime::local::{self, LocalOptions};
 use squall_runtime::topology::{ComponentDef, GroupingDef, InputDef, Settings, TopologyDef};
@@ -51,9 +51,7 @@ impl Spout for Counter {
         let n = self.next;
         self.next += 1;
         match (self.direct, self.direct_to) {
-            (true, Some(task)) => {
-                out.emit_direct(task, "to-last", values![n], Some(MessageId::from(n)))?
-            }
+            (true, Some(task)) => out.emit_direct(task, "to-last", values![n], Some(MessageId::from(n)))?,
             _ => out.emit_with_id(values![n], MessageId::from(n))?,
         }
         Ok(())
@@ -89,11 +87,7 @@ impl Bolt for Sink {
         if input.is_tick() {
             self.seen.ticks.fetch_add(1, SeqCst);
         } else {
-            self.seen
-                .received
-                .lock()
-                .unwrap()
-                .push((self.task, input.get_i64("n")?));
+            self.seen.received.lock().unwrap().push((self.task, input.get_i64("n")?));
         }
         out.ack(input);
         Ok(())
@@ -136,32 +130,16 @@ fn registry(seen: &Arc<Seen>) -> Registry {
     let mut r = Registry::new();
     let s = seen.clone();
     r.spout("counter", move |c: CounterConfig| {
-        Ok(Counter {
-            count: c.count,
-            next: 0,
-            direct_to: None,
-            direct: c.direct,
-            seen: s.clone(),
-        })
+        Ok(Counter { count: c.count, next: 0, direct_to: None, direct: c.direct, seen: s.clone() })
     });
     let s = seen.clone();
-    r.bolt("sink", move |_: NoConfig| {
-        Ok(Sink {
-            task: 0,
-            seen: s.clone(),
-        })
-    });
+    r.bolt("sink", move |_: NoConfig| Ok(Sink { task: 0, seen: s.clone() }));
     r.bolt("pairs", |_: NoConfig| Ok(Pairs { held: None }));
     r
 }
 
 fn stream(name: &str, direct: bool) -> StreamDecl {
-    StreamDecl {
-        name: name.into(),
-        fields: Fields::new(["n"]),
-        direct,
-        passthrough: false,
-    }
+    StreamDecl { name: name.into(), fields: Fields::new(["n"]), direct, passthrough: false }
 }
 
 fn counter(count: i64, direct: bool) -> ComponentDef {
@@ -193,11 +171,7 @@ fn bolt(
         parallelism,
         config: toml::Table::new(),
         tick_secs: None,
-        inputs: vec![InputDef {
-            from: from.into(),
-            stream: stream_name.into(),
-            grouping,
-        }],
+        inputs: vec![InputDef { from: from.into(), stream: stream_name.into(), grouping }],
         streams: vec![stream("default", false)],
     }
 }
@@ -214,28 +188,21 @@ fn topology(spout: ComponentDef, bolts: Vec<ComponentDef>) -> TopologyDef {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tick_tuples_arrive_at_the_requested_frequency() {
-    let seen = Arc::new(Seen::default());
-    let mut sink = bolt(
-        "sink",
-        "sink",
-        1,
-        "counter",
-        "default",
-        GroupingDef::Shuffle,
-    );
-    sink.tick_secs = Some(1);
-    let def = topology(counter(-1, false), vec![sink]);
-    let opts = LocalOptions {
-        duration: Some(Duration::from_millis(3500)),
-        progress: false,
-    };
-    local::run(&def, &registry(&seen), &opts).await.unwrap();
-    let ticks = seen.ticks.load(SeqCst);
-    // Ticks at about 1 s, 2 s, 3 s; a loaded machine may delay one, never add any.
-    assert!(
-        (1..=4).contains(&ticks),
-        "{ticks} ticks in 3.5 s at one per second"
-    );
+    // Once with an idle bolt, once with one kept busy by a spout that never runs dry.
+    for count in [-1, 100_000_000] {
+        let seen = Arc::new(Seen::default());
+        let mut sink = bolt("sink", "sink", 1, "counter", "default", GroupingDef::Shuffle);
+        sink.tick_secs = Some(1);
+        let def = topology(counter(count, false), vec![sink]);
+        let opts = LocalOptions { duration: Some(Duration::from_millis(3500)), progress: false };
+        local::run(&def, &registry(&seen), &opts).await.unwrap();
+        let ticks = seen.ticks.load(SeqCst);
+        // Ticks at about 1 s, 2 s, 3 s; a loaded machine may delay one, never add any.
+        assert!((1..=4).contains(&ticks), "{ticks} ticks in 3.5 s at one per second (count {count})");
+        if count > 0 {
+            assert!(!seen.received.lock().unwrap().is_empty(), "the busy run processed tuples");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,45 +210,22 @@ async fn emit_direct_reaches_only_the_named_task() {
     let seen = Arc::new(Seen::default());
     let def = topology(
         counter(200, true),
-        vec![bolt(
-            "sink",
-            "sink",
-            3,
-            "counter",
-            "to-last",
-            GroupingDef::Direct,
-        )],
+        vec![bolt("sink", "sink", 3, "counter", "to-last", GroupingDef::Direct)],
     );
-    local::run(&def, &registry(&seen), &LocalOptions::default())
-        .await
-        .unwrap();
+    local::run(&def, &registry(&seen), &LocalOptions::default()).await.unwrap();
     let received = seen.received.lock().unwrap();
     assert_eq!(received.len(), 200);
     let last = received.iter().map(|(t, _)| *t).max().unwrap();
-    assert!(
-        received.iter().all(|(t, _)| *t == last),
-        "every tuple went to the named (last) task"
-    );
+    assert!(received.iter().all(|(t, _)| *t == last), "every tuple went to the named (last) task");
     assert_eq!(seen.acked.load(SeqCst), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_grouping_delivers_to_every_task_and_each_delivery_is_an_edge() {
     let seen = Arc::new(Seen::default());
-    let def = topology(
-        counter(100, false),
-        vec![bolt(
-            "sink",
-            "sink",
-            3,
-            "counter",
-            "default",
-            GroupingDef::All,
-        )],
-    );
-    local::run(&def, &registry(&seen), &LocalOptions::default())
-        .await
-        .unwrap();
+    let def =
+        topology(counter(100, false), vec![bolt("sink", "sink", 3, "counter", "default", GroupingDef::All)]);
+    local::run(&def, &registry(&seen), &LocalOptions::default()).await.unwrap();
     let received = seen.received.lock().unwrap();
     assert_eq!(received.len(), 300, "each of 3 tasks got all 100");
     // Every tree completed only once all three copies were acked, and none failed.
@@ -295,20 +239,11 @@ async fn tuple_anchored_to_two_inputs_completes_both_trees() {
     let def = topology(
         counter(100, false),
         vec![
-            bolt(
-                "pairs",
-                "pairs",
-                1,
-                "counter",
-                "default",
-                GroupingDef::Global,
-            ),
+            bolt("pairs", "pairs", 1, "counter", "default", GroupingDef::Global),
             bolt("sink", "sink", 2, "pairs", "default", GroupingDef::Shuffle),
         ],
     );
-    local::run(&def, &registry(&seen), &LocalOptions::default())
-        .await
-        .unwrap();
+    local::run(&def, &registry(&seen), &LocalOptions::default()).await.unwrap();
     let received = seen.received.lock().unwrap();
     assert_eq!(received.len(), 50);
     let total: i64 = received.iter().map(|(_, n)| n).sum();

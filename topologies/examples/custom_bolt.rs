@@ -29,11 +29,7 @@ impl BasicBolt for Shout {
 
     // A BasicBolt's emits are anchored to the input, which is acked when this returns Ok
     // and failed (so its spout replays it) when it returns Err.
-    async fn execute(
-        &mut self,
-        input: &Tuple,
-        out: &mut BasicCollector<'_>,
-    ) -> Result<(), BoxError> {
+    async fn execute(&mut self, input: &Tuple, out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         let word = input.get_str("word")?;
         out.emit(values![format!("{word}{}", self.suffix)])?;
         Ok(())

@@ -23,9 +23,7 @@ fn default_suffix() -> String {
 
 /// The `exclamation` factory.
 pub fn build(config: Config) -> Result<Exclamation, BoxError> {
-    Ok(Exclamation {
-        suffix: config.suffix,
-    })
+    Ok(Exclamation { suffix: config.suffix })
 }
 
 pub struct Exclamation {
@@ -38,11 +36,7 @@ impl BasicBolt for Exclamation {
         out.declare(["word"]);
     }
 
-    async fn execute(
-        &mut self,
-        input: &Tuple,
-        out: &mut BasicCollector<'_>,
-    ) -> Result<(), BoxError> {
+    async fn execute(&mut self, input: &Tuple, out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         if input.is_tick() {
             return Ok(());
         }
@@ -76,15 +70,9 @@ mod tests {
     async fn exclamation_appends_the_configured_suffix() {
         let mut bolt = basic_bolt("exclamation", r#"suffix = "?!""#);
         let mut out = FakeBoltCollector::default();
-        let input = Tuple::for_test(
-            ["sentence"],
-            values!["an apple a day keeps the doctor away"],
-        );
+        let input = Tuple::for_test(["sentence"], values!["an apple a day keeps the doctor away"]);
         run_basic(bolt.as_mut(), &mut out, input).await.unwrap();
-        assert_eq!(
-            out.emitted(),
-            [[Value::from("an apple a day keeps the doctor away?!")]]
-        );
+        assert_eq!(out.emitted(), [[Value::from("an apple a day keeps the doctor away?!")]]);
     }
 
     #[tokio::test]

@@ -29,11 +29,7 @@ pub fn build(config: Config) -> Result<FileSink, BoxError> {
     if config.path.as_os_str().is_empty() {
         return Err("path must not be empty".into());
     }
-    Ok(FileSink {
-        path: config.path,
-        file: None,
-        line: Vec::new(),
-    })
+    Ok(FileSink { path: config.path, file: None, line: Vec::new() })
 }
 
 pub struct FileSink {
@@ -57,8 +53,7 @@ impl BasicBolt for FileSink {
     async fn prepare(&mut self, _ctx: &TopologyContext) -> Result<(), BoxError> {
         let path = &self.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+            fs::create_dir_all(dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -69,11 +64,7 @@ impl BasicBolt for FileSink {
         Ok(())
     }
 
-    async fn execute(
-        &mut self,
-        input: &Tuple,
-        _out: &mut BasicCollector<'_>,
-    ) -> Result<(), BoxError> {
+    async fn execute(&mut self, input: &Tuple, _out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         if input.is_tick() {
             return Ok(());
         }
@@ -83,8 +74,7 @@ impl BasicBolt for FileSink {
         self.line.push(b'\n');
         // A plain `File` has no buffer: `write_all` hands the line to the OS, in one write
         // unless the OS takes it short.
-        file.write_all(&self.line)
-            .map_err(|e| format!("cannot write to {}: {e}", self.path.display()))?;
+        file.write_all(&self.line).map_err(|e| format!("cannot write to {}: {e}", self.path.display()))?;
         Ok(())
     }
 }
@@ -110,13 +100,10 @@ mod tests {
     async fn sink(path: &Path) -> Box<dyn BasicBolt> {
         let mut table = toml::Table::new();
         table.insert("path".into(), path.display().to_string().into());
-        let Component::BasicBolt(mut sink) = crate::registry().build("file-sink", &table).unwrap()
-        else {
+        let Component::BasicBolt(mut sink) = crate::registry().build("file-sink", &table).unwrap() else {
             panic!("file-sink is a basic bolt");
         };
-        sink.prepare(&TopologyContext::for_test("sink"))
-            .await
-            .unwrap();
+        sink.prepare(&TopologyContext::for_test("sink")).await.unwrap();
         sink
     }
 
@@ -152,10 +139,7 @@ mod tests {
         let mut full = sink(Path::new("/dev/full")).await;
         let tuple = Tuple::for_test(["n"], values![1]);
         let e = run_basic(full.as_mut(), &mut out, tuple).await.unwrap_err();
-        assert!(
-            e.to_string().starts_with("cannot write to /dev/full"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("cannot write to /dev/full"), "{e}");
         assert_eq!(out.failed.len(), 1);
     }
 
@@ -165,14 +149,10 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let mut table = toml::Table::new();
         table.insert("path".into(), dir.display().to_string().into());
-        let Component::BasicBolt(mut sink) = crate::registry().build("file-sink", &table).unwrap()
-        else {
+        let Component::BasicBolt(mut sink) = crate::registry().build("file-sink", &table).unwrap() else {
             panic!("file-sink is a basic bolt");
         };
-        let e = sink
-            .prepare(&TopologyContext::for_test("sink"))
-            .await
-            .unwrap_err();
+        let e = sink.prepare(&TopologyContext::for_test("sink")).await.unwrap_err();
         assert!(e.to_string().starts_with("cannot open"), "{e}");
         fs::remove_dir_all(dir).unwrap();
     }

@@ -157,11 +157,7 @@ mod tests {
             flaky.execute(numbered(i), &mut out).await.unwrap();
         }
         let failed: Vec<i64> = out.failed.iter().map(|t| t.get_i64("n").unwrap()).collect();
-        assert!(
-            (350..650).contains(&failed.len()),
-            "{} failed",
-            failed.len()
-        );
+        assert!((350..650).contains(&failed.len()), "{} failed", failed.len());
         // Every input seen again passes, whether it failed or passed the first time.
         let mut replays = FakeBoltCollector::default();
         for i in 0..1_000 {

@@ -29,12 +29,8 @@ pub fn registry() -> Registry {
         .spout("random-sentence", random_sentence::build)
         .spout("random-word", random_word::build)
         .spout("sequence", sequence::build)
-        .basic_bolt("split-sentence", |_: NoConfig| {
-            Ok(split_sentence::SplitSentence)
-        })
-        .basic_bolt("word-count", |_: NoConfig| {
-            Ok(word_count::WordCount::default())
-        })
+        .basic_bolt("split-sentence", |_: NoConfig| Ok(split_sentence::SplitSentence))
+        .basic_bolt("word-count", |_: NoConfig| Ok(word_count::WordCount::default()))
         .basic_bolt("exclamation", exclamation::build)
         .bolt("flaky", flaky::build)
         .basic_bolt("file-sink", file_sink::build)

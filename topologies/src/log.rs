@@ -20,12 +20,7 @@ pub struct Log {
 
 /// Writes `input` as one line (with its newline) into `line`.
 fn format_line(input: &Tuple, line: &mut String) {
-    let _ = write!(
-        line,
-        "{}[{}]",
-        input.source_component(),
-        input.source_task()
-    );
+    let _ = write!(line, "{}[{}]", input.source_component(), input.source_task());
     if input.stream() != DEFAULT_STREAM {
         let _ = write!(line, "/{}", input.stream());
     }
@@ -41,11 +36,7 @@ fn format_line(input: &Tuple, line: &mut String) {
 
 #[async_trait]
 impl BasicBolt for Log {
-    async fn execute(
-        &mut self,
-        input: &Tuple,
-        _out: &mut BasicCollector<'_>,
-    ) -> Result<(), BoxError> {
+    async fn execute(&mut self, input: &Tuple, _out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         self.line.clear();
         format_line(input, &mut self.line);
         // Logging is best effort: a closed stderr must not fail the tuple.

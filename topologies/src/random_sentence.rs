@@ -36,16 +36,8 @@ pub struct Config {
 /// The `random-sentence` factory.
 pub fn build(config: Config) -> Result<RandomChoice, BoxError> {
     // Static strings: emitting one copies a pointer, however long the sentence.
-    let sentences = SENTENCES
-        .map(|s| Value::Str(CompactString::const_new(s)))
-        .to_vec();
-    RandomChoice::new(
-        "sentence",
-        sentences,
-        config.rate,
-        config.limit,
-        config.seed,
-    )
+    let sentences = SENTENCES.map(|s| Value::Str(CompactString::const_new(s))).to_vec();
+    RandomChoice::new("sentence", sentences, config.rate, config.limit, config.seed)
 }
 
 #[cfg(test)]

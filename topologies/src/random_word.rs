@@ -11,8 +11,7 @@
 
 use serde::Deserialize;
 use squall_api::{
-    async_trait, values, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector,
-    TopologyContext, Value,
+    async_trait, values, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, Value,
 };
 
 use crate::replay::{check_rate, pick, Sequencer};
@@ -30,9 +29,7 @@ pub struct Config {
 }
 
 fn default_words() -> Vec<String> {
-    ["nathan", "mike", "jackson", "golda", "bertels"]
-        .map(String::from)
-        .to_vec()
+    ["nathan", "mike", "jackson", "golda", "bertels"].map(String::from).to_vec()
 }
 
 /// The `random-word` factory.
@@ -74,16 +71,10 @@ impl RandomChoice {
         limit: u64,
         seed: Option<u64>,
     ) -> Result<Self, BoxError> {
-        assert!(
-            !choices.is_empty(),
-            "RandomChoice needs something to choose"
-        );
+        assert!(!choices.is_empty(), "RandomChoice needs something to choose");
         Ok(RandomChoice {
             field,
-            choices: Choices {
-                values: choices,
-                seed: seed.unwrap_or_else(|| fastrand::u64(..)),
-            },
+            choices: Choices { values: choices, seed: seed.unwrap_or_else(|| fastrand::u64(..)) },
             seq: Sequencer::new((limit > 0).then_some(limit), check_rate(rate)?),
         })
     }
@@ -107,8 +98,7 @@ impl Spout for RandomChoice {
 
     async fn next_tuple(&mut self, out: &mut dyn SpoutCollector) -> Result<(), BoxError> {
         let choices = &self.choices;
-        self.seq
-            .emit_next(out, |i| values![choices.get(i).clone()])?;
+        self.seq.emit_next(out, |i| values![choices.get(i).clone()])?;
         Ok(())
     }
 
@@ -190,12 +180,7 @@ mod tests {
 
     #[test]
     fn same_seed_picks_the_same_words() {
-        let config = || Config {
-            words: default_words(),
-            rate: 0.0,
-            limit: 0,
-            seed: Some(99),
-        };
+        let config = || Config { words: default_words(), rate: 0.0, limit: 0, seed: Some(99) };
         let (a, b) = (build(config()).unwrap(), build(config()).unwrap());
         assert!((0..100).all(|i| a.choice(i) == b.choice(i)));
     }

@@ -132,9 +132,7 @@ impl Sequencer {
 
     /// True once a bounded sequence was emitted in full and every id acked.
     pub fn is_finished(&self) -> bool {
-        self.limit.is_some_and(|limit| self.next >= limit)
-            && self.replays.is_empty()
-            && self.in_flight == 0
+        self.limit.is_some_and(|limit| self.next >= limit) && self.replays.is_empty() && self.in_flight == 0
     }
 }
 
@@ -153,10 +151,7 @@ struct Pacer {
 impl Pacer {
     /// A pacer for `rate` tuples per second; `None` if the rate is 0 (flat out).
     fn new(rate: f64) -> Option<Pacer> {
-        (rate > 0.0).then(|| Pacer {
-            interval: Duration::from_secs_f64(1.0 / rate),
-            next_due: None,
-        })
+        (rate > 0.0).then(|| Pacer { interval: Duration::from_secs_f64(1.0 / rate), next_due: None })
     }
 
     /// True if an emit is due at `now` (and books it).
@@ -185,14 +180,7 @@ mod tests {
 
     fn context(task: u32, tasks: u32) -> TopologyContext {
         let ids = BTreeMap::from([("spout".to_string(), (0..tasks).collect())]);
-        TopologyContext::new(
-            "t",
-            "spout",
-            task,
-            Arc::new(ids),
-            Default::default(),
-            Default::default(),
-        )
+        TopologyContext::new("t", "spout", task, Arc::new(ids), Default::default(), Default::default())
     }
 
     #[tokio::test]
@@ -262,10 +250,7 @@ mod tests {
     #[tokio::test]
     async fn emit_error_keeps_the_id_for_the_next_call() {
         let mut seq = Sequencer::new(Some(1), 0.0);
-        let mut out = FakeSpoutCollector {
-            refuse: true,
-            ..Default::default()
-        };
+        let mut out = FakeSpoutCollector { refuse: true, ..Default::default() };
         assert!(seq.emit_next(&mut out, |i| values![i]).is_err());
         assert!(!seq.is_finished());
         out.refuse = false;

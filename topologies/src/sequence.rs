@@ -10,8 +10,7 @@
 
 use serde::Deserialize;
 use squall_api::{
-    async_trait, values, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector,
-    TopologyContext,
+    async_trait, values, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext,
 };
 
 use crate::replay::{check_rate, Sequencer};
@@ -26,9 +25,7 @@ pub struct Config {
 
 /// The `sequence` factory.
 pub fn build(config: Config) -> Result<Sequence, BoxError> {
-    Ok(Sequence {
-        seq: Sequencer::new(Some(config.count), check_rate(config.rate)?),
-    })
+    Ok(Sequence { seq: Sequencer::new(Some(config.count), check_rate(config.rate)?) })
 }
 
 pub struct Sequence {

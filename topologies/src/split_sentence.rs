@@ -14,11 +14,7 @@ impl BasicBolt for SplitSentence {
         out.declare(["word"]);
     }
 
-    async fn execute(
-        &mut self,
-        input: &Tuple,
-        out: &mut BasicCollector<'_>,
-    ) -> Result<(), BoxError> {
+    async fn execute(&mut self, input: &Tuple, out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         if input.is_tick() {
             return Ok(());
         }
@@ -41,9 +37,7 @@ mod tests {
         let mut out = FakeBoltCollector::default();
         let input = Tuple::for_test(["sentence"], values!["  the cow\tjumped \n"]);
         run_basic(bolt.as_mut(), &mut out, input).await.unwrap();
-        let words: Vec<Vec<Value>> = ["the", "cow", "jumped"]
-            .map(|w| vec![Value::from(w)])
-            .into();
+        let words: Vec<Vec<Value>> = ["the", "cow", "jumped"].map(|w| vec![Value::from(w)]).into();
         assert_eq!(out.emitted(), words);
         for emit in &out.emits {
             assert_eq!(emit.stream, "default");
@@ -56,9 +50,7 @@ mod tests {
     async fn split_reads_the_first_field_whatever_its_name() {
         let mut out = FakeBoltCollector::default();
         let input = Tuple::for_test(["line", "n"], values!["a b", 1]);
-        run_basic(&mut SplitSentence, &mut out, input)
-            .await
-            .unwrap();
+        run_basic(&mut SplitSentence, &mut out, input).await.unwrap();
         assert_eq!(out.emits.len(), 2);
     }
 
@@ -66,9 +58,7 @@ mod tests {
     async fn split_fails_a_non_string_input() {
         let mut out = FakeBoltCollector::default();
         let input = Tuple::for_test(["sentence"], values![42]);
-        let e = run_basic(&mut SplitSentence, &mut out, input)
-            .await
-            .unwrap_err();
+        let e = run_basic(&mut SplitSentence, &mut out, input).await.unwrap_err();
         assert!(e.to_string().contains("not string"), "{e}");
         assert_eq!((out.emits.len(), out.failed.len()), (0, 1));
     }

@@ -6,8 +6,8 @@
 //! input the way the runtime does.
 
 use squall_api::{
-    BasicBolt, BasicCollector, Bolt, BoltCollector, BoxError, Component, EmitError, MessageId,
-    Spout, SpoutCollector, TaskId, Tuple, Value, Values,
+    BasicBolt, BasicCollector, Bolt, BoltCollector, BoxError, Component, EmitError, MessageId, Spout,
+    SpoutCollector, TaskId, Tuple, Value, Values,
 };
 
 /// One tuple a spout emitted.
@@ -30,23 +30,12 @@ pub struct FakeSpoutCollector {
 impl FakeSpoutCollector {
     /// The message ids emitted so far, as integers.
     pub fn ids(&self) -> Vec<i64> {
-        self.emits
-            .iter()
-            .map(|e| {
-                e.msg_id
-                    .as_ref()
-                    .and_then(Value::as_i64)
-                    .expect("an int id")
-            })
-            .collect()
+        self.emits.iter().map(|e| e.msg_id.as_ref().and_then(Value::as_i64).expect("an int id")).collect()
     }
 
     /// The first value of each emit, as a string.
     pub fn strings(&self) -> Vec<&str> {
-        self.emits
-            .iter()
-            .map(|e| e.values[0].as_str().expect("a string"))
-            .collect()
+        self.emits.iter().map(|e| e.values[0].as_str().expect("a string")).collect()
     }
 }
 
@@ -59,16 +48,9 @@ impl SpoutCollector for FakeSpoutCollector {
         _direct_task: Option<TaskId>,
     ) -> Result<(), EmitError> {
         if self.refuse {
-            return Err(EmitError::UnknownStream {
-                component: "test".into(),
-                stream: stream.into(),
-            });
+            return Err(EmitError::UnknownStream { component: "test".into(), stream: stream.into() });
         }
-        self.emits.push(SpoutEmit {
-            stream: stream.to_string(),
-            values,
-            msg_id,
-        });
+        self.emits.push(SpoutEmit { stream: stream.to_string(), values, msg_id });
         Ok(())
     }
 
@@ -138,9 +120,7 @@ pub async fn run_basic<B: BasicBolt + ?Sized>(
     out: &mut FakeBoltCollector,
     input: Tuple,
 ) -> Result<(), BoxError> {
-    let result = bolt
-        .execute(&input, &mut BasicCollector::new(out, &input))
-        .await;
+    let result = bolt.execute(&input, &mut BasicCollector::new(out, &input)).await;
     match result {
         Ok(()) => out.acked.push(input),
         Err(_) => out.failed.push(input),

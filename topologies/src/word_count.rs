@@ -12,8 +12,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use squall_api::{
-    async_trait, values, BasicBolt, BasicCollector, BoxError, OutputDeclarer, TaskId,
-    TopologyContext, Tuple,
+    async_trait, values, BasicBolt, BasicCollector, BoxError, OutputDeclarer, TaskId, TopologyContext, Tuple,
 };
 
 use crate::fast_hash::FastMap;
@@ -45,14 +44,9 @@ impl WordCount {
     /// The cleanup line: distinct words, total, and the top words by count, then name.
     fn summary(&self) -> String {
         let total: u64 = self.counts.values().sum();
-        let mut line = format!(
-            "word-count task {}: {} words, {total} total:",
-            self.task,
-            self.counts.len()
-        );
+        let mut line = format!("word-count task {}: {} words, {total} total:", self.task, self.counts.len());
         let mut top: Vec<(&str, u64)> = self.counts.iter().map(|(w, c)| (w.as_str(), *c)).collect();
-        let by_count_then_name =
-            |a: &(&str, u64), b: &(&str, u64)| b.1.cmp(&a.1).then(a.0.cmp(b.0));
+        let by_count_then_name = |a: &(&str, u64), b: &(&str, u64)| b.1.cmp(&a.1).then(a.0.cmp(b.0));
         if top.len() > TOP {
             top.select_nth_unstable_by(TOP, by_count_then_name);
             top.truncate(TOP);
@@ -79,11 +73,7 @@ impl BasicBolt for WordCount {
         Ok(())
     }
 
-    async fn execute(
-        &mut self,
-        input: &Tuple,
-        out: &mut BasicCollector<'_>,
-    ) -> Result<(), BoxError> {
+    async fn execute(&mut self, input: &Tuple, out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         if input.is_tick() {
             return Ok(());
         }
@@ -120,14 +110,7 @@ mod tests {
             .into_iter()
             .map(|v| (v[0].as_str().unwrap().to_string(), v[1].as_i64().unwrap()))
             .collect();
-        let expected = [
-            ("the", 1),
-            ("cow", 1),
-            ("the", 2),
-            ("moon", 1),
-            ("the", 3),
-            ("cow", 2),
-        ];
+        let expected = [("the", 1), ("cow", 1), ("the", 2), ("moon", 1), ("the", 3), ("cow", 2)];
         assert_eq!(counts, expected.map(|(w, c)| (w.to_string(), c)));
         assert!(out.emits.iter().all(|e| e.anchors.len() == 1));
         assert_eq!(out.acked.len(), 6);
@@ -148,35 +131,25 @@ mod tests {
     async fn word_count_fails_a_non_string_word() {
         let mut out = FakeBoltCollector::default();
         let input = Tuple::for_test(["word"], values![3.5]);
-        assert!(run_basic(&mut WordCount::default(), &mut out, input)
-            .await
-            .is_err());
+        assert!(run_basic(&mut WordCount::default(), &mut out, input).await.is_err());
         assert_eq!(out.failed.len(), 1);
     }
 
     #[tokio::test]
     async fn summary_lists_top_words_by_count_then_name() {
         let mut bolt = WordCount::default();
-        bolt.prepare(&TopologyContext::for_test("count"))
-            .await
-            .unwrap();
+        bolt.prepare(&TopologyContext::for_test("count")).await.unwrap();
         for (word, n) in [("b", 3), ("a", 3), ("c", 5), ("d", 1)] {
             for _ in 0..n {
                 bolt.count(word);
             }
         }
-        assert_eq!(
-            bolt.summary(),
-            "word-count task 0: 4 words, 12 total: c=5 a=3 b=3 d=1"
-        );
+        assert_eq!(bolt.summary(), "word-count task 0: 4 words, 12 total: c=5 a=3 b=3 d=1");
         for i in 0..20 {
             bolt.count(&format!("w{i:02}"));
         }
         let summary = bolt.summary();
-        assert!(
-            summary.ends_with(": c=5 a=3 b=3 d=1 w00=1 w01=1 w02=1 w03=1 w04=1 w05=1 ..."),
-            "{summary}"
-        );
+        assert!(summary.ends_with(": c=5 a=3 b=3 d=1 w00=1 w01=1 w02=1 w03=1 w04=1 w05=1 ..."), "{summary}");
     }
 
     #[test]

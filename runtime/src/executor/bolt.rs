@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use squall_api::{
-    BasicBolt, BasicCollector, Bolt, BoltCollector, EmitError, Fields, StreamMeta, TaskId,
-    TopologyContext, TreeIds, Tuple, Values, SYSTEM_COMPONENT, TICK_STREAM,
+    BasicBolt, BasicCollector, Bolt, BoltCollector, EmitError, Fields, StreamMeta, TaskId, TopologyContext,
+    TreeIds, Tuple, Values, SYSTEM_COMPONENT, TICK_STREAM,
 };
 use tokio::sync::mpsc;
 
@@ -72,11 +72,7 @@ impl BoltCollector for Collector<'_> {
 
 impl BoltExecutor {
     fn fail(&self, message: String) -> TaskError {
-        TaskError {
-            component: self.out.component().to_string(),
-            task: self.out.task,
-            message,
-        }
+        TaskError { component: self.out.component().to_string(), task: self.out.task, message }
     }
 
     pub async fn run(mut self) -> Result<(), TaskError> {
@@ -143,15 +139,12 @@ impl BoltExecutor {
         match &mut self.bolt {
             AnyBolt::Basic(b) => {
                 let mut collector = Collector { out: &mut self.out };
-                let result = b
-                    .execute(&tuple, &mut BasicCollector::new(&mut collector, &tuple))
-                    .await;
+                let result = b.execute(&tuple, &mut BasicCollector::new(&mut collector, &tuple)).await;
                 match result {
                     Ok(()) => self.out.ack(&tuple),
                     Err(e) => {
                         self.out.report_error(&format!("execute failed: {e}"));
-                        self.out
-                            .fail_roots(tuple.tree().anchors.iter().map(|(r, _)| *r));
+                        self.out.fail_roots(tuple.tree().anchors.iter().map(|(r, _)| *r));
                     }
                 }
             }
@@ -162,9 +155,7 @@ impl BoltExecutor {
                 } else {
                     SmallVec::new()
                 };
-                let result = b
-                    .execute(tuple, &mut Collector { out: &mut self.out })
-                    .await;
+                let result = b.execute(tuple, &mut Collector { out: &mut self.out }).await;
                 if let Err(e) = result {
                     self.out.report_error(&format!("execute failed: {e}"));
                     self.out.fail_roots(roots);

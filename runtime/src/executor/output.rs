@@ -110,9 +110,8 @@ impl Output {
                     if slot_of[t as usize] != NO_SLOT {
                         continue;
                     }
-                    let tx = links.bolts[t as usize]
-                        .clone()
-                        .ok_or_else(|| format!("no inbox for task {t}"))?;
+                    let tx =
+                        links.bolts[t as usize].clone().ok_or_else(|| format!("no inbox for task {t}"))?;
                     slot_of[t as usize] = dests.len() as u32;
                     dests.push(Dest {
                         tx,
@@ -138,18 +137,13 @@ impl Output {
                     let tx = links.ackers[t as usize]
                         .clone()
                         .ok_or_else(|| format!("no inbox for acker task {t}"))?;
-                    Ok(AckerDest {
-                        tx,
-                        buf: Vec::with_capacity(BATCH),
-                    })
+                    Ok(AckerDest { tx, buf: Vec::with_capacity(BATCH) })
                 })
                 .collect::<Result<Vec<_>, BoxError>>()?
         } else {
             Vec::new()
         };
-        let default_stream = streams
-            .iter()
-            .position(|s| s.name == squall_api::DEFAULT_STREAM);
+        let default_stream = streams.iter().position(|s| s.name == squall_api::DEFAULT_STREAM);
         Ok(Output {
             component: c.id.clone(),
             task,
@@ -173,23 +167,15 @@ impl Output {
                 return Ok(i);
             }
         }
-        self.streams
-            .iter()
-            .position(|s| s.name == name)
-            .ok_or_else(|| EmitError::UnknownStream {
-                component: self.component.clone(),
-                stream: name.to_string(),
-            })
+        self.streams.iter().position(|s| s.name == name).ok_or_else(|| EmitError::UnknownStream {
+            component: self.component.clone(),
+            stream: name.to_string(),
+        })
     }
 
     /// Checks an emit and fills `self.targets` with its receiving tasks.
     #[inline]
-    fn route(
-        &mut self,
-        stream: &str,
-        values: &[Value],
-        direct: Option<TaskId>,
-    ) -> Result<usize, EmitError> {
+    fn route(&mut self, stream: &str, values: &[Value], direct: Option<TaskId>) -> Result<usize, EmitError> {
         let s = self.stream_index(stream)?;
         let out = &mut self.streams[s];
         if values.len() != out.arity {
@@ -202,16 +188,8 @@ impl Output {
             });
         }
         match (out.direct, direct) {
-            (true, None) => {
-                return Err(EmitError::DirectRequired {
-                    stream: out.name.clone(),
-                })
-            }
-            (false, Some(_)) => {
-                return Err(EmitError::NotDirect {
-                    stream: out.name.clone(),
-                })
-            }
+            (true, None) => return Err(EmitError::DirectRequired { stream: out.name.clone() }),
+            (false, Some(_)) => return Err(EmitError::NotDirect { stream: out.name.clone() }),
             _ => {}
         }
         self.targets.clear();
@@ -220,10 +198,7 @@ impl Output {
         }
         if let Some(task) = direct {
             if self.targets.is_empty() && !out.routers.is_empty() {
-                return Err(EmitError::NotSubscribed {
-                    stream: out.name.clone(),
-                    task,
-                });
+                return Err(EmitError::NotSubscribed { stream: out.name.clone(), task });
             }
         }
         Ok(s)
@@ -257,15 +232,7 @@ impl Output {
             } else {
                 values.clone().unwrap_or_default()
             };
-            self.push(
-                task,
-                Envelope {
-                    stream: sid,
-                    source_task: self.task,
-                    values,
-                    anchors,
-                },
-            );
+            self.push(task, Envelope { stream: sid, source_task: self.task, values, anchors });
         }
         self.counters.emitted += 1;
         self.counters.transferred += n as u64;
@@ -310,15 +277,7 @@ impl Output {
             } else {
                 values.clone().unwrap_or_default()
             };
-            self.push(
-                task,
-                Envelope {
-                    stream: sid,
-                    source_task: self.task,
-                    values,
-                    anchors: out_anchors,
-                },
-            );
+            self.push(task, Envelope { stream: sid, source_task: self.task, values, anchors: out_anchors });
         }
         self.counters.emitted += 1;
         self.counters.transferred += n as u64;
@@ -363,10 +322,7 @@ impl Output {
         if self.acking {
             let ack_val = tree.ack_val();
             for &(root, edge) in &tree.anchors {
-                self.to_acker(AckerMsg::Ack {
-                    root,
-                    val: edge ^ ack_val,
-                });
+                self.to_acker(AckerMsg::Ack { root, val: edge ^ ack_val });
             }
         }
         self.counters.acked += 1;

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use squall_api::{
-    BoxError, EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values,
-};
+use squall_api::{BoxError, EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values};
 use tokio::sync::{mpsc, watch};
 
 use super::{Control, Output, TaskError};
@@ -54,25 +52,13 @@ impl SpoutCollector for Collector<'_> {
         match msg_id {
             Some(msg_id) if self.out.acking => {
                 let root = self.out.ids.next_id();
-                let xor = self
-                    .out
-                    .emit_spout(stream, values, Some(root), direct_task)?;
+                let xor = self.out.emit_spout(stream, values, Some(root), direct_task)?;
                 if xor == 0 {
                     self.instant_acks.push(msg_id);
                 } else {
-                    self.pending.insert(
-                        root,
-                        Pending {
-                            msg_id,
-                            emitted: Instant::now(),
-                        },
-                    );
+                    self.pending.insert(root, Pending { msg_id, emitted: Instant::now() });
                     let spout_task = self.out.task;
-                    self.out.to_acker(AckerMsg::Init {
-                        root,
-                        val: xor,
-                        spout_task,
-                    });
+                    self.out.to_acker(AckerMsg::Init { root, val: xor, spout_task });
                 }
             }
             Some(msg_id) => {
@@ -93,18 +79,11 @@ impl SpoutCollector for Collector<'_> {
 
 impl SpoutExecutor {
     fn fail(&self, message: String) -> TaskError {
-        TaskError {
-            component: self.out.component().to_string(),
-            task: self.out.task,
-            message,
-        }
+        TaskError { component: self.out.component().to_string(), task: self.out.task, message }
     }
 
     pub async fn run(mut self) -> Result<(), TaskError> {
-        self.spout
-            .open(&self.ctx)
-            .await
-            .map_err(|e| self.fail(format!("open failed: {e}")))?;
+        self.spout.open(&self.ctx).await.map_err(|e| self.fail(format!("open failed: {e}")))?;
         let mut pending: IdMap<Pending> = IdMap::default();
         let mut instant_acks: Vec<MessageId> = Vec::new();
         let mut histogram = new_histogram();
@@ -127,8 +106,7 @@ impl SpoutExecutor {
                 self.apply(batch, &mut pending, &mut histogram).await;
             }
             if control_open
-                && (std::mem::take(&mut control_seen)
-                    || self.control.has_changed().unwrap_or(false))
+                && (std::mem::take(&mut control_seen) || self.control.has_changed().unwrap_or(false))
             {
                 let next = *self.control.borrow_and_update();
                 if next != state {
@@ -147,11 +125,8 @@ impl SpoutExecutor {
             let mut emitted = false;
             if state == Control::Active && room {
                 let before = self.out.counters.emitted;
-                let mut collector = Collector {
-                    out: &mut self.out,
-                    pending: &mut pending,
-                    instant_acks: &mut instant_acks,
-                };
+                let mut collector =
+                    Collector { out: &mut self.out, pending: &mut pending, instant_acks: &mut instant_acks };
                 if let Err(e) = self.spout.next_tuple(&mut collector).await {
                     self.out.report_error(&format!("next_tuple failed: {e}"));
                 }
@@ -192,11 +167,7 @@ impl SpoutExecutor {
             if stop_deadline.is_some_and(|d| now >= d) {
                 break;
             }
-            let wait = if state == Control::Active && room {
-                IDLE_WAIT
-            } else {
-                Duration::from_millis(50)
-            };
+            let wait = if state == Control::Active && room { IDLE_WAIT } else { Duration::from_millis(50) };
             tokio::select! {
                 batch = self.inbox.recv(), if inbox_open => match batch {
                     Some(batch) => self.apply(batch, &mut pending, &mut histogram).await,
@@ -252,9 +223,5 @@ impl SpoutExecutor {
 
 /// Builds the error a spout's factory gives into a task error.
 pub fn build_error(component: &str, task: TaskId, e: BoxError) -> TaskError {
-    TaskError {
-        component: component.to_string(),
-        task,
-        message: e.to_string(),
-    }
+    TaskError { component: component.to_string(), task, message: e.to_string() }
 }

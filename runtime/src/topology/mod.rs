@@ -110,10 +110,7 @@ impl TopologyDef {
     }
 
     pub fn component_mut(&mut self, id: &str) -> Option<&mut ComponentDef> {
-        self.spouts
-            .iter_mut()
-            .chain(self.bolts.iter_mut())
-            .find(|c| c.id == id)
+        self.spouts.iter_mut().chain(self.bolts.iter_mut()).find(|c| c.id == id)
     }
 }
 
@@ -130,11 +127,7 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.col, self.message
-        )
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
     }
 }
 

@@ -65,11 +65,7 @@ pub(crate) struct Config {
 
 impl Config {
     fn absent() -> Self {
-        Config {
-            table: toml::Table::new(),
-            span: None,
-            keys: Vec::new(),
-        }
+        Config { table: toml::Table::new(), span: None, keys: Vec::new() }
     }
 }
 
@@ -96,29 +92,16 @@ pub(crate) struct RawGrouping {
 }
 
 const TOP_KEYS: &[&str] = &["name", "workers", "settings", "spouts", "bolts"];
-const SETTINGS_KEYS: &[&str] = &[
-    "acking",
-    "ackers",
-    "message_timeout_secs",
-    "max_spout_pending",
-];
+const SETTINGS_KEYS: &[&str] = &["acking", "ackers", "message_timeout_secs", "max_spout_pending"];
 const SPOUT_KEYS: &[&str] = &["id", "kind", "parallelism", "config", "tick_secs"];
 const BOLT_KEYS: &[&str] = &["id", "kind", "parallelism", "config", "tick_secs", "inputs"];
 const INPUT_KEYS: &[&str] = &["from", "stream", "grouping"];
 const GROUPING_KEYS: &[&str] = &["fields", "partial_key", "custom", "config"];
-const GROUPING_NAMES: &[&str] = &[
-    "shuffle",
-    "all",
-    "global",
-    "direct",
-    "local_or_shuffle",
-    "none",
-];
+const GROUPING_NAMES: &[&str] = &["shuffle", "all", "global", "direct", "local_or_shuffle", "none"];
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-const NO_SPOUTS: &str =
-    "the topology has no spouts: add at least one [[spouts]] entry, a source of tuples";
+const NO_SPOUTS: &str = "the topology has no spouts: add at least one [[spouts]] entry, a source of tuples";
 
 /// Parses `text` (see the module docs). None if it is not well-formed TOML.
 pub(crate) fn parse(text: &str, p: &mut Problems) -> Option<FileDef> {
@@ -139,21 +122,12 @@ pub(crate) fn parse(text: &str, p: &mut Problems) -> Option<FileDef> {
             name.value
         }),
         None => {
-            p.error(
-                &(0..0),
-                "missing `name`: give the topology a name, e.g. name = \"wordcount\"",
-            );
+            p.error(&(0..0), "missing `name`: give the topology a name, e.g. name = \"wordcount\"");
             String::new()
         }
     };
-    let workers = root
-        .get("workers")
-        .and_then(|v| count("workers", v, 1, p))
-        .unwrap_or(1);
-    let settings = root
-        .get("settings")
-        .map(|v| settings(v, p))
-        .unwrap_or_default();
+    let workers = root.get("workers").and_then(|v| count("workers", v, 1, p)).unwrap_or(1);
+    let settings = root.get("settings").map(|v| settings(v, p)).unwrap_or_default();
 
     let mut components = Vec::new();
     for (key, role) in [("spouts", Role::Spout), ("bolts", Role::Bolt)] {
@@ -172,12 +146,7 @@ pub(crate) fn parse(text: &str, p: &mut Problems) -> Option<FileDef> {
         p.error(&(0..0), NO_SPOUTS);
     }
 
-    Some(FileDef {
-        name,
-        workers,
-        settings,
-        components,
-    })
+    Some(FileDef { name, workers, settings, components })
 }
 
 fn settings(value: &Value, p: &mut Problems) -> Settings {
@@ -186,14 +155,8 @@ fn settings(value: &Value, p: &mut Problems) -> Settings {
         return defaults;
     };
     check_keys(table, SETTINGS_KEYS, "in [settings]", p);
-    let mut acking = table
-        .get("acking")
-        .and_then(|v| boolean("acking", v, p))
-        .unwrap_or(defaults.acking);
-    let ackers = table
-        .get("ackers")
-        .and_then(|v| count("ackers", v, 0, p))
-        .unwrap_or(defaults.ackers);
+    let mut acking = table.get("acking").and_then(|v| boolean("acking", v, p)).unwrap_or(defaults.acking);
+    let ackers = table.get("ackers").and_then(|v| count("ackers", v, 0, p)).unwrap_or(defaults.ackers);
     if ackers == 0 {
         // Storm: no ackers means nothing tracks tuple trees.
         acking = false;
@@ -226,10 +189,7 @@ fn component(role: Role, value: &Value, p: &mut Problems) -> Option<RawComponent
         let expected = format!("a table ([[{array}]])");
         p.error(
             &value.span(),
-            format!(
-                "each entry of `{array}` must be {expected}, found {}",
-                value.get_ref().type_str()
-            ),
+            format!("each entry of `{array}` must be {expected}, found {}", value.get_ref().type_str()),
         );
         return None;
     };
@@ -242,22 +202,12 @@ fn component(role: Role, value: &Value, p: &mut Problems) -> Option<RawComponent
                  move this entry under [[bolts]] or remove `inputs`",
             );
         } else if !keys.contains(&key.get_ref().as_ref()) {
-            p.error(
-                &key.span(),
-                unknown_key(key.get_ref(), keys, &format!("in [[{array}]]")),
-            );
+            p.error(&key.span(), unknown_key(key.get_ref(), keys, &format!("in [[{array}]]")));
         }
     }
 
-    let id = required(
-        table,
-        "id",
-        &span,
-        array,
-        "a unique id, e.g. id = \"split\"",
-        p,
-    )
-    .and_then(|v| string("id", v, p));
+    let id = required(table, "id", &span, array, "a unique id, e.g. id = \"split\"", p)
+        .and_then(|v| string("id", v, p));
     if let Some(id) = &id {
         if check_identifier("id", id, p) && id.value.starts_with("__") {
             p.error(
@@ -279,18 +229,12 @@ fn component(role: Role, value: &Value, p: &mut Problems) -> Option<RawComponent
         p,
     )
     .and_then(|v| string("kind", v, p));
-    let parallelism = table
-        .get("parallelism")
-        .and_then(|v| count("parallelism", v, 1, p))
-        .unwrap_or(1);
+    let parallelism = table.get("parallelism").and_then(|v| count("parallelism", v, 1, p)).unwrap_or(1);
     let config = match table.get("config") {
         Some(v) => config("config", v, p),
         None => Some(Config::absent()),
     };
-    let tick_secs = table
-        .get("tick_secs")
-        .and_then(|v| count("tick_secs", v, 1, p))
-        .map(|n| n as u64);
+    let tick_secs = table.get("tick_secs").and_then(|v| count("tick_secs", v, 1, p)).map(|n| n as u64);
 
     let mut inputs = Vec::new();
     if role == Role::Bolt {
@@ -314,16 +258,7 @@ fn component(role: Role, value: &Value, p: &mut Problems) -> Option<RawComponent
         }
     }
 
-    Some(RawComponent {
-        role,
-        span,
-        id,
-        kind,
-        parallelism,
-        config,
-        tick_secs,
-        inputs,
-    })
+    Some(RawComponent { role, span, id, kind, parallelism, config, tick_secs, inputs })
 }
 
 fn input(value: &Value, p: &mut Problems) -> Option<RawInput> {
@@ -393,12 +328,7 @@ fn grouping(value: &Value, p: &mut Problems) -> Option<RawGrouping> {
                     return None;
                 }
             };
-            return Some(RawGrouping {
-                def,
-                span,
-                field_spans: Vec::new(),
-                custom: None,
-            });
+            return Some(RawGrouping { def, span, field_spans: Vec::new(), custom: None });
         }
         DeValue::Table(table) => table,
         other => {
@@ -463,10 +393,7 @@ fn grouping(value: &Value, p: &mut Problems) -> Option<RawGrouping> {
             };
             let (kind, config) = (kind?, config?);
             Some(RawGrouping {
-                def: GroupingDef::Custom {
-                    kind: kind.value,
-                    config: config.table.clone(),
-                },
+                def: GroupingDef::Custom { kind: kind.value, config: config.table.clone() },
                 span,
                 field_spans: Vec::new(),
                 custom: Some((kind.span, config)),
@@ -476,17 +403,9 @@ fn grouping(value: &Value, p: &mut Problems) -> Option<RawGrouping> {
             let fields = field_list(name, value, p)?;
             let (names, field_spans): (Vec<String>, Vec<Span>) =
                 fields.into_iter().map(|f| (f.value, f.span)).unzip();
-            let def = if name == "fields" {
-                GroupingDef::Fields(names)
-            } else {
-                GroupingDef::PartialKey(names)
-            };
-            Some(RawGrouping {
-                def,
-                span,
-                field_spans,
-                custom: None,
-            })
+            let def =
+                if name == "fields" { GroupingDef::Fields(names) } else { GroupingDef::PartialKey(names) };
+            Some(RawGrouping { def, span, field_spans, custom: None })
         }
     }
 }
@@ -498,25 +417,16 @@ fn field_list(key: &str, value: &Value, p: &mut Problems) -> Option<Vec<Located<
         return None;
     };
     if items.is_empty() {
-        p.error(
-            &value.span(),
-            format!("`{key}` must not be empty: name at least one field to group by"),
-        );
+        p.error(&value.span(), format!("`{key}` must not be empty: name at least one field to group by"));
         return None;
     }
     let mut names = Vec::with_capacity(items.len());
     for item in items.iter() {
         match item.get_ref() {
-            DeValue::String(name) => names.push(Located {
-                value: name.to_string(),
-                span: item.span(),
-            }),
+            DeValue::String(name) => names.push(Located { value: name.to_string(), span: item.span() }),
             other => p.error(
                 &item.span(),
-                format!(
-                    "`{key}` must list field names (strings), found {}",
-                    other.type_str()
-                ),
+                format!("`{key}` must list field names (strings), found {}", other.type_str()),
             ),
         }
     }
@@ -542,10 +452,7 @@ fn unknown_key(key: &str, valid: &[&str], place: &str) -> String {
         .min_by_key(|(d, _)| *d)
         .map(|(_, v)| format!(" (did you mean `{v}`?)"))
         .unwrap_or_default();
-    format!(
-        "unknown key `{key}` {place}{hint}; valid keys: {}",
-        valid.join(", ")
-    )
+    format!("unknown key `{key}` {place}{hint}; valid keys: {}", valid.join(", "))
 }
 
 /// Levenshtein distance, in characters.
@@ -557,9 +464,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
             diagonal = above;
         }
     }
@@ -577,30 +482,18 @@ fn required<'t, 'i>(
 ) -> Option<&'t Value<'i>> {
     let value = table.get(key);
     if value.is_none() {
-        p.error(
-            table_span,
-            format!("missing `{key}` in [[{array}]]: give it {what}"),
-        );
+        p.error(table_span, format!("missing `{key}` in [[{array}]]: give it {what}"));
     }
     value
 }
 
 fn type_error(key: &str, expected: &str, value: &Value, p: &mut Problems) {
-    p.error(
-        &value.span(),
-        format!(
-            "`{key}` must be {expected}, found {}",
-            value.get_ref().type_str()
-        ),
-    );
+    p.error(&value.span(), format!("`{key}` must be {expected}, found {}", value.get_ref().type_str()));
 }
 
 fn string(key: &str, value: &Value, p: &mut Problems) -> Option<Located<String>> {
     match value.get_ref() {
-        DeValue::String(s) => Some(Located {
-            value: s.to_string(),
-            span: value.span(),
-        }),
+        DeValue::String(s) => Some(Located { value: s.to_string(), span: value.span() }),
         _ => {
             type_error(key, "a string", value, p);
             None
@@ -629,10 +522,7 @@ fn count(key: &str, value: &Value, min: usize, p: &mut Problems) -> Option<usize
         return None;
     };
     if parsed < min as i128 {
-        p.error(
-            &value.span(),
-            format!("{key} must be at least {min}, found {parsed}"),
-        );
+        p.error(&value.span(), format!("{key} must be at least {min}, found {parsed}"));
         return None;
     }
     match usize::try_from(parsed) {
@@ -658,10 +548,7 @@ fn table<'t, 'i>(key: &str, value: &'t Value<'i>, p: &mut Problems) -> Option<&'
 fn config(key: &str, value: &Value, p: &mut Problems) -> Option<Config> {
     let keys = table(key, value, p)?
         .iter()
-        .map(|(k, _)| Located {
-            value: k.get_ref().to_string(),
-            span: k.span(),
-        })
+        .map(|(k, _)| Located { value: k.get_ref().to_string(), span: k.span() })
         .collect();
     let table = match to_toml_table(value) {
         Ok(table) => table,
@@ -671,11 +558,7 @@ fn config(key: &str, value: &Value, p: &mut Problems) -> Option<Config> {
             return None;
         }
     };
-    Some(Config {
-        table,
-        span: Some(value.span()),
-        keys,
-    })
+    Some(Config { table, span: Some(value.span()), keys })
 }
 
 fn to_toml_table(value: &Value) -> Result<toml::Table, toml::de::Error> {
@@ -685,10 +568,7 @@ fn to_toml_table(value: &Value) -> Result<toml::Table, toml::de::Error> {
 /// Checks that a name or id is non-empty ASCII letters, digits, `-` and `_`; true if so.
 fn check_identifier(key: &str, value: &Located<String>, p: &mut Problems) -> bool {
     let valid = !value.value.is_empty()
-        && value
-            .value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && value.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid {
         let found = if value.value.is_empty() {
             "an empty string".to_string()
@@ -697,9 +577,7 @@ fn check_identifier(key: &str, value: &Located<String>, p: &mut Problems) -> boo
         };
         p.error(
             &value.span,
-            format!(
-                "`{key}` must be non-empty and only letters, digits, `-` and `_`, found {found}"
-            ),
+            format!("`{key}` must be non-empty and only letters, digits, `-` and `_`, found {found}"),
         );
     }
     valid

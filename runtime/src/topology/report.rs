@@ -36,10 +36,7 @@ pub(crate) struct Problems<'s> {
 
 impl<'s> Problems<'s> {
     pub(crate) fn new(subst: &'s Substituted) -> Self {
-        Problems {
-            subst,
-            found: Vec::new(),
-        }
+        Problems { subst, found: Vec::new() }
     }
 
     /// Records a mistake at the start of `span`. A message spanning several lines (from a
@@ -47,12 +44,7 @@ impl<'s> Problems<'s> {
     pub(crate) fn error(&mut self, span: &Span, message: impl Into<String>) {
         let message = message.into();
         let message = if message.contains('\n') {
-            message
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ")
+            message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
         } else {
             message
         };
@@ -76,12 +68,7 @@ impl<'s> Problems<'s> {
             .into_iter()
             .map(|(offset, message)| {
                 let (line, col) = self.subst.line_col(offset);
-                Diagnostic {
-                    file: file.to_string(),
-                    line,
-                    col,
-                    message,
-                }
+                Diagnostic { file: file.to_string(), line, col, message }
             })
             .collect();
         diagnostics.sort_by_key(|d| (d.line, d.col));

@@ -71,12 +71,7 @@ impl Substituted {
         if piece.is_empty() {
             return;
         }
-        self.segments.push(Segment {
-            text_start: self.text.len(),
-            original_start,
-            len: piece.len(),
-            copied,
-        });
+        self.segments.push(Segment { text_start: self.text.len(), original_start, len: piece.len(), copied });
         self.text.push_str(piece);
     }
 }
@@ -118,12 +113,7 @@ pub fn substitute(
                 .into_iter()
                 .map(|(at, message)| {
                     let (line, col) = line_col(source, at);
-                    Diagnostic {
-                        file: file.to_string(),
-                        line,
-                        col,
-                        message,
-                    }
+                    Diagnostic { file: file.to_string(), line, col, message }
                 })
                 .collect(),
         ))
@@ -150,17 +140,11 @@ struct Lexer<'s> {
 
 impl<'s> Lexer<'s> {
     fn new(source: &'s str) -> Self {
-        Lexer {
-            bytes: source.as_bytes(),
-            pos: 0,
-            state: State::Normal,
-        }
+        Lexer { bytes: source.as_bytes(), pos: 0, state: State::Normal }
     }
 
     fn starts_with(&self, s: &[u8]) -> bool {
-        self.bytes
-            .get(self.pos..)
-            .is_some_and(|rest| rest.starts_with(s))
+        self.bytes.get(self.pos..).is_some_and(|rest| rest.starts_with(s))
     }
 
     /// Consumes a closing `"""` or `'''` and up to two more quotes, which TOML counts as
@@ -243,26 +227,18 @@ impl<'s> Reference<'s> {
         let body_start = at + 2;
         let rest = source.get(body_start..).unwrap_or("");
         match rest.find(['}', '\n']) {
-            Some(len) if rest[len..].starts_with('}') => Reference {
-                at,
-                end: body_start + len + 1,
-                body: Some(&rest[..len]),
-            },
-            _ => Reference {
-                at,
-                end: body_start,
-                body: None,
-            },
+            Some(len) if rest[len..].starts_with('}') => {
+                Reference { at, end: body_start + len + 1, body: Some(&rest[..len]) }
+            }
+            _ => Reference { at, end: body_start, body: None },
         }
     }
 
     fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Replacement<'s>, String> {
         let Some(body) = self.body else {
-            return Err(
-                "unterminated `${`: close the reference with `}` on the same line, \
+            return Err("unterminated `${`: close the reference with `}` on the same line, \
                         e.g. ${PORT} or ${PORT:-6700}"
-                    .to_string(),
-            );
+                .to_string());
         };
         let (name, default) = match body.split_once(":-") {
             Some((name, default)) => (name, Some(default)),
@@ -291,18 +267,16 @@ impl<'s> Reference<'s> {
                 at: self.at + 2 + name.len() + 2,
                 text,
             }),
-            None => Err(format!(
-                "environment variable {name} is not set; give a default with ${{{name}:-value}}"
-            )),
+            None => {
+                Err(format!("environment variable {name} is not set; give a default with ${{{name}:-value}}"))
+            }
         }
     }
 }
 
 fn is_variable_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -322,11 +296,7 @@ mod tests {
     fn subst(source: &str) -> Result<String, Vec<String>> {
         substitute("t.toml", source, &env)
             .map(|s| s.text().to_string())
-            .map_err(|d| {
-                d.0.iter()
-                    .map(|d| format!("{}:{}: {}", d.line, d.col, d.message))
-                    .collect()
-            })
+            .map_err(|d| d.0.iter().map(|d| format!("{}:{}: {}", d.line, d.col, d.message)).collect())
     }
 
     #[test]
@@ -335,45 +305,32 @@ mod tests {
             subst("workers = ${WORKERS:-1}\np = ${P:-2}\nt = \"${TOPIC}-x\"\n").as_deref(),
             Ok("workers = 4\np = 2\nt = \"events-x\"\n")
         );
-        assert_eq!(
-            subst("a = \"${EMPTY:-d}${EMPTY}\"").as_deref(),
-            Ok("a = \"d\"")
-        );
+        assert_eq!(subst("a = \"${EMPTY:-d}${EMPTY}\"").as_deref(), Ok("a = \"d\""));
         assert_eq!(subst("a = '${NOPE:-}'").as_deref(), Ok("a = ''"));
-        assert_eq!(
-            subst("no refs, just $ and {}").as_deref(),
-            Ok("no refs, just $ and {}")
-        );
+        assert_eq!(subst("no refs, just $ and {}").as_deref(), Ok("no refs, just $ and {}"));
     }
 
     #[test]
     fn reports_unset_env_var() {
         assert_eq!(
             subst("a = 1\nb = ${NOPE}\n"),
-            Err(vec![
-                "2:5: environment variable NOPE is not set; give a default with \
+            Err(vec!["2:5: environment variable NOPE is not set; give a default with \
                       ${NOPE:-value}"
-                    .to_string()
-            ])
+                .to_string()])
         );
     }
 
     #[test]
     fn reports_every_bad_reference() {
-        let errors =
-            subst("a = ${A B}\nb = ${X\nc = ${}\nd = ${Y:-${Z}}\né = \"${NOPE}\"").unwrap_err();
-        let positions: Vec<&str> = errors
-            .iter()
-            .map(|e| &e[..e.find(": ").unwrap_or(0)])
-            .collect();
+        let errors = subst("a = ${A B}\nb = ${X\nc = ${}\nd = ${Y:-${Z}}\né = \"${NOPE}\"").unwrap_err();
+        let positions: Vec<&str> = errors.iter().map(|e| &e[..e.find(": ").unwrap_or(0)]).collect();
         assert_eq!(positions, ["1:5", "2:5", "3:5", "4:5", "5:6"], "{errors:?}");
         assert!(errors[1].contains("unterminated `${`"), "{errors:?}");
     }
 
     #[test]
     fn leaves_comments_alone() {
-        let source =
-            "# set ${NOPE} to change it\na = \"#${TOPIC}\" # ${NOPE}\nb = '''\n${TOPIC}'''\n";
+        let source = "# set ${NOPE} to change it\na = \"#${TOPIC}\" # ${NOPE}\nb = '''\n${TOPIC}'''\n";
         assert_eq!(
             subst(source).as_deref(),
             Ok("# set ${NOPE} to change it\na = \"#events\" # ${NOPE}\nb = '''\nevents'''\n")

@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 use squall_api::{
-    async_trait, BasicBolt, BasicCollector, BoxError, CustomGrouping, NoConfig, OutputDeclarer,
-    Registry, Spout, SpoutCollector, TaskId, Tuple, Value,
+    async_trait, BasicBolt, BasicCollector, BoxError, CustomGrouping, NoConfig, OutputDeclarer, Registry,
+    Spout, SpoutCollector, TaskId, Tuple, Value,
 };
 
 use super::{load_str, GroupingDef, Settings, TopologyDef};
@@ -80,9 +80,7 @@ fn registry() -> Registry {
             o.declare(["n"]);
         }))
     })
-    .spout("panicky", |_: NoConfig| -> Result<TestSpout, BoxError> {
-        panic!("boom")
-    })
+    .spout("panicky", |_: NoConfig| -> Result<TestSpout, BoxError> { panic!("boom") })
     .basic_bolt("split-sentence", |_: NoConfig| {
         Ok(TestBolt(|o| {
             o.declare(["word"]);
@@ -100,8 +98,7 @@ fn registry() -> Registry {
     })
     .basic_bolt("router", |_: NoConfig| {
         Ok(TestBolt(|o| {
-            o.declare(["word"])
-                .declare_direct_stream("direct", ["word"]);
+            o.declare(["word"]).declare_direct_stream("direct", ["word"]);
         }))
     })
     .basic_bolt("sink", |_: NoConfig| Ok(TestBolt(|_| {})))
@@ -117,10 +114,7 @@ fn load(source: &str) -> Result<TopologyDef, Vec<String>> {
     load_with_env(source, &no_env)
 }
 
-fn load_with_env(
-    source: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<TopologyDef, Vec<String>> {
+fn load_with_env(source: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TopologyDef, Vec<String>> {
     load_str("wc.toml", source, env, &registry()).map_err(|d| {
         d.0.iter()
             .map(|d| {
@@ -142,10 +136,7 @@ fn errors(source: &str) -> Vec<String> {
 
 /// The "line:col" of every diagnostic.
 fn positions(errors: &[String]) -> Vec<&str> {
-    errors
-        .iter()
-        .map(|e| e.split(": ").next().unwrap_or(""))
-        .collect()
+    errors.iter().map(|e| e.split(": ").next().unwrap_or("")).collect()
 }
 
 const WORDCOUNT: &str = r#"name = "wordcount"
@@ -195,14 +186,8 @@ fn accepts_wordcount_file() {
     assert_eq!(def.bolts.len(), 2);
 
     let spout = &def.spouts[0];
-    assert_eq!(
-        (spout.id.as_str(), spout.kind.as_str()),
-        ("sentences", "random-sentence")
-    );
-    assert_eq!(
-        spout.config.get("rate").and_then(toml::Value::as_integer),
-        Some(0)
-    );
+    assert_eq!((spout.id.as_str(), spout.kind.as_str()), ("sentences", "random-sentence"));
+    assert_eq!(spout.config.get("rate").and_then(toml::Value::as_integer), Some(0));
     assert!(spout.inputs.is_empty());
     assert_eq!(spout.streams[0].name, "default");
     assert_eq!(spout.streams[0].fields, ["sentence"].into());
@@ -214,10 +199,7 @@ fn accepts_wordcount_file() {
     assert_eq!(split.inputs[0].grouping, GroupingDef::Shuffle);
 
     let count = def.component("count").expect("count");
-    assert_eq!(
-        count.inputs[0].grouping,
-        GroupingDef::Fields(vec!["word".to_string()])
-    );
+    assert_eq!(count.inputs[0].grouping, GroupingDef::Fields(vec!["word".to_string()]));
     assert_eq!(count.streams[0].fields, ["word", "count"].into());
 }
 
@@ -272,30 +254,13 @@ inputs = [{{ from = "r", stream = "direct", grouping = "direct" }}]
     let groupings: Vec<&GroupingDef> = r.inputs.iter().map(|i| &i.grouping).collect();
     assert_eq!(
         groupings[..4],
-        [
-            &GroupingDef::All,
-            &GroupingDef::Global,
-            &GroupingDef::LocalOrShuffle,
-            &GroupingDef::None
-        ]
+        [&GroupingDef::All, &GroupingDef::Global, &GroupingDef::LocalOrShuffle, &GroupingDef::None]
     );
-    assert_eq!(
-        groupings[4],
-        &GroupingDef::PartialKey(vec!["sentence".to_string()])
-    );
+    assert_eq!(groupings[4], &GroupingDef::PartialKey(vec!["sentence".to_string()]));
     let mut config = toml::Table::new();
     config.insert("n".to_string(), toml::Value::Integer(3));
-    assert_eq!(
-        groupings[5],
-        &GroupingDef::Custom {
-            kind: "modulo".to_string(),
-            config
-        }
-    );
-    assert_eq!(
-        def.component("d").expect("d").inputs[0].grouping,
-        GroupingDef::Direct
-    );
+    assert_eq!(groupings[5], &GroupingDef::Custom { kind: "modulo".to_string(), config });
+    assert_eq!(def.component("d").expect("d").inputs[0].grouping, GroupingDef::Direct);
     assert!(def.component("d").expect("d").streams.is_empty());
 }
 
@@ -358,10 +323,8 @@ fn reports_unknown_kind_with_valid_kinds() {
     let errors = errors(&WORDCOUNT.replace("\"split-sentence\"", "\"split-sentance\""));
     assert_eq!(
         errors,
-        [
-            "15:8: unknown bolt kind \"split-sentance\"; valid bolt kinds: filter, router, sink, \
-          split-sentence, word-count"
-        ]
+        ["15:8: unknown bolt kind \"split-sentance\"; valid bolt kinds: filter, router, sink, \
+          split-sentence, word-count"]
     );
 }
 
@@ -446,10 +409,7 @@ inputs = { from = "s" }
 #[test]
 fn reports_missing_input_component() {
     let errors = errors(&WORDCOUNT.replace("from = \"split\"", "from = \"splitter\""));
-    assert_eq!(
-        errors,
-        ["22:20: no component named \"splitter\"; components: sentences, split, count"]
-    );
+    assert_eq!(errors, ["22:20: no component named \"splitter\"; components: sentences, split, count"]);
 }
 
 #[test]
@@ -464,10 +424,7 @@ fn reports_undeclared_stream() {
 #[test]
 fn reports_fields_grouping_on_undeclared_field() {
     let errors = errors(&WORDCOUNT.replace("fields = [\"word\"]", "fields = [\"word\", \"wrd\"]"));
-    assert_eq!(
-        errors,
-        ["22:80: stream \"default\" of \"split\" has no field \"wrd\"; its fields: [word]"]
-    );
+    assert_eq!(errors, ["22:80: stream \"default\" of \"split\" has no field \"wrd\"; its fields: [word]"]);
 }
 
 #[test]
@@ -475,10 +432,8 @@ fn reports_duplicate_id() {
     let errors = errors(&WORDCOUNT.replace("id = \"count\"", "id = \"split\""));
     assert_eq!(
         errors,
-        [
-            "19:6: duplicate id \"split\": the bolt at line 14, col 6 already has it; ids must \
-             be unique"
-        ]
+        ["19:6: duplicate id \"split\": the bolt at line 14, col 6 already has it; ids must \
+             be unique"]
     );
 }
 
@@ -523,10 +478,7 @@ inputs = [{{ from = "b" }}]
 fn reports_bad_toml_with_position() {
     let errors = errors("name = \"t\"\n[[spouts]]\nid = \"s\nkind = random\n");
     assert_eq!(positions(&errors), ["3:8", "4:8"], "{errors:?}");
-    assert!(
-        errors.iter().all(|e| e.contains("invalid TOML: ")),
-        "{errors:?}"
-    );
+    assert!(errors.iter().all(|e| e.contains("invalid TOML: ")), "{errors:?}");
 }
 
 #[test]
@@ -563,10 +515,7 @@ extra = 1
         ["1:8", "2:11", "5:8", "9:15", "10:20", "12:6", "14:40", "15:1"],
         "{errors:?}"
     );
-    assert!(
-        errors[6].contains("unknown grouping \"fields\""),
-        "{errors:?}"
-    );
+    assert!(errors[6].contains("unknown grouping \"fields\""), "{errors:?}");
 }
 
 #[test]
@@ -612,13 +561,10 @@ inputs = [{ from = "${LONG_VARIABLE_NAME}s", stream = "${S:-nope}" }]
 
 #[test]
 fn reports_config_rejected_by_factory() {
-    let errors =
-        errors(&WORDCOUNT.replace("config = { rate = 0 }", "config = { rate = 0, burst = 5 }"));
+    let errors = errors(&WORDCOUNT.replace("config = { rate = 0 }", "config = { rate = 0, burst = 5 }"));
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].starts_with(
-            "12:22: invalid config for kind \"random-sentence\": unknown field `burst`"
-        ),
+        errors[0].starts_with("12:22: invalid config for kind \"random-sentence\": unknown field `burst`"),
         "{errors:?}"
     );
 
@@ -638,10 +584,7 @@ fn errors_of(source: &str) -> Vec<String> {
 #[test]
 fn reports_factory_panic() {
     let errors = errors("name = \"t\"\n[[spouts]]\nid = \"p\"\nkind = \"panicky\"\n");
-    assert_eq!(
-        errors,
-        ["4:8: invalid config for kind \"panicky\": the factory panicked (boom)"]
-    );
+    assert_eq!(errors, ["4:8: invalid config for kind \"panicky\": the factory panicked (boom)"]);
 }
 
 #[test]
@@ -660,10 +603,7 @@ inputs = [{{ from = "r", stream = "direct" }}]
     ));
     assert_eq!(positions(&errors), ["9:36", "13:20"], "{errors:?}");
     assert!(errors[0].contains("needs a direct stream"), "{errors:?}");
-    assert!(
-        errors[1].contains("is direct: subscribe to it with grouping = \"direct\""),
-        "{errors:?}"
-    );
+    assert!(errors[1].contains("is direct: subscribe to it with grouping = \"direct\""), "{errors:?}");
 }
 
 #[test]
@@ -710,10 +650,8 @@ inputs = [{{ from = "f", grouping = {{ fields = ["word"] }} }}]
     ));
     assert_eq!(
         errors,
-        [
-            "11:36: bolt \"f\" passes its input through on stream \"default\", so all its \
-             inputs must carry the same fields, but \"s\" carries [sentence] and \"n\" carries [n]"
-        ]
+        ["11:36: bolt \"f\" passes its input through on stream \"default\", so all its \
+             inputs must carry the same fields, but \"s\" carries [sentence] and \"n\" carries [n]"]
     );
 }
 
@@ -732,30 +670,14 @@ kind = "sink"
 inputs = []
 "#,
     );
-    assert_eq!(
-        positions(&errors),
-        ["1:1", "1:1", "3:1", "4:1", "5:6", "8:6", "10:10"],
-        "{errors:?}"
-    );
+    assert_eq!(positions(&errors), ["1:1", "1:1", "3:1", "4:1", "5:6", "8:6", "10:10"], "{errors:?}");
     assert!(errors[0].contains("missing `name`"), "{errors:?}");
-    assert!(
-        errors[1].contains("missing `id` in [[spouts]]"),
-        "{errors:?}"
-    );
-    assert!(
-        errors[2].contains("a spout takes no `inputs`"),
-        "{errors:?}"
-    );
-    assert!(
-        errors[3].contains("missing `inputs` in [[bolts]]"),
-        "{errors:?}"
-    );
+    assert!(errors[1].contains("missing `id` in [[spouts]]"), "{errors:?}");
+    assert!(errors[2].contains("a spout takes no `inputs`"), "{errors:?}");
+    assert!(errors[3].contains("missing `inputs` in [[bolts]]"), "{errors:?}");
     assert!(errors[4].contains("reserved"), "{errors:?}");
     assert!(errors[5].contains("only letters, digits"), "{errors:?}");
-    assert!(
-        errors[6].contains("`inputs` must not be empty"),
-        "{errors:?}"
-    );
+    assert!(errors[6].contains("`inputs` must not be empty"), "{errors:?}");
 }
 
 #[test]
@@ -822,17 +744,11 @@ fn never_panics_on_garbage() {
     // Random text.
     for _ in 0..500 {
         let len = rng.usize(0..200);
-        inputs.push(
-            (0..len)
-                .map(|_| alphabet[rng.usize(0..alphabet.len())])
-                .collect(),
-        );
+        inputs.push((0..len).map(|_| alphabet[rng.usize(0..alphabet.len())]).collect());
     }
     inputs.push("${".to_string());
     inputs.push("a = \"\"\"${X:-1}\"\"\"\"\"".to_string());
-    inputs.push(format!(
-        "{HEAD}parallelism = 99999999999999999999999999999999999999999"
-    ));
+    inputs.push(format!("{HEAD}parallelism = 99999999999999999999999999999999999999999"));
     inputs.push(format!("{HEAD}parallelism = -9223372036854775808"));
 
     for input in &inputs {

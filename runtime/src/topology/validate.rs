@@ -76,10 +76,7 @@ struct Ids<'f> {
 }
 
 fn check_ids<'f>(components: &'f [RawComponent], p: &mut Problems) -> Ids<'f> {
-    let mut ids = Ids {
-        by_id: HashMap::new(),
-        complete: true,
-    };
+    let mut ids = Ids { by_id: HashMap::new(), complete: true };
     for (i, c) in components.iter().enumerate() {
         let Some(id) = &c.id else {
             ids.complete = false;
@@ -91,10 +88,7 @@ fn check_ids<'f>(components: &'f [RawComponent], p: &mut Problems) -> Ids<'f> {
             }
             Entry::Occupied(e) => {
                 let first = &components[*e.get()];
-                let at = first
-                    .id
-                    .as_ref()
-                    .map_or(first.span.clone(), |f| f.span.clone());
+                let at = first.id.as_ref().map_or(first.span.clone(), |f| f.span.clone());
                 let message = format!(
                     "duplicate id \"{}\": the {} at {} already has it; ids must be unique",
                     id.value,
@@ -115,12 +109,7 @@ fn build(c: &RawComponent, registry: &Registry, p: &mut Problems) -> Option<Vec<
         None => {
             p.error(
                 &kind.span,
-                format!(
-                    "unknown {} kind \"{}\"; {}",
-                    c.role,
-                    kind.value,
-                    valid_kinds(registry, c.role)
-                ),
+                format!("unknown {} kind \"{}\"; {}", c.role, kind.value, valid_kinds(registry, c.role)),
             );
             None
         }
@@ -157,11 +146,7 @@ fn build(c: &RawComponent, registry: &Registry, p: &mut Problems) -> Option<Vec<
 }
 
 fn valid_kinds(registry: &Registry, role: Role) -> String {
-    let kinds: Vec<&str> = registry
-        .kinds()
-        .filter(|(_, r)| *r == role)
-        .map(|(k, _)| k)
-        .collect();
+    let kinds: Vec<&str> = registry.kinds().filter(|(_, r)| *r == role).map(|(k, _)| k).collect();
     if kinds.is_empty() {
         format!("no {role} kinds are registered")
     } else {
@@ -235,10 +220,7 @@ impl Graph {
                 .collect();
             sources.push(resolved);
         }
-        Graph {
-            sources,
-            subscribers,
-        }
+        Graph { sources, subscribers }
     }
 
     /// Inputs of component `c` with their sources, where they exist.
@@ -248,23 +230,14 @@ impl Graph {
         c: usize,
     ) -> impl Iterator<Item = (&'a RawInput, Option<usize>)> + 'a {
         let sources = self.sources.get(c).map(Vec::as_slice).unwrap_or_default();
-        components
-            .get(c)
-            .map(|c| c.inputs.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .zip(sources.iter().copied())
+        components.get(c).map(|c| c.inputs.as_slice()).unwrap_or_default().iter().zip(sources.iter().copied())
     }
 
     /// Components in topological order; reports every cycle, once per strongly connected
     /// group of components. Components on or downstream of a cycle are not in the order.
     fn check_cycles(&self, components: &[RawComponent], p: &mut Problems) -> Vec<usize> {
         let n = components.len();
-        let mut waiting_for: Vec<usize> = self
-            .sources
-            .iter()
-            .map(|s| s.iter().flatten().count())
-            .collect();
+        let mut waiting_for: Vec<usize> = self.sources.iter().map(|s| s.iter().flatten().count()).collect();
         let mut ready: VecDeque<usize> = (0..n).filter(|&c| waiting_for[c] == 0).collect();
         let mut order = Vec::with_capacity(n);
         while let Some(c) = ready.pop_front() {
@@ -292,22 +265,9 @@ impl Graph {
             let closing = self
                 .inputs(components, start)
                 .find(|(_, source)| *source == last)
-                .map_or_else(
-                    || components[start].span.clone(),
-                    |(input, _)| input.from.span.clone(),
-                );
-            let names: Vec<&str> = cycle
-                .iter()
-                .chain([&start])
-                .map(|&c| id_of(components, c))
-                .collect();
-            p.error(
-                &closing,
-                format!(
-                    "cycle: {}; Squall runs acyclic topologies only",
-                    names.join(" -> ")
-                ),
-            );
+                .map_or_else(|| components[start].span.clone(), |(input, _)| input.from.span.clone());
+            let names: Vec<&str> = cycle.iter().chain([&start]).map(|&c| id_of(components, c)).collect();
+            p.error(&closing, format!("cycle: {}; Squall runs acyclic topologies only", names.join(" -> ")));
         }
         order
     }
@@ -340,19 +300,13 @@ impl Graph {
     /// Components within `within` that `start` reaches and that reach `start`.
     fn group_of(&self, start: usize, within: &HashSet<usize>) -> HashSet<usize> {
         let downstream = reach(start, within, |c| self.subscribers[c].clone());
-        let upstream = reach(start, within, |c| {
-            self.sources[c].iter().flatten().copied().collect()
-        });
+        let upstream = reach(start, within, |c| self.sources[c].iter().flatten().copied().collect());
         downstream.intersection(&upstream).copied().collect()
     }
 }
 
 /// Everything reachable from `start` through `next`, staying within `within`.
-fn reach(
-    start: usize,
-    within: &HashSet<usize>,
-    next: impl Fn(usize) -> Vec<usize>,
-) -> HashSet<usize> {
+fn reach(start: usize, within: &HashSet<usize>, next: impl Fn(usize) -> Vec<usize>) -> HashSet<usize> {
     let mut seen = HashSet::from([start]);
     let mut stack = vec![start];
     while let Some(c) = stack.pop() {
@@ -381,10 +335,7 @@ fn list_ids(components: &[RawComponent]) -> String {
 }
 
 fn id_of(components: &[RawComponent], c: usize) -> &str {
-    components[c]
-        .id
-        .as_ref()
-        .map_or("?", |id| id.value.as_str())
+    components[c].id.as_ref().map_or("?", |id| id.value.as_str())
 }
 
 /// Checks that every input's stream exists, that direct groupings go with direct streams,
@@ -472,10 +423,7 @@ fn check_custom_grouping(
         } else {
             format!("valid custom grouping kinds: {}", kinds.join(", "))
         };
-        p.error(
-            kind_span,
-            format!("unknown custom grouping kind \"{kind}\"; {valid}"),
-        );
+        p.error(kind_span, format!("unknown custom grouping kind \"{kind}\"; {valid}"));
         return;
     }
     if let Err(e) = guarded(|| registry.build_grouping(kind, &config.table).map(drop)) {
@@ -559,11 +507,7 @@ fn resolved_stream<'s>(
     source: usize,
     name: &str,
 ) -> Option<&'s StreamDecl> {
-    streams
-        .get(source)?
-        .as_ref()?
-        .iter()
-        .find(|d| d.name == name && !d.passthrough)
+    streams.get(source)?.as_ref()?.iter().find(|d| d.name == name && !d.passthrough)
 }
 
 /// Checks that fields and partial_key groupings name fields of their stream.
