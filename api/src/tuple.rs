@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use compact_str::CompactString;
 use smallvec::SmallVec;
@@ -108,11 +108,36 @@ impl From<Vec<String>> for Fields {
 }
 
 /// Where a tuple comes from: shared by every tuple of one (component, stream).
-#[derive(Debug)]
+///
+/// Metas are interned for the life of the process ([`StreamMeta::intern`]), so a tuple points
+/// at its meta without a reference count: passing a tuple between tasks on different cores
+/// then touches no shared counter.
+#[derive(Debug, PartialEq)]
 pub struct StreamMeta {
     pub component: Arc<str>,
     pub stream: Arc<str>,
     pub fields: Fields,
+}
+
+impl StreamMeta {
+    /// The process-wide meta of (component, stream, fields). A process holds one per distinct
+    /// triple it has ever seen, so the memory is bounded by the streams of its topologies.
+    pub fn intern(component: &str, stream: &str, fields: &Fields) -> &'static StreamMeta {
+        static INTERNED: Mutex<Vec<&'static StreamMeta>> = Mutex::new(Vec::new());
+        let mut interned = INTERNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let found = interned.iter().copied().find(|m| {
+            &*m.component == component && &*m.stream == stream && m.fields == *fields
+        });
+        found.unwrap_or_else(|| {
+            let meta: &'static StreamMeta = Box::leak(Box::new(StreamMeta {
+                component: component.into(),
+                stream: stream.into(),
+                fields: fields.clone(),
+            }));
+            interned.push(meta);
+            meta
+        })
+    }
 }
 
 /// The component id of system tuples (ticks).
@@ -154,7 +179,7 @@ impl Clone for TreeIds {
 #[derive(Clone)]
 pub struct Tuple {
     values: Values,
-    meta: Arc<StreamMeta>,
+    meta: &'static StreamMeta,
     source_task: TaskId,
     tree: TreeIds,
 }
@@ -205,23 +230,19 @@ macro_rules! typed_getter {
 
 impl Tuple {
     /// Builds a tuple; the runtime does this, and tests of components may too.
-    pub fn new(meta: Arc<StreamMeta>, source_task: TaskId, values: Values) -> Self {
+    pub fn new(meta: &'static StreamMeta, source_task: TaskId, values: Values) -> Self {
         Tuple { values, meta, source_task, tree: TreeIds::default() }
     }
 
     /// A tuple for tests: component "test", stream "default", the given fields and values.
     pub fn for_test<F: Into<Fields>>(fields: F, values: Values) -> Self {
-        let meta = Arc::new(StreamMeta {
-            component: "test".into(),
-            stream: crate::DEFAULT_STREAM.into(),
-            fields: fields.into(),
-        });
+        let meta = StreamMeta::intern("test", crate::DEFAULT_STREAM, &fields.into());
         Tuple::new(meta, 0, values)
     }
 
     #[doc(hidden)]
     #[inline]
-    pub fn with_tree(meta: Arc<StreamMeta>, source_task: TaskId, values: Values, tree: TreeIds) -> Self {
+    pub fn with_tree(meta: &'static StreamMeta, source_task: TaskId, values: Values, tree: TreeIds) -> Self {
         Tuple { values, meta, source_task, tree }
     }
 

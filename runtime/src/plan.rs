@@ -154,19 +154,14 @@ impl Plan {
         self.components[c].streams.iter().copied().find(|&s| self.streams[s as usize].decl.name == stream)
     }
 
-    /// A fresh [`StreamMeta`] for a stream. Each receiving task makes its own, so that the
-    /// reference counts of tuples in different tasks never share a cache line.
-    pub fn stream_meta(&self, sid: u32) -> Arc<StreamMeta> {
+    /// The (interned) meta of a global stream.
+    pub fn stream_meta(&self, sid: u32) -> &'static StreamMeta {
         let s = &self.streams[sid as usize];
-        Arc::new(StreamMeta {
-            component: self.components[s.component].id.as_str().into(),
-            stream: s.decl.name.as_str().into(),
-            fields: s.decl.fields.clone(),
-        })
+        StreamMeta::intern(&self.components[s.component].id, &s.decl.name, &s.decl.fields)
     }
 
     /// Metas for every stream, indexed by global stream id.
-    pub fn stream_metas(&self) -> Vec<Arc<StreamMeta>> {
+    pub fn stream_metas(&self) -> Vec<&'static StreamMeta> {
         (0..self.streams.len() as u32).map(|s| self.stream_meta(s)).collect()
     }
 

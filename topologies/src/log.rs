@@ -50,7 +50,6 @@ mod tests {
     use super::*;
     use crate::testkit::{basic_bolt, build_error, run_basic, FakeBoltCollector};
     use squall_api::{values, Fields, StreamMeta};
-    use std::sync::Arc;
 
     #[test]
     fn log_line_names_source_and_fields() {
@@ -62,11 +61,7 @@ mod tests {
 
     #[test]
     fn log_line_shows_a_named_stream() {
-        let meta = Arc::new(StreamMeta {
-            component: "split".into(),
-            stream: "errors".into(),
-            fields: Fields::from(["reason"]),
-        });
+        let meta = StreamMeta::intern("split", "errors", &Fields::from(["reason"]));
         let mut line = String::new();
         format_line(&Tuple::new(meta, 2, values![1.5]), &mut line);
         assert_eq!(line, "split[2]/errors: reason=1.5\n");

@@ -29,8 +29,8 @@ pub struct BoltExecutor {
     pub out: Output,
     pub inbox: mpsc::Receiver<Vec<Envelope>>,
     pub metrics: Arc<TaskMetrics>,
-    /// This task's own copy of every stream's meta, by global stream id.
-    pub metas: Vec<Arc<StreamMeta>>,
+    /// Every stream's meta, by global stream id.
+    pub metas: Vec<&'static StreamMeta>,
     pub tick: Option<Duration>,
 }
 
@@ -81,11 +81,7 @@ impl BoltExecutor {
             AnyBolt::Basic(b) => b.prepare(&self.ctx).await,
         };
         prepared.map_err(|e| self.fail(format!("prepare failed: {e}")))?;
-        let tick_meta = Arc::new(StreamMeta {
-            component: SYSTEM_COMPONENT.into(),
-            stream: TICK_STREAM.into(),
-            fields: Fields::empty(),
-        });
+        let tick_meta = StreamMeta::intern(SYSTEM_COMPONENT, TICK_STREAM, &Fields::empty());
         let mut ticker = self.tick.map(|every| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -97,14 +93,14 @@ impl BoltExecutor {
             tokio::select! {
                 biased;
                 _ = tick(&mut ticker) => {
-                    let tuple = Tuple::new(tick_meta.clone(), TaskId::MAX, Values::new());
+                    let tuple = Tuple::new(tick_meta, TaskId::MAX, Values::new());
                     self.execute(tuple).await;
                 }
                 batch = self.inbox.recv() => {
                     let Some(batch) = batch else { break };
                     self.metrics.queued.fetch_sub(batch.len() as i64, Relaxed);
                     for env in batch {
-                        let meta = self.metas[env.stream as usize].clone();
+                        let meta = self.metas[env.stream as usize];
                         let tree = TreeIds { anchors: env.anchors, ..TreeIds::default() };
                         let tuple = Tuple::with_tree(meta, env.source_task, env.values, tree);
                         self.execute(tuple).await;
