@@ -229,7 +229,7 @@ pub async fn run(
             if outcomes.is_empty() {
                 continue;
             }
-            let batch = std::mem::take(outcomes);
+            let batch = std::mem::replace(outcomes, Vec::with_capacity(64));
             if let Some(Some(tx)) = spouts.get(task) {
                 // A spout that has already ended no longer cares.
                 let _ = tx.send(batch);

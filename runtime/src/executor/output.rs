@@ -27,6 +27,9 @@ use crate::plan::Plan;
 pub const BATCH: usize = 256;
 /// Batches a task's inbox holds before its senders wait.
 pub const INBOX_BATCHES: usize = 16;
+/// Room allocated per batch: a batch is sent once it holds `BATCH` tuples, checked after each
+/// call into user code, so the slack absorbs what one call emits past that without regrowing.
+const BATCH_ROOM: usize = BATCH + BATCH / 2;
 
 /// The (root, edge) pairs of a tuple: which trees it belongs to and its edge in each.
 pub type Anchors = SmallVec<[(u64, u64); 1]>;
@@ -116,7 +119,7 @@ impl Output {
                     dests.push(Dest {
                         tx,
                         metrics: metrics[t as usize].clone(),
-                        buf: Vec::with_capacity(BATCH),
+                        buf: Vec::with_capacity(BATCH_ROOM),
                     });
                 }
             }
@@ -137,7 +140,7 @@ impl Output {
                     let tx = links.ackers[t as usize]
                         .clone()
                         .ok_or_else(|| format!("no inbox for acker task {t}"))?;
-                    Ok(AckerDest { tx, buf: Vec::with_capacity(BATCH) })
+                    Ok(AckerDest { tx, buf: Vec::with_capacity(BATCH_ROOM) })
                 })
                 .collect::<Result<Vec<_>, BoxError>>()?
         } else {
@@ -216,26 +219,27 @@ impl Output {
     ) -> Result<u64, EmitError> {
         let s = self.route(stream, &values, direct)?;
         let sid = self.streams[s].sid;
-        let mut xor = 0;
         let n = self.targets.len();
-        let mut values = Some(values);
-        for i in 0..n {
-            let task = self.targets[i];
-            let mut anchors = Anchors::new();
-            if let Some(root) = root {
-                let edge = self.ids.next_id();
-                xor ^= edge;
-                anchors.push((root, edge));
-            }
-            let values = if i + 1 == n {
-                values.take().unwrap_or_default()
-            } else {
-                values.clone().unwrap_or_default()
-            };
-            self.push(task, Envelope { stream: sid, source_task: self.task, values, anchors });
-        }
         self.counters.emitted += 1;
         self.counters.transferred += n as u64;
+        let mut xor = 0;
+        let mut anchors = |ids: &mut IdGen| {
+            let mut a = Anchors::new();
+            if let Some(root) = root {
+                let edge = ids.next_id();
+                xor ^= edge;
+                a.push((root, edge));
+            }
+            a
+        };
+        let Some(last) = n.checked_sub(1) else { return Ok(0) };
+        for i in 0..last {
+            let anchors = anchors(&mut self.ids);
+            let env = Envelope { stream: sid, source_task: self.task, values: values.clone(), anchors };
+            self.push(self.targets[i], env);
+        }
+        let anchors = anchors(&mut self.ids);
+        self.push(self.targets[last], Envelope { stream: sid, source_task: self.task, values, anchors });
         Ok(xor)
     }
 
@@ -252,36 +256,48 @@ impl Output {
         let sid = self.streams[s].sid;
         let n = self.targets.len();
         let tracked = self.acking && anchors.iter().any(|a| !a.tree().anchors.is_empty());
-        let mut values = Some(values);
-        for i in 0..n {
-            let task = self.targets[i];
-            let mut out_anchors = Anchors::new();
-            if tracked {
-                for a in anchors {
-                    let tree = a.tree();
-                    if tree.anchors.is_empty() {
-                        continue;
-                    }
-                    let edge = self.ids.next_id();
-                    tree.xor_ack_val(edge);
-                    for &(root, _) in &tree.anchors {
-                        match out_anchors.iter_mut().find(|(r, _)| *r == root) {
-                            Some((_, e)) => *e ^= edge,
-                            None => out_anchors.push((root, edge)),
-                        }
-                    }
-                }
-            }
-            let values = if i + 1 == n {
-                values.take().unwrap_or_default()
-            } else {
-                values.clone().unwrap_or_default()
-            };
-            self.push(task, Envelope { stream: sid, source_task: self.task, values, anchors: out_anchors });
-        }
         self.counters.emitted += 1;
         self.counters.transferred += n as u64;
+        let Some(last) = n.checked_sub(1) else { return Ok(()) };
+        for i in 0..last {
+            let anchors = if tracked { self.new_edges(anchors) } else { Anchors::new() };
+            let env = Envelope { stream: sid, source_task: self.task, values: values.clone(), anchors };
+            self.push(self.targets[i], env);
+        }
+        let anchors = if tracked { self.new_edges(anchors) } else { Anchors::new() };
+        self.push(self.targets[last], Envelope { stream: sid, source_task: self.task, values, anchors });
         Ok(())
+    }
+
+    /// One new edge per anchor, in every tree of that anchor: the anchors of one delivery.
+    #[inline]
+    fn new_edges(&mut self, anchors: &[&Tuple]) -> Anchors {
+        // The common case: one input, in one tree.
+        if let [a] = anchors {
+            if let [(root, _)] = a.tree().anchors[..] {
+                let edge = self.ids.next_id();
+                a.tree().xor_ack_val(edge);
+                let mut out = Anchors::new();
+                out.push((root, edge));
+                return out;
+            }
+        }
+        let mut out = Anchors::new();
+        for a in anchors {
+            let tree = a.tree();
+            if tree.anchors.is_empty() {
+                continue;
+            }
+            let edge = self.ids.next_id();
+            tree.xor_ack_val(edge);
+            for &(root, _) in &tree.anchors {
+                match out.iter_mut().find(|(r, _)| *r == root) {
+                    Some((_, e)) => *e ^= edge,
+                    None => out.push((root, edge)),
+                }
+            }
+        }
+        out
     }
 
     #[inline]
@@ -295,7 +311,9 @@ impl Output {
         }
     }
 
-    /// Queues a message for the acker that tracks its root.
+    /// Queues a message for the acker that tracks its root. Consecutive acks of one tree
+    /// (a bolt acking several words of one sentence) are XORed into one message: the acker
+    /// sees the same XOR with fewer messages.
     #[inline]
     pub fn to_acker(&mut self, msg: AckerMsg) {
         let root = match msg {
@@ -309,6 +327,12 @@ impl Output {
         }
         let i = squall_api::bucket(root, self.ackers.len());
         let a = &mut self.ackers[i];
+        if let (AckerMsg::Ack { val, .. }, Some(AckerMsg::Ack { root: last, val: acc })) = (msg, a.buf.last_mut()) {
+            if *last == root {
+                *acc ^= val;
+                return;
+            }
+        }
         a.buf.push(msg);
         if a.buf.len() >= BATCH {
             self.full = true;
@@ -371,7 +395,7 @@ impl Output {
         self.full = false;
         for d in &mut self.dests {
             if d.buf.len() >= at_least {
-                let batch = std::mem::replace(&mut d.buf, Vec::with_capacity(BATCH));
+                let batch = std::mem::replace(&mut d.buf, Vec::with_capacity(BATCH_ROOM));
                 d.metrics.queued.fetch_add(batch.len() as i64, Relaxed);
                 // A closed inbox means its task has ended (shutdown or failure): drop.
                 let _ = d.tx.send(batch).await;
@@ -379,7 +403,7 @@ impl Output {
         }
         for a in &mut self.ackers {
             if a.buf.len() >= at_least {
-                let batch = std::mem::replace(&mut a.buf, Vec::with_capacity(BATCH));
+                let batch = std::mem::replace(&mut a.buf, Vec::with_capacity(BATCH_ROOM));
                 let _ = a.tx.send(batch).await;
             }
         }
