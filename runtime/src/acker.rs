@@ -95,12 +95,15 @@ pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 const NO_SPOUT: TaskId = TaskId::MAX;
 
+/// The acker's clock resolution: a tree times out between its timeout and one tick later.
+pub const TICK: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 struct Entry {
     val: u64,
     spout_task: TaskId,
     failed: bool,
-    /// The clock tick (seconds since the acker started) of its birth or last reset.
+    /// The clock tick (see [`TICK`]) of its birth or last reset.
     born: u32,
 }
 
@@ -116,7 +119,7 @@ impl Acker {
     pub fn new(message_timeout: Duration) -> Self {
         Acker {
             trees: IdMap::default(),
-            timeout_ticks: message_timeout.as_secs().clamp(1, u32::MAX as u64) as u32,
+            timeout_ticks: (message_timeout.as_millis() / TICK.as_millis()).clamp(1, u32::MAX as u128) as u32,
             now: 0,
         }
     }
@@ -180,7 +183,7 @@ impl Acker {
         emit(task, outcome);
     }
 
-    /// Advances the clock to `now` ticks (seconds) and fails every tree older than the
+    /// Advances the clock to `now` ticks (of [`TICK`]) and fails every tree older than the
     /// timeout. Trees whose spout never announced them are dropped silently: they belong to
     /// trees that already completed or failed.
     pub fn expire(&mut self, now: u32, emit: &mut impl FnMut(TaskId, Outcome)) {
@@ -210,7 +213,7 @@ pub async fn run(
     let started = Instant::now();
     let mut acker = Acker::new(message_timeout);
     let mut out: Vec<Vec<Outcome>> = vec![Vec::new(); spouts.len()];
-    let mut clock = tokio::time::interval(Duration::from_millis(500));
+    let mut clock = tokio::time::interval(TICK);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -221,7 +224,7 @@ pub async fn run(
                 }
             }
             _ = clock.tick() => {
-                let now = started.elapsed().as_secs() as u32;
+                let now = (started.elapsed().as_millis() / TICK.as_millis()) as u32;
                 acker.expire(now, &mut |task, o| out[task as usize].push(o));
             }
         }
@@ -293,23 +296,24 @@ mod tests {
         assert_eq!(out, vec![(2, Outcome { root: 1, acked: false })]);
         // The stray ack left an orphan entry; expiry drops it without telling anyone.
         let mut later = Vec::new();
-        a.expire(100, &mut |t, o| later.push((t, o)));
+        a.expire(1000, &mut |t, o| later.push((t, o)));
         assert!(later.is_empty());
         assert_eq!(a.pending(), 0);
     }
 
     #[test]
     fn times_out_trees_older_than_the_message_timeout() {
+        // 5 s is 50 ticks of 100 ms.
         let mut a = Acker::new(Duration::from_secs(5));
         outcomes(&mut a, &[AckerMsg::Init { root: 1, val: 4, spout_task: 0 }]);
         let mut out = Vec::new();
-        a.expire(4, &mut |t, o| out.push((t, o)));
+        a.expire(49, &mut |t, o| out.push((t, o)));
         assert!(out.is_empty());
-        // A reset at tick 4 restarts the clock.
+        // A reset at tick 49 restarts the clock.
         outcomes(&mut a, &[AckerMsg::Reset { root: 1 }]);
-        a.expire(8, &mut |t, o| out.push((t, o)));
+        a.expire(98, &mut |t, o| out.push((t, o)));
         assert!(out.is_empty());
-        a.expire(9, &mut |t, o| out.push((t, o)));
+        a.expire(99, &mut |t, o| out.push((t, o)));
         assert_eq!(out, vec![(0, Outcome { root: 1, acked: false })]);
     }
 

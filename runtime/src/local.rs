@@ -139,6 +139,10 @@ pub async fn run(
     registry: &Registry,
     opts: &LocalOptions,
 ) -> Result<RunResult, TaskError> {
+    // Listen before anything starts, and with one listener for the whole run: a Ctrl-C that
+    // arrives while the loop below is busy is then kept, not lost.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| TaskError { component: "local".into(), task: 0, message: format!("cannot listen for Ctrl-C: {e}") })?;
     let plan = Plan::new(def);
     let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
     let Running { mut tasks, control, metrics } = start(&plan, registry, &hosted)?;
@@ -172,7 +176,7 @@ pub async fn run(
                 stopped = true;
                 let _ = control.send(Control::Stop);
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 interrupts += 1;
                 stopped = true;
                 if interrupts > 1 {

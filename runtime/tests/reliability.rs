@@ -126,6 +126,21 @@ impl Bolt for Sink {
 /// Never acks anything.
 struct BlackHole;
 
+/// Holds each input for 2.5 s, resetting its timeout every 250 ms, then acks it.
+struct Patient;
+
+#[async_trait]
+impl Bolt for Patient {
+    async fn execute(&mut self, input: Tuple, out: &mut dyn BoltCollector) -> Result<(), BoxError> {
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            out.reset_timeout(&input);
+        }
+        out.ack(input);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Bolt for BlackHole {
     async fn execute(&mut self, _input: Tuple, _out: &mut dyn BoltCollector) -> Result<(), BoxError> {
@@ -160,6 +175,7 @@ fn registry(seen: &Arc<Seen>) -> Registry {
     let s = seen.clone();
     r.bolt("sink", move |_: NoConfig| Ok(Sink { seen: s.clone() }));
     r.bolt("black-hole", |_: NoConfig| Ok(BlackHole));
+    r.bolt("patient", |_: NoConfig| Ok(Patient));
     r
 }
 
@@ -298,4 +314,14 @@ async fn acking_off_acks_at_emit() {
     // The flaky bolt dropped 1 in 10 and nobody replayed them: at-most-once.
     assert_eq!(seen.sunk.lock().unwrap().len(), 450);
     assert_eq!(result.snapshot.components["numbers"].acked, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_timeout_keeps_a_slow_tree_alive() {
+    let seen = Arc::new(Seen::default());
+    let settings = Settings { message_timeout_secs: 1, ..Settings::default() };
+    let def = topology(numbers(1, true), vec![component("patient", "patient", 1, Some("numbers"))], settings);
+    local::run(&def, &registry(&seen), &LocalOptions::default()).await.unwrap();
+    assert!(seen.fails.lock().unwrap().is_empty(), "the tree timed out despite reset_timeout");
+    assert_eq!(seen.acks.lock().unwrap().get(&0), Some(&1));
 }

@@ -362,10 +362,19 @@ impl Output {
         self.counters.failed += 1;
     }
 
+    /// Restarts the timeout of the input's trees. Sent at once rather than batched: a bolt
+    /// calls it while it holds a tuple for long, and the reset must reach the acker before
+    /// that bolt's task next goes idle.
     pub fn reset_timeout(&mut self, input: &Tuple) {
-        if self.acking {
-            for &(root, _) in &input.tree().anchors {
-                self.to_acker(AckerMsg::Reset { root });
+        if !self.acking {
+            return;
+        }
+        for &(root, _) in &input.tree().anchors {
+            let msg = AckerMsg::Reset { root };
+            let i = squall_api::bucket(root, self.ackers.len());
+            if self.ackers[i].tx.try_send(vec![msg]).is_err() {
+                // The acker's inbox is full (it will drain soon) or gone: queue it.
+                self.to_acker(msg);
             }
         }
     }
