@@ -44,7 +44,8 @@ pub fn repo_file(relative: &str) -> PathBuf {
 pub fn squall_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| match std::env::var_os("SQUALL_BIN") {
-        Some(bin) => PathBuf::from(bin),
+        // Absolute, since commands run in other directories.
+        Some(bin) => std::path::absolute(bin).expect("SQUALL_BIN is a usable path"),
         None => build_squall(),
     })
 }

