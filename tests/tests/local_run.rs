@@ -37,7 +37,7 @@ fn is_progress_line(line: &str) -> bool {
     line.starts_with('[') && line.contains("s]") && line.contains("/s")
 }
 
-/// A text with no sign of a panic or a backtrace.
+/// Checks stderr shows no sign of a panic or a backtrace.
 #[track_caller]
 fn assert_no_panic(outcome: &Outcome) {
     for sign in ["panicked", "backtrace", "RUST_BACKTRACE"] {
@@ -278,8 +278,8 @@ fn sigint_drains_and_prints_summary() {
     // Interrupt between two progress lines rather than right after one: a SIGINT that lands
     // while the run loop handles a progress tick is lost (the bug pinned by
     // `sigint_right_after_a_progress_line_is_not_lost`). Should one be lost all the same, it
-    // is sent again, as a user would press Ctrl-C again; the binary says at once when it
-    // hears one, so a second one never lands on a run already draining.
+    // is sent again, as a user would press Ctrl-C again: the binary says at once when it
+    // hears one, so another is sent only after the last went unheard for 20 s.
     thread::sleep(Duration::from_millis(400));
     let mut heard = false;
     for attempt in 1..=3 {
