@@ -125,9 +125,10 @@ impl StreamMeta {
     pub fn intern(component: &str, stream: &str, fields: &Fields) -> &'static StreamMeta {
         static INTERNED: Mutex<Vec<&'static StreamMeta>> = Mutex::new(Vec::new());
         let mut interned = INTERNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let found = interned.iter().copied().find(|m| {
-            &*m.component == component && &*m.stream == stream && m.fields == *fields
-        });
+        let found = interned
+            .iter()
+            .copied()
+            .find(|m| &*m.component == component && &*m.stream == stream && m.fields == *fields);
         found.unwrap_or_else(|| {
             let meta: &'static StreamMeta = Box::leak(Box::new(StreamMeta {
                 component: component.into(),

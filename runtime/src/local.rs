@@ -141,8 +141,12 @@ pub async fn run(
 ) -> Result<RunResult, TaskError> {
     // Listen before anything starts, and with one listener for the whole run: a Ctrl-C that
     // arrives while the loop below is busy is then kept, not lost.
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| TaskError { component: "local".into(), task: 0, message: format!("cannot listen for Ctrl-C: {e}") })?;
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| TaskError {
+            component: "local".into(),
+            task: 0,
+            message: format!("cannot listen for Ctrl-C: {e}"),
+        })?;
     let plan = Plan::new(def);
     let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
     let Running { mut tasks, control, metrics } = start(&plan, registry, &hosted)?;

@@ -28,10 +28,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The workspace root: the parent of this crate's directory.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lives inside the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives inside the workspace").to_path_buf()
 }
 
 /// A file of the workspace, e.g. `repo_file("config/wordcount.toml")`.
@@ -54,25 +51,14 @@ fn build_squall() -> PathBuf {
     let root = workspace_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "squall-topologies",
-            "--bin",
-            "squall",
-        ])
+        .args(["build", "--quiet", "-p", "squall-topologies", "--bin", "squall"])
         .args(["--message-format", "json-render-diagnostics"])
         .current_dir(&root)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&cargo).display()));
-    assert!(
-        output.status.success(),
-        "building the squall binary failed ({})",
-        output.status
-    );
+    assert!(output.status.success(), "building the squall binary failed ({})", output.status);
     // Cargo names the executable it built; the target directory (CARGO_TARGET_DIR, or the
     // workspace's target/) is the fallback should it not.
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -102,16 +88,13 @@ impl TempDir {
     /// Creates `squall-e2e-<label>-<pid>-<n>-<nanos>`.
     pub fn new(label: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let path = std::env::temp_dir().join(format!(
             "squall-e2e-{label}-{}-{}-{nanos}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
         TempDir { path }
     }
 
@@ -126,8 +109,7 @@ impl TempDir {
     /// Writes `contents` to `name` in this directory and returns its path.
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.join(name);
-        std::fs::write(&path, contents)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         path
     }
 
@@ -175,11 +157,7 @@ impl Squall {
             shown.push_str(&arg.as_ref().to_string_lossy());
             command.arg(arg);
         }
-        Squall {
-            command,
-            shown,
-            timeout: DEFAULT_TIMEOUT,
-        }
+        Squall { command, shown, timeout: DEFAULT_TIMEOUT }
     }
 
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Squall {
@@ -304,12 +282,7 @@ impl Running {
         // SAFETY: kill(2) with a valid signal on a child we have not reaped yet (it is waited
         // for only in `wait_for_exit` and `drop`), so the pid cannot have been reused.
         let rc = unsafe { libc::kill(pid, libc::SIGINT) };
-        assert_eq!(
-            rc,
-            0,
-            "kill -INT {pid}: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "kill -INT {pid}: {}", std::io::Error::last_os_error());
     }
 
     /// Waits up to `timeout` (from now) for the process to end and returns what it did;
@@ -334,13 +307,7 @@ impl Running {
         };
         let elapsed = self.started.elapsed();
         let (stdout, stderr) = self.collect_output();
-        Outcome {
-            command: std::mem::take(&mut self.shown),
-            status,
-            stdout,
-            stderr,
-            elapsed,
-        }
+        Outcome { command: std::mem::take(&mut self.shown), status, stdout, stderr, elapsed }
     }
 
     /// [`Running::wait_for_exit`] with the command's own timeout, counted from its start.
@@ -352,14 +319,9 @@ impl Running {
     /// All of stdout and stderr, once the process has ended (its pipes closed).
     fn collect_output(&mut self) -> (String, String) {
         let join = |reader: Option<JoinHandle<String>>| {
-            reader
-                .map(|r| r.join().unwrap_or_default())
-                .unwrap_or_default()
+            reader.map(|r| r.join().unwrap_or_default()).unwrap_or_default()
         };
-        (
-            join(self.stdout_reader.take()),
-            join(self.stderr_reader.take()),
-        )
+        (join(self.stdout_reader.take()), join(self.stderr_reader.take()))
     }
 }
 
@@ -438,9 +400,7 @@ impl Summary {
 
     /// The ids of the components, sorted.
     pub fn component_ids(&self) -> Vec<&str> {
-        let components = self.0["components"]
-            .as_object()
-            .expect("`components` is an object");
+        let components = self.0["components"].as_object().expect("`components` is an object");
         let mut ids: Vec<&str> = components.keys().map(String::as_str).collect();
         ids.sort_unstable();
         ids
@@ -450,10 +410,7 @@ impl Summary {
     #[track_caller]
     pub fn component(&self, id: &str) -> ComponentSummary {
         match self.0["components"].get(id).and_then(Value::as_object) {
-            Some(figures) => ComponentSummary {
-                id: id.to_string(),
-                figures: figures.clone(),
-            },
+            Some(figures) => ComponentSummary { id: id.to_string(), figures: figures.clone() },
             None => panic!("no component {id:?} in the summary: {}", self.0),
         }
     }
@@ -505,8 +462,8 @@ impl ComponentSummary {
 /// The objects of a JSON-lines file, as a `file-sink` writes it: one object per line.
 #[track_caller]
 pub fn read_json_lines(path: &Path) -> Vec<Map<String, Value>> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     text.lines()
         .enumerate()
         .map(|(i, line)| match serde_json::from_str(line) {

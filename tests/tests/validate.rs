@@ -31,11 +31,7 @@ inputs = [{ from = "split", stream = "default", grouping = { fields = ["word"] }
 
 /// `BASE` with `from` replaced by `to`, which must occur exactly once.
 fn base_with(from: &str, to: &str) -> String {
-    assert_eq!(
-        BASE.matches(from).count(),
-        1,
-        "{from:?} is not unique in BASE"
-    );
+    assert_eq!(BASE.matches(from).count(), 1, "{from:?} is not unique in BASE");
     BASE.replace(from, to)
 }
 
@@ -57,11 +53,7 @@ fn mistakes(out: &Outcome) -> Vec<String> {
     let last = lines.pop().unwrap_or_default();
     let n = lines.len();
     let plural = if n == 1 { "" } else { "s" };
-    assert_eq!(
-        last,
-        format!("error: wc.toml has {n} mistake{plural}"),
-        "{out}"
-    );
+    assert_eq!(last, format!("error: wc.toml has {n} mistake{plural}"), "{out}");
     lines
 }
 
@@ -73,9 +65,8 @@ fn one_mistake(source: &str, at: &str, part: &str) -> String {
     let mistakes = mistakes(&out);
     assert_eq!(mistakes.len(), 1, "{out}");
     let prefix = format!("wc.toml:{at}: ");
-    let message = mistakes[0]
-        .strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("expected the prefix {prefix:?}\n{out}"));
+    let message =
+        mistakes[0].strip_prefix(&prefix).unwrap_or_else(|| panic!("expected the prefix {prefix:?}\n{out}"));
     assert!(message.contains(part), "expected {part:?} in {message:?}");
     message.to_string()
 }
@@ -84,10 +75,7 @@ fn one_mistake(source: &str, at: &str, part: &str) -> String {
 fn valid_file_is_ok() {
     let out = validate(BASE);
     out.assert_success();
-    assert_eq!(
-        out.stdout,
-        "wc.toml: ok: topology wc with 1 spouts, 2 bolts, 5 tasks\n"
-    );
+    assert_eq!(out.stdout, "wc.toml: ok: topology wc with 1 spouts, 2 bolts, 5 tasks\n");
     assert_eq!(out.stderr, "");
 }
 
@@ -200,25 +188,13 @@ kind = "exclamation"
 inputs = [{{ from = "ping" }}]
 "#
     );
-    one_mistake(
-        &source,
-        "23:40",
-        "cycle: ping -> pong -> ping; Squall runs acyclic topologies only",
-    );
+    one_mistake(&source, "23:40", "cycle: ping -> pong -> ping; Squall runs acyclic topologies only");
 }
 
 #[test]
 fn bad_toml_syntax_is_placed() {
-    one_mistake(
-        &base_with("kind = \"split-sentence\"", "kind = split-sentence"),
-        "10:8",
-        "invalid TOML: ",
-    );
-    one_mistake(
-        &base_with("id = \"split\"", "id = \"split"),
-        "9:12",
-        "invalid TOML: ",
-    );
+    one_mistake(&base_with("kind = \"split-sentence\"", "kind = split-sentence"), "10:8", "invalid TOML: ");
+    one_mistake(&base_with("id = \"split\"", "id = \"split"), "9:12", "invalid TOML: ");
 }
 
 #[test]
@@ -228,10 +204,7 @@ fn missing_file_is_reported() {
     out.assert_failure();
     let lines = out.stderr_lines();
     assert_eq!(lines.len(), 2, "{out}");
-    assert!(
-        lines[0].starts_with("nowhere.toml:1:1: cannot read file: "),
-        "{out}"
-    );
+    assert!(lines[0].starts_with("nowhere.toml:1:1: cannot read file: "), "{out}");
     assert_eq!(lines[1], "error: nowhere.toml has 1 mistake", "{out}");
 }
 
@@ -241,33 +214,22 @@ fn unset_variable_is_reported_and_a_set_one_substitutes() {
         "parallelism = 2\ninputs = [{ from = \"sentences\"",
         "parallelism = ${SQUALL_E2E_SPLITTERS}\ninputs = [{ from = \"sentences\"",
     )
-    .replace(
-        "parallelism = 2\n",
-        "parallelism = ${SQUALL_E2E_COUNTERS:-4}\n",
-    );
+    .replace("parallelism = 2\n", "parallelism = ${SQUALL_E2E_COUNTERS:-4}\n");
     let dir = TempDir::new("subst");
     dir.topology("wc.toml", &source);
-    let squall = || {
-        dir.squall(["validate", "wc.toml"])
-            .env_remove("SQUALL_E2E_COUNTERS")
-    };
+    let squall = || dir.squall(["validate", "wc.toml"]).env_remove("SQUALL_E2E_COUNTERS");
 
     let unset = squall().env_remove("SQUALL_E2E_SPLITTERS").run();
     assert_eq!(
         mistakes(&unset),
-        [
-            "wc.toml:11:15: environment variable SQUALL_E2E_SPLITTERS is not set; give a \
-             default with ${SQUALL_E2E_SPLITTERS:-value}"
-        ]
+        ["wc.toml:11:15: environment variable SQUALL_E2E_SPLITTERS is not set; give a \
+             default with ${SQUALL_E2E_SPLITTERS:-value}"]
     );
 
     // 1 spout task + 3 split tasks (from the environment) + 4 count tasks (the default).
     let set = squall().env("SQUALL_E2E_SPLITTERS", "3").run();
     set.assert_success();
-    assert_eq!(
-        set.stdout,
-        "wc.toml: ok: topology wc with 1 spouts, 2 bolts, 8 tasks\n"
-    );
+    assert_eq!(set.stdout, "wc.toml: ok: topology wc with 1 spouts, 2 bolts, 8 tasks\n");
 }
 
 #[test]
@@ -296,16 +258,10 @@ colour = "blue"
     let mistakes = mistakes(&out);
     let expected = [
         ("2:11", "workers must be at least 1, found 0"),
-        (
-            "6:8",
-            "unknown spout kind \"random-sentense\"; valid spout kinds: ",
-        ),
+        ("6:8", "unknown spout kind \"random-sentense\"; valid spout kinds: "),
         ("11:15", "parallelism must be at least 1, found 0"),
         ("12:20", "no component named \"sentencs\""),
-        (
-            "17:52",
-            "stream \"default\" of \"split\" has no field \"wrd\"",
-        ),
+        ("17:52", "stream \"default\" of \"split\" has no field \"wrd\""),
         ("18:1", "unknown key `colour` in [[bolts]]"),
     ];
     assert_eq!(mistakes.len(), expected.len(), "{out}");
@@ -330,10 +286,7 @@ fn shipped_topology_files_are_valid() {
         .collect();
     files.sort();
     for expected in ["exclamation.toml", "wordcount.toml"] {
-        assert!(
-            files.iter().any(|f| f == expected),
-            "{expected} in {files:?}"
-        );
+        assert!(files.iter().any(|f| f == expected), "{expected} in {files:?}");
     }
     for name in files {
         let file = format!("config/{name}");
@@ -344,9 +297,6 @@ fn shipped_topology_files_are_valid() {
             .env_remove("WORDS")
             .run();
         out.assert_success();
-        assert!(
-            out.stdout.starts_with(&format!("{file}: ok: topology ")),
-            "{out}"
-        );
+        assert!(out.stdout.starts_with(&format!("{file}: ok: topology ")), "{out}");
     }
 }

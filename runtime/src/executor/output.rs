@@ -327,7 +327,9 @@ impl Output {
         }
         let i = squall_api::bucket(root, self.ackers.len());
         let a = &mut self.ackers[i];
-        if let (AckerMsg::Ack { val, .. }, Some(AckerMsg::Ack { root: last, val: acc })) = (msg, a.buf.last_mut()) {
+        if let (AckerMsg::Ack { val, .. }, Some(AckerMsg::Ack { root: last, val: acc })) =
+            (msg, a.buf.last_mut())
+        {
             if *last == root {
                 *acc ^= val;
                 return;
