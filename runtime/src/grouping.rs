@@ -112,10 +112,6 @@ impl Router {
             }
         }
     }
-
-    pub fn is_direct(&self) -> bool {
-        matches!(self, Router::Direct { .. })
-    }
 }
 
 #[inline]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use squall_api::{Fields, Role, StreamDecl, StreamMeta, TaskId};
+use squall_api::{Role, StreamDecl, StreamMeta, TaskId};
 
 use crate::topology::{GroupingDef, Settings, TopologyDef};
 
@@ -163,16 +163,5 @@ impl Plan {
     /// Metas for every stream, indexed by global stream id.
     pub fn stream_metas(&self) -> Vec<&'static StreamMeta> {
         (0..self.streams.len() as u32).map(|s| self.stream_meta(s)).collect()
-    }
-
-    /// The fields of a global stream.
-    pub fn stream_fields(&self, sid: u32) -> &Fields {
-        &self.streams[sid as usize].decl.fields
-    }
-
-    /// The acker task that tracks tree `root`.
-    #[inline]
-    pub fn acker_for(acker_tasks: &[TaskId], root: u64) -> TaskId {
-        acker_tasks[squall_api::bucket(root, acker_tasks.len())]
     }
 }

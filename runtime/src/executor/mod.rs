@@ -14,7 +14,7 @@ pub mod spout;
 
 use std::sync::Arc;
 
-use squall_api::{Component, TopologyContext};
+use squall_api::TopologyContext;
 
 use crate::plan::Plan;
 
@@ -49,12 +49,4 @@ pub fn context(plan: &Plan, component: usize, task: u32) -> TopologyContext {
         c.config.clone(),
         Arc::new(plan.settings.raw.clone()),
     )
-}
-
-/// Tells a component instance's role for error messages.
-pub fn role_name(c: &Component) -> &'static str {
-    match c {
-        Component::Spout(_) => "spout",
-        _ => "bolt",
-    }
 }

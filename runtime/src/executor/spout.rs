@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use squall_api::{BoxError, EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values};
+use squall_api::{EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values};
 use tokio::sync::{mpsc, watch};
 
 use super::{Control, Output, TaskError};
@@ -219,9 +219,4 @@ impl SpoutExecutor {
         }
         histogram.reset();
     }
-}
-
-/// Builds the error a spout's factory gives into a task error.
-pub fn build_error(component: &str, task: TaskId, e: BoxError) -> TaskError {
-    TaskError { component: component.to_string(), task, message: e.to_string() }
 }

@@ -108,10 +108,6 @@ impl TopologyDef {
     pub fn component(&self, id: &str) -> Option<&ComponentDef> {
         self.components().find(|c| c.id == id)
     }
-
-    pub fn component_mut(&mut self, id: &str) -> Option<&mut ComponentDef> {
-        self.spouts.iter_mut().chain(self.bolts.iter_mut()).find(|c| c.id == id)
-    }
 }
 
 /// One mistake in a topology file.
