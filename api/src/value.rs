@@ -31,6 +31,7 @@ pub enum Value {
 
 impl Value {
     /// The name of this value's type, as used in error messages.
+    #[inline]
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Null => "null",
@@ -45,14 +46,17 @@ impl Value {
     }
 
     /// A string value that borrows a `'static` string: never allocates, however long.
+    #[inline]
     pub const fn from_static(s: &'static str) -> Value {
         Value::Str(CompactString::const_new(s))
     }
 
+    #[inline]
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
 
+    #[inline]
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -60,6 +64,7 @@ impl Value {
         }
     }
 
+    #[inline]
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
@@ -68,6 +73,7 @@ impl Value {
     }
 
     /// Integers widen to floats; nothing else converts.
+    #[inline]
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Float(f) => Some(*f),
@@ -76,6 +82,7 @@ impl Value {
         }
     }
 
+    #[inline]
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             Value::Bool(b) => Some(*b),
@@ -84,6 +91,7 @@ impl Value {
     }
 
     /// Bytes, or the UTF-8 bytes of a string.
+    #[inline]
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Value::Bytes(b) => Some(b),
@@ -92,6 +100,7 @@ impl Value {
         }
     }
 
+    #[inline]
     pub fn as_list(&self) -> Option<&[Value]> {
         match self {
             Value::List(l) => Some(l),
@@ -99,6 +108,7 @@ impl Value {
         }
     }
 
+    #[inline]
     pub fn as_map(&self) -> Option<&BTreeMap<String, Value>> {
         match self {
             Value::Map(m) => Some(m),
@@ -108,6 +118,7 @@ impl Value {
 
     /// A 64-bit hash that depends only on the value (never on the process, build or run):
     /// equal values hash equal everywhere. Strings and bytes with the same content hash alike.
+    #[inline]
     pub fn stable_hash(&self) -> u64 {
         let mut h = StableHasher::new();
         self.hash_into(&mut h);
@@ -115,6 +126,7 @@ impl Value {
     }
 
     /// Feeds this value into `h`; used to hash several fields together.
+    #[inline]
     pub fn hash_into(&self, h: &mut StableHasher) {
         match self {
             Value::Null => h.write_u64(0x6e75_6c6c),
@@ -269,6 +281,7 @@ impl fmt::Display for Value {
 macro_rules! from_int {
     ($($t:ty),*) => {$(
         impl From<$t> for Value {
+            #[inline]
             fn from(v: $t) -> Self { Value::Int(v as i64) }
         }
     )*};
@@ -276,61 +289,73 @@ macro_rules! from_int {
 from_int!(i8, i16, i32, i64, u8, u16, u32, u64, usize, isize);
 
 impl From<bool> for Value {
+    #[inline]
     fn from(v: bool) -> Self {
         Value::Bool(v)
     }
 }
 impl From<f64> for Value {
+    #[inline]
     fn from(v: f64) -> Self {
         Value::Float(v)
     }
 }
 impl From<f32> for Value {
+    #[inline]
     fn from(v: f32) -> Self {
         Value::Float(v as f64)
     }
 }
 impl From<&str> for Value {
+    #[inline]
     fn from(v: &str) -> Self {
         Value::Str(CompactString::from(v))
     }
 }
 impl From<String> for Value {
+    #[inline]
     fn from(v: String) -> Self {
         Value::Str(CompactString::from(v))
     }
 }
 impl From<&String> for Value {
+    #[inline]
     fn from(v: &String) -> Self {
         Value::Str(CompactString::from(v.as_str()))
     }
 }
 impl From<CompactString> for Value {
+    #[inline]
     fn from(v: CompactString) -> Self {
         Value::Str(v)
     }
 }
 impl From<Vec<u8>> for Value {
+    #[inline]
     fn from(v: Vec<u8>) -> Self {
         Value::Bytes(v)
     }
 }
 impl From<&[u8]> for Value {
+    #[inline]
     fn from(v: &[u8]) -> Self {
         Value::Bytes(v.to_vec())
     }
 }
 impl From<Vec<Value>> for Value {
+    #[inline]
     fn from(v: Vec<Value>) -> Self {
         Value::List(v)
     }
 }
 impl From<BTreeMap<String, Value>> for Value {
+    #[inline]
     fn from(v: BTreeMap<String, Value>) -> Self {
         Value::Map(v)
     }
 }
 impl<T: Into<Value>> From<Option<T>> for Value {
+    #[inline]
     fn from(v: Option<T>) -> Self {
         v.map_or(Value::Null, Into::into)
     }
