@@ -13,6 +13,7 @@
 //! forgotten root are ignored. Messages may arrive in any order: a bolt's ack can overtake the
 //! spout's init.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
@@ -99,7 +100,7 @@ const NO_SPOUT: TaskId = TaskId::MAX;
 pub const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
-struct Entry {
+struct Tree {
     val: u64,
     spout_task: TaskId,
     failed: bool,
@@ -110,7 +111,7 @@ struct Entry {
 /// The acker's state, independent of how messages reach it.
 #[derive(Debug)]
 pub struct Acker {
-    trees: IdMap<Entry>,
+    trees: IdMap<Tree>,
     timeout_ticks: u32,
     now: u32,
 }
@@ -132,55 +133,37 @@ impl Acker {
     /// Applies one message; `emit(spout_task, outcome)` is called for a tree that completes.
     #[inline]
     pub fn handle(&mut self, msg: AckerMsg, emit: &mut impl FnMut(TaskId, Outcome)) {
-        let now = self.now;
-        let (root, entry) = match msg {
-            AckerMsg::Init { root, val, spout_task } => {
-                let e =
-                    self.trees.entry(root).or_insert(Entry { val: 0, spout_task, failed: false, born: now });
-                e.val ^= val;
-                e.spout_task = spout_task;
-                (root, e)
-            }
-            AckerMsg::Ack { root, val } => {
-                let e = self.trees.entry(root).or_insert(Entry {
-                    val: 0,
-                    spout_task: NO_SPOUT,
-                    failed: false,
-                    born: now,
-                });
-                e.val ^= val;
-                (root, e)
-            }
-            AckerMsg::Fail { root } => {
-                let e = self.trees.entry(root).or_insert(Entry {
-                    val: 0,
-                    spout_task: NO_SPOUT,
-                    failed: false,
-                    born: now,
-                });
-                e.failed = true;
-                (root, e)
-            }
+        let (root, val, spout_task, failed) = match msg {
+            AckerMsg::Init { root, val, spout_task } => (root, val, spout_task, false),
+            AckerMsg::Ack { root, val } => (root, val, NO_SPOUT, false),
+            AckerMsg::Fail { root } => (root, 0, NO_SPOUT, true),
             AckerMsg::Reset { root } => {
                 if let Some(e) = self.trees.get_mut(&root) {
-                    e.born = now;
+                    e.born = self.now;
                 }
                 return;
             }
         };
-        if entry.spout_task == NO_SPOUT {
+        // One lookup per message: update in place, remove through the same entry.
+        let mut entry = match self.trees.entry(root) {
+            Entry::Occupied(o) => o,
+            Entry::Vacant(v) => {
+                v.insert(Tree { val, spout_task, failed, born: self.now });
+                return; // a tree's first message cannot complete it
+            }
+        };
+        let tree = entry.get_mut();
+        tree.val ^= val;
+        tree.failed |= failed;
+        if spout_task != NO_SPOUT {
+            tree.spout_task = spout_task;
+        }
+        if tree.spout_task == NO_SPOUT || (tree.val != 0 && !tree.failed) {
             return;
         }
-        let outcome = if entry.failed {
-            Outcome { root, acked: false }
-        } else if entry.val == 0 {
-            Outcome { root, acked: true }
-        } else {
-            return;
-        };
-        let task = entry.spout_task;
-        self.trees.remove(&root);
-        emit(task, outcome);
+        let (task, acked) = (tree.spout_task, !tree.failed);
+        entry.remove();
+        emit(task, Outcome { root, acked });
     }
 
     /// Advances the clock to `now` ticks (of [`TICK`]) and fails every tree older than the

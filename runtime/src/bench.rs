@@ -119,6 +119,9 @@ impl Spout for SentenceSpout {
 
     async fn ack(&mut self, msg_id: MessageId) {
         self.acked += 1;
+        if self.rate == 0 {
+            return; // latency is measured only at a fixed rate
+        }
         if let (Some(i), Some(started)) = (msg_id.as_i64(), self.started) {
             if let Some(at) = self.emitted_at.remove(&(i as u64)) {
                 if at.duration_since(started) >= self.warmup {
@@ -130,7 +133,9 @@ impl Spout for SentenceSpout {
 
     async fn fail(&mut self, msg_id: MessageId) {
         if let Some(i) = msg_id.as_i64() {
-            self.emitted_at.remove(&(i as u64));
+            if self.rate > 0 {
+                self.emitted_at.remove(&(i as u64));
+            }
             self.replay.push(i as u64);
         }
     }
