@@ -18,7 +18,7 @@ use squall_api::Role;
 use crate::plan::Plan;
 
 /// Execute latency is measured on one tuple in this many.
-pub const SAMPLE_EVERY: u64 = 16;
+pub const SAMPLE_EVERY: u64 = 64;
 
 /// A task's figures, written by its executor, read by reporters.
 #[derive(Debug)]
