@@ -123,6 +123,13 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Every mistake of a topology file, then a one-line verdict.
+fn report_mistakes(file: &std::path::Path, diagnostics: &topology::Diagnostics) -> ExitCode {
+    eprintln!("{diagnostics}");
+    let n = diagnostics.0.len();
+    fail(&format!("{} has {n} mistake{}", file.display(), if n == 1 { "" } else { "s" }))
+}
+
 async fn run(cli: Cli, registry: Registry) -> ExitCode {
     match cli.command {
         Command::Validate { file } => match topology::load(&file, &registry) {
@@ -138,20 +145,12 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(diagnostics) => {
-                eprintln!("{diagnostics}");
-                let n = diagnostics.0.len();
-                eprintln!("error: {} has {n} mistake{}", file.display(), if n == 1 { "" } else { "s" });
-                ExitCode::FAILURE
-            }
+            Err(diagnostics) => report_mistakes(&file, &diagnostics),
         },
         Command::Local { file, duration, json } => {
             let def = match topology::load(&file, &registry) {
                 Ok(def) => def,
-                Err(diagnostics) => {
-                    eprintln!("{diagnostics}");
-                    return fail(&format!("{} is not a valid topology (see above)", file.display()));
-                }
+                Err(diagnostics) => return report_mistakes(&file, &diagnostics),
             };
             let opts = LocalOptions { duration, progress: true };
             match local::run(&def, &registry, &opts).await {

@@ -349,7 +349,7 @@ inputs = [{ from = "numbers" }]
         [
             "bad.toml:11:10: invalid config for kind \"flaky\": fail_fraction must be between \
              0.0 and 1.0, got 1.5",
-            "error: bad.toml is not a valid topology (see above)",
+            "error: bad.toml has 1 mistake",
         ],
         "{out}"
     );
