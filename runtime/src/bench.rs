@@ -65,10 +65,13 @@ struct SpoutConfig {
     rate: u64,
     #[serde(default)]
     warmup_secs: u64,
+    /// Emit with message ids (WC-1 with acking on).
+    reliable: bool,
 }
 
 struct SentenceSpout {
     n: u64,
+    reliable: bool,
     next: u64,
     acked: u64,
     replay: Vec<u64>,
@@ -112,7 +115,11 @@ impl Spout for SentenceSpout {
             }
             let mut values = Values::new();
             values.push(Value::from_static(SENTENCES[(i % 5) as usize]));
-            out.emit_with_id(values, Value::Int(i as i64))?;
+            if self.reliable {
+                out.emit_with_id(values, Value::Int(i as i64))?;
+            } else {
+                out.emit(values)?;
+            }
         }
         Ok(())
     }
@@ -202,6 +209,7 @@ fn registry(shared: &Arc<Shared>) -> Registry {
     r.spout("wc1-sentences", move |c: SpoutConfig| {
         Ok(SentenceSpout {
             n: c.n,
+            reliable: c.reliable,
             next: 0,
             acked: 0,
             replay: Vec::new(),
@@ -234,6 +242,7 @@ fn topology(
     config.insert("n".into(), toml::Value::Integer(n as i64));
     config.insert("rate".into(), toml::Value::Integer(rate as i64));
     config.insert("warmup_secs".into(), toml::Value::Integer(warmup as i64));
+    config.insert("reliable".into(), toml::Value::Boolean(acking));
     let stream = |field: &str| StreamDecl {
         name: squall_api::DEFAULT_STREAM.into(),
         fields: Fields::new([field]),
