@@ -16,11 +16,11 @@ use squall_api::{Component, Registry, Role, TaskId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::acker;
+use crate::acker::{self, AckerMsg, Outcome};
 use crate::executor::bolt::{AnyBolt, BoltExecutor};
 use crate::executor::output::INBOX_BATCHES;
 use crate::executor::spout::SpoutExecutor;
-use crate::executor::{context, Control, Links, Output, TaskError};
+use crate::executor::{context, Control, Envelope, Links, Output, TaskError};
 use crate::metrics::{Snapshot, TopologyMetrics};
 use crate::plan::Plan;
 use crate::topology::TopologyDef;
@@ -50,48 +50,58 @@ pub struct Running {
     pub metrics: TopologyMetrics,
 }
 
+/// A task's receiving end.
+enum Inbox {
+    Bolt(mpsc::Receiver<Vec<Envelope>>),
+    Spout(mpsc::UnboundedReceiver<Vec<Outcome>>),
+    Acker(mpsc::Receiver<Vec<AckerMsg>>),
+}
+
 /// Starts the tasks `hosted` of `plan` (all of them in local mode).
 pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Running, TaskError> {
     let n = plan.task_count();
     let metrics = TopologyMetrics::new(n);
+    // Every inbox first, so that each output can be wired to the tasks it sends to.
     let mut links = Links { bolts: vec![None; n], ackers: vec![None; n] };
-    let mut bolt_inboxes: Vec<Option<mpsc::Receiver<_>>> = (0..n).map(|_| None).collect();
-    let mut acker_inboxes: Vec<Option<mpsc::Receiver<_>>> = (0..n).map(|_| None).collect();
-    let mut spout_links: Vec<Option<mpsc::UnboundedSender<_>>> = vec![None; n];
-    let mut spout_inboxes: Vec<Option<mpsc::UnboundedReceiver<_>>> = (0..n).map(|_| None).collect();
+    let mut spout_links = vec![None; n];
+    let mut inboxes: Vec<Option<Inbox>> = (0..n).map(|_| None).collect();
     for &t in hosted {
         let i = t as usize;
-        match plan.task_component[i].map(|c| plan.components[c].role) {
+        inboxes[i] = Some(match plan.task_component[i].map(|c| plan.components[c].role) {
             Some(Role::Bolt) => {
                 let (tx, rx) = mpsc::channel(INBOX_BATCHES);
                 links.bolts[i] = Some(tx);
-                bolt_inboxes[i] = Some(rx);
+                Inbox::Bolt(rx)
             }
             Some(Role::Spout) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 spout_links[i] = Some(tx);
-                spout_inboxes[i] = Some(rx);
+                Inbox::Spout(rx)
             }
             None => {
                 let (tx, rx) = mpsc::channel(INBOX_BATCHES);
                 links.ackers[i] = Some(tx);
-                acker_inboxes[i] = Some(rx);
+                Inbox::Acker(rx)
             }
-        }
+        });
     }
     let (control, control_rx) = watch::channel(Control::Active);
     let timeout = Duration::from_secs(plan.settings.message_timeout_secs);
     let mut tasks = JoinSet::new();
     for &t in hosted {
         let i = t as usize;
-        let Some(component) = plan.task_component[i] else {
-            let inbox = acker_inboxes[i].take().expect("acker inbox made above");
-            let spouts = spout_links.clone();
-            tasks.spawn(async move {
-                acker::run(inbox, spouts, timeout).await;
-                Ok(())
-            });
-            continue;
+        let inbox = inboxes[i].take().expect("every hosted task got an inbox above");
+        let (component, inbox) = match (plan.task_component[i], inbox) {
+            (None, Inbox::Acker(inbox)) => {
+                let spouts = spout_links.clone();
+                tasks.spawn(async move {
+                    acker::run(inbox, spouts, timeout).await;
+                    Ok(())
+                });
+                continue;
+            }
+            (Some(component), inbox) => (component, inbox),
+            (None, _) => unreachable!("acker tasks get acker inboxes"),
         };
         let c = &plan.components[component];
         let task_error = |message: String| TaskError { component: c.id.clone(), task: t, message };
@@ -101,34 +111,36 @@ pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Runn
         let ctx = context(plan, component, t);
         let task_metrics = metrics.tasks[i].clone();
         let tick = c.tick.or_else(|| instance.tick_interval());
-        let bolt = match instance {
-            Component::Spout(spout) => {
+        match (instance, inbox) {
+            (Component::Spout(spout), Inbox::Spout(inbox)) => {
                 let exec = SpoutExecutor {
                     spout,
                     ctx,
                     out,
-                    inbox: spout_inboxes[i].take().expect("spout inbox made above"),
+                    inbox,
                     control: control_rx.clone(),
                     metrics: task_metrics,
                     max_pending: plan.settings.max_spout_pending,
                     drain: timeout + Duration::from_secs(2),
                 };
                 tasks.spawn(exec.run());
-                continue;
             }
-            Component::Bolt(b) => AnyBolt::Plain(b),
-            Component::BasicBolt(b) => AnyBolt::Basic(b),
-        };
-        let exec = BoltExecutor {
-            bolt,
-            ctx,
-            out,
-            inbox: bolt_inboxes[i].take().expect("bolt inbox made above"),
-            metrics: task_metrics,
-            metas: plan.stream_metas(),
-            tick,
-        };
-        tasks.spawn(exec.run());
+            (Component::Bolt(b), Inbox::Bolt(inbox)) => {
+                let exec = BoltExecutor::new(AnyBolt::Plain(b), ctx, out, inbox, task_metrics, plan, tick);
+                tasks.spawn(exec.run());
+            }
+            (Component::BasicBolt(b), Inbox::Bolt(inbox)) => {
+                let exec = BoltExecutor::new(AnyBolt::Basic(b), ctx, out, inbox, task_metrics, plan, tick);
+                tasks.spawn(exec.run());
+            }
+            (instance, _) => {
+                let built = instance.role();
+                return Err(task_error(format!(
+                    "kind {} builds a {built}, but the topology uses it as a {}",
+                    c.kind, c.role
+                )));
+            }
+        }
     }
     Ok(Running { tasks, control, metrics })
 }

@@ -71,6 +71,18 @@ impl BoltCollector for Collector<'_> {
 }
 
 impl BoltExecutor {
+    pub fn new(
+        bolt: AnyBolt,
+        ctx: TopologyContext,
+        out: Output,
+        inbox: mpsc::Receiver<Vec<Envelope>>,
+        metrics: Arc<TaskMetrics>,
+        plan: &crate::plan::Plan,
+        tick: Option<Duration>,
+    ) -> Self {
+        BoltExecutor { bolt, ctx, out, inbox, metrics, metas: plan.stream_metas(), tick }
+    }
+
     fn fail(&self, message: String) -> TaskError {
         TaskError { component: self.out.component().to_string(), task: self.out.task, message }
     }
