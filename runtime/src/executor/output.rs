@@ -12,6 +12,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -85,9 +86,21 @@ pub struct Output {
     pub ids: IdGen,
     targets: Vec<TaskId>,
     pub counters: Counters,
+    error_log: ErrorLog,
 }
 
 const NO_SLOT: u32 = u32::MAX;
+
+/// Errors a task logs per window; the rest are counted and summed up at the window's end.
+pub const ERRORS_LOGGED: u32 = 5;
+pub const ERROR_WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct ErrorLog {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
 
 impl Output {
     /// The output of task `task` of component `component` (an index into the plan).
@@ -160,6 +173,7 @@ impl Output {
             ids: IdGen::new(),
             targets: Vec::new(),
             counters: Counters::default(),
+            error_log: ErrorLog { window_start: Instant::now(), logged: 0, suppressed: 0 },
         })
     }
 
@@ -381,9 +395,30 @@ impl Output {
         }
     }
 
+    /// Counts an error and logs it, at most [`ERRORS_LOGGED`] per [`ERROR_WINDOW`] per task
+    /// (Storm's error throttling): a component failing on every tuple must not flood the log.
     pub fn report_error(&mut self, error: &str) {
         self.counters.errors += 1;
-        tracing::warn!(component = %self.component, task = self.task, "{error}");
+        let now = Instant::now();
+        let log = &mut self.error_log;
+        if now.duration_since(log.window_start) >= ERROR_WINDOW {
+            if log.suppressed > 0 {
+                tracing::warn!(
+                    component = %self.component,
+                    task = self.task,
+                    "{} more errors in the last {}s were not logged",
+                    log.suppressed,
+                    ERROR_WINDOW.as_secs()
+                );
+            }
+            *log = ErrorLog { window_start: now, logged: 0, suppressed: 0 };
+        }
+        if log.logged < ERRORS_LOGGED {
+            log.logged += 1;
+            tracing::warn!(component = %self.component, task = self.task, "{error}");
+        } else {
+            log.suppressed += 1;
+        }
     }
 
     /// True if some batch is full and should be sent.
