@@ -9,6 +9,7 @@
 //! outputs close with it, so shutdown flows down the graph. Queues between tasks are bounded.
 
 pub mod bolt;
+mod in_flight;
 pub mod output;
 pub mod spout;
 

@@ -6,19 +6,15 @@ use std::time::{Duration, Instant};
 use squall_api::{EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values};
 use tokio::sync::{mpsc, watch};
 
+use super::in_flight::InFlight;
 use super::{Control, Output, TaskError};
-use crate::acker::{AckerMsg, IdMap, Outcome};
+use crate::acker::{AckerMsg, Outcome};
 use crate::metrics::{new_histogram, TaskMetrics};
 
 /// How long an idle spout waits before asking again.
 const IDLE_WAIT: Duration = Duration::from_millis(1);
 /// Batches are flushed at least this often while a spout keeps emitting.
 const MAX_LINGER: Duration = Duration::from_millis(1);
-
-struct Pending {
-    msg_id: MessageId,
-    emitted: Instant,
-}
 
 pub struct SpoutExecutor {
     pub spout: Box<dyn Spout>,
@@ -35,7 +31,7 @@ pub struct SpoutExecutor {
 /// The collector handed to `next_tuple`.
 struct Collector<'a> {
     out: &'a mut Output,
-    pending: &'a mut IdMap<Pending>,
+    pending: &'a mut InFlight,
     /// Message ids to ack at once (acking off, or a tuple that went nowhere).
     instant_acks: &'a mut Vec<MessageId>,
 }
@@ -51,12 +47,12 @@ impl SpoutCollector for Collector<'_> {
     ) -> Result<(), EmitError> {
         match msg_id {
             Some(msg_id) if self.out.acking => {
-                let root = self.out.ids.next_id();
+                let root = self.pending.next_root(&mut self.out.ids);
                 let xor = self.out.emit_spout(stream, values, Some(root), direct_task)?;
                 if xor == 0 {
                     self.instant_acks.push(msg_id);
                 } else {
-                    self.pending.insert(root, Pending { msg_id, emitted: Instant::now() });
+                    self.pending.insert(root, msg_id, Instant::now());
                     let spout_task = self.out.task;
                     self.out.to_acker(AckerMsg::Init { root, val: xor, spout_task });
                 }
@@ -84,7 +80,7 @@ impl SpoutExecutor {
 
     pub async fn run(mut self) -> Result<(), TaskError> {
         self.spout.open(&self.ctx).await.map_err(|e| self.fail(format!("open failed: {e}")))?;
-        let mut pending: IdMap<Pending> = IdMap::default();
+        let mut pending = InFlight::default();
         let mut instant_acks: Vec<MessageId> = Vec::new();
         let mut histogram = new_histogram();
         let mut state = *self.control.borrow_and_update();
@@ -190,22 +186,22 @@ impl SpoutExecutor {
     async fn apply(
         &mut self,
         batch: Vec<Outcome>,
-        pending: &mut IdMap<Pending>,
+        pending: &mut InFlight,
         histogram: &mut hdrhistogram::Histogram<u64>,
     ) {
         for o in batch {
             // An outcome for a root no longer pending was already reported: ignore it.
-            let Some(p) = pending.remove(&o.root) else {
+            let Some((msg_id, emitted)) = pending.remove(o.root) else {
                 continue;
             };
             if o.acked {
-                let us = p.emitted.elapsed().as_micros() as u64;
+                let us = emitted.elapsed().as_micros() as u64;
                 let _ = histogram.record(us.max(1));
                 self.out.counters.acked += 1;
-                self.spout.ack(p.msg_id).await;
+                self.spout.ack(msg_id).await;
             } else {
                 self.out.counters.failed += 1;
-                self.spout.fail(p.msg_id).await;
+                self.spout.fail(msg_id).await;
             }
         }
     }
