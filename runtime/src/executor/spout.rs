@@ -34,6 +34,8 @@ struct Collector<'a> {
     pending: &'a mut InFlight,
     /// Message ids to ack at once (acking off, or a tuple that went nowhere).
     instant_acks: &'a mut Vec<MessageId>,
+    /// The emit time of this call's reliable tuples: read once per call, not per tuple.
+    now: Option<Instant>,
 }
 
 impl SpoutCollector for Collector<'_> {
@@ -52,7 +54,8 @@ impl SpoutCollector for Collector<'_> {
                 if xor == 0 {
                     self.instant_acks.push(msg_id);
                 } else {
-                    self.pending.insert(root, msg_id, Instant::now());
+                    let now = *self.now.get_or_insert_with(Instant::now);
+                    self.pending.insert(root, msg_id, now);
                     let spout_task = self.out.task;
                     self.out.to_acker(AckerMsg::Init { root, val: xor, spout_task });
                 }
@@ -121,8 +124,12 @@ impl SpoutExecutor {
             let mut emitted = false;
             if state == Control::Active && room {
                 let before = self.out.counters.emitted;
-                let mut collector =
-                    Collector { out: &mut self.out, pending: &mut pending, instant_acks: &mut instant_acks };
+                let mut collector = Collector {
+                    out: &mut self.out,
+                    pending: &mut pending,
+                    instant_acks: &mut instant_acks,
+                    now: None,
+                };
                 if let Err(e) = self.spout.next_tuple(&mut collector).await {
                     self.out.report_error(&format!("next_tuple failed: {e}"));
                 }
@@ -189,13 +196,14 @@ impl SpoutExecutor {
         pending: &mut InFlight,
         histogram: &mut hdrhistogram::Histogram<u64>,
     ) {
+        let now = Instant::now();
         for o in batch {
             // An outcome for a root no longer pending was already reported: ignore it.
             let Some((msg_id, emitted)) = pending.remove(o.root) else {
                 continue;
             };
             if o.acked {
-                let us = emitted.elapsed().as_micros() as u64;
+                let us = now.saturating_duration_since(emitted).as_micros() as u64;
                 let _ = histogram.record(us.max(1));
                 self.out.counters.acked += 1;
                 self.spout.ack(msg_id).await;
