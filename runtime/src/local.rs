@@ -21,7 +21,7 @@ use crate::executor::bolt::{AnyBolt, BoltExecutor};
 use crate::executor::output::INBOX_BATCHES;
 use crate::executor::spout::SpoutExecutor;
 use crate::executor::{context, Control, Envelope, Links, Output, TaskError};
-use crate::metrics::{Snapshot, TopologyMetrics};
+use crate::metrics::{human, Snapshot, TopologyMetrics};
 use crate::plan::Plan;
 use crate::topology::TopologyDef;
 
@@ -257,16 +257,5 @@ impl ProgressReporter {
             ));
         }
         let _ = writeln!(std::io::stderr().lock(), "{line}");
-    }
-}
-
-/// 950, 12.3k, 4.56M.
-pub fn human(x: f64) -> String {
-    if x < 1e3 {
-        format!("{x:.0}")
-    } else if x < 1e6 {
-        format!("{:.1}k", x / 1e3)
-    } else {
-        format!("{:.2}M", x / 1e6)
     }
 }

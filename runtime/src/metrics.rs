@@ -222,3 +222,14 @@ pub fn fmt_us(us: f64) -> String {
         format!("{:.2}s", us / 1_000_000.0)
     }
 }
+
+/// 950, 12.3k, 4.56M.
+pub fn human(x: f64) -> String {
+    if x < 1e3 {
+        format!("{x:.0}")
+    } else if x < 1e6 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{:.2}M", x / 1e6)
+    }
+}
