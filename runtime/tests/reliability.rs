@@ -126,7 +126,8 @@ impl Bolt for Sink {
 /// Never acks anything.
 struct BlackHole;
 
-/// Holds each input for 2.5 s, resetting its timeout every 250 ms, then acks it.
+/// Holds each input for 2.5 s (longer than the test's 2 s timeout), resetting its timeout
+/// every 250 ms, then acks it.
 struct Patient;
 
 #[async_trait]
@@ -319,7 +320,7 @@ async fn acking_off_acks_at_emit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_timeout_keeps_a_slow_tree_alive() {
     let seen = Arc::new(Seen::default());
-    let settings = Settings { message_timeout_secs: 1, ..Settings::default() };
+    let settings = Settings { message_timeout_secs: 2, ..Settings::default() };
     let def = topology(numbers(1, true), vec![component("patient", "patient", 1, Some("numbers"))], settings);
     local::run(&def, &registry(&seen), &LocalOptions::default()).await.unwrap();
     assert!(seen.fails.lock().unwrap().is_empty(), "the tree timed out despite reset_timeout");
