@@ -4,12 +4,14 @@
 //! to its shared [`TaskMetrics`] with relaxed stores after each batch, so the per-tuple cost is
 //! an increment. Execute latency is sampled (one tuple in [`SAMPLE_EVERY`]); complete latency
 //! (spout emit to ack) is recorded for every acked tuple in a histogram merged into the shared
-//! one about once a second. [`Snapshot`]s sum tasks per component; their JSON form is the one of
+//! one about once a second. Capacity is derived: executed × mean execute latency over the time
+//! since the tasks started. [`Snapshot`]s sum tasks per component; their JSON form is the one of
 //! DESIGN.md's "Machine-readable output".
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -101,8 +103,10 @@ pub struct ComponentStats {
     pub complete_latency_p99_us: f64,
     pub complete_latency_p999_us: f64,
     pub queue_depth: i64,
-    #[serde(skip)]
-    pub execute_ns: u64,
+    /// Storm's capacity: the share of the time a task of the component spent executing
+    /// (executed × mean execute latency ÷ time since start), averaged over its tasks.
+    /// Near 1: the component is the bottleneck, give it more parallelism.
+    pub capacity: f64,
 }
 
 /// A topology's figures at one moment.
@@ -116,11 +120,15 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 pub struct TopologyMetrics {
     pub tasks: Vec<Arc<TaskMetrics>>,
+    pub started: Instant,
 }
 
 impl TopologyMetrics {
     pub fn new(task_count: usize) -> Self {
-        TopologyMetrics { tasks: (0..task_count).map(|_| Arc::new(TaskMetrics::default())).collect() }
+        TopologyMetrics {
+            tasks: (0..task_count).map(|_| Arc::new(TaskMetrics::default())).collect(),
+            started: Instant::now(),
+        }
     }
 
     /// Sums every component's tasks (ackers are not listed).
@@ -145,7 +153,7 @@ impl TopologyMetrics {
                 complete_latency_p99_us: 0.0,
                 complete_latency_p999_us: 0.0,
                 queue_depth: 0,
-                execute_ns: 0,
+                capacity: 0.0,
             };
             let (mut ns, mut samples) = (0u64, 0u64);
             let mut complete = new_histogram();
@@ -168,7 +176,9 @@ impl TopologyMetrics {
             }
             if samples > 0 {
                 s.execute_latency_us = ns as f64 / samples as f64 / 1000.0;
-                s.execute_ns = (ns as f64 / samples as f64 * s.executed as f64) as u64;
+                let busy_ns = ns as f64 / samples as f64 * s.executed as f64;
+                let elapsed_ns = self.started.elapsed().as_nanos() as f64 * s.tasks as f64;
+                s.capacity = (busy_ns / elapsed_ns.max(1.0)).min(1.0);
             }
             if !complete.is_empty() {
                 s.complete_latency_p50_us = complete.value_at_quantile(0.5) as f64;
