@@ -14,14 +14,8 @@ use squall_api::{BoxError, Value};
 
 use crate::random_word::RandomChoice;
 
-/// The sentences of Storm's `RandomSentenceSpout`.
-pub const SENTENCES: [&str; 5] = [
-    "the cow jumped over the moon",
-    "an apple a day keeps the doctor away",
-    "four score and seven years ago",
-    "snow white and the seven dwarfs",
-    "i am at two with nature",
-];
+/// The sentences of Storm's `RandomSentenceSpout`, the same five WC-1 cycles through.
+pub use squall_runtime::bench::SENTENCES;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -97,28 +97,13 @@ impl SpoutExecutor {
         let mut last_flush = Instant::now();
         let mut last_merge = Instant::now();
         let mut calls: u64 = 0;
-        // Set when `changed()` consumed a control update that the loop has yet to apply.
-        let mut control_seen = false;
         loop {
             // Outcomes first: they free pending slots and may queue replays.
             while let Ok(batch) = self.inbox.try_recv() {
                 self.apply(batch, &mut pending, &mut histogram).await;
             }
-            if control_open
-                && (std::mem::take(&mut control_seen) || self.control.has_changed().unwrap_or(false))
-            {
-                let next = *self.control.borrow_and_update();
-                if next != state {
-                    match (state, next) {
-                        (Control::Active, _) => self.spout.deactivate().await,
-                        (Control::Inactive, Control::Active) => self.spout.activate().await,
-                        _ => {}
-                    }
-                    if next == Control::Stop {
-                        stop_deadline = Some(Instant::now() + self.drain);
-                    }
-                    state = next;
-                }
+            if control_open && self.control.has_changed().unwrap_or(false) {
+                self.follow_control(&mut state, &mut stop_deadline).await;
             }
             let room = self.max_pending == 0 || pending.len() < self.max_pending;
             let mut emitted = false;
@@ -177,7 +162,7 @@ impl SpoutExecutor {
                     None => inbox_open = false,
                 },
                 changed = self.control.changed(), if control_open => match changed {
-                    Ok(()) => control_seen = true,
+                    Ok(()) => self.follow_control(&mut state, &mut stop_deadline).await,
                     Err(_) => control_open = false,
                 },
                 _ = tokio::time::sleep(wait) => {}
@@ -188,6 +173,23 @@ impl SpoutExecutor {
         self.out.counters.publish(&self.metrics);
         self.merge(&mut histogram);
         Ok(())
+    }
+
+    /// Applies the latest control value: (de)activates the spout, and on stop starts the drain.
+    async fn follow_control(&mut self, state: &mut Control, stop_deadline: &mut Option<Instant>) {
+        let next = *self.control.borrow_and_update();
+        if next == *state {
+            return;
+        }
+        match (*state, next) {
+            (Control::Active, _) => self.spout.deactivate().await,
+            (Control::Inactive, Control::Active) => self.spout.activate().await,
+            _ => {}
+        }
+        if next == Control::Stop {
+            *stop_deadline = Some(Instant::now() + self.drain);
+        }
+        *state = next;
     }
 
     async fn apply(
