@@ -7,6 +7,7 @@
 
 pub mod acker;
 pub mod bench;
+pub mod broker;
 pub mod cli;
 pub mod executor;
 pub mod grouping;
