@@ -41,6 +41,10 @@ enum Command {
         /// Print the end-of-run summary as JSON on stdout
         #[arg(long)]
         json: bool,
+        /// The embedded log's directory, for components with `broker = "embedded"`
+        /// [default: $SQUALL_DATA_DIR, else ./squall-data]
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Check a topology file and print every mistake with file:line:col
     Validate {
@@ -84,6 +88,18 @@ enum Workload {
         /// Measured seconds, after a 5 s warm-up
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+    },
+    /// LOG-1: broker to broker with acking on, M records of 100 bytes
+    Log1 {
+        /// Records
+        #[arg(long, default_value_t = 1_000_000)]
+        m: u64,
+        /// Worker processes
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// The broker the records go through
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "kafka"])]
+        broker: String,
     },
 }
 
@@ -148,7 +164,10 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
             }
             Err(diagnostics) => report_mistakes(&file, &diagnostics),
         },
-        Command::Local { file, duration, json } => {
+        Command::Local { file, duration, json, data_dir } => {
+            if let Some(dir) = data_dir {
+                crate::broker::set_data_dir(dir);
+            }
             let def = match topology::load(&file, &registry) {
                 Ok(def) => def,
                 Err(diagnostics) => return report_mistakes(&file, &diagnostics),
@@ -182,6 +201,9 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                 }
                 Workload::Lat1 { rate, p, workers, seconds } => {
                     bench::lat1(&bench::Lat1 { rate, p, workers, seconds, warmup: 5 }).await
+                }
+                Workload::Log1 { m, workers, broker } => {
+                    bench::log1(&bench::Log1 { m, workers, broker }).await
                 }
             };
             match line {

@@ -13,5 +13,6 @@ pub mod executor;
 pub mod grouping;
 pub mod local;
 pub mod metrics;
+pub mod offsets;
 pub mod plan;
 pub mod topology;

@@ -21,6 +21,7 @@ pub mod word_count;
 mod testkit;
 
 use squall_api::{NoConfig, Registry};
+use squall_runtime::broker;
 
 /// Every shipped component kind.
 pub fn registry() -> Registry {
@@ -34,7 +35,9 @@ pub fn registry() -> Registry {
         .basic_bolt("exclamation", exclamation::build)
         .bolt("flaky", flaky::build)
         .basic_bolt("file-sink", file_sink::build)
-        .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()));
+        .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()))
+        .spout("log-spout", broker::spout::build)
+        .bolt("log-sink", broker::sink::build);
     registry
 }
 
@@ -45,11 +48,13 @@ mod tests {
     use squall_api::Role;
 
     /// Each kind with the least config it builds from.
-    const KINDS: [(&str, Role, &str); 9] = [
+    const KINDS: [(&str, Role, &str); 11] = [
         ("exclamation", Role::Bolt, ""),
         ("file-sink", Role::Bolt, r#"path = "out.jsonl""#),
         ("flaky", Role::Bolt, ""),
         ("log", Role::Bolt, ""),
+        ("log-sink", Role::Bolt, r#"topic = "out""#),
+        ("log-spout", Role::Spout, r#"topic = "in""#),
         ("random-sentence", Role::Spout, ""),
         ("random-word", Role::Spout, ""),
         ("sequence", Role::Spout, "count = 1"),
@@ -85,7 +90,7 @@ mod tests {
     fn only_sinks_declare_no_outputs() {
         for (kind, _, config) in KINDS {
             let streams = build(kind, config).unwrap().declare_outputs();
-            let is_sink = matches!(kind, "file-sink" | "log");
+            let is_sink = matches!(kind, "file-sink" | "log" | "log-sink");
             assert_eq!(streams.streams().is_empty(), is_sink, "{kind}");
         }
     }

@@ -15,10 +15,13 @@ pub mod client;
 pub mod error;
 pub mod frame;
 pub mod log;
+pub mod partitioner;
 pub mod protocol;
 pub mod record;
 pub mod remote;
 pub mod server;
+pub mod sink;
+pub mod spout;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -1,4 +1,4 @@
-//! Benchmarks: `squall bench wc1` and `squall bench lat1` (../shared/WORKLOADS.md).
+//! Benchmarks: `squall bench wc1`, `lat1` and `log1` (../shared/WORKLOADS.md).
 //!
 //! Contract: each workload builds its topology in code from components private to this module
 //! (a sentence spout cycling through WC-1's five sentences, a splitter, and a counter keeping
@@ -10,6 +10,10 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod log1;
+
+pub use log1::{log1, Log1};
 
 use hdrhistogram::Histogram;
 use serde::Deserialize;

@@ -1,0 +1,228 @@
+//! LOG-1 (../shared/WORKLOADS.md): broker to broker with acking on, through the embedded log.
+//!
+//! Contract: in a fresh temporary data directory, fills a topic of 3 partitions with M records
+//! (key = the record's number as decimal text, value = 100 bytes), then runs log-spout (with
+//! `stop_at_end`) → a transform (appends "!" to the value, keeps the key) → log-sink into a
+//! second topic of 3 partitions, exactly as `squall local` would, and times it until every
+//! record is acked and committed. It then reads the output topic back: `missing` counts input
+//! keys absent from it, `duplicates` the records beyond one per key. The directory is removed.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use squall_api::{
+    async_trait, values, BasicBolt, BasicCollector, BoxError, Fields, NoConfig, OutputDeclarer, Registry,
+    StreamDecl, Tuple, Value,
+};
+
+use crate::broker::{self, Broker, NewRecord, TopicConfig};
+use crate::local::{self, LocalOptions};
+use crate::topology::{ComponentDef, GroupingDef, InputDef, Settings, TopologyDef};
+
+/// LOG-1's parameters.
+#[derive(Debug, Clone)]
+pub struct Log1 {
+    pub m: u64,
+    pub workers: usize,
+    /// Where the records go through: "embedded" (Kafka comes with the Kafka spout and sink).
+    pub broker: String,
+}
+
+const PARTITIONS: u32 = 3;
+const VALUE_BYTES: usize = 100;
+const INPUT: &str = "log1-in";
+const OUTPUT: &str = "log1-out";
+
+/// Runs LOG-1 and returns its line.
+pub async fn log1(b: &Log1) -> Result<String, BoxError> {
+    super::single_process(b.workers)?;
+    if b.broker != "embedded" {
+        return Err(format!("--broker {}: this build has only the embedded broker", b.broker).into());
+    }
+    let dir = TempDir::new()?;
+    broker::set_data_dir(dir.0.clone());
+    if broker::data_dir() != dir.0 {
+        return Err("the data directory was already set in this process".into());
+    }
+    let broker = Broker::connect("embedded").await?;
+    broker.create_topic(INPUT, TopicConfig::new(PARTITIONS)).await?;
+    broker.create_topic(OUTPUT, TopicConfig::new(PARTITIONS)).await?;
+    fill(&broker, b.m).await?;
+
+    let result = local::run(&topology(), &registry(), &LocalOptions::default()).await?;
+    let secs = result.elapsed.as_secs_f64();
+    let (missing, duplicates) = check(&broker, b.m).await?;
+    Ok(format!(
+        "squall log1 M={} workers={} seconds={:.3} records_per_s={:.0} missing={} duplicates={}",
+        b.m,
+        b.workers,
+        secs,
+        b.m as f64 / secs,
+        missing,
+        duplicates
+    ))
+}
+
+/// Appends M records, keyed 0..M, to the input topic.
+async fn fill(broker: &Broker, m: u64) -> Result<(), BoxError> {
+    let mut batches: Vec<Vec<NewRecord>> = vec![Vec::new(); PARTITIONS as usize];
+    let mut pending = Vec::new();
+    for i in 0..m {
+        let key = i.to_string();
+        let p = broker::partitioner::partition_for_key(key.as_bytes(), PARTITIONS);
+        let mut value = format!("record {key} ").into_bytes();
+        value.resize(VALUE_BYTES, b'.');
+        batches[p as usize].push(NewRecord {
+            key: Some(Bytes::from(key)),
+            value: Bytes::from(value),
+            timestamp: None,
+        });
+        if batches[p as usize].len() == 1000 || i + 1 == m {
+            for (p, batch) in batches.iter_mut().enumerate() {
+                if !batch.is_empty() {
+                    pending.push(broker.produce(INPUT, p as u32, std::mem::take(batch)).await?);
+                }
+            }
+        }
+    }
+    for p in pending {
+        p.wait().await?;
+    }
+    Ok(())
+}
+
+/// Reads the output topic back: (input keys missing from it, records beyond one per key).
+async fn check(broker: &Broker, m: u64) -> Result<(u64, u64), BoxError> {
+    let mut seen = vec![false; m as usize];
+    let (mut distinct, mut total) = (0u64, 0u64);
+    for p in 0..PARTITIONS {
+        let mut offset = 0;
+        loop {
+            let fetched = broker.fetch(OUTPUT, p, offset, 4 << 20, Duration::ZERO).await?;
+            let Some(last) = fetched.records.last() else { break };
+            offset = last.offset + 1;
+            for r in &fetched.records {
+                total += 1;
+                let key = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok());
+                match key.and_then(|k| k.parse::<usize>().ok()) {
+                    Some(i) if i < seen.len() => {
+                        if !std::mem::replace(&mut seen[i], true) {
+                            distinct += 1;
+                        }
+                    }
+                    _ => return Err(format!("unexpected key {key:?} in {OUTPUT}/{p}").into()),
+                }
+                if !r.value.ends_with(b"!") {
+                    return Err(format!("record {key:?} in {OUTPUT}/{p} was not transformed").into());
+                }
+            }
+        }
+    }
+    Ok((m - distinct, total - distinct))
+}
+
+/// Appends "!" to the record's value; keeps its key.
+struct Transform;
+
+#[async_trait]
+impl BasicBolt for Transform {
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        out.declare(["key", "value"]);
+    }
+
+    async fn execute(&mut self, input: &Tuple, out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
+        let mut value = compact_str::CompactString::from(input.get_str(1)?);
+        value.push('!');
+        out.emit(values![input.values()[0].clone(), Value::Str(value)])?;
+        Ok(())
+    }
+}
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .spout("log-spout", broker::spout::build)
+        .basic_bolt("log1-transform", |_: NoConfig| Ok(Transform))
+        .bolt("log-sink", broker::sink::build);
+    registry
+}
+
+fn topology() -> TopologyDef {
+    let table = |pairs: &[(&str, toml::Value)]| -> toml::Table {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    };
+    let component = |id: &str, kind: &str, config, inputs, fields: &[&str]| ComponentDef {
+        id: id.into(),
+        kind: kind.into(),
+        parallelism: 1,
+        config,
+        tick_secs: None,
+        inputs,
+        streams: if fields.is_empty() {
+            vec![]
+        } else {
+            vec![StreamDecl {
+                name: squall_api::DEFAULT_STREAM.into(),
+                fields: Fields::new(fields.iter().copied()),
+                direct: false,
+                passthrough: false,
+            }]
+        },
+    };
+    let shuffle = |from: &str| {
+        vec![InputDef {
+            from: from.into(),
+            stream: squall_api::DEFAULT_STREAM.into(),
+            grouping: GroupingDef::Shuffle,
+        }]
+    };
+    let spout_config =
+        table(&[("topic", INPUT.into()), ("group", "log1".into()), ("stop_at_end", true.into())]);
+    TopologyDef {
+        name: "log1".into(),
+        workers: 1,
+        settings: Settings {
+            acking: true,
+            ackers: 1,
+            message_timeout_secs: 30,
+            max_spout_pending: 0,
+            raw: toml::Table::new(),
+        },
+        spouts: vec![component(
+            "records",
+            "log-spout",
+            spout_config,
+            vec![],
+            &["key", "value", "partition", "offset"],
+        )],
+        bolts: vec![
+            component(
+                "transform",
+                "log1-transform",
+                toml::Table::new(),
+                shuffle("records"),
+                &["key", "value"],
+            ),
+            component("sink", "log-sink", table(&[("topic", OUTPUT.into())]), shuffle("transform"), &[]),
+        ],
+    }
+}
+
+/// A fresh directory under the system's temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self, BoxError> {
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("squall-log1-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,192 @@
+//! `log-sink`: appends every input tuple to a topic of the embedded log (in this process, or
+//! through a `squall broker` server) as one record.
+//!
+//! Config: `topic` (required); `broker` (`"embedded"`, the default, or a server's
+//! `host:port`); `key_field` (default `"key"`) and `value_field` (default `"value"`): the input
+//! fields the record's key and value come from; `batch` (records per append, default 256);
+//! `linger_ms` (how often partial batches are appended and durable ones acked, default 5).
+//!
+//! A record's key is its input's `key_field` (no key if the input has no such field, or it is
+//! null) and its value the `value_field`: strings as their UTF-8 bytes, bytes as they are, any
+//! other value as its JSON text. A keyed record goes to the partition its key hashes to (as
+//! with `squall topic produce`); unkeyed batches go round-robin.
+//!
+//! Contract: an input is acked only once its record is durable under the topic's fsync policy;
+//! if the append fails, its inputs are failed (so their spouts replay them). An input without
+//! the value field fails with an error that names the field.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use squall_api::{async_trait, Bolt, BoltCollector, BoxError, TopologyContext, Tuple, Value};
+
+use super::partitioner::{partition_for_key, RoundRobin};
+use super::spout::embedded;
+use super::{Broker, NewRecord, Pending};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub topic: String,
+    #[serde(default = "embedded")]
+    pub broker: String,
+    #[serde(default = "default_key_field")]
+    pub key_field: String,
+    #[serde(default = "default_value_field")]
+    pub value_field: String,
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+}
+
+fn default_key_field() -> String {
+    "key".to_string()
+}
+fn default_value_field() -> String {
+    "value".to_string()
+}
+fn default_batch() -> usize {
+    256
+}
+fn default_linger_ms() -> u64 {
+    5
+}
+
+/// The `log-sink` factory.
+pub fn build(config: Config) -> Result<LogSink, BoxError> {
+    if config.topic.is_empty() {
+        return Err("`topic` must not be empty".into());
+    }
+    if config.batch == 0 {
+        return Err("`batch` must be at least 1".into());
+    }
+    if config.linger_ms == 0 {
+        return Err("`linger_ms` must be at least 1".into());
+    }
+    Ok(LogSink { config, open: None })
+}
+
+pub struct LogSink {
+    config: Config,
+    open: Option<Open>,
+}
+
+struct Open {
+    broker: Broker,
+    partitions: u32,
+    /// Per partition: records not yet appended, and their inputs.
+    batches: Vec<(Vec<NewRecord>, Vec<Tuple>)>,
+    /// Appends on their way to durability, with the inputs to ack then.
+    in_flight: VecDeque<(Pending, Vec<Tuple>)>,
+    round_robin: RoundRobin,
+    /// Where the next unkeyed record goes.
+    unkeyed: u32,
+}
+
+#[async_trait]
+impl Bolt for LogSink {
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.config.linger_ms))
+    }
+
+    async fn prepare(&mut self, _ctx: &TopologyContext) -> Result<(), BoxError> {
+        let broker = Broker::connect(&self.config.broker).await?;
+        let partitions = broker.describe(&self.config.topic).await?.partitions.len() as u32;
+        let batches = (0..partitions).map(|_| (Vec::new(), Vec::new())).collect();
+        let mut round_robin = RoundRobin::default();
+        let unkeyed = round_robin.next(partitions);
+        self.open =
+            Some(Open { broker, partitions, batches, in_flight: VecDeque::new(), round_robin, unkeyed });
+        Ok(())
+    }
+
+    async fn execute(&mut self, input: Tuple, out: &mut dyn BoltCollector) -> Result<(), BoxError> {
+        let Some(open) = self.open.as_mut() else { return Err("log-sink is not prepared".into()) };
+        if input.is_tick() {
+            open.append_all(&self.config.topic, out).await;
+            open.ack_durable(out);
+            return Ok(());
+        }
+        let key = match input.get(self.config.key_field.as_str()) {
+            Ok(Value::Null) | Err(_) => None,
+            Ok(v) => Some(to_bytes(v)),
+        };
+        let value = match input.get(self.config.value_field.as_str()) {
+            Ok(v) => to_bytes(v),
+            Err(e) => return Err(format!("no value for the record: {e}").into()),
+        };
+        let partition = match &key {
+            Some(key) => partition_for_key(key, open.partitions),
+            None => open.unkeyed,
+        };
+        let (records, inputs) = &mut open.batches[partition as usize];
+        records.push(NewRecord { key, value, timestamp: None });
+        inputs.push(input);
+        if records.len() >= self.config.batch {
+            open.append(&self.config.topic, partition, out).await;
+            if partition == open.unkeyed {
+                open.unkeyed = open.round_robin.next(open.partitions);
+            }
+            open.ack_durable(out);
+        }
+        Ok(())
+    }
+}
+
+impl Open {
+    /// Appends one partition's batch; its inputs are acked once it is durable.
+    async fn append(&mut self, topic: &str, partition: u32, out: &mut dyn BoltCollector) {
+        let (records, inputs) = &mut self.batches[partition as usize];
+        if records.is_empty() {
+            return;
+        }
+        let records = std::mem::take(records);
+        let inputs = std::mem::take(inputs);
+        match self.broker.produce(topic, partition, records).await {
+            Ok(pending) => self.in_flight.push_back((pending, inputs)),
+            Err(e) => {
+                out.report_error(&format!("append to `{topic}`/{partition} failed: {e}"));
+                inputs.into_iter().for_each(|t| out.fail(t));
+            }
+        }
+    }
+
+    async fn append_all(&mut self, topic: &str, out: &mut dyn BoltCollector) {
+        for partition in 0..self.partitions {
+            self.append(topic, partition, out).await;
+        }
+    }
+
+    /// Acks the inputs of every append that is durable by now (fails those of failed ones).
+    fn ack_durable(&mut self, out: &mut dyn BoltCollector) {
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            match self.in_flight[i].0.try_done() {
+                None => i += 1,
+                Some(result) => {
+                    let Some((_, inputs)) = self.in_flight.remove(i) else { break };
+                    match result {
+                        Ok(_) => inputs.into_iter().for_each(|t| out.ack(t)),
+                        Err(e) => {
+                            out.report_error(&format!("append failed: {e}"));
+                            inputs.into_iter().for_each(|t| out.fail(t));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A value as record bytes: strings as UTF-8, bytes as they are, anything else as JSON text.
+fn to_bytes(value: &Value) -> Bytes {
+    match value {
+        Value::Str(s) => Bytes::copy_from_slice(s.as_bytes()),
+        Value::Bytes(b) => Bytes::copy_from_slice(b),
+        Value::Null => Bytes::new(),
+        other => Bytes::from(serde_json::to_vec(other).unwrap_or_default()),
+    }
+}
