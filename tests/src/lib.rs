@@ -285,6 +285,17 @@ impl Running {
         assert_eq!(rc, 0, "kill -INT {pid}: {}", std::io::Error::last_os_error());
     }
 
+    /// Sends SIGKILL, as `kill -9` would: the process dies at once, with no cleanup. Returns
+    /// what it printed.
+    #[cfg(unix)]
+    pub fn kill_hard(self) -> Outcome {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: as in `interrupt`: a valid signal to our own child, not reaped yet.
+        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(rc, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+        self.wait_for_exit(DEFAULT_TIMEOUT)
+    }
+
     /// Waits up to `timeout` (from now) for the process to end and returns what it did;
     /// kills it and panics with its output so far if it does not.
     pub fn wait_for_exit(mut self, timeout: Duration) -> Outcome {
