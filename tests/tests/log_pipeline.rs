@@ -142,9 +142,10 @@ fn killed_run_resumes_from_committed_offsets_without_loss() {
     let mut first = dir.squall(["local", &file, "--data-dir", &data]).timeout(DEADLINE).spawn();
     // Progress lines come once a second: the run is under way, records are being acked.
     let acked = |line: &str| {
-        line.split("records: ").nth(1).and_then(|rest| rest.split("acked ").nth(1)).is_some_and(|n| {
-            !n.starts_with('0')
-        })
+        line.split("records: ")
+            .nth(1)
+            .and_then(|rest| rest.split("acked ").nth(1))
+            .is_some_and(|n| !n.starts_with('0'))
     };
     first.wait_for_stderr_line(DEADLINE, acked).expect("the first run acks records");
     let killed = first.kill_hard();
