@@ -250,7 +250,10 @@ impl Decoder {
 mod tests {
     use super::*;
 
-    fn frames(records: &[(u64, i64, Option<&[u8]>, &[u8])]) -> Vec<u8> {
+    /// (offset, timestamp, key, value)
+    type Rec<'a> = (u64, i64, Option<&'a [u8]>, &'a [u8]);
+
+    fn frames(records: &[Rec<'_>]) -> Vec<u8> {
         let mut buf = Vec::new();
         for &(offset, ts, key, value) in records {
             encode_into(&mut buf, offset, ts, key, value);
