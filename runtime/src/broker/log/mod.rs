@@ -57,6 +57,8 @@ pub const MAX_APPEND_BYTES: usize = 1 << 30;
 pub const MAX_PARTITIONS: u32 = 1024;
 /// The largest `segment_bytes` (index positions are 32-bit).
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+/// The longest fsync interval.
+pub const MAX_FSYNC_INTERVAL_MS: u64 = 86_400_000;
 const MAX_NAME_LEN: usize = 200;
 
 /// The storage engine of one data directory.
@@ -103,10 +105,25 @@ fn validate_config(config: &TopicConfig) -> Result<()> {
             config.segment_bytes
         )));
     }
+    if let FsyncPolicy::Interval { ms } = config.fsync {
+        if ms > MAX_FSYNC_INTERVAL_MS {
+            return Err(BrokerError::InvalidRequest(format!(
+                "the fsync interval must be at most {MAX_FSYNC_INTERVAL_MS} ms, not {ms}"
+            )));
+        }
+    }
     Ok(())
 }
 
 impl Topic {
+    fn partition(&self, name: &str, partition: u32) -> Result<Arc<Partition>> {
+        self.partitions.get(partition as usize).cloned().ok_or_else(|| BrokerError::NoSuchPartition {
+            topic: name.to_string(),
+            partition,
+            partitions: self.config.partitions,
+        })
+    }
+
     /// Opens the topic in `dir` (whose meta.json exists), recovering its partitions.
     fn open(name: &str, dir: &Path) -> Result<Topic> {
         let meta = dir.join("meta.json");
@@ -196,12 +213,7 @@ impl Log {
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
-        let t = self.topic(topic)?;
-        t.partitions.get(partition as usize).cloned().ok_or_else(|| BrokerError::NoSuchPartition {
-            topic: topic.to_string(),
-            partition,
-            partitions: t.config.partitions,
-        })
+        self.topic(topic)?.partition(topic, partition)
     }
 
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
@@ -296,7 +308,7 @@ impl Log {
     pub fn commit(&self, group: &str, topic: &str, partition: u32, offset: u64) -> Result<()> {
         validate_name("group", group)?;
         let t = self.topic(topic)?;
-        let p = self.partition(topic, partition)?;
+        let p = t.partition(topic, partition)?;
         let hw = p.high_watermark();
         if offset > hw {
             return Err(p.beyond_end(offset, hw));

@@ -528,6 +528,30 @@ fn second_open_of_a_dir_is_refused() {
 }
 
 #[test]
+fn second_open_from_another_process_is_refused() {
+    const CHILD: &str = "SQUALL_LOG_TEST_LOCKED_DIR";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        // The child: the parent holds the directory.
+        match Log::open(Path::new(&dir)) {
+            Err(BrokerError::Locked { .. }) => std::process::exit(0),
+            other => {
+                eprintln!("child expected Locked, got {:?}", other.map(|_| ()));
+                std::process::exit(1)
+            }
+        }
+    }
+    let dir = TempDir::new();
+    let log = Log::open(dir.path()).unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["broker::log::tests::second_open_from_another_process_is_refused", "--exact", "--nocapture"])
+        .env(CHILD, dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the other process could open a locked directory");
+    drop(log);
+}
+
+#[test]
 fn bad_requests_are_refused_with_their_own_errors() {
     let dir = TempDir::new();
     let log = Log::open(dir.path()).unwrap();
@@ -636,4 +660,47 @@ fn dropping_the_log_flushes_and_releases_the_directory() {
     assert!(started.elapsed() < Duration::from_secs(30), "the flusher stops promptly");
     let log = Log::open(dir.path()).unwrap();
     assert_eq!(log.durable("t", 0).unwrap(), 2);
+}
+
+/// Not a test: a rough throughput figure (`cargo test --release -- --ignored --nocapture
+/// throughput_figure`).
+#[test]
+#[ignore]
+fn throughput_figure() {
+    let dir = TempDir::new();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", config(1, FsyncPolicy::Interval { ms: 50 })).unwrap();
+    const N: u64 = 2_000_000;
+    const BATCH: u64 = 100;
+    let value = Bytes::from(vec![b'v'; 100]);
+    let batch: Vec<NewRecord> =
+        (0..BATCH).map(|_| NewRecord { key: None, value: value.clone(), timestamp: None }).collect();
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..N / BATCH {
+                log.append("t", 0, &batch).unwrap();
+            }
+        });
+        s.spawn(|| {
+            let mut offset = 0;
+            let mut bytes = 0;
+            while offset < N {
+                let fetched = log.read("t", 0, offset, 1 << 20).unwrap();
+                for r in &fetched.records {
+                    bytes += r.value.len();
+                }
+                offset += fetched.records.len() as u64;
+            }
+            assert_eq!(bytes, N as usize * 100);
+        });
+    });
+    let secs = started.elapsed().as_secs_f64();
+    println!("append+read of {N} records of 100 bytes: {:.0} records/s", N as f64 / secs);
+    let started = std::time::Instant::now();
+    let mut offset = 0;
+    while offset < N {
+        offset += log.read("t", 0, offset, 1 << 20).unwrap().records.len() as u64;
+    }
+    println!("read alone: {:.0} records/s", N as f64 / started.elapsed().as_secs_f64());
 }
