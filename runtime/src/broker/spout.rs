@@ -237,7 +237,12 @@ impl Spout for LogSpout {
             }
         }
         state.turn = state.turn.wrapping_add(1);
-        let full = state.partitions.iter().any(|p| !p.offsets.has_room(max_uncommitted));
+        // A partition at its bound commits as soon as a useful stretch is done, not per ack.
+        let stretch = (max_uncommitted / 16).max(1);
+        let full = state.partitions.iter().any(|p| {
+            !p.offsets.has_room(max_uncommitted)
+                && p.offsets.frontier() - p.offsets.committed_offset() >= stretch
+        });
         let finishing = self.config.stop_at_end && state.partitions.iter().all(Partition::drained);
         if now >= state.next_commit || full || finishing {
             if let Err(e) = state.commit().await {
