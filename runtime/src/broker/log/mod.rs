@@ -16,11 +16,11 @@
 //!   1..=1024 partitions. Unknown topics, partitions out of range and existing topics are
 //!   reported as such; every I/O error names its file.
 //! - Offsets of a partition are dense from 0; a read returns only whole, checksummed records
-//!   below the high watermark (see [`partition`] and [`segment`]), at least one if there is one
+//!   below the high watermark (see `partition.rs` and `segment.rs`), at least one if there is one
 //!   at the offset; nothing bad on disk ever panics or comes back as data.
 //! - Durability follows the topic's [`FsyncPolicy`] for appends and group commits alike;
 //!   [`Log::durable`] is the end of what is durable, [`Log::wait_durable`] waits for it without
-//!   spinning from any tokio runtime. A background thread ([`flusher`]) does the `Interval`
+//!   spinning from any tokio runtime. A background thread (`flusher.rs`) does the `Interval`
 //!   fsyncs and periodic retention; it stops when the log is dropped, and dropping the log
 //!   flushes everything (best effort).
 //! - Opening recovers every partition after a crash: nothing written completely is lost, a
@@ -190,7 +190,9 @@ impl Log {
         Ok(log)
     }
 
-    /// The process-wide log of `dir`: opened on first use, then shared by every caller.
+    /// The process-wide log of `dir`: opened on first use, then shared by every caller. It stays
+    /// open until the process exits (so its `Drop` flush does not run; `Interval` data still
+    /// reaches the disk through the flusher).
     pub fn shared(dir: &Path) -> Result<Arc<Log>> {
         std::fs::create_dir_all(dir).map_err(io_err("creating data directory", dir))?;
         let key = dir.canonicalize().map_err(io_err("resolving", dir))?;
@@ -291,7 +293,8 @@ impl Log {
         self.partition(topic, partition)?.read(offset, max_bytes)
     }
 
-    /// `read`, but at the end of the partition first waits up to `wait` for an append.
+    /// `read`, but at the end of the partition first waits up to `wait` for an append (the
+    /// tokio runtime must have its timer enabled).
     pub async fn fetch(
         &self,
         topic: &str,

@@ -552,6 +552,57 @@ fn second_open_from_another_process_is_refused() {
 }
 
 #[test]
+fn kill_9_loses_nothing_that_was_acknowledged() {
+    use std::io::BufRead;
+    const CHILD: &str = "SQUALL_LOG_TEST_APPEND_DIR";
+    let frame = frame_len(Some(b"k"), value(0).as_bytes()) as u64;
+    if let Some(dir) = std::env::var_os(CHILD) {
+        // The child: appends (small segments, so it also rolls) and reports each append's
+        // offset once it returned, until it is killed.
+        let log = Log::open(Path::new(&dir)).unwrap();
+        log.create_topic("t", TopicConfig { segment_bytes: 50 * frame, ..config(1, FsyncPolicy::Never) })
+            .unwrap();
+        let mut out = std::io::stdout().lock();
+        for i in 0.. {
+            let batch: Vec<NewRecord> = (0..3).map(|j| rec(Some("k"), &value(i * 3 + j), Some(0))).collect();
+            let first = log.append("t", 0, &batch).unwrap();
+            use std::io::Write;
+            writeln!(out, "acked {}", first + 3).unwrap();
+            out.flush().unwrap();
+        }
+    }
+    let dir = TempDir::new();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["broker::log::tests::kill_9_loses_nothing_that_was_acknowledged", "--exact", "--nocapture"])
+        .env(CHILD, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = 0;
+    // Kept open until the child is dead, so that it dies by the kill, not by a broken pipe.
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in &mut lines {
+        if let Some(n) = line.unwrap().strip_prefix("acked ") {
+            acked = n.parse().unwrap();
+            if acked >= 3000 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(lines);
+    assert!(acked >= 3000, "the child stopped early");
+    let log = Log::open(dir.path()).unwrap();
+    let hw = log.high_watermark("t", 0).unwrap();
+    assert!(hw >= acked, "acknowledged up to {acked}, recovered {hw}");
+    let all = read_all(&log, "t", 0, 0, 1 << 16);
+    assert_eq!(all.len() as u64, hw);
+    assert!(all.iter().all(|r| r.value == value(r.offset).as_bytes()));
+    assert_eq!(log.append("t", 0, &[rec(None, "after", None)]).unwrap(), hw);
+}
+
+#[test]
 fn bad_requests_are_refused_with_their_own_errors() {
     let dir = TempDir::new();
     let log = Log::open(dir.path()).unwrap();
