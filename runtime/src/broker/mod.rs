@@ -18,7 +18,9 @@ pub mod log;
 pub mod protocol;
 pub mod record;
 pub mod remote;
+pub mod partitioner;
 pub mod server;
+pub mod settings;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
