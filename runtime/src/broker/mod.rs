@@ -11,14 +11,15 @@
 //! [`FsyncPolicy`] says so, and nothing durable is lost after a crash; a group's committed
 //! offset of a partition is the next offset it will read.
 
+pub mod cli;
 pub mod client;
 pub mod error;
 pub mod frame;
 pub mod log;
+pub mod partitioner;
 pub mod protocol;
 pub mod record;
 pub mod remote;
-pub mod partitioner;
 pub mod server;
 pub mod settings;
 

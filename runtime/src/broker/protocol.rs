@@ -25,15 +25,38 @@ pub struct Request {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    CreateTopic { name: String, config: TopicConfig },
+    CreateTopic {
+        name: String,
+        config: TopicConfig,
+    },
     Topics,
-    Describe { topic: String },
-    Produce { topic: String, partition: u32, records: Vec<NewRecord> },
+    Describe {
+        topic: String,
+    },
+    Produce {
+        topic: String,
+        partition: u32,
+        records: Vec<NewRecord>,
+    },
     /// Records from `offset` on, about `max_bytes` of them; at the end of the partition, waits
     /// up to `wait_ms` for some.
-    Fetch { topic: String, partition: u32, offset: u64, max_bytes: u64, wait_ms: u64 },
-    Commit { group: String, topic: String, partition: u32, offset: u64 },
-    Committed { group: String, topic: String },
+    Fetch {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        max_bytes: u64,
+        wait_ms: u64,
+    },
+    Commit {
+        group: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    Committed {
+        group: String,
+        topic: String,
+    },
 }
 
 impl Op {
@@ -65,7 +88,9 @@ pub enum Reply {
     Topics(Vec<String>),
     Topic(TopicInfo),
     /// Produce: the first record's offset; every record is durable.
-    Produced { base_offset: u64 },
+    Produced {
+        base_offset: u64,
+    },
     Fetched(FetchedRecords),
     /// Committed: one per partition.
     Offsets(Vec<Option<u64>>),
@@ -104,10 +129,10 @@ pub fn request_id(body: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use crate::broker::error::ErrorKind;
     use crate::broker::frame;
     use crate::broker::{FsyncPolicy, GroupInfo, PartitionInfo};
+    use bytes::Bytes;
 
     fn round_trip<T>(value: &T) -> T
     where
@@ -127,18 +152,31 @@ mod tests {
                 name: "never".into(),
                 config: TopicConfig { fsync: FsyncPolicy::Never, ..config.clone() },
             },
-            Op::CreateTopic { name: "always".into(), config: TopicConfig { fsync: FsyncPolicy::Always, ..config } },
+            Op::CreateTopic {
+                name: "always".into(),
+                config: TopicConfig { fsync: FsyncPolicy::Always, ..config },
+            },
             Op::Topics,
             Op::Describe { topic: "orders".into() },
             Op::Produce {
                 topic: "orders".into(),
                 partition: 2,
                 records: vec![
-                    NewRecord { key: Some(Bytes::from_static(b"k")), value: Bytes::from_static(b"v"), timestamp: None },
+                    NewRecord {
+                        key: Some(Bytes::from_static(b"k")),
+                        value: Bytes::from_static(b"v"),
+                        timestamp: None,
+                    },
                     NewRecord { key: None, value: Bytes::from(vec![0, 255, 7]), timestamp: Some(-5) },
                 ],
             },
-            Op::Fetch { topic: "orders".into(), partition: 0, offset: u64::MAX, max_bytes: 1 << 20, wait_ms: 100 },
+            Op::Fetch {
+                topic: "orders".into(),
+                partition: 0,
+                offset: u64::MAX,
+                max_bytes: 1 << 20,
+                wait_ms: 100,
+            },
             Op::Commit { group: "g".into(), topic: "orders".into(), partition: 1, offset: 42 },
             Op::Committed { group: "g".into(), topic: "orders".into() },
         ]

@@ -289,7 +289,11 @@ async fn open(addr: &str) -> Result<Conn> {
 
 /// Writes queued frames, flushing whenever the queue is empty; half-closes the connection
 /// once every sender is gone.
-async fn write_frames(mut out: BufWriter<OwnedWriteHalf>, mut queue: mpsc::Receiver<Vec<u8>>, shared: Arc<Shared>) {
+async fn write_frames(
+    mut out: BufWriter<OwnedWriteHalf>,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+) {
     while let Some(frame) = queue.recv().await {
         let mut written = out.write_all(&frame).await;
         while written.is_ok() {
@@ -298,7 +302,12 @@ async fn write_frames(mut out: BufWriter<OwnedWriteHalf>, mut queue: mpsc::Recei
                 Err(_) => break,
             }
         }
-        if let Err(e) = async { written?; out.flush().await }.await {
+        if let Err(e) = async {
+            written?;
+            out.flush().await
+        }
+        .await
+        {
             shared.close(format!("cannot send: {e}"));
             return;
         }
@@ -385,7 +394,8 @@ impl Shared {
             tracing::debug!(addr = %self.addr, requests = pending.len(), "{message}");
         }
         for (_, waiter) in pending {
-            waiter.complete(Err(BrokerError::Connection { addr: self.addr.clone(), message: message.clone() }));
+            waiter
+                .complete(Err(BrokerError::Connection { addr: self.addr.clone(), message: message.clone() }));
         }
     }
 }
@@ -403,7 +413,11 @@ mod tests {
         (listener, addr)
     }
 
-    async fn reply(stream: &mut BufWriter<OwnedWriteHalf>, id: u64, result: std::result::Result<Reply, WireError>) {
+    async fn reply(
+        stream: &mut BufWriter<OwnedWriteHalf>,
+        id: u64,
+        result: std::result::Result<Reply, WireError>,
+    ) {
         frame::write_frame(stream, &Response { id, result }).await.unwrap();
         stream.flush().await.unwrap();
     }
@@ -425,9 +439,10 @@ mod tests {
             }
             for request in requests.into_iter().rev() {
                 let result = match request.op {
-                    Op::Describe { topic } => {
-                        Err(WireError { kind: ErrorKind::UnknownTopic, message: format!("unknown topic `{topic}`") })
-                    }
+                    Op::Describe { topic } => Err(WireError {
+                        kind: ErrorKind::UnknownTopic,
+                        message: format!("unknown topic `{topic}`"),
+                    }),
                     Op::Topics => Ok(Reply::Topics(vec!["a".into()])),
                     Op::Committed { .. } => Ok(Reply::Offsets(vec![Some(4)])),
                     other => panic!("unexpected {other:?}"),
@@ -520,7 +535,8 @@ mod tests {
             let (stream, _) = listener.accept().await.unwrap();
             let (mut r, mut w) = split(stream);
             let _ = frame::read_frame(&mut r).await.unwrap();
-            let error = WireError { kind: ErrorKind::InvalidRequest, message: "invalid request: garbage".into() };
+            let error =
+                WireError { kind: ErrorKind::InvalidRequest, message: "invalid request: garbage".into() };
             reply(&mut w, UNKNOWN_ID, Err(error)).await;
         });
         let client = RemoteClient::connect(&addr).await.unwrap();

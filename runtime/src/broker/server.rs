@@ -204,7 +204,11 @@ async fn respond(responses: &Responses, id: u64, result: Result<Reply, BrokerErr
 
 /// Writes queued responses, flushing whenever the queue is empty; half-closes the connection
 /// once every sender is gone. Ends early if the client is gone.
-async fn write_responses(mut out: BufWriter<OwnedWriteHalf>, mut queue: mpsc::Receiver<Response>, peer: SocketAddr) {
+async fn write_responses(
+    mut out: BufWriter<OwnedWriteHalf>,
+    mut queue: mpsc::Receiver<Response>,
+    peer: SocketAddr,
+) {
     while let Some(response) = queue.recv().await {
         let mut written = write_response(&mut out, &response).await;
         while written.is_ok() {
@@ -213,7 +217,12 @@ async fn write_responses(mut out: BufWriter<OwnedWriteHalf>, mut queue: mpsc::Re
                 Err(_) => break,
             }
         }
-        if let Err(e) = async { written?; out.flush().await }.await {
+        if let Err(e) = async {
+            written?;
+            out.flush().await
+        }
+        .await
+        {
             tracing::debug!(%peer, "broker: cannot send to the client: {e}");
             return;
         }
@@ -227,7 +236,8 @@ async fn write_response(out: &mut BufWriter<OwnedWriteHalf>, response: &Response
         Err(e) => {
             // Too big, say (a fetch of one huge record): the client hears why instead.
             tracing::warn!(id = response.id, "broker: cannot send a response: {e}");
-            let error = WireError { kind: ErrorKind::Other, message: format!("cannot send the response: {e}") };
+            let error =
+                WireError { kind: ErrorKind::Other, message: format!("cannot send the response: {e}") };
             frame::encode(&Response { id: response.id, result: Err(error) })
                 .map_err(|e| std::io::Error::other(e.to_string()))?
         }
