@@ -71,6 +71,7 @@ pub struct Target {
 pub enum TopicCommand {
     /// Create a topic
     Create {
+        /// The topic
         name: String,
         /// Partitions
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -95,6 +96,7 @@ pub enum TopicCommand {
     },
     /// Append records: one per stdin line, or --count generated ones
     Produce {
+        /// The topic
         name: String,
         /// Generate this many records (key: the record number) instead of reading stdin
         #[arg(long, value_name = "N")]
@@ -110,6 +112,7 @@ pub enum TopicCommand {
     },
     /// Print records as they arrive, like `tail -f`, until Ctrl-C or --count
     Tail {
+        /// The topic
         name: String,
         /// Only this partition (default: all)
         #[arg(long, value_name = "P")]
@@ -131,6 +134,7 @@ pub enum TopicCommand {
     },
     /// Partitions, high watermarks, and each consumer group's offsets and lag
     Describe {
+        /// The topic
         name: String,
         /// One JSON object: the topic's figures, with each group's lag
         #[arg(long)]

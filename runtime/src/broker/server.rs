@@ -29,7 +29,7 @@ use super::error::{ErrorKind, WireError};
 use super::frame::{self, FrameError};
 use super::log::Log;
 use super::protocol::{request_id, Op, Reply, Request, Response, UNKNOWN_ID};
-use super::BrokerError;
+use super::{BrokerError, FsyncPolicy, NewRecord};
 
 /// A fetch returns at most this many bytes of records (about), whatever it asks for.
 pub const MAX_FETCH_BYTES: usize = 16 << 20;
@@ -149,7 +149,7 @@ async fn handle(log: &Arc<Log>, request: Request, responses: &Responses, waits: 
         }
         Op::Committed { group, topic } => log.committed(&group, &topic).map(Reply::Offsets),
         Op::Produce { topic, partition, records } => {
-            let base = match log.append(&topic, partition, &records) {
+            let base = match append(log, &topic, partition, &records) {
                 Ok(base) => base,
                 Err(e) => return respond(responses, id, Err(e)).await,
             };
@@ -191,6 +191,19 @@ async fn handle(log: &Arc<Log>, request: Request, responses: &Responses, waits: 
         }
     };
     respond(responses, id, result).await
+}
+
+/// Appends `records`. Under `FsyncPolicy::Always` the append waits for its fsync, so it runs
+/// with this worker thread handed over as blocking (on a multi-threaded runtime), and the
+/// other connections are served meanwhile.
+fn append(log: &Log, topic: &str, partition: u32, records: &[NewRecord]) -> Result<u64, BrokerError> {
+    let blocking = matches!(log.fsync_policy(topic), Ok(FsyncPolicy::Always))
+        && tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+    if blocking {
+        tokio::task::block_in_place(|| log.append(topic, partition, records))
+    } else {
+        log.append(topic, partition, records)
+    }
 }
 
 /// Queues the response to `id`; false if the writer is gone.
@@ -243,4 +256,124 @@ async fn write_response(out: &mut BufWriter<OwnedWriteHalf>, response: &Response
         }
     };
     out.write_all(&frame).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use bytes::Bytes;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::broker::remote::RemoteClient;
+    use crate::broker::TopicConfig;
+
+    /// A fresh log directory, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new() -> Dir {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let name =
+                format!("squall-server-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+            let path = std::env::temp_dir().join(name);
+            let _ = std::fs::remove_dir_all(&path);
+            Dir(path)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A server on a free port; stops when the sender is dropped or sent to.
+    async fn start(dir: &Dir) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let log = Log::open(&dir.0).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(log, listener, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop, server)
+    }
+
+    fn record(value: String) -> NewRecord {
+        NewRecord { key: None, value: Bytes::from(value), timestamp: None }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_appends_keep_their_order_and_replies_come_when_durable() {
+        let dir = Dir::new();
+        let (addr, stop, server) = start(&dir).await;
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        let mut config = TopicConfig::new(1);
+        config.fsync = FsyncPolicy::Interval { ms: 5 };
+        client.create_topic("t", config).await.unwrap();
+        let mut pending = Vec::new();
+        for batch in 0..50u64 {
+            let records = (0..20).map(|i| record(format!("{}", batch * 20 + i))).collect();
+            pending.push(client.produce("t", 0, records).await.unwrap());
+        }
+        for (batch, rx) in pending.into_iter().enumerate() {
+            assert_eq!(rx.await.unwrap().unwrap(), batch as u64 * 20);
+        }
+        let info = client.describe("t").await.unwrap();
+        assert_eq!(info.partitions[0].durable, 1000, "durable once every produce is answered");
+        let mut next = 0;
+        while next < 1000 {
+            let fetched = client.fetch("t", 0, next, 4096, Duration::ZERO).await.unwrap();
+            for r in fetched.records {
+                assert_eq!((r.offset, &r.value[..]), (next, next.to_string().as_bytes()));
+                next += 1;
+            }
+        }
+        drop(stop);
+        server.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_fetch_does_not_hold_up_the_requests_behind_it() {
+        let dir = Dir::new();
+        let (addr, stop, server) = start(&dir).await;
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        client.create_topic("t", TopicConfig::new(1)).await.unwrap();
+        let waiting = tokio::spawn({
+            let client = client.clone();
+            async move { client.fetch("t", 0, 0, 1024, Duration::from_secs(25)).await }
+        });
+        // Requests on the same connection are answered while the fetch waits.
+        for _ in 0..20 {
+            assert_eq!(client.topics().await.unwrap(), ["t"]);
+        }
+        assert!(!waiting.is_finished(), "the fetch waits for a record");
+        let rx = client.produce("t", 0, vec![record("hello".into())]).await.unwrap();
+        assert_eq!(rx.await.unwrap().unwrap(), 0);
+        let fetched = waiting.await.unwrap().unwrap();
+        assert_eq!(&fetched.records[0].value[..], b"hello");
+        assert_eq!(fetched.high_watermark, 1);
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_closes_every_connection() {
+        let dir = Dir::new();
+        let (addr, stop, server) = start(&dir).await;
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        client.create_topic("t", TopicConfig::new(1)).await.unwrap();
+        let waiting = tokio::spawn({
+            let client = client.clone();
+            async move { client.fetch("t", 0, 0, 1024, Duration::from_secs(25)).await }
+        });
+        assert_eq!(client.topics().await.unwrap(), ["t"]);
+        stop.send(()).unwrap();
+        server.await.unwrap();
+        let err = waiting.await.unwrap().unwrap_err();
+        assert!(matches!(err, BrokerError::Connection { .. }), "{err:?}");
+    }
 }
