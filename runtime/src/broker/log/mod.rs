@@ -16,11 +16,11 @@
 //!   1..=1024 partitions. Unknown topics, partitions out of range and existing topics are
 //!   reported as such; every I/O error names its file.
 //! - Offsets of a partition are dense from 0; a read returns only whole, checksummed records
-//!   below the high watermark (see [`partition`] and [`segment`]), at least one if there is one
+//!   below the high watermark (see `partition.rs` and `segment.rs`), at least one if there is one
 //!   at the offset; nothing bad on disk ever panics or comes back as data.
 //! - Durability follows the topic's [`FsyncPolicy`] for appends and group commits alike;
 //!   [`Log::durable`] is the end of what is durable, [`Log::wait_durable`] waits for it without
-//!   spinning from any tokio runtime. A background thread ([`flusher`]) does the `Interval`
+//!   spinning from any tokio runtime. A background thread (`flusher.rs`) does the `Interval`
 //!   fsyncs and periodic retention; it stops when the log is dropped, and dropping the log
 //!   flushes everything (best effort).
 //! - Opening recovers every partition after a crash: nothing written completely is lost, a
@@ -57,6 +57,8 @@ pub const MAX_APPEND_BYTES: usize = 1 << 30;
 pub const MAX_PARTITIONS: u32 = 1024;
 /// The largest `segment_bytes` (index positions are 32-bit).
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+/// The longest fsync interval.
+pub const MAX_FSYNC_INTERVAL_MS: u64 = 86_400_000;
 const MAX_NAME_LEN: usize = 200;
 
 /// The storage engine of one data directory.
@@ -103,10 +105,25 @@ fn validate_config(config: &TopicConfig) -> Result<()> {
             config.segment_bytes
         )));
     }
+    if let FsyncPolicy::Interval { ms } = config.fsync {
+        if ms > MAX_FSYNC_INTERVAL_MS {
+            return Err(BrokerError::InvalidRequest(format!(
+                "the fsync interval must be at most {MAX_FSYNC_INTERVAL_MS} ms, not {ms}"
+            )));
+        }
+    }
     Ok(())
 }
 
 impl Topic {
+    fn partition(&self, name: &str, partition: u32) -> Result<Arc<Partition>> {
+        self.partitions.get(partition as usize).cloned().ok_or_else(|| BrokerError::NoSuchPartition {
+            topic: name.to_string(),
+            partition,
+            partitions: self.config.partitions,
+        })
+    }
+
     /// Opens the topic in `dir` (whose meta.json exists), recovering its partitions.
     fn open(name: &str, dir: &Path) -> Result<Topic> {
         let meta = dir.join("meta.json");
@@ -173,7 +190,9 @@ impl Log {
         Ok(log)
     }
 
-    /// The process-wide log of `dir`: opened on first use, then shared by every caller.
+    /// The process-wide log of `dir`: opened on first use, then shared by every caller. It stays
+    /// open until the process exits (so its `Drop` flush does not run; `Interval` data still
+    /// reaches the disk through the flusher).
     pub fn shared(dir: &Path) -> Result<Arc<Log>> {
         std::fs::create_dir_all(dir).map_err(io_err("creating data directory", dir))?;
         let key = dir.canonicalize().map_err(io_err("resolving", dir))?;
@@ -196,12 +215,7 @@ impl Log {
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
-        let t = self.topic(topic)?;
-        t.partitions.get(partition as usize).cloned().ok_or_else(|| BrokerError::NoSuchPartition {
-            topic: topic.to_string(),
-            partition,
-            partitions: t.config.partitions,
-        })
+        self.topic(topic)?.partition(topic, partition)
     }
 
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
@@ -279,7 +293,8 @@ impl Log {
         self.partition(topic, partition)?.read(offset, max_bytes)
     }
 
-    /// `read`, but at the end of the partition first waits up to `wait` for an append.
+    /// `read`, but at the end of the partition first waits up to `wait` for an append (the
+    /// tokio runtime must have its timer enabled).
     pub async fn fetch(
         &self,
         topic: &str,
@@ -296,7 +311,7 @@ impl Log {
     pub fn commit(&self, group: &str, topic: &str, partition: u32, offset: u64) -> Result<()> {
         validate_name("group", group)?;
         let t = self.topic(topic)?;
-        let p = self.partition(topic, partition)?;
+        let p = t.partition(topic, partition)?;
         let hw = p.high_watermark();
         if offset > hw {
             return Err(p.beyond_end(offset, hw));

@@ -278,8 +278,8 @@ impl Partition {
         if max_bytes.is_none() && max_secs.is_none() {
             return Vec::new();
         }
-        let oldest_kept =
-            max_secs.map(|secs| now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX) * 1000));
+        let oldest_kept = max_secs
+            .map(|secs| now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000)));
         let mut total: u64 = state.segments.iter().map(|s| s.size).sum();
         let mut n = 0;
         while n + 1 < state.segments.len() {
@@ -362,7 +362,8 @@ impl Partition {
 
     /// `read`, but at the end of the partition first waits up to `wait` for an append.
     pub(crate) async fn fetch(&self, offset: u64, max_bytes: usize, wait: Duration) -> Result<Fetched> {
-        let deadline = tokio::time::Instant::now() + wait;
+        // (A wait of a year or more is as good as forever.)
+        let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(365 * 86_400));
         loop {
             let mut appended = pin!(self.appended.notified());
             appended.as_mut().enable();

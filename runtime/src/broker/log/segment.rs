@@ -7,7 +7,8 @@
 //! - A segment is append-only. Its `size` counts only whole frames that were written
 //!   completely; readers get a [`ReadView`] (file handle, start position, valid length) and
 //!   read through it without any lock, never past that length.
-//! - The index is kept in memory and appended to the `.index` file as entries appear; it only
+//! - The index is kept in memory and appended to the `.index` file (in batches, and the rest
+//!   when the segment is sealed; no file handle is kept for it); it only
 //!   speeds up reads (a missing or insane index file is rebuilt by scanning the segment), so
 //!   every read still checks each frame's checksum and offset and reports
 //!   [`BrokerError::Corrupt`] (file and byte) for anything wrong.
@@ -32,6 +33,9 @@ use crate::broker::{BrokerError, Record, Result};
 
 /// Bytes of log between two index entries (at least).
 pub(crate) const INDEX_INTERVAL: u64 = 4096;
+/// An active segment's new index entries are written out this many at a time (and when it is
+/// sealed).
+const INDEX_WRITE_BATCH: usize = 64;
 const INDEX_ENTRY: usize = 8;
 /// How much a scan reads at a time.
 const SCAN_CHUNK: usize = 1 << 20;
@@ -55,8 +59,13 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) || !(ext == "log" || ext == "index") {
         return None;
     }
-    Some((stem.parse().ok()?, ext))
+    let base: u64 = stem.parse().ok()?;
+    // Offsets stay far from overflowing.
+    (base <= MAX_BASE).then_some((base, ext))
 }
+
+/// The largest base offset a segment file may have (Kafka's offsets are i64 too).
+const MAX_BASE: u64 = i64::MAX as u64;
 
 pub(crate) struct Segment {
     pub(crate) base: u64,
@@ -64,8 +73,8 @@ pub(crate) struct Segment {
     index_path: PathBuf,
     /// Open for the active segment; opened on first read for a sealed one.
     file: Option<Arc<File>>,
-    /// Only while the segment is active.
-    index_file: Option<File>,
+    /// Set once sealed: no more index writes.
+    sealed: bool,
     index: Vec<IndexEntry>,
     /// Entries of `index` already in the index file.
     index_written: usize,
@@ -117,13 +126,13 @@ impl Segment {
             .create_new(true)
             .open(&log_path)
             .map_err(io_err("creating segment", &log_path))?;
-        let index_file = open_index(&index_path, true)?;
+        open_index(&index_path, true)?;
         Ok(Segment {
             base,
             log_path,
             index_path,
             file: Some(Arc::new(file)),
-            index_file: Some(index_file),
+            sealed: false,
             index: Vec::new(),
             index_written: 0,
             last_indexed: 0,
@@ -155,13 +164,13 @@ impl Segment {
             file.set_len(scan.valid_len).map_err(io_err("truncating", &log_path))?;
             file.sync_all().map_err(io_err("syncing", &log_path))?;
         }
-        let index_file = open_index(&index_path, true)?;
+        open_index(&index_path, true)?;
         let mut segment = Segment {
             base,
             log_path,
             index_path,
             file: Some(Arc::new(file)),
-            index_file: Some(index_file),
+            sealed: false,
             last_indexed: scan.index.last().map_or(0, |e| u64::from(e.pos)),
             index: scan.index,
             index_written: 0,
@@ -169,7 +178,7 @@ impl Segment {
             next_offset: scan.next_offset,
             max_timestamp: scan.max_timestamp,
         };
-        segment.write_index();
+        segment.write_index(false)?;
         Ok(segment)
     }
 
@@ -237,7 +246,7 @@ impl Segment {
             log_path,
             index_path,
             file: None,
-            index_file: None,
+            sealed: true,
             index_written: index.len(),
             last_indexed: index.last().map_or(0, |e| u64::from(e.pos)),
             index,
@@ -264,7 +273,8 @@ impl Segment {
     #[inline]
     pub(crate) fn index_frame(&mut self, offset: u64, pos: u64) {
         if pos >= self.last_indexed + INDEX_INTERVAL {
-            if let (Ok(rel), Ok(pos32)) = (u32::try_from(offset - self.base), u32::try_from(pos)) {
+            let rel = offset.checked_sub(self.base).and_then(|r| u32::try_from(r).ok());
+            if let (Some(rel), Ok(pos32)) = (rel, u32::try_from(pos)) {
                 self.index.push(IndexEntry { rel, pos: pos32 });
                 self.last_indexed = pos;
             }
@@ -291,44 +301,53 @@ impl Segment {
         self.size += frames.len() as u64;
         self.next_offset += count;
         self.max_timestamp = self.max_timestamp.max(max_timestamp);
-        self.write_index();
+        if self.index.len() - self.index_written >= INDEX_WRITE_BATCH {
+            // Best effort: the index of an active segment is rebuilt on recovery anyway.
+            if let Err(e) = self.write_index(false) {
+                tracing::warn!("{e}");
+            }
+        }
         Ok(())
     }
 
-    /// Appends the index entries not yet in the index file (best effort: the index of an active
-    /// segment is rebuilt on recovery, a bad one of a sealed segment is detected and rebuilt).
-    fn write_index(&mut self) {
-        let Some(index_file) = &self.index_file else { return };
-        if self.index_written >= self.index.len() {
-            return;
+    /// Appends the index entries not yet in the index file (then fsyncs it if `sync`).
+    fn write_index(&mut self, sync: bool) -> Result<()> {
+        if self.index_written >= self.index.len() && !sync {
+            return Ok(());
         }
+        let index_file = open_index(&self.index_path, false)?;
         let mut bytes = Vec::with_capacity((self.index.len() - self.index_written) * INDEX_ENTRY);
         encode_index(&self.index[self.index_written..], &mut bytes);
-        match index_file.write_all_at(&bytes, (self.index_written * INDEX_ENTRY) as u64) {
-            Ok(()) => self.index_written = self.index.len(),
-            Err(e) => tracing::warn!(file = %self.index_path.display(), "could not write index: {e}"),
+        index_file
+            .write_all_at(&bytes, (self.index_written * INDEX_ENTRY) as u64)
+            .map_err(io_err("writing index", &self.index_path))?;
+        self.index_written = self.index.len();
+        if sync {
+            index_file.sync_data().map_err(io_err("syncing", &self.index_path))?;
         }
+        Ok(())
     }
 
     /// Makes this segment sealed: index written out, both files fsynced if `sync`, its newest
     /// timestamp stored as the log file's mtime.
     pub(crate) fn seal(&mut self, sync: bool) -> Result<()> {
-        self.write_index();
         if let Some(file) = &self.file {
             if sync {
                 file.sync_data().map_err(io_err("syncing", &self.log_path))?;
             }
-            if self.max_timestamp > 0 {
-                let mtime = UNIX_EPOCH + Duration::from_millis(self.max_timestamp as u64);
+            let mtime = u64::try_from(self.max_timestamp)
+                .ok()
+                .filter(|&ms| ms > 0)
+                .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)));
+            if let Some(mtime) = mtime {
                 if let Err(e) = file.set_modified(mtime) {
                     tracing::debug!(file = %self.log_path.display(), "could not set mtime: {e}");
                 }
             }
         }
-        if let Some(index_file) = self.index_file.take() {
-            if sync {
-                index_file.sync_data().map_err(io_err("syncing", &self.index_path))?;
-            }
+        if !self.sealed {
+            self.write_index(sync)?;
+            self.sealed = true;
         }
         Ok(())
     }
@@ -530,7 +549,7 @@ pub(crate) fn read(view: &ReadView, offset: u64, max_bytes: usize) -> Result<Vec
                             return Ok(records);
                         }
                         if records.is_empty() {
-                            records.reserve(want / info.len + 1);
+                            records.reserve(want.min(buf.len() - at) / info.len + 1);
                         }
                         records.push(info.record(&buf, at));
                         taken += info.len;

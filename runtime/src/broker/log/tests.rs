@@ -528,6 +528,81 @@ fn second_open_of_a_dir_is_refused() {
 }
 
 #[test]
+fn second_open_from_another_process_is_refused() {
+    const CHILD: &str = "SQUALL_LOG_TEST_LOCKED_DIR";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        // The child: the parent holds the directory.
+        match Log::open(Path::new(&dir)) {
+            Err(BrokerError::Locked { .. }) => std::process::exit(0),
+            other => {
+                eprintln!("child expected Locked, got {:?}", other.map(|_| ()));
+                std::process::exit(1)
+            }
+        }
+    }
+    let dir = TempDir::new();
+    let log = Log::open(dir.path()).unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["broker::log::tests::second_open_from_another_process_is_refused", "--exact", "--nocapture"])
+        .env(CHILD, dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the other process could open a locked directory");
+    drop(log);
+}
+
+#[test]
+fn kill_9_loses_nothing_that_was_acknowledged() {
+    use std::io::BufRead;
+    const CHILD: &str = "SQUALL_LOG_TEST_APPEND_DIR";
+    let frame = frame_len(Some(b"k"), value(0).as_bytes()) as u64;
+    if let Some(dir) = std::env::var_os(CHILD) {
+        // The child: appends (small segments, so it also rolls) and reports each append's
+        // offset once it returned, until it is killed.
+        let log = Log::open(Path::new(&dir)).unwrap();
+        log.create_topic("t", TopicConfig { segment_bytes: 50 * frame, ..config(1, FsyncPolicy::Never) })
+            .unwrap();
+        let mut out = std::io::stdout().lock();
+        for i in 0.. {
+            let batch: Vec<NewRecord> = (0..3).map(|j| rec(Some("k"), &value(i * 3 + j), Some(0))).collect();
+            let first = log.append("t", 0, &batch).unwrap();
+            use std::io::Write;
+            writeln!(out, "acked {}", first + 3).unwrap();
+            out.flush().unwrap();
+        }
+    }
+    let dir = TempDir::new();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["broker::log::tests::kill_9_loses_nothing_that_was_acknowledged", "--exact", "--nocapture"])
+        .env(CHILD, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = 0;
+    // Kept open until the child is dead, so that it dies by the kill, not by a broken pipe.
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in &mut lines {
+        if let Some(n) = line.unwrap().strip_prefix("acked ") {
+            acked = n.parse().unwrap();
+            if acked >= 3000 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(lines);
+    assert!(acked >= 3000, "the child stopped early");
+    let log = Log::open(dir.path()).unwrap();
+    let hw = log.high_watermark("t", 0).unwrap();
+    assert!(hw >= acked, "acknowledged up to {acked}, recovered {hw}");
+    let all = read_all(&log, "t", 0, 0, 1 << 16);
+    assert_eq!(all.len() as u64, hw);
+    assert!(all.iter().all(|r| r.value == value(r.offset).as_bytes()));
+    assert_eq!(log.append("t", 0, &[rec(None, "after", None)]).unwrap(), hw);
+}
+
+#[test]
 fn bad_requests_are_refused_with_their_own_errors() {
     let dir = TempDir::new();
     let log = Log::open(dir.path()).unwrap();
@@ -636,4 +711,47 @@ fn dropping_the_log_flushes_and_releases_the_directory() {
     assert!(started.elapsed() < Duration::from_secs(30), "the flusher stops promptly");
     let log = Log::open(dir.path()).unwrap();
     assert_eq!(log.durable("t", 0).unwrap(), 2);
+}
+
+/// Not a test: a rough throughput figure (`cargo test --release -- --ignored --nocapture
+/// throughput_figure`).
+#[test]
+#[ignore]
+fn throughput_figure() {
+    let dir = TempDir::new();
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", config(1, FsyncPolicy::Interval { ms: 50 })).unwrap();
+    const N: u64 = 2_000_000;
+    const BATCH: u64 = 100;
+    let value = Bytes::from(vec![b'v'; 100]);
+    let batch: Vec<NewRecord> =
+        (0..BATCH).map(|_| NewRecord { key: None, value: value.clone(), timestamp: None }).collect();
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..N / BATCH {
+                log.append("t", 0, &batch).unwrap();
+            }
+        });
+        s.spawn(|| {
+            let mut offset = 0;
+            let mut bytes = 0;
+            while offset < N {
+                let fetched = log.read("t", 0, offset, 1 << 20).unwrap();
+                for r in &fetched.records {
+                    bytes += r.value.len();
+                }
+                offset += fetched.records.len() as u64;
+            }
+            assert_eq!(bytes, N as usize * 100);
+        });
+    });
+    let secs = started.elapsed().as_secs_f64();
+    println!("append+read of {N} records of 100 bytes: {:.0} records/s", N as f64 / secs);
+    let started = std::time::Instant::now();
+    let mut offset = 0;
+    while offset < N {
+        offset += log.read("t", 0, offset, 1 << 20).unwrap().records.len() as u64;
+    }
+    println!("read alone: {:.0} records/s", N as f64 / started.elapsed().as_secs_f64());
 }
