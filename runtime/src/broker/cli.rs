@@ -190,7 +190,11 @@ pub async fn broker(args: BrokerArgs) -> Result<(), String> {
 
 /// Runs a `squall topic` verb.
 pub async fn topic(command: TopicCommand) -> Result<(), String> {
-    run_topic(command).await.map_err(|e| e.to_string())
+    match run_topic(command).await {
+        // `| head`: the reader has all it wants.
+        Ok(()) | Err(CliError::StdoutClosed) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 async fn connect(target: &Target) -> Result<Broker, BrokerError> {
@@ -285,6 +289,8 @@ enum CliError {
     Usage(String),
     #[error("{0}")]
     Io(String),
+    #[error("stdout is closed")]
+    StdoutClosed,
 }
 
 fn plural(n: u64) -> &'static str {
@@ -295,12 +301,13 @@ fn plural(n: u64) -> &'static str {
     }
 }
 
-/// Writes to stdout; a closed stdout (`| head`) ends the output quietly.
+/// Writes to stdout; a closed stdout (`| head`) is [`CliError::StdoutClosed`], which ends the
+/// verb quietly.
 fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CliError::StdoutClosed),
         Err(e) => Err(CliError::Io(format!("cannot write to stdout: {e}"))),
     }
 }

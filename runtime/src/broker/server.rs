@@ -1,5 +1,5 @@
 //! The log over TCP: what `squall broker` runs. Clients speak [`protocol`](super::protocol)
-//! messages in [`frame`](super::frame)s; [`RemoteClient`](super::remote::RemoteClient) is one.
+//! messages in [`frame`]s; [`RemoteClient`](super::remote::RemoteClient) is one.
 //!
 //! Contract, per connection: requests are read and applied in the order they arrive, so
 //! appends to a partition keep their order; each gets exactly one response with its id. A
