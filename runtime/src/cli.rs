@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use squall_api::Registry;
 
 use crate::bench;
+use crate::broker;
 use crate::local::{self, LocalOptions};
 use crate::topology;
 
@@ -50,6 +51,13 @@ enum Command {
     Validate {
         /// The topology file (TOML)
         file: PathBuf,
+    },
+    /// Serve the embedded log over TCP
+    Broker(broker::cli::BrokerArgs),
+    /// Create, fill, read and describe the log's topics
+    Topic {
+        #[command(subcommand)]
+        verb: broker::cli::TopicCommand,
     },
     /// Run a benchmark workload and print its result line
     Bench {
@@ -194,6 +202,14 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
+        Command::Broker(args) => match broker::cli::broker(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Topic { verb } => match broker::cli::topic(verb).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Bench { workload } => {
             let line = match workload {
                 Workload::Wc1 { n, p, acking, workers } => {

@@ -135,12 +135,14 @@ impl Drop for TempDir {
     }
 }
 
-/// A `squall` command line, run with stdin closed and stdout and stderr captured.
+/// A `squall` command line, run with stdin closed (or fed [`Squall::stdin`]) and stdout and
+/// stderr captured.
 #[derive(Debug)]
 pub struct Squall {
     command: Command,
     shown: String,
     timeout: Duration,
+    input: Option<Vec<u8>>,
 }
 
 impl Squall {
@@ -157,7 +159,13 @@ impl Squall {
             shown.push_str(&arg.as_ref().to_string_lossy());
             command.arg(arg);
         }
-        Squall { command, shown, timeout: DEFAULT_TIMEOUT }
+        Squall { command, shown, timeout: DEFAULT_TIMEOUT, input: None }
+    }
+
+    /// Feeds `input` to the command's stdin, then closes it.
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Squall {
+        self.input = Some(input.into());
+        self
     }
 
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Squall {
@@ -190,13 +198,22 @@ impl Squall {
 
     /// Starts the command; see [`Running`].
     pub fn spawn(mut self) -> Running {
+        let stdin = if self.input.is_some() { Stdio::piped() } else { Stdio::null() };
         let mut child = self
             .command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", self.shown));
+        if let (Some(input), Some(mut pipe)) = (self.input.take(), child.stdin.take()) {
+            // A thread, so that a command that reads slowly (or not at all) cannot block the
+            // test; stdin closes when it is done.
+            thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&input);
+            });
+        }
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let stdout_reader = thread::spawn(move || {
@@ -268,6 +285,11 @@ impl Running {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
             }
         }
+    }
+
+    /// Whether the process has ended (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// The stderr lines read so far by [`Running::wait_for_stderr_line`].
@@ -467,6 +489,64 @@ impl ComponentSummary {
 
     pub fn failed(&self) -> u64 {
         self.count("failed")
+    }
+}
+
+/// A `squall broker` serving a data directory, started by [`BrokerServer::start`]; killed on
+/// drop if still running.
+pub struct BrokerServer {
+    running: Running,
+    addr: String,
+}
+
+impl BrokerServer {
+    /// `squall broker --listen 127.0.0.1:0 --data-dir DATA` in `dir`, once it says where it
+    /// listens.
+    pub fn start(dir: &TempDir, data: &Path) -> BrokerServer {
+        BrokerServer::start_on(dir, data, "127.0.0.1:0")
+    }
+
+    /// [`BrokerServer::start`] on a given address (to restart a server where it was).
+    pub fn start_on(dir: &TempDir, data: &Path, listen: &str) -> BrokerServer {
+        let data = data.display().to_string();
+        let args = ["broker", "--listen", listen, "--data-dir", &data];
+        BrokerServer::spawn(dir.squall(args).env_remove("SQUALL_DATA_DIR"))
+    }
+
+    /// Starts `command` (a `squall broker …`) and waits for its `listening on ADDR` line.
+    pub fn spawn(command: Squall) -> BrokerServer {
+        let mut running = command.timeout(Duration::from_secs(600)).spawn();
+        let line = running
+            .wait_for_stderr_line(Duration::from_secs(60), |l| l.starts_with("squall broker: listening on "));
+        let Some(line) = line else {
+            let seen = running.stderr_seen().join("\n");
+            let outcome = running.wait_for_exit(Duration::from_secs(10));
+            panic!("the broker did not say where it listens\n{seen}\n{outcome}");
+        };
+        let addr = BrokerServer::listen_addr(&line).to_string();
+        BrokerServer { running, addr }
+    }
+
+    /// ADDR in `squall broker: listening on ADDR, data in DIR`.
+    pub fn listen_addr(line: &str) -> &str {
+        let rest = line.strip_prefix("squall broker: listening on ").expect("a listening line");
+        rest.split_once(',').map_or(rest, |(addr, _)| addr)
+    }
+
+    /// Where it listens: `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn running(&mut self) -> &mut Running {
+        &mut self.running
+    }
+
+    /// Stops it as Ctrl-C would and returns what it did.
+    #[cfg(unix)]
+    pub fn stop(self) -> Outcome {
+        self.running.interrupt();
+        self.running.wait_for_exit(Duration::from_secs(60))
     }
 }
 

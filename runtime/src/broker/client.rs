@@ -35,7 +35,7 @@ impl Broker {
     pub fn describe_target(&self) -> String {
         match self {
             Broker::Embedded(log) => format!("the embedded log in {}", log.dir().display()),
-            Broker::Remote(_) => "a broker server".to_string(),
+            Broker::Remote(client) => format!("the broker at {}", client.addr()),
         }
     }
 

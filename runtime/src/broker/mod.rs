@@ -11,6 +11,7 @@
 //! [`FsyncPolicy`] says so, and nothing durable is lost after a crash; a group's committed
 //! offset of a partition is the next offset it will read.
 
+pub mod cli;
 pub mod client;
 pub mod error;
 pub mod frame;
@@ -20,6 +21,7 @@ pub mod protocol;
 pub mod record;
 pub mod remote;
 pub mod server;
+pub mod settings;
 pub mod sink;
 pub mod spout;
 

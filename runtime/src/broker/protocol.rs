@@ -1,1 +1,268 @@
-//! TODO
+//! The messages between a `squall broker` server and its clients, each in one
+//! [`frame`](super::frame).
+//!
+//! Contract: a client sends [`Request`]s, each with an id of its choosing (unique among its
+//! requests in flight on the connection; 0 is reserved); the server answers each with one
+//! [`Response`] carrying the same id. Responses may come out of order (an append is answered
+//! once durable, a fetch may wait for records), so a client matches them by id. Requests take
+//! effect in the order they are sent: appends to a partition keep their order. A request the
+//! server cannot decode is answered with an error under its id if that much could be read,
+//! else under id 0. Keys and values travel as MessagePack bin.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::WireError;
+use super::{Fetched, NewRecord, Record, TopicConfig, TopicInfo};
+
+/// The id of a response to a request whose id could not be read.
+pub const UNKNOWN_ID: u64 = 0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    CreateTopic {
+        name: String,
+        config: TopicConfig,
+    },
+    Topics,
+    Describe {
+        topic: String,
+    },
+    Produce {
+        topic: String,
+        partition: u32,
+        records: Vec<NewRecord>,
+    },
+    /// Records from `offset` on, about `max_bytes` of them; at the end of the partition, waits
+    /// up to `wait_ms` for some.
+    Fetch {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        max_bytes: u64,
+        wait_ms: u64,
+    },
+    Commit {
+        group: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    Committed {
+        group: String,
+        topic: String,
+    },
+}
+
+impl Op {
+    /// The operation's name, for logs and messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::CreateTopic { .. } => "create-topic",
+            Op::Topics => "topics",
+            Op::Describe { .. } => "describe",
+            Op::Produce { .. } => "produce",
+            Op::Fetch { .. } => "fetch",
+            Op::Commit { .. } => "commit",
+            Op::Committed { .. } => "committed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: u64,
+    pub result: Result<Reply, WireError>,
+}
+
+/// A successful answer; which one follows from the request's [`Op`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// CreateTopic and Commit.
+    Done,
+    Topics(Vec<String>),
+    Topic(TopicInfo),
+    /// Produce: the first record's offset; every record is durable.
+    Produced {
+        base_offset: u64,
+    },
+    Fetched(FetchedRecords),
+    /// Committed: one per partition.
+    Offsets(Vec<Option<u64>>),
+}
+
+/// [`Fetched`] on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FetchedRecords {
+    pub records: Vec<Record>,
+    pub high_watermark: u64,
+    pub log_start: u64,
+}
+
+impl From<Fetched> for FetchedRecords {
+    fn from(f: Fetched) -> Self {
+        FetchedRecords { records: f.records, high_watermark: f.high_watermark, log_start: f.log_start }
+    }
+}
+
+impl From<FetchedRecords> for Fetched {
+    fn from(f: FetchedRecords) -> Self {
+        Fetched { records: f.records, high_watermark: f.high_watermark, log_start: f.log_start }
+    }
+}
+
+/// Just the id of a request whose operation could not be decoded (a [`Request`] is the array
+/// `[id, op]`).
+#[derive(Debug, Deserialize)]
+pub struct RequestId(pub u64, #[allow(dead_code)] serde::de::IgnoredAny);
+
+/// The id of a request body that does not decode as a [`Request`], if it has one.
+pub fn request_id(body: &[u8]) -> Option<u64> {
+    rmp_serde::from_slice::<RequestId>(body).ok().map(|r| r.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::error::ErrorKind;
+    use crate::broker::frame;
+    use crate::broker::{FsyncPolicy, GroupInfo, PartitionInfo};
+    use bytes::Bytes;
+
+    fn round_trip<T>(value: &T) -> T
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+    {
+        let frame = frame::encode(value).unwrap();
+        frame::decode(&frame[4..]).unwrap()
+    }
+
+    fn every_op() -> Vec<Op> {
+        let mut config = TopicConfig::new(3);
+        config.retention_bytes = Some(1 << 30);
+        config.retention_secs = Some(3600);
+        vec![
+            Op::CreateTopic { name: "orders".into(), config: config.clone() },
+            Op::CreateTopic {
+                name: "never".into(),
+                config: TopicConfig { fsync: FsyncPolicy::Never, ..config.clone() },
+            },
+            Op::CreateTopic {
+                name: "always".into(),
+                config: TopicConfig { fsync: FsyncPolicy::Always, ..config },
+            },
+            Op::Topics,
+            Op::Describe { topic: "orders".into() },
+            Op::Produce {
+                topic: "orders".into(),
+                partition: 2,
+                records: vec![
+                    NewRecord {
+                        key: Some(Bytes::from_static(b"k")),
+                        value: Bytes::from_static(b"v"),
+                        timestamp: None,
+                    },
+                    NewRecord { key: None, value: Bytes::from(vec![0, 255, 7]), timestamp: Some(-5) },
+                ],
+            },
+            Op::Fetch {
+                topic: "orders".into(),
+                partition: 0,
+                offset: u64::MAX,
+                max_bytes: 1 << 20,
+                wait_ms: 100,
+            },
+            Op::Commit { group: "g".into(), topic: "orders".into(), partition: 1, offset: 42 },
+            Op::Committed { group: "g".into(), topic: "orders".into() },
+        ]
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        for (i, op) in every_op().into_iter().enumerate() {
+            let request = Request { id: i as u64 + 1, op };
+            assert_eq!(round_trip(&request), request);
+        }
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        let info = TopicInfo {
+            name: "orders".into(),
+            config: TopicConfig::new(2),
+            partitions: vec![PartitionInfo {
+                partition: 0,
+                log_start: 0,
+                high_watermark: 10,
+                durable: 9,
+                size_bytes: 1234,
+                segments: 1,
+            }],
+            groups: vec![GroupInfo { group: "g".into(), offsets: vec![Some(3), None] }],
+        };
+        let replies = vec![
+            Ok(Reply::Done),
+            Ok(Reply::Topics(vec!["a".into(), "b".into()])),
+            Ok(Reply::Topic(info)),
+            Ok(Reply::Produced { base_offset: 77 }),
+            Ok(Reply::Fetched(FetchedRecords {
+                records: vec![Record {
+                    offset: 5,
+                    timestamp: 1_700_000_000_000,
+                    key: None,
+                    value: Bytes::from_static(b"hello"),
+                }],
+                high_watermark: 6,
+                log_start: 0,
+            })),
+            Ok(Reply::Offsets(vec![None, Some(1)])),
+            Err(WireError { kind: ErrorKind::UnknownTopic, message: "unknown topic `x`".into() }),
+            Err(WireError { kind: ErrorKind::Other, message: "disk full".into() }),
+        ];
+        for (i, result) in replies.into_iter().enumerate() {
+            let response = Response { id: i as u64, result };
+            assert_eq!(round_trip(&response), response);
+        }
+    }
+
+    #[test]
+    fn keys_and_values_travel_as_bin() {
+        let request = Request {
+            id: 1,
+            op: Op::Produce {
+                topic: "t".into(),
+                partition: 0,
+                records: vec![NewRecord {
+                    key: Some(Bytes::from_static(b"KEY")),
+                    value: Bytes::from_static(b"VALUE"),
+                    timestamp: None,
+                }],
+            },
+        };
+        let body = &frame::encode(&request).unwrap()[4..];
+        // bin 8: 0xc4, then the length, then the bytes.
+        let find = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        assert!(find(b"\xc4\x03KEY"), "{body:x?}");
+        assert!(find(b"\xc4\x05VALUE"), "{body:x?}");
+    }
+
+    #[test]
+    fn the_id_of_an_undecodable_request_is_found_when_present() {
+        // [9, "NoSuchOp"]: an array of an id and an unknown operation.
+        let mut body = vec![0x92, 0x09, 0xa8];
+        body.extend_from_slice(b"NoSuchOp");
+        assert!(frame::decode::<Request>(&body).is_err());
+        assert_eq!(request_id(&body), Some(9));
+        // Not even an array.
+        assert_eq!(request_id(&[0xc1]), None);
+        assert_eq!(request_id(b""), None);
+        // A real request.
+        let body = &frame::encode(&Request { id: 123, op: Op::Topics }).unwrap()[4..];
+        assert_eq!(request_id(body), Some(123));
+    }
+}

@@ -1,28 +1,137 @@
-//! STUB: the TCP client of a `squall broker` server; the implementation replaces this file.
+//! [`RemoteClient`]: the TCP client of a `squall broker` server (see [`super::server`]).
+//!
+//! Contract: one client (and all its clones) multiplexes its requests over one TCP connection
+//! (TCP_NODELAY): a writer task sends the frames callers queue, in the order they queue them,
+//! and a reader task hands each response to the caller waiting for its id. Every method
+//! queues its request before it first waits for anything but the connection, so calls made
+//! one after another are sent, and applied by the server, in that order — in particular
+//! [`RemoteClient::produce`] returns with its request queued, and its receiver resolves once
+//! the server reports the records durable. If the connection drops, every request in flight
+//! fails with [`BrokerError::Connection`]; the next call connects again, trying a few times
+//! with a short backoff, so a client outlives a restart of its server. Dropping the last
+//! clone closes the connection once the replies already asked for have arrived.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 
-use super::{Fetched, NewRecord, Result, TopicConfig, TopicInfo};
+use super::frame::{self, FrameError};
+use super::protocol::{Op, Reply, Request, Response, UNKNOWN_ID};
+use super::{BrokerError, Fetched, NewRecord, Result, TopicConfig, TopicInfo};
 
+/// Connection attempts per (re)connect, and the backoff between them (doubling up to
+/// [`MAX_BACKOFF`]).
+const CONNECT_ATTEMPTS: u32 = 6;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Frames queued for the writer before callers wait.
+const QUEUE: usize = 1024;
+
+/// A client of one `squall broker` server; clones share its connection.
 #[derive(Clone)]
-pub struct RemoteClient {}
+pub struct RemoteClient {
+    inner: Arc<Inner>,
+}
 
-#[allow(unused_variables)]
+struct Inner {
+    addr: String,
+    next_id: AtomicU64,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+}
+
+/// One TCP connection: the writer's queue and what the reader completes.
+#[derive(Clone)]
+struct Conn {
+    frames: mpsc::Sender<Vec<u8>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    addr: String,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<u64, Waiter>,
+    /// Why the connection is closed; None while it is usable.
+    closed: Option<String>,
+    /// The last error the server sent without an id.
+    server_error: Option<String>,
+    reader: Option<AbortHandle>,
+}
+
+/// A caller waiting for a response.
+enum Waiter {
+    Reply(oneshot::Sender<Result<Reply>>),
+    /// A produce: the first record's offset.
+    Offset(oneshot::Sender<Result<u64>>),
+}
+
+impl Waiter {
+    fn complete(self, result: Result<Reply>) {
+        match self {
+            Waiter::Reply(tx) => {
+                let _ = tx.send(result);
+            }
+            Waiter::Offset(tx) => {
+                let _ = tx.send(result.and_then(|reply| match reply {
+                    Reply::Produced { base_offset } => Ok(base_offset),
+                    other => Err(unexpected("produce", &other)),
+                }));
+            }
+        }
+    }
+}
+
 impl RemoteClient {
+    /// Connects to the server at `addr` (`host:port`).
     pub async fn connect(addr: &str) -> Result<RemoteClient> {
-        unimplemented!()
+        let conn = open(addr).await?;
+        Ok(RemoteClient {
+            inner: Arc::new(Inner {
+                addr: addr.to_string(),
+                next_id: AtomicU64::new(1),
+                conn: tokio::sync::Mutex::new(Some(conn)),
+            }),
+        })
     }
+
+    /// The server's address, as given to [`RemoteClient::connect`].
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
     pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<()> {
-        unimplemented!()
+        match self.call(Op::CreateTopic { name: name.to_string(), config }).await? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected("create-topic", &other)),
+        }
     }
+
     pub async fn topics(&self) -> Result<Vec<String>> {
-        unimplemented!()
+        match self.call(Op::Topics).await? {
+            Reply::Topics(names) => Ok(names),
+            other => Err(unexpected("topics", &other)),
+        }
     }
+
     pub async fn describe(&self, topic: &str) -> Result<TopicInfo> {
-        unimplemented!()
+        match self.call(Op::Describe { topic: topic.to_string() }).await? {
+            Reply::Topic(info) => Ok(info),
+            other => Err(unexpected("describe", &other)),
+        }
     }
+
     /// Sends the append now (appends to one partition are applied in the order of these
     /// calls); the receiver gets the first record's offset once the server reports them durable.
     pub async fn produce(
@@ -31,8 +140,11 @@ impl RemoteClient {
         partition: u32,
         records: Vec<NewRecord>,
     ) -> Result<oneshot::Receiver<Result<u64>>> {
-        unimplemented!()
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Produce { topic: topic.to_string(), partition, records }, Waiter::Offset(tx)).await?;
+        Ok(rx)
     }
+
     pub async fn fetch(
         &self,
         topic: &str,
@@ -41,12 +153,395 @@ impl RemoteClient {
         max_bytes: usize,
         wait: Duration,
     ) -> Result<Fetched> {
-        unimplemented!()
+        let op = Op::Fetch {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            max_bytes: max_bytes as u64,
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.call(op).await? {
+            Reply::Fetched(fetched) => Ok(fetched.into()),
+            other => Err(unexpected("fetch", &other)),
+        }
     }
+
     pub async fn commit(&self, group: &str, topic: &str, partition: u32, offset: u64) -> Result<()> {
-        unimplemented!()
+        let op = Op::Commit { group: group.to_string(), topic: topic.to_string(), partition, offset };
+        match self.call(op).await? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected("commit", &other)),
+        }
     }
+
     pub async fn committed(&self, group: &str, topic: &str) -> Result<Vec<Option<u64>>> {
-        unimplemented!()
+        match self.call(Op::Committed { group: group.to_string(), topic: topic.to_string() }).await? {
+            Reply::Offsets(offsets) => Ok(offsets),
+            other => Err(unexpected("committed", &other)),
+        }
+    }
+
+    /// Sends `op` and waits for its reply.
+    async fn call(&self, op: Op) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.send(op, Waiter::Reply(tx)).await?;
+        rx.await.unwrap_or_else(|_| Err(self.connection_error("the connection closed before the reply")))
+    }
+
+    /// Queues `op` for the writer, with `waiter` registered for its reply.
+    async fn send(&self, op: Op, waiter: Waiter) -> Result<()> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let what = op.name();
+        let mut frame = frame::encode(&Request { id, op }).map_err(|e| match e {
+            FrameError::TooLarge { len, max } => BrokerError::InvalidRequest(format!(
+                "a {what} request of {len} bytes is over the limit of {max} bytes; send less at once"
+            )),
+            other => BrokerError::InvalidRequest(other.to_string()),
+        })?;
+        let mut waiter = Some(waiter);
+        // A connection found closed is replaced once; a second failure is the caller's.
+        for attempt in 0..2 {
+            let conn = self.conn().await?;
+            match conn.shared.register(id, waiter.take().expect("the waiter is put back")) {
+                Ok(()) => match conn.frames.send(frame).await {
+                    Ok(()) => return Ok(()),
+                    Err(mpsc::error::SendError(back)) => {
+                        // The writer is gone, so the connection is closed and has failed (or
+                        // is failing) the waiter: registering it again is no longer possible.
+                        frame = back;
+                        match conn.shared.unregister(id) {
+                            Some(w) => waiter = Some(w),
+                            None => return Err(self.connection_error("the connection closed")),
+                        }
+                    }
+                },
+                Err(w) => waiter = Some(w),
+            }
+            if attempt == 0 {
+                tracing::debug!(addr = %self.inner.addr, "broker connection closed; reconnecting");
+            }
+        }
+        Err(self.connection_error("the connection closed while sending"))
+    }
+
+    /// The open connection, opening a new one if there is none or it has closed.
+    async fn conn(&self) -> Result<Conn> {
+        let mut slot = self.inner.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if !conn.shared.is_closed() {
+                return Ok(conn.clone());
+            }
+        }
+        *slot = None;
+        let conn = open(&self.inner.addr).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn connection_error(&self, message: &str) -> BrokerError {
+        BrokerError::Connection { addr: self.inner.addr.clone(), message: message.to_string() }
+    }
+}
+
+fn unexpected(op: &str, reply: &Reply) -> BrokerError {
+    let kind = match reply {
+        Reply::Done => "done",
+        Reply::Topics(_) => "topics",
+        Reply::Topic(_) => "topic",
+        Reply::Produced { .. } => "produced",
+        Reply::Fetched(_) => "fetched",
+        Reply::Offsets(_) => "offsets",
+    };
+    BrokerError::Remote(format!("the server answered a {op} request with a `{kind}` reply"))
+}
+
+/// Connects to `addr`, retrying a few times, and starts the connection's writer and reader.
+async fn open(addr: &str) -> Result<Conn> {
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    let stream = loop {
+        let error = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => break stream,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        };
+        if attempt == CONNECT_ATTEMPTS {
+            return Err(BrokerError::Connection {
+                addr: addr.to_string(),
+                message: format!("cannot connect ({attempt} attempts): {error}"),
+            });
+        }
+        tracing::debug!(%addr, attempt, %error, "cannot connect to the broker; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        attempt += 1;
+    };
+    let _ = stream.set_nodelay(true);
+    tracing::debug!(%addr, "connected to the broker");
+    let (read, write) = stream.into_split();
+    let shared = Arc::new(Shared { addr: addr.to_string(), state: Mutex::new(State::default()) });
+    let (frames, queue) = mpsc::channel(QUEUE);
+    let reader = tokio::spawn(read_responses(BufReader::new(read), shared.clone()));
+    shared.lock().reader = Some(reader.abort_handle());
+    tokio::spawn(write_frames(BufWriter::new(write), queue, shared.clone()));
+    Ok(Conn { frames, shared })
+}
+
+/// Writes queued frames, flushing whenever the queue is empty; half-closes the connection
+/// once every sender is gone.
+async fn write_frames(
+    mut out: BufWriter<OwnedWriteHalf>,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+) {
+    while let Some(frame) = queue.recv().await {
+        let mut written = out.write_all(&frame).await;
+        while written.is_ok() {
+            match queue.try_recv() {
+                Ok(frame) => written = out.write_all(&frame).await,
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = async {
+            written?;
+            out.flush().await
+        }
+        .await
+        {
+            shared.close(format!("cannot send: {e}"));
+            return;
+        }
+    }
+    let _ = out.shutdown().await;
+}
+
+/// Hands each response to its waiter until the connection ends.
+async fn read_responses(mut input: BufReader<OwnedReadHalf>, shared: Arc<Shared>) {
+    loop {
+        match frame::read_message::<_, Response>(&mut input).await {
+            Ok(Some(response)) => shared.complete(response),
+            Ok(None) => {
+                shared.close("the server closed the connection".to_string());
+                return;
+            }
+            Err(FrameError::Decode(e)) => {
+                tracing::warn!(addr = %shared.addr, "undecodable response from the broker: {e}");
+            }
+            Err(e) => {
+                shared.close(e.to_string());
+                return;
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    /// Registers `waiter` for the response `id`; gives it back if the connection is closed.
+    fn register(&self, id: u64, waiter: Waiter) -> std::result::Result<(), Waiter> {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return Err(waiter);
+        }
+        state.pending.insert(id, waiter);
+        Ok(())
+    }
+
+    fn unregister(&self, id: u64) -> Option<Waiter> {
+        self.lock().pending.remove(&id)
+    }
+
+    fn complete(&self, response: Response) {
+        if response.id == UNKNOWN_ID {
+            if let Err(e) = response.result {
+                tracing::warn!(addr = %self.addr, "the broker reported: {}", e.message);
+                self.lock().server_error = Some(e.message);
+            }
+            return;
+        }
+        let waiter = self.lock().pending.remove(&response.id);
+        match waiter {
+            Some(waiter) => waiter.complete(response.result.map_err(BrokerError::from)),
+            None => tracing::warn!(addr = %self.addr, id = response.id, "a response to no request"),
+        }
+    }
+
+    /// Marks the connection closed and fails every request in flight.
+    fn close(&self, reason: String) {
+        let (pending, message) = {
+            let mut state = self.lock();
+            if state.closed.is_some() {
+                return;
+            }
+            let message = match state.server_error.take() {
+                Some(said) => format!("connection lost: {reason} (the server said: {said})"),
+                None => format!("connection lost: {reason}"),
+            };
+            state.closed = Some(message.clone());
+            if let Some(reader) = state.reader.take() {
+                reader.abort();
+            }
+            (std::mem::take(&mut state.pending), message)
+        };
+        if !pending.is_empty() {
+            tracing::debug!(addr = %self.addr, requests = pending.len(), "{message}");
+        }
+        for (_, waiter) in pending {
+            waiter
+                .complete(Err(BrokerError::Connection { addr: self.addr.clone(), message: message.clone() }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::error::{ErrorKind, WireError};
+    use bytes::Bytes;
+    use tokio::net::TcpListener;
+
+    async fn listener() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        (listener, addr)
+    }
+
+    async fn reply(
+        stream: &mut BufWriter<OwnedWriteHalf>,
+        id: u64,
+        result: std::result::Result<Reply, WireError>,
+    ) {
+        frame::write_frame(stream, &Response { id, result }).await.unwrap();
+        stream.flush().await.unwrap();
+    }
+
+    fn split(stream: TcpStream) -> (BufReader<OwnedReadHalf>, BufWriter<OwnedWriteHalf>) {
+        let (r, w) = stream.into_split();
+        (BufReader::new(r), BufWriter::new(w))
+    }
+
+    #[tokio::test]
+    async fn replies_are_matched_by_id_whatever_their_order() {
+        let (listener, addr) = listener().await;
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut r, mut w) = split(stream);
+            let mut requests = Vec::new();
+            for _ in 0..3 {
+                requests.push(frame::read_message::<_, Request>(&mut r).await.unwrap().unwrap());
+            }
+            for request in requests.into_iter().rev() {
+                let result = match request.op {
+                    Op::Describe { topic } => Err(WireError {
+                        kind: ErrorKind::UnknownTopic,
+                        message: format!("unknown topic `{topic}`"),
+                    }),
+                    Op::Topics => Ok(Reply::Topics(vec!["a".into()])),
+                    Op::Committed { .. } => Ok(Reply::Offsets(vec![Some(4)])),
+                    other => panic!("unexpected {other:?}"),
+                };
+                reply(&mut w, request.id, result).await;
+            }
+        });
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        let (topics, described, committed) =
+            tokio::join!(client.topics(), client.describe("nope"), client.committed("g", "a"));
+        assert_eq!(topics.unwrap(), ["a"]);
+        assert_eq!(described.unwrap_err().to_string(), "unknown topic `nope`");
+        assert_eq!(committed.unwrap(), [Some(4)]);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn produces_are_sent_in_call_order() {
+        let (listener, addr) = listener().await;
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut r, mut w) = split(stream);
+            let mut next = 0u64;
+            let mut seen = Vec::new();
+            while let Some(request) = frame::read_message::<_, Request>(&mut r).await.unwrap() {
+                let Op::Produce { records, .. } = request.op else { panic!("not a produce") };
+                seen.push(records[0].value.clone());
+                reply(&mut w, request.id, Ok(Reply::Produced { base_offset: next })).await;
+                next += records.len() as u64;
+            }
+            seen
+        });
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        let mut receivers = Vec::new();
+        for i in 0..500u32 {
+            let record = NewRecord { key: None, value: Bytes::from(i.to_string()), timestamp: None };
+            receivers.push(client.produce("t", 0, vec![record.clone(), record]).await.unwrap());
+        }
+        for (i, rx) in receivers.into_iter().enumerate() {
+            assert_eq!(rx.await.unwrap().unwrap(), 2 * i as u64);
+        }
+        drop(client);
+        let seen = server.await.unwrap();
+        let expected: Vec<Bytes> = (0..500u32).map(|i| Bytes::from(i.to_string())).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_fails_pending_calls_and_the_next_call_reconnects() {
+        let (listener, addr) = listener().await;
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        let (first, _) = listener.accept().await.unwrap();
+        let pending = tokio::spawn({
+            let client = client.clone();
+            async move { client.fetch("t", 0, 0, 1024, Duration::from_secs(30)).await }
+        });
+        // The fetch arrives, then the server drops the connection without answering.
+        let (mut r, w) = split(first);
+        let request = frame::read_message::<_, Request>(&mut r).await.unwrap().unwrap();
+        assert!(matches!(request.op, Op::Fetch { wait_ms: 30_000, .. }), "{request:?}");
+        drop((r, w));
+        let err = pending.await.unwrap().unwrap_err();
+        assert!(matches!(err, BrokerError::Connection { .. }), "{err:?}");
+        assert!(err.to_string().contains("connection lost"), "{err}");
+
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut r, mut w) = split(stream);
+            let request = frame::read_message::<_, Request>(&mut r).await.unwrap().unwrap();
+            reply(&mut w, request.id, Ok(Reply::Topics(vec!["again".into()]))).await;
+        });
+        assert_eq!(client.topics().await.unwrap(), ["again"]);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_there_is_a_connection_error() {
+        let (listener, addr) = listener().await;
+        drop(listener);
+        let err = RemoteClient::connect(&addr).await.err().expect("nothing listens");
+        let text = err.to_string();
+        assert!(matches!(err, BrokerError::Connection { .. }), "{err:?}");
+        assert!(text.starts_with(&format!("broker {addr}: cannot connect")), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_error_without_an_id_is_reported_when_the_connection_closes() {
+        let (listener, addr) = listener().await;
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut r, mut w) = split(stream);
+            let _ = frame::read_frame(&mut r).await.unwrap();
+            let error =
+                WireError { kind: ErrorKind::InvalidRequest, message: "invalid request: garbage".into() };
+            reply(&mut w, UNKNOWN_ID, Err(error)).await;
+        });
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        let err = client.topics().await.unwrap_err();
+        server.await.unwrap();
+        assert!(err.to_string().contains("the server said: invalid request: garbage"), "{err}");
     }
 }

@@ -9,7 +9,7 @@
 //! A record's key is its input's `key_field` (no key if the input has no such field, or it is
 //! null) and its value the `value_field`: strings as their UTF-8 bytes, bytes as they are, any
 //! other value as its JSON text. A keyed record goes to the partition its key hashes to (as
-//! with `squall topic produce`); unkeyed batches go round-robin.
+//! with `squall topic produce`); unkeyed records go round-robin.
 //!
 //! Contract: an input is acked only once its record is durable under the topic's fsync policy;
 //! if the append fails, its inputs are failed (so their spouts replay them). An input without
@@ -22,7 +22,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use squall_api::{async_trait, Bolt, BoltCollector, BoxError, TopologyContext, Tuple, Value};
 
-use super::partitioner::{partition_for_key, RoundRobin};
+use super::partitioner::Partitioner;
 use super::spout::embedded;
 use super::{Broker, NewRecord, Pending};
 
@@ -81,9 +81,7 @@ struct Open {
     batches: Vec<(Vec<NewRecord>, Vec<Tuple>)>,
     /// Appends on their way to durability, with the inputs to ack then.
     in_flight: VecDeque<(Pending, Vec<Tuple>)>,
-    round_robin: RoundRobin,
-    /// Where the next unkeyed record goes.
-    unkeyed: u32,
+    partitioner: Partitioner,
 }
 
 #[async_trait]
@@ -96,10 +94,8 @@ impl Bolt for LogSink {
         let broker = Broker::connect(&self.config.broker).await?;
         let partitions = broker.describe(&self.config.topic).await?.partitions.len() as u32;
         let batches = (0..partitions).map(|_| (Vec::new(), Vec::new())).collect();
-        let mut round_robin = RoundRobin::default();
-        let unkeyed = round_robin.next(partitions);
-        self.open =
-            Some(Open { broker, partitions, batches, in_flight: VecDeque::new(), round_robin, unkeyed });
+        let partitioner = Partitioner::new();
+        self.open = Some(Open { broker, partitions, batches, in_flight: VecDeque::new(), partitioner });
         Ok(())
     }
 
@@ -118,18 +114,12 @@ impl Bolt for LogSink {
             Ok(v) => to_bytes(v),
             Err(e) => return Err(format!("no value for the record: {e}").into()),
         };
-        let partition = match &key {
-            Some(key) => partition_for_key(key, open.partitions),
-            None => open.unkeyed,
-        };
+        let partition = open.partitioner.partition(key.as_deref(), open.partitions);
         let (records, inputs) = &mut open.batches[partition as usize];
         records.push(NewRecord { key, value, timestamp: None });
         inputs.push(input);
         if records.len() >= self.config.batch {
             open.append(&self.config.topic, partition, out).await;
-            if partition == open.unkeyed {
-                open.unkeyed = open.round_robin.next(open.partitions);
-            }
             open.ack_durable(out);
         }
         Ok(())
