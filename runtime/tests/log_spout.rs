@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use squall_api::{
-    async_trait, values, Bolt, BoltCollector, BoxError, EmitError, Fields, OutputDeclarer, Registry,
-    StreamDecl, TaskId, Tuple, Values,
+    async_trait, values, Bolt, BoltCollector, BoxError, EmitError, Fields, OutputDeclarer, Registry, TaskId,
+    Tuple, Values,
 };
 use squall_runtime::broker::{self, Broker, FsyncPolicy, NewRecord, TopicConfig};
 use squall_runtime::local::{self, LocalOptions, RunResult};
-use squall_runtime::topology::{ComponentDef, GroupingDef, InputDef, Settings, TopologyDef};
+use squall_runtime::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
 
 /// The embedded log of this test process, in a fresh directory.
 async fn broker() -> Broker {
@@ -104,7 +104,7 @@ impl Bolt for Picky {
 }
 
 /// log-spout (`spout` config) → picky (failing keys as told) → log-sink into `output`.
-async fn run(spout: toml::Table, output: &str, failures: &[(&str, u32)]) -> RunResult {
+async fn run(spout_config: toml::Table, output: &str, failures: &[(&str, u32)]) -> RunResult {
     let failures_left: HashMap<String, u32> = failures.iter().map(|(k, n)| (k.to_string(), *n)).collect();
     let failures_left = Arc::new(Mutex::new(failures_left));
     let mut registry = Registry::new();
@@ -112,49 +112,18 @@ async fn run(spout: toml::Table, output: &str, failures: &[(&str, u32)]) -> RunR
         .spout("log-spout", broker::spout::build)
         .bolt("picky", move |_: squall_api::NoConfig| Ok(Picky { failures_left: failures_left.clone() }))
         .bolt("log-sink", broker::sink::build);
-    let component = |id: &str, kind: &str, config, inputs, fields: &[&str]| ComponentDef {
-        id: id.into(),
-        kind: kind.into(),
-        parallelism: 1,
-        config,
-        tick_secs: None,
-        inputs,
-        streams: if fields.is_empty() {
-            vec![]
-        } else {
-            vec![StreamDecl {
-                name: "default".into(),
-                fields: Fields::new(fields.iter().copied()),
-                direct: false,
-                passthrough: false,
-            }]
-        },
-    };
-    let shuffle = |from: &str| {
-        vec![InputDef { from: from.into(), stream: "default".into(), grouping: GroupingDef::Shuffle }]
-    };
-    let mut sink = toml::Table::new();
-    sink.insert("topic".into(), output.into());
+    let mut spout = ComponentDef::new("records", "log-spout").emits(["key", "value", "partition", "offset"]);
+    spout.config = spout_config;
     let def = TopologyDef {
         name: "log-spout-test".into(),
         workers: 1,
-        settings: Settings {
-            acking: true,
-            ackers: 1,
-            message_timeout_secs: 30,
-            max_spout_pending: 0,
-            raw: Default::default(),
-        },
-        spouts: vec![component(
-            "records",
-            "log-spout",
-            spout,
-            vec![],
-            &["key", "value", "partition", "offset"],
-        )],
+        settings: Settings { max_spout_pending: 0, ..Settings::default() },
+        spouts: vec![spout],
         bolts: vec![
-            component("picky", "picky", toml::Table::new(), shuffle("records"), &["key", "value"]),
-            component("sink", "log-sink", sink, shuffle("picky"), &[]),
+            ComponentDef::new("picky", "picky")
+                .input("records", GroupingDef::Shuffle)
+                .emits(["key", "value"]),
+            ComponentDef::new("sink", "log-sink").set("topic", output).input("picky", GroupingDef::Shuffle),
         ],
     };
     let opts = LocalOptions { duration: Some(Duration::from_secs(120)), progress: false };

@@ -12,13 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use squall_api::{
-    async_trait, values, BasicBolt, BasicCollector, BoxError, Fields, NoConfig, OutputDeclarer, Registry,
-    StreamDecl, Tuple, Value,
+    async_trait, values, BasicBolt, BasicCollector, BoxError, NoConfig, OutputDeclarer, Registry, Tuple,
+    Value,
 };
 
 use crate::broker::{self, Broker, NewRecord, TopicConfig};
 use crate::local::{self, LocalOptions};
-use crate::topology::{ComponentDef, GroupingDef, InputDef, Settings, TopologyDef};
+use crate::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
 
 /// LOG-1's parameters.
 #[derive(Debug, Clone)]
@@ -149,62 +149,23 @@ fn registry() -> Registry {
 }
 
 fn topology() -> TopologyDef {
-    let table = |pairs: &[(&str, toml::Value)]| -> toml::Table {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-    };
-    let component = |id: &str, kind: &str, config, inputs, fields: &[&str]| ComponentDef {
-        id: id.into(),
-        kind: kind.into(),
-        parallelism: 1,
-        config,
-        tick_secs: None,
-        inputs,
-        streams: if fields.is_empty() {
-            vec![]
-        } else {
-            vec![StreamDecl {
-                name: squall_api::DEFAULT_STREAM.into(),
-                fields: Fields::new(fields.iter().copied()),
-                direct: false,
-                passthrough: false,
-            }]
-        },
-    };
-    let shuffle = |from: &str| {
-        vec![InputDef {
-            from: from.into(),
-            stream: squall_api::DEFAULT_STREAM.into(),
-            grouping: GroupingDef::Shuffle,
-        }]
-    };
-    let spout_config =
-        table(&[("topic", INPUT.into()), ("group", "log1".into()), ("stop_at_end", true.into())]);
+    let spout = ComponentDef::new("records", "log-spout")
+        .set("topic", INPUT)
+        .set("group", "log1")
+        .set("stop_at_end", true)
+        .emits(["key", "value", "partition", "offset"]);
     TopologyDef {
         name: "log1".into(),
         workers: 1,
-        settings: Settings {
-            acking: true,
-            ackers: 1,
-            message_timeout_secs: 30,
-            max_spout_pending: 0,
-            raw: toml::Table::new(),
-        },
-        spouts: vec![component(
-            "records",
-            "log-spout",
-            spout_config,
-            vec![],
-            &["key", "value", "partition", "offset"],
-        )],
+        settings: Settings { max_spout_pending: 0, ..Settings::default() },
+        spouts: vec![spout],
         bolts: vec![
-            component(
-                "transform",
-                "log1-transform",
-                toml::Table::new(),
-                shuffle("records"),
-                &["key", "value"],
-            ),
-            component("sink", "log-sink", table(&[("topic", OUTPUT.into())]), shuffle("transform"), &[]),
+            ComponentDef::new("transform", "log1-transform")
+                .input("records", GroupingDef::Shuffle)
+                .emits(["key", "value"]),
+            ComponentDef::new("sink", "log-sink")
+                .set("topic", OUTPUT)
+                .input("transform", GroupingDef::Shuffle),
         ],
     }
 }

@@ -18,13 +18,13 @@ pub use log1::{log1, Log1};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use squall_api::{
-    async_trait, BasicBolt, BasicCollector, BoxError, Fields, MessageId, OutputDeclarer, Registry, Spout,
-    SpoutCollector, StableHasher, StreamDecl, Tuple, Value, Values,
+    async_trait, BasicBolt, BasicCollector, BoxError, MessageId, OutputDeclarer, Registry, Spout,
+    SpoutCollector, StableHasher, Tuple, Value, Values,
 };
 
 use crate::local::{self, LocalOptions};
 use crate::metrics::new_histogram;
-use crate::topology::{ComponentDef, GroupingDef, InputDef, Settings, TopologyDef};
+use crate::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
 
 pub const SENTENCES: [&str; 5] = [
     "the cow jumped over the moon",
@@ -242,59 +242,25 @@ fn topology(
     acking: bool,
     max_pending: usize,
 ) -> TopologyDef {
-    let mut config = toml::Table::new();
-    config.insert("n".into(), toml::Value::Integer(n as i64));
-    config.insert("rate".into(), toml::Value::Integer(rate as i64));
-    config.insert("warmup_secs".into(), toml::Value::Integer(warmup as i64));
-    config.insert("reliable".into(), toml::Value::Boolean(acking));
-    let stream = |field: &str| StreamDecl {
-        name: squall_api::DEFAULT_STREAM.into(),
-        fields: Fields::new([field]),
-        direct: false,
-        passthrough: false,
-    };
-    let component = |id: &str, kind: &str, parallelism, config, inputs, streams| ComponentDef {
-        id: id.into(),
-        kind: kind.into(),
-        parallelism,
-        config,
-        tick_secs: None,
-        inputs,
-        streams,
-    };
-    let input = |from: &str, grouping| InputDef {
-        from: from.into(),
-        stream: squall_api::DEFAULT_STREAM.into(),
-        grouping,
-    };
+    let sentences = ComponentDef::new("sentences", "wc1-sentences")
+        .set("n", n as i64)
+        .set("rate", rate as i64)
+        .set("warmup_secs", warmup as i64)
+        .set("reliable", acking)
+        .emits(["sentence"]);
     TopologyDef {
         name: name.into(),
         workers: 1,
-        settings: Settings {
-            acking,
-            ackers: 1,
-            message_timeout_secs: 30,
-            max_spout_pending: max_pending,
-            raw: toml::Table::new(),
-        },
-        spouts: vec![component("sentences", "wc1-sentences", 1, config, vec![], vec![stream("sentence")])],
+        settings: Settings { acking, max_spout_pending: max_pending, ..Settings::default() },
+        spouts: vec![sentences],
         bolts: vec![
-            component(
-                "split",
-                "wc1-split",
-                p,
-                toml::Table::new(),
-                vec![input("sentences", GroupingDef::Shuffle)],
-                vec![stream("word")],
-            ),
-            component(
-                "count",
-                "wc1-count",
-                p,
-                toml::Table::new(),
-                vec![input("split", GroupingDef::Fields(vec!["word".into()]))],
-                vec![],
-            ),
+            ComponentDef::new("split", "wc1-split")
+                .parallelism(p)
+                .input("sentences", GroupingDef::Shuffle)
+                .emits(["word"]),
+            ComponentDef::new("count", "wc1-count")
+                .parallelism(p)
+                .input("split", GroupingDef::Fields(vec!["word".into()])),
         ],
     }
 }

@@ -99,6 +99,52 @@ pub enum GroupingDef {
     Custom { kind: String, config: toml::Table },
 }
 
+/// Building components in code (benchmarks, tests, a user's own `main`), as a file would
+/// declare them. Nothing checks a component built this way against its kind: its declared
+/// streams must be the ones the component emits.
+impl ComponentDef {
+    /// A component of `kind` with one task and no config, inputs or streams.
+    pub fn new(id: &str, kind: &str) -> Self {
+        ComponentDef {
+            id: id.into(),
+            kind: kind.into(),
+            parallelism: 1,
+            config: toml::Table::new(),
+            tick_secs: None,
+            inputs: Vec::new(),
+            streams: Vec::new(),
+        }
+    }
+
+    pub fn parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
+    /// Sets a key of the component's `config` table.
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        self.config.insert(key.into(), value.into());
+        self
+    }
+
+    /// Subscribes to the default stream of `from`.
+    pub fn input(mut self, from: &str, grouping: GroupingDef) -> Self {
+        self.inputs.push(InputDef { from: from.into(), stream: squall_api::DEFAULT_STREAM.into(), grouping });
+        self
+    }
+
+    /// Declares the default stream with these fields.
+    pub fn emits(mut self, fields: impl Into<squall_api::Fields>) -> Self {
+        self.streams.push(StreamDecl {
+            name: squall_api::DEFAULT_STREAM.into(),
+            fields: fields.into(),
+            direct: false,
+            passthrough: false,
+        });
+        self
+    }
+}
+
 impl TopologyDef {
     /// Spouts then bolts, in file order.
     pub fn components(&self) -> impl Iterator<Item = &ComponentDef> {
