@@ -44,15 +44,15 @@ async fn topics(input: &str, output: &str, partitions: u32, count: u64) -> Broke
 
 async fn produce(broker: &Broker, topic: &str, keys: std::ops::Range<u64>) {
     let partitions = broker.describe(topic).await.unwrap().partitions.len() as u32;
+    let mut batches = vec![Vec::new(); partitions as usize];
     for key in keys {
         let key = key.to_string();
         let p = broker::partitioner::partition_for_key(key.as_bytes(), partitions);
-        let record = NewRecord {
-            value: Bytes::from(format!("value of {key}")),
-            key: Some(Bytes::from(key)),
-            timestamp: None,
-        };
-        broker.produce(topic, p, vec![record]).await.unwrap().wait().await.unwrap();
+        let value = Bytes::from(format!("value of {key}"));
+        batches[p as usize].push(NewRecord { key: Some(Bytes::from(key)), value, timestamp: None });
+    }
+    for (p, batch) in batches.into_iter().enumerate() {
+        broker.produce(topic, p as u32, batch).await.unwrap().wait().await.unwrap();
     }
 }
 
