@@ -115,6 +115,8 @@ impl BoltExecutor {
                         let meta = self.metas[env.stream as usize];
                         let tree = TreeIds { anchors: env.anchors, ..TreeIds::default() };
                         let tuple = Tuple::with_tree(meta, env.source_task, env.values, tree);
+                        // Counted here: tick tuples are the system's, not the topology's.
+                        self.out.counters.executed += 1;
                         self.execute(tuple).await;
                         if self.out.has_full() {
                             self.out.flush_full().await;
@@ -143,7 +145,6 @@ impl BoltExecutor {
     async fn execute(&mut self, tuple: Tuple) {
         let sample = self.out.counters.executed.is_multiple_of(SAMPLE_EVERY);
         let started = sample.then(Instant::now);
-        self.out.counters.executed += 1;
         match &mut self.bolt {
             AnyBolt::Basic(b) => {
                 let mut collector = Collector { out: &mut self.out };
