@@ -123,7 +123,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Runs the CLI with the component kinds of `registry`; returns the process exit code.
 pub fn main(registry: Registry) -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -141,6 +144,37 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// A command line clap refused, as one line (`error: …; usage: …`) and exit status 2; help
+/// and version requests print as clap has them.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(e.exit_code() as u8);
+    }
+    let text = e.render().to_string();
+    let mut line = String::new();
+    for part in
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+    {
+        if let Some(usage) = part.strip_prefix("Usage: ") {
+            line.push_str(&format!("; usage: {usage}"));
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(part);
+        }
+    }
+    eprintln!("{line} (see --help)");
+    ExitCode::from(2)
 }
 
 fn fail(message: &str) -> ExitCode {
