@@ -250,3 +250,28 @@ fn tick_input() -> Tuple {
     );
     Tuple::new(meta, TaskId::MAX, Values::new())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_behind_retention_resumes_at_the_log_start_and_says_so() {
+    let broker = broker().await;
+    let mut config = TopicConfig::new(1);
+    config.segment_bytes = 2_000;
+    config.retention_bytes = Some(4_000);
+    broker.create_topic("retained-in", config).await.unwrap();
+    broker.create_topic("retained-out", TopicConfig::new(1)).await.unwrap();
+    broker.commit("behind", "retained-in", 0, 0).await.unwrap();
+    produce(&broker, "retained-in", 0..50).await;
+    produce(&broker, "retained-in", 50..100).await;
+    let Broker::Embedded(log) = &broker else { unreachable!("the test broker is embedded") };
+    log.apply_retention(0);
+    let log_start = broker.describe("retained-in").await.unwrap().partitions[0].log_start;
+    assert!(log_start > 0, "retention removed the oldest segments");
+
+    let mut spout = spout_config("retained-in", &[]);
+    spout.insert("group".into(), "behind".into());
+    let result = run(spout, "retained-out", &[]).await;
+    let records = &result.snapshot.components["records"];
+    assert_eq!(records.emitted, 100 - log_start, "from the log start on");
+    assert!(records.errors >= 1, "the skipped records are reported");
+    assert_eq!(broker.committed("behind", "retained-in").await.unwrap(), vec![Some(100)]);
+}

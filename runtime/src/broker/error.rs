@@ -35,9 +35,9 @@ pub enum BrokerError {
     },
     #[error("broker {addr}: {message}")]
     Connection { addr: String, message: String },
-    /// An error the server reported, as it displayed it.
-    #[error("{0}")]
-    Remote(String),
+    /// An error the server reported: its kind, and its message as the server displayed it.
+    #[error("{message}")]
+    Remote { kind: ErrorKind, message: String },
 }
 
 impl BrokerError {
@@ -46,18 +46,23 @@ impl BrokerError {
         BrokerError::Io { context: context.into(), source }
     }
 
-    /// The error as it travels in a response frame.
-    pub fn to_wire(&self) -> WireError {
-        let kind = match self {
+    /// What kind of error this is, whether it happened here or on a server.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
             BrokerError::UnknownTopic(_) => ErrorKind::UnknownTopic,
             BrokerError::TopicExists(_) => ErrorKind::TopicExists,
             BrokerError::NoSuchPartition { .. } => ErrorKind::NoSuchPartition,
             BrokerError::OffsetBeyondEnd { .. } => ErrorKind::OffsetBeyondEnd,
             BrokerError::OffsetRemoved { .. } => ErrorKind::OffsetRemoved,
             BrokerError::InvalidName { .. } | BrokerError::InvalidRequest(_) => ErrorKind::InvalidRequest,
+            BrokerError::Remote { kind, .. } => *kind,
             _ => ErrorKind::Other,
-        };
-        WireError { kind, message: self.to_string() }
+        }
+    }
+
+    /// The error as it travels in a response frame.
+    pub fn to_wire(&self) -> WireError {
+        WireError { kind: self.kind(), message: self.to_string() }
     }
 }
 
@@ -82,6 +87,6 @@ pub enum ErrorKind {
 
 impl From<WireError> for BrokerError {
     fn from(e: WireError) -> Self {
-        BrokerError::Remote(e.message)
+        BrokerError::Remote { kind: e.kind, message: e.message }
     }
 }

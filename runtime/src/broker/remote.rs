@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use super::error::ErrorKind;
 use super::frame::{self, FrameError};
 use super::protocol::{Op, Reply, Request, Response, UNKNOWN_ID};
 use super::{BrokerError, Fetched, NewRecord, Result, TopicConfig, TopicInfo};
@@ -252,7 +253,10 @@ fn unexpected(op: &str, reply: &Reply) -> BrokerError {
         Reply::Fetched(_) => "fetched",
         Reply::Offsets(_) => "offsets",
     };
-    BrokerError::Remote(format!("the server answered a {op} request with a `{kind}` reply"))
+    BrokerError::Remote {
+        kind: ErrorKind::Other,
+        message: format!("the server answered a {op} request with a `{kind}` reply"),
+    }
 }
 
 /// Connects to `addr`, retrying a few times, and starts the connection's writer and reader.

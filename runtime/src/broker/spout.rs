@@ -30,6 +30,7 @@ use squall_api::{
 };
 use tokio::sync::mpsc;
 
+use super::error::ErrorKind;
 use super::{Broker, BrokerError, Record};
 use crate::offsets::{message_id, parse_message_id, Failed, PartitionOffsets, RetryPolicy};
 
@@ -143,7 +144,8 @@ struct Partition {
     number: u32,
     offsets: PartitionOffsets<Record>,
     buffered: VecDeque<Record>,
-    fetched: mpsc::Receiver<Result<Vec<Record>, BrokerError>>,
+    /// Fetched batches, or what went wrong fetching.
+    fetched: mpsc::Receiver<Result<Vec<Record>, String>>,
     /// The fetcher is done (stop_at_end reached, or it ended).
     fetch_done: bool,
     /// With stop_at_end: the high watermark at open.
@@ -375,7 +377,7 @@ async fn fetch_loop(
     mut offset: u64,
     end: Option<u64>,
     max_bytes: usize,
-    tx: mpsc::Sender<Result<Vec<Record>, BrokerError>>,
+    tx: mpsc::Sender<Result<Vec<Record>, String>>,
 ) {
     while end.is_none_or(|end| offset < end) {
         match broker.fetch(&topic, partition, offset, max_bytes, FETCH_WAIT).await {
@@ -391,7 +393,27 @@ async fn fetch_loop(
                 }
             }
             Err(e) => {
-                if tx.send(Err(e)).await.is_err() {
+                // Retention removed records before they were read: nothing can bring them
+                // back, so say so and go on from the oldest record left.
+                let log_start = match e.kind() {
+                    ErrorKind::OffsetRemoved => broker
+                        .describe(&topic)
+                        .await
+                        .ok()
+                        .and_then(|info| info.partitions.get(partition as usize).map(|p| p.log_start)),
+                    _ => None,
+                };
+                let message = match log_start {
+                    Some(log_start) if log_start > offset => {
+                        let skipped = format!(
+                            "offsets {offset}..{log_start} were removed by retention before they were read; skipping them"
+                        );
+                        offset = log_start;
+                        skipped
+                    }
+                    _ => e.to_string(),
+                };
+                if tx.send(Err(message)).await.is_err() {
                     return;
                 }
                 tokio::time::sleep(FETCH_RETRY).await;
