@@ -135,6 +135,12 @@ impl<R: Clone> PartitionOffsets<R> {
         self.entries.get_mut(index)
     }
 
+    /// Records below `offset` that were not taken will never be (retention removed them): the
+    /// next record taken is at `offset` or later, and the frontier may pass them.
+    pub fn skip_to(&mut self, offset: u64) {
+        self.next = self.next.max(offset);
+    }
+
     /// The record at `offset` was processed. Returns false if it was not out.
     pub fn ack(&mut self, offset: u64) -> bool {
         let Some(entry) = self.find(offset) else { return false };
@@ -352,6 +358,19 @@ mod tests {
         assert_eq!(p.frontier(), 9);
         p.ack(9);
         assert_eq!(p.frontier(), 10);
+    }
+
+    #[test]
+    fn skipped_offsets_let_the_frontier_pass() {
+        let mut p = taken(0, 2);
+        p.skip_to(10);
+        assert_eq!(p.frontier(), 0, "0 and 1 are still out");
+        p.ack(0);
+        p.ack(1);
+        assert_eq!(p.frontier(), 10);
+        assert!(p.take(10, 100));
+        p.skip_to(5);
+        assert_eq!(p.next_offset(), 11, "a skip never goes back");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use squall_api::{
     async_trait, values, Bolt, BoltCollector, BoxError, EmitError, Fields, OutputDeclarer, Registry, TaskId,
-    Tuple, Values,
+    Tuple, Value, Values,
 };
 use squall_runtime::broker::{self, Broker, FsyncPolicy, NewRecord, TopicConfig};
 use squall_runtime::local::{self, LocalOptions, RunResult};
@@ -199,6 +199,7 @@ async fn group_resumes_from_its_committed_offsets() {
 struct Collected {
     acked: Vec<Tuple>,
     failed: Vec<Tuple>,
+    errors: Vec<String>,
 }
 
 impl BoltCollector for Collected {
@@ -213,7 +214,7 @@ impl BoltCollector for Collected {
     }
     fn reset_timeout(&mut self, _: &Tuple) {}
     fn report_error(&mut self, error: &str) {
-        panic!("unexpected error: {error}");
+        self.errors.push(error.to_string());
     }
 }
 
@@ -238,7 +239,27 @@ async fn sink_acks_an_input_only_once_its_record_is_durable() {
     log.flush().unwrap();
     sink.execute(tick_input(), &mut out).await.unwrap();
     assert_eq!(out.acked.len(), 1, "acked once durable");
-    assert!(out.failed.is_empty());
+    assert!(out.failed.is_empty() && out.errors.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_fails_a_record_over_the_limit_alone() {
+    let broker = broker().await;
+    let mut config = TopicConfig::new(1);
+    config.fsync = FsyncPolicy::Never;
+    broker.create_topic("big-out", config).await.unwrap();
+    let mut sink = broker::sink::build(toml::from_str(r#"topic = "big-out""#).unwrap()).unwrap();
+    sink.prepare(&squall_api::TopologyContext::for_test("sink")).await.unwrap();
+    let mut out = Collected::default();
+    let huge = Value::Bytes(vec![b'x'; 65 << 20]);
+    sink.execute(Tuple::for_test(["key", "value"], values!["small-1", "v"]), &mut out).await.unwrap();
+    sink.execute(Tuple::for_test(["key", "value"], values!["huge", huge]), &mut out).await.unwrap();
+    sink.execute(Tuple::for_test(["key", "value"], values!["small-2", "v"]), &mut out).await.unwrap();
+    sink.execute(tick_input(), &mut out).await.unwrap();
+    assert_eq!(out.failed.len(), 1, "only the huge record failed");
+    assert_eq!(out.failed[0].get_str("key").unwrap(), "huge");
+    assert!(out.errors[0].contains("over the"), "{:?}", out.errors);
+    assert_eq!(out.acked.len(), 2, "the others were appended and acked");
 }
 
 /// A tick tuple, as the runtime makes them.

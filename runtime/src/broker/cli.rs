@@ -102,8 +102,9 @@ pub enum TopicCommand {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
         /// With --count: the bytes of each generated value
-        #[arg(long, value_name = "BYTES", requires = "count", default_value_t = 100)]
-        size: usize,
+        #[arg(long, value_name = "BYTES", requires = "count", default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(0..=MAX_VALUE_BYTES))]
+        size: u32,
         /// Stdin lines are KEY SEP VALUE: split each at the first SEP
         #[arg(long, value_name = "SEP", conflicts_with = "count", value_parser = clap::builder::NonEmptyStringValueParser::new())]
         key_separator: Option<String>,
@@ -251,7 +252,7 @@ async fn run_topic(command: TopicCommand) -> Result<(), CliError> {
         }
         TopicCommand::Produce { name, count, size, key_separator, target } => {
             let broker = connect(&target).await?;
-            produce(&broker, &name, count.map(|n| (n, size)), key_separator).await
+            produce(&broker, &name, count.map(|n| (n, size as usize)), key_separator).await
         }
         TopicCommand::Tail { name, partition, from_beginning, offset, count, json, target } => {
             let broker = connect(&target).await?;
@@ -315,6 +316,8 @@ fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
 // ---- produce ----------------------------------------------------------------------------
 
 /// A batch is sent once it holds this many records or bytes.
+/// The largest generated value: a record of it (with a 20-digit key) fits one frame.
+const MAX_VALUE_BYTES: i64 = (super::record::MAX_FRAME_LEN - super::record::FRAME_HEADER_LEN - 20) as i64;
 const BATCH_RECORDS: usize = 1000;
 const BATCH_BYTES: usize = 1 << 20;
 /// Batches sent but not yet durable, before the producer waits for the oldest.

@@ -4,7 +4,8 @@
 //! Config: `topic` (required); `broker` (`"embedded"`, the default, or a server's
 //! `host:port`); `key_field` (default `"key"`) and `value_field` (default `"value"`): the input
 //! fields the record's key and value come from; `batch` (records per append, default 256);
-//! `linger_ms` (how often partial batches are appended and durable ones acked, default 5).
+//! `linger_ms` (how often partial batches are appended and durable ones acked, default 5). A
+//! batch is also appended once it holds 1 MiB.
 //!
 //! A record's key is its input's `key_field` (no key if the input has no such field, or it is
 //! null) and its value the `value_field`: strings as their UTF-8 bytes, bytes as they are, any
@@ -13,7 +14,8 @@
 //!
 //! Contract: an input is acked only once its record is durable under the topic's fsync policy;
 //! if the append fails, its inputs are failed (so their spouts replay them). An input without
-//! the value field fails with an error that names the field.
+//! the value field fails with an error that names the field; an input whose record would be
+//! over the log's record limit (64 MiB) fails alone.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use serde::Deserialize;
 use squall_api::{async_trait, Bolt, BoltCollector, BoxError, TopologyContext, Tuple, Value};
 
 use super::partitioner::Partitioner;
+use super::record::{frame_len, MAX_FRAME_LEN};
 use super::spout::embedded;
 use super::{Broker, NewRecord, Pending};
 
@@ -55,6 +58,9 @@ fn default_linger_ms() -> u64 {
     5
 }
 
+/// A batch is appended before it would grow past this many bytes (far below any request limit).
+const BATCH_BYTES: usize = 1 << 20;
+
 /// The `log-sink` factory.
 pub fn build(config: Config) -> Result<LogSink, BoxError> {
     if config.topic.is_empty() {
@@ -78,7 +84,7 @@ struct Open {
     broker: Broker,
     partitions: u32,
     /// Per partition: records not yet appended, and their inputs.
-    batches: Vec<(Vec<NewRecord>, Vec<Tuple>)>,
+    batches: Vec<Batch>,
     /// Appends on their way to durability, with the inputs to ack then.
     in_flight: VecDeque<(Pending, Vec<Tuple>)>,
     partitioner: Partitioner,
@@ -93,7 +99,10 @@ impl Bolt for LogSink {
     async fn prepare(&mut self, _ctx: &TopologyContext) -> Result<(), BoxError> {
         let broker = Broker::connect(&self.config.broker).await?;
         let partitions = broker.describe(&self.config.topic).await?.partitions.len() as u32;
-        let batches = (0..partitions).map(|_| (Vec::new(), Vec::new())).collect();
+        if partitions == 0 {
+            return Err(format!("topic `{}` has no partitions", self.config.topic).into());
+        }
+        let batches = (0..partitions).map(|_| Batch::default()).collect();
         let partitioner = Partitioner::new();
         self.open = Some(Open { broker, partitions, batches, in_flight: VecDeque::new(), partitioner });
         Ok(())
@@ -114,11 +123,22 @@ impl Bolt for LogSink {
             Ok(v) => to_bytes(v),
             Err(e) => return Err(format!("no value for the record: {e}").into()),
         };
-        let partition = open.partitioner.partition(key.as_deref(), open.partitions);
-        let (records, inputs) = &mut open.batches[partition as usize];
-        records.push(NewRecord { key, value, timestamp: None });
-        inputs.push(input);
-        if records.len() >= self.config.batch {
+        let bytes = frame_len(key.as_deref(), &value);
+        if bytes > MAX_FRAME_LEN {
+            // It can never be appended: fail it alone (its spout decides when to give up).
+            out.report_error(&format!("a record of {bytes} bytes is over the {MAX_FRAME_LEN}-byte limit"));
+            out.fail(input);
+            return Ok(());
+        }
+        let partition = open.partitioner.partition(key.as_deref(), open.partitions) as usize;
+        if open.batches[partition].bytes + bytes > BATCH_BYTES {
+            open.append(&self.config.topic, partition, out).await;
+        }
+        let batch = &mut open.batches[partition];
+        batch.records.push(NewRecord { key, value, timestamp: None });
+        batch.inputs.push(input);
+        batch.bytes += bytes;
+        if batch.records.len() >= self.config.batch {
             open.append(&self.config.topic, partition, out).await;
             open.ack_durable(out);
         }
@@ -126,16 +146,26 @@ impl Bolt for LogSink {
     }
 }
 
+/// One partition's records waiting to be appended.
+#[derive(Default)]
+struct Batch {
+    records: Vec<NewRecord>,
+    inputs: Vec<Tuple>,
+    /// Their size as frames.
+    bytes: usize,
+}
+
 impl Open {
     /// Appends one partition's batch; its inputs are acked once it is durable.
-    async fn append(&mut self, topic: &str, partition: u32, out: &mut dyn BoltCollector) {
-        let (records, inputs) = &mut self.batches[partition as usize];
-        if records.is_empty() {
+    async fn append(&mut self, topic: &str, partition: usize, out: &mut dyn BoltCollector) {
+        let batch = &mut self.batches[partition];
+        if batch.records.is_empty() {
             return;
         }
-        let records = std::mem::take(records);
-        let inputs = std::mem::take(inputs);
-        match self.broker.produce(topic, partition, records).await {
+        let records = std::mem::take(&mut batch.records);
+        let inputs = std::mem::take(&mut batch.inputs);
+        batch.bytes = 0;
+        match self.broker.produce(topic, partition as u32, records).await {
             Ok(pending) => self.in_flight.push_back((pending, inputs)),
             Err(e) => {
                 out.report_error(&format!("append to `{topic}`/{partition} failed: {e}"));
@@ -145,7 +175,7 @@ impl Open {
     }
 
     async fn append_all(&mut self, topic: &str, out: &mut dyn BoltCollector) {
-        for partition in 0..self.partitions {
+        for partition in 0..self.batches.len() {
             self.append(topic, partition, out).await;
         }
     }

@@ -144,10 +144,7 @@ struct Partition {
     number: u32,
     offsets: PartitionOffsets<Record>,
     buffered: VecDeque<Record>,
-    /// Fetched batches, or what went wrong fetching.
-    fetched: mpsc::Receiver<Result<Vec<Record>, String>>,
-    /// The fetcher is done (stop_at_end reached, or it ended).
-    fetch_done: bool,
+    fetched: mpsc::Receiver<Fetch>,
     /// With stop_at_end: the high watermark at open.
     end: Option<u64>,
 }
@@ -165,6 +162,16 @@ impl Spout for LogSpout {
         let group =
             c.group.clone().unwrap_or_else(|| format!("{}.{}", ctx.topology_name(), ctx.component_id()));
         let committed = broker.committed(&group, &c.topic).await?;
+        if let Some(p) = info.partitions.iter().enumerate().find(|(i, p)| p.partition as usize != *i) {
+            return Err(format!(
+                "topic `{}`: the broker described partition {} out of order",
+                c.topic, p.1.partition
+            )
+            .into());
+        }
+        if info.partitions.len() > 1 << 15 {
+            return Err(format!("topic `{}` has more than {} partitions", c.topic, 1 << 15).into());
+        }
         let tasks = ctx.task_count().max(1);
         let mut partitions = Vec::new();
         let mut index = vec![None; info.partitions.len()];
@@ -200,7 +207,6 @@ impl Spout for LogSpout {
                 offsets: PartitionOffsets::new(start),
                 buffered: VecDeque::new(),
                 fetched: rx,
-                fetch_done: false,
                 end,
             });
         }
@@ -324,23 +330,27 @@ impl Open {
 }
 
 impl Partition {
-    /// Moves the next fetched batch into the buffer; false if none is ready.
+    /// Moves the next fetched batch into the buffer; false if none is ready. Called only with
+    /// the buffer empty, so a skip applies after every record fetched before it was taken.
     fn refill(&mut self, out: &mut dyn SpoutCollector) -> bool {
         loop {
             match self.fetched.try_recv() {
-                Ok(Ok(records)) => {
+                Ok(Fetch::Records(records)) => {
                     if records.is_empty() {
                         continue;
                     }
                     self.buffered.extend(records);
                     return true;
                 }
-                Ok(Err(e)) => out.report_error(&format!("partition {}: {e}", self.number)),
-                Err(mpsc::error::TryRecvError::Empty) => return false,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    self.fetch_done = true;
-                    return false;
+                Ok(Fetch::Skipped { from, to }) => {
+                    out.report_error(&format!(
+                        "partition {}: offsets {from}..{to} were removed by retention before they were read; skipped",
+                        self.number
+                    ));
+                    self.offsets.skip_to(to);
                 }
+                Ok(Fetch::Failed(e)) => out.report_error(&format!("partition {}: {e}", self.number)),
+                Err(_) => return false,
             }
         }
     }
@@ -350,6 +360,18 @@ impl Partition {
         let end = self.end.unwrap_or(u64::MAX);
         self.buffered.is_empty() && self.offsets.next_offset() >= end && self.offsets.is_settled()
     }
+}
+
+/// What a partition's fetcher hands the spout, in offset order.
+enum Fetch {
+    Records(Vec<Record>),
+    /// Retention removed the records before this offset before they were read.
+    Skipped {
+        from: u64,
+        to: u64,
+    },
+    /// A fetch failed (it is retried); the message is for the topology's log.
+    Failed(String),
 }
 
 /// Emits one record with (partition, offset) as its message id.
@@ -377,47 +399,94 @@ async fn fetch_loop(
     mut offset: u64,
     end: Option<u64>,
     max_bytes: usize,
-    tx: mpsc::Sender<Result<Vec<Record>, String>>,
+    tx: mpsc::Sender<Fetch>,
 ) {
     while end.is_none_or(|end| offset < end) {
-        match broker.fetch(&topic, partition, offset, max_bytes, FETCH_WAIT).await {
+        let message = match broker.fetch(&topic, partition, offset, max_bytes, FETCH_WAIT).await {
             Ok(fetched) => {
                 let mut records = fetched.records;
                 if let Some(end) = end {
                     records.retain(|r| r.offset < end);
                 }
-                let Some(last) = records.last() else { continue };
+                let Some(last) = records.last() else {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    continue;
+                };
                 offset = last.offset + 1;
-                if tx.send(Ok(records)).await.is_err() {
-                    return;
+                Fetch::Records(records)
+            }
+            // Retention removed records before they were read: nothing can bring them back, so
+            // say so and go on from the oldest record left.
+            Err(e) if e.kind() == ErrorKind::OffsetRemoved => {
+                match log_start(&broker, &topic, partition).await {
+                    Some(log_start) if log_start > offset => {
+                        let from = std::mem::replace(&mut offset, log_start);
+                        Fetch::Skipped { from, to: log_start }
+                    }
+                    _ => Fetch::Failed(e.to_string()),
                 }
             }
-            Err(e) => {
-                // Retention removed records before they were read: nothing can bring them
-                // back, so say so and go on from the oldest record left.
-                let log_start = match e.kind() {
-                    ErrorKind::OffsetRemoved => broker
-                        .describe(&topic)
-                        .await
-                        .ok()
-                        .and_then(|info| info.partitions.get(partition as usize).map(|p| p.log_start)),
-                    _ => None,
-                };
-                let message = match log_start {
-                    Some(log_start) if log_start > offset => {
-                        let skipped = format!(
-                            "offsets {offset}..{log_start} were removed by retention before they were read; skipping them"
-                        );
-                        offset = log_start;
-                        skipped
-                    }
-                    _ => e.to_string(),
-                };
-                if tx.send(Err(message)).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(FETCH_RETRY).await;
+            Err(e) => Fetch::Failed(e.to_string()),
+        };
+        let failed = matches!(message, Fetch::Failed(_));
+        if tx.send(message).await.is_err() {
+            return;
+        }
+        if failed {
+            tokio::time::sleep(FETCH_RETRY).await;
+        }
+    }
+}
+
+async fn log_start(broker: &Broker, topic: &str, partition: u32) -> Option<u64> {
+    let info = broker.describe(topic).await.ok()?;
+    info.partitions.get(partition as usize).map(|p| p.log_start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::log::Log;
+    use crate::broker::{NewRecord, TopicConfig};
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn fetcher_skips_records_retention_removed_and_says_so() {
+        let dir = std::env::temp_dir().join(format!("squall-fetcher-skip-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = Log::open(&dir).unwrap();
+        let mut config = TopicConfig::new(1);
+        config.segment_bytes = 1_000;
+        config.retention_bytes = Some(2_000);
+        log.create_topic("t", config).unwrap();
+        for i in 0..100 {
+            let record =
+                NewRecord { key: None, value: Bytes::from(format!("record {i:>40}")), timestamp: None };
+            log.append("t", 0, &[record]).unwrap();
+        }
+        log.apply_retention(0);
+        let log_start = log.describe("t").unwrap().partitions[0].log_start;
+        assert!(log_start > 0);
+
+        let (tx, mut rx) = mpsc::channel(PREFETCH);
+        let fetcher =
+            tokio::spawn(fetch_loop(Broker::Embedded(log), "t".into(), 0, 0, Some(100), 1 << 20, tx));
+        match rx.recv().await {
+            Some(Fetch::Skipped { from: 0, to }) => assert_eq!(to, log_start),
+            _ => panic!("the first thing the fetcher says is what it skipped"),
+        }
+        let mut next = log_start;
+        while let Some(fetch) = rx.recv().await {
+            let Fetch::Records(records) = fetch else { panic!("only records after the skip") };
+            for r in records {
+                assert_eq!(r.offset, next);
+                next += 1;
             }
         }
+        assert_eq!(next, 100, "then every record left, up to the end");
+        fetcher.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
