@@ -20,7 +20,9 @@
 //!   at the offset; nothing bad on disk ever panics or comes back as data.
 //! - Durability follows the topic's [`FsyncPolicy`] for appends and group commits alike;
 //!   [`Log::durable`] is the end of what is durable, [`Log::wait_durable`] waits for it without
-//!   spinning from any tokio runtime. A background thread (`flusher.rs`) does the `Interval`
+//!   spinning from any tokio runtime. Once an fsync of a partition failed, its durable end never
+//!   moves again while the log is open: `durable`, `wait_durable` and appends to it return that
+//!   failure (reopening the log recovers the partition from what is on disk). A background thread (`flusher.rs`) does the `Interval`
 //!   fsyncs and periodic retention; it stops when the log is dropped, and dropping the log
 //!   flushes everything (best effort).
 //! - Opening recovers every partition after a crash: nothing written completely is lost, a
@@ -271,9 +273,10 @@ impl Log {
         Ok(self.topic(topic)?.config.fsync)
     }
 
-    /// Every offset below the returned one is durable under the topic's fsync policy.
+    /// Every offset below the returned one is durable under the topic's fsync policy. Once an
+    /// fsync of the partition failed, that failure instead (for as long as the log is open).
     pub fn durable(&self, topic: &str, partition: u32) -> Result<u64> {
-        Ok(self.partition(topic, partition)?.durable())
+        self.partition(topic, partition)?.durable()
     }
 
     /// The offset the next append to the partition gets.
@@ -282,7 +285,7 @@ impl Log {
     }
 
     /// Waits until every offset below `end` is durable (`end` beyond the high watermark is
-    /// [`BrokerError::OffsetBeyondEnd`]).
+    /// [`BrokerError::OffsetBeyondEnd`]; a failed fsync of the partition is that failure).
     pub async fn wait_durable(&self, topic: &str, partition: u32, end: u64) -> Result<()> {
         self.partition(topic, partition)?.wait_durable(end).await
     }

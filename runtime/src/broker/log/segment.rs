@@ -260,6 +260,10 @@ impl Segment {
         &self.log_path
     }
 
+    pub(crate) fn shared_log_path(&self) -> Arc<Path> {
+        self.log_path.clone()
+    }
+
     /// The file handle of the active segment.
     pub(crate) fn file(&self) -> Option<Arc<File>> {
         self.file.clone()
@@ -328,13 +332,11 @@ impl Segment {
         Ok(())
     }
 
-    /// Makes this segment sealed: index written out, both files fsynced if `sync`, its newest
-    /// timestamp stored as the log file's mtime.
+    /// Makes this segment sealed: index written out (and fsynced if `sync`), its newest
+    /// timestamp stored as the log file's mtime. The caller fsyncs the log file itself first
+    /// (the partition keeps track of its fsyncs).
     pub(crate) fn seal(&mut self, sync: bool) -> Result<()> {
         if let Some(file) = &self.file {
-            if sync {
-                file.sync_data().map_err(io_err("syncing", &self.log_path))?;
-            }
             let mtime = u64::try_from(self.max_timestamp)
                 .ok()
                 .filter(|&ms| ms > 0)

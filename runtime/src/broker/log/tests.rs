@@ -755,3 +755,91 @@ fn throughput_figure() {
     }
     println!("read alone: {:.0} records/s", N as f64 / started.elapsed().as_secs_f64());
 }
+
+/// The partition behind `log`'s `topic`/`partition`, to inject faults into.
+fn partition(log: &Log, topic: &str, partition: u32) -> Arc<super::partition::Partition> {
+    log.partition(topic, partition).unwrap()
+}
+
+/// Asserts `result` is the sticky I/O error of a failed fsync of a file in `dir`.
+fn assert_fsync_failure<T: std::fmt::Debug>(result: crate::broker::Result<T>, dir: &Path) {
+    match result {
+        Err(BrokerError::Io { context, source }) => {
+            assert!(context.contains(&dir.display().to_string()), "names the file: {context}");
+            assert!(source.to_string().contains("injected fsync failure"), "{source}");
+        }
+        other => panic!("expected the fsync failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_fsync_under_always_is_never_papered_over_by_a_later_one() {
+    let dir = TempDir::new();
+    let part_dir = dir.path().join("topics/t/0");
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", config(2, FsyncPolicy::Always)).unwrap();
+    append_values(&log, "t", 0, 0..2);
+    assert_eq!(log.durable("t", 0).unwrap(), 2);
+    partition(&log, "t", 0).fail_next_fsync(false);
+    // Append A's fsync fails; append B (whose fsync would succeed) must not cover A.
+    assert_fsync_failure(log.append("t", 0, &[rec(None, "a", None)]), &part_dir);
+    assert_fsync_failure(log.append("t", 0, &[rec(None, "b", None)]), &part_dir);
+    assert_eq!(log.high_watermark("t", 0).unwrap(), 3, "B was refused before it was written");
+    assert_fsync_failure(log.durable("t", 0), &part_dir);
+    assert_eq!(log.describe("t").unwrap().partitions[0].durable, 2, "the durable end stays put");
+    assert_fsync_failure(log.flush(), &part_dir);
+    assert_fsync_failure(log.durable("t", 0), &part_dir);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_fsync_failure(rt.block_on(log.wait_durable("t", 0, 1)), &part_dir);
+    // Other partitions are not affected.
+    assert_eq!(log.append("t", 1, &[rec(None, "x", None)]).unwrap(), 0);
+    assert_eq!(log.durable("t", 1).unwrap(), 1);
+    drop(log);
+
+    // A restart recovers the partition from what is on disk.
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.durable("t", 0).unwrap(), 3);
+    assert_eq!(log.append("t", 0, &[rec(None, "c", None)]).unwrap(), 3);
+    assert_eq!(log.durable("t", 0).unwrap(), 4);
+}
+
+#[test]
+fn a_failed_background_fsync_stops_the_durable_end_and_fails_waiters_and_appends() {
+    let dir = TempDir::new();
+    let part_dir = dir.path().join("topics/t/0");
+    let log = Log::open(dir.path()).unwrap();
+    // An hour: the flusher stays out of the way, the test fsyncs with `flush`.
+    log.create_topic("t", config(1, FsyncPolicy::Interval { ms: 3_600_000 })).unwrap();
+    log.append("t", 0, &[rec(None, "a", None)]).unwrap();
+    log.flush().unwrap();
+    assert_eq!(log.durable("t", 0).unwrap(), 1);
+    log.append("t", 0, &[rec(None, "b", None)]).unwrap();
+    partition(&log, "t", 0).fail_next_fsync(false);
+    assert_fsync_failure(log.flush(), &part_dir);
+    // The next fsync would succeed: it must not move the durable end over "b".
+    assert_fsync_failure(log.flush(), &part_dir);
+    assert_fsync_failure(log.durable("t", 0), &part_dir);
+    assert_eq!(log.describe("t").unwrap().partitions[0].durable, 1);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_fsync_failure(rt.block_on(log.wait_durable("t", 0, 2)), &part_dir);
+    assert_fsync_failure(rt.block_on(log.wait_durable("t", 0, 1)), &part_dir);
+    assert_fsync_failure(log.append("t", 0, &[rec(None, "c", None)]), &part_dir);
+    assert_eq!(log.high_watermark("t", 0).unwrap(), 2);
+}
+
+#[test]
+fn a_waiter_is_woken_by_a_failed_fsync() {
+    let dir = TempDir::new();
+    let part_dir = dir.path().join("topics/t/0");
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", config(1, FsyncPolicy::Interval { ms: 3_600_000 })).unwrap();
+    log.append("t", 0, &[rec(None, "a", None)]).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
+    let waiter = {
+        let log = log.clone();
+        rt.spawn(async move { log.wait_durable("t", 0, 1).await })
+    };
+    partition(&log, "t", 0).fail_next_fsync(false);
+    assert_fsync_failure(log.flush(), &part_dir);
+    assert_fsync_failure(rt.block_on(waiter).unwrap(), &part_dir);
+}
