@@ -12,7 +12,9 @@
 //! - Durability follows the topic's [`FsyncPolicy`]: `Always` fsyncs before the append
 //!   returns, `Interval` marks the partition dirty for the [`Flusher`], `Never` never fsyncs
 //!   (then the durable end is the high watermark). A rolled segment is fsynced (unless `Never`)
-//!   before the next one is created. `synced` only ever moves up, to an end whose bytes were
+//!   before the next one is created, which is in the state as soon as its file exists (so the
+//!   state always matches the directory) and whose name is fsynced (the directory) before
+//!   anything is appended to it. `synced` only ever moves up, to an end whose bytes were
 //!   all written before the fsync that covers them began.
 //! - A failed fsync is never papered over (the kernel may have dropped the pages it could not
 //!   write, and a later fsync would succeed without them): fsyncs of a partition run one at a
@@ -38,7 +40,7 @@ use tokio::sync::Notify;
 
 use super::flusher::{FlushItem, Flusher};
 use super::segment::{self, parse_file_name, Segment};
-use super::util::{fsync_dir, io_err, lock, now_ms};
+use super::util::{io_err, lock, now_ms};
 use super::MAX_APPEND_BYTES;
 use crate::broker::record::{encode_into, frame_len, MAX_FRAME_LEN};
 use crate::broker::{BrokerError, Fetched, FsyncPolicy, NewRecord, PartitionInfo, Result, TopicConfig};
@@ -313,11 +315,19 @@ impl Partition {
             }
             None => std::fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?,
         }
-        let segment = Segment::create(&self.dir, base)?;
-        if sync {
-            fsync_dir(&self.dir)?;
+        // Opened first, so that failing to open it leaves nothing behind.
+        let dir = if sync {
+            Some(File::open(&self.dir).map_err(io_err("opening directory", &self.dir))?)
+        } else {
+            None
+        };
+        // In the state as soon as it is on disk: whatever fails next, the two agree.
+        state.segments.push(Segment::create(&self.dir, base)?);
+        if let Some(dir) = dir {
+            // Until its name is durable, nothing fsynced into the new segment is: a failure
+            // fails the partition like any failed fsync.
+            self.fsync(&self.dir, None, true, || dir.sync_all())?;
         }
-        state.segments.push(segment);
         removed.extend(self.expire(state, now));
         Ok(())
     }

@@ -73,8 +73,6 @@ pub(crate) struct Segment {
     index_path: PathBuf,
     /// Open for the active segment; opened on first read for a sealed one.
     file: Option<Arc<File>>,
-    /// Set once sealed: no more index writes.
-    sealed: bool,
     index: Vec<IndexEntry>,
     /// Entries of `index` already in the index file.
     index_written: usize,
@@ -126,13 +124,18 @@ impl Segment {
             .create_new(true)
             .open(&log_path)
             .map_err(io_err("creating segment", &log_path))?;
-        open_index(&index_path, true)?;
+        if let Err(e) = open_index(&index_path, true) {
+            // Leave nothing behind that would make the next attempt fail.
+            if let Err(e) = std::fs::remove_file(&log_path) {
+                tracing::warn!(file = %log_path.display(), "could not delete a segment left half-created: {e}");
+            }
+            return Err(e);
+        }
         Ok(Segment {
             base,
             log_path,
             index_path,
             file: Some(Arc::new(file)),
-            sealed: false,
             index: Vec::new(),
             index_written: 0,
             last_indexed: 0,
@@ -170,7 +173,6 @@ impl Segment {
             log_path,
             index_path,
             file: Some(Arc::new(file)),
-            sealed: false,
             last_indexed: scan.index.last().map_or(0, |e| u64::from(e.pos)),
             index: scan.index,
             index_written: 0,
@@ -246,7 +248,6 @@ impl Segment {
             log_path,
             index_path,
             file: None,
-            sealed: true,
             index_written: index.len(),
             last_indexed: index.last().map_or(0, |e| u64::from(e.pos)),
             index,
@@ -347,11 +348,8 @@ impl Segment {
                 }
             }
         }
-        if !self.sealed {
-            self.write_index(sync)?;
-            self.sealed = true;
-        }
-        Ok(())
+        // Also when sealed before (by a roll that failed later): it may have taken appends since.
+        self.write_index(sync)
     }
 
     /// A view for reading from `offset` (which this segment holds) on.

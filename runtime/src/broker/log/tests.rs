@@ -843,3 +843,34 @@ fn a_waiter_is_woken_by_a_failed_fsync() {
     assert_fsync_failure(log.flush(), &part_dir);
     assert_fsync_failure(rt.block_on(waiter).unwrap(), &part_dir);
 }
+
+#[test]
+fn a_failed_directory_fsync_in_a_roll_leaves_state_and_disk_in_step() {
+    let dir = TempDir::new();
+    let part_dir = dir.path().join("topics/t/0");
+    let frame = frame_len(Some(b"k"), value(0).as_bytes()) as u64;
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig { segment_bytes: 2 * frame, ..config(1, FsyncPolicy::Always) })
+        .unwrap();
+    append_values(&log, "t", 0, 0..2);
+    partition(&log, "t", 0).fail_next_fsync(true);
+    // This append rolls: the new segment's file is created, then the directory fsync fails.
+    assert_fsync_failure(log.append("t", 0, &[rec(Some("k"), &value(2), Some(1002))]), &part_dir);
+    let files = segment_files(dir.path(), "t", 0);
+    assert_eq!(files, ["00000000000000000000.log", "00000000000000000002.log"]);
+    let p = &log.describe("t").unwrap().partitions[0];
+    assert_eq!((p.segments, p.high_watermark, p.durable), (2, 2, 2), "the new segment is in the state");
+    assert_eq!(read_all(&log, "t", 0, 0, 1 << 20).len(), 2);
+    // The segment's name may not be durable: nothing more counts as durable.
+    assert_fsync_failure(log.durable("t", 0), &part_dir);
+    assert_fsync_failure(log.append("t", 0, &[rec(Some("k"), &value(2), Some(1002))]), &part_dir);
+    drop(log);
+
+    // After a restart the partition goes on, and rolls again.
+    let log = Log::open(dir.path()).unwrap();
+    append_values(&log, "t", 0, 2..7);
+    assert_eq!(log.durable("t", 0).unwrap(), 7);
+    let all = read_all(&log, "t", 0, 0, 1 << 20);
+    assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+    assert_eq!(segment_files(dir.path(), "t", 0).len(), 4);
+}
