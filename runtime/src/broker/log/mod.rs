@@ -15,7 +15,7 @@
 //! - Topic and group names are 1–200 of `A-Za-z0-9._-`, not `.` or `..`; a topic has
 //!   1..=1024 partitions. Unknown topics, partitions out of range and existing topics are
 //!   reported as such; every I/O error names its file.
-//! - Offsets of a partition are dense from 0; a read returns only whole, checksummed records
+//! - Offsets of a partition are dense from 0 and stay below [`MAX_OFFSET`]; a read returns only whole, checksummed records
 //!   below the high watermark (see `partition.rs` and `segment.rs`), at least one if there is one
 //!   at the offset; nothing bad on disk ever panics or comes back as data.
 //! - Durability follows the topic's [`FsyncPolicy`] for appends and group commits alike;
@@ -53,6 +53,10 @@ use super::{BrokerError, Fetched, FsyncPolicy, NewRecord, Result, TopicConfig, T
 
 pub use super::record::MAX_FRAME_LEN;
 
+/// Offsets stay below this: message ids pack a record's offset in 48 bits
+/// (`crate::offsets::message_id`). An append that would give a record this offset or a higher one
+/// is refused, and a segment file whose base offset is this or higher is corrupt.
+pub const MAX_OFFSET: u64 = 1 << 48;
 /// The most one append may carry (its frames, in bytes).
 pub const MAX_APPEND_BYTES: usize = 1 << 30;
 /// The most partitions a topic may have.

@@ -6,6 +6,8 @@
 //!   watermark moves past the records only once they are wholly written, so a reader never
 //!   sees part of an append. One append takes the partition's lock once, encodes into one
 //!   reused buffer and writes it with one positional write.
+//! - Offsets stay below [`MAX_OFFSET`]: an append that would give a record that offset is
+//!   refused, and opening refuses a segment file whose name puts its base there or beyond.
 //! - Readers take the lock only to snapshot a [`ReadView`]; the disk read happens without it.
 //!   A read below `log_start` is [`BrokerError::OffsetRemoved`], beyond the high watermark
 //!   [`BrokerError::OffsetBeyondEnd`], at it an empty result.
@@ -41,7 +43,7 @@ use tokio::sync::Notify;
 use super::flusher::{FlushItem, Flusher};
 use super::segment::{self, parse_file_name, Segment};
 use super::util::{io_err, lock, now_ms};
-use super::MAX_APPEND_BYTES;
+use super::{MAX_APPEND_BYTES, MAX_OFFSET};
 use crate::broker::record::{encode_into, frame_len, MAX_FRAME_LEN};
 use crate::broker::{BrokerError, Fetched, FsyncPolicy, NewRecord, PartitionInfo, Result, TopicConfig};
 
@@ -125,7 +127,10 @@ impl Partition {
                     let entry = entry.map_err(io_err("listing", &dir))?;
                     let name = entry.file_name();
                     match name.to_str().and_then(parse_file_name) {
-                        Some((base, "log")) => bases.push(base),
+                        Some((base, "log")) => {
+                            segment::check_base(&entry.path(), base)?;
+                            bases.push(base);
+                        }
                         Some((base, _)) => indexes.push(base),
                         None => tracing::debug!(file = %entry.path().display(), "ignoring stray file"),
                     }
@@ -262,6 +267,16 @@ impl Partition {
         self.check_failed()?;
         let state = &mut *guard;
         let first = self.hw.load(Ordering::Acquire);
+        let count = records.len() as u64;
+        if first + count > MAX_OFFSET {
+            return Err(BrokerError::InvalidRequest(format!(
+                "an append of {count} records at offset {first} would take `{}`/{} past the last \
+                 offset there may be, {}",
+                self.topic,
+                self.id,
+                MAX_OFFSET - 1
+            )));
+        }
         let roll = match state.segments.last() {
             None => true,
             Some(s) => s.size > 0 && s.size + total as u64 > self.config.segment_bytes,
@@ -285,7 +300,6 @@ impl Partition {
             encode_into(buf, offset, ts, r.key.as_deref(), &r.value);
             max_ts = max_ts.max(ts);
         }
-        let count = records.len() as u64;
         let written = segment.write(buf, count, max_ts, mark);
         if buf.capacity() > KEEP_BUFFER {
             *buf = Vec::new();

@@ -28,6 +28,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::util::{io_err, system_time_ms};
+use super::MAX_OFFSET;
 use crate::broker::record::{check_frame, FrameCheck, FRAME_HEADER_LEN};
 use crate::broker::{BrokerError, Record, Result};
 
@@ -59,13 +60,22 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) || !(ext == "log" || ext == "index") {
         return None;
     }
-    let base: u64 = stem.parse().ok()?;
-    // Offsets stay far from overflowing.
-    (base <= MAX_BASE).then_some((base, ext))
+    // 20 digits fail to parse only if beyond u64::MAX: that is as far beyond MAX_OFFSET.
+    let base: u64 = stem.parse().unwrap_or(u64::MAX);
+    Some((base, ext))
 }
 
-/// The largest base offset a segment file may have (Kafka's offsets are i64 too).
-const MAX_BASE: u64 = i64::MAX as u64;
+/// Refuses a segment file (at `path`) whose base offset is not below [`MAX_OFFSET`].
+pub(crate) fn check_base(path: &Path, base: u64) -> Result<()> {
+    if base < MAX_OFFSET {
+        return Ok(());
+    }
+    Err(BrokerError::Corrupt {
+        file: path.to_path_buf(),
+        position: 0,
+        why: format!("the segment's base offset in its name is not below the limit of {MAX_OFFSET} (2^48)"),
+    })
+}
 
 pub(crate) struct Segment {
     pub(crate) base: u64,
@@ -470,6 +480,11 @@ fn scan(file: &File, path: &Path, base: u64, start: ScanStart, len: u64) -> Resu
             Ok(FrameCheck::Whole(info)) => {
                 if info.offset != result.next_offset {
                     let why = format!("expected offset {}, found {}", result.next_offset, info.offset);
+                    result.problem = Some((pos, why));
+                    break;
+                }
+                if info.offset >= MAX_OFFSET {
+                    let why = format!("offset {} is not below the limit of {MAX_OFFSET} (2^48)", info.offset);
                     result.problem = Some((pos, why));
                     break;
                 }

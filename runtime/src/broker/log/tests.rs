@@ -874,3 +874,48 @@ fn a_failed_directory_fsync_in_a_roll_leaves_state_and_disk_in_step() {
     assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
     assert_eq!(segment_files(dir.path(), "t", 0).len(), 4);
 }
+
+#[test]
+fn appends_are_refused_before_an_offset_reaches_2_pow_48() {
+    use super::MAX_OFFSET;
+    let dir = TempDir::new();
+    Log::open(dir.path()).unwrap().create_topic("t", config(1, FsyncPolicy::Always)).unwrap();
+    // A partition that starts just below the limit.
+    let near = MAX_OFFSET - 2;
+    let active = segment_path(dir.path(), "t", 0, near, "log");
+    std::fs::write(&active, b"").unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.high_watermark("t", 0).unwrap(), near);
+    let batch = |n: u64| (0..n).map(|i| rec(None, &value(i), Some(0))).collect::<Vec<_>>();
+    assert!(matches!(log.append("t", 0, &batch(3)), Err(BrokerError::InvalidRequest(_))));
+    assert_eq!(log.high_watermark("t", 0).unwrap(), near, "nothing of a refused append is written");
+    assert_eq!(log.append("t", 0, &batch(2)).unwrap(), near);
+    assert_eq!(log.high_watermark("t", 0).unwrap(), MAX_OFFSET);
+    assert!(matches!(log.append("t", 0, &batch(1)), Err(BrokerError::InvalidRequest(_))));
+    let all = read_all(&log, "t", 0, near, 1 << 20);
+    assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), [near, MAX_OFFSET - 1]);
+    drop(log);
+
+    // A frame at offset 2^48 on disk is cut off like a corrupt one.
+    let len = std::fs::metadata(&active).unwrap().len();
+    let mut frame = Vec::new();
+    crate::broker::record::encode_into(&mut frame, MAX_OFFSET, 0, None, b"too far");
+    append_bytes(&active, &frame);
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.high_watermark("t", 0).unwrap(), MAX_OFFSET);
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), len);
+}
+
+#[test]
+fn a_segment_named_at_or_beyond_2_pow_48_is_corrupt() {
+    for stem in [format!("{:020}", super::MAX_OFFSET), format!("{}", i64::MAX), "9".repeat(20)] {
+        let dir = TempDir::new();
+        Log::open(dir.path()).unwrap().create_topic("t", config(1, FsyncPolicy::Never)).unwrap();
+        let path = dir.path().join(format!("topics/t/0/{stem:0>20}.log"));
+        std::fs::write(&path, b"").unwrap();
+        match Log::open(dir.path()) {
+            Err(BrokerError::Corrupt { file, .. }) => assert_eq!(file, path),
+            other => panic!("expected Corrupt for {stem}, got {:?}", other.map(|_| ())),
+        }
+    }
+}
