@@ -26,7 +26,8 @@
 //!   fsyncs and periodic retention; it stops when the log is dropped, and dropping the log
 //!   flushes everything (best effort).
 //! - Opening recovers every partition after a crash: nothing written completely is lost, a
-//!   torn or corrupt tail of an active segment is cut off.
+//!   torn or corrupt tail of an active segment is cut off, and a group's committed offset
+//!   beyond its partition's recovered end is lowered to that end (see `groups.rs`).
 
 mod flusher;
 mod groups;
@@ -150,6 +151,9 @@ impl Topic {
             .map(|p| Partition::open(topic.clone(), p, dir.join(p.to_string()), config.clone()).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         let groups = Groups::open(dir.join("groups"), config.partitions, config.fsync)?;
+        // Group and partition fsyncs are independent: a crash can keep a commit beyond the end.
+        let ends: Vec<u64> = partitions.iter().map(|p| p.high_watermark()).collect();
+        groups.clamp_to(name, &ends)?;
         Ok(Topic { config, partitions, groups })
     }
 }

@@ -919,3 +919,33 @@ fn a_segment_named_at_or_beyond_2_pow_48_is_corrupt() {
         }
     }
 }
+
+#[test]
+fn a_commit_beyond_the_recovered_end_is_lowered_to_it_and_stays_lowered() {
+    let dir = TempDir::new();
+    let frame = frame_len(Some(b"k"), value(0).as_bytes()) as u64;
+    {
+        let log = Log::open(dir.path()).unwrap();
+        log.create_topic("t", config(2, FsyncPolicy::Interval { ms: 10 })).unwrap();
+        append_values(&log, "t", 0, 0..10);
+        append_values(&log, "t", 1, 0..4);
+        log.commit("g", "t", 0, 10).unwrap();
+        log.commit("g", "t", 1, 3).unwrap();
+        log.commit("h", "t", 0, 4).unwrap();
+    }
+    // A power loss kept the commits but only the first 6 records of partition 0.
+    let active = segment_path(dir.path(), "t", 0, 0, "log");
+    std::fs::OpenOptions::new().write(true).open(&active).unwrap().set_len(6 * frame).unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        assert_eq!(log.high_watermark("t", 0).unwrap(), 6);
+        assert_eq!(log.committed("g", "t").unwrap(), [Some(6), Some(3)], "lowered to the end");
+        assert_eq!(log.committed("h", "t").unwrap(), [Some(4), None], "within the end: kept");
+        // The partition grows past the old commit again; the lowered one must stick.
+        append_values(&log, "t", 0, 6..20);
+    }
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.high_watermark("t", 0).unwrap(), 20);
+    assert_eq!(log.committed("g", "t").unwrap(), [Some(6), Some(3)]);
+    assert_eq!(log.committed("h", "t").unwrap(), [Some(4), None]);
+}
