@@ -8,6 +8,9 @@
 //!
 //! - `len` counts the bytes after itself, so a frame is `4 + len` bytes: at least
 //!   [`FRAME_HEADER_LEN`] (no key, empty value), at most [`MAX_FRAME_LEN`].
+//! - A network frame (see [`frame`](super::frame)) may be [`WIRE_ENVELOPE_ALLOWANCE`] bytes
+//!   longer than [`MAX_FRAME_LEN`], so that a request or response carrying the largest record
+//!   still fits with its envelope (topic name, ids, encoding overhead).
 //! - `crc32` (crc32fast, IEEE) covers every byte after itself: offset to the end of the value.
 //! - `key_len` is `u32::MAX` for a record without a key, else the key's length, which must fit
 //!   in the frame; the value is the rest of the frame.
@@ -50,6 +53,10 @@ pub struct Record {
 pub const FRAME_HEADER_LEN: usize = 28;
 /// The largest frame, header included. Appends of bigger records are refused.
 pub const MAX_FRAME_LEN: usize = 64 << 20;
+/// What the network frame limit allows beyond [`MAX_FRAME_LEN`] for the message around a
+/// record (the wire limit is `MAX_FRAME_LEN + WIRE_ENVELOPE_ALLOWANCE`), so that the largest
+/// record the log accepts can always travel.
+pub const WIRE_ENVELOPE_ALLOWANCE: usize = 64 << 10;
 const NO_KEY: u32 = u32::MAX;
 
 /// The size of the frame of a record with this key and value.
@@ -301,6 +308,19 @@ mod tests {
         let err = Decoder::decode_all(Bytes::from(gap)).unwrap_err();
         assert_eq!(err.position, FRAME_HEADER_LEN + 1);
         assert!(Decoder::expecting(Bytes::from(frames(&[(3, 0, None, b"")])), 4).next_record().is_err());
+    }
+
+    #[test]
+    fn the_largest_record_fits_the_wire_limit_with_its_envelope() {
+        let wire_limit = MAX_FRAME_LEN + WIRE_ENVELOPE_ALLOWANCE;
+        assert!(u32::try_from(wire_limit).is_ok(), "a network frame's length is a u32");
+        let key = Bytes::from(vec![b'k'; 1 << 10]);
+        let value = Bytes::from(vec![0u8; MAX_FRAME_LEN - FRAME_HEADER_LEN - key.len()]);
+        assert_eq!(frame_len(Some(&key), &value), MAX_FRAME_LEN);
+        let record = NewRecord { key: Some(key), value, timestamp: Some(i64::MIN) };
+        // As the wire carries it (MessagePack), with the longest topic name and ids around it.
+        let body = rmp_serde::to_vec(&(u64::MAX, "t".repeat(200), u32::MAX, vec![record])).unwrap();
+        assert!(body.len() <= wire_limit, "{} bytes over the wire limit of {wire_limit}", body.len());
     }
 
     #[test]

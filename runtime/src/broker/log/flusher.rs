@@ -6,7 +6,7 @@
 //! scheduled (later only if fsyncs themselves are slow); the thread holds only a
 //! [`Weak`] reference to its log (so it never keeps the log alive) and stops promptly once
 //! [`Flusher::shutdown`] is called, which the log's `Drop` does. Errors are logged: a failed
-//! fsync also marks the partition so that waiting for its durability fails.
+//! fsync also fails the partition for good (see `partition.rs`).
 
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;

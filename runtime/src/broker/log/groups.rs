@@ -7,6 +7,10 @@
 //!   stops at a torn or corrupt tail, which is cut off (with a warning).
 //! - A commit appends one record, durable under the topic's [`FsyncPolicy`] like an append
 //!   (`Always`: fsynced before `commit` returns; `Interval`: by the flusher; `Never`: not).
+//! - When the topic is opened, a committed offset beyond its partition's recovered high
+//!   watermark (a crash kept the commit but lost records: the two are fsynced independently) is
+//!   lowered to that high watermark, with a warning, and the lowered offset is committed like
+//!   any other (and fsynced unless `Never`), so no commit is ever beyond the end.
 //! - Past [`COMPACT_BYTES`] the file is rewritten with one record per partition (temp file,
 //!   fsync, rename, fsync of the directory), so it never loses the latest offsets.
 
@@ -155,6 +159,13 @@ impl Groups {
         Ok(group)
     }
 
+    /// Lowers every committed offset beyond its partition's end (`ends`, the high watermarks)
+    /// to that end, durably unless `Never`.
+    pub(crate) fn clamp_to(&self, topic: &str, ends: &[u64]) -> Result<()> {
+        let groups: Vec<Arc<Group>> = lock(&self.map).values().cloned().collect();
+        groups.iter().try_for_each(|g| g.clamp_to(topic, ends))
+    }
+
     /// Fsyncs every group file.
     pub(crate) fn sync(&self) -> Result<()> {
         let groups: Vec<Arc<Group>> = lock(&self.map).values().cloned().collect();
@@ -197,6 +208,15 @@ impl Group {
 
     fn commit(&self, partition: u32, offset: u64) -> Result<()> {
         let mut state = lock(&self.state);
+        self.commit_locked(&mut state, partition, offset)?;
+        if self.fsync == FsyncPolicy::Always {
+            Self::sync_locked(&mut state, &self.path)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a commit record (compacting the file past [`COMPACT_BYTES`]), without fsync.
+    fn commit_locked(&self, state: &mut GroupState, partition: u32, offset: u64) -> Result<()> {
         let rec = encode(partition, offset);
         state.file.write_all_at(&rec, state.len).map_err(io_err("writing", &self.path))?;
         state.len += RECORD as u64;
@@ -204,9 +224,28 @@ impl Group {
             *slot = Some(offset);
         }
         if state.len > COMPACT_BYTES {
-            self.compact(&mut state)?;
+            self.compact(state)?;
         }
-        if self.fsync == FsyncPolicy::Always {
+        Ok(())
+    }
+
+    /// See [`Groups::clamp_to`].
+    fn clamp_to(&self, topic: &str, ends: &[u64]) -> Result<()> {
+        let mut state = lock(&self.state);
+        let beyond: Vec<(u32, u64, u64)> = (0u32..)
+            .zip(state.offsets.iter().zip(ends))
+            .filter_map(|(p, (offset, &end))| offset.filter(|&o| o > end).map(|o| (p, o, end)))
+            .collect();
+        for &(partition, offset, end) in &beyond {
+            tracing::warn!(
+                file = %self.path.display(),
+                "group `{}` committed offset {offset} of `{topic}`/{partition}, beyond its end {end} \
+                 after recovery (records were lost in a crash); lowering it to {end}",
+                self.name
+            );
+            self.commit_locked(&mut state, partition, end)?;
+        }
+        if !beyond.is_empty() && self.fsync != FsyncPolicy::Never {
             Self::sync_locked(&mut state, &self.path)?;
         }
         Ok(())

@@ -15,16 +15,19 @@
 //! - Topic and group names are 1–200 of `A-Za-z0-9._-`, not `.` or `..`; a topic has
 //!   1..=1024 partitions. Unknown topics, partitions out of range and existing topics are
 //!   reported as such; every I/O error names its file.
-//! - Offsets of a partition are dense from 0; a read returns only whole, checksummed records
+//! - Offsets of a partition are dense from 0 and stay below [`MAX_OFFSET`]; a read returns only whole, checksummed records
 //!   below the high watermark (see `partition.rs` and `segment.rs`), at least one if there is one
 //!   at the offset; nothing bad on disk ever panics or comes back as data.
 //! - Durability follows the topic's [`FsyncPolicy`] for appends and group commits alike;
 //!   [`Log::durable`] is the end of what is durable, [`Log::wait_durable`] waits for it without
-//!   spinning from any tokio runtime. A background thread (`flusher.rs`) does the `Interval`
+//!   spinning from any tokio runtime. Once an fsync of a partition failed, its durable end never
+//!   moves again while the log is open: `durable`, `wait_durable` and appends to it return that
+//!   failure (reopening the log recovers the partition from what is on disk). A background thread (`flusher.rs`) does the `Interval`
 //!   fsyncs and periodic retention; it stops when the log is dropped, and dropping the log
 //!   flushes everything (best effort).
 //! - Opening recovers every partition after a crash: nothing written completely is lost, a
-//!   torn or corrupt tail of an active segment is cut off.
+//!   torn or corrupt tail of an active segment is cut off, and a group's committed offset
+//!   beyond its partition's recovered end is lowered to that end (see `groups.rs`).
 
 mod flusher;
 mod groups;
@@ -51,6 +54,10 @@ use super::{BrokerError, Fetched, FsyncPolicy, NewRecord, Result, TopicConfig, T
 
 pub use super::record::MAX_FRAME_LEN;
 
+/// Offsets stay below this: message ids pack a record's offset in 48 bits
+/// (`crate::offsets::message_id`). An append that would give a record this offset or a higher one
+/// is refused, and a segment file whose base offset is this or higher is corrupt.
+pub const MAX_OFFSET: u64 = 1 << 48;
 /// The most one append may carry (its frames, in bytes).
 pub const MAX_APPEND_BYTES: usize = 1 << 30;
 /// The most partitions a topic may have.
@@ -144,6 +151,9 @@ impl Topic {
             .map(|p| Partition::open(topic.clone(), p, dir.join(p.to_string()), config.clone()).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         let groups = Groups::open(dir.join("groups"), config.partitions, config.fsync)?;
+        // Group and partition fsyncs are independent: a crash can keep a commit beyond the end.
+        let ends: Vec<u64> = partitions.iter().map(|p| p.high_watermark()).collect();
+        groups.clamp_to(name, &ends)?;
         Ok(Topic { config, partitions, groups })
     }
 }
@@ -271,9 +281,10 @@ impl Log {
         Ok(self.topic(topic)?.config.fsync)
     }
 
-    /// Every offset below the returned one is durable under the topic's fsync policy.
+    /// Every offset below the returned one is durable under the topic's fsync policy. Once an
+    /// fsync of the partition failed, that failure instead (for as long as the log is open).
     pub fn durable(&self, topic: &str, partition: u32) -> Result<u64> {
-        Ok(self.partition(topic, partition)?.durable())
+        self.partition(topic, partition)?.durable()
     }
 
     /// The offset the next append to the partition gets.
@@ -282,7 +293,7 @@ impl Log {
     }
 
     /// Waits until every offset below `end` is durable (`end` beyond the high watermark is
-    /// [`BrokerError::OffsetBeyondEnd`]).
+    /// [`BrokerError::OffsetBeyondEnd`]; a failed fsync of the partition is that failure).
     pub async fn wait_durable(&self, topic: &str, partition: u32, end: u64) -> Result<()> {
         self.partition(topic, partition)?.wait_durable(end).await
     }

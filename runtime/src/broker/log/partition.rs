@@ -6,14 +6,24 @@
 //!   watermark moves past the records only once they are wholly written, so a reader never
 //!   sees part of an append. One append takes the partition's lock once, encodes into one
 //!   reused buffer and writes it with one positional write.
+//! - Offsets stay below [`MAX_OFFSET`]: an append that would give a record that offset is
+//!   refused, and opening refuses a segment file whose name puts its base there or beyond.
 //! - Readers take the lock only to snapshot a [`ReadView`]; the disk read happens without it.
 //!   A read below `log_start` is [`BrokerError::OffsetRemoved`], beyond the high watermark
 //!   [`BrokerError::OffsetBeyondEnd`], at it an empty result.
 //! - Durability follows the topic's [`FsyncPolicy`]: `Always` fsyncs before the append
 //!   returns, `Interval` marks the partition dirty for the [`Flusher`], `Never` never fsyncs
 //!   (then the durable end is the high watermark). A rolled segment is fsynced (unless `Never`)
-//!   before the next one is created. `synced` only ever moves up, to an end whose bytes were
+//!   before the next one is created, which is in the state as soon as its file exists (so the
+//!   state always matches the directory) and whose name is fsynced (the directory) before
+//!   anything is appended to it. `synced` only ever moves up, to an end whose bytes were
 //!   all written before the fsync that covers them began.
+//! - A failed fsync is never papered over (the kernel may have dropped the pages it could not
+//!   write, and a later fsync would succeed without them): fsyncs of a partition run one at a
+//!   time under its sync lock, and the first failure marks the partition failed for the rest of
+//!   the process. From then on `synced` never moves, [`Partition::durable`], `wait_durable`,
+//!   `sync` and every append return that failure (an I/O error naming the file). Reopening the
+//!   log (after a restart) recovers the partition from what is on disk.
 //! - Opening recovers: sealed segments are loaded, the active one is checked frame by frame and
 //!   cut at the first torn or corrupt frame; a missing or empty directory is an empty
 //!   partition.
@@ -22,18 +32,18 @@
 //!   `log_start` becomes the first remaining segment's base.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::flusher::{FlushItem, Flusher};
 use super::segment::{self, parse_file_name, Segment};
-use super::util::{fsync_dir, io_err, lock, now_ms};
-use super::MAX_APPEND_BYTES;
+use super::util::{io_err, lock, now_ms};
+use super::{MAX_APPEND_BYTES, MAX_OFFSET};
 use crate::broker::record::{encode_into, frame_len, MAX_FRAME_LEN};
 use crate::broker::{BrokerError, Fetched, FsyncPolicy, NewRecord, PartitionInfo, Result, TopicConfig};
 
@@ -48,14 +58,41 @@ pub(crate) struct Partition {
     state: Mutex<State>,
     /// The offset the next append gets; readable without the lock.
     hw: AtomicU64,
-    /// Every offset below this was fsynced.
+    /// Every offset below this was fsynced. Moves only under `sync_lock`, never once `failed`
+    /// is set.
     synced: AtomicU64,
+    /// Held across every fsync and the move of `synced` (or the setting of `failed`) after it.
+    sync_lock: Mutex<()>,
+    /// The first failed fsync (set under `sync_lock`): what was written may be lost, so the
+    /// partition is durable no further and takes no more appends in this process.
+    failed: OnceLock<SyncFailure>,
     /// Waiting for the flusher (`Interval`).
     dirty: AtomicBool,
     appended: Notify,
     synced_changed: Notify,
-    /// Set when an fsync failed: what was written may be lost, so waiting for it fails.
-    sync_error: Mutex<Option<String>>,
+    #[cfg(test)]
+    faults: Faults,
+}
+
+/// A failed fsync, kept to be reported again ([`BrokerError`] is not `Clone`).
+struct SyncFailure {
+    context: String,
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+impl SyncFailure {
+    fn error(&self) -> BrokerError {
+        BrokerError::io(self.context.clone(), std::io::Error::new(self.kind, self.message.clone()))
+    }
+}
+
+/// Failures tests inject into the next fsync of a segment file or of the directory.
+#[cfg(test)]
+#[derive(Default)]
+struct Faults {
+    file: AtomicBool,
+    dir: AtomicBool,
 }
 
 /// What the locked part of an append did.
@@ -63,8 +100,8 @@ struct Appended {
     first: u64,
     /// The offset after the last record.
     end: u64,
-    /// The file to fsync under `Always`.
-    file: Option<Arc<File>>,
+    /// The file to fsync under `Always`, and its path.
+    file: Option<(Arc<File>, Arc<Path>)>,
 }
 
 struct State {
@@ -90,7 +127,10 @@ impl Partition {
                     let entry = entry.map_err(io_err("listing", &dir))?;
                     let name = entry.file_name();
                     match name.to_str().and_then(parse_file_name) {
-                        Some((base, "log")) => bases.push(base),
+                        Some((base, "log")) => {
+                            segment::check_base(&entry.path(), base)?;
+                            bases.push(base);
+                        }
                         Some((base, _)) => indexes.push(base),
                         None => tracing::debug!(file = %entry.path().display(), "ignoring stray file"),
                     }
@@ -133,10 +173,13 @@ impl Partition {
             state: Mutex::new(State { segments, log_start, buf: Vec::new() }),
             hw: AtomicU64::new(hw),
             synced: AtomicU64::new(hw),
+            sync_lock: Mutex::new(()),
+            failed: OnceLock::new(),
             dirty: AtomicBool::new(false),
             appended: Notify::new(),
             synced_changed: Notify::new(),
-            sync_error: Mutex::new(None),
+            #[cfg(test)]
+            faults: Faults::default(),
         })
     }
 
@@ -144,17 +187,33 @@ impl Partition {
         self.hw.load(Ordering::Acquire)
     }
 
-    /// Every offset below this is durable under the topic's policy.
-    pub(crate) fn durable(&self) -> u64 {
+    /// Every offset below this is durable under the topic's policy; the failure instead once an
+    /// fsync failed.
+    pub(crate) fn durable(&self) -> Result<u64> {
+        self.check_failed()?;
+        Ok(self.durable_end())
+    }
+
+    /// The end of what is durable, even after a failed fsync (then it stays where it was).
+    fn durable_end(&self) -> u64 {
         match self.config.fsync {
             FsyncPolicy::Never => self.high_watermark(),
             _ => self.synced.load(Ordering::Acquire),
         }
     }
 
+    /// The failure, if an fsync of this partition failed.
+    fn check_failed(&self) -> Result<()> {
+        match self.failed.get() {
+            Some(failure) => Err(failure.error()),
+            None => Ok(()),
+        }
+    }
+
     /// Appends `records`; returns the first one's offset.
     pub(crate) fn append(self: &Arc<Self>, records: &[NewRecord], flusher: &Flusher) -> Result<u64> {
         if records.is_empty() {
+            self.check_failed()?;
             return Ok(self.high_watermark());
         }
         let mut total = 0usize;
@@ -182,13 +241,9 @@ impl Partition {
         self.appended.notify_waiters();
         match self.config.fsync {
             FsyncPolicy::Always => {
-                if let Some(file) = file {
-                    if let Err(e) = file.sync_data() {
-                        return Err(self.sync_failed(e));
-                    }
+                if let Some((file, path)) = file {
+                    self.fsync(&path, Some(end), false, || file.sync_data())?;
                 }
-                self.synced.fetch_max(end, Ordering::AcqRel);
-                self.synced_changed.notify_waiters();
             }
             FsyncPolicy::Interval { ms } => {
                 if !self.dirty.swap(true, Ordering::AcqRel) {
@@ -209,8 +264,19 @@ impl Partition {
         removed: &mut Vec<Segment>,
     ) -> Result<Appended> {
         let mut guard = lock(&self.state);
+        self.check_failed()?;
         let state = &mut *guard;
         let first = self.hw.load(Ordering::Acquire);
+        let count = records.len() as u64;
+        if first + count > MAX_OFFSET {
+            return Err(BrokerError::InvalidRequest(format!(
+                "an append of {count} records at offset {first} would take `{}`/{} past the last \
+                 offset there may be, {}",
+                self.topic,
+                self.id,
+                MAX_OFFSET - 1
+            )));
+        }
         let roll = match state.segments.last() {
             None => true,
             Some(s) => s.size > 0 && s.size + total as u64 > self.config.segment_bytes,
@@ -234,7 +300,6 @@ impl Partition {
             encode_into(buf, offset, ts, r.key.as_deref(), &r.value);
             max_ts = max_ts.max(ts);
         }
-        let count = records.len() as u64;
         let written = segment.write(buf, count, max_ts, mark);
         if buf.capacity() > KEEP_BUFFER {
             *buf = Vec::new();
@@ -243,7 +308,7 @@ impl Partition {
         let end = first + count;
         self.hw.store(end, Ordering::Release);
         let file = match self.config.fsync {
-            FsyncPolicy::Always => segment.file(),
+            FsyncPolicy::Always => segment.file().map(|f| (f, segment.shared_log_path())),
             _ => None,
         };
         Ok(Appended { first, end, file })
@@ -255,19 +320,28 @@ impl Partition {
         let sync = self.config.fsync != FsyncPolicy::Never;
         match state.segments.last_mut() {
             Some(active) => {
-                active.seal(sync).inspect_err(|_| self.note_sync_error("sealing a segment failed"))?;
                 if sync {
-                    self.synced.fetch_max(active.next_offset, Ordering::AcqRel);
-                    self.synced_changed.notify_waiters();
+                    if let Some(file) = active.file() {
+                        self.fsync(active.log_path(), Some(active.next_offset), false, || file.sync_data())?;
+                    }
                 }
+                active.seal(sync)?;
             }
             None => std::fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?,
         }
-        let segment = Segment::create(&self.dir, base)?;
-        if sync {
-            fsync_dir(&self.dir)?;
+        // Opened first, so that failing to open it leaves nothing behind.
+        let dir = if sync {
+            Some(File::open(&self.dir).map_err(io_err("opening directory", &self.dir))?)
+        } else {
+            None
+        };
+        // In the state as soon as it is on disk: whatever fails next, the two agree.
+        state.segments.push(Segment::create(&self.dir, base)?);
+        if let Some(dir) = dir {
+            // Until its name is durable, nothing fsynced into the new segment is: a failure
+            // fails the partition like any failed fsync.
+            self.fsync(&self.dir, None, true, || dir.sync_all())?;
         }
-        state.segments.push(segment);
         removed.extend(self.expire(state, now));
         Ok(())
     }
@@ -379,23 +453,91 @@ impl Partition {
 
     /// Fsyncs what was written so far (a no-op if nothing is new).
     pub(crate) fn sync(&self) -> Result<()> {
-        let (file, end) = {
+        let (file, path, end) = {
             let state = lock(&self.state);
             let end = self.hw.load(Ordering::Acquire);
-            match state.segments.last().and_then(Segment::file) {
-                Some(file) => (file, end),
-                None => return Ok(()),
+            match state.segments.last() {
+                Some(s) => match s.file() {
+                    Some(file) => (file, s.shared_log_path(), end),
+                    None => return self.check_failed(),
+                },
+                None => return self.check_failed(),
             }
         };
-        if self.synced.load(Ordering::Acquire) >= end {
+        self.fsync(&path, Some(end), false, || file.sync_data())
+    }
+
+    /// Runs `op`, the fsync of `path` (a `directory` or a segment file), under the sync lock —
+    /// unless an fsync of this partition failed before (then that failure), or `end` is given
+    /// and already synced. On success `synced` moves up to `end`; on failure the partition is
+    /// failed for good.
+    fn fsync(
+        &self,
+        path: &Path,
+        end: Option<u64>,
+        directory: bool,
+        op: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<()> {
+        let _sync = lock(&self.sync_lock);
+        self.check_failed()?;
+        if end.is_some_and(|end| self.synced.load(Ordering::Acquire) >= end) {
             return Ok(());
         }
-        if let Err(e) = file.sync_data() {
-            return Err(self.sync_failed(e));
+        let result = match self.injected_failure(directory) {
+            Some(e) => Err(e),
+            None => op(),
+        };
+        if let Err(e) = result {
+            return Err(self.fail(path, e));
         }
-        self.synced.fetch_max(end, Ordering::AcqRel);
-        self.synced_changed.notify_waiters();
+        if let Some(end) = end {
+            self.synced.fetch_max(end, Ordering::AcqRel);
+            self.synced_changed.notify_waiters();
+        }
         Ok(())
+    }
+
+    /// Marks the partition failed by the fsync of `path` (the caller holds the sync lock).
+    fn fail(&self, path: &Path, e: std::io::Error) -> BrokerError {
+        let durable = self.durable_end();
+        let failure = SyncFailure {
+            context: format!(
+                "syncing {} failed, so `{}`/{} is durable only below offset {durable} and takes no \
+                 appends until the log is reopened",
+                path.display(),
+                self.topic,
+                self.id
+            ),
+            kind: e.kind(),
+            message: e.to_string(),
+        };
+        if self.failed.set(failure).is_ok() {
+            tracing::error!(topic = %self.topic, partition = self.id, file = %path.display(), "fsync failed: {e}");
+        }
+        self.synced_changed.notify_waiters();
+        match self.failed.get() {
+            Some(failure) => failure.error(),
+            None => io_err("syncing", path)(e),
+        }
+    }
+
+    #[cfg(test)]
+    fn injected_failure(&self, directory: bool) -> Option<std::io::Error> {
+        let fault = if directory { &self.faults.dir } else { &self.faults.file };
+        fault.swap(false, Ordering::AcqRel).then(|| std::io::Error::other("injected fsync failure"))
+    }
+
+    #[cfg(not(test))]
+    #[inline]
+    fn injected_failure(&self, _directory: bool) -> Option<std::io::Error> {
+        None
+    }
+
+    /// Makes the next fsync of a segment file (or of the directory) of this partition fail.
+    #[cfg(test)]
+    pub(crate) fn fail_next_fsync(&self, directory: bool) {
+        let fault = if directory { &self.faults.dir } else { &self.faults.file };
+        fault.store(true, Ordering::Release);
     }
 
     /// The flusher's turn: clears the dirty mark, then fsyncs.
@@ -404,18 +546,7 @@ impl Partition {
         self.sync()
     }
 
-    fn sync_failed(&self, e: std::io::Error) -> BrokerError {
-        let err = io_err("syncing", &self.dir)(e);
-        self.note_sync_error(&err.to_string());
-        err
-    }
-
-    fn note_sync_error(&self, what: &str) {
-        lock(&self.sync_error).get_or_insert_with(|| what.to_string());
-        self.synced_changed.notify_waiters();
-    }
-
-    /// Waits until every offset below `end` is durable.
+    /// Waits until every offset below `end` is durable (fails once an fsync failed).
     pub(crate) async fn wait_durable(&self, end: u64) -> Result<()> {
         let hw = self.high_watermark();
         if end > hw {
@@ -424,14 +555,8 @@ impl Partition {
         loop {
             let mut changed = pin!(self.synced_changed.notified());
             changed.as_mut().enable();
-            if self.durable() >= end {
+            if self.durable()? >= end {
                 return Ok(());
-            }
-            if let Some(why) = lock(&self.sync_error).clone() {
-                return Err(BrokerError::io(
-                    format!("`{}`/{} is not durable", self.topic, self.id),
-                    std::io::Error::other(why),
-                ));
             }
             changed.await;
         }
@@ -443,7 +568,7 @@ impl Partition {
             partition: self.id,
             log_start: state.log_start,
             high_watermark: self.high_watermark(),
-            durable: self.durable(),
+            durable: self.durable_end(),
             size_bytes: state.segments.iter().map(|s| s.size).sum(),
             segments: state.segments.len() as u32,
         }

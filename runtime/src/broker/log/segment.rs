@@ -28,6 +28,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::util::{io_err, system_time_ms};
+use super::MAX_OFFSET;
 use crate::broker::record::{check_frame, FrameCheck, FRAME_HEADER_LEN};
 use crate::broker::{BrokerError, Record, Result};
 
@@ -59,13 +60,22 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) || !(ext == "log" || ext == "index") {
         return None;
     }
-    let base: u64 = stem.parse().ok()?;
-    // Offsets stay far from overflowing.
-    (base <= MAX_BASE).then_some((base, ext))
+    // 20 digits fail to parse only if beyond u64::MAX: that is as far beyond MAX_OFFSET.
+    let base: u64 = stem.parse().unwrap_or(u64::MAX);
+    Some((base, ext))
 }
 
-/// The largest base offset a segment file may have (Kafka's offsets are i64 too).
-const MAX_BASE: u64 = i64::MAX as u64;
+/// Refuses a segment file (at `path`) whose base offset is not below [`MAX_OFFSET`].
+pub(crate) fn check_base(path: &Path, base: u64) -> Result<()> {
+    if base < MAX_OFFSET {
+        return Ok(());
+    }
+    Err(BrokerError::Corrupt {
+        file: path.to_path_buf(),
+        position: 0,
+        why: format!("the segment's base offset in its name is not below the limit of {MAX_OFFSET} (2^48)"),
+    })
+}
 
 pub(crate) struct Segment {
     pub(crate) base: u64,
@@ -73,8 +83,6 @@ pub(crate) struct Segment {
     index_path: PathBuf,
     /// Open for the active segment; opened on first read for a sealed one.
     file: Option<Arc<File>>,
-    /// Set once sealed: no more index writes.
-    sealed: bool,
     index: Vec<IndexEntry>,
     /// Entries of `index` already in the index file.
     index_written: usize,
@@ -126,13 +134,18 @@ impl Segment {
             .create_new(true)
             .open(&log_path)
             .map_err(io_err("creating segment", &log_path))?;
-        open_index(&index_path, true)?;
+        if let Err(e) = open_index(&index_path, true) {
+            // Leave nothing behind that would make the next attempt fail.
+            if let Err(e) = std::fs::remove_file(&log_path) {
+                tracing::warn!(file = %log_path.display(), "could not delete a segment left half-created: {e}");
+            }
+            return Err(e);
+        }
         Ok(Segment {
             base,
             log_path,
             index_path,
             file: Some(Arc::new(file)),
-            sealed: false,
             index: Vec::new(),
             index_written: 0,
             last_indexed: 0,
@@ -170,7 +183,6 @@ impl Segment {
             log_path,
             index_path,
             file: Some(Arc::new(file)),
-            sealed: false,
             last_indexed: scan.index.last().map_or(0, |e| u64::from(e.pos)),
             index: scan.index,
             index_written: 0,
@@ -246,7 +258,6 @@ impl Segment {
             log_path,
             index_path,
             file: None,
-            sealed: true,
             index_written: index.len(),
             last_indexed: index.last().map_or(0, |e| u64::from(e.pos)),
             index,
@@ -258,6 +269,10 @@ impl Segment {
 
     pub(crate) fn log_path(&self) -> &Path {
         &self.log_path
+    }
+
+    pub(crate) fn shared_log_path(&self) -> Arc<Path> {
+        self.log_path.clone()
     }
 
     /// The file handle of the active segment.
@@ -328,13 +343,11 @@ impl Segment {
         Ok(())
     }
 
-    /// Makes this segment sealed: index written out, both files fsynced if `sync`, its newest
-    /// timestamp stored as the log file's mtime.
+    /// Makes this segment sealed: index written out (and fsynced if `sync`), its newest
+    /// timestamp stored as the log file's mtime. The caller fsyncs the log file itself first
+    /// (the partition keeps track of its fsyncs).
     pub(crate) fn seal(&mut self, sync: bool) -> Result<()> {
         if let Some(file) = &self.file {
-            if sync {
-                file.sync_data().map_err(io_err("syncing", &self.log_path))?;
-            }
             let mtime = u64::try_from(self.max_timestamp)
                 .ok()
                 .filter(|&ms| ms > 0)
@@ -345,11 +358,8 @@ impl Segment {
                 }
             }
         }
-        if !self.sealed {
-            self.write_index(sync)?;
-            self.sealed = true;
-        }
-        Ok(())
+        // Also when sealed before (by a roll that failed later): it may have taken appends since.
+        self.write_index(sync)
     }
 
     /// A view for reading from `offset` (which this segment holds) on.
@@ -470,6 +480,11 @@ fn scan(file: &File, path: &Path, base: u64, start: ScanStart, len: u64) -> Resu
             Ok(FrameCheck::Whole(info)) => {
                 if info.offset != result.next_offset {
                     let why = format!("expected offset {}, found {}", result.next_offset, info.offset);
+                    result.problem = Some((pos, why));
+                    break;
+                }
+                if info.offset >= MAX_OFFSET {
+                    let why = format!("offset {} is not below the limit of {MAX_OFFSET} (2^48)", info.offset);
                     result.problem = Some((pos, why));
                     break;
                 }

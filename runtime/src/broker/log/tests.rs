@@ -755,3 +755,197 @@ fn throughput_figure() {
     }
     println!("read alone: {:.0} records/s", N as f64 / started.elapsed().as_secs_f64());
 }
+
+/// The partition behind `log`'s `topic`/`partition`, to inject faults into.
+fn partition(log: &Log, topic: &str, partition: u32) -> Arc<super::partition::Partition> {
+    log.partition(topic, partition).unwrap()
+}
+
+/// Asserts `result` is the sticky I/O error of a failed fsync of a file in `dir`.
+fn assert_fsync_failure<T: std::fmt::Debug>(result: crate::broker::Result<T>, dir: &Path) {
+    match result {
+        Err(BrokerError::Io { context, source }) => {
+            assert!(context.contains(&dir.display().to_string()), "names the file: {context}");
+            assert!(source.to_string().contains("injected fsync failure"), "{source}");
+        }
+        other => panic!("expected the fsync failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_fsync_under_always_is_never_papered_over_by_a_later_one() {
+    let dir = TempDir::new();
+    let part_dir = dir.path().join("topics/t/0");
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", config(2, FsyncPolicy::Always)).unwrap();
+    append_values(&log, "t", 0, 0..2);
+    assert_eq!(log.durable("t", 0).unwrap(), 2);
+    partition(&log, "t", 0).fail_next_fsync(false);
+    // Append A's fsync fails; append B (whose fsync would succeed) must not cover A.
+    assert_fsync_failure(log.append("t", 0, &[rec(None, "a", None)]), &part_dir);
+    assert_fsync_failure(log.append("t", 0, &[rec(None, "b", None)]), &part_dir);
+    assert_eq!(log.high_watermark("t", 0).unwrap(), 3, "B was refused before it was written");
+    assert_fsync_failure(log.durable("t", 0), &part_dir);
+    assert_eq!(log.describe("t").unwrap().partitions[0].durable, 2, "the durable end stays put");
+    assert_fsync_failure(log.flush(), &part_dir);
+    assert_fsync_failure(log.durable("t", 0), &part_dir);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_fsync_failure(rt.block_on(log.wait_durable("t", 0, 1)), &part_dir);
+    // Other partitions are not affected.
+    assert_eq!(log.append("t", 1, &[rec(None, "x", None)]).unwrap(), 0);
+    assert_eq!(log.durable("t", 1).unwrap(), 1);
+    drop(log);
+
+    // A restart recovers the partition from what is on disk.
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.durable("t", 0).unwrap(), 3);
+    assert_eq!(log.append("t", 0, &[rec(None, "c", None)]).unwrap(), 3);
+    assert_eq!(log.durable("t", 0).unwrap(), 4);
+}
+
+#[test]
+fn a_failed_background_fsync_stops_the_durable_end_and_fails_waiters_and_appends() {
+    let dir = TempDir::new();
+    let part_dir = dir.path().join("topics/t/0");
+    let log = Log::open(dir.path()).unwrap();
+    // An hour: the flusher stays out of the way, the test fsyncs with `flush`.
+    log.create_topic("t", config(1, FsyncPolicy::Interval { ms: 3_600_000 })).unwrap();
+    log.append("t", 0, &[rec(None, "a", None)]).unwrap();
+    log.flush().unwrap();
+    assert_eq!(log.durable("t", 0).unwrap(), 1);
+    log.append("t", 0, &[rec(None, "b", None)]).unwrap();
+    partition(&log, "t", 0).fail_next_fsync(false);
+    assert_fsync_failure(log.flush(), &part_dir);
+    // The next fsync would succeed: it must not move the durable end over "b".
+    assert_fsync_failure(log.flush(), &part_dir);
+    assert_fsync_failure(log.durable("t", 0), &part_dir);
+    assert_eq!(log.describe("t").unwrap().partitions[0].durable, 1);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_fsync_failure(rt.block_on(log.wait_durable("t", 0, 2)), &part_dir);
+    assert_fsync_failure(rt.block_on(log.wait_durable("t", 0, 1)), &part_dir);
+    assert_fsync_failure(log.append("t", 0, &[rec(None, "c", None)]), &part_dir);
+    assert_eq!(log.high_watermark("t", 0).unwrap(), 2);
+}
+
+#[test]
+fn a_waiter_is_woken_by_a_failed_fsync() {
+    let dir = TempDir::new();
+    let part_dir = dir.path().join("topics/t/0");
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", config(1, FsyncPolicy::Interval { ms: 3_600_000 })).unwrap();
+    log.append("t", 0, &[rec(None, "a", None)]).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_time().build().unwrap();
+    let waiter = {
+        let log = log.clone();
+        rt.spawn(async move { log.wait_durable("t", 0, 1).await })
+    };
+    partition(&log, "t", 0).fail_next_fsync(false);
+    assert_fsync_failure(log.flush(), &part_dir);
+    assert_fsync_failure(rt.block_on(waiter).unwrap(), &part_dir);
+}
+
+#[test]
+fn a_failed_directory_fsync_in_a_roll_leaves_state_and_disk_in_step() {
+    let dir = TempDir::new();
+    let part_dir = dir.path().join("topics/t/0");
+    let frame = frame_len(Some(b"k"), value(0).as_bytes()) as u64;
+    let log = Log::open(dir.path()).unwrap();
+    log.create_topic("t", TopicConfig { segment_bytes: 2 * frame, ..config(1, FsyncPolicy::Always) })
+        .unwrap();
+    append_values(&log, "t", 0, 0..2);
+    partition(&log, "t", 0).fail_next_fsync(true);
+    // This append rolls: the new segment's file is created, then the directory fsync fails.
+    assert_fsync_failure(log.append("t", 0, &[rec(Some("k"), &value(2), Some(1002))]), &part_dir);
+    let files = segment_files(dir.path(), "t", 0);
+    assert_eq!(files, ["00000000000000000000.log", "00000000000000000002.log"]);
+    let p = &log.describe("t").unwrap().partitions[0];
+    assert_eq!((p.segments, p.high_watermark, p.durable), (2, 2, 2), "the new segment is in the state");
+    assert_eq!(read_all(&log, "t", 0, 0, 1 << 20).len(), 2);
+    // The segment's name may not be durable: nothing more counts as durable.
+    assert_fsync_failure(log.durable("t", 0), &part_dir);
+    assert_fsync_failure(log.append("t", 0, &[rec(Some("k"), &value(2), Some(1002))]), &part_dir);
+    drop(log);
+
+    // After a restart the partition goes on, and rolls again.
+    let log = Log::open(dir.path()).unwrap();
+    append_values(&log, "t", 0, 2..7);
+    assert_eq!(log.durable("t", 0).unwrap(), 7);
+    let all = read_all(&log, "t", 0, 0, 1 << 20);
+    assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+    assert_eq!(segment_files(dir.path(), "t", 0).len(), 4);
+}
+
+#[test]
+fn appends_are_refused_before_an_offset_reaches_2_pow_48() {
+    use super::MAX_OFFSET;
+    let dir = TempDir::new();
+    Log::open(dir.path()).unwrap().create_topic("t", config(1, FsyncPolicy::Always)).unwrap();
+    // A partition that starts just below the limit.
+    let near = MAX_OFFSET - 2;
+    let active = segment_path(dir.path(), "t", 0, near, "log");
+    std::fs::write(&active, b"").unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.high_watermark("t", 0).unwrap(), near);
+    let batch = |n: u64| (0..n).map(|i| rec(None, &value(i), Some(0))).collect::<Vec<_>>();
+    assert!(matches!(log.append("t", 0, &batch(3)), Err(BrokerError::InvalidRequest(_))));
+    assert_eq!(log.high_watermark("t", 0).unwrap(), near, "nothing of a refused append is written");
+    assert_eq!(log.append("t", 0, &batch(2)).unwrap(), near);
+    assert_eq!(log.high_watermark("t", 0).unwrap(), MAX_OFFSET);
+    assert!(matches!(log.append("t", 0, &batch(1)), Err(BrokerError::InvalidRequest(_))));
+    let all = read_all(&log, "t", 0, near, 1 << 20);
+    assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), [near, MAX_OFFSET - 1]);
+    drop(log);
+
+    // A frame at offset 2^48 on disk is cut off like a corrupt one.
+    let len = std::fs::metadata(&active).unwrap().len();
+    let mut frame = Vec::new();
+    crate::broker::record::encode_into(&mut frame, MAX_OFFSET, 0, None, b"too far");
+    append_bytes(&active, &frame);
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.high_watermark("t", 0).unwrap(), MAX_OFFSET);
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), len);
+}
+
+#[test]
+fn a_segment_named_at_or_beyond_2_pow_48_is_corrupt() {
+    for stem in [format!("{:020}", super::MAX_OFFSET), format!("{}", i64::MAX), "9".repeat(20)] {
+        let dir = TempDir::new();
+        Log::open(dir.path()).unwrap().create_topic("t", config(1, FsyncPolicy::Never)).unwrap();
+        let path = dir.path().join(format!("topics/t/0/{stem:0>20}.log"));
+        std::fs::write(&path, b"").unwrap();
+        match Log::open(dir.path()) {
+            Err(BrokerError::Corrupt { file, .. }) => assert_eq!(file, path),
+            other => panic!("expected Corrupt for {stem}, got {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
+fn a_commit_beyond_the_recovered_end_is_lowered_to_it_and_stays_lowered() {
+    let dir = TempDir::new();
+    let frame = frame_len(Some(b"k"), value(0).as_bytes()) as u64;
+    {
+        let log = Log::open(dir.path()).unwrap();
+        log.create_topic("t", config(2, FsyncPolicy::Interval { ms: 10 })).unwrap();
+        append_values(&log, "t", 0, 0..10);
+        append_values(&log, "t", 1, 0..4);
+        log.commit("g", "t", 0, 10).unwrap();
+        log.commit("g", "t", 1, 3).unwrap();
+        log.commit("h", "t", 0, 4).unwrap();
+    }
+    // A power loss kept the commits but only the first 6 records of partition 0.
+    let active = segment_path(dir.path(), "t", 0, 0, "log");
+    std::fs::OpenOptions::new().write(true).open(&active).unwrap().set_len(6 * frame).unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        assert_eq!(log.high_watermark("t", 0).unwrap(), 6);
+        assert_eq!(log.committed("g", "t").unwrap(), [Some(6), Some(3)], "lowered to the end");
+        assert_eq!(log.committed("h", "t").unwrap(), [Some(4), None], "within the end: kept");
+        // The partition grows past the old commit again; the lowered one must stick.
+        append_values(&log, "t", 0, 6..20);
+    }
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.high_watermark("t", 0).unwrap(), 20);
+    assert_eq!(log.committed("g", "t").unwrap(), [Some(6), Some(3)]);
+    assert_eq!(log.committed("h", "t").unwrap(), [Some(4), None]);
+}
