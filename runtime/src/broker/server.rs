@@ -75,7 +75,7 @@ pub async fn serve(log: Arc<Log>, listener: TcpListener, shutdown: impl Future<O
 /// One client: reads and applies its requests in order until it ends its side.
 async fn connection(log: Arc<Log>, stream: TcpStream, peer: SocketAddr) {
     tracing::debug!(%peer, "broker: connection opened");
-    let _ = stream.set_nodelay(true);
+    frame::tune(&stream);
     let (read, write) = stream.into_split();
     let (responses, queue) = mpsc::channel(QUEUE);
     let mut writer = tokio::spawn(write_responses(BufWriter::new(write), queue, peer));
