@@ -10,6 +10,8 @@
 //! request has a deadline: [`REPLY_TIMEOUT`] after it is queued (a fetch: its wait and then
 //! that). A request still without a reply at its deadline means the connection is broken
 //! (the server's host died, the network is cut: TCP alone may not notice for hours), so it is
+//! dropped. A response that does not decode (from a newer server, say) fails the request of
+//! its id; one whose id cannot even be read puts the stream in doubt, so the connection is
 //! dropped. If the connection drops, for that or any other reason, every request in flight
 //! fails with [`BrokerError::Connection`]; the next call connects again, trying a few times
 //! with a short backoff, so a client outlives a restart of its server. Dropping the last
@@ -29,7 +31,7 @@ use tokio::time::Instant;
 
 use super::error::ErrorKind;
 use super::frame::{self, FrameError};
-use super::protocol::{Op, Reply, Request, Response, UNKNOWN_ID};
+use super::protocol::{response_id, Op, Reply, Request, Response, UNKNOWN_ID};
 use super::{BrokerError, Fetched, NewRecord, Result, TopicConfig, TopicInfo};
 
 /// Connection attempts per (re)connect, and the backoff between them (doubling up to
@@ -401,14 +403,20 @@ async fn watch_deadlines(shared: Arc<Shared>, min_timeout: Duration) {
 /// Hands each response to its waiter until the connection ends.
 async fn read_responses(mut input: BufReader<OwnedReadHalf>, shared: Arc<Shared>) {
     loop {
-        match frame::read_message::<_, Response>(&mut input).await {
-            Ok(Some(response)) => shared.complete(response),
+        match frame::read_frame(&mut input).await {
+            Ok(Some(body)) => match frame::decode::<Response>(&body) {
+                Ok(response) => shared.complete(response),
+                Err(e) => match response_id(&body) {
+                    Some(id) => shared.undecodable(id, e),
+                    None => {
+                        shared.close(format!("the server sent a response that cannot be read: {e}"));
+                        return;
+                    }
+                },
+            },
             Ok(None) => {
                 shared.close("the server closed the connection".to_string());
                 return;
-            }
-            Err(FrameError::Decode(e)) => {
-                tracing::warn!(addr = %shared.addr, "undecodable response from the broker: {e}");
             }
             Err(e) => {
                 shared.close(e.to_string());
@@ -454,6 +462,21 @@ impl Shared {
             Some(pending) => pending.waiter.complete(response.result.map_err(BrokerError::from)),
             None => tracing::warn!(addr = %self.addr, id = response.id, "a response to no request"),
         }
+    }
+
+    /// Fails the request `id`, whose response did not decode (`error`).
+    fn undecodable(&self, id: u64, error: FrameError) {
+        let pending = self.lock().pending.remove(&id);
+        let Some(pending) = pending else {
+            // An error without a request (id 0), or a response to no request.
+            tracing::warn!(addr = %self.addr, id, "an undecodable response from the broker: {error}");
+            return;
+        };
+        let message = format!(
+            "cannot read the reply of the broker at {} to a {} request ({error}); is the server a newer version?",
+            self.addr, pending.op
+        );
+        pending.waiter.complete(Err(BrokerError::Remote { kind: ErrorKind::Other, message }));
     }
 
     /// Marks the connection closed, drops it (its tasks stop, the socket with them) and fails
@@ -693,6 +716,73 @@ mod tests {
         });
         let fetched = soon(client.fetch("t", 0, 0, 1024, Duration::from_secs(4))).await.unwrap();
         assert!(fetched.records.is_empty());
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_reply_fails_its_caller_and_the_connection_goes_on() {
+        let (listener, addr) = listener().await;
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut r, mut w) = split(stream);
+            let topics = frame::read_message::<_, Request>(&mut r).await.unwrap().unwrap();
+            assert_eq!(topics.op, Op::Topics);
+            // A newer server's error kind.
+            let error = WireError { kind: ErrorKind::Other, message: "from the future".into() };
+            let frame = frame::encode(&Response { id: topics.id, result: Err(error) }).unwrap();
+            let body = crate::broker::protocol::tests::newer_error_kind(&frame[4..]);
+            w.write_all(&(body.len() as u32).to_be_bytes()).await.unwrap();
+            w.write_all(&body).await.unwrap();
+            w.flush().await.unwrap();
+            // The same connection goes on.
+            let next = frame::read_message::<_, Request>(&mut r).await.unwrap().unwrap();
+            reply(&mut w, next.id, Ok(Reply::Topics(vec!["next".into()]))).await;
+        });
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        let err = soon(client.topics()).await.unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Other, "{err:?}");
+        assert!(
+            text.contains(&format!("cannot read the reply of the broker at {addr} to a topics request")),
+            "{text}"
+        );
+        assert!(text.contains("newer"), "{text}");
+        assert_eq!(soon(client.topics()).await.unwrap(), ["next"]);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reply_without_a_readable_id_fails_every_call_in_flight_and_the_next_call_reconnects() {
+        let (listener, addr) = listener().await;
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        let (first, _) = listener.accept().await.unwrap();
+        let (mut r, mut w) = split(first);
+        let calls = tokio::spawn({
+            let client = client.clone();
+            async move { tokio::join!(client.topics(), client.describe("t")) }
+        });
+        for _ in 0..2 {
+            frame::read_frame(&mut r).await.unwrap().unwrap();
+        }
+        // A frame whose body is not even an array.
+        w.write_all(&[0, 0, 0, 1, 0xc1]).await.unwrap();
+        w.flush().await.unwrap();
+        let (topics, described) = soon(calls).await.unwrap();
+        for err in [topics.unwrap_err(), described.unwrap_err()] {
+            assert!(matches!(err, BrokerError::Connection { .. }), "{err:?}");
+            assert!(err.to_string().contains("a response that cannot be read"), "{err}");
+        }
+        assert!(
+            soon(frame::read_frame(&mut r)).await.unwrap().is_none(),
+            "the client dropped the connection"
+        );
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut r, mut w) = split(stream);
+            let request = frame::read_message::<_, Request>(&mut r).await.unwrap().unwrap();
+            reply(&mut w, request.id, Ok(Reply::Topics(vec!["again".into()]))).await;
+        });
+        assert_eq!(soon(client.topics()).await.unwrap(), ["again"]);
         server.await.unwrap();
     }
 
