@@ -2,8 +2,9 @@
 //! TCP between a `squall broker` server and its clients.
 //!
 //! Contract: a frame is a `u32` big-endian body length, then that many bytes of MessagePack
-//! (rmp-serde, structs as arrays) body. A body is at most [`MAX_FRAME`] bytes: a longer one is
-//! refused by the writer ([`FrameError::TooLarge`], nothing is written) and by the reader
+//! (rmp-serde, structs as arrays) body. A body is at most [`MAX_FRAME`] bytes — the largest
+//! record the log accepts and [`WIRE_ENVELOPE_ALLOWANCE`] for what surrounds it, so that any
+//! record can be fetched over TCP — and a longer one is refused by the writer ([`FrameError::TooLarge`], nothing is written) and by the reader
 //! before it reads (or allocates for) the body. [`read_frame`] returns `Ok(None)` at a clean end
 //! of stream (between frames) and [`FrameError::Truncated`] if the stream ends inside a frame.
 //! A body that is not the expected message is a [`FrameError::Decode`] from [`decode`], after
@@ -19,8 +20,16 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The largest frame body: 64 MiB.
-pub const MAX_FRAME: usize = 64 << 20;
+use super::record;
+
+/// What a frame holds beyond the largest record ([`record::MAX_FRAME_LEN`]): the envelope of a
+/// fetch response around its records (the id, the reply, each record's fields and headers),
+/// a few dozen bytes. Another branch adds the same constant to `record` as
+/// `WIRE_ENVELOPE_ALLOWANCE`; once both are in, this one should become a re-export of it.
+pub const WIRE_ENVELOPE_ALLOWANCE: usize = 64 << 10;
+
+/// The largest frame body: the largest record and its envelope (64 MiB + 64 KiB).
+pub const MAX_FRAME: usize = record::MAX_FRAME_LEN + WIRE_ENVELOPE_ALLOWANCE;
 
 /// The bytes of the length prefix.
 const PREFIX: usize = 4;

@@ -243,6 +243,44 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_record_in_a_response_is_at_most_one_byte_longer_than_in_the_log() {
+        use crate::broker::record::frame_len;
+        let empty = |at: u64| Response {
+            id: u64::MAX,
+            result: Ok(Reply::Fetched(FetchedRecords {
+                records: Vec::new(),
+                high_watermark: at,
+                log_start: at,
+            })),
+        };
+        let envelope = |at| frame::encode(&empty(at)).unwrap().len() - 4;
+        assert!(envelope(u64::MAX) < 100, "{}", envelope(u64::MAX));
+        // Bin headers grow at 256 and 64 Ki bytes; integers at 128, 256, 64 Ki, 4 Gi.
+        let sizes = [0, 1, 255, 256, 65_535, 65_536, 70_000];
+        for key in std::iter::once(None).chain(sizes.map(Some)) {
+            for value in sizes {
+                for (offset, timestamp) in [(0, 0), (u64::MAX, i64::MIN), (1 << 40, 1_700_000_000_000)] {
+                    let record = Record {
+                        offset,
+                        timestamp,
+                        key: key.map(|n| Bytes::from(vec![1; n])),
+                        value: Bytes::from(vec![2; value]),
+                    };
+                    let on_disk = frame_len(record.key.as_deref(), &record.value);
+                    let mut response = empty(offset);
+                    let Ok(Reply::Fetched(f)) = &mut response.result else { unreachable!() };
+                    f.records = vec![record.clone(), record];
+                    let wire = frame::encode(&response).unwrap().len() - 4 - envelope(offset);
+                    assert!(
+                        wire <= 2 * (on_disk + 1),
+                        "key {key:?}, value {value}: {wire} > 2 × ({on_disk} + 1)"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn keys_and_values_travel_as_bin() {
         let request = Request {
             id: 1,

@@ -33,6 +33,19 @@ use super::{BrokerError, FsyncPolicy, NewRecord};
 
 /// A fetch returns at most this many bytes of records (about), whatever it asks for.
 pub const MAX_FETCH_BYTES: usize = 16 << 20;
+/// The bytes of records a fetch reads at most (besides its first record, always returned
+/// whole): [`MAX_FETCH_BYTES`], and never more than a frame holds besides its envelope, so
+/// that no fetch response is over [`frame::MAX_FRAME`]. (A record is never more than one byte
+/// longer in a response than in the log, and the envelope is a few dozen bytes: both fit in
+/// the [`frame::WIRE_ENVELOPE_ALLOWANCE`].)
+const MAX_FETCH_READ: usize = {
+    let room = frame::MAX_FRAME - frame::WIRE_ENVELOPE_ALLOWANCE;
+    if MAX_FETCH_BYTES < room {
+        MAX_FETCH_BYTES
+    } else {
+        room
+    }
+};
 /// A fetch at the end of a partition waits at most this long.
 pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// Responses queued for a connection's writer before its reader waits.
@@ -169,7 +182,7 @@ async fn handle(log: &Arc<Log>, request: Request, responses: &Responses, waits: 
             }
         }
         Op::Fetch { topic, partition, offset, max_bytes, wait_ms } => {
-            let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX).clamp(1, MAX_FETCH_BYTES);
+            let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX).clamp(1, MAX_FETCH_READ);
             let wait = Duration::from_millis(wait_ms).min(MAX_FETCH_WAIT);
             match log.read(&topic, partition, offset, max_bytes) {
                 Ok(fetched) if !fetched.records.is_empty() || wait.is_zero() => {
@@ -292,7 +305,11 @@ mod tests {
 
     /// A server on a free port; stops when the sender is dropped or sent to.
     async fn start(dir: &Dir) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-        let log = Log::open(&dir.0).unwrap();
+        serve_log(Log::open(&dir.0).unwrap()).await
+    }
+
+    /// [`start`], serving `log`.
+    async fn serve_log(log: Arc<Log>) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -357,6 +374,31 @@ mod tests {
         assert_eq!(&fetched.records[0].value[..], b"hello");
         assert_eq!(fetched.high_watermark, 1);
         stop.send(()).unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_of_the_largest_size_can_be_fetched_over_tcp() {
+        use crate::broker::record::{FRAME_HEADER_LEN, MAX_FRAME_LEN};
+        let dir = Dir::new();
+        let log = Log::open(&dir.0).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let value = Bytes::from(vec![b'x'; MAX_FRAME_LEN - FRAME_HEADER_LEN]);
+        let records =
+            [NewRecord { key: None, value: value.clone(), timestamp: None }, record("small".into())];
+        log.append("t", 0, &records).unwrap();
+        let (addr, stop, server) = serve_log(log).await;
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        // Asked for less than the record, or for as much as can be: the record, whole.
+        for max_bytes in [1024, usize::MAX] {
+            let fetched = client.fetch("t", 0, 0, max_bytes, Duration::ZERO).await.unwrap();
+            assert_eq!(fetched.records.len(), 1);
+            assert_eq!((fetched.records[0].offset, fetched.records[0].value.len()), (0, value.len()));
+            assert!(fetched.records[0].value == value);
+        }
+        let fetched = client.fetch("t", 0, 1, 1024, Duration::ZERO).await.unwrap();
+        assert_eq!(&fetched.records[0].value[..], b"small");
+        drop(stop);
         server.await.unwrap();
     }
 
