@@ -2,23 +2,58 @@
 //! TCP between a `squall broker` server and its clients.
 //!
 //! Contract: a frame is a `u32` big-endian body length, then that many bytes of MessagePack
-//! (rmp-serde, structs as arrays) body. A body is at most [`MAX_FRAME`] bytes: a longer one is
-//! refused by the writer ([`FrameError::TooLarge`], nothing is written) and by the reader
+//! (rmp-serde, structs as arrays) body. A body is at most [`MAX_FRAME`] bytes — the largest
+//! record the log accepts and [`WIRE_ENVELOPE_ALLOWANCE`] for what surrounds it, so that any
+//! record can be fetched over TCP — and a longer one is refused by the writer ([`FrameError::TooLarge`], nothing is written) and by the reader
 //! before it reads (or allocates for) the body. [`read_frame`] returns `Ok(None)` at a clean end
 //! of stream (between frames) and [`FrameError::Truncated`] if the stream ends inside a frame.
 //! A body that is not the expected message is a [`FrameError::Decode`] from [`decode`], after
 //! the whole frame was read, so the stream stays in step and the next frame can be read.
 //! Writers encode into a buffered writer and flush when they have nothing more to send.
+//! Both sides [`tune`] their TCP connections: TCP_NODELAY, and keepalive probes after
+//! [`KEEPALIVE_IDLE`] of silence, so that a peer that vanished without closing is noticed.
+
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-/// The largest frame body: 64 MiB.
-pub const MAX_FRAME: usize = 64 << 20;
+use super::record;
+
+/// What a frame holds beyond the largest record ([`record::MAX_FRAME_LEN`]): the envelope of a
+/// fetch response around its records (the id, the reply, each record's fields and headers),
+/// a few dozen bytes. Another branch adds the same constant to `record` as
+/// `WIRE_ENVELOPE_ALLOWANCE`; once both are in, this one should become a re-export of it.
+pub const WIRE_ENVELOPE_ALLOWANCE: usize = 64 << 10;
+
+/// The largest frame body: the largest record and its envelope (64 MiB + 64 KiB).
+pub const MAX_FRAME: usize = record::MAX_FRAME_LEN + WIRE_ENVELOPE_ALLOWANCE;
 
 /// The bytes of the length prefix.
 const PREFIX: usize = 4;
+
+/// How long a connection is silent before TCP keepalive probes start, and the time between
+/// probes: a peer whose host died or whose network is cut is noticed within minutes, instead of
+/// the system default of two hours or more.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Sets up a broker connection, on either side: TCP_NODELAY (messages are small and waited
+/// for) and TCP keepalive (see [`KEEPALIVE_IDLE`]). Best effort: a setting the system refuses
+/// is logged, and the connection is used as it is.
+pub fn tune(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("broker connection: cannot set TCP_NODELAY: {e}");
+    }
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+    let keepalive = keepalive.with_interval(KEEPALIVE_INTERVAL);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!("broker connection: cannot enable TCP keepalive: {e}");
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -200,6 +235,18 @@ mod tests {
         let msg: Msg = read_message(&mut r).await.unwrap().unwrap();
         assert_eq!(msg.id, 9);
         assert!(read_frame(&mut r).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn tuned_connections_have_nodelay_and_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        for stream in [&stream, &accepted] {
+            tune(stream);
+            assert!(stream.nodelay().unwrap());
+            assert!(socket2::SockRef::from(stream).keepalive().unwrap());
+        }
     }
 
     #[tokio::test]

@@ -5,9 +5,12 @@
 //! requests in flight on the connection; 0 is reserved); the server answers each with one
 //! [`Response`] carrying the same id. Responses may come out of order (an append is answered
 //! once durable, a fetch may wait for records), so a client matches them by id. Requests take
-//! effect in the order they are sent: appends to a partition keep their order. A request the
-//! server cannot decode is answered with an error under its id if that much could be read,
-//! else under id 0. Keys and values travel as MessagePack bin.
+//! effect in the order they are sent: appends to a partition keep their order. Both messages
+//! are arrays that start with the id, so the id of one that does not decode (from a newer
+//! version, say) can still be read ([`request_id`], [`response_id`]). A request the server
+//! cannot decode is answered with an error under its id if that much could be read, else under
+//! id 0; a response the client cannot decode fails the request of its id. Keys and values
+//! travel as MessagePack bin.
 
 use serde::{Deserialize, Serialize};
 
@@ -116,18 +119,27 @@ impl From<FetchedRecords> for Fetched {
     }
 }
 
-/// Just the id of a request whose operation could not be decoded (a [`Request`] is the array
-/// `[id, op]`).
+/// Just the id of a message whose rest could not be decoded (a [`Request`] is the array
+/// `[id, op]`, a [`Response`] the array `[id, result]`).
 #[derive(Debug, Deserialize)]
-pub struct RequestId(pub u64, #[allow(dead_code)] serde::de::IgnoredAny);
+pub struct MessageId(pub u64, #[allow(dead_code)] serde::de::IgnoredAny);
+
+fn message_id(body: &[u8]) -> Option<u64> {
+    rmp_serde::from_slice::<MessageId>(body).ok().map(|m| m.0)
+}
 
 /// The id of a request body that does not decode as a [`Request`], if it has one.
 pub fn request_id(body: &[u8]) -> Option<u64> {
-    rmp_serde::from_slice::<RequestId>(body).ok().map(|r| r.0)
+    message_id(body)
+}
+
+/// The id of a response body that does not decode as a [`Response`], if it has one.
+pub fn response_id(body: &[u8]) -> Option<u64> {
+    message_id(body)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::broker::error::ErrorKind;
     use crate::broker::frame;
@@ -231,6 +243,44 @@ mod tests {
     }
 
     #[test]
+    fn a_record_in_a_response_is_at_most_one_byte_longer_than_in_the_log() {
+        use crate::broker::record::frame_len;
+        let empty = |at: u64| Response {
+            id: u64::MAX,
+            result: Ok(Reply::Fetched(FetchedRecords {
+                records: Vec::new(),
+                high_watermark: at,
+                log_start: at,
+            })),
+        };
+        let envelope = |at| frame::encode(&empty(at)).unwrap().len() - 4;
+        assert!(envelope(u64::MAX) < 100, "{}", envelope(u64::MAX));
+        // Bin headers grow at 256 and 64 Ki bytes; integers at 128, 256, 64 Ki, 4 Gi.
+        let sizes = [0, 1, 255, 256, 65_535, 65_536, 70_000];
+        for key in std::iter::once(None).chain(sizes.map(Some)) {
+            for value in sizes {
+                for (offset, timestamp) in [(0, 0), (u64::MAX, i64::MIN), (1 << 40, 1_700_000_000_000)] {
+                    let record = Record {
+                        offset,
+                        timestamp,
+                        key: key.map(|n| Bytes::from(vec![1; n])),
+                        value: Bytes::from(vec![2; value]),
+                    };
+                    let on_disk = frame_len(record.key.as_deref(), &record.value);
+                    let mut response = empty(offset);
+                    let Ok(Reply::Fetched(f)) = &mut response.result else { unreachable!() };
+                    f.records = vec![record.clone(), record];
+                    let wire = frame::encode(&response).unwrap().len() - 4 - envelope(offset);
+                    assert!(
+                        wire <= 2 * (on_disk + 1),
+                        "key {key:?}, value {value}: {wire} > 2 × ({on_disk} + 1)"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn keys_and_values_travel_as_bin() {
         let request = Request {
             id: 1,
@@ -264,5 +314,30 @@ mod tests {
         // A real request.
         let body = &frame::encode(&Request { id: 123, op: Op::Topics }).unwrap()[4..];
         assert_eq!(request_id(body), Some(123));
+    }
+
+    #[test]
+    fn the_id_of_an_undecodable_response_is_found_when_present() {
+        // An error of a kind this version does not know (a newer server's).
+        let error = WireError { kind: ErrorKind::Other, message: "from the future".into() };
+        let body = newer_error_kind(&frame::encode(&Response { id: 77, result: Err(error) }).unwrap()[4..]);
+        let err = frame::decode::<Response>(&body).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+        assert_eq!(response_id(&body), Some(77));
+        // Not even an array.
+        assert_eq!(response_id(&[0xc1]), None);
+        assert_eq!(response_id(b""), None);
+        // A real response.
+        let body = &frame::encode(&Response { id: 5, result: Ok(Reply::Done) }).unwrap()[4..];
+        assert_eq!(response_id(body), Some(5));
+    }
+
+    /// `body` (a response carrying an [`ErrorKind::Other`]) with the kind renamed to one this
+    /// version does not know.
+    pub(crate) fn newer_error_kind(body: &[u8]) -> Vec<u8> {
+        let at = body.windows(5).position(|w| w == b"other").expect("an `other` error kind");
+        let mut body = body.to_vec();
+        body[at..at + 5].copy_from_slice(b"newer");
+        body
     }
 }

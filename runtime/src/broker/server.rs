@@ -10,19 +10,24 @@
 //! an error (under its id if it has one, else 0) and the connection goes on; a length over
 //! [`MAX_FRAME`](super::frame::MAX_FRAME) or a stream that ends inside a frame gets an error
 //! response if it can still be sent, then the connection is closed. A client that ends its
-//! side still gets the responses to what it sent. Nothing a client sends stops the server
-//! or holds up other connections; [`serve`] returns once `shutdown` completes, closing
-//! every connection.
+//! side still gets the responses to what it sent. The responses a connection has waiting to
+//! be sent are bounded in bytes ([`MAX_QUEUED_BYTES`]), not only in number: once that much
+//! is waiting, the server reads no more of the connection's requests until the client reads
+//! some responses (backpressure), and a fetch waiting for records holds none meanwhile. So
+//! nothing a client sends, or leaves unread, stops the server, makes it hold more than that,
+//! or holds up other connections; [`serve`] returns once `shutdown` completes, closing every
+//! connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::error::{ErrorKind, WireError};
@@ -33,10 +38,30 @@ use super::{BrokerError, FsyncPolicy, NewRecord};
 
 /// A fetch returns at most this many bytes of records (about), whatever it asks for.
 pub const MAX_FETCH_BYTES: usize = 16 << 20;
+/// The bytes of records a fetch reads at most (besides its first record, always returned
+/// whole): [`MAX_FETCH_BYTES`], and never more than a frame holds besides its envelope, so
+/// that no fetch response is over [`frame::MAX_FRAME`]. (A record is never more than one byte
+/// longer in a response than in the log, and the envelope is a few dozen bytes: both fit in
+/// the [`frame::WIRE_ENVELOPE_ALLOWANCE`].)
+const MAX_FETCH_READ: usize = {
+    let room = frame::MAX_FRAME - frame::WIRE_ENVELOPE_ALLOWANCE;
+    if MAX_FETCH_BYTES < room {
+        MAX_FETCH_BYTES
+    } else {
+        room
+    }
+};
 /// A fetch at the end of a partition waits at most this long.
 pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// Responses queued for a connection's writer before its reader waits.
 const QUEUE: usize = 1024;
+/// The bytes of responses a connection may have queued for (or being written by) its writer:
+/// room for one frame of the largest size (64 MiB + 64 KiB). Beyond that, the connection's
+/// requests wait to be read.
+pub const MAX_QUEUED_BYTES: usize = frame::MAX_FRAME;
+/// The budget of queued bytes is counted in permits of this many bytes.
+const PERMIT_BYTES: usize = 1 << 10;
+const QUEUED_PERMITS: usize = MAX_QUEUED_BYTES.div_ceil(PERMIT_BYTES);
 /// After a connection's last response, how long (and how much) its unread input is drained,
 /// so that closing it does not reset the connection before the client reads that response.
 const LINGER: Duration = Duration::from_millis(500);
@@ -52,7 +77,7 @@ pub async fn serve(log: Arc<Log>, listener: TcpListener, shutdown: impl Future<O
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(log.clone(), stream, peer));
+                    connections.spawn(connection(log.clone(), stream, peer, Arc::default()));
                 }
                 Err(e) => {
                     // Out of file descriptors, say: this connection is lost, not the server.
@@ -72,13 +97,20 @@ pub async fn serve(log: Arc<Log>, listener: TcpListener, shutdown: impl Future<O
     connections.shutdown().await;
 }
 
-/// One client: reads and applies its requests in order until it ends its side.
-async fn connection(log: Arc<Log>, stream: TcpStream, peer: SocketAddr) {
+/// One client: reads and applies its requests in order until it ends its side. `stats` counts
+/// the bytes of its queued responses.
+async fn connection(log: Arc<Log>, stream: TcpStream, peer: SocketAddr, stats: Arc<QueueStats>) {
     tracing::debug!(%peer, "broker: connection opened");
-    let _ = stream.set_nodelay(true);
+    frame::tune(&stream);
     let (read, write) = stream.into_split();
-    let (responses, queue) = mpsc::channel(QUEUE);
-    let mut writer = tokio::spawn(write_responses(BufWriter::new(write), queue, peer));
+    let (queue, queued) = mpsc::channel(QUEUE);
+    let budget = Arc::new(Semaphore::new(QUEUED_PERMITS));
+    let responses = Outbox { queue, budget: budget.clone(), reading: Arc::default(), stats };
+    let mut writer = tokio::spawn(async move {
+        write_responses(BufWriter::new(write), queued, peer).await;
+        // Whoever waits for room in the queue learns that the writer is gone.
+        budget.close();
+    });
     let mut input = BufReader::with_capacity(64 << 10, read);
     // Produces waiting for durability and fetches waiting for records.
     let mut waits = JoinSet::new();
@@ -134,11 +166,60 @@ async fn connection(log: Arc<Log>, stream: TcpStream, peer: SocketAddr) {
     tracing::debug!(%peer, "broker: connection closed");
 }
 
-type Responses = mpsc::Sender<Response>;
+/// Where a connection's responses go: encoded, and within its budget of queued bytes, to its
+/// writer.
+#[derive(Clone)]
+struct Outbox {
+    queue: mpsc::Sender<Queued>,
+    /// [`QUEUED_PERMITS`] permits: one per [`PERMIT_BYTES`] of the frames queued or being
+    /// written. Closed when the writer ends.
+    budget: Arc<Semaphore>,
+    /// Held from reading a fetch's records until its response is queued, so that a connection
+    /// has at most one fetch response outside its queue, whatever number of its fetches are
+    /// ready.
+    reading: Arc<Mutex<()>>,
+    stats: Arc<QueueStats>,
+}
+
+/// The bytes of a connection's queued responses: now, and the most ever.
+#[derive(Debug, Default)]
+struct QueueStats {
+    bytes: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// A response in a connection's queue, holding its share of the budget until it is written.
+struct Queued {
+    frame: Vec<u8>,
+    stats: Arc<QueueStats>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        // Before the permit goes back.
+        self.stats.bytes.fetch_sub(self.frame.len(), Ordering::Relaxed);
+    }
+}
+
+impl Outbox {
+    /// Queues `frame` once the budget has room for it; false if the writer is gone.
+    async fn push(&self, frame: Vec<u8>) -> bool {
+        // At most the whole budget: it holds the largest frame.
+        let permits = frame.len().div_ceil(PERMIT_BYTES).clamp(1, QUEUED_PERMITS);
+        let Ok(permit) = self.budget.clone().acquire_many_owned(permits as u32).await else {
+            return false;
+        };
+        let queued = self.stats.bytes.fetch_add(frame.len(), Ordering::Relaxed) + frame.len();
+        self.stats.peak.fetch_max(queued, Ordering::Relaxed);
+        let queued = Queued { frame, stats: self.stats.clone(), _permit: permit };
+        self.queue.send(queued).await.is_ok()
+    }
+}
 
 /// Applies one request; answers it now or leaves a task in `waits` to answer it. False if the
 /// connection's writer is gone.
-async fn handle(log: &Arc<Log>, request: Request, responses: &Responses, waits: &mut JoinSet<()>) -> bool {
+async fn handle(log: &Arc<Log>, request: Request, responses: &Outbox, waits: &mut JoinSet<()>) -> bool {
     let id = request.id;
     let result = match request.op {
         Op::CreateTopic { name, config } => log.create_topic(&name, config).map(|()| Reply::Done),
@@ -169,21 +250,20 @@ async fn handle(log: &Arc<Log>, request: Request, responses: &Responses, waits: 
             }
         }
         Op::Fetch { topic, partition, offset, max_bytes, wait_ms } => {
-            let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX).clamp(1, MAX_FETCH_BYTES);
+            let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX).clamp(1, MAX_FETCH_READ);
             let wait = Duration::from_millis(wait_ms).min(MAX_FETCH_WAIT);
+            let turn = responses.reading.lock().await;
             match log.read(&topic, partition, offset, max_bytes) {
                 Ok(fetched) if !fetched.records.is_empty() || wait.is_zero() => {
-                    Ok(Reply::Fetched(fetched.into()))
+                    return respond(responses, id, Ok(Reply::Fetched(fetched.into()))).await;
                 }
                 Err(e) => Err(e),
                 Ok(_) => {
+                    drop(turn);
                     let (log, responses) = (log.clone(), responses.clone());
                     waits.spawn(async move {
-                        let result = log
-                            .fetch(&topic, partition, offset, max_bytes, wait)
-                            .await
-                            .map(|fetched| Reply::Fetched(fetched.into()));
-                        respond(&responses, id, result).await;
+                        fetch_after_wait(&log, &responses, id, &topic, partition, offset, max_bytes, wait)
+                            .await;
                     });
                     return true;
                 }
@@ -191,6 +271,32 @@ async fn handle(log: &Arc<Log>, request: Request, responses: &Responses, waits: 
         }
     };
     respond(responses, id, result).await
+}
+
+/// Answers a fetch at the end of a partition: waits up to `wait` for a record, then reads
+/// like any fetch. Waiting reads only the first record, dropped at once: a fetch holds no
+/// records while it waits for them, nor while it waits for its turn to read.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_after_wait(
+    log: &Log,
+    responses: &Outbox,
+    id: u64,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    max_bytes: usize,
+    wait: Duration,
+) -> bool {
+    let result = match log.fetch(topic, partition, offset, 1, wait).await {
+        Ok(first) if !first.records.is_empty() => {
+            drop(first);
+            let _turn = responses.reading.lock().await;
+            let result = log.read(topic, partition, offset, max_bytes);
+            return respond(responses, id, result.map(|fetched| Reply::Fetched(fetched.into()))).await;
+        }
+        other => other,
+    };
+    respond(responses, id, result.map(|fetched| Reply::Fetched(fetched.into()))).await
 }
 
 /// Appends `records`. Under `FsyncPolicy::Always` the append waits for its fsync, so it runs
@@ -206,27 +312,43 @@ fn append(log: &Log, topic: &str, partition: u32, records: &[NewRecord]) -> Resu
     }
 }
 
-/// Queues the response to `id`; false if the writer is gone.
-async fn respond(responses: &Responses, id: u64, result: Result<Reply, BrokerError>) -> bool {
+/// Queues the response to `id` (waiting for room in the connection's budget); false if the
+/// writer is gone.
+async fn respond(responses: &Outbox, id: u64, result: Result<Reply, BrokerError>) -> bool {
     let result = result.map_err(|e| {
         tracing::warn!(id, "broker: request failed: {e}");
         e.to_wire()
     });
-    responses.send(Response { id, result }).await.is_ok()
+    // Encoded first, so that the records are not held while waiting for room.
+    let frame = encode_response(&Response { id, result });
+    responses.push(frame).await
+}
+
+/// The frame of `response` or, if it cannot be encoded, of an error saying why.
+fn encode_response(response: &Response) -> Vec<u8> {
+    frame::encode(response).unwrap_or_else(|e| {
+        // Too big, say: the client hears why instead.
+        tracing::warn!(id = response.id, "broker: cannot send a response: {e}");
+        let error = WireError { kind: ErrorKind::Other, message: format!("cannot send the response: {e}") };
+        frame::encode(&Response { id: response.id, result: Err(error) })
+            .expect("a short error always encodes")
+    })
 }
 
 /// Writes queued responses, flushing whenever the queue is empty; half-closes the connection
 /// once every sender is gone. Ends early if the client is gone.
 async fn write_responses(
     mut out: BufWriter<OwnedWriteHalf>,
-    mut queue: mpsc::Receiver<Response>,
+    mut queue: mpsc::Receiver<Queued>,
     peer: SocketAddr,
 ) {
+    // A response's bytes count against the budget until written (dropped).
     while let Some(response) = queue.recv().await {
-        let mut written = write_response(&mut out, &response).await;
+        let mut written = out.write_all(&response.frame).await;
+        drop(response);
         while written.is_ok() {
             match queue.try_recv() {
-                Ok(response) => written = write_response(&mut out, &response).await,
+                Ok(response) => written = out.write_all(&response.frame).await,
                 Err(_) => break,
             }
         }
@@ -241,21 +363,6 @@ async fn write_responses(
         }
     }
     let _ = out.shutdown().await;
-}
-
-async fn write_response(out: &mut BufWriter<OwnedWriteHalf>, response: &Response) -> std::io::Result<()> {
-    let frame = match frame::encode(response) {
-        Ok(frame) => frame,
-        Err(e) => {
-            // Too big, say (a fetch of one huge record): the client hears why instead.
-            tracing::warn!(id = response.id, "broker: cannot send a response: {e}");
-            let error =
-                WireError { kind: ErrorKind::Other, message: format!("cannot send the response: {e}") };
-            frame::encode(&Response { id: response.id, result: Err(error) })
-                .map_err(|e| std::io::Error::other(e.to_string()))?
-        }
-    };
-    out.write_all(&frame).await
 }
 
 #[cfg(test)]
@@ -292,7 +399,11 @@ mod tests {
 
     /// A server on a free port; stops when the sender is dropped or sent to.
     async fn start(dir: &Dir) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-        let log = Log::open(&dir.0).unwrap();
+        serve_log(Log::open(&dir.0).unwrap()).await
+    }
+
+    /// [`start`], serving `log`.
+    async fn serve_log(log: Arc<Log>) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -358,6 +469,147 @@ mod tests {
         assert_eq!(fetched.high_watermark, 1);
         stop.send(()).unwrap();
         server.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_of_the_largest_size_can_be_fetched_over_tcp() {
+        use crate::broker::record::{FRAME_HEADER_LEN, MAX_FRAME_LEN};
+        let dir = Dir::new();
+        let log = Log::open(&dir.0).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let value = Bytes::from(vec![b'x'; MAX_FRAME_LEN - FRAME_HEADER_LEN]);
+        let records =
+            [NewRecord { key: None, value: value.clone(), timestamp: None }, record("small".into())];
+        log.append("t", 0, &records).unwrap();
+        let (addr, stop, server) = serve_log(log).await;
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        // Asked for less than the record, or for as much as can be: the record, whole.
+        for max_bytes in [1024, usize::MAX] {
+            let fetched = client.fetch("t", 0, 0, max_bytes, Duration::ZERO).await.unwrap();
+            assert_eq!(fetched.records.len(), 1);
+            assert_eq!((fetched.records[0].offset, fetched.records[0].value.len()), (0, value.len()));
+            assert!(fetched.records[0].value == value);
+        }
+        let fetched = client.fetch("t", 0, 1, 1024, Duration::ZERO).await.unwrap();
+        assert_eq!(&fetched.records[0].value[..], b"small");
+        drop(stop);
+        server.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_does_not_read_its_responses_holds_a_bounded_queue_and_no_one_else_up() {
+        const MIB: usize = 1 << 20;
+        let dir = Dir::new();
+        let log = Log::open(&dir.0).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let value = Bytes::from(vec![b'v'; MIB]);
+        let records: Vec<_> =
+            (0..16).map(|_| NewRecord { key: None, value: value.clone(), timestamp: None }).collect();
+        log.append("t", 0, &records).unwrap();
+        let (addr, stop, server) = serve_log(log.clone()).await;
+
+        // A greedy client's connection, served by `connection` itself so that its queue can be
+        // watched: it asks for 12 fetches of about 15 MiB each (180 MiB) and reads nothing.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut greedy = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let stats = Arc::new(QueueStats::default());
+        let served = tokio::spawn(connection(log.clone(), stream, peer, stats.clone()));
+        const FETCHES: u64 = 12;
+        let mut requests = Vec::new();
+        for id in 1..=FETCHES {
+            let op = Op::Fetch {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: MAX_FETCH_BYTES as u64,
+                wait_ms: 0,
+            };
+            requests.extend(frame::encode(&Request { id, op }).unwrap());
+        }
+        greedy.write_all(&requests).await.unwrap();
+        let peak = || stats.peak.load(Ordering::Relaxed);
+        // The queue fills up...
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while peak() < MAX_QUEUED_BYTES / 2 {
+            assert!(tokio::time::Instant::now() < deadline, "only {} bytes queued", peak());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // ... and other connections are served meanwhile.
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        assert_eq!(client.topics().await.unwrap(), ["t"]);
+        let fetched = client.fetch("t", 0, 15, MIB, Duration::ZERO).await.unwrap();
+        assert_eq!(fetched.records.len(), 1);
+        assert!(peak() <= MAX_QUEUED_BYTES, "{} bytes queued", peak());
+
+        // Once the greedy client reads, every response comes, whole.
+        let mut input = BufReader::new(greedy);
+        for _ in 0..FETCHES {
+            let response: Response = frame::read_message(&mut input).await.unwrap().unwrap();
+            let Ok(Reply::Fetched(fetched)) = response.result else { panic!("{:?}", response.result) };
+            assert_eq!(fetched.records.len(), 15);
+            assert!(fetched.records.iter().all(|r| r.value == value));
+        }
+        assert!(peak() <= MAX_QUEUED_BYTES, "{} bytes queued", peak());
+        drop(input);
+        served.await.unwrap();
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), 0);
+        drop(stop);
+        server.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fetches_that_wait_are_answered_within_the_queue_bound_when_records_come() {
+        const MIB: usize = 1 << 20;
+        let dir = Dir::new();
+        let log = Log::open(&dir.0).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut greedy = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let stats = Arc::new(QueueStats::default());
+        let served = tokio::spawn(connection(log.clone(), stream, peer, stats.clone()));
+        // 12 fetches at the end of the partition, each waiting for up to 15 MiB.
+        const FETCHES: u64 = 12;
+        let mut requests = Vec::new();
+        for id in 1..=FETCHES {
+            let op = Op::Fetch {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: MAX_FETCH_BYTES as u64,
+                wait_ms: 25_000,
+            };
+            requests.extend(frame::encode(&Request { id, op }).unwrap());
+        }
+        // A request behind them, answered while they wait, shows that they have all been read.
+        requests.extend(frame::encode(&Request { id: 100, op: Op::Topics }).unwrap());
+        greedy.write_all(&requests).await.unwrap();
+        let mut input = BufReader::new(greedy);
+        let response: Response = frame::read_message(&mut input).await.unwrap().unwrap();
+        assert_eq!((response.id, response.result), (100, Ok(Reply::Topics(vec!["t".into()]))));
+        // The records they wait for come all at once.
+        let value = Bytes::from(vec![b'v'; MIB]);
+        let records: Vec<_> =
+            (0..16).map(|_| NewRecord { key: None, value: value.clone(), timestamp: None }).collect();
+        log.append("t", 0, &records).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while stats.peak.load(Ordering::Relaxed) < MAX_QUEUED_BYTES / 2 {
+            assert!(tokio::time::Instant::now() < deadline, "the waiting fetches were not answered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Time enough for a server without a bound to queue every response (not needed for the
+        // bound to hold).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(stats.peak.load(Ordering::Relaxed) <= MAX_QUEUED_BYTES, "{stats:?}");
+        for _ in 0..FETCHES {
+            let response: Response = frame::read_message(&mut input).await.unwrap().unwrap();
+            let Ok(Reply::Fetched(fetched)) = response.result else { panic!("{:?}", response.result) };
+            assert_eq!(fetched.records.len(), 15);
+        }
+        assert!(stats.peak.load(Ordering::Relaxed) <= MAX_QUEUED_BYTES, "{stats:?}");
+        drop(input);
+        served.await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
