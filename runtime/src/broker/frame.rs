@@ -23,10 +23,8 @@ use tokio::net::TcpStream;
 use super::record;
 
 /// What a frame holds beyond the largest record ([`record::MAX_FRAME_LEN`]): the envelope of a
-/// fetch response around its records (the id, the reply, each record's fields and headers),
-/// a few dozen bytes. Another branch adds the same constant to `record` as
-/// `WIRE_ENVELOPE_ALLOWANCE`; once both are in, this one should become a re-export of it.
-pub const WIRE_ENVELOPE_ALLOWANCE: usize = 64 << 10;
+/// fetch response around its records (the id, the reply, each record's fields and headers).
+pub use super::record::WIRE_ENVELOPE_ALLOWANCE;
 
 /// The largest frame body: the largest record and its envelope (64 MiB + 64 KiB).
 pub const MAX_FRAME: usize = record::MAX_FRAME_LEN + WIRE_ENVELOPE_ALLOWANCE;
