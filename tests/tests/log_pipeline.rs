@@ -74,7 +74,7 @@ fn committed_and_ends(data: &Path, group: &str) -> (Vec<Option<u64>>, Vec<u64>) 
     (log.committed(group, "in").unwrap(), ends)
 }
 
-/// log-spout → flaky → log-sink, ending once `in` is done.
+/// log-spout (2 tasks) → flaky → log-sink (2 tasks), ending once `in` is done.
 fn flaky_pipeline(dir: &TempDir, max_uncommitted: u64) -> String {
     flaky_pipeline_on(dir, max_uncommitted, "embedded")
 }
@@ -95,6 +95,7 @@ max_spout_pending = 0
 [[spouts]]
 id = "records"
 kind = "log-spout"
+parallelism = 2                  # 3 partitions over 2 tasks
 config = {{ topic = "in", group = "g", broker = "{broker}", stop_at_end = true, max_uncommitted = {max_uncommitted}, retry_backoff_ms = 10 }}
 
 [[bolts]]
@@ -106,6 +107,7 @@ config = {{ fail_fraction = 0.1, seed = 7 }}
 [[bolts]]
 id = "sink"
 kind = "log-sink"
+parallelism = 2
 inputs = [{{ from = "flaky", grouping = "shuffle" }}]
 config = {{ topic = "out", broker = "{broker}" }}
 "#
