@@ -88,7 +88,7 @@ pub enum TopicCommand {
         /// When appends are forced to disk (default: interval)
         #[arg(long, value_enum)]
         fsync: Option<Fsync>,
-        /// With --fsync interval: at most this long between fsyncs (default 50)
+        /// With --fsync interval: at most this long between fsyncs (default 10)
         #[arg(long, value_name = "MS")]
         fsync_interval_ms: Option<u64>,
         #[command(flatten)]

@@ -56,7 +56,7 @@ impl Default for FsyncPolicy {
     }
 }
 
-pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 50;
+pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 10;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// A topic's settings, fixed at creation.
