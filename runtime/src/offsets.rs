@@ -193,11 +193,6 @@ impl<R: Clone> PartitionOffsets<R> {
         None
     }
 
-    /// When the next retry is due, if any is waiting.
-    pub fn next_retry_due(&self) -> Option<Instant> {
-        self.retries.peek().map(|Reverse((due, _))| *due)
-    }
-
     fn pop_done(&mut self) {
         while self.entries.front().is_some_and(|e| matches!(e.state, State::Done)) {
             self.entries.pop_front();
@@ -222,11 +217,6 @@ impl<R: Clone> PartitionOffsets<R> {
 
     pub fn committed_offset(&self) -> u64 {
         self.committed
-    }
-
-    /// Records taken and not yet done (out or waiting for a retry).
-    pub fn outstanding(&self) -> usize {
-        self.entries.iter().filter(|e| !matches!(e.state, State::Done)).count()
     }
 
     /// True when nothing taken is still out or waiting.
