@@ -146,8 +146,8 @@ fn every_record_reaches_the_output_despite_failing_tuples() {
 #[test]
 fn killed_run_resumes_from_committed_offsets_without_loss() {
     let dir = TempDir::new("log-kill");
-    let count = 150_000;
-    let max_uncommitted = 500;
+    let count = 100_000;
+    let max_uncommitted = 250;
     setup(&dir, count);
     let file = flaky_pipeline(&dir, max_uncommitted);
     let data = dir.join("data").display().to_string();
@@ -199,11 +199,12 @@ fn pipeline_through_a_broker_server_survives_kill_9() {
             dir.squall(["topic"].iter().chain(args).chain(&["--broker", &addr])).timeout(DEADLINE).run();
         out.assert_success();
     };
-    let count = 60_000;
+    let count = 100_000;
+    let max_uncommitted = 250;
     remote(&["create", "in", "--partitions", "3"]);
     remote(&["create", "out", "--partitions", "3"]);
     remote(&["produce", "in", "--count", &count.to_string()]);
-    let file = flaky_pipeline_on(&dir, 500, &addr);
+    let file = flaky_pipeline_on(&dir, max_uncommitted, &addr);
 
     let mut first = dir.squall(["local", &file]).timeout(DEADLINE).spawn();
     first.wait_for_stderr_line(DEADLINE, |l| l.contains("records: ")).expect("the first run is under way");
@@ -214,7 +215,7 @@ fn pipeline_through_a_broker_server_survives_kill_9() {
     server.stop().assert_success();
     let (missing, duplicates) = missing_and_duplicates(&data, count);
     assert_eq!(missing, 0, "every input key is in the output");
-    assert!(duplicates <= 3 * 500, "{duplicates} duplicates");
+    assert!(duplicates <= 3 * max_uncommitted, "{duplicates} duplicates");
     let (committed, ends) = committed_and_ends(&data, "g");
     assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>(), "committed to the end");
 }
