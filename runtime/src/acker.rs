@@ -1,32 +1,41 @@
 //! The acker: Storm's XOR scheme for following tuple trees.
 //!
-//! Contract: every reliable spout tuple starts a tree with a random 64-bit root id; every
-//! delivery of a tuple in the tree (an edge) gets a random, non-zero 64-bit id. The acker task
-//! chosen by `root % ackers` keeps one 64-bit value per root, the XOR of every edge id it has
-//! heard of: the spout's `Init` carries the XOR of the edges it created, and each bolt's `Ack`
-//! of an input carries the input's edge id XOR the ids of the edges it anchored to that input.
-//! Every edge id thus enters the XOR exactly twice, so the value is zero exactly when every
-//! tuple of the tree has been acked (up to a 2^-64 chance). Then the acker tells the spout
-//! task `acked`; on a bolt's `Fail`, or when the tree is older than the message timeout
-//! (`Reset` restarts that clock), it tells it `failed`. A root is forgotten as soon as its
-//! outcome is sent, so the spout hears at most one outcome per root, and messages for a
-//! forgotten root are ignored. Messages may arrive in any order: a bolt's ack can overtake the
-//! spout's init.
+//! Contract: every reliable spout tuple starts a tree with a 64-bit root id made by the spout
+//! task's in-flight slab (see [`make_root`]): bits 48..64 are the spout task id, bits 32..48 a
+//! generation of the slot and bits 0..32 the slot, so a root names its spout task and is
+//! unique among the trees in flight. Every delivery of a tuple in the tree (an edge) gets a
+//! random, non-zero 64-bit id. The acker task chosen by [`acker_of`] (from the root's spout
+//! task and slot, so every message of a tree, whatever its generation, goes to one acker, and
+//! the slots in use spread evenly over the ackers) keeps one 64-bit value per root, the XOR of
+//! every edge id it has heard of: the spout's `Init` carries the XOR of the edges it created,
+//! and each bolt's `Ack` of an input carries the input's edge id XOR the ids of the edges it
+//! anchored to that input. Every edge id thus enters the XOR exactly twice, so the value is
+//! zero exactly when every tuple of the tree has been acked (up to a 2^-64 chance). Then the
+//! acker tells the spout task `acked`; on a bolt's `Fail`, or when the tree is older than the
+//! message timeout (`Reset` restarts that clock), it tells it `failed`. A root is forgotten as
+//! soon as its outcome is sent, so the spout hears at most one outcome per root, and messages
+//! for a forgotten root are ignored. Messages may arrive in any order: a bolt's ack can
+//! overtake the spout's init (a tree completes only once its init is in; a fail needs none).
+//!
+//! Trees are kept in a slab per spout task, indexed by the root's slot: every message is an
+//! array access, not a hash probe. The spout reuses a slot only after it heard the outcome of
+//! the slot's tree, and spout and acker then both step the slot's generation, so a message
+//! whose generation is not the slot's current one is for a forgotten root and is ignored
+//! (deterministically; a message would have to be delayed past 65536 reuses of its slot to be
+//! mistaken for the current tree). Memory grows to the peak number of slots each spout task
+//! had in flight.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use squall_api::TaskId;
 use tokio::sync::mpsc;
 
-/// A message to an acker task.
+/// A message to an acker task. The root names its spout task (see [`root_task`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckerMsg {
     /// A spout task emitted a tuple tree: `val` is the XOR of the edges it created.
-    Init { root: u64, val: u64, spout_task: TaskId },
+    Init { root: u64, val: u64 },
     /// A bolt acked a tuple of the tree: its edge id XOR the edges anchored to it.
     Ack { root: u64, val: u64 },
     /// A bolt failed a tuple of the tree.
@@ -40,6 +49,52 @@ pub enum AckerMsg {
 pub struct Outcome {
     pub root: u64,
     pub acked: bool,
+}
+
+/// Spout task ids must be below this: a root keeps 16 bits for its spout task.
+pub const MAX_SPOUT_TASKS: usize = 1 << 16;
+
+/// The root of the tree in `slot` of `spout_task`'s in-flight slab, at generation `gen`.
+#[inline]
+pub fn make_root(spout_task: TaskId, gen: u16, slot: u32) -> u64 {
+    debug_assert!((spout_task as usize) < MAX_SPOUT_TASKS, "spout task id {spout_task} exceeds 16 bits");
+    (spout_task as u64) << 48 | (gen as u64) << 32 | slot as u64
+}
+
+/// The spout task whose tree `root` is.
+#[inline]
+pub fn root_task(root: u64) -> TaskId {
+    (root >> 48) as TaskId
+}
+
+/// The generation of `root`'s slot.
+#[inline]
+pub fn root_gen(root: u64) -> u16 {
+    (root >> 32) as u16
+}
+
+/// `root`'s slot in its spout task's in-flight slab.
+#[inline]
+pub fn root_slot(root: u64) -> u32 {
+    root as u32
+}
+
+/// The root that next uses `root`'s slot.
+#[inline]
+pub fn next_generation(root: u64) -> u64 {
+    make_root(root_task(root), root_gen(root).wrapping_add(1), root_slot(root))
+}
+
+/// Which of `ackers` acker tasks follows `root`: `(slot + spout task) % ackers`. It ignores the
+/// generation, so a slot's successive trees meet the same acker, which can then tell stale
+/// messages from current ones; a spout task's slots in use are dense from 0, so they spread
+/// evenly.
+#[inline]
+pub fn acker_of(root: u64, ackers: usize) -> usize {
+    if ackers <= 1 {
+        return 0;
+    }
+    ((root_slot(root) as u64 + root_task(root) as u64) % ackers as u64) as usize
 }
 
 /// Random 64-bit ids (xorshift64*), never zero. Not cryptographic: ids only need to be
@@ -74,52 +129,52 @@ impl Default for IdGen {
     }
 }
 
-/// Roots are already random: hashing them again is wasted work.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | b as u64;
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
-
-const NO_SPOUT: TaskId = TaskId::MAX;
-
 /// The acker's clock resolution: a tree times out between its timeout and one tick later.
 pub const TICK: Duration = Duration::from_millis(100);
 
-#[derive(Debug)]
+/// `Tree::state` bits; 0 is a free slot.
+const LIVE: u8 = 1;
+/// The spout's init is in.
+const ANNOUNCED: u8 = 2;
+const FAILED: u8 = 4;
+
+/// One slot of a spout task's slab: the slot's current generation and, while live, its tree.
+#[derive(Debug, Clone, Copy, Default)]
 struct Tree {
     val: u64,
-    spout_task: TaskId,
-    failed: bool,
     /// The clock tick (see [`TICK`]) of its birth or last reset.
     born: u32,
+    gen: u16,
+    state: u8,
 }
 
 /// The acker's state, independent of how messages reach it.
 #[derive(Debug)]
 pub struct Acker {
-    trees: IdMap<Tree>,
+    /// By spout task, then by slot / `ackers`: this acker's slots of that task.
+    slabs: Vec<Vec<Tree>>,
+    /// This acker's index among `ackers` (see [`acker_of`]).
+    me: u32,
+    ackers: u32,
+    live: usize,
     timeout_ticks: u32,
     now: u32,
 }
 
 impl Acker {
+    /// The only acker.
     pub fn new(message_timeout: Duration) -> Self {
+        Self::one_of(message_timeout, 0, 1)
+    }
+
+    /// Acker `me` of `ackers`: it gets the roots [`acker_of`] gives it.
+    pub fn one_of(message_timeout: Duration, me: usize, ackers: usize) -> Self {
+        assert!(me < ackers && ackers <= u32::MAX as usize, "acker {me} of {ackers}");
         Acker {
-            trees: IdMap::default(),
+            slabs: Vec::new(),
+            me: me as u32,
+            ackers: ackers as u32,
+            live: 0,
             timeout_ticks: (message_timeout.as_millis() / TICK.as_millis()).clamp(1, u32::MAX as u128) as u32,
             now: 0,
         }
@@ -127,88 +182,126 @@ impl Acker {
 
     /// Trees being followed.
     pub fn pending(&self) -> usize {
-        self.trees.len()
+        self.live
+    }
+
+    /// The slot of `root`, grown into existence (at generation 0, as the spout starts it).
+    #[inline]
+    fn slot(&mut self, root: u64) -> &mut Tree {
+        debug_assert_eq!(
+            acker_of(root, self.ackers as usize),
+            self.me as usize,
+            "root routed to the wrong acker"
+        );
+        let task = root_task(root) as usize;
+        let slot = root_slot(root);
+        let index = if self.ackers == 1 { slot } else { slot / self.ackers } as usize;
+        if task >= self.slabs.len() {
+            self.slabs.resize_with(task + 1, Vec::new);
+        }
+        let slab = &mut self.slabs[task];
+        if index >= slab.len() {
+            slab.resize(index + 1, Tree::default());
+        }
+        &mut slab[index]
     }
 
     /// Applies one message; `emit(spout_task, outcome)` is called for a tree that completes.
     #[inline]
     pub fn handle(&mut self, msg: AckerMsg, emit: &mut impl FnMut(TaskId, Outcome)) {
-        let (root, val, spout_task, failed) = match msg {
-            AckerMsg::Init { root, val, spout_task } => (root, val, spout_task, false),
-            AckerMsg::Ack { root, val } => (root, val, NO_SPOUT, false),
-            AckerMsg::Fail { root } => (root, 0, NO_SPOUT, true),
+        let now = self.now;
+        let (root, val, bits) = match msg {
+            AckerMsg::Init { root, val } => (root, val, ANNOUNCED),
+            AckerMsg::Ack { root, val } => (root, val, 0),
+            AckerMsg::Fail { root } => (root, 0, FAILED),
             AckerMsg::Reset { root } => {
-                if let Some(e) = self.trees.get_mut(&root) {
-                    e.born = self.now;
+                let tree = self.slot(root);
+                if tree.gen == root_gen(root) && tree.state != 0 {
+                    tree.born = now;
                 }
                 return;
             }
         };
-        // One lookup per message: update in place, remove through the same entry.
-        let mut entry = match self.trees.entry(root) {
-            Entry::Occupied(o) => o,
-            Entry::Vacant(v) => {
-                v.insert(Tree { val, spout_task, failed, born: self.now });
-                return; // a tree's first message cannot complete it
-            }
-        };
-        let tree = entry.get_mut();
-        tree.val ^= val;
-        tree.failed |= failed;
-        if spout_task != NO_SPOUT {
-            tree.spout_task = spout_task;
+        let tree = self.slot(root);
+        let gen = root_gen(root);
+        if tree.gen != gen {
+            return; // a forgotten root: the slot has moved on
         }
-        if tree.spout_task == NO_SPOUT || (tree.val != 0 && !tree.failed) {
+        let first = tree.state == 0;
+        if first {
+            *tree = Tree { val, born: now, gen, state: LIVE | bits };
+        } else {
+            tree.val ^= val;
+            tree.state |= bits;
+        }
+        let state = tree.state;
+        if state & FAILED == 0 && (state & ANNOUNCED == 0 || tree.val != 0) {
+            self.live += first as usize;
             return;
         }
-        let (task, acked) = (tree.spout_task, !tree.failed);
-        entry.remove();
-        emit(task, Outcome { root, acked });
+        *tree = Tree { gen: gen.wrapping_add(1), ..Tree::default() };
+        self.live -= !first as usize;
+        emit(root_task(root), Outcome { root, acked: state & FAILED == 0 });
     }
 
     /// Advances the clock to `now` ticks (of [`TICK`]) and fails every tree older than the
-    /// timeout. Trees whose spout never announced them are dropped silently: they belong to
-    /// trees that already completed or failed.
+    /// timeout, announced or not (its spout task is known from the root).
     pub fn expire(&mut self, now: u32, emit: &mut impl FnMut(TaskId, Outcome)) {
         if now == self.now {
             return;
         }
         self.now = now;
-        let timeout = self.timeout_ticks;
-        self.trees.retain(|&root, e| {
-            if now.saturating_sub(e.born) < timeout {
-                return true;
+        if self.live == 0 {
+            return;
+        }
+        let (timeout, me, ackers) = (self.timeout_ticks, self.me as u64, self.ackers as u64);
+        for (task, slab) in self.slabs.iter_mut().enumerate() {
+            // Slot `index * ackers + first` is this acker's `index`th slot of `task`.
+            let first = (me + ackers - task as u64 % ackers) % ackers;
+            for (index, tree) in slab.iter_mut().enumerate() {
+                if tree.state == 0 || now.saturating_sub(tree.born) < timeout {
+                    continue;
+                }
+                let slot = (index as u64 * ackers + first) as u32;
+                let root = make_root(task as TaskId, tree.gen, slot);
+                *tree = Tree { gen: tree.gen.wrapping_add(1), ..Tree::default() };
+                self.live -= 1;
+                emit(task as TaskId, Outcome { root, acked: false });
             }
-            if e.spout_task != NO_SPOUT {
-                emit(e.spout_task, Outcome { root, acked: false });
-            }
-            false
-        });
+        }
     }
 }
 
-/// Runs one acker task until every sender of its inbox is gone.
+/// Runs acker `me` of `ackers` (see [`acker_of`]) until every sender of its inbox is gone.
 pub async fn run(
     mut inbox: mpsc::Receiver<Vec<AckerMsg>>,
     spouts: Vec<Option<mpsc::UnboundedSender<Vec<Outcome>>>>,
     message_timeout: Duration,
+    me: usize,
+    ackers: usize,
 ) {
     let started = Instant::now();
-    let mut acker = Acker::new(message_timeout);
+    let mut acker = Acker::one_of(message_timeout, me, ackers);
     let mut out: Vec<Vec<Outcome>> = vec![Vec::new(); spouts.len()];
     let mut clock = tokio::time::interval(TICK);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A root names its spout task; one outside this topology has no one to tell.
+    let emit = |out: &mut Vec<Vec<Outcome>>, task: TaskId, o: Outcome| {
+        if let Some(outcomes) = out.get_mut(task as usize) {
+            outcomes.push(o);
+        }
+    };
     loop {
         tokio::select! {
             batch = inbox.recv() => {
                 let Some(batch) = batch else { break };
                 for msg in batch {
-                    acker.handle(msg, &mut |task, o| out[task as usize].push(o));
+                    acker.handle(msg, &mut |task, o| emit(&mut out, task, o));
                 }
             }
             _ = clock.tick() => {
                 let now = (started.elapsed().as_millis() / TICK.as_millis()) as u32;
-                acker.expire(now, &mut |task, o| out[task as usize].push(o));
+                acker.expire(now, &mut |task, o| emit(&mut out, task, o));
             }
         }
         for (task, outcomes) in out.iter_mut().enumerate() {
@@ -236,51 +329,84 @@ mod tests {
         out
     }
 
+    fn expire(acker: &mut Acker, now: u32) -> Vec<(TaskId, Outcome)> {
+        let mut out = Vec::new();
+        acker.expire(now, &mut |t, o| out.push((t, o)));
+        out
+    }
+
+    fn acked(task: TaskId, root: u64) -> (TaskId, Outcome) {
+        (task, Outcome { root, acked: true })
+    }
+
+    fn failed(task: TaskId, root: u64) -> (TaskId, Outcome) {
+        (task, Outcome { root, acked: false })
+    }
+
+    #[test]
+    fn roots_carry_task_generation_and_slot() {
+        let root = make_root(65535, 0xBEEF, u32::MAX);
+        assert_eq!((root_task(root), root_gen(root), root_slot(root)), (65535, 0xBEEF, u32::MAX));
+        let next = next_generation(root);
+        assert_eq!((root_task(next), root_gen(next), root_slot(next)), (65535, 0xBEF0, u32::MAX));
+        let wrapped = next_generation(make_root(7, u16::MAX, 3));
+        assert_eq!((root_task(wrapped), root_gen(wrapped), root_slot(wrapped)), (7, 0, 3));
+    }
+
     #[test]
     fn acks_a_tree_when_every_edge_is_acked() {
         let mut a = Acker::new(Duration::from_secs(30));
+        let root = make_root(0, 0, 7);
         let (e1, e2, e3) = (11, 22, 33);
         // spout -> e1 (sentence); split acks e1 and anchors e2, e3 (words); count acks both.
         let out = outcomes(
             &mut a,
             &[
-                AckerMsg::Init { root: 7, val: e1, spout_task: 0 },
-                AckerMsg::Ack { root: 7, val: e1 ^ e2 ^ e3 },
-                AckerMsg::Ack { root: 7, val: e2 },
+                AckerMsg::Init { root, val: e1 },
+                AckerMsg::Ack { root, val: e1 ^ e2 ^ e3 },
+                AckerMsg::Ack { root, val: e2 },
             ],
         );
         assert!(out.is_empty());
-        let out = outcomes(&mut a, &[AckerMsg::Ack { root: 7, val: e3 }]);
-        assert_eq!(out, vec![(0, Outcome { root: 7, acked: true })]);
+        assert_eq!(a.pending(), 1);
+        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: e3 }]);
+        assert_eq!(out, vec![acked(0, root)]);
         assert_eq!(a.pending(), 0);
     }
 
     #[test]
     fn acks_arriving_before_init_still_complete_the_tree() {
         let mut a = Acker::new(Duration::from_secs(30));
-        let out = outcomes(
-            &mut a,
-            &[AckerMsg::Ack { root: 9, val: 5 }, AckerMsg::Init { root: 9, val: 5, spout_task: 3 }],
-        );
-        assert_eq!(out, vec![(3, Outcome { root: 9, acked: true })]);
+        let root = make_root(3, 0, 9);
+        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: 5 }]);
+        assert!(out.is_empty(), "a tree completes only once its init is in");
+        let out = outcomes(&mut a, &[AckerMsg::Init { root, val: 5 }]);
+        assert_eq!(out, vec![acked(3, root)]);
+        assert_eq!(a.pending(), 0);
     }
 
     #[test]
     fn fail_is_reported_once_and_later_acks_ignored() {
         let mut a = Acker::new(Duration::from_secs(30));
+        let root = make_root(2, 0, 1);
         let out = outcomes(
             &mut a,
-            &[
-                AckerMsg::Init { root: 1, val: 4, spout_task: 2 },
-                AckerMsg::Fail { root: 1 },
-                AckerMsg::Ack { root: 1, val: 4 },
-            ],
+            &[AckerMsg::Init { root, val: 4 }, AckerMsg::Fail { root }, AckerMsg::Ack { root, val: 4 }],
         );
-        assert_eq!(out, vec![(2, Outcome { root: 1, acked: false })]);
-        // The stray ack left an orphan entry; expiry drops it without telling anyone.
-        let mut later = Vec::new();
-        a.expire(1000, &mut |t, o| later.push((t, o)));
-        assert!(later.is_empty());
+        assert_eq!(out, vec![failed(2, root)]);
+        // The stray ack is for a forgotten root: it leaves nothing behind.
+        assert_eq!(a.pending(), 0);
+        assert!(expire(&mut a, 1000).is_empty());
+    }
+
+    #[test]
+    fn a_fail_overtaking_the_init_is_reported_at_once() {
+        let mut a = Acker::new(Duration::from_secs(30));
+        let root = make_root(4, 0, 0);
+        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: 6 }, AckerMsg::Fail { root }]);
+        assert_eq!(out, vec![failed(4, root)]);
+        let out = outcomes(&mut a, &[AckerMsg::Init { root, val: 6 }, AckerMsg::Fail { root }]);
+        assert!(out.is_empty(), "the late init and a second fail are for a forgotten root");
         assert_eq!(a.pending(), 0);
     }
 
@@ -288,16 +414,123 @@ mod tests {
     fn times_out_trees_older_than_the_message_timeout() {
         // 5 s is 50 ticks of 100 ms.
         let mut a = Acker::new(Duration::from_secs(5));
-        outcomes(&mut a, &[AckerMsg::Init { root: 1, val: 4, spout_task: 0 }]);
-        let mut out = Vec::new();
-        a.expire(49, &mut |t, o| out.push((t, o)));
-        assert!(out.is_empty());
+        let root = make_root(0, 0, 1);
+        outcomes(&mut a, &[AckerMsg::Init { root, val: 4 }]);
+        assert!(expire(&mut a, 49).is_empty());
         // A reset at tick 49 restarts the clock.
-        outcomes(&mut a, &[AckerMsg::Reset { root: 1 }]);
-        a.expire(98, &mut |t, o| out.push((t, o)));
+        outcomes(&mut a, &[AckerMsg::Reset { root }]);
+        assert!(expire(&mut a, 98).is_empty());
+        assert_eq!(expire(&mut a, 99), vec![failed(0, root)]);
+        assert_eq!(a.pending(), 0);
+        // Reported once: later messages and ticks change nothing.
+        assert!(outcomes(&mut a, &[AckerMsg::Ack { root, val: 4 }]).is_empty());
+        assert!(expire(&mut a, 1000).is_empty());
+    }
+
+    #[test]
+    fn times_out_a_tree_whose_init_never_came() {
+        let mut a = Acker::new(Duration::from_secs(5));
+        let root = make_root(6, 0, 2);
+        outcomes(&mut a, &[AckerMsg::Ack { root, val: 9 }]);
+        assert_eq!(expire(&mut a, 50), vec![failed(6, root)], "the root names its spout task");
+        assert!(outcomes(&mut a, &[AckerMsg::Init { root, val: 9 }]).is_empty(), "a late init is ignored");
+        assert_eq!(a.pending(), 0);
+    }
+
+    #[test]
+    fn stale_ack_for_a_reused_slot_is_ignored() {
+        let mut a = Acker::new(Duration::from_secs(30));
+        let old = make_root(1, 0, 5);
+        assert_eq!(
+            outcomes(&mut a, &[AckerMsg::Init { root: old, val: 3 }, AckerMsg::Ack { root: old, val: 3 }]),
+            vec![acked(1, old)]
+        );
+        // The spout heard the outcome and reuses slot 5 under the next generation.
+        let new = next_generation(old);
+        assert_eq!(root_slot(new), root_slot(old));
+        let out = outcomes(
+            &mut a,
+            &[
+                AckerMsg::Init { root: new, val: 3 },
+                // Stale messages for the old tree: none may touch the new one.
+                AckerMsg::Ack { root: old, val: 3 },
+                AckerMsg::Fail { root: old },
+                AckerMsg::Reset { root: old },
+                AckerMsg::Init { root: old, val: 8 },
+            ],
+        );
         assert!(out.is_empty());
-        a.expire(99, &mut |t, o| out.push((t, o)));
-        assert_eq!(out, vec![(0, Outcome { root: 1, acked: false })]);
+        assert_eq!(a.pending(), 1);
+        assert_eq!(outcomes(&mut a, &[AckerMsg::Ack { root: new, val: 3 }]), vec![acked(1, new)]);
+        // A stale message arriving before the slot's next tree leaves no orphan either.
+        assert!(outcomes(
+            &mut a,
+            &[AckerMsg::Ack { root: old, val: 1 }, AckerMsg::Ack { root: new, val: 1 }]
+        )
+        .is_empty());
+        assert_eq!(a.pending(), 0);
+        let newer = next_generation(new);
+        assert_eq!(
+            outcomes(&mut a, &[AckerMsg::Init { root: newer, val: 2 }, AckerMsg::Fail { root: newer }]),
+            vec![failed(1, newer)]
+        );
+    }
+
+    #[test]
+    fn roots_of_different_spout_tasks_never_collide() {
+        let mut a = Acker::new(Duration::from_secs(30));
+        // Same slot, same generation, three spout tasks: three trees.
+        let roots = [make_root(0, 0, 2), make_root(1, 0, 2), make_root(65535, 0, 2)];
+        for (i, &root) in roots.iter().enumerate() {
+            assert!(outcomes(&mut a, &[AckerMsg::Init { root, val: 10 + i as u64 }]).is_empty());
+        }
+        assert_eq!(a.pending(), 3);
+        assert_eq!(outcomes(&mut a, &[AckerMsg::Ack { root: roots[1], val: 11 }]), vec![acked(1, roots[1])]);
+        assert_eq!(outcomes(&mut a, &[AckerMsg::Fail { root: roots[2] }]), vec![failed(65535, roots[2])]);
+        assert!(outcomes(&mut a, &[AckerMsg::Ack { root: roots[0], val: 11 }]).is_empty());
+        assert_eq!(
+            outcomes(&mut a, &[AckerMsg::Ack { root: roots[0], val: 11 ^ 10 }]),
+            vec![acked(0, roots[0])]
+        );
+        assert_eq!(a.pending(), 0);
+    }
+
+    #[test]
+    fn several_ackers_split_roots_evenly_and_each_follows_its_own() {
+        let ackers = 3;
+        let mut shards: Vec<Acker> =
+            (0..ackers).map(|i| Acker::one_of(Duration::from_secs(5), i, ackers)).collect();
+        let mut per_acker = vec![0usize; ackers];
+        let mut live = Vec::new();
+        for task in [0, 1, 2, 7, 65535] {
+            for slot in 0..300 {
+                let root = make_root(task, 0, slot);
+                let i = acker_of(root, ackers);
+                assert_eq!(i, acker_of(make_root(task, 9, slot), ackers), "every generation meets one acker");
+                per_acker[i] += 1;
+                assert!(outcomes(&mut shards[i], &[AckerMsg::Init { root, val: 1 }]).is_empty());
+                live.push((i, root));
+            }
+        }
+        assert_eq!(per_acker, vec![500; 3], "the spread is even");
+        // Complete the even slots; the odd ones time out, each reported with its own root.
+        let mut done = Vec::new();
+        for &(i, root) in &live {
+            if root_slot(root).is_multiple_of(2) {
+                done.extend(outcomes(&mut shards[i], &[AckerMsg::Ack { root, val: 1 }]));
+            }
+        }
+        for shard in &mut shards {
+            done.extend(expire(shard, 50));
+            assert_eq!(shard.pending(), 0);
+        }
+        let mut expected: Vec<_> = live
+            .iter()
+            .map(|&(_, root)| (root_task(root), Outcome { root, acked: root_slot(root).is_multiple_of(2) }))
+            .collect();
+        expected.sort_by_key(|(_, o)| o.root);
+        done.sort_by_key(|(_, o)| o.root);
+        assert_eq!(done, expected);
     }
 
     #[test]

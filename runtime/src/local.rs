@@ -94,8 +94,11 @@ pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Runn
         let (component, inbox) = match (plan.task_component[i], inbox) {
             (None, Inbox::Acker(inbox)) => {
                 let spouts = spout_links.clone();
+                let ackers = plan.acker_tasks.len();
+                let me =
+                    plan.acker_tasks.iter().position(|&a| a == t).expect("an acker task is in acker_tasks");
                 tasks.spawn(async move {
-                    acker::run(inbox, spouts, timeout).await;
+                    acker::run(inbox, spouts, timeout, me, ackers).await;
                     Ok(())
                 });
                 continue;
@@ -159,7 +162,7 @@ pub async fn run(
             task: 0,
             message: format!("cannot listen for Ctrl-C: {e}"),
         })?;
-    let plan = Plan::new(def);
+    let plan = Plan::new(def).map_err(|message| TaskError { component: "plan".into(), task: 0, message })?;
     let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
     let Running { mut tasks, control, metrics } = start(&plan, registry, &hosted)?;
     let started = Instant::now();

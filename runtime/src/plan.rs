@@ -1,9 +1,10 @@
 //! The plan: a validated topology laid out as tasks and streams.
 //!
-//! Contract: [`Plan::new`] numbers every task of the topology densely from 0 (spouts, then
-//! bolts, in file order, then the acker tasks), gives every (component, stream) a global
-//! stream id, and lists for each stream who subscribes to it, with which grouping and over
-//! which tasks. Everything that runs (executors, routing, the acker) reads this plan; nothing
+//! Contract: [`Plan::new`] refuses a topology with more than 65536 spout tasks (a tuple
+//! tree's root id names its spout task in 16 bits), numbers every task of the topology
+//! densely from 0 (spouts, then bolts, in file order, then the acker tasks), gives every
+//! (component, stream) a global stream id, and lists for each stream who subscribes to it,
+//! with which grouping and over which tasks. Everything that runs (executors, routing, the acker) reads this plan; nothing
 //! after it looks at the topology file again. Placement of tasks on workers is not decided
 //! here: `task_worker` is all zeros (one process) until a scheduler fills it in.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use squall_api::{Role, StreamDecl, StreamMeta, TaskId};
 
+use crate::acker::MAX_SPOUT_TASKS;
 use crate::topology::{GroupingDef, Settings, TopologyDef};
 
 /// The component id under which acker tasks appear.
@@ -67,7 +69,17 @@ pub struct Subscription {
 }
 
 impl Plan {
-    pub fn new(def: &TopologyDef) -> Plan {
+    /// Lays out `def`; an error if it has more spout tasks than a root id can name (see
+    /// [`MAX_SPOUT_TASKS`]).
+    pub fn new(def: &TopologyDef) -> Result<Plan, String> {
+        let spout_tasks: usize = def.spouts.iter().map(|c| c.parallelism).sum();
+        if spout_tasks > MAX_SPOUT_TASKS {
+            return Err(format!(
+                "topology `{}` has {spout_tasks} spout tasks; at most {MAX_SPOUT_TASKS} are supported \
+                 (a tuple tree's root id keeps 16 bits for its spout task)",
+                def.name
+            ));
+        }
         let mut components = Vec::new();
         let mut task_component = Vec::new();
         let mut component_tasks = BTreeMap::new();
@@ -137,7 +149,7 @@ impl Plan {
                 });
             }
         }
-        plan
+        Ok(plan)
     }
 
     pub fn task_count(&self) -> usize {
@@ -163,5 +175,33 @@ impl Plan {
     /// Metas for every stream, indexed by global stream id.
     pub fn stream_metas(&self) -> Vec<&'static StreamMeta> {
         (0..self.streams.len() as u32).map(|s| self.stream_meta(s)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::ComponentDef;
+
+    fn def(spout_parallelism: &[usize]) -> TopologyDef {
+        TopologyDef {
+            name: "wide".into(),
+            workers: 1,
+            settings: Settings::default(),
+            spouts: spout_parallelism
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| ComponentDef::new(&format!("s{i}"), "any").parallelism(p))
+                .collect(),
+            bolts: vec![ComponentDef::new("b", "any").parallelism(100_000)],
+        }
+    }
+
+    #[test]
+    fn spout_task_ids_must_fit_a_root() {
+        let plan = Plan::new(&def(&[MAX_SPOUT_TASKS - 1, 1])).expect("65536 spout tasks fit");
+        assert_eq!(plan.task_count(), MAX_SPOUT_TASKS + 100_000 + 1, "bolts and ackers are not limited");
+        let err = Plan::new(&def(&[MAX_SPOUT_TASKS, 1])).expect_err("65537 spout tasks do not");
+        assert!(err.contains("65537 spout tasks") && err.contains("at most 65536"), "{err}");
     }
 }

@@ -2,32 +2,46 @@
 //!
 //! Contract: [`InFlight::next_root`] names the root id the next reliable tuple will get and
 //! [`InFlight::insert`] records it once emitted; [`InFlight::remove`] hands back its message id
-//! and emit time exactly once, and `None` for any root not in flight. A root's low 32 bits
-//! index a slot and its high 32 bits are random (never all zero), so roots are unique among
-//! the tuples in flight and unpredictable, while a lookup is an index, not a hash probe, and
-//! freed slots are reused first, while they are still in cache.
+//! and emit time exactly once, and `None` for any root not in flight. A root (see
+//! [`make_root`]) is this spout task's id, a generation of the slot and the slot index: roots
+//! are unique among the tuples in flight of every spout task, a lookup is an index, not a hash
+//! probe, and freed slots are reused first, while they are still in cache. A slot's
+//! generation steps each time its tuple is removed (that is, once the acker reported its
+//! outcome), as the acker steps its own, so both tell a late message for a reused slot from
+//! one for its current tuple.
 
 use std::time::Instant;
 
-use squall_api::MessageId;
+use squall_api::{MessageId, TaskId};
 
-use crate::acker::IdGen;
+use crate::acker::{make_root, next_generation, root_slot};
 
-#[derive(Default)]
 pub struct InFlight {
+    spout_task: TaskId,
     slots: Vec<Slot>,
     free: Vec<u32>,
     len: usize,
 }
 
 struct Slot {
-    /// 0 when the slot is free.
+    /// The root of the slot's tuple while `busy`, else the root its next tuple gets.
     root: u64,
+    busy: bool,
     msg_id: MessageId,
     emitted: Instant,
 }
 
 impl InFlight {
+    /// The in-flight tuples of spout task `spout_task`, which must be below
+    /// [`MAX_SPOUT_TASKS`](crate::acker::MAX_SPOUT_TASKS) (the plan checks it).
+    pub fn new(spout_task: TaskId) -> Self {
+        assert!(
+            (spout_task as usize) < crate::acker::MAX_SPOUT_TASKS,
+            "spout task id {spout_task} does not fit a root's 16 bits"
+        );
+        InFlight { spout_task, slots: Vec::new(), free: Vec::new(), len: 0 }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -38,22 +52,26 @@ impl InFlight {
 
     /// The root id the next [`insert`](Self::insert) takes.
     #[inline]
-    pub fn next_root(&self, ids: &mut IdGen) -> u64 {
-        let index = self.free.last().copied().unwrap_or(self.slots.len() as u32);
-        ((ids.next_id() >> 32) | 1) << 32 | index as u64
+    pub fn next_root(&self) -> u64 {
+        match self.free.last() {
+            Some(&index) => self.slots[index as usize].root,
+            None => make_root(self.spout_task, 0, self.slots.len() as u32),
+        }
     }
 
     /// Records a tuple emitted under `root`, which must come from [`next_root`](Self::next_root)
     /// with no insert since.
     #[inline]
     pub fn insert(&mut self, root: u64, msg_id: MessageId, emitted: Instant) {
-        let index = root as u32;
-        let slot = Slot { root, msg_id, emitted };
+        let index = root_slot(root);
+        let slot = Slot { root, busy: true, msg_id, emitted };
         if self.free.last() == Some(&index) {
             self.free.pop();
+            debug_assert_eq!(self.slots[index as usize].root, root, "root not from next_root");
             self.slots[index as usize] = slot;
         } else {
             debug_assert_eq!(index as usize, self.slots.len(), "root not from next_root");
+            assert!(index < u32::MAX, "more than 2^32 - 1 tuples in flight");
             self.slots.push(slot);
         }
         self.len += 1;
@@ -62,9 +80,10 @@ impl InFlight {
     /// Takes a tuple out of flight: its message id and when it was emitted.
     #[inline]
     pub fn remove(&mut self, root: u64) -> Option<(MessageId, Instant)> {
-        let index = root as u32;
-        let slot = self.slots.get_mut(index as usize).filter(|s| s.root == root)?;
-        slot.root = 0;
+        let index = root_slot(root);
+        let slot = self.slots.get_mut(index as usize).filter(|s| s.busy && s.root == root)?;
+        slot.busy = false;
+        slot.root = next_generation(root);
         self.free.push(index);
         self.len -= 1;
         Some((std::mem::take(&mut slot.msg_id), slot.emitted))
@@ -74,23 +93,23 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acker::{root_gen, root_task};
 
     #[test]
     fn each_root_is_removed_once_and_slots_are_reused() {
-        let mut ids = IdGen::new();
-        let mut f = InFlight::default();
+        let mut f = InFlight::new(3);
         let now = Instant::now();
-        let a = f.next_root(&mut ids);
+        let a = f.next_root();
         f.insert(a, MessageId::from(1), now);
-        let b = f.next_root(&mut ids);
+        let b = f.next_root();
         f.insert(b, MessageId::from(2), now);
         assert_ne!(a, b);
         assert_eq!(f.len(), 2);
         assert_eq!(f.remove(a).map(|(m, _)| m), Some(MessageId::from(1)));
         assert_eq!(f.remove(a), None, "a root is handed back once");
-        let c = f.next_root(&mut ids);
-        assert_eq!(c as u32, a as u32, "the freed slot is reused");
-        assert_ne!(c, a, "with a new root");
+        let c = f.next_root();
+        assert_eq!(root_slot(c), root_slot(a), "the freed slot is reused");
+        assert_eq!(root_gen(c), root_gen(a) + 1, "under its next generation");
         f.insert(c, MessageId::from(3), now);
         assert_eq!(f.remove(a), None, "the old root does not match the reused slot");
         assert_eq!(f.remove(c).map(|(m, _)| m), Some(MessageId::from(3)));
@@ -101,13 +120,45 @@ mod tests {
 
     #[test]
     fn a_root_not_inserted_leaves_nothing_behind() {
-        let mut ids = IdGen::new();
-        let mut f = InFlight::default();
-        let root = f.next_root(&mut ids); // e.g. the emit failed
+        let mut f = InFlight::new(0);
+        let root = f.next_root(); // e.g. the emit failed
         assert_eq!(f.remove(root), None);
-        let again = f.next_root(&mut ids);
+        let again = f.next_root();
+        assert_eq!(again, root, "an unused root is offered again");
         f.insert(again, MessageId::from(7), Instant::now());
         assert_eq!(f.len(), 1);
-        assert!(root != 0 && again != 0);
+        assert_eq!(f.remove(next_generation(again)), None, "a future generation is not in flight");
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn roots_name_their_spout_task_and_never_collide_across_tasks() {
+        let now = Instant::now();
+        let (mut x, mut y) = (InFlight::new(1), InFlight::new(65535));
+        let (rx, ry) = (x.next_root(), y.next_root());
+        x.insert(rx, MessageId::from(1), now);
+        y.insert(ry, MessageId::from(2), now);
+        assert_eq!((root_task(rx), root_task(ry)), (1, 65535));
+        assert_eq!(root_slot(rx), root_slot(ry));
+        assert_ne!(rx, ry);
+        assert_eq!(x.remove(ry), None, "another task's root is not ours");
+        assert_eq!(x.remove(rx).map(|(m, _)| m), Some(MessageId::from(1)));
+        assert_eq!(y.remove(ry).map(|(m, _)| m), Some(MessageId::from(2)));
+    }
+
+    #[test]
+    fn a_slot_cycles_through_every_generation() {
+        let mut f = InFlight::new(2);
+        let first = f.next_root();
+        let mut root = first;
+        for _ in 0..(1 << 16) {
+            f.insert(root, MessageId::from(0), Instant::now());
+            assert!(f.remove(root).is_some());
+            let next = f.next_root();
+            assert_eq!(next, next_generation(root));
+            root = next;
+        }
+        assert_eq!(root, first, "the generation wraps after 2^16 reuses");
+        assert_eq!(f.slots.len(), 1);
     }
 }

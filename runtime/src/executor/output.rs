@@ -19,7 +19,7 @@ use smallvec::SmallVec;
 use squall_api::{BoxError, EmitError, Registry, TaskId, Tuple, Value, Values};
 use tokio::sync::mpsc;
 
-use crate::acker::{AckerMsg, IdGen};
+use crate::acker::{acker_of, AckerMsg, IdGen};
 use crate::grouping::Router;
 use crate::metrics::{Counters, TaskMetrics};
 use crate::plan::Plan;
@@ -339,7 +339,7 @@ impl Output {
         if self.ackers.is_empty() {
             return;
         }
-        let i = squall_api::bucket(root, self.ackers.len());
+        let i = acker_of(root, self.ackers.len());
         let a = &mut self.ackers[i];
         if let (AckerMsg::Ack { val, .. }, Some(AckerMsg::Ack { root: last, val: acc })) =
             (msg, a.buf.last_mut())
@@ -387,7 +387,7 @@ impl Output {
         }
         for &(root, _) in &input.tree().anchors {
             let msg = AckerMsg::Reset { root };
-            let i = squall_api::bucket(root, self.ackers.len());
+            let i = acker_of(root, self.ackers.len());
             if self.ackers[i].tx.try_send(vec![msg]).is_err() {
                 // The acker's inbox is full (it will drain soon) or gone: queue it.
                 self.to_acker(msg);

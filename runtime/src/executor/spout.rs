@@ -49,15 +49,14 @@ impl SpoutCollector for Collector<'_> {
     ) -> Result<(), EmitError> {
         match msg_id {
             Some(msg_id) if self.out.acking => {
-                let root = self.pending.next_root(&mut self.out.ids);
+                let root = self.pending.next_root();
                 let xor = self.out.emit_spout(stream, values, Some(root), direct_task)?;
                 if xor == 0 {
                     self.instant_acks.push(msg_id);
                 } else {
                     let now = *self.now.get_or_insert_with(Instant::now);
                     self.pending.insert(root, msg_id, now);
-                    let spout_task = self.out.task;
-                    self.out.to_acker(AckerMsg::Init { root, val: xor, spout_task });
+                    self.out.to_acker(AckerMsg::Init { root, val: xor });
                 }
             }
             Some(msg_id) => {
@@ -83,7 +82,7 @@ impl SpoutExecutor {
 
     pub async fn run(mut self) -> Result<(), TaskError> {
         self.spout.open(&self.ctx).await.map_err(|e| self.fail(format!("open failed: {e}")))?;
-        let mut pending = InFlight::default();
+        let mut pending = InFlight::new(self.out.task);
         let mut instant_acks: Vec<MessageId> = Vec::new();
         let mut histogram = new_histogram();
         let mut state = *self.control.borrow_and_update();
