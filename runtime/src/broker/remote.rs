@@ -522,6 +522,18 @@ mod tests {
         (listener, addr)
     }
 
+    /// The client's next call makes a new connection, which works.
+    async fn assert_reconnects(client: &RemoteClient, listener: TcpListener) {
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut r, mut w) = split(stream);
+            let request = frame::read_message::<_, Request>(&mut r).await.unwrap().unwrap();
+            reply(&mut w, request.id, Ok(Reply::Topics(vec!["again".into()]))).await;
+        });
+        assert_eq!(soon(client.topics()).await.unwrap(), ["again"]);
+        server.await.unwrap();
+    }
+
     async fn reply(
         stream: &mut BufWriter<OwnedWriteHalf>,
         id: u64,
@@ -617,14 +629,7 @@ mod tests {
         assert!(matches!(err, BrokerError::Connection { .. }), "{err:?}");
         assert!(err.to_string().contains("connection lost"), "{err}");
 
-        let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (mut r, mut w) = split(stream);
-            let request = frame::read_message::<_, Request>(&mut r).await.unwrap().unwrap();
-            reply(&mut w, request.id, Ok(Reply::Topics(vec!["again".into()]))).await;
-        });
-        assert_eq!(client.topics().await.unwrap(), ["again"]);
-        server.await.unwrap();
+        assert_reconnects(&client, listener).await;
     }
 
     #[tokio::test]
@@ -672,14 +677,7 @@ mod tests {
         // The client dropped that connection...
         assert!(soon(frame::read_frame(&mut r)).await.unwrap().is_none(), "the client closed its side");
         // ... and the next call makes a new one.
-        let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (mut r, mut w) = split(stream);
-            let request = frame::read_message::<_, Request>(&mut r).await.unwrap().unwrap();
-            reply(&mut w, request.id, Ok(Reply::Topics(vec!["again".into()]))).await;
-        });
-        assert_eq!(soon(client.topics()).await.unwrap(), ["again"]);
-        server.await.unwrap();
+        assert_reconnects(&client, listener).await;
     }
 
     #[tokio::test]
@@ -776,14 +774,7 @@ mod tests {
             soon(frame::read_frame(&mut r)).await.unwrap().is_none(),
             "the client dropped the connection"
         );
-        let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (mut r, mut w) = split(stream);
-            let request = frame::read_message::<_, Request>(&mut r).await.unwrap().unwrap();
-            reply(&mut w, request.id, Ok(Reply::Topics(vec!["again".into()]))).await;
-        });
-        assert_eq!(soon(client.topics()).await.unwrap(), ["again"]);
-        server.await.unwrap();
+        assert_reconnects(&client, listener).await;
     }
 
     #[tokio::test]
