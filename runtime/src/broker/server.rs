@@ -402,6 +402,19 @@ mod tests {
         serve_log(Log::open(&dir.0).unwrap()).await
     }
 
+    /// A client of the server at `addr` whose fetch of an empty topic `t` waits (up to 25 s).
+    async fn client_with_a_waiting_fetch(
+        addr: &str,
+    ) -> (RemoteClient, tokio::task::JoinHandle<crate::broker::Result<crate::broker::Fetched>>) {
+        let client = RemoteClient::connect(addr).await.unwrap();
+        client.create_topic("t", TopicConfig::new(1)).await.unwrap();
+        let waiting = tokio::spawn({
+            let client = client.clone();
+            async move { client.fetch("t", 0, 0, 1024, Duration::from_secs(25)).await }
+        });
+        (client, waiting)
+    }
+
     /// [`start`], serving `log`.
     async fn serve_log(log: Arc<Log>) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -451,12 +464,7 @@ mod tests {
     async fn a_waiting_fetch_does_not_hold_up_the_requests_behind_it() {
         let dir = Dir::new();
         let (addr, stop, server) = start(&dir).await;
-        let client = RemoteClient::connect(&addr).await.unwrap();
-        client.create_topic("t", TopicConfig::new(1)).await.unwrap();
-        let waiting = tokio::spawn({
-            let client = client.clone();
-            async move { client.fetch("t", 0, 0, 1024, Duration::from_secs(25)).await }
-        });
+        let (client, waiting) = client_with_a_waiting_fetch(&addr).await;
         // Requests on the same connection are answered while the fetch waits.
         for _ in 0..20 {
             assert_eq!(client.topics().await.unwrap(), ["t"]);
@@ -616,12 +624,7 @@ mod tests {
     async fn shutdown_closes_every_connection() {
         let dir = Dir::new();
         let (addr, stop, server) = start(&dir).await;
-        let client = RemoteClient::connect(&addr).await.unwrap();
-        client.create_topic("t", TopicConfig::new(1)).await.unwrap();
-        let waiting = tokio::spawn({
-            let client = client.clone();
-            async move { client.fetch("t", 0, 0, 1024, Duration::from_secs(25)).await }
-        });
+        let (client, waiting) = client_with_a_waiting_fetch(&addr).await;
         assert_eq!(client.topics().await.unwrap(), ["t"]);
         stop.send(()).unwrap();
         server.await.unwrap();
