@@ -9,6 +9,7 @@ pub mod acker;
 pub mod bench;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod executor;
 pub mod grouping;
 pub mod local;

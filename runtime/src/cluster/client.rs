@@ -1,0 +1,186 @@
+//! The HTTP client of nimbus's API, used by the CLI, supervisors and workers.
+//!
+//! Contract: every request carries the cluster's secret in [`SECRET_HEADER`] and has a
+//! deadline (connect 3 s; 30 s per request, 10 min for artifacts). Every failure is a
+//! [`ClientError`] whose text is one line: nimbus unreachable (with its address), or what
+//! nimbus said when it refused (its `{"error": …}` text and the HTTP status).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{Method, RequestBuilder};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// A failed request to nimbus.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach nimbus at {addr}: {message}")]
+    Unreachable { addr: String, message: String },
+    #[error("{message}")]
+    Refused { status: u16, message: String },
+}
+
+impl ClientError {
+    /// True for a 404: the topology (or artifact) is not known to nimbus.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Refused { status: 404, .. })
+    }
+}
+
+/// An error reply's body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    addr: String,
+    base: String,
+    secret: String,
+}
+
+const ARTIFACT_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Client {
+    /// A client of the nimbus at `addr` (`host:port`).
+    pub fn new(addr: &str, secret: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Client { http, addr: addr.to_string(), base: format!("http://{addr}"), secret: secret.to_string() }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).header(SECRET_HEADER, &self.secret)
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable { addr: self.addr.clone(), message: one_line(&e) })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let message = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => body.error,
+            Err(_) if text.trim().is_empty() => format!("nimbus answered {status}"),
+            Err(_) => format!("nimbus answered {status}: {}", text.trim().replace('\n', " ")),
+        };
+        Err(ClientError::Refused { status: status.as_u16(), message })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let response = self.send(request).await?;
+        response.json().await.map_err(|e| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            message: format!("unreadable reply: {}", one_line(&e)),
+        })
+    }
+
+    /// Uploads an executable under its sha256 (lowercase hex).
+    pub async fn upload_artifact(&self, sha256: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
+        let request = self
+            .request(Method::PUT, &format!("/v1/artifacts/{sha256}"))
+            .timeout(ARTIFACT_TIMEOUT)
+            .body(bytes);
+        self.send(request).await.map(|_| ())
+    }
+
+    /// True if nimbus already has the artifact.
+    pub async fn has_artifact(&self, sha256: &str) -> Result<bool, ClientError> {
+        match self.send(self.request(Method::HEAD, &format!("/v1/artifacts/{sha256}"))).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn download_artifact(&self, sha256: &str) -> Result<Bytes, ClientError> {
+        let request = self.request(Method::GET, &format!("/v1/artifacts/{sha256}")).timeout(ARTIFACT_TIMEOUT);
+        let response = self.send(request).await?;
+        response.bytes().await.map_err(|e| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            message: format!("artifact download broke off: {}", one_line(&e)),
+        })
+    }
+
+    pub async fn submit(&self, request: &SubmitRequest) -> Result<TopologyInfo, ClientError> {
+        self.json(self.request(Method::POST, "/v1/topologies").json(request)).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<TopologyInfo>, ClientError> {
+        self.json(self.request(Method::GET, "/v1/topologies")).await
+    }
+
+    pub async fn status(&self, name: &str) -> Result<TopologyStatus, ClientError> {
+        self.json(self.request(Method::GET, &format!("/v1/topologies/{name}"))).await
+    }
+
+    pub async fn activate(&self, name: &str) -> Result<TopologyInfo, ClientError> {
+        self.json(self.request(Method::POST, &format!("/v1/topologies/{name}/activate"))).await
+    }
+
+    pub async fn deactivate(&self, name: &str) -> Result<TopologyInfo, ClientError> {
+        self.json(self.request(Method::POST, &format!("/v1/topologies/{name}/deactivate"))).await
+    }
+
+    pub async fn kill(&self, name: &str, request: &KillRequest) -> Result<TopologyInfo, ClientError> {
+        self.json(self.request(Method::POST, &format!("/v1/topologies/{name}/kill")).json(request)).await
+    }
+
+    pub async fn rebalance(
+        &self,
+        name: &str,
+        request: &RebalanceRequest,
+    ) -> Result<TopologyInfo, ClientError> {
+        self.json(self.request(Method::POST, &format!("/v1/topologies/{name}/rebalance")).json(request)).await
+    }
+
+    pub async fn assignment(&self, name: &str) -> Result<Assignment, ClientError> {
+        self.json(self.request(Method::GET, &format!("/v1/assignments/{name}"))).await
+    }
+
+    pub async fn supervisors(&self) -> Result<Vec<SupervisorInfo>, ClientError> {
+        self.json(self.request(Method::GET, "/v1/supervisors")).await
+    }
+
+    pub async fn supervisor_heartbeat(
+        &self,
+        beat: &SupervisorHeartbeat,
+    ) -> Result<SupervisorReply, ClientError> {
+        self.json(self.request(Method::POST, "/v1/supervisors/heartbeat").json(beat)).await
+    }
+
+    pub async fn worker_heartbeat(&self, beat: &WorkerHeartbeat) -> Result<WorkerReply, ClientError> {
+        self.json(self.request(Method::POST, "/v1/workers/heartbeat").json(beat)).await
+    }
+}
+
+/// An error and its causes on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text.replace('\n', " ")
+}
