@@ -207,6 +207,11 @@ impl BasicBolt for Count {
     }
 }
 
+/// The benchmarks' component kinds, for worker processes of a benchmark run in cluster mode.
+pub fn worker_registry() -> Registry {
+    registry(&Arc::new(Shared::default()))
+}
+
 fn registry(shared: &Arc<Shared>) -> Registry {
     let mut r = Registry::new();
     let s = shared.clone();

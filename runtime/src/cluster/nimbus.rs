@@ -1,1 +1,7 @@
 //! TO BE WRITTEN.
+use super::config::ClusterConfig;
+
+pub async fn run(config: ClusterConfig) -> Result<(), String> {
+    let _ = config;
+    Err("nimbus is not written yet".into())
+}
