@@ -20,10 +20,14 @@
 //! Trees are kept in a slab per spout task, indexed by the root's slot: every message is an
 //! array access, not a hash probe. The spout reuses a slot only after it heard the outcome of
 //! the slot's tree, and spout and acker then both step the slot's generation, so a message
-//! whose generation is not the slot's current one is for a forgotten root and is ignored
-//! (deterministically; a message would have to be delayed past 65536 reuses of its slot to be
-//! mistaken for the current tree). Memory grows to the peak number of slots each spout task
-//! had in flight.
+//! whose generation is behind the slot's current one is for a forgotten root and is ignored
+//! (deterministically; a message would have to be delayed past 32768 reuses of its slot to be
+//! mistaken for the current tree). A generation ahead of the slot's means the spout moved on
+//! without this acker's outcome (it timed the tree out itself, as it does when an acker's
+//! worker died): the slot's old tree is dropped and the message's tree followed. A slot this
+//! acker never saw takes any generation, so an acker restarted with its worker follows the
+//! trees of spouts that kept running. Memory grows to the peak number of slots each spout
+//! task had in flight.
 
 use std::time::{Duration, Instant};
 
@@ -146,6 +150,9 @@ struct Tree {
     born: u32,
     gen: u16,
     state: u8,
+    /// This acker has seen the slot: until then any generation is the current one (a
+    /// restarted acker meets spouts whose slots are at any generation).
+    used: bool,
 }
 
 /// The acker's state, independent of how messages reach it.
@@ -224,23 +231,33 @@ impl Acker {
         };
         let tree = self.slot(root);
         let gen = root_gen(root);
+        let mut abandoned = false;
         if tree.gen != gen {
-            return; // a forgotten root: the slot has moved on
+            // Half the generations ahead count as newer, the other half as older.
+            if tree.used && gen.wrapping_sub(tree.gen) >= 1 << 15 {
+                return; // a forgotten root: the slot has moved on
+            }
+            // The spout has moved this slot on without hearing of its tree here (it timed the
+            // tree out itself, say, while this acker's messages were lost with a worker), or
+            // this acker is new: the slot's current tree is the message's.
+            abandoned = tree.state != 0;
+            *tree = Tree { gen, used: true, ..Tree::default() };
         }
         let first = tree.state == 0;
         if first {
-            *tree = Tree { val, born: now, gen, state: LIVE | bits };
+            *tree = Tree { val, born: now, gen, state: LIVE | bits, used: true };
         } else {
             tree.val ^= val;
             tree.state |= bits;
         }
         let state = tree.state;
         if state & FAILED == 0 && (state & ANNOUNCED == 0 || tree.val != 0) {
-            self.live += first as usize;
+            self.live = self.live + first as usize - abandoned as usize;
             return;
         }
-        *tree = Tree { gen: gen.wrapping_add(1), ..Tree::default() };
+        *tree = Tree { gen: gen.wrapping_add(1), used: true, ..Tree::default() };
         self.live -= !first as usize;
+        self.live -= abandoned as usize;
         emit(root_task(root), Outcome { root, acked: state & FAILED == 0 });
     }
 
@@ -264,7 +281,7 @@ impl Acker {
                 }
                 let slot = (index as u64 * ackers + first) as u32;
                 let root = make_root(task as TaskId, tree.gen, slot);
-                *tree = Tree { gen: tree.gen.wrapping_add(1), ..Tree::default() };
+                *tree = Tree { gen: tree.gen.wrapping_add(1), used: true, ..Tree::default() };
                 self.live -= 1;
                 emit(task as TaskId, Outcome { root, acked: false });
             }
@@ -351,6 +368,36 @@ mod tests {
         assert_eq!((root_task(next), root_gen(next), root_slot(next)), (65535, 0xBEF0, u32::MAX));
         let wrapped = next_generation(make_root(7, u16::MAX, 3));
         assert_eq!((root_task(wrapped), root_gen(wrapped), root_slot(wrapped)), (7, 0, 3));
+    }
+
+    #[test]
+    fn a_new_acker_follows_trees_at_any_generation() {
+        // The acker restarted with its worker; the spout's slot 4 is at generation 900.
+        let mut a = Acker::new(Duration::from_secs(30));
+        let root = make_root(1, 900, 4);
+        let out = outcomes(&mut a, &[AckerMsg::Init { root, val: 6 }, AckerMsg::Ack { root, val: 6 }]);
+        assert_eq!(out, vec![acked(1, root)]);
+        let next = next_generation(root);
+        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: 1 }, AckerMsg::Init { root: next, val: 2 }]);
+        assert!(out.is_empty(), "the old generation is stale now, the next one is followed");
+        assert_eq!(a.pending(), 1);
+    }
+
+    #[test]
+    fn a_newer_generation_replaces_a_tree_its_spout_gave_up() {
+        let mut a = Acker::new(Duration::from_secs(30));
+        let old = make_root(0, 5, 2);
+        assert!(outcomes(&mut a, &[AckerMsg::Init { root: old, val: 3 }]).is_empty());
+        // The spout timed the tree out itself (its acks were lost with a worker) and reused
+        // the slot.
+        let new = next_generation(old);
+        let out =
+            outcomes(&mut a, &[AckerMsg::Init { root: new, val: 8 }, AckerMsg::Ack { root: old, val: 3 }]);
+        assert!(out.is_empty(), "the abandoned tree is dropped, its late ack ignored");
+        assert_eq!(a.pending(), 1);
+        assert_eq!(outcomes(&mut a, &[AckerMsg::Ack { root: new, val: 8 }]), vec![acked(0, new)]);
+        assert_eq!(a.pending(), 0);
+        assert!(expire(&mut a, 1000).is_empty(), "nothing of the old tree is left to time out");
     }
 
     #[test]

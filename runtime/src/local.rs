@@ -134,6 +134,8 @@ pub fn start(
                     metrics: task_metrics,
                     max_pending: plan.settings.max_spout_pending,
                     drain: timeout + Duration::from_secs(2),
+                    // Later than the acker's own timeout, which normally reports first.
+                    expire_after: timeout + Duration::from_secs(2),
                 };
                 tasks.spawn(exec.run());
             }

@@ -90,6 +90,22 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// Takes every tuple emitted before `cutoff` out of flight, handing its message id to
+    /// `expired`: the spout's own timeout, for trees whose outcome was lost with a worker.
+    pub fn expire(&mut self, cutoff: Instant, mut expired: impl FnMut(MessageId)) {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if slot.busy && slot.emitted < cutoff {
+                slot.busy = false;
+                slot.root = next_generation(slot.root);
+                self.free.push(index as u32);
+                self.len -= 1;
+                expired(std::mem::take(&mut slot.msg_id));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +160,26 @@ mod tests {
         assert_eq!(x.remove(ry), None, "another task's root is not ours");
         assert_eq!(x.remove(rx).map(|(m, _)| m), Some(MessageId::from(1)));
         assert_eq!(y.remove(ry).map(|(m, _)| m), Some(MessageId::from(2)));
+    }
+
+    #[test]
+    fn tuples_older_than_the_cutoff_expire_once() {
+        let mut f = InFlight::new(0);
+        let t0 = Instant::now();
+        let old = f.next_root();
+        f.insert(old, MessageId::from(1), t0);
+        let young = f.next_root();
+        f.insert(young, MessageId::from(2), t0 + std::time::Duration::from_secs(5));
+        let mut expired = Vec::new();
+        f.expire(t0 + std::time::Duration::from_secs(1), |m| expired.push(m));
+        assert_eq!(expired, vec![MessageId::from(1)]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.remove(old), None, "an expired tuple's late outcome is ignored");
+        let reused = f.next_root();
+        assert_eq!(reused, next_generation(old), "its slot is reused under the next generation");
+        f.expire(t0 + std::time::Duration::from_secs(1), |m| expired.push(m));
+        assert_eq!(expired.len(), 1, "expired once");
+        assert_eq!(f.remove(young).map(|(m, _)| m), Some(MessageId::from(2)));
     }
 
     #[test]

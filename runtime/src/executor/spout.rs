@@ -26,7 +26,13 @@ pub struct SpoutExecutor {
     pub max_pending: usize,
     /// How long a stop waits for in-flight trees.
     pub drain: Duration,
+    /// A tree with no outcome this long after its emit is failed by the spout itself (Storm's
+    /// spout-side timeout): its outcome was lost with a worker that died.
+    pub expire_after: Duration,
 }
+
+/// How often a spout looks for trees past `expire_after`.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// The collector handed to `next_tuple`.
 struct Collector<'a> {
@@ -95,6 +101,7 @@ impl SpoutExecutor {
         let mut control_open = true;
         let mut last_flush = Instant::now();
         let mut last_merge = Instant::now();
+        let mut last_expire = Instant::now();
         let mut calls: u64 = 0;
         loop {
             // Outcomes first: they free pending slots and may queue replays.
@@ -133,6 +140,10 @@ impl SpoutExecutor {
                         last_flush = now;
                         self.out.counters.publish(&self.metrics);
                     }
+                    if now - last_expire >= EXPIRE_EVERY {
+                        last_expire = now;
+                        self.expire(&mut pending, now).await;
+                    }
                 }
             }
             if emitted {
@@ -146,6 +157,10 @@ impl SpoutExecutor {
             if now - last_merge >= Duration::from_secs(1) {
                 self.merge(&mut histogram);
                 last_merge = now;
+            }
+            if now - last_expire >= EXPIRE_EVERY {
+                last_expire = now;
+                self.expire(&mut pending, now).await;
             }
             let stopping = state == Control::Stop || !control_open;
             if pending.is_empty() && (stopping || self.spout.is_finished()) {
@@ -212,6 +227,17 @@ impl SpoutExecutor {
                 self.out.counters.failed += 1;
                 self.spout.fail(msg_id).await;
             }
+        }
+    }
+
+    /// Fails every tree emitted more than `expire_after` ago.
+    async fn expire(&mut self, pending: &mut InFlight, now: Instant) {
+        let Some(cutoff) = now.checked_sub(self.expire_after) else { return };
+        let mut expired = Vec::new();
+        pending.expire(cutoff, |id| expired.push(id));
+        for id in expired {
+            self.out.counters.failed += 1;
+            self.spout.fail(id).await;
         }
     }
 
