@@ -8,6 +8,7 @@
 pub mod acker;
 pub mod bench;
 pub mod broker;
+pub mod cluster;
 pub mod cli;
 pub mod executor;
 pub mod grouping;

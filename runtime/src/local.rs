@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::acker::{self, AckerMsg, Outcome};
+use crate::cluster::transport::Transport;
 use crate::executor::bolt::{AnyBolt, BoltExecutor};
 use crate::executor::output::INBOX_BATCHES;
 use crate::executor::spout::SpoutExecutor;
@@ -57,13 +58,18 @@ enum Inbox {
     Acker(mpsc::Receiver<Vec<AckerMsg>>),
 }
 
-/// Starts the tasks `hosted` of `plan` (all of them in local mode).
-pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Running, TaskError> {
+/// Starts the tasks `hosted` of `plan` (all of them in local mode). In a worker, `transport`
+/// is handed the inboxes of the hosted tasks and wires every other task to its worker.
+pub fn start(
+    plan: &Plan,
+    registry: &Registry,
+    hosted: &[TaskId],
+    transport: Option<&mut Transport>,
+) -> Result<Running, TaskError> {
     let n = plan.task_count();
     let metrics = TopologyMetrics::new(n);
     // Every inbox first, so that each output can be wired to the tasks it sends to.
-    let mut links = Links { bolts: vec![None; n], ackers: vec![None; n] };
-    let mut spout_links = vec![None; n];
+    let mut links = Links { bolts: vec![None; n], ackers: vec![None; n], spouts: vec![None; n] };
     let mut inboxes: Vec<Option<Inbox>> = (0..n).map(|_| None).collect();
     for &t in hosted {
         let i = t as usize;
@@ -75,7 +81,7 @@ pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Runn
             }
             Some(Role::Spout) => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                spout_links[i] = Some(tx);
+                links.spouts[i] = Some(tx);
                 Inbox::Spout(rx)
             }
             None => {
@@ -85,6 +91,9 @@ pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Runn
             }
         });
     }
+    if let Some(transport) = transport {
+        transport.attach(plan, &mut links);
+    }
     let (control, control_rx) = watch::channel(Control::Active);
     let timeout = Duration::from_secs(plan.settings.message_timeout_secs);
     let mut tasks = JoinSet::new();
@@ -93,7 +102,7 @@ pub fn start(plan: &Plan, registry: &Registry, hosted: &[TaskId]) -> Result<Runn
         let inbox = inboxes[i].take().expect("every hosted task got an inbox above");
         let (component, inbox) = match (plan.task_component[i], inbox) {
             (None, Inbox::Acker(inbox)) => {
-                let spouts = spout_links.clone();
+                let spouts = links.spouts.clone();
                 let ackers = plan.acker_tasks.len();
                 let me =
                     plan.acker_tasks.iter().position(|&a| a == t).expect("an acker task is in acker_tasks");
@@ -164,7 +173,7 @@ pub async fn run(
         })?;
     let plan = Plan::new(def).map_err(|message| TaskError { component: "plan".into(), task: 0, message })?;
     let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
-    let Running { mut tasks, control, metrics } = start(&plan, registry, &hosted)?;
+    let Running { mut tasks, control, metrics } = start(&plan, registry, &hosted, None)?;
     let started = Instant::now();
     let mut progress = tokio::time::interval(Duration::from_secs(1));
     progress.tick().await;

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
-use squall_api::Role;
+use serde::{Deserialize, Serialize};
+use squall_api::{Role, TaskId};
 
 use crate::plan::Plan;
 
@@ -87,10 +87,10 @@ impl Counters {
 }
 
 /// Per-component sums at one moment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComponentStats {
     pub kind: String,
-    pub role: &'static str,
+    pub role: String,
     pub tasks: usize,
     pub emitted: u64,
     pub transferred: u64,
@@ -110,7 +110,7 @@ pub struct ComponentStats {
 }
 
 /// A topology's figures at one moment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     pub topology: String,
     pub components: BTreeMap<String, ComponentStats>,
@@ -133,15 +133,80 @@ impl TopologyMetrics {
 
     /// Sums every component's tasks (ackers are not listed).
     pub fn snapshot(&self, plan: &Plan) -> Snapshot {
-        let mut components = BTreeMap::new();
-        for c in &plan.components {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let components = plan.components.iter().map(|c| {
+            let figures: Vec<TaskFigures> = c.tasks.iter().map(|&t| self.tasks[t as usize].figures(t)).collect();
+            (c.id.as_str(), c.kind.as_str(), c.role, c.tasks.len(), figures)
+        });
+        Snapshot::sum(&plan.name, components, elapsed)
+    }
+
+    /// The figures of the tasks `tasks`.
+    pub fn figures(&self, tasks: &[TaskId]) -> Vec<TaskFigures> {
+        tasks.iter().map(|&t| self.tasks[t as usize].figures(t)).collect()
+    }
+}
+
+/// One task's figures at one moment, as a worker reports them to nimbus.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TaskFigures {
+    pub task: TaskId,
+    pub emitted: u64,
+    pub transferred: u64,
+    pub executed: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub errors: u64,
+    pub execute_ns: u64,
+    pub execute_samples: u64,
+    pub queued: i64,
+    /// Complete latency (spouts): (value in µs, count) for every recorded value.
+    pub complete_us: Vec<(u64, u64)>,
+}
+
+impl TaskMetrics {
+    pub fn figures(&self, task: TaskId) -> TaskFigures {
+        let complete_us = match self.complete_us.lock() {
+            Ok(h) if !h.is_empty() => {
+                h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
+            }
+            _ => Vec::new(),
+        };
+        TaskFigures {
+            task,
+            emitted: self.emitted.load(Relaxed),
+            transferred: self.transferred.load(Relaxed),
+            executed: self.executed.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            execute_ns: self.execute_ns.load(Relaxed),
+            execute_samples: self.execute_samples.load(Relaxed),
+            queued: self.queued.load(Relaxed),
+            complete_us,
+        }
+    }
+}
+
+impl Snapshot {
+    /// Sums task figures per component: `components` yields (id, kind, role, task count, the
+    /// figures of those of its tasks that reported); `elapsed_secs` is how long the tasks
+    /// have run (for capacity).
+    pub fn sum<'a>(
+        topology: &str,
+        components: impl IntoIterator<Item = (&'a str, &'a str, Role, usize, Vec<TaskFigures>)>,
+        elapsed_secs: f64,
+    ) -> Snapshot {
+        let mut out = BTreeMap::new();
+        for (id, kind, role, tasks, figures) in components {
             let mut s = ComponentStats {
-                kind: c.kind.clone(),
-                role: match c.role {
+                kind: kind.to_string(),
+                role: match role {
                     Role::Spout => "spout",
                     Role::Bolt => "bolt",
-                },
-                tasks: c.tasks.len(),
+                }
+                .to_string(),
+                tasks,
                 emitted: 0,
                 transferred: 0,
                 executed: 0,
@@ -157,27 +222,24 @@ impl TopologyMetrics {
             };
             let (mut ns, mut samples) = (0u64, 0u64);
             let mut complete = new_histogram();
-            for &t in &c.tasks {
-                let m = &self.tasks[t as usize];
-                s.emitted += m.emitted.load(Relaxed);
-                s.transferred += m.transferred.load(Relaxed);
-                s.executed += m.executed.load(Relaxed);
-                s.acked += m.acked.load(Relaxed);
-                s.failed += m.failed.load(Relaxed);
-                s.errors += m.errors.load(Relaxed);
-                s.queue_depth += m.queued.load(Relaxed).max(0);
-                ns += m.execute_ns.load(Relaxed);
-                samples += m.execute_samples.load(Relaxed);
-                if c.role == Role::Spout {
-                    if let Ok(h) = m.complete_us.lock() {
-                        let _ = complete.add(&*h);
-                    }
+            for f in &figures {
+                s.emitted += f.emitted;
+                s.transferred += f.transferred;
+                s.executed += f.executed;
+                s.acked += f.acked;
+                s.failed += f.failed;
+                s.errors += f.errors;
+                s.queue_depth += f.queued.max(0);
+                ns += f.execute_ns;
+                samples += f.execute_samples;
+                for &(value, count) in &f.complete_us {
+                    let _ = complete.record_n(value, count);
                 }
             }
             if samples > 0 {
                 s.execute_latency_us = ns as f64 / samples as f64 / 1000.0;
                 let busy_ns = ns as f64 / samples as f64 * s.executed as f64;
-                let elapsed_ns = self.started.elapsed().as_nanos() as f64 * s.tasks as f64;
+                let elapsed_ns = elapsed_secs * 1e9 * s.tasks as f64;
                 s.capacity = (busy_ns / elapsed_ns.max(1.0)).min(1.0);
             }
             if !complete.is_empty() {
@@ -185,15 +247,18 @@ impl TopologyMetrics {
                 s.complete_latency_p99_us = complete.value_at_quantile(0.99) as f64;
                 s.complete_latency_p999_us = complete.value_at_quantile(0.999) as f64;
             }
-            components.insert(c.id.clone(), s);
+            out.insert(id.to_string(), s);
         }
-        Snapshot { topology: plan.name.clone(), components }
+        Snapshot { topology: topology.to_string(), components: out }
     }
-}
 
-impl Snapshot {
     /// The end-of-run table for people.
     pub fn render_table(&self, plan: &Plan) -> String {
+        self.render_rows(plan.components.iter().map(|c| (c.id.as_str(), c.role)))
+    }
+
+    /// The table, one row per component in the order given.
+    pub fn render_rows<'a>(&self, order: impl IntoIterator<Item = (&'a str, Role)>) -> String {
         use std::fmt::Write;
         let mut out = String::new();
         let _ = writeln!(
@@ -201,9 +266,9 @@ impl Snapshot {
             "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12}",
             "component", "kind", "tasks", "emitted", "transferred", "executed", "acked", "failed", "latency"
         );
-        for c in &plan.components {
-            let s = &self.components[&c.id];
-            let latency = match c.role {
+        for (id, role) in order {
+            let Some(s) = self.components.get(id) else { continue };
+            let latency = match role {
                 Role::Spout if s.acked > 0 => format!(
                     "p50 {} p99 {}",
                     fmt_us(s.complete_latency_p50_us),
@@ -215,7 +280,7 @@ impl Snapshot {
             let _ = writeln!(
                 out,
                 "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12}",
-                c.id, s.kind, s.tasks, s.emitted, s.transferred, s.executed, s.acked, s.failed, latency
+                id, s.kind, s.tasks, s.emitted, s.transferred, s.executed, s.acked, s.failed, latency
             );
         }
         out

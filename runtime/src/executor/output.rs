@@ -19,7 +19,7 @@ use smallvec::SmallVec;
 use squall_api::{BoxError, EmitError, Registry, TaskId, Tuple, Value, Values};
 use tokio::sync::mpsc;
 
-use crate::acker::{acker_of, AckerMsg, IdGen};
+use crate::acker::{acker_of, AckerMsg, IdGen, Outcome};
 use crate::grouping::Router;
 use crate::metrics::{Counters, TaskMetrics};
 use crate::plan::Plan;
@@ -45,11 +45,14 @@ pub struct Envelope {
     pub anchors: Anchors,
 }
 
-/// Inboxes of the tasks in this process, by task id.
-#[derive(Default)]
+/// Senders to the inboxes of a plan's tasks, by task id: those of this process, and, in a
+/// worker, the transport's forwarders to the tasks of other workers.
+#[derive(Default, Clone)]
 pub struct Links {
     pub bolts: Vec<Option<mpsc::Sender<Vec<Envelope>>>>,
     pub ackers: Vec<Option<mpsc::Sender<Vec<AckerMsg>>>>,
+    /// Spout tasks hear their trees' outcomes on unbounded queues: an acker never waits.
+    pub spouts: Vec<Option<mpsc::UnboundedSender<Vec<Outcome>>>>,
 }
 
 struct OutStream {
