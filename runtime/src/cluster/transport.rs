@@ -1599,6 +1599,30 @@ mod tests {
         assert_eq!(w0.transport.stats().connects, 1);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn batches_for_a_peer_down_longer_than_the_hold_are_dropped_not_waited_for() {
+        let plan = plan();
+        // Worker 1 never comes up: its address is not known, then it is one nobody listens on.
+        let (peers, peers_rx) = watch::channel(vec![None, None]);
+        let opts = TransportOptions { hold: Duration::from_millis(100), ..TransportOptions::default() };
+        let t0 = Transport::bind_with(any_port(), "t", VERSION, 0, peers_rx, opts).await.unwrap();
+        let w0 = Worker::attach(&plan, 0, t0);
+        let gone = TcpListener::bind(any_port()).await.unwrap().local_addr().unwrap();
+        peers.send_replace(vec![Some(w0.transport.local_addr()), Some(gone)]);
+        let (to_bolt, to_acker, to_spout) =
+            (w0.bolt(3), w0.links.ackers[7].clone().unwrap(), w0.links.spouts[1].clone().unwrap());
+        within("sends to a dead peer", async {
+            for i in 0..100 {
+                to_bolt.send(batch(i, 1)).await.unwrap();
+                to_acker.send(vec![AckerMsg::Fail { root: i as u64 }]).await.unwrap();
+                to_spout.send(vec![Outcome { root: i as u64, acked: true }]).unwrap();
+            }
+        })
+        .await;
+        wait_until("every batch to be dropped", || w0.transport.stats().batches_dropped == 300).await;
+        assert_eq!(w0.transport.stats().connects, 0);
+    }
+
     #[test]
     fn an_oversized_batch_travels_in_parts_and_arrives_whole() {
         let items = batch(0, 100);
