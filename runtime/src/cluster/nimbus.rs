@@ -1069,7 +1069,7 @@ mod tests {
         let dir = TempDir::new("nimbus");
         let nimbus = Served::start(&dir, 10).await;
         let client = nimbus.client();
-        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let sha = state::sha256_hex(&bytes);
         assert!(!client.has_artifact(&sha).await.unwrap());
         assert!(client.download_artifact(&sha).await.unwrap_err().is_not_found());
