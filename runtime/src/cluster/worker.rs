@@ -92,6 +92,9 @@ pub struct WorkerArgs {
     pub host: String,
 }
 
+/// A heartbeat request on its way.
+type BeatInFlight = Pin<Box<dyn Future<Output = Result<WorkerReply, ClientError>> + Send>>;
+
 /// Why a worker stops gracefully.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StopReason {
@@ -181,7 +184,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), String> {
     heartbeat.tick().await;
     let mut parent_check = tokio::time::interval(PARENT_CHECK);
     parent_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut in_flight: Option<Pin<Box<dyn Future<Output = Result<WorkerReply, ClientError>> + Send>>> = None;
+    let mut in_flight: Option<BeatInFlight> = None;
 
     let reason = loop {
         tokio::select! {
