@@ -15,6 +15,8 @@ use squall_api::Registry;
 
 use crate::bench;
 use crate::broker;
+use crate::cluster;
+use crate::cluster::cli::ConfigArg;
 use crate::local::{self, LocalOptions};
 use crate::topology;
 
@@ -51,7 +53,87 @@ enum Command {
     Validate {
         /// The topology file (TOML)
         file: PathBuf,
+        /// Print the topology's layout as JSON (what `submit` asks of an --artifact)
+        #[arg(long, hide = true)]
+        layout: bool,
     },
+    /// Send a topology to the cluster: validates it, uploads the executable holding its
+    /// components (this one unless --artifact) and has nimbus place its tasks
+    Submit {
+        /// The topology file (TOML)
+        file: PathBuf,
+        /// The executable holding the topology's components [default: this one]
+        #[arg(long, value_name = "PATH")]
+        artifact: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// The cluster's topologies with status, workers, tasks, uptime
+    List {
+        /// One JSON array on stdout
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// A running topology's per-component figures, summed over its workers
+    Status {
+        name: String,
+        /// One JSON object on stdout (as `local --json`)
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Deactivate a topology, let in-flight tuples drain, stop its workers, remove it
+    Kill {
+        name: String,
+        /// Seconds to let in-flight tuples drain [default: the topology's message timeout]
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Let a topology's spouts emit again
+    Activate {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Stop a topology's spouts from emitting (in-flight tuples still complete)
+    Deactivate {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Spread a topology over a new number of workers and/or change components' parallelism
+    Rebalance {
+        name: String,
+        /// Worker processes
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
+        /// A component's new parallelism (repeatable)
+        #[arg(long, value_name = "COMPONENT=N", value_parser = cluster::cli::parse_parallelism)]
+        parallelism: Vec<(String, usize)>,
+        /// Seconds to let in-flight tuples drain first [default: the topology's message timeout]
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// The cluster's coordinator: keeps topologies and places their tasks on supervisors
+    Nimbus {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Runs worker processes for the tasks nimbus assigns to this machine's slots
+    Supervisor {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// One worker process of a topology (started by a supervisor, never by hand)
+    #[command(hide = true)]
+    Worker(cluster::worker::WorkerArgs),
     /// Serve the embedded log over TCP
     Broker(broker::cli::BrokerArgs),
     /// Create, fill, read and describe the log's topics
@@ -177,6 +259,13 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
+fn done(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
 fn fail(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
@@ -191,7 +280,17 @@ fn report_mistakes(file: &std::path::Path, diagnostics: &topology::Diagnostics) 
 
 async fn run(cli: Cli, registry: Registry) -> ExitCode {
     match cli.command {
-        Command::Validate { file } => match topology::load(&file, &registry) {
+        Command::Validate { file, layout: true } => match topology::load(&file, &registry) {
+            Ok(def) => match serde_json::to_string(&cluster::Layout::of(&def)) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            },
+            Err(diagnostics) => report_mistakes(&file, &diagnostics),
+        },
+        Command::Validate { file, layout: false } => match topology::load(&file, &registry) {
             Ok(def) => {
                 let tasks: usize = def.components().map(|c| c.parallelism).sum();
                 println!(
@@ -235,6 +334,30 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                 }
                 Err(e) => fail(&e.to_string()),
             }
+        }
+        Command::Submit { file, artifact, config } => {
+            done(cluster::cli::submit(&config, &file, artifact.as_deref(), &registry).await)
+        }
+        Command::List { json, config } => done(cluster::cli::list(&config, json).await),
+        Command::Status { name, json, config } => done(cluster::cli::status(&config, &name, json).await),
+        Command::Kill { name, wait, config } => done(cluster::cli::kill(&config, &name, wait).await),
+        Command::Activate { name, config } => done(cluster::cli::activate(&config, &name, true).await),
+        Command::Deactivate { name, config } => done(cluster::cli::activate(&config, &name, false).await),
+        Command::Rebalance { name, workers, parallelism, wait, config } => {
+            done(cluster::cli::rebalance(&config, &name, workers, parallelism, wait).await)
+        }
+        Command::Nimbus { config } => match config.load() {
+            Ok(c) => done(cluster::nimbus::run(c).await),
+            Err(e) => fail(&e),
+        },
+        Command::Supervisor { config } => match config.load() {
+            Ok(c) => done(cluster::supervisor::run(c).await),
+            Err(e) => fail(&e),
+        },
+        Command::Worker(args) => {
+            let mut registry = registry;
+            registry.merge(&bench::worker_registry());
+            done(cluster::worker::run(args, &registry).await)
         }
         Command::Broker(args) => match broker::cli::broker(args).await {
             Ok(()) => ExitCode::SUCCESS,

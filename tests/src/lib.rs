@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+pub mod cluster;
+
 /// How long a command may run before it is killed and the test fails. Generous: the tests
 /// run in parallel on small, busy machines with a debug build.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -160,6 +162,14 @@ impl Squall {
             command.arg(arg);
         }
         Squall { command, shown, timeout: DEFAULT_TIMEOUT, input: None }
+    }
+
+    /// One more argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Squall {
+        self.shown.push(' ');
+        self.shown.push_str(&arg.as_ref().to_string_lossy());
+        self.command.arg(arg);
+        self
     }
 
     /// Feeds `input` to the command's stdin, then closes it.

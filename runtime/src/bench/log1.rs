@@ -7,8 +7,7 @@
 //! record is acked and committed. It then reads the output topic back: `missing` counts input
 //! keys absent from it, `duplicates` the records beyond one per key. The directory is removed.
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use squall_api::{
@@ -16,6 +15,7 @@ use squall_api::{
     Value,
 };
 
+use super::TempDir;
 use crate::broker::{self, Broker, NewRecord, TopicConfig};
 use crate::local::{self, LocalOptions};
 use crate::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
@@ -40,7 +40,7 @@ pub async fn log1(b: &Log1) -> Result<String, BoxError> {
     if b.broker != "embedded" {
         return Err(format!("--broker {}: this build has only the embedded broker", b.broker).into());
     }
-    let dir = TempDir::new()?;
+    let dir = TempDir::new("log1")?;
     broker::set_data_dir(dir.0.clone());
     if broker::data_dir() != dir.0 {
         return Err("the data directory was already set in this process".into());
@@ -167,23 +167,5 @@ fn topology() -> TopologyDef {
                 .set("topic", OUTPUT)
                 .input("transform", GroupingDef::Shuffle),
         ],
-    }
-}
-
-/// A fresh directory under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<Self, BoxError> {
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("squall-log1-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(TempDir(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

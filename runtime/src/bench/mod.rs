@@ -8,9 +8,11 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod cluster;
 mod log1;
 
 pub use log1::{log1, Log1};
@@ -19,7 +21,7 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use squall_api::{
     async_trait, BasicBolt, BasicCollector, BoxError, MessageId, OutputDeclarer, Registry, Spout,
-    SpoutCollector, StableHasher, Tuple, Value, Values,
+    SpoutCollector, StableHasher, TopologyContext, Tuple, Value, Values,
 };
 
 use crate::local::{self, LocalOptions};
@@ -183,10 +185,25 @@ impl BasicBolt for Split {
 struct Count {
     counts: WordMap,
     shared: Arc<Shared>,
+    /// In cluster mode: where cleanup writes this task's counts (`count-<task>.json`).
+    report_dir: Option<PathBuf>,
+    task: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountConfig {
+    #[serde(default)]
+    report_dir: Option<PathBuf>,
 }
 
 #[async_trait]
 impl BasicBolt for Count {
+    async fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), BoxError> {
+        self.task = ctx.task_id();
+        Ok(())
+    }
+
     async fn execute(&mut self, input: &Tuple, _out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         let word = input.get_str(0)?;
         match self.counts.get_mut(word) {
@@ -199,12 +216,29 @@ impl BasicBolt for Count {
     }
 
     async fn cleanup(&mut self) {
+        if let Some(dir) = &self.report_dir {
+            let path = dir.join(format!("count-{}.json", self.task));
+            let tmp = path.with_extension("tmp");
+            let written = serde_json::to_vec(&self.counts)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| std::fs::write(&tmp, bytes))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                tracing::error!("cannot write the counts to {}: {e}", path.display());
+            }
+            return;
+        }
         if let Ok(mut all) = self.shared.counts.lock() {
             for (w, c) in self.counts.drain() {
                 *all.entry(w).or_default() += c;
             }
         }
     }
+}
+
+/// The benchmarks' component kinds, for worker processes of a benchmark run in cluster mode.
+pub fn worker_registry() -> Registry {
+    registry(&Arc::new(Shared::default()))
 }
 
 fn registry(shared: &Arc<Shared>) -> Registry {
@@ -227,8 +261,8 @@ fn registry(shared: &Arc<Shared>) -> Registry {
     });
     r.basic_bolt("wc1-split", |_: squall_api::NoConfig| Ok(Split));
     let s = shared.clone();
-    r.basic_bolt("wc1-count", move |_: squall_api::NoConfig| {
-        Ok(Count { counts: WordMap::default(), shared: s.clone() })
+    r.basic_bolt("wc1-count", move |c: CountConfig| {
+        Ok(Count { counts: WordMap::default(), shared: s.clone(), report_dir: c.report_dir, task: 0 })
     });
     r
 }
@@ -267,16 +301,26 @@ fn topology(
 
 fn single_process(workers: usize) -> Result<(), BoxError> {
     if workers != 1 {
-        return Err(format!("--workers {workers}: benchmarks across worker processes need cluster mode, which this build does not have yet; use --workers 1").into());
+        return Err(format!(
+            "--workers {workers}: only wc1 runs across worker processes so far; use --workers 1"
+        )
+        .into());
     }
     Ok(())
 }
 
 /// Runs WC-1 and returns its line.
 pub async fn wc1(b: &Wc1) -> Result<String, BoxError> {
-    single_process(b.workers)?;
-    if b.p == 0 {
-        return Err("--p must be at least 1".into());
+    if b.p == 0 || b.workers == 0 {
+        return Err("--p and --workers must be at least 1".into());
+    }
+    if b.workers > 1 {
+        let (secs, words, the, acked, failed) = cluster::wc1(b).await?;
+        let mut ok = words == 32 * b.n / 5 && the == 4 * b.n / 5;
+        if b.acking {
+            ok &= acked == b.n && failed == 0;
+        }
+        return Ok(wc1_line(b, secs, words, ok));
     }
     let shared = Arc::new(Shared::default());
     let def = topology("wc1", b.n, 0, 0, b.p, b.acking, 8192);
@@ -289,8 +333,11 @@ pub async fn wc1(b: &Wc1) -> Result<String, BoxError> {
     if b.acking {
         ok &= spout.acked == b.n && spout.failed == 0;
     }
-    let secs = result.elapsed.as_secs_f64();
-    Ok(format!(
+    Ok(wc1_line(b, result.elapsed.as_secs_f64(), words, ok))
+}
+
+fn wc1_line(b: &Wc1, secs: f64, words: u64, ok: bool) -> String {
+    format!(
         "squall wc1 N={} P={} workers={} acking={} seconds={:.3} words_per_s={:.0} ok={}",
         b.n,
         b.p,
@@ -299,7 +346,7 @@ pub async fn wc1(b: &Wc1) -> Result<String, BoxError> {
         secs,
         words as f64 / secs,
         ok
-    ))
+    )
 }
 
 /// Runs LAT-1 and returns its line.
@@ -326,4 +373,24 @@ pub async fn lat1(b: &Lat1) -> Result<String, BoxError> {
         spout.acked,
         spout.failed
     ))
+}
+
+/// A fresh directory under the system's temp dir, removed on drop.
+pub(crate) struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(label: &str) -> Result<Self, BoxError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("squall-{label}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -69,7 +69,16 @@ impl Client {
         let response = request
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable { addr: self.addr.clone(), message: one_line(&e) })?;
+            .map_err(|e| ClientError::Unreachable {
+                addr: self.addr.clone(),
+                message: if e.is_connect() {
+                    format!("{} (is `squall nimbus` running there?)", root_cause(&e))
+                } else if e.is_timeout() {
+                    "no answer in time".to_string()
+                } else {
+                    one_line(&e)
+                },
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -168,6 +177,15 @@ impl Client {
     pub async fn worker_heartbeat(&self, beat: &WorkerHeartbeat) -> Result<WorkerReply, ClientError> {
         self.json(self.request(Method::POST, "/v1/workers/heartbeat").json(beat)).await
     }
+}
+
+/// The innermost cause of an error: "Connection refused (os error 111)".
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e;
+    while let Some(s) = cause.source() {
+        cause = s;
+    }
+    cause.to_string().replace('\n', " ")
 }
 
 /// An error and its causes on one line.

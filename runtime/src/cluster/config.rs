@@ -19,7 +19,7 @@ use crate::broker::settings::{BrokerTable, DEFAULT_CLUSTER_FILE};
 use crate::topology::substitute;
 
 /// The whole cluster file, defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     #[serde(default)]
@@ -84,17 +84,6 @@ impl Default for SupervisorTable {
             slots: vec![6700, 6701, 6702, 6703],
             heartbeat_secs: 1,
             host: "127.0.0.1".into(),
-        }
-    }
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            cluster: ClusterTable::default(),
-            nimbus: NimbusTable::default(),
-            supervisor: SupervisorTable::default(),
-            broker: BrokerTable::default(),
         }
     }
 }

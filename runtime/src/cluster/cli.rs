@@ -1,0 +1,277 @@
+//! The cluster verbs of the command line: `submit`, `list`, `status`, `kill`, `activate`,
+//! `deactivate`, `rebalance` (clients of nimbus's API) and the daemons `nimbus`, `supervisor`
+//! and `worker`.
+//!
+//! Contract: every verb reads the cluster file (`--config`, default config/cluster.toml) for
+//! nimbus's address and the secret. `submit` validates the topology with the components of
+//! the executable it uploads (this binary, or `--artifact PATH` asked through its own
+//! `validate`), uploads that executable under its sha256 unless nimbus has it, and submits
+//! the topology with its `${VAR}`s substituted here. `kill` and `rebalance` wait until nimbus
+//! has done what they asked (the drain takes `--wait` seconds, default the topology's message
+//! timeout) and say what happened. Results go to stdout, one line (or a table); a failure is
+//! one line `error: …` and a non-zero exit.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use sha2::{Digest, Sha256};
+use squall_api::{Registry, Role};
+
+use super::client::{Client, ClientError};
+use super::config::{self, ClusterConfig};
+use super::*;
+use crate::topology::{self, substitute};
+
+/// `--config FILE`, shared by every cluster verb.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// The cluster file: nimbus's address, the secret, daemon settings
+    /// [default: config/cluster.toml if it exists, else built-in defaults]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn load(&self) -> Result<ClusterConfig, String> {
+        config::load(self.config.as_deref())
+    }
+
+    fn client(&self) -> Result<(ClusterConfig, Client), String> {
+        let config = self.load()?;
+        let client = Client::new(&config.cluster.nimbus, &config.cluster.secret);
+        Ok((config, client))
+    }
+}
+
+fn err(e: ClientError) -> String {
+    e.to_string()
+}
+
+/// The sha256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// What `submit` sends: the topology's name, substituted text and layout, validated with the
+/// components of `artifact`.
+pub fn prepare_submit(
+    file: &Path,
+    artifact: Option<&Path>,
+    registry: &Registry,
+) -> Result<(String, String, Layout), String> {
+    let source = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let shown = file.display().to_string();
+    let text = substitute(&shown, &source, &|name| std::env::var(name).ok())
+        .map_err(|d| d.to_string().lines().next().unwrap_or_default().to_string())?
+        .text()
+        .to_string();
+    let own = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
+    let other = artifact.and_then(|a| a.canonicalize().ok()).filter(|a| Some(a) != own.as_ref());
+    let layout = match other {
+        None => {
+            let def = topology::load(file, registry).map_err(|d| {
+                let n = d.0.len();
+                format!("{d}\n{shown} has {n} mistake{}", if n == 1 { "" } else { "s" })
+            })?;
+            Layout::of(&def)
+        }
+        Some(exe) => layout_from(&exe, file)?,
+    };
+    let name = topology_name(&text).unwrap_or_default();
+    Ok((name, text, layout))
+}
+
+/// Validates `file` with the components of another executable (its `validate --layout`).
+fn layout_from(exe: &Path, file: &Path) -> Result<Layout, String> {
+    let output = std::process::Command::new(exe)
+        .arg("validate")
+        .arg("--layout")
+        .arg(file)
+        .output()
+        .map_err(|e| format!("cannot run the artifact {}: {e}", exe.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("the artifact {} refused the topology:\n{}", exe.display(), stderr.trim_end()));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "the artifact {} is not a squall binary of this version (validate --layout: {e})",
+            exe.display()
+        )
+    })
+}
+
+/// The `name` of a topology file's text.
+fn topology_name(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    toml::from_str::<Named>(text).ok().map(|n| n.name)
+}
+
+pub async fn submit(
+    config: &ConfigArg,
+    file: &Path,
+    artifact: Option<&Path>,
+    registry: &Registry,
+) -> Result<(), String> {
+    let (_, client) = config.client()?;
+    let (name, text, layout) = prepare_submit(file, artifact, registry)?;
+    let exe = match artifact {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?,
+    };
+    let bytes =
+        std::fs::read(&exe).map_err(|e| format!("cannot read the artifact {}: {e}", exe.display()))?;
+    let hash = sha256_hex(&bytes);
+    if !client.has_artifact(&hash).await.map_err(err)? {
+        client.upload_artifact(&hash, bytes).await.map_err(err)?;
+    }
+    let info =
+        client.submit(&SubmitRequest { name, text, layout, artifact: hash.clone() }).await.map_err(err)?;
+    let placed = if info.version == 0 {
+        "waiting for free slots".to_string()
+    } else {
+        format!("{} worker{}", info.workers, if info.workers == 1 { "" } else { "s" })
+    };
+    println!("submitted topology {}: {} tasks, {placed} (artifact {})", info.name, info.tasks, &hash[..12]);
+    Ok(())
+}
+
+pub async fn list(config: &ConfigArg, json: bool) -> Result<(), String> {
+    let (_, client) = config.client()?;
+    let topologies = client.list().await.map_err(err)?;
+    if json {
+        println!("{}", serde_json::to_string(&topologies).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    if topologies.is_empty() {
+        println!("no topologies");
+        return Ok(());
+    }
+    println!("{:<24} {:<12} {:>7} {:>6} {:>10}", "name", "status", "workers", "tasks", "uptime");
+    for t in topologies {
+        println!(
+            "{:<24} {:<12} {:>7} {:>6} {:>10}",
+            t.name,
+            t.status.to_string(),
+            t.workers,
+            t.tasks,
+            humantime::format_duration(Duration::from_secs(t.uptime_secs)).to_string()
+        );
+    }
+    Ok(())
+}
+
+pub async fn status(config: &ConfigArg, name: &str, json: bool) -> Result<(), String> {
+    let (_, client) = config.client()?;
+    let status = client.status(name).await.map_err(err)?;
+    if json {
+        println!("{}", serde_json::to_string(&status.snapshot).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    let i = &status.info;
+    println!(
+        "topology {}: {}, {} workers ({} reporting), {} tasks, up {}, assignment version {}",
+        i.name,
+        i.status,
+        i.workers,
+        status.workers_reporting,
+        i.tasks,
+        humantime::format_duration(Duration::from_secs(i.uptime_secs)),
+        i.version
+    );
+    let order: Vec<(String, Role)> = status
+        .snapshot
+        .components
+        .iter()
+        .map(|(id, s)| (id.clone(), if s.role == "spout" { Role::Spout } else { Role::Bolt }))
+        .collect();
+    // Spouts first, as in the topology file.
+    let mut order = order;
+    order.sort_by_key(|(_, role)| *role != Role::Spout);
+    print!("{}", status.snapshot.render_rows(order.iter().map(|(id, r)| (id.as_str(), *r))));
+    Ok(())
+}
+
+pub async fn activate(config: &ConfigArg, name: &str, active: bool) -> Result<(), String> {
+    let (_, client) = config.client()?;
+    let info =
+        if active { client.activate(name).await } else { client.deactivate(name).await }.map_err(err)?;
+    println!("topology {} is {}", info.name, info.status);
+    Ok(())
+}
+
+/// How long to wait for nimbus beyond the drain asked for (its default drain is the
+/// topology's message timeout, which this side does not know).
+const SLACK: Duration = Duration::from_secs(300);
+
+pub async fn kill(config: &ConfigArg, name: &str, wait: Option<u64>) -> Result<(), String> {
+    let (_, client) = config.client()?;
+    client.kill(name, &KillRequest { wait_secs: wait }).await.map_err(err)?;
+    eprintln!("killing topology {name}: spouts deactivated, in-flight tuples drain before its workers stop");
+    let deadline = Instant::now() + Duration::from_secs(wait.unwrap_or(0)) + SLACK;
+    loop {
+        match client.status(name).await {
+            Err(e) if e.is_not_found() => break,
+            Err(e) => return Err(e.to_string()),
+            Ok(_) if Instant::now() > deadline => {
+                return Err(format!("nimbus has not removed topology {name} yet; see `squall list`"))
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    println!("killed topology {name}");
+    Ok(())
+}
+
+pub async fn rebalance(
+    config: &ConfigArg,
+    name: &str,
+    workers: Option<usize>,
+    parallelism: Vec<(String, usize)>,
+    wait: Option<u64>,
+) -> Result<(), String> {
+    let (_, client) = config.client()?;
+    let before = client.status(name).await.map_err(err)?.info;
+    let request = RebalanceRequest {
+        workers,
+        parallelism: parallelism.into_iter().collect::<BTreeMap<_, _>>(),
+        wait_secs: wait,
+    };
+    client.rebalance(name, &request).await.map_err(err)?;
+    eprintln!("rebalancing topology {name}: spouts deactivated while in-flight tuples drain");
+    let deadline = Instant::now() + Duration::from_secs(wait.unwrap_or(0)) + SLACK;
+    loop {
+        let info = client.status(name).await.map_err(err)?.info;
+        if info.version > before.version && info.status != Status::Rebalancing {
+            println!(
+                "rebalanced topology {name}: {} workers, {} tasks (assignment version {})",
+                info.workers, info.tasks, info.version
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("nimbus has not rebalanced topology {name} yet; see `squall status {name}`"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `COMPONENT=N` of `--parallelism`.
+pub fn parse_parallelism(s: &str) -> Result<(String, usize), String> {
+    let (component, n) = s.split_once('=').ok_or_else(|| format!("`{s}` is not COMPONENT=N"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("`{s}`: N must be a whole number"))?;
+    if component.trim().is_empty() || n == 0 {
+        return Err(format!("`{s}`: needs a component id and N of at least 1"));
+    }
+    Ok((component.trim().to_string(), n))
+}
