@@ -66,19 +66,16 @@ impl Client {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                addr: self.addr.clone(),
-                message: if e.is_connect() {
-                    format!("{} (is `squall nimbus` running there?)", root_cause(&e))
-                } else if e.is_timeout() {
-                    "no answer in time".to_string()
-                } else {
-                    one_line(&e)
-                },
-            })?;
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            message: if e.is_connect() {
+                format!("{} (is `squall nimbus` running there?)", root_cause(&e))
+            } else if e.is_timeout() {
+                "no answer in time".to_string()
+            } else {
+                one_line(&e)
+            },
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);

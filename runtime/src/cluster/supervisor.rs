@@ -31,13 +31,14 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
@@ -56,6 +57,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const BACKOFF_RESET: Duration = Duration::from_secs(30);
 /// The longest a heartbeat may take.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A restart due within this much of a round happens in that round (rounds are a heartbeat
+/// apart, give or take scheduling).
+const SLACK: Duration = Duration::from_millis(100);
 /// How long leftovers of a previous run may take to die.
 const LEFTOVER_WAIT: Duration = Duration::from_secs(3);
 
@@ -94,8 +98,11 @@ async fn serve(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
+        let wake = sup.wake.clone();
         tokio::select! {
             _ = tick.tick() => {}
+            // A download finished: start its workers now rather than a heartbeat later.
+            _ = wake.notified() => {}
             _ = &mut stop => break,
         }
         // A round awaits only its heartbeat; everything else in it is synchronous, so
@@ -178,6 +185,8 @@ struct Supervisor {
     /// Orders already warned about (so a bad order is logged once, not every round).
     warned: HashSet<WorkerOrder>,
     nimbus_down: bool,
+    /// Woken when a download ends.
+    wake: Arc<Notify>,
 }
 
 /// What a reconcile round does, decided from the orders and what runs.
@@ -249,6 +258,7 @@ impl Supervisor {
             download_backoff: HashMap::new(),
             warned: HashSet::new(),
             nimbus_down: false,
+            wake: Arc::new(Notify::new()),
         })
     }
 
@@ -258,6 +268,7 @@ impl Supervisor {
 
     /// One heartbeat and reconcile.
     async fn round(&mut self) {
+        let now = Instant::now();
         let exited = self.reap();
         let beat = SupervisorHeartbeat {
             id: self.id.clone(),
@@ -288,7 +299,6 @@ impl Supervisor {
                 }
             }
         }
-        let now = Instant::now();
         for (order, status, ran) in exited {
             let ordered = self.orders.as_ref().is_some_and(|o| o.contains(&order));
             if ordered {
@@ -352,7 +362,7 @@ impl Supervisor {
             }
         }
         for order in decision.start {
-            if self.backoff.get(&order).is_some_and(|b| b.not_before > now) {
+            if self.backoff.get(&order).is_some_and(|b| b.not_before > now + SLACK) {
                 continue;
             }
             let Some(path) = self.artifact(&order.artifact, now) else {
@@ -425,14 +435,16 @@ impl Supervisor {
                 }
             }
         }
-        if self.download_backoff.get(sha256).is_some_and(|b| b.not_before > now) {
+        if self.download_backoff.get(sha256).is_some_and(|b| b.not_before > now + SLACK) {
             return None;
         }
         info!("downloading artifact {sha256} from nimbus");
         let (client, dir, sha) = (self.client.clone(), self.artifacts.clone(), sha256.to_string());
+        let wake = self.wake.clone();
         let (tx, done) = oneshot::channel();
         let task = tokio::spawn(async move {
             let _ = tx.send(fetch_artifact(&client, &dir, &sha).await);
+            wake.notify_one();
         });
         self.downloads.insert(sha256.to_string(), Download { done, task });
         None
