@@ -198,7 +198,7 @@ fn rebalance_to_more_workers_and_parallelism_loses_nothing() {
     for (args, says) in [
         (vec!["--parallelism", "nosuch=2"], "nosuch"),
         (vec!["--parallelism", "flaky=0"], "flaky=0"),
-        (vec!["--workers", "0"], "workers"),
+        (vec!["--workers", "0"], "at least 1 worker"),
     ] {
         let bad = cluster.squall(["rebalance", "numbers"]).arg(args[0]).arg(args[1]).run();
         bad.assert_failure();
