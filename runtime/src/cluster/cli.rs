@@ -189,16 +189,13 @@ pub async fn status(config: &ConfigArg, name: &str, json: bool) -> Result<(), St
         humantime::format_duration(Duration::from_secs(i.uptime_secs)),
         i.version
     );
-    let order: Vec<(String, Role)> = status
-        .snapshot
-        .components
+    let order: Vec<(&str, Role)> = status
+        .order
         .iter()
-        .map(|(id, s)| (id.clone(), if s.role == "spout" { Role::Spout } else { Role::Bolt }))
+        .filter_map(|id| status.snapshot.components.get(id).map(|s| (id.as_str(), s)))
+        .map(|(id, s)| (id, if s.role == "spout" { Role::Spout } else { Role::Bolt }))
         .collect();
-    // Spouts first, as in the topology file.
-    let mut order = order;
-    order.sort_by_key(|(_, role)| *role != Role::Spout);
-    print!("{}", status.snapshot.render_rows(order.iter().map(|(id, r)| (id.as_str(), *r))));
+    print!("{}", status.snapshot.render_rows(order));
     Ok(())
 }
 

@@ -179,6 +179,9 @@ pub struct TopologyStatus {
     pub info: TopologyInfo,
     /// Workers of the current assignment that sent figures recently.
     pub workers_reporting: usize,
+    /// The components in the topology file's order (spouts, then bolts).
+    #[serde(default)]
+    pub order: Vec<String>,
     pub snapshot: crate::metrics::Snapshot,
 }
 

@@ -708,7 +708,8 @@ async fn status(State(nimbus): Shared, Path(name): Path<String>) -> ApiResult<Js
         })
         .collect();
     let snapshot = Snapshot::sum(&name, components, elapsed);
-    Ok(Json(TopologyStatus { info, workers_reporting, snapshot }))
+    let order = record.layout.components.iter().map(|c| c.id.clone()).collect();
+    Ok(Json(TopologyStatus { info, workers_reporting, order, snapshot }))
 }
 
 async fn activate(nimbus: Shared, name: Path<String>) -> ApiResult<Json<TopologyInfo>> {
