@@ -19,8 +19,8 @@ use squall_api::BoxError;
 use tokio::net::TcpListener;
 
 use super::{TempDir, Wc1, WordMap};
-use crate::cluster::cli::sha256_hex;
 use crate::cluster::client::Client;
+use crate::cluster::state::sha256_hex;
 use crate::cluster::{config, nimbus, KillRequest, Layout, SubmitRequest};
 use crate::topology;
 

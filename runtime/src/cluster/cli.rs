@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use sha2::{Digest, Sha256};
 use squall_api::{Registry, Role};
 
 use super::client::{Client, ClientError};
 use super::config::{self, ClusterConfig};
+use super::state::sha256_hex;
 use super::*;
 use crate::topology::{self, substitute};
 
@@ -47,16 +47,6 @@ impl ConfigArg {
 
 fn err(e: ClientError) -> String {
     e.to_string()
-}
-
-/// The sha256 of `bytes`, lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 /// What `submit` sends: the topology's name, substituted text and layout, validated with the

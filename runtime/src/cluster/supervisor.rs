@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, Notify};
@@ -45,6 +44,7 @@ use tracing::{error, info, warn};
 
 use super::client::Client;
 use super::config::ClusterConfig;
+use super::state::{is_sha256, sha256_hex};
 use super::worker::{SECRET_ENV, SUPERVISOR_PID_ENV};
 use super::{RunningWorker, SupervisorHeartbeat, WorkerOrder};
 
@@ -573,14 +573,6 @@ fn describe(o: &WorkerOrder) -> String {
 /// A topology name made safe for a file name.
 fn file_safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
-}
-
-fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// Downloads the artifact `sha256` into `dir`.
