@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::topology::substitute;
-
 /// The cluster file read when `--config` is not given, if it exists.
 pub const DEFAULT_CLUSTER_FILE: &str = "config/cluster.toml";
 /// Where `squall broker` listens unless told otherwise.
@@ -65,20 +63,7 @@ pub fn load(file: Option<&Path>) -> Result<BrokerTable, String> {
 
 /// The `[broker]` table of `text` (the contents of `file`); `env` looks up `${VAR}`s.
 pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<BrokerTable, String> {
-    let substituted = substitute(file, text, env).map_err(|diagnostics| {
-        let n = diagnostics.0.len();
-        let first = diagnostics.0.into_iter().next().map(|d| d.to_string()).unwrap_or_default();
-        if n > 1 {
-            format!("{first} (and {} more)", n - 1)
-        } else {
-            first
-        }
-    })?;
-    let parsed: ClusterFile = toml::from_str(substituted.text()).map_err(|e| {
-        let (line, col) = substituted.line_col(e.span().map_or(0, |span| span.start));
-        let message = e.message().trim().replace('\n', "; ");
-        format!("{file}:{line}:{col}: {message}")
-    })?;
+    let parsed: ClusterFile = crate::cluster::config::parse_toml(file, text, env)?;
     Ok(parsed.broker)
 }
 
