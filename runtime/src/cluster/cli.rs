@@ -239,6 +239,12 @@ pub async fn rebalance(
     let deadline = Instant::now() + Duration::from_secs(wait.unwrap_or(0)) + SLACK;
     loop {
         let info = client.status(name).await.map_err(err)?.info;
+        if info.version == 0 && info.status != Status::Rebalancing {
+            println!(
+                "rebalanced topology {name}: no free slots for it now; it starts when supervisors have some"
+            );
+            return Ok(());
+        }
         if info.version > before.version && info.status != Status::Rebalancing {
             println!(
                 "rebalanced topology {name}: {} workers, {} tasks (assignment version {})",
