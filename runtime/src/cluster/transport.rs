@@ -975,7 +975,7 @@ mod codec {
         }
 
         /// The integer after marker `m`, or `None` if `m` is not an integer's.
-        #[inline]
+        #[inline(always)]
         fn int_after(&mut self, m: Marker) -> Result<Option<i128>, Bad> {
             Ok(Some(match m {
                 Marker::FixPos(n) => n as i128,
@@ -1017,7 +1017,7 @@ mod codec {
         }
 
         /// The length of the array after marker `m`, if it is an array's.
-        #[inline]
+        #[inline(always)]
         fn array_len_after(&mut self, m: Marker) -> Result<Option<usize>, Bad> {
             Ok(Some(match m {
                 Marker::FixArray(n) => n as usize,
@@ -1052,7 +1052,7 @@ mod codec {
         }
 
         /// The string after marker `m`, if it is a string's.
-        #[inline]
+        #[inline(always)]
         fn str_after(&mut self, m: Marker) -> Result<Option<&'a str>, Bad> {
             let n = match m {
                 Marker::FixStr(n) => n as usize,
