@@ -735,20 +735,34 @@ mod codec {
         u32::try_from(n).map_err(|_| Bad("a string, list or map of over 2^32 items"))
     }
 
+    // The one-byte forms inline (what rmp writes for them too), the others through rmp.
+
     #[inline]
     fn array(buf: &mut Vec<u8>, n: usize) -> Result<(), Bad> {
-        let _ = enc::write_array_len(buf, len32(n)?);
+        if n < 16 {
+            buf.push(0x90 | n as u8);
+        } else {
+            let _ = enc::write_array_len(buf, len32(n)?);
+        }
         Ok(())
     }
 
     #[inline]
     fn uint(buf: &mut Vec<u8>, v: u64) {
-        let _ = enc::write_uint(buf, v);
+        if v < 0x80 {
+            buf.push(v as u8);
+        } else {
+            let _ = enc::write_uint(buf, v);
+        }
     }
 
     #[inline]
     fn string(buf: &mut Vec<u8>, s: &str) -> Result<(), Bad> {
-        let _ = enc::write_str_len(buf, len32(s.len())?);
+        if s.len() < 32 {
+            buf.push(0xa0 | s.len() as u8);
+        } else {
+            let _ = enc::write_str_len(buf, len32(s.len())?);
+        }
         buf.extend_from_slice(s.as_bytes());
         Ok(())
     }
@@ -768,6 +782,7 @@ mod codec {
             Value::Bool(b) => {
                 let _ = enc::write_bool(buf, *b);
             }
+            Value::Int(i) if (0..0x80).contains(i) => buf.push(*i as u8),
             Value::Int(i) => {
                 let _ = enc::write_sint(buf, *i);
             }
@@ -852,8 +867,8 @@ mod codec {
         uint(buf, task as u64);
         let _ = enc::write_bool(buf, more);
         array(buf, items.len())?;
-        // Roughly what a small tuple takes, so that a batch seldom regrows the buffer.
-        buf.reserve(items.len() * 24);
+        // Roughly what a small anchored tuple takes, so that a batch seldom regrows the buffer.
+        buf.reserve(items.len() * 40);
         items.iter().try_for_each(|item| put(buf, item))
     }
 
