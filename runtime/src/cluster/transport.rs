@@ -6,7 +6,8 @@
 //! sends to a task of another worker exactly as to one of its own process, and waits as it
 //! would while the receiver is slow.
 //!
-//! - Frames: a `u32` big-endian body length, then a MessagePack (rmp-serde) body of at most
+//! - Frames: a `u32` big-endian body length, then a MessagePack body (rmp-serde's layout;
+//!   batches and credits by a hand-written codec, see `codec`) of at most
 //!   [`MAX_FRAME`] bytes. A longer or undecodable frame, or one that breaks the protocol,
 //!   closes its connection with a logged error, never a panic; other connections go on. A
 //!   batch that would encode past the limit travels as several frames marked "more follows"
@@ -570,9 +571,9 @@ async fn stopped(stop: &mut watch::Receiver<()>) {
 fn put_frame(buf: &mut Vec<u8>, frame: &Frame, max: usize) -> Result<(), String> {
     let start = buf.len();
     buf.extend_from_slice(&[0; PREFIX]);
-    if let Err(e) = rmp_serde::encode::write(buf, frame) {
+    if let Err(e) = codec::put_body(buf, frame) {
         buf.truncate(start);
-        return Err(format!("cannot encode a frame: {e}"));
+        return Err(e);
     }
     let len = buf.len() - start - PREFIX;
     if len > max {
@@ -665,7 +666,7 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, body: &mut Vec<u8>) -> Resu
 }
 
 fn decode(body: &[u8]) -> Result<Frame<'static>, ConnError> {
-    rmp_serde::from_slice(body).map_err(|e| ConnError::Protocol(format!("undecodable frame: {e}")))
+    codec::decode_body(body).map_err(ConnError::Protocol)
 }
 
 async fn read_hello<R: AsyncRead + Unpin>(
@@ -681,6 +682,509 @@ async fn read_hello<R: AsyncRead + Unpin>(
             Frame::Refused(why) => Err(ConnError::Refused(why.into_owned())),
             _ => Err(ConnError::Protocol("the first frame is not a hello".into())),
         },
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The codec of the frames on the hot path.
+
+/// A hand-written MessagePack codec for the batch and credit frames, byte for byte what
+/// rmp-serde writes for [`Frame`] (so any MessagePack reader, rmp-serde included, reads them),
+/// without serde's visitors: values are written and read by marker straight from and into the
+/// buffers, and a batch decodes into a `Vec` reserved to its length. The hello and the
+/// refusal go through rmp-serde.
+///
+/// Layout (rmp-serde's: an enum variant is a map of one entry from its name, a struct is an
+/// array of its fields): `{"B": [task, more, [envelope…]]}` with an envelope
+/// `[stream, source_task, [value…], [[root, edge]…]]`; `{"A": [task, more, [msg…]]}` with a
+/// message `{"Init"|"Ack": [root, val]}` or `{"Fail"|"Reset": [root]}`;
+/// `{"O": [task, more, [[root, acked]…]]}`; `{"C": [[task, n]…]}`.
+mod codec {
+    use std::borrow::Cow;
+
+    use rmp::encode as enc;
+    use rmp::Marker;
+    use squall_api::{TaskId, Value, Values};
+
+    use super::Frame;
+    use crate::acker::{AckerMsg, Outcome};
+    use crate::executor::output::Anchors;
+    use crate::executor::Envelope;
+
+    /// How deep lists and maps may nest in a value, written or read: reading stays within a
+    /// small stack whatever a peer sends.
+    pub const MAX_DEPTH: usize = 256;
+    /// Items reserved up front per decoded sequence at most; longer ones grow as they decode
+    /// (a length alone never allocates much).
+    const MAX_RESERVE: usize = 4096;
+
+    /// Why a body cannot be encoded or decoded.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Bad(pub &'static str);
+
+    impl std::fmt::Display for Bad {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    // Writes to a `Vec` cannot fail: their `io::Result`s are dropped.
+
+    #[inline]
+    fn len32(n: usize) -> Result<u32, Bad> {
+        u32::try_from(n).map_err(|_| Bad("a string, list or map of over 2^32 items"))
+    }
+
+    // The one-byte forms inline (what rmp writes for them too), the others through rmp.
+
+    #[inline]
+    fn array(buf: &mut Vec<u8>, n: usize) -> Result<(), Bad> {
+        if n < 16 {
+            buf.push(0x90 | n as u8);
+        } else {
+            let _ = enc::write_array_len(buf, len32(n)?);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn uint(buf: &mut Vec<u8>, v: u64) {
+        if v < 0x80 {
+            buf.push(v as u8);
+        } else {
+            let _ = enc::write_uint(buf, v);
+        }
+    }
+
+    #[inline]
+    fn string(buf: &mut Vec<u8>, s: &str) -> Result<(), Bad> {
+        if s.len() < 32 {
+            buf.push(0xa0 | s.len() as u8);
+        } else {
+            let _ = enc::write_str_len(buf, len32(s.len())?);
+        }
+        buf.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+
+    /// An enum variant's head: a map of one entry from its name.
+    #[inline]
+    fn variant(buf: &mut Vec<u8>, name: &str) {
+        let _ = enc::write_map_len(buf, 1);
+        let _ = string(buf, name);
+    }
+
+    pub fn put_value(buf: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Bad> {
+        match v {
+            Value::Null => {
+                let _ = enc::write_nil(buf);
+            }
+            Value::Bool(b) => {
+                let _ = enc::write_bool(buf, *b);
+            }
+            Value::Int(i) if (0..0x80).contains(i) => buf.push(*i as u8),
+            Value::Int(i) => {
+                let _ = enc::write_sint(buf, *i);
+            }
+            Value::Float(f) => {
+                let _ = enc::write_f64(buf, *f);
+            }
+            Value::Str(s) => string(buf, s)?,
+            Value::Bytes(b) => {
+                let _ = enc::write_bin_len(buf, len32(b.len())?);
+                buf.extend_from_slice(b);
+            }
+            Value::List(l) => {
+                let depth = deeper(depth)?;
+                array(buf, l.len())?;
+                for v in l {
+                    put_value(buf, v, depth)?;
+                }
+            }
+            Value::Map(m) => {
+                let depth = deeper(depth)?;
+                let _ = enc::write_map_len(buf, len32(m.len())?);
+                for (k, v) in m {
+                    string(buf, k)?;
+                    put_value(buf, v, depth)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn deeper(depth: usize) -> Result<usize, Bad> {
+        if depth >= MAX_DEPTH {
+            return Err(Bad("lists or maps nested too deep"));
+        }
+        Ok(depth + 1)
+    }
+
+    fn put_envelope(buf: &mut Vec<u8>, e: &Envelope) -> Result<(), Bad> {
+        array(buf, 4)?;
+        uint(buf, e.stream as u64);
+        uint(buf, e.source_task as u64);
+        array(buf, e.values.len())?;
+        for v in &e.values {
+            put_value(buf, v, 0)?;
+        }
+        array(buf, e.anchors.len())?;
+        for &(root, edge) in &e.anchors {
+            array(buf, 2)?;
+            uint(buf, root);
+            uint(buf, edge);
+        }
+        Ok(())
+    }
+
+    fn put_acker_msg(buf: &mut Vec<u8>, m: &AckerMsg) {
+        let (name, root, val) = match *m {
+            AckerMsg::Init { root, val } => ("Init", root, Some(val)),
+            AckerMsg::Ack { root, val } => ("Ack", root, Some(val)),
+            AckerMsg::Fail { root } => ("Fail", root, None),
+            AckerMsg::Reset { root } => ("Reset", root, None),
+        };
+        variant(buf, name);
+        let _ = enc::write_array_len(buf, 1 + val.is_some() as u32);
+        uint(buf, root);
+        if let Some(val) = val {
+            uint(buf, val);
+        }
+    }
+
+    /// `[task, more, [item…]]` under the variant `name`.
+    fn put_batch<T>(
+        buf: &mut Vec<u8>,
+        name: &str,
+        task: TaskId,
+        more: bool,
+        items: &[T],
+        mut put: impl FnMut(&mut Vec<u8>, &T) -> Result<(), Bad>,
+    ) -> Result<(), Bad> {
+        variant(buf, name);
+        array(buf, 3)?;
+        uint(buf, task as u64);
+        let _ = enc::write_bool(buf, more);
+        array(buf, items.len())?;
+        // Roughly what a small anchored tuple takes, so that a batch seldom regrows the buffer.
+        buf.reserve(items.len() * 40);
+        items.iter().try_for_each(|item| put(buf, item))
+    }
+
+    /// Appends the body of `frame` to `buf` (on error, `buf` may hold part of it).
+    pub fn put_body(buf: &mut Vec<u8>, frame: &Frame) -> Result<(), String> {
+        let done = match frame {
+            Frame::Bolts { task, more, batch } => put_batch(buf, "B", *task, *more, batch, put_envelope),
+            Frame::Ackers { task, more, batch } => put_batch(buf, "A", *task, *more, batch, |buf, m| {
+                put_acker_msg(buf, m);
+                Ok(())
+            }),
+            Frame::Outcomes { task, more, batch } => put_batch(buf, "O", *task, *more, batch, |buf, o| {
+                array(buf, 2)?;
+                uint(buf, o.root);
+                let _ = enc::write_bool(buf, o.acked);
+                Ok(())
+            }),
+            Frame::Credits(list) => {
+                variant(buf, "C");
+                array(buf, list.len()).map(|()| {
+                    for &(task, n) in list.iter() {
+                        let _ = enc::write_array_len(buf, 2);
+                        uint(buf, task as u64);
+                        uint(buf, n as u64);
+                    }
+                })
+            }
+            Frame::Hello(_) | Frame::Refused(_) => {
+                return rmp_serde::encode::write(buf, frame)
+                    .map_err(|e| format!("cannot encode a frame: {e}"));
+            }
+        };
+        done.map_err(|e| format!("cannot encode a frame: {e}"))
+    }
+
+    /// Decodes one frame's body: batches and credits by hand, anything else with rmp-serde.
+    pub fn decode_body(body: &[u8]) -> Result<Frame<'static>, String> {
+        // fixmap of 1, fixstr of 1: the variant's name.
+        let (kind, rest) = match body {
+            [0x81, 0xa1, kind @ (b'B' | b'A' | b'O' | b'C'), rest @ ..] => (*kind, rest),
+            _ => return rmp_serde::from_slice(body).map_err(|e| format!("undecodable frame: {e}")),
+        };
+        let mut rd = Rd { buf: rest };
+        let frame = rd.frame(kind).map_err(|e| format!("undecodable frame: {e}"))?;
+        if !rd.buf.is_empty() {
+            return Err(format!("undecodable frame: {} bytes past its end", rd.buf.len()));
+        }
+        Ok(frame)
+    }
+
+    /// Reads MessagePack from a slice, by marker.
+    struct Rd<'a> {
+        buf: &'a [u8],
+    }
+
+    const EOF: Bad = Bad("the body ends early");
+
+    impl<'a> Rd<'a> {
+        fn frame(&mut self, kind: u8) -> Result<Frame<'static>, Bad> {
+            if kind == b'C' {
+                let n = self.seq_len(3)?;
+                let mut list = Vec::with_capacity(n.min(MAX_RESERVE));
+                for _ in 0..n {
+                    self.expect_array(2)?;
+                    list.push((self.u32()?, self.u32()?));
+                }
+                return Ok(Frame::Credits(Cow::Owned(list)));
+            }
+            self.expect_array(3)?;
+            let task = self.u32()?;
+            let more = self.bool()?;
+            Ok(match kind {
+                b'B' => Frame::Bolts { task, more, batch: Cow::Owned(self.seq(5, Self::envelope)?) },
+                b'A' => Frame::Ackers { task, more, batch: Cow::Owned(self.seq(4, Self::acker_msg)?) },
+                _ => Frame::Outcomes { task, more, batch: Cow::Owned(self.seq(3, Self::outcome)?) },
+            })
+        }
+
+        /// A sequence whose items take at least `min` bytes each, in a `Vec` of its length.
+        #[inline]
+        fn seq<T>(
+            &mut self,
+            min: usize,
+            mut item: impl FnMut(&mut Self) -> Result<T, Bad>,
+        ) -> Result<Vec<T>, Bad> {
+            let n = self.seq_len(min)?;
+            let mut out = Vec::with_capacity(n.min(MAX_RESERVE));
+            for _ in 0..n {
+                out.push(item(self)?);
+            }
+            Ok(out)
+        }
+
+        #[inline]
+        fn byte(&mut self) -> Result<u8, Bad> {
+            let (&b, rest) = self.buf.split_first().ok_or(EOF)?;
+            self.buf = rest;
+            Ok(b)
+        }
+
+        #[inline]
+        fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
+            if n > self.buf.len() {
+                return Err(EOF);
+            }
+            let (head, rest) = self.buf.split_at(n);
+            self.buf = rest;
+            Ok(head)
+        }
+
+        #[inline]
+        fn be<const N: usize>(&mut self) -> Result<[u8; N], Bad> {
+            self.take(N)?.try_into().map_err(|_| EOF)
+        }
+
+        #[inline]
+        fn marker(&mut self) -> Result<Marker, Bad> {
+            self.byte().map(Marker::from_u8)
+        }
+
+        /// The integer after marker `m`, or `None` if `m` is not an integer's.
+        #[inline(always)]
+        fn int_after(&mut self, m: Marker) -> Result<Option<i128>, Bad> {
+            Ok(Some(match m {
+                Marker::FixPos(n) => n as i128,
+                Marker::FixNeg(n) => n as i128,
+                Marker::U8 => self.byte()? as i128,
+                Marker::U16 => u16::from_be_bytes(self.be()?) as i128,
+                Marker::U32 => u32::from_be_bytes(self.be()?) as i128,
+                Marker::U64 => u64::from_be_bytes(self.be()?) as i128,
+                Marker::I8 => self.byte()? as i8 as i128,
+                Marker::I16 => i16::from_be_bytes(self.be()?) as i128,
+                Marker::I32 => i32::from_be_bytes(self.be()?) as i128,
+                Marker::I64 => i64::from_be_bytes(self.be()?) as i128,
+                _ => return Ok(None),
+            }))
+        }
+
+        #[inline]
+        fn u64(&mut self) -> Result<u64, Bad> {
+            let m = self.marker()?;
+            if let Marker::FixPos(n) = m {
+                return Ok(n as u64);
+            }
+            let i = self.int_after(m)?.ok_or(Bad("expected an integer"))?;
+            u64::try_from(i).map_err(|_| Bad("an integer out of range"))
+        }
+
+        #[inline]
+        fn u32(&mut self) -> Result<u32, Bad> {
+            u32::try_from(self.u64()?).map_err(|_| Bad("an integer out of range"))
+        }
+
+        #[inline]
+        fn bool(&mut self) -> Result<bool, Bad> {
+            match self.marker()? {
+                Marker::True => Ok(true),
+                Marker::False => Ok(false),
+                _ => Err(Bad("expected a bool")),
+            }
+        }
+
+        /// The length of the array after marker `m`, if it is an array's.
+        #[inline(always)]
+        fn array_len_after(&mut self, m: Marker) -> Result<Option<usize>, Bad> {
+            Ok(Some(match m {
+                Marker::FixArray(n) => n as usize,
+                Marker::Array16 => u16::from_be_bytes(self.be()?) as usize,
+                Marker::Array32 => u32::from_be_bytes(self.be()?) as usize,
+                _ => return Ok(None),
+            }))
+        }
+
+        /// An array's length, checked against the bytes left for items of at least `min` bytes.
+        #[inline]
+        fn seq_len(&mut self, min: usize) -> Result<usize, Bad> {
+            let m = self.marker()?;
+            let n = self.array_len_after(m)?.ok_or(Bad("expected an array"))?;
+            self.check_len(n, min)
+        }
+
+        #[inline]
+        fn check_len(&self, n: usize, min: usize) -> Result<usize, Bad> {
+            if n.saturating_mul(min) > self.buf.len() {
+                return Err(EOF);
+            }
+            Ok(n)
+        }
+
+        #[inline]
+        fn expect_array(&mut self, n: u8) -> Result<(), Bad> {
+            if self.byte()? != 0x90 | n {
+                return Err(Bad("expected an array of another length"));
+            }
+            Ok(())
+        }
+
+        /// The string after marker `m`, if it is a string's.
+        #[inline(always)]
+        fn str_after(&mut self, m: Marker) -> Result<Option<&'a str>, Bad> {
+            let n = match m {
+                Marker::FixStr(n) => n as usize,
+                Marker::Str8 => self.byte()? as usize,
+                Marker::Str16 => u16::from_be_bytes(self.be()?) as usize,
+                Marker::Str32 => u32::from_be_bytes(self.be()?) as usize,
+                _ => return Ok(None),
+            };
+            std::str::from_utf8(self.take(n)?).map(Some).map_err(|_| Bad("a string that is not UTF-8"))
+        }
+
+        fn envelope(&mut self) -> Result<Envelope, Bad> {
+            self.expect_array(4)?;
+            let stream = self.u32()?;
+            let source_task = self.u32()?;
+            let n = self.seq_len(1)?;
+            let mut values = Values::with_capacity(n);
+            for _ in 0..n {
+                values.push(self.value(0)?);
+            }
+            let n = self.seq_len(3)?;
+            let mut anchors = Anchors::with_capacity(n);
+            for _ in 0..n {
+                self.expect_array(2)?;
+                anchors.push((self.u64()?, self.u64()?));
+            }
+            Ok(Envelope { stream, source_task, values, anchors })
+        }
+
+        fn acker_msg(&mut self) -> Result<AckerMsg, Bad> {
+            if self.byte()? != 0x81 {
+                return Err(Bad("expected an acker message"));
+            }
+            let m = self.marker()?;
+            let name = self.str_after(m)?.ok_or(Bad("expected an acker message's name"))?;
+            Ok(match name {
+                "Init" | "Ack" => {
+                    self.expect_array(2)?;
+                    let (root, val) = (self.u64()?, self.u64()?);
+                    if name == "Init" {
+                        AckerMsg::Init { root, val }
+                    } else {
+                        AckerMsg::Ack { root, val }
+                    }
+                }
+                "Fail" | "Reset" => {
+                    self.expect_array(1)?;
+                    let root = self.u64()?;
+                    if name == "Fail" {
+                        AckerMsg::Fail { root }
+                    } else {
+                        AckerMsg::Reset { root }
+                    }
+                }
+                _ => return Err(Bad("an unknown acker message")),
+            })
+        }
+
+        fn outcome(&mut self) -> Result<Outcome, Bad> {
+            self.expect_array(2)?;
+            Ok(Outcome { root: self.u64()?, acked: self.bool()? })
+        }
+
+        pub fn value(&mut self, depth: usize) -> Result<Value, Bad> {
+            let m = self.marker()?;
+            if let Some(s) = self.str_after(m)? {
+                // Inline, without allocating, for short strings.
+                return Ok(Value::from(s));
+            }
+            if let Some(i) = self.int_after(m)? {
+                return i64::try_from(i).map(Value::Int).map_err(|_| Bad("an integer over 64 signed bits"));
+            }
+            Ok(match m {
+                Marker::Null => Value::Null,
+                Marker::True => Value::Bool(true),
+                Marker::False => Value::Bool(false),
+                Marker::F64 => Value::Float(f64::from_be_bytes(self.be()?)),
+                Marker::F32 => Value::Float(f32::from_be_bytes(self.be()?) as f64),
+                Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
+                    let n = match m {
+                        Marker::Bin8 => self.byte()? as usize,
+                        Marker::Bin16 => u16::from_be_bytes(self.be()?) as usize,
+                        _ => u32::from_be_bytes(self.be()?) as usize,
+                    };
+                    Value::Bytes(self.take(n)?.to_vec())
+                }
+                Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+                    let depth = deeper(depth)?;
+                    let n = match m {
+                        Marker::FixMap(n) => n as usize,
+                        Marker::Map16 => u16::from_be_bytes(self.be()?) as usize,
+                        _ => u32::from_be_bytes(self.be()?) as usize,
+                    };
+                    self.check_len(n, 2)?;
+                    let mut map = std::collections::BTreeMap::new();
+                    for _ in 0..n {
+                        let m = self.marker()?;
+                        let key = self.str_after(m)?.ok_or(Bad("a map key that is not a string"))?;
+                        let v = self.value(depth)?;
+                        map.insert(key.to_owned(), v);
+                    }
+                    Value::Map(map)
+                }
+                _ => match self.array_len_after(m)? {
+                    Some(n) => {
+                        let depth = deeper(depth)?;
+                        let n = self.check_len(n, 1)?;
+                        let mut list = Vec::with_capacity(n.min(MAX_RESERVE));
+                        for _ in 0..n {
+                            list.push(self.value(depth)?);
+                        }
+                        Value::List(list)
+                    }
+                    None => return Err(Bad("an extension or reserved marker")),
+                },
+            })
+        }
     }
 }
 
@@ -1227,12 +1731,13 @@ async fn read_credits<R: AsyncRead + Unpin>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::atomic::AtomicUsize;
 
     use smallvec::smallvec;
     use squall_api::{
         async_trait, BasicBolt, BasicCollector, BoxError, MessageId, OutputDeclarer, Registry, Spout,
-        SpoutCollector, Tuple, Value,
+        SpoutCollector, Tuple, Value, Values,
     };
     use tokio::io::AsyncWriteExt;
 
@@ -1567,6 +2072,10 @@ mod tests {
         let (mut rd, mut wr, _) = raw_hello(addr, VERSION, 0).await;
         write_frame(&mut wr, &Frame::Credits(Cow::Owned(vec![(3, 1)]))).await.unwrap();
         expect_closed(&mut rd).await;
+        // A batch frame whose body ends inside its first tuple.
+        let (mut rd, mut wr, _) = raw_hello(addr, VERSION, 0).await;
+        wr.write_all(&[0, 0, 0, 8, 0x81, 0xa1, b'B', 0x93, 0x03, 0xc2, 0x91, 0x94]).await.unwrap();
+        expect_closed(&mut rd).await;
         let (mut rd, mut wr, _) = raw_hello(addr, VERSION, 0).await;
         let frame = Frame::Bolts { task: 2, more: false, batch: Cow::Owned(batch(0, 1)) };
         write_frame(&mut wr, &frame).await.unwrap();
@@ -1588,7 +2097,7 @@ mod tests {
             }
         }
         assert!(credits <= INBOX_BATCHES, "{credits} credits for a task whose inbox holds {INBOX_BATCHES}");
-        wait_until("five refusals", || w1.transport.stats().refused == 5).await;
+        wait_until("six refusals", || w1.transport.stats().refused == 6).await;
         drop(stuck);
 
         // The worker's own connection went on all along.
@@ -1693,6 +2202,261 @@ mod tests {
         })
         .await;
         drop(transport);
+    }
+
+    // The codec of the hot frames.
+
+    /// An envelope's fields, to compare.
+    type Parts = (u32, TaskId, Vec<Value>, Vec<(u64, u64)>);
+
+    fn parts(batch: &[Envelope]) -> Vec<Parts> {
+        batch.iter().map(|e| (e.stream, e.source_task, e.values.to_vec(), e.anchors.to_vec())).collect()
+    }
+
+    /// Every kind of value, at the edges of its encodings.
+    fn every_value() -> Vec<Value> {
+        let mut v = vec![Value::Null, Value::Bool(true), Value::Bool(false)];
+        let ints = [0, 1, 127, 128, 255, 256, 65535, 65536, u32::MAX as i64, u32::MAX as i64 + 1, i64::MAX];
+        v.extend(ints.iter().map(|&i| Value::Int(i)));
+        let negative =
+            [-1, -32, -33, -128, -129, -32768, -32769, i32::MIN as i64, i32::MIN as i64 - 1, i64::MIN];
+        v.extend(negative.iter().map(|&i| Value::Int(i)));
+        let floats =
+            [0.0, -0.0, 1.5, -2.25e300, f64::MIN_POSITIVE, f64::MAX, f64::INFINITY, f64::NEG_INFINITY];
+        v.extend(floats.iter().map(|&f| Value::Float(f)));
+        v.extend([0, 1, 24, 25, 31, 32, 255, 256, 65535, 65536].iter().map(|&n| Value::from("w".repeat(n))));
+        v.push(Value::from("naïve — ünïcödé ✓"));
+        v.extend([0, 1, 255, 256, 65536].iter().map(|&n| Value::Bytes((0..n).map(|i| i as u8).collect())));
+        v.push(Value::List(Vec::new()));
+        v.push(Value::Map(BTreeMap::new()));
+        v.push(Value::List((0..20).map(Value::from).collect()));
+        v.push(Value::List((0..70_000).map(|i| Value::from(i % 3)).collect()));
+        v.push(Value::Map((0..20).map(|i| (i.to_string(), Value::from(i))).collect()));
+        let inner = BTreeMap::from([("x".to_string(), Value::Float(-0.5)), ("".to_string(), Value::Null)]);
+        let map = BTreeMap::from([
+            ("k".to_string(), Value::List(vec![Value::Null, Value::from("v"), Value::Map(inner)])),
+            ("é".repeat(20), Value::Bytes(vec![0xff; 3])),
+            ("n".to_string(), Value::List(vec![Value::List(vec![Value::List(vec![Value::from(-7)])])])),
+        ]);
+        v.push(Value::List(vec![
+            Value::from(1),
+            Value::Map(map.clone()),
+            Value::List(vec![Value::Map(map.clone())]),
+        ]));
+        v.push(Value::Map(map));
+        v
+    }
+
+    fn every_envelope() -> Vec<Envelope> {
+        let values = every_value();
+        let anchors = [vec![], vec![(0, u64::MAX)], vec![(1, 2), (u32::MAX as u64 + 1, 127), (128, 65536)]];
+        let mut batch: Vec<Envelope> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Envelope {
+                stream: [0, 1, 200, u32::MAX][i % 4],
+                source_task: i as TaskId * 1000,
+                values: smallvec![v.clone()],
+                anchors: anchors[i % 3].iter().copied().collect(),
+            })
+            .collect();
+        batch.push(Envelope { stream: 3, source_task: 4, values: Values::new(), anchors: Anchors::new() });
+        let three = smallvec![Value::from("the"), Value::Int(1), Value::Null];
+        batch.push(Envelope { stream: 3, source_task: 4, values: three, anchors: Anchors::new() });
+        batch.push(Envelope {
+            stream: 5,
+            source_task: 6,
+            values: values.into_iter().collect(),
+            anchors: Anchors::new(),
+        });
+        batch
+    }
+
+    fn body(frame: &Frame) -> Vec<u8> {
+        let mut buf = Vec::new();
+        codec::put_body(&mut buf, frame).unwrap();
+        buf
+    }
+
+    #[test]
+    fn the_codec_round_trips_every_value_and_writes_what_rmp_serde_writes() {
+        let batch = every_envelope();
+        for more in [false, true] {
+            let frame = Frame::Bolts { task: 70_000, more, batch: Cow::Borrowed(&batch) };
+            let bytes = body(&frame);
+            assert!(bytes == rmp_serde::to_vec(&frame).unwrap(), "the wire format is rmp-serde's");
+            for decoded in [codec::decode_body(&bytes).unwrap(), rmp_serde::from_slice(&bytes).unwrap()] {
+                let Frame::Bolts { task: 70_000, more: m, batch: back } = decoded else {
+                    panic!("not a batch")
+                };
+                assert_eq!(m, more);
+                assert_eq!(parts(&back), parts(&batch));
+            }
+        }
+        // NaN is not equal to itself, so it is checked alone.
+        let nan = vec![Envelope { values: smallvec![Value::Float(f64::NAN)], ..batch[0].clone() }];
+        let bytes = body(&Frame::Bolts { task: 1, more: false, batch: Cow::Borrowed(&nan) });
+        let Ok(Frame::Bolts { batch: back, .. }) = codec::decode_body(&bytes) else { panic!("not a batch") };
+        assert!(matches!(back[0].values[0], Value::Float(f) if f.is_nan()));
+        // The empty batch, and short strings come back inline.
+        let bytes = body(&Frame::Bolts { task: 0, more: false, batch: Cow::Owned(Vec::new()) });
+        assert!(matches!(codec::decode_body(&bytes), Ok(Frame::Bolts { batch, .. }) if batch.is_empty()));
+        let short = vec![Envelope { values: smallvec![Value::from("word")], ..batch[0].clone() }];
+        let bytes = body(&Frame::Bolts { task: 1, more: false, batch: Cow::Borrowed(&short) });
+        let Ok(Frame::Bolts { batch: back, .. }) = codec::decode_body(&bytes) else { panic!("not a batch") };
+        assert!(matches!(&back[0].values[0], Value::Str(s) if !s.is_heap_allocated()));
+    }
+
+    #[test]
+    fn the_codec_round_trips_acker_messages_outcomes_credits_and_hellos() {
+        let msgs = vec![
+            AckerMsg::Init { root: 0, val: u64::MAX },
+            AckerMsg::Ack { root: 1 << 48, val: 127 },
+            AckerMsg::Fail { root: 128 },
+            AckerMsg::Reset { root: u64::MAX },
+        ];
+        let outcomes = vec![Outcome { root: 5, acked: true }, Outcome { root: u64::MAX, acked: false }];
+        let credits = vec![(0, 1), (3, 16), (u32::MAX, u32::MAX)];
+        let frames = [
+            Frame::Ackers { task: 7, more: false, batch: Cow::Borrowed(&msgs) },
+            Frame::Ackers { task: 7, more: true, batch: Cow::Owned(Vec::new()) },
+            Frame::Outcomes { task: 1, more: true, batch: Cow::Borrowed(&outcomes) },
+            Frame::Credits(Cow::Borrowed(&credits)),
+            Frame::Credits(Cow::Owned(Vec::new())),
+            Frame::Hello(Hello {
+                protocol: PROTOCOL,
+                topology: "t".into(),
+                version: 9,
+                worker: 1,
+                credits: 16,
+            }),
+            Frame::Refused("no".into()),
+        ];
+        for frame in &frames {
+            let bytes = body(frame);
+            assert!(bytes == rmp_serde::to_vec(frame).unwrap(), "the wire format is rmp-serde's: {frame:?}");
+            let back = codec::decode_body(&bytes).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{frame:?}"));
+            let back: Frame = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{frame:?}"));
+        }
+    }
+
+    /// `{"B": [3, false, [[0, 0, [<value>], []]]]}`
+    fn one_value_body(value: &[u8]) -> Vec<u8> {
+        let mut b = vec![0x81, 0xa1, b'B', 0x93, 0x03, 0xc2, 0x91, 0x94, 0x00, 0x00, 0x91];
+        b.extend_from_slice(value);
+        b.push(0x90);
+        b
+    }
+
+    fn one_value(value: &[u8]) -> Result<Value, String> {
+        match codec::decode_body(&one_value_body(value))? {
+            Frame::Bolts { batch, .. } => Ok(batch[0].values[0].clone()),
+            other => panic!("not a batch: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_codec_reads_any_encoding_a_messagepack_writer_may_choose() {
+        let mut v = Vec::new();
+        rmp::encode::write_f32(&mut v, 1.5).unwrap();
+        assert_eq!(one_value(&v), Ok(Value::Float(1.5)));
+        for (bytes, n) in [
+            (&[0xcf, 0, 0, 0, 0, 0, 0, 0, 5][..], 5),
+            (&[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..], -1),
+            (&[0xd1, 0x00, 0x07][..], 7),
+            (&[0xcc, 0x01][..], 1),
+        ] {
+            assert_eq!(one_value(bytes), Ok(Value::Int(n)));
+        }
+        assert_eq!(one_value(&[0xd9, 2, b'a', b'b']), Ok(Value::from("ab")));
+        assert_eq!(one_value(&[0xdc, 0, 1, 0xc0]), Ok(Value::List(vec![Value::Null])));
+        assert_eq!(one_value(&[0xc4, 1, 9]), Ok(Value::Bytes(vec![9])));
+        // Wide integers in the envelope's own fields too.
+        let null = one_value_body(&[0xc0]);
+        let b = [&null[..8], &[0xce, 0, 0, 0, 4], &null[9..]].concat();
+        let Ok(Frame::Bolts { batch, .. }) = codec::decode_body(&b) else { panic!("not a batch") };
+        assert_eq!(batch[0].stream, 4);
+    }
+
+    #[test]
+    fn the_codec_rejects_truncated_and_garbage_bodies_without_panicking() {
+        let batch: Vec<Envelope> =
+            every_envelope().into_iter().filter(|e| e.values.len() == 1).take(60).collect();
+        let msgs = vec![AckerMsg::Init { root: 1, val: 2 }, AckerMsg::Fail { root: 3 }];
+        let frames = [
+            Frame::Bolts { task: 3, more: false, batch: Cow::Borrowed(&batch) },
+            Frame::Ackers { task: 7, more: false, batch: Cow::Borrowed(&msgs) },
+            Frame::Outcomes {
+                task: 1,
+                more: false,
+                batch: Cow::Owned(vec![Outcome { root: 1, acked: true }]),
+            },
+            Frame::Credits(Cow::Owned(vec![(3, 1), (5, 2)])),
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for frame in &frames {
+            let good = body(frame);
+            // Every strict prefix is an error, and so is a byte too many.
+            for end in 0..good.len() {
+                assert!(codec::decode_body(&good[..end]).is_err(), "{frame:?} cut at {end}");
+            }
+            let mut long = good.clone();
+            long.push(0xc0);
+            assert!(codec::decode_body(&long).is_err());
+            // Corrupted bytes: an error or some frame, never a panic.
+            for _ in 0..2000 {
+                let mut bad = good.clone();
+                for _ in 0..rng.usize(1..4) {
+                    let at = rng.usize(3..bad.len());
+                    bad[at] = rng.u8(..);
+                }
+                let _ = codec::decode_body(&bad);
+            }
+        }
+        for _ in 0..5000 {
+            let mut bad = vec![0x81, 0xa1, *rng.choice(b"BAOC").unwrap()];
+            bad.extend((0..rng.usize(0..48)).map(|_| rng.u8(..)));
+            let _ = codec::decode_body(&bad);
+        }
+
+        // Values that do not fit one, and lengths past the end of the body.
+        for bad in [
+            &[0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0][..], // 2^63
+            &[0xa2, 0xff, 0xfe],                    // not UTF-8
+            &[0x81, 0x01, 0xc0],                    // an integer key
+            &[0xd4, 0x01, 0x00],                    // an extension
+            &[0xc1],                                // reserved
+            &[0xdd, 0xff, 0xff, 0xff, 0xff],        // a list of 2^32 - 1 items
+            &[0xdf, 0xff, 0xff, 0xff, 0xff],        // a map of 2^32 - 1 entries
+            &[0xdb, 0xff, 0xff, 0xff, 0xff],        // a string of 4 GiB
+            &[0xc6, 0xff, 0xff, 0xff, 0xff],        // bytes of 4 GiB
+        ] {
+            assert!(one_value(bad).is_err(), "{bad:x?}");
+        }
+        let mut huge = vec![0x81, 0xa1, b'B', 0x93, 0x03, 0xc2, 0xdd, 0xff, 0xff, 0xff, 0xff];
+        huge.extend([0x94, 0, 0, 0x90, 0x90]);
+        assert!(codec::decode_body(&huge).is_err());
+
+        // Nesting: up to the limit it travels; past it, neither side takes it (nor overflows).
+        let nested = |depth: usize| (0..depth).fold(Value::Null, |v, _| Value::List(vec![v]));
+        assert_eq!(one_value(&body_of_value(&nested(codec::MAX_DEPTH))), Ok(nested(codec::MAX_DEPTH)));
+        let deep = vec![Envelope { values: smallvec![nested(codec::MAX_DEPTH + 1)], ..batch[0].clone() }];
+        assert!(codec::put_body(
+            &mut Vec::new(),
+            &Frame::Bolts { task: 3, more: false, batch: Cow::Borrowed(&deep) }
+        )
+        .is_err());
+        assert!(one_value(&[0x91; 100_000]).is_err());
+        assert!(one_value(&[0x81, 0xa0].repeat(50_000)).is_err());
+    }
+
+    /// A value's bytes, as the codec writes it.
+    fn body_of_value(v: &Value) -> Vec<u8> {
+        let mut buf = Vec::new();
+        codec::put_value(&mut buf, v, 0).unwrap();
+        buf
     }
 
     // A whole topology over two workers.
