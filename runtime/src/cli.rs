@@ -190,6 +190,10 @@ enum Workload {
         /// The broker the records go through
         #[arg(long, default_value = "embedded", value_parser = ["embedded", "kafka"])]
         broker: String,
+        /// With --broker kafka: a Kafka cluster to use [default: $KAFKA_BOOTSTRAP, else a
+        /// Tansu broker started for the run]
+        #[arg(long, value_name = "HOST:PORT")]
+        bootstrap: Option<String>,
     },
 }
 
@@ -375,8 +379,8 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                 Workload::Lat1 { rate, p, workers, seconds } => {
                     bench::lat1(&bench::Lat1 { rate, p, workers, seconds, warmup: 5 }).await
                 }
-                Workload::Log1 { m, workers, broker } => {
-                    bench::log1(&bench::Log1 { m, workers, broker }).await
+                Workload::Log1 { m, workers, broker, bootstrap } => {
+                    bench::log1(&bench::Log1 { m, workers, broker, bootstrap }).await
                 }
             };
             match line {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster;
 pub mod executor;
 pub mod grouping;
+pub mod kafka;
 pub mod local;
 pub mod metrics;
 pub mod offsets;

@@ -21,7 +21,7 @@ pub mod word_count;
 mod testkit;
 
 use squall_api::{NoConfig, Registry};
-use squall_runtime::broker;
+use squall_runtime::{broker, kafka};
 
 /// Every shipped component kind.
 pub fn registry() -> Registry {
@@ -37,7 +37,9 @@ pub fn registry() -> Registry {
         .basic_bolt("file-sink", file_sink::build)
         .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()))
         .spout("log-spout", broker::spout::build)
-        .bolt("log-sink", broker::sink::build);
+        .bolt("log-sink", broker::sink::build)
+        .spout("kafka-spout", kafka::spout::build)
+        .bolt("kafka-sink", kafka::sink::build);
     registry
 }
 
@@ -48,10 +50,12 @@ mod tests {
     use squall_api::Role;
 
     /// Each kind with the least config it builds from.
-    const KINDS: [(&str, Role, &str); 11] = [
+    const KINDS: [(&str, Role, &str); 13] = [
         ("exclamation", Role::Bolt, ""),
         ("file-sink", Role::Bolt, r#"path = "out.jsonl""#),
         ("flaky", Role::Bolt, ""),
+        ("kafka-sink", Role::Bolt, r#"topic = "out""#),
+        ("kafka-spout", Role::Spout, r#"topic = "in""#),
         ("log", Role::Bolt, ""),
         ("log-sink", Role::Bolt, r#"topic = "out""#),
         ("log-spout", Role::Spout, r#"topic = "in""#),
@@ -90,7 +94,7 @@ mod tests {
     fn only_sinks_declare_no_outputs() {
         for (kind, _, config) in KINDS {
             let streams = build(kind, config).unwrap().declare_outputs();
-            let is_sink = matches!(kind, "file-sink" | "log" | "log-sink");
+            let is_sink = matches!(kind, "file-sink" | "log" | "log-sink" | "kafka-sink");
             assert_eq!(streams.streams().is_empty(), is_sink, "{kind}");
         }
     }

@@ -1,4 +1,5 @@
-//! LOG-1 (../shared/WORKLOADS.md): broker to broker with acking on, through the embedded log.
+//! LOG-1 (../shared/WORKLOADS.md): broker to broker with acking on, through the embedded log
+//! (or through Kafka: [`super::log1_kafka`]).
 //!
 //! Contract: in a fresh temporary data directory, fills a topic of 3 partitions with M records
 //! (key = the record's number as decimal text, value = 100 bytes), then runs log-spout (with
@@ -25,20 +26,25 @@ use crate::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
 pub struct Log1 {
     pub m: u64,
     pub workers: usize,
-    /// Where the records go through: "embedded" (Kafka comes with the Kafka spout and sink).
+    /// Where the records go through: "embedded" or "kafka".
     pub broker: String,
+    /// With "kafka": the Kafka cluster to use (else `$KAFKA_BOOTSTRAP`, else a Tansu broker
+    /// started for the run).
+    pub bootstrap: Option<String>,
 }
 
-const PARTITIONS: u32 = 3;
-const VALUE_BYTES: usize = 100;
+pub(super) const PARTITIONS: u32 = 3;
+pub(super) const VALUE_BYTES: usize = 100;
 const INPUT: &str = "log1-in";
 const OUTPUT: &str = "log1-out";
 
 /// Runs LOG-1 and returns its line.
 pub async fn log1(b: &Log1) -> Result<String, BoxError> {
     super::single_process(b.workers)?;
-    if b.broker != "embedded" {
-        return Err(format!("--broker {}: this build has only the embedded broker", b.broker).into());
+    match b.broker.as_str() {
+        "embedded" => {}
+        "kafka" => return super::log1_kafka::log1(b).await,
+        other => return Err(format!("--broker {other}: expected embedded or kafka").into()),
     }
     let dir = TempDir::new("log1")?;
     broker::set_data_dir(dir.0.clone());
@@ -71,8 +77,7 @@ async fn fill(broker: &Broker, m: u64) -> Result<(), BoxError> {
     for i in 0..m {
         let key = i.to_string();
         let p = broker::partitioner::partition_for_key(key.as_bytes(), PARTITIONS);
-        let mut value = format!("record {key} ").into_bytes();
-        value.resize(VALUE_BYTES, b'.');
+        let value = value_of(&key);
         batches[p as usize].push(NewRecord {
             key: Some(Bytes::from(key)),
             value: Bytes::from(value),
@@ -90,6 +95,13 @@ async fn fill(broker: &Broker, m: u64) -> Result<(), BoxError> {
         p.wait().await?;
     }
     Ok(())
+}
+
+/// Record `key`'s value: VALUE_BYTES bytes.
+pub(super) fn value_of(key: &str) -> Vec<u8> {
+    let mut value = format!("record {key} ").into_bytes();
+    value.resize(VALUE_BYTES, b'.');
+    value
 }
 
 /// Reads the output topic back: (input keys missing from it, records beyond one per key).
@@ -123,7 +135,7 @@ async fn check(broker: &Broker, m: u64) -> Result<(u64, u64), BoxError> {
 }
 
 /// Appends "!" to the record's value; keeps its key.
-struct Transform;
+pub(super) struct Transform;
 
 #[async_trait]
 impl BasicBolt for Transform {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 mod cluster;
 mod log1;
+mod log1_kafka;
 
 pub use log1::{log1, Log1};
 

@@ -202,7 +202,7 @@ impl Open {
 }
 
 /// A value as record bytes: strings as UTF-8, bytes as they are, anything else as JSON text.
-fn to_bytes(value: &Value) -> Bytes {
+pub(crate) fn to_bytes(value: &Value) -> Bytes {
     match value {
         Value::Str(s) => Bytes::copy_from_slice(s.as_bytes()),
         Value::Bytes(b) => Bytes::copy_from_slice(b),

@@ -383,7 +383,7 @@ fn emit(out: &mut dyn SpoutCollector, partition: u32, offset: u64, record: &Reco
 }
 
 /// UTF-8 as a string, anything else as bytes.
-fn text_or_bytes(bytes: &[u8]) -> Value {
+pub(crate) fn text_or_bytes(bytes: &[u8]) -> Value {
     match std::str::from_utf8(bytes) {
         Ok(text) => Value::Str(CompactString::new(text)),
         Err(_) => Value::Bytes(bytes.to_vec()),
