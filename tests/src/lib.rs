@@ -8,6 +8,9 @@
 //!   process outlives its test.
 //! - [`Summary`] reads the JSON summary of `squall local --json`; [`read_json_lines`] reads
 //!   what a `file-sink` wrote.
+//! - [`tansu::TansuBroker`] runs a Tansu broker (Kafka API) for the Kafka tests.
+
+pub mod tansu;
 
 use std::ffi::OsStr;
 use std::fmt;

@@ -1,0 +1,207 @@
+//! Kafka to Kafka, at least once: `kafka-spout` → bolts → `kafka-sink` against a real
+//! Kafka-protocol broker (Tansu, one per test, see `squall_tests::tansu`), run with the real
+//! binary as a user would (`squall local`).
+//!
+//! Pins: with a bolt failing 10% of tuples every input key reaches the output topic and the
+//! group's offsets end committed at the end of every partition; a `squall local` killed with
+//! kill -9 mid-run and started again resumes from the committed offsets (it takes only the
+//! records past them) and loses nothing; a broker killed and restarted mid-run is reconnected
+//! to, records produced after the restart are read, and nothing is lost; the README's command
+//! runs `config/kafka-pipeline.toml`.
+//!
+//! The topologies run with max_spout_pending 0: the spout's max_uncommitted bounds what is in
+//! flight. No timing is asserted: conditions are polled with generous deadlines.
+
+use std::time::{Duration, Instant};
+
+use squall_tests::tansu::{missing_and_duplicates, TansuBroker};
+use squall_tests::{repo_file, Outcome, Running, TempDir};
+
+const DEADLINE: Duration = Duration::from_secs(240);
+
+/// Creates topics `in` and `out` of 3 partitions and fills `in` with records keyed 0..count.
+fn setup(tansu: &TansuBroker, count: u64) {
+    tansu.create_topic("in", 3);
+    tansu.create_topic("out", 3);
+    tansu.produce_numbered("in", 0..count);
+}
+
+/// kafka-spout (2 tasks) → flaky → kafka-sink (2 tasks), group `g`; ends once `in` is done
+/// when `stop_at_end`, else follows it until stopped.
+fn flaky_pipeline(dir: &TempDir, bootstrap: &str, max_uncommitted: u64, stop_at_end: bool) -> String {
+    dir.topology(
+        "kafka-pipeline.toml",
+        &format!(
+            r#"
+name = "kafka-flaky"
+
+[settings]
+acking = true
+message_timeout_secs = 60
+max_spout_pending = 0
+
+[[spouts]]
+id = "records"
+kind = "kafka-spout"
+parallelism = 2                  # 3 partitions over 2 tasks
+config = {{ bootstrap = "{bootstrap}", topic = "in", group = "g", stop_at_end = {stop_at_end}, max_uncommitted = {max_uncommitted}, retry_backoff_ms = 10, commit_interval_ms = 200 }}
+
+[[bolts]]
+id = "flaky"
+kind = "flaky"
+inputs = [{{ from = "records", grouping = "shuffle" }}]
+config = {{ fail_fraction = 0.1, seed = 7 }}
+
+[[bolts]]
+id = "sink"
+kind = "kafka-sink"
+parallelism = 2
+inputs = [{{ from = "flaky", grouping = "shuffle" }}]
+config = {{ bootstrap = "{bootstrap}", topic = "out" }}
+"#
+        ),
+    )
+    .display()
+    .to_string()
+}
+
+/// Waits for a progress line of the spout `records` showing at least 1000 records acked
+/// ("acked 1.2k").
+fn wait_for_thousand_acked(run: &mut Running) {
+    let acked_thousands = |line: &str| {
+        line.split("records: ")
+            .nth(1)
+            .and_then(|rest| rest.split("acked ").nth(1))
+            .and_then(|rest| rest.split(',').next())
+            .is_some_and(|n| n.ends_with('k') || n.ends_with('M'))
+    };
+    if run.wait_for_stderr_line(DEADLINE, acked_thousands).is_none() {
+        panic!("the run never acked 1000 records\n{}", run.stderr_seen().join("\n"));
+    }
+}
+
+/// The committed offsets of group `g` on `in`, each as an offset (0 for none).
+fn committed(tansu: &TansuBroker) -> Vec<i64> {
+    tansu.committed("g", "in").into_iter().map(|c| c.unwrap_or(0).max(0)).collect()
+}
+
+/// Polls the output topic until every key 0..count is in it; returns (missing, duplicates) as
+/// last seen.
+fn wait_for_all_keys(tansu: &TansuBroker, count: u64) -> (u64, u64) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (missing, duplicates) = missing_and_duplicates(&tansu.read_all("out"), count);
+        if missing == 0 || Instant::now() >= deadline {
+            return (missing, duplicates);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn every_record_reaches_the_output_despite_failing_tuples() {
+    let dir = TempDir::new("kafka-flaky");
+    let tansu = TansuBroker::start(&dir);
+    let count = 4000;
+    setup(&tansu, count);
+    let file = flaky_pipeline(&dir, &tansu.bootstrap(), 500, true);
+    let out = dir.squall(["local", &file, "--json"]).timeout(DEADLINE).run();
+    out.assert_success();
+
+    let summary = out.summary();
+    let spout = summary.component("records");
+    assert!(spout.failed() > 0, "the flaky bolt failed some tuples\n{out}");
+    assert_eq!(spout.acked(), count, "each record acked once\n{out}");
+    let sink = summary.component("sink");
+    assert_eq!(sink.failed(), 0, "every delivery succeeded\n{out}");
+    let records = tansu.read_all("out");
+    assert!(records.iter().all(|r| r.value.starts_with(b"value ")), "the values came through");
+    let (missing, duplicates) = missing_and_duplicates(&records, count);
+    assert_eq!(missing, 0, "every input key is in the output");
+    assert_eq!(duplicates, 0, "no crash, no duplicates");
+    assert_eq!(committed(&tansu), tansu.ends("in"), "committed to the end of every partition");
+}
+
+#[test]
+fn killed_run_resumes_from_committed_offsets_without_loss() {
+    let dir = TempDir::new("kafka-kill");
+    let tansu = TansuBroker::start(&dir);
+    let count = 20_000;
+    let max_uncommitted = 250;
+    setup(&tansu, count);
+
+    // The first run follows the topic forever, so it is surely killed mid-run: once it has
+    // acked more than the 3 × 250 records that can be uncommitted, some offsets were committed.
+    let endless = flaky_pipeline(&dir, &tansu.bootstrap(), max_uncommitted, false);
+    let mut first = dir.squall(["local", &endless]).timeout(DEADLINE).spawn();
+    wait_for_thousand_acked(&mut first);
+    let killed: Outcome = first.kill_hard();
+    assert!(!killed.status.success(), "the first run was killed\n{killed}");
+
+    let resumed_from: i64 = committed(&tansu).iter().sum();
+    assert!(resumed_from > 0, "offsets were committed before the kill");
+
+    let bounded = flaky_pipeline(&dir, &tansu.bootstrap(), max_uncommitted, true);
+    let second = dir.squall(["local", &bounded, "--json"]).timeout(DEADLINE).run();
+    second.assert_success();
+    // Each record the second run took was emitted once, plus once per failure.
+    let records = second.summary().component("records");
+    let taken = records.emitted() - records.failed();
+    assert!(
+        taken <= count - resumed_from as u64,
+        "the second run took {taken} records: only those past the {resumed_from} committed\n{second}"
+    );
+    assert_eq!(committed(&tansu), tansu.ends("in"), "committed to the end of every partition");
+    let (missing, duplicates) = missing_and_duplicates(&tansu.read_all("out"), count);
+    assert_eq!(missing, 0, "every input key is in the output");
+    assert!(
+        duplicates <= 3 * max_uncommitted,
+        "{duplicates} duplicates: more than the {} uncommitted records there can be",
+        3 * max_uncommitted
+    );
+}
+
+#[test]
+fn broker_restart_mid_run_is_survived_without_loss() {
+    let dir = TempDir::new("kafka-restart");
+    let mut tansu = TansuBroker::start(&dir);
+    let count = 8000;
+    setup(&tansu, count / 2);
+    let file = flaky_pipeline(&dir, &tansu.bootstrap(), 500, false);
+    let mut run = dir.squall(["local", &file]).timeout(DEADLINE * 2).spawn();
+    wait_for_thousand_acked(&mut run);
+
+    // A crash of the broker mid-run: same port, same data, back after a moment.
+    tansu.restart();
+    // Records produced after the restart reach the output only if the spout reconnected.
+    tansu.produce_numbered("in", count / 2..count);
+    let (missing, _) = wait_for_all_keys(&tansu, count);
+    assert!(!run.has_exited(), "the run kept going through the restart");
+    run.interrupt();
+    let stopped = run.wait_for_exit(DEADLINE);
+    stopped.assert_success();
+    assert_eq!(missing, 0, "every input key is in the output\n{stopped}");
+}
+
+#[test]
+fn readme_kafka_pipeline_command_works() {
+    let dir = TempDir::new("kafka-readme");
+    let tansu = TansuBroker::start(&dir);
+    setup(&tansu, 1000);
+    let file = repo_file("config/kafka-pipeline.toml").display().to_string();
+    dir.squall(["local", &file])
+        .env("KAFKA_BOOTSTRAP", tansu.bootstrap())
+        .env("STOP_AT_END", "true")
+        .timeout(DEADLINE)
+        .run()
+        .assert_success();
+
+    let records = tansu.read_all("out");
+    assert!(records.iter().all(|r| r.value.ends_with(b"!")), "each value was exclaimed");
+    assert_eq!(missing_and_duplicates(&records, 1000), (0, 0));
+    assert_eq!(
+        tansu.committed("kafka-pipeline", "in").into_iter().map(|c| c.unwrap_or(0)).collect::<Vec<_>>(),
+        tansu.ends("in"),
+        "committed to the end"
+    );
+}
