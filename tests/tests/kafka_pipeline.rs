@@ -7,13 +7,17 @@
 //! kill -9 mid-run and started again resumes from the committed offsets (it takes only the
 //! records past them) and loses nothing; a broker killed and restarted mid-run is reconnected
 //! to, records produced after the restart are read, and nothing is lost; the README's command
-//! runs `config/kafka-pipeline.toml`.
+//! runs `config/kafka-pipeline.toml`; `first_poll = "earliest"` reads a topic from its start
+//! on every new run but resumes from the committed offsets on a restart within a deployment
+//! (the spout opened again in the same process), and `"latest"` starts a new group at the end.
 //!
 //! The topologies run with max_spout_pending 0: the spout's max_uncommitted bounds what is in
 //! flight. No timing is asserted: conditions are polled with generous deadlines.
 
 use std::time::{Duration, Instant};
 
+use squall_api::{EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values};
+use squall_runtime::kafka::spout::{self, KafkaSpout};
 use squall_tests::tansu::{missing_and_duplicates, TansuBroker};
 use squall_tests::{repo_file, Outcome, Running, TempDir};
 
@@ -165,8 +169,9 @@ fn killed_run_resumes_from_committed_offsets_without_loss() {
 fn broker_restart_mid_run_is_survived_without_loss() {
     let dir = TempDir::new("kafka-restart");
     let mut tansu = TansuBroker::start(&dir);
-    let count = 8000;
-    setup(&tansu, count / 2);
+    // Most records before the restart, so that some are surely in flight when it comes.
+    let (before, count) = (15_000, 20_000);
+    setup(&tansu, before);
     let file = flaky_pipeline(&dir, &tansu.bootstrap(), 500, false);
     let mut run = dir.squall(["local", &file]).timeout(DEADLINE * 2).spawn();
     wait_for_thousand_acked(&mut run);
@@ -174,7 +179,7 @@ fn broker_restart_mid_run_is_survived_without_loss() {
     // A crash of the broker mid-run: same port, same data, back after a moment.
     tansu.restart();
     // Records produced after the restart reach the output only if the spout reconnected.
-    tansu.produce_numbered("in", count / 2..count);
+    tansu.produce_numbered("in", before..count);
     let (missing, _) = wait_for_all_keys(&tansu, count);
     assert!(!run.has_exited(), "the run kept going through the restart");
     run.interrupt();
@@ -204,4 +209,125 @@ fn readme_kafka_pipeline_command_works() {
         tansu.ends("in"),
         "committed to the end"
     );
+}
+
+/// A pipeline that reads `in` from the start (`first_poll = "earliest"`) to its end.
+fn earliest_pipeline(dir: &TempDir, bootstrap: &str, first_poll: &str) -> String {
+    dir.topology(
+        "earliest.toml",
+        &format!(
+            r#"
+name = "kafka-first-poll"
+
+[settings]
+max_spout_pending = 0
+
+[[spouts]]
+id = "records"
+kind = "kafka-spout"
+config = {{ bootstrap = "{bootstrap}", topic = "in", group = "g", first_poll = "{first_poll}", stop_at_end = true }}
+
+[[bolts]]
+id = "sink"
+kind = "kafka-sink"
+inputs = [{{ from = "records", grouping = "shuffle" }}]
+config = {{ bootstrap = "{bootstrap}", topic = "out" }}
+"#
+        ),
+    )
+    .display()
+    .to_string()
+}
+
+#[test]
+fn first_poll_earliest_rereads_on_each_run_and_latest_starts_at_the_end() {
+    let dir = TempDir::new("kafka-first-poll");
+    let tansu = TansuBroker::start(&dir);
+    setup(&tansu, 300);
+    let earliest = earliest_pipeline(&dir, &tansu.bootstrap(), "earliest");
+    for run in 1..=2 {
+        let out = dir.squall(["local", &earliest, "--json"]).timeout(DEADLINE).run();
+        out.assert_success();
+        let emitted = out.summary().component("records").emitted();
+        assert_eq!(emitted, 300, "run {run}: a new run reads from the start, commits or not\n{out}");
+    }
+    assert_eq!(committed(&tansu), tansu.ends("in"), "each run committed to the end");
+
+    tansu.produce_numbered("in", 300..400);
+    let resume = earliest_pipeline(&dir, &tansu.bootstrap(), "committed_else_earliest");
+    let out = dir.squall(["local", &resume, "--json"]).timeout(DEADLINE).run();
+    out.assert_success();
+    assert_eq!(out.summary().component("records").emitted(), 100, "only what was not committed\n{out}");
+
+    let latest =
+        earliest_pipeline(&dir, &tansu.bootstrap(), "latest").replace("group = \"g\"", "group = \"new\"");
+    let file = dir.write("latest.toml", &std::fs::read_to_string(latest).unwrap());
+    let out = dir.squall(["local", &file.display().to_string(), "--json"]).timeout(DEADLINE).run();
+    out.assert_success();
+    assert_eq!(out.summary().component("records").emitted(), 0, "a new group at the end\n{out}");
+    assert_eq!(missing_and_duplicates(&tansu.read_all("out"), 400), (0, 300), "400 once, 300 again");
+}
+
+/// Records what a spout emits; every emit is accepted.
+#[derive(Default)]
+struct Collected {
+    ids: Vec<MessageId>,
+    errors: Vec<String>,
+}
+
+impl SpoutCollector for Collected {
+    fn emit_to(
+        &mut self,
+        _stream: &str,
+        _values: Values,
+        msg_id: Option<MessageId>,
+        _direct_task: Option<TaskId>,
+    ) -> Result<(), EmitError> {
+        self.ids.extend(msg_id);
+        Ok(())
+    }
+
+    fn report_error(&mut self, error: &str) {
+        self.errors.push(error.to_string());
+    }
+}
+
+/// Opens a kafka-spout on `in`, acks everything it emits until it is finished, closes it, and
+/// returns how many records it emitted.
+async fn drain_in_process(bootstrap: &str) -> usize {
+    let config = format!(
+        r#"bootstrap = "{bootstrap}"
+topic = "in"
+group = "in-process"
+first_poll = "earliest"
+stop_at_end = true"#
+    );
+    let config: spout::Config = toml::from_str(&config).unwrap();
+    let mut spout: KafkaSpout = spout::build(config).unwrap();
+    spout.open(&TopologyContext::for_test("records")).await.unwrap();
+    let mut out = Collected::default();
+    let deadline = Instant::now() + DEADLINE;
+    let mut acked = 0;
+    while !spout.is_finished() {
+        assert!(Instant::now() < deadline, "the spout never finished: {:?}", out.errors);
+        spout.next_tuple(&mut out).await.unwrap();
+        for id in out.ids[acked..].to_vec() {
+            spout.ack(id).await;
+        }
+        acked = out.ids.len();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    spout.close().await;
+    out.ids.len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_poll_earliest_resumes_on_a_restart_in_the_same_deployment() {
+    let dir = TempDir::new("kafka-restart-earliest");
+    let tansu = TansuBroker::start(&dir);
+    setup(&tansu, 200);
+    assert_eq!(drain_in_process(&tansu.bootstrap()).await, 200, "the first start reads from the start");
+    tansu.produce_numbered("in", 200..250);
+    // The same process is the same deployment: the spout finds its own commits and resumes.
+    assert_eq!(drain_in_process(&tansu.bootstrap()).await, 50, "a restart resumes from the commits");
 }

@@ -16,8 +16,10 @@
 //!
 //! `first_poll`: where a partition starts. A *first start* is the spout opening in a new
 //! deployment (each `squall local` run is one; in a cluster, the submitted topology, see
-//! [`super::set_deployment_id`]); a *restart* is it opening again in the same deployment. The
-//! spout's commits carry the deployment in their metadata, which tells the two apart.
+//! [`super::set_deployment_id`]); a *restart* is it opening again in the same deployment: in
+//! the same process, or in another one of the same deployment — told apart by the metadata
+//! its commits carry, on brokers that return commit metadata (Kafka does; Tansu 0.6 does not,
+//! so there only restarts in the same process count).
 //! - `committed_else_earliest` (default; Storm's UNCOMMITTED_EARLIEST): from the group's
 //!   committed offset, whoever committed it, on first start and restart alike; from the
 //!   earliest record if the group has none.
@@ -59,18 +61,20 @@
 //! Broker outages: librdkafka reconnects by itself; fetches and commits resume once the broker
 //! answers again (failed commits are retried), errors are reported at most once per 10 s each.
 //! `next_tuple` never blocks: polls take what librdkafka has fetched in the background, commits
-//! are asynchronous, and the calls that do block (metadata and offsets at open, the last
-//! commit at close) run on a thread of their own.
+//! go to a thread of the spout's own that makes them one at a time (librdkafka tells the
+//! outcome of a manual commit only to its caller, so each waits there for its answer), and the
+//! other calls that block (metadata and offsets at open, the last commit at close) run on
+//! threads of their own.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{mpsc, Arc};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -230,17 +234,15 @@ struct Record {
     value: Bytes,
 }
 
-/// What the consumer's commit callback hands the spout.
+/// What the committer thread hands the spout after each commit.
 struct CommitOutcome {
-    error: Option<String>,
-    /// (partition, committed offset or the partition's error).
-    partitions: Vec<(i32, Result<u64, String>)>,
+    /// The (partition, offset) pairs committed, or why the commit failed.
+    result: Result<Vec<(i32, u64)>, String>,
 }
 
-/// The consumer's context: librdkafka's log into ours, commit results to the spout.
+/// The consumer's context: librdkafka's log into ours.
 struct SpoutContext {
     who: String,
-    commits: mpsc::Sender<CommitOutcome>,
 }
 
 impl ClientContext for SpoutContext {
@@ -254,23 +256,35 @@ impl ClientContext for SpoutContext {
     }
 }
 
-impl ConsumerContext for SpoutContext {
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let partitions = offsets
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match (e.error(), e.offset()) {
-                    (Err(err), _) => Err(err.to_string()),
-                    (Ok(()), Offset::Offset(o)) if o >= 0 => Ok(o as u64),
-                    (Ok(()), other) => Err(format!("no offset ({other:?})")),
-                };
-                (e.partition(), offset)
-            })
-            .collect();
-        let error = result.err().map(|e| e.to_string());
-        let _ = self.commits.send(CommitOutcome { error, partitions });
-    }
+// librdkafka reports the outcome of a manual asynchronous commit to no one (only auto-commits
+// reach the commit callback), so commits are synchronous, on a thread of their own.
+impl ConsumerContext for SpoutContext {}
+
+/// Starts the thread that commits: it takes commit requests (partition, offset) in order,
+/// commits each synchronously with `metadata`, and answers with its outcome. It ends when the
+/// spout drops its side, and holds the consumer until then.
+fn start_committer(
+    consumer: Arc<KafkaConsumer>,
+    topic: String,
+    metadata: String,
+) -> Result<(mpsc::Sender<Vec<(i32, u64)>>, mpsc::Receiver<CommitOutcome>), String> {
+    let (requests, incoming) = mpsc::channel::<Vec<(i32, u64)>>();
+    let (answer, outcomes) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("squall-kafka-commit".into())
+        .spawn(move || {
+            while let Ok(targets) = incoming.recv() {
+                let tpl = commit_list(&topic, &metadata, &targets);
+                let committed = consumer.commit(&tpl, CommitMode::Sync);
+                drop(tpl); // before the consumer can be dropped
+                let result = committed.map(|()| targets).map_err(|e| e.to_string());
+                if answer.send(CommitOutcome { result }).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("kafka-spout: cannot start the commit thread: {e}"))?;
+    Ok((requests, outcomes))
 }
 
 type KafkaConsumer = BaseConsumer<SpoutContext>;
@@ -279,6 +293,8 @@ type KafkaConsumer = BaseConsumer<SpoutContext>;
 struct Open {
     /// Taken out only by close (and drop), to be closed off the async runtime.
     consumer: Option<Arc<KafkaConsumer>>,
+    /// Commit requests to the committer thread (None: no thread, in unit tests).
+    commit_requests: Option<mpsc::Sender<Vec<(i32, u64)>>>,
     commits: mpsc::Receiver<CommitOutcome>,
     topic: String,
     /// Carried by every commit: the deployment, to tell a restart from a first start.
@@ -336,11 +352,11 @@ impl Spout for KafkaSpout {
         let config =
             client::client_config("kafka-spout", &c.bootstrap, &fixed_settings(c, &group), &c.properties)?;
         let metadata = format!("squall:{}:{}", ctx.topology_name(), client::deployment_id());
-        let (tx, commits) = mpsc::channel();
-        let consumer: KafkaConsumer = create(&config, SpoutContext { who, commits: tx })?;
+        let consumer: KafkaConsumer = create(&config, SpoutContext { who })?;
         let consumer = Arc::new(consumer);
 
         let setup = Setup {
+            group: group.clone(),
             topic: c.topic.clone(),
             bootstrap: c.bootstrap.clone(),
             first_poll: c.first_poll,
@@ -361,6 +377,14 @@ impl Spout for KafkaSpout {
             }
         };
 
+        let (commit_requests, commits) =
+            match start_committer(consumer.clone(), c.topic.clone(), metadata.clone()) {
+                Ok(channels) => channels,
+                Err(e) => {
+                    close_in_background(consumer);
+                    return Err(e.into());
+                }
+            };
         let count = found.iter().map(|f| f.partition + 1).max().unwrap_or(0) as usize;
         let mut index = vec![None; count];
         let mut partitions = Vec::new();
@@ -382,6 +406,7 @@ impl Spout for KafkaSpout {
         let now = Instant::now();
         self.state = Some(Open {
             consumer: Some(consumer),
+            commit_requests: Some(commit_requests),
             commits,
             topic: c.topic.clone(),
             metadata,
@@ -448,6 +473,7 @@ impl Spout for KafkaSpout {
 
     async fn close(&mut self) {
         let Some(mut state) = self.state.take() else { return };
+        state.commit_requests = None; // the committer thread ends after what it is doing
         let Some(consumer) = state.consumer.take() else { return };
         let targets: Vec<(i32, u64)> = state
             .partitions
@@ -528,6 +554,7 @@ fn commit_list(topic: &str, metadata: &str, targets: &[(i32, u64)]) -> TopicPart
 
 /// What open learns from the broker, on a thread of its own (every call here blocks).
 struct Setup {
+    group: String,
     topic: String,
     bootstrap: String,
     first_poll: FirstPoll,
@@ -536,7 +563,19 @@ struct Setup {
     tasks: usize,
 }
 
+/// The (group, topic, partition) the spouts of this process have opened: opening one again
+/// is a restart within the deployment.
+static OPENED: Mutex<BTreeSet<(String, String, i32)>> = Mutex::new(BTreeSet::new());
+
 impl Setup {
+    /// Whether a spout of this process opened `partition` of the topic for the group before;
+    /// notes that one has now.
+    fn opened_before(&self, partition: i32) -> bool {
+        let key = (self.group.clone(), self.topic.clone(), partition);
+        let mut opened = OPENED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        !opened.insert(key)
+    }
+
     /// This task's partitions with their start offsets, assigned to the consumer.
     fn run(self, consumer: &KafkaConsumer) -> Result<Vec<Found>, String> {
         let (topic, bootstrap) = (&self.topic, &self.bootstrap);
@@ -589,7 +628,7 @@ impl Setup {
                 return Err(format!("`{topic}` partition {p}: offsets past 2^48 are not supported"));
             }
             let (offset, committed_metadata) = committed.get(&p).cloned().unwrap_or((None, String::new()));
-            let restart = committed_metadata == self.metadata;
+            let restart = committed_metadata == self.metadata || self.opened_before(p);
             let (start, note) = start_offset(self.first_poll, offset, restart, low, high);
             let note = note.map(|n| format!("`{topic}` partition {p}: {n}"));
             let _ = assignment.add_partition_offset(topic, p, Offset::Offset(start as i64));
@@ -689,22 +728,17 @@ impl Open {
         }
         while let Ok(outcome) = self.commits.try_recv() {
             self.commit_in_flight = None;
-            if let Some(e) = outcome.error {
-                self.commit_not_before = now + COMMIT_RETRY;
-                self.reports.report(out, now, format!("commit failed: {e}"));
-                continue;
-            }
-            for (partition, result) in outcome.partitions {
-                match result {
-                    Ok(offset) => {
+            match outcome.result {
+                Ok(committed) => {
+                    for (partition, offset) in committed {
                         if let Some(p) = self.partition_mut(partition) {
                             p.offsets.committed(offset);
                         }
                     }
-                    Err(e) => {
-                        self.commit_not_before = now + COMMIT_RETRY;
-                        self.reports.report(out, now, format!("commit of partition {partition} failed: {e}"));
-                    }
+                }
+                Err(e) => {
+                    self.commit_not_before = now + COMMIT_RETRY;
+                    self.reports.report(out, now, format!("commit failed: {e}"));
                 }
             }
         }
@@ -819,27 +853,21 @@ impl Open {
         }
     }
 
-    /// Sends every partition's commit target, asynchronously; the outcome comes back through
-    /// the consumer's commit callback, served by `poll`.
+    /// Hands every partition's commit target to the committer thread; its outcome comes
+    /// back to `poll`.
     fn commit(&mut self, guarantee: Guarantee, now: Instant) -> Result<(), String> {
         let targets: Vec<(i32, u64)> =
             self.partitions.iter().filter_map(|p| Some((p.number, p.commit_target(guarantee)?))).collect();
         if targets.is_empty() {
             return Ok(());
         }
-        let tpl = commit_list(&self.topic, &self.metadata, &targets);
-        let sent = self.consumer().commit(&tpl, CommitMode::Async);
-        drop(tpl);
-        match sent {
-            Ok(()) => {
-                self.commit_in_flight = Some(now);
-                Ok(())
-            }
-            Err(e) => {
-                self.commit_not_before = now + COMMIT_RETRY;
-                Err(format!("commit failed: {e}"))
-            }
+        let sent = self.commit_requests.as_ref().is_some_and(|requests| requests.send(targets).is_ok());
+        if !sent {
+            self.commit_not_before = now + COMMIT_RETRY;
+            return Err("commit failed: the commit thread is gone".into());
         }
+        self.commit_in_flight = Some(now);
+        Ok(())
     }
 }
 
@@ -950,6 +978,7 @@ mod tests {
         let now = Instant::now();
         Open {
             consumer: None,
+            commit_requests: None,
             commits,
             topic: "t".into(),
             metadata: "m".into(),

@@ -134,9 +134,15 @@ where
     Ok(sent)
 }
 
-/// A consumer with no group, for reading partitions from given offsets.
+/// A consumer for reading partitions from given offsets. It never commits; librdkafka wants a
+/// group to assign partitions all the same.
 fn reader(bootstrap: &str) -> Result<BaseConsumer<ToolContext>, String> {
-    let fixed = [("enable.partition.eof", "false".to_string()), ("fetch.wait.max.ms", "50".to_string())];
+    let fixed = [
+        ("group.id", "squall-tools-reader".to_string()),
+        ("enable.auto.commit", "false".to_string()),
+        ("enable.partition.eof", "false".to_string()),
+        ("fetch.wait.max.ms", "50".to_string()),
+    ];
     config(bootstrap, &fixed)?
         .create_with_context(ToolContext::default())
         .map_err(|e| format!("cannot create a consumer: {e}"))
