@@ -31,6 +31,21 @@ pub(crate) fn default_bootstrap() -> String {
     DEFAULT_BOOTSTRAP.to_string()
 }
 
+/// Defines field deserializers whose errors name their key (serde's own do not say which key
+/// a wrong value was under): `keyed! { de_topic: String = "topic"; }`, then
+/// `#[serde(deserialize_with = "de_topic")]` on the field.
+macro_rules! keyed {
+    ($($name:ident: $ty:ty = $key:literal;)*) => {
+        $(
+            fn $name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                <$ty as serde::Deserialize>::deserialize(d)
+                    .map_err(|e| <D::Error as serde::de::Error>::custom(format!("`{}`: {e}", $key)))
+            }
+        )*
+    };
+}
+pub(crate) use keyed;
+
 /// Extra librdkafka properties from a component's `properties` table, e.g.
 /// `properties = { "client.id" = "squall", "fetch.max.bytes" = 1048576 }`.
 pub type Properties = BTreeMap<String, PropertyValue>;

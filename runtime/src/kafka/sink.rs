@@ -33,23 +33,33 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use serde::Deserialize;
 use squall_api::{async_trait, Bolt, BoltCollector, BoxError, TopologyContext, Tuple, Value};
 
-use super::client::{self, default_bootstrap, off_runtime, Properties, Throttle, SETUP_TIMEOUT};
+use super::client::{self, default_bootstrap, keyed, off_runtime, Properties, Throttle, SETUP_TIMEOUT};
 use crate::broker::sink::to_bytes;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    #[serde(default = "default_bootstrap")]
+    #[serde(default = "default_bootstrap", deserialize_with = "de_bootstrap")]
     pub bootstrap: String,
+    #[serde(deserialize_with = "de_topic")]
     pub topic: String,
-    #[serde(default = "default_key_field")]
+    #[serde(default = "default_key_field", deserialize_with = "de_key_field")]
     pub key_field: String,
-    #[serde(default = "default_value_field")]
+    #[serde(default = "default_value_field", deserialize_with = "de_value_field")]
     pub value_field: String,
-    #[serde(default = "default_linger_ms")]
+    #[serde(default = "default_linger_ms", deserialize_with = "de_linger_ms")]
     pub linger_ms: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_properties")]
     pub properties: Properties,
+}
+
+keyed! {
+    de_bootstrap: String = "bootstrap";
+    de_topic: String = "topic";
+    de_key_field: String = "key_field";
+    de_value_field: String = "value_field";
+    de_linger_ms: u64 = "linger_ms";
+    de_properties: Properties = "properties";
 }
 
 fn default_key_field() -> String {
@@ -245,6 +255,47 @@ impl Drop for Open {
         if let Some(producer) = self.producer.take() {
             let _ =
                 std::thread::Builder::new().name("squall-kafka-close".into()).spawn(move || drop(producer));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_error(toml: &str) -> String {
+        let config: Result<Config, _> = toml::from_str(toml);
+        match config {
+            Err(e) => e.to_string(),
+            Ok(config) => match build(config) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{toml} was accepted"),
+            },
+        }
+    }
+
+    #[test]
+    fn defaults_and_bad_config_naming_the_key() {
+        let config: Config = toml::from_str(r#"topic = "out""#).unwrap();
+        assert_eq!((config.key_field.as_str(), config.value_field.as_str()), ("key", "value"));
+        assert_eq!(config.bootstrap, "127.0.0.1:9092");
+        assert!(build(config).is_ok());
+        for (toml, key) in [
+            (r#"topic = """#, "`topic`"),
+            ("topic = \"out\"\nlinger_ms = 0", "`linger_ms`"),
+            ("topic = \"out\"\nlinger_ms = \"soon\"", "`linger_ms`: "),
+            (
+                "topic = \"out\"\nproperties = { acks = \"1\" }",
+                "`properties.acks`: kafka-sink sets it itself",
+            ),
+            (
+                "topic = \"out\"\nproperties = { \"compression.type\" = \"zip\" }",
+                "`properties.compression.type`",
+            ),
+            ("topic = \"out\"\nbootstrap = \"\"", "`bootstrap`"),
+        ] {
+            let e = build_error(toml);
+            assert!(e.contains(key), "{toml}: {e}");
         }
     }
 }

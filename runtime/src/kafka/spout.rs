@@ -82,38 +82,55 @@ use squall_api::{
     async_trait, values, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, Value,
 };
 
-use super::client::{self, default_bootstrap, off_runtime, Properties, Throttle, SETUP_TIMEOUT};
+use super::client::{self, default_bootstrap, keyed, off_runtime, Properties, Throttle, SETUP_TIMEOUT};
 use crate::broker::spout::text_or_bytes;
 use crate::offsets::{message_id, parse_message_id, Failed, PartitionOffsets, RetryPolicy};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    #[serde(default = "default_bootstrap")]
+    #[serde(default = "default_bootstrap", deserialize_with = "de_bootstrap")]
     pub bootstrap: String,
+    #[serde(deserialize_with = "de_topic")]
     pub topic: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_group")]
     pub group: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_first_poll")]
     pub first_poll: FirstPoll,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_guarantee")]
     pub guarantee: Guarantee,
-    #[serde(default = "default_max_uncommitted")]
+    #[serde(default = "default_max_uncommitted", deserialize_with = "de_max_uncommitted")]
     pub max_uncommitted: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_retry_limit")]
     pub retry_limit: Option<u32>,
-    #[serde(default = "default_backoff_ms")]
+    #[serde(default = "default_backoff_ms", deserialize_with = "de_retry_backoff_ms")]
     pub retry_backoff_ms: u64,
-    #[serde(default = "default_backoff_max_ms")]
+    #[serde(default = "default_backoff_max_ms", deserialize_with = "de_retry_backoff_max_ms")]
     pub retry_backoff_max_ms: u64,
-    #[serde(default = "default_commit_interval_ms")]
+    #[serde(default = "default_commit_interval_ms", deserialize_with = "de_commit_interval_ms")]
     pub commit_interval_ms: u64,
-    #[serde(default = "default_poll_interval_ms")]
+    #[serde(default = "default_poll_interval_ms", deserialize_with = "de_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_stop_at_end")]
     pub stop_at_end: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_properties")]
     pub properties: Properties,
+}
+
+keyed! {
+    de_bootstrap: String = "bootstrap";
+    de_topic: String = "topic";
+    de_group: Option<String> = "group";
+    de_first_poll: FirstPoll = "first_poll";
+    de_guarantee: Guarantee = "guarantee";
+    de_max_uncommitted: u64 = "max_uncommitted";
+    de_retry_limit: Option<u32> = "retry_limit";
+    de_retry_backoff_ms: u64 = "retry_backoff_ms";
+    de_retry_backoff_max_ms: u64 = "retry_backoff_max_ms";
+    de_commit_interval_ms: u64 = "commit_interval_ms";
+    de_poll_interval_ms: u64 = "poll_interval_ms";
+    de_stop_at_end: bool = "stop_at_end";
+    de_properties: Properties = "properties";
 }
 
 /// Where a partition starts: see the module docs.
