@@ -89,7 +89,7 @@ fn unknown_kind_lists_valid_kinds() {
     assert_eq!(
         message,
         "unknown bolt kind \"split-sentance\"; valid bolt kinds: exclamation, file-sink, flaky, \
-         log, log-sink, split-sentence, word-count"
+         kafka-sink, log, log-sink, split-sentence, word-count"
     );
 }
 
@@ -99,7 +99,7 @@ fn kind_of_the_other_role_says_where_it_belongs() {
         &base_with("\"random-sentence\"", "\"split-sentence\""),
         "5:8",
         "\"split-sentence\" is a bolt kind, not a spout kind: move this entry under [[bolts]]; \
-         valid spout kinds: log-spout, random-sentence, random-word, sequence",
+         valid spout kinds: kafka-spout, log-spout, random-sentence, random-word, sequence",
     );
 }
 
