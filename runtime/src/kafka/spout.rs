@@ -277,6 +277,9 @@ impl ClientContext for SpoutContext {
 // reach the commit callback), so commits are synchronous, on a thread of their own.
 impl ConsumerContext for SpoutContext {}
 
+/// Commit requests: (partition, offset) pairs to commit together.
+type CommitRequests = mpsc::Sender<Vec<(i32, u64)>>;
+
 /// Starts the thread that commits: it takes commit requests (partition, offset) in order,
 /// commits each synchronously with `metadata`, and answers with its outcome. It ends when the
 /// spout drops its side, and holds the consumer until then.
@@ -284,7 +287,7 @@ fn start_committer(
     consumer: Arc<KafkaConsumer>,
     topic: String,
     metadata: String,
-) -> Result<(mpsc::Sender<Vec<(i32, u64)>>, mpsc::Receiver<CommitOutcome>), String> {
+) -> Result<(CommitRequests, mpsc::Receiver<CommitOutcome>), String> {
     let (requests, incoming) = mpsc::channel::<Vec<(i32, u64)>>();
     let (answer, outcomes) = mpsc::channel();
     std::thread::Builder::new()
@@ -311,7 +314,7 @@ struct Open {
     /// Taken out only by close (and drop), to be closed off the async runtime.
     consumer: Option<Arc<KafkaConsumer>>,
     /// Commit requests to the committer thread (None: no thread, in unit tests).
-    commit_requests: Option<mpsc::Sender<Vec<(i32, u64)>>>,
+    commit_requests: Option<CommitRequests>,
     commits: mpsc::Receiver<CommitOutcome>,
     topic: String,
     /// Carried by every commit: the deployment, to tell a restart from a first start.
