@@ -311,7 +311,7 @@ stop_at_end = true"#
     while !spout.is_finished() {
         assert!(Instant::now() < deadline, "the spout never finished: {:?}", out.errors);
         spout.next_tuple(&mut out).await.unwrap();
-        for id in out.ids[acked..].to_vec() {
+        for id in out.ids[acked..].iter().cloned() {
             spout.ack(id).await;
         }
         acked = out.ids.len();
