@@ -60,6 +60,12 @@
 //!
 //! Broker outages: librdkafka reconnects by itself; fetches and commits resume once the broker
 //! answers again (failed commits are retried), errors are reported at most once per 10 s each.
+//! Flow: each partition's records are fetched in the background into a librdkafka queue of the
+//! partition's own, and taken from it only while the spout has room for them (under the
+//! uncommitted bound, and a small buffer): a partition held back by its bound stops being
+//! fetched once its queue is full (librdkafka's `queued.max.messages.kbytes` and
+//! `queued.min.messages`, settable in `properties`), while the others go on.
+//!
 //! `next_tuple` never blocks: polls take what librdkafka has fetched in the background, commits
 //! go to a thread of the spout's own that makes them one at a time (librdkafka tells the
 //! outcome of a manual commit only to its caller, so each waits there for its answer), and the
@@ -73,9 +79,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
 use squall_api::{
@@ -173,10 +180,9 @@ fn default_poll_interval_ms() -> u64 {
 const EMIT_BATCH: usize = 64;
 /// Messages taken from the consumer per `next_tuple` call at most.
 const POLL_BATCH: usize = 1024;
-/// A partition with this many records polled and not yet emitted is paused...
-const BUFFER_HIGH: usize = 4096;
-/// ...and resumed once it holds fewer than this.
-const BUFFER_LOW: usize = 1024;
+/// A partition's queue is polled only while fewer records than this wait to be emitted; the
+/// rest wait in librdkafka's queue for the partition, whose fetcher stops once that is full.
+const BUFFER_MAX: usize = 1024;
 /// A commit with no answer after this long is taken as lost, and another may go out.
 const COMMIT_STALE: Duration = Duration::from_secs(30);
 /// The pause after a failed commit before the next try.
@@ -311,7 +317,8 @@ type KafkaConsumer = BaseConsumer<SpoutContext>;
 
 /// Everything a spout has once opened.
 struct Open {
-    /// Taken out only by close (and drop), to be closed off the async runtime.
+    /// Taken out only by close (and drop), to be closed off the async runtime (after the
+    /// partition queues, which hold it too).
     consumer: Option<Arc<KafkaConsumer>>,
     /// Commit requests to the committer thread (None: no thread, in unit tests).
     commit_requests: Option<CommitRequests>,
@@ -337,11 +344,12 @@ struct Partition {
     /// at_least_once: the records out and the committable offset; at_most_once: the
     /// committed offset (records below it may be emitted); none: the emitted position.
     offsets: PartitionOffsets<Record>,
+    /// The partition's own queue of fetched records (None in unit tests).
+    queue: Option<PartitionQueue<SpoutContext>>,
     /// Polled, not yet emitted, in offset order.
     buffered: VecDeque<(u64, Record)>,
     /// The offset after the last record polled: anything below it polled again is dropped.
     received: u64,
-    paused: bool,
     /// With stop_at_end: the high watermark at open.
     end: Option<u64>,
     /// With stop_at_end: the consumer reached the partition's end (every record below the
@@ -350,9 +358,9 @@ struct Partition {
 }
 
 /// One partition as found at open.
-#[derive(Debug)]
 struct Found {
     partition: i32,
+    queue: Option<PartitionQueue<SpoutContext>>,
     start: u64,
     high: u64,
     note: Option<String>,
@@ -416,9 +424,9 @@ impl Spout for KafkaSpout {
             partitions.push(Partition {
                 number: f.partition,
                 offsets: PartitionOffsets::new(f.start),
+                queue: f.queue,
                 buffered: VecDeque::new(),
                 received: f.start,
-                paused: false,
                 end: c.stop_at_end.then_some(f.high),
                 at_end: false,
             });
@@ -461,7 +469,6 @@ impl Spout for KafkaSpout {
             }
             state.next_commit = now + Duration::from_millis(c.commit_interval_ms);
         }
-        state.resume_drained(out, now);
         Ok(())
     }
 
@@ -501,7 +508,10 @@ impl Spout for KafkaSpout {
             .filter_map(|p| Some((p.number, p.commit_target(self.config.guarantee)?)))
             .collect();
         let (topic, metadata) = (state.topic.clone(), state.metadata.clone());
+        // The partition queues hold the consumer too: they go first, off the runtime.
+        let queues: Vec<_> = state.partitions.iter_mut().filter_map(|p| p.queue.take()).collect();
         let last_commit = move || {
+            drop(queues);
             let result = if targets.is_empty() {
                 Ok(())
             } else {
@@ -554,8 +564,13 @@ fn close_in_background(consumer: Arc<KafkaConsumer>) {
 
 impl Drop for Open {
     fn drop(&mut self) {
+        // The partition queues hold the consumer too: they go first, on the same thread.
+        let queues: Vec<_> = self.partitions.iter_mut().filter_map(|p| p.queue.take()).collect();
         if let Some(consumer) = self.consumer.take() {
-            close_in_background(consumer);
+            let _ = std::thread::Builder::new().name("squall-kafka-close".into()).spawn(move || {
+                drop(queues);
+                drop(consumer);
+            });
         }
     }
 }
@@ -597,7 +612,7 @@ impl Setup {
     }
 
     /// This task's partitions with their start offsets, assigned to the consumer.
-    fn run(self, consumer: &KafkaConsumer) -> Result<Vec<Found>, String> {
+    fn run(self, consumer: &Arc<KafkaConsumer>) -> Result<Vec<Found>, String> {
         let (topic, bootstrap) = (&self.topic, &self.bootstrap);
         let deadline = Instant::now() + SETUP_TIMEOUT;
         let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
@@ -652,11 +667,20 @@ impl Setup {
             let (start, note) = start_offset(self.first_poll, offset, restart, low, high);
             let note = note.map(|n| format!("`{topic}` partition {p}: {n}"));
             let _ = assignment.add_partition_offset(topic, p, Offset::Offset(start as i64));
-            found.push(Found { partition: p, start, high, note });
+            found.push(Found { partition: p, queue: None, start, high, note });
         }
         let assigned = consumer.assign(&assignment);
         drop(assignment);
         assigned.map_err(|e| format!("cannot assign the partitions of `{topic}`: {e}"))?;
+        // Each partition's records in a queue of its own (after assign, which undoes splits):
+        // a partition with no room is simply not polled, and its fetcher stops when its queue
+        // is full, while the others go on.
+        for f in &mut found {
+            f.queue = consumer.split_partition_queue(topic, f.partition);
+            if f.queue.is_none() {
+                return Err(format!("cannot give `{topic}` partition {} a queue of its own", f.partition));
+            }
+        }
         Ok(found)
     }
 }
@@ -690,62 +714,29 @@ fn start_offset(
 }
 
 impl Open {
-    fn consumer(&self) -> &KafkaConsumer {
-        self.consumer.as_ref().expect("the consumer lives until close")
-    }
-
-    /// Takes what the consumer has fetched into the partitions' buffers (pausing a partition
-    /// whose buffer is full), and the results of commits.
+    /// Takes what the consumer has fetched into the partitions' buffers, from the queues of
+    /// the partitions with room, and the consumer's errors and the results of commits.
     fn poll(&mut self, out: &mut dyn SpoutCollector, now: Instant) {
         let Some(consumer) = self.consumer.clone() else { return };
-        let mut to_pause = Vec::new();
+        // The consumer's own queue: errors, and records fetched before a partition was split.
         for _ in 0..POLL_BATCH {
-            let message = match consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Ok(message)) => message,
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    if let Some(p) = self.partition_mut(partition) {
-                        p.at_end = true;
-                    }
-                    continue;
-                }
-                Some(Err(e)) => {
-                    self.reports.report(out, now, format!("consuming `{}`: {e}", self.topic));
-                    continue;
-                }
-            };
-            let offset = message.offset();
-            let record = Record {
-                key: message.key().map(Bytes::copy_from_slice),
-                value: message.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
-            };
-            let Some(p) = self.index.get(message.partition() as usize).copied().flatten() else { continue };
-            let p = &mut self.partitions[p];
-            if offset < 0 || (offset as u64) < p.received {
-                continue; // polled again after a pause: already here
-            }
-            let offset = offset as u64;
-            if offset >= MAX_OFFSET {
-                self.reports.report(
-                    out,
-                    now,
-                    format!("partition {}: offsets past 2^48 are not supported", p.number),
-                );
-                continue;
-            }
-            p.received = offset + 1;
-            p.buffered.push_back((offset, record));
-            if p.buffered.len() >= BUFFER_HIGH && !p.paused {
-                p.paused = true;
-                to_pause.push(p.number);
-            }
+            let Some(polled) = consumer.poll(Duration::ZERO) else { break };
+            self.take_polled(polled, out, now);
         }
-        if !to_pause.is_empty() {
-            let tpl = partition_list(&self.topic, &to_pause);
-            if let Err(e) = consumer.pause(&tpl) {
-                self.reports.report(out, now, format!("cannot pause partitions {to_pause:?}: {e}"));
+        let mut partitions = std::mem::take(&mut self.partitions);
+        for p in &mut partitions {
+            let Some(queue) = p.queue.take() else { continue };
+            while p.buffered.len() < BUFFER_MAX {
+                let Some(polled) = queue.poll(Duration::ZERO) else { break };
+                match polled {
+                    Ok(message) => p.push(&message, out, &mut self.reports, now),
+                    Err(KafkaError::PartitionEOF(_)) => p.at_end = true,
+                    Err(e) => self.reports.report(out, now, format!("consuming `{}`: {e}", self.topic)),
+                }
             }
+            p.queue = Some(queue);
         }
+        self.partitions = partitions;
         while let Ok(outcome) = self.commits.try_recv() {
             self.commit_in_flight = None;
             match outcome.result {
@@ -764,25 +755,28 @@ impl Open {
         }
     }
 
-    /// Resumes the paused partitions whose buffers have room again.
-    fn resume_drained(&mut self, out: &mut dyn SpoutCollector, now: Instant) {
-        let ready: Vec<i32> = self
-            .partitions
-            .iter_mut()
-            .filter(|p| p.paused && p.buffered.len() < BUFFER_LOW)
-            .map(|p| {
-                p.paused = false;
-                p.number
-            })
-            .collect();
-        if ready.is_empty() {
-            return;
-        }
-        let tpl = partition_list(&self.topic, &ready);
-        let resumed = self.consumer().resume(&tpl);
-        drop(tpl);
-        if let Err(e) = resumed {
-            self.reports.report(out, now, format!("cannot resume partitions {ready:?}: {e}"));
+    /// Routes one thing polled from the consumer's own queue.
+    fn take_polled(
+        &mut self,
+        polled: KafkaResult<BorrowedMessage<'_>>,
+        out: &mut dyn SpoutCollector,
+        now: Instant,
+    ) {
+        match polled {
+            Ok(message) => {
+                let i = usize::try_from(message.partition())
+                    .ok()
+                    .and_then(|p| self.index.get(p).copied().flatten());
+                if let Some(p) = i.and_then(|i| self.partitions.get_mut(i)) {
+                    p.push(&message, out, &mut self.reports, now);
+                }
+            }
+            Err(KafkaError::PartitionEOF(partition)) => {
+                if let Some(p) = self.partition_mut(partition) {
+                    p.at_end = true;
+                }
+            }
+            Err(e) => self.reports.report(out, now, format!("consuming `{}`: {e}", self.topic)),
         }
     }
 
@@ -892,6 +886,35 @@ impl Open {
 }
 
 impl Partition {
+    /// Buffers a polled record, unless it is one already here (polled again).
+    fn push(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        out: &mut dyn SpoutCollector,
+        reports: &mut Throttle,
+        now: Instant,
+    ) {
+        let offset = message.offset();
+        if offset < 0 || (offset as u64) < self.received {
+            return;
+        }
+        let offset = offset as u64;
+        if offset >= MAX_OFFSET {
+            reports.report(
+                out,
+                now,
+                format!("partition {}: offsets past 2^48 are not supported", self.number),
+            );
+            return;
+        }
+        let record = Record {
+            key: message.key().map(Bytes::copy_from_slice),
+            value: message.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        };
+        self.received = offset + 1;
+        self.buffered.push_back((offset, record));
+    }
+
     /// The offset to commit now, if it moved past the committed one.
     fn commit_target(&self, guarantee: Guarantee) -> Option<u64> {
         match guarantee {
@@ -909,15 +932,6 @@ impl Partition {
         let settled = guarantee != Guarantee::AtLeastOnce || self.offsets.is_settled();
         self.buffered.is_empty() && (self.received >= end || self.at_end) && settled
     }
-}
-
-/// A list of partitions of `topic`.
-fn partition_list(topic: &str, partitions: &[i32]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(partitions.len());
-    for &p in partitions {
-        tpl.add_partition(topic, p);
-    }
-    tpl
 }
 
 /// Emits one record: reliably with (partition, offset) as its message id, or unreliably.
@@ -985,8 +999,8 @@ mod tests {
             number: 0,
             offsets: PartitionOffsets::new(start),
             buffered: VecDeque::new(),
+            queue: None,
             received: start,
-            paused: false,
             end: Some(offsets.end),
             at_end: false,
         };
