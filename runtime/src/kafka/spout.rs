@@ -29,8 +29,8 @@
 //!   restart: from the committed offset.
 //!
 //! A committed offset that retention has passed resumes at the earliest record left (and says
-//! so). A partition whose position becomes invalid while running (out of range) starts over
-//! at its earliest record: replays, never skips.
+//! so). A partition whose position becomes invalid while running (out of range: retention
+//! passed it) goes on from its earliest record left.
 //!
 //! `guarantee`:
 //! - `at_least_once` (default): each record is emitted with (partition, offset) as its message
@@ -43,7 +43,8 @@
 //!   records already taken are retried regardless, so a retrying record never stalls its
 //!   partition for good (see [`crate::offsets`], shared with `log-spout`).
 //! - `at_most_once`: a record's offset is committed before it is emitted, unreliably: after a
-//!   crash, the records committed but not yet processed are lost, none is processed twice.
+//!   crash, the records committed but not yet processed are lost, none is processed twice
+//!   (close commits nothing more, so a clean stop loses only what was in flight).
 //! - `none`: records are emitted unreliably and the offset after the last one emitted is
 //!   committed every `commit_interval_ms` (auto-commit style): a crash may lose or repeat some.
 //!
@@ -60,6 +61,7 @@
 //!
 //! Broker outages: librdkafka reconnects by itself; fetches and commits resume once the broker
 //! answers again (failed commits are retried), errors are reported at most once per 10 s each.
+//!
 //! Flow: each partition's records are fetched in the background into a librdkafka queue of the
 //! partition's own, and taken from it only while the spout has room for them (under the
 //! uncommitted bound, and a small buffer): a partition held back by its bound stops being
@@ -502,11 +504,16 @@ impl Spout for KafkaSpout {
         let Some(mut state) = self.state.take() else { return };
         state.commit_requests = None; // the committer thread ends after what it is doing
         let Some(consumer) = state.consumer.take() else { return };
-        let targets: Vec<(i32, u64)> = state
-            .partitions
-            .iter()
-            .filter_map(|p| Some((p.number, p.commit_target(self.config.guarantee)?)))
-            .collect();
+        // at_most_once commits ahead of emitting: what is committed and not yet emitted now is
+        // lost anyway, so close commits nothing more.
+        let targets: Vec<(i32, u64)> = match self.config.guarantee {
+            Guarantee::AtMostOnce => Vec::new(),
+            guarantee => state
+                .partitions
+                .iter()
+                .filter_map(|p| Some((p.number, p.commit_target(guarantee)?)))
+                .collect(),
+        };
         let (topic, metadata) = (state.topic.clone(), state.metadata.clone());
         // The partition queues hold the consumer too: they go first, off the runtime.
         let queues: Vec<_> = state.partitions.iter_mut().filter_map(|p| p.queue.take()).collect();
