@@ -2,7 +2,7 @@
 //! tests: `squall bench log1 --broker kafka` and the end-to-end tests start one each.
 //!
 //! Contract: [`find`] locates the `tansu` binary — `$SQUALL_TANSU`, else `tansu` on `PATH`,
-//! else `~/.cargo/bin/tansu` — or says how to install it. [`Tansu::start`] runs
+//! else in `$CARGO_HOME/bin` or `~/.cargo/bin` — or says how to install it. [`Tansu::start`] runs
 //! `tansu broker` on 127.0.0.1 and a free port with the sqlite storage engine in a directory
 //! of the caller's (`tansu.db` there; its log in `tansu.log`), and returns once the broker
 //! answers Kafka metadata requests; [`Tansu::restart`] kills it and starts it again on the
@@ -35,10 +35,11 @@ pub fn find() -> Result<PathBuf, String> {
     let on_path = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("tansu")).collect::<Vec<_>>())
         .unwrap_or_default();
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
-    let in_cargo = cargo_home.map(|home| home.join("bin").join("tansu"));
+    let cargo_homes = [
+        std::env::var_os("CARGO_HOME").map(PathBuf::from),
+        std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")),
+    ];
+    let in_cargo = cargo_homes.into_iter().flatten().map(|home| home.join("bin").join("tansu"));
     on_path
         .into_iter()
         .chain(in_cargo)
