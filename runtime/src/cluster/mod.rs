@@ -190,6 +190,10 @@ pub struct TopologyStatus {
 pub struct Assignment {
     pub topology: String,
     pub version: u64,
+    /// When the topology was submitted (ms since the epoch): with its name, it names the
+    /// deployment, the same for every worker, rebalance and restart of it.
+    #[serde(default)]
+    pub submitted_ms: u64,
     pub artifact: String,
     pub text: String,
     pub layout: Layout,

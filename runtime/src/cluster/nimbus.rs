@@ -382,6 +382,7 @@ impl Inner {
                 record.assignment = Some(Assignment {
                     topology: record.name.clone(),
                     version: record.next_version,
+                    submitted_ms: record.submitted_ms,
                     artifact: record.artifact.clone(),
                     text: record.text.clone(),
                     layout: record.layout.clone(),

@@ -373,6 +373,7 @@ pub(crate) mod tests {
             assignment: Some(Assignment {
                 topology: name.into(),
                 version: 3,
+                submitted_ms: 1234,
                 artifact,
                 text: "name = \"x\"\n".into(),
                 layout,

@@ -139,6 +139,8 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), String> {
         }
     };
     let (plan, hosted) = prepare(&assignment, args.worker, registry)?;
+    // Kafka spouts tell a first start of the topology from a worker's restart by this.
+    crate::kafka::set_deployment_id(&format!("{}-{}", assignment.topology, assignment.submitted_ms));
     let spout_tasks = hosted.iter().filter(|&&t| plan_role(&plan, t) == Some(Role::Spout)).count();
 
     let (peers_tx, peers_rx) = watch::channel(vec![None; assignment.workers.len()]);
@@ -562,6 +564,7 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         Assignment {
             topology: "t".into(),
             version: 3,
+            submitted_ms: 1,
             artifact: "0".repeat(64),
             text: TEXT.into(),
             layout: Layout::of(&def),
