@@ -21,6 +21,23 @@ use std::time::{Duration, Instant};
 
 use squall_api::{MessageId, Value};
 
+/// The defaults of the offset-tracking keys both log spouts take (`max_uncommitted`,
+/// `retry_backoff_ms`, `retry_backoff_max_ms`, `commit_interval_ms`), for serde.
+pub mod defaults {
+    pub fn max_uncommitted() -> u64 {
+        50_000
+    }
+    pub fn retry_backoff_ms() -> u64 {
+        100
+    }
+    pub fn retry_backoff_max_ms() -> u64 {
+        10_000
+    }
+    pub fn commit_interval_ms() -> u64 {
+        1000
+    }
+}
+
 /// How failed records are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -154,6 +171,22 @@ impl<R: Clone> PartitionOffsets<R> {
     }
 
     /// The record at `offset` failed at `now`: schedule its retry or give it up.
+    /// [`fail`](Self::fail), and the line to report if the record of `partition` was given up.
+    pub fn fail_or_give_up(
+        &mut self,
+        partition: impl std::fmt::Display,
+        offset: u64,
+        now: Instant,
+        policy: &RetryPolicy,
+    ) -> Option<String> {
+        match self.fail(offset, now, policy) {
+            Failed::GaveUp { failures } => Some(format!(
+                "gave up on partition {partition} offset {offset} after {failures} failures (retry_limit)"
+            )),
+            _ => None,
+        }
+    }
+
     pub fn fail(&mut self, offset: u64, now: Instant, policy: &RetryPolicy) -> Failed {
         let Some(entry) = self.find(offset) else { return Failed::Unknown };
         if !matches!(entry.state, State::Out) {

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use super::error::ErrorKind;
 use super::{Broker, BrokerError, Record};
-use crate::offsets::{message_id, parse_message_id, Failed, PartitionOffsets, RetryPolicy};
+use crate::offsets::{message_id, parse_message_id, PartitionOffsets, RetryPolicy};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,15 +44,15 @@ pub struct Config {
     pub broker: String,
     #[serde(default)]
     pub first_poll: FirstPoll,
-    #[serde(default = "default_max_uncommitted")]
+    #[serde(default = "crate::offsets::defaults::max_uncommitted")]
     pub max_uncommitted: u64,
     #[serde(default)]
     pub retry_limit: Option<u32>,
-    #[serde(default = "default_backoff_ms")]
+    #[serde(default = "crate::offsets::defaults::retry_backoff_ms")]
     pub retry_backoff_ms: u64,
-    #[serde(default = "default_backoff_max_ms")]
+    #[serde(default = "crate::offsets::defaults::retry_backoff_max_ms")]
     pub retry_backoff_max_ms: u64,
-    #[serde(default = "default_commit_interval_ms")]
+    #[serde(default = "crate::offsets::defaults::commit_interval_ms")]
     pub commit_interval_ms: u64,
     #[serde(default = "default_fetch_max_bytes")]
     pub fetch_max_bytes: usize,
@@ -71,18 +71,6 @@ pub enum FirstPoll {
 
 pub(crate) fn embedded() -> String {
     "embedded".to_string()
-}
-fn default_max_uncommitted() -> u64 {
-    50_000
-}
-fn default_backoff_ms() -> u64 {
-    100
-}
-fn default_backoff_max_ms() -> u64 {
-    10_000
-}
-fn default_commit_interval_ms() -> u64 {
-    1000
 }
 fn default_fetch_max_bytes() -> usize {
     1 << 20
@@ -271,11 +259,8 @@ impl Spout for LogSpout {
         let retry = self.retry;
         let Some((state, i, offset)) = self.locate(&msg_id) else { return };
         let p = &mut state.partitions[i];
-        if let Failed::GaveUp { failures } = p.offsets.fail(offset, Instant::now(), &retry) {
-            let number = p.number;
-            self.errors.push(format!(
-                "gave up on partition {number} offset {offset} after {failures} failures (retry_limit)"
-            ));
+        if let Some(line) = p.offsets.fail_or_give_up(p.number, offset, Instant::now(), &retry) {
+            self.errors.push(line);
         }
     }
 

@@ -93,7 +93,7 @@ use squall_api::{
 
 use super::client::{self, default_bootstrap, keyed, off_runtime, Properties, Throttle, SETUP_TIMEOUT};
 use crate::broker::spout::text_or_bytes;
-use crate::offsets::{message_id, parse_message_id, Failed, PartitionOffsets, RetryPolicy};
+use crate::offsets::{message_id, parse_message_id, PartitionOffsets, RetryPolicy};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,15 +108,24 @@ pub struct Config {
     pub first_poll: FirstPoll,
     #[serde(default, deserialize_with = "de_guarantee")]
     pub guarantee: Guarantee,
-    #[serde(default = "default_max_uncommitted", deserialize_with = "de_max_uncommitted")]
+    #[serde(default = "crate::offsets::defaults::max_uncommitted", deserialize_with = "de_max_uncommitted")]
     pub max_uncommitted: u64,
     #[serde(default, deserialize_with = "de_retry_limit")]
     pub retry_limit: Option<u32>,
-    #[serde(default = "default_backoff_ms", deserialize_with = "de_retry_backoff_ms")]
+    #[serde(
+        default = "crate::offsets::defaults::retry_backoff_ms",
+        deserialize_with = "de_retry_backoff_ms"
+    )]
     pub retry_backoff_ms: u64,
-    #[serde(default = "default_backoff_max_ms", deserialize_with = "de_retry_backoff_max_ms")]
+    #[serde(
+        default = "crate::offsets::defaults::retry_backoff_max_ms",
+        deserialize_with = "de_retry_backoff_max_ms"
+    )]
     pub retry_backoff_max_ms: u64,
-    #[serde(default = "default_commit_interval_ms", deserialize_with = "de_commit_interval_ms")]
+    #[serde(
+        default = "crate::offsets::defaults::commit_interval_ms",
+        deserialize_with = "de_commit_interval_ms"
+    )]
     pub commit_interval_ms: u64,
     #[serde(default = "default_poll_interval_ms", deserialize_with = "de_poll_interval_ms")]
     pub poll_interval_ms: u64,
@@ -162,18 +171,6 @@ pub enum Guarantee {
     None,
 }
 
-fn default_max_uncommitted() -> u64 {
-    50_000
-}
-fn default_backoff_ms() -> u64 {
-    100
-}
-fn default_backoff_max_ms() -> u64 {
-    10_000
-}
-fn default_commit_interval_ms() -> u64 {
-    1000
-}
 fn default_poll_interval_ms() -> u64 {
     100
 }
@@ -484,11 +481,8 @@ impl Spout for KafkaSpout {
         let retry = self.retry;
         let Some((state, i, offset)) = self.locate(&msg_id) else { return };
         let p = &mut state.partitions[i];
-        if let Failed::GaveUp { failures } = p.offsets.fail(offset, Instant::now(), &retry) {
-            let number = p.number;
-            self.errors.push(format!(
-                "gave up on partition {number} offset {offset} after {failures} failures (retry_limit)"
-            ));
+        if let Some(line) = p.offsets.fail_or_give_up(p.number, offset, Instant::now(), &retry) {
+            self.errors.push(line);
         }
     }
 
@@ -1120,7 +1114,7 @@ guarantee = "exactly_once""#
         assert_eq!(out.emits[2].1, Some(message_id(0, 2)));
         let p = &mut state.partitions[0];
         let retry = RetryPolicy { backoff: Duration::ZERO, ..RetryPolicy::default() };
-        assert!(matches!(p.offsets.fail(0, now, &retry), Failed::RetryAt(_)));
+        assert!(matches!(p.offsets.fail(0, now, &retry), crate::offsets::Failed::RetryAt(_)));
         for o in 1..4 {
             p.offsets.ack(o);
         }
