@@ -91,6 +91,8 @@ pub fn start(
             }
         });
     }
+    // Across processes an acker's outcomes can die with its worker; in one they cannot.
+    let across_workers = transport.is_some();
     if let Some(transport) = transport {
         transport.attach(plan, &mut links);
     }
@@ -135,7 +137,7 @@ pub fn start(
                     max_pending: plan.settings.max_spout_pending,
                     drain: timeout + Duration::from_secs(2),
                     // Later than the acker's own timeout, which normally reports first.
-                    expire_after: timeout + Duration::from_secs(2),
+                    expire_after: across_workers.then(|| timeout + Duration::from_secs(2)),
                 };
                 tasks.spawn(exec.run());
             }

@@ -205,7 +205,7 @@ pub async fn kill(config: &ConfigArg, name: &str, wait: Option<u64>) -> Result<(
     let (_, client) = config.client()?;
     client.kill(name, &KillRequest { wait_secs: wait }).await.map_err(err)?;
     eprintln!("killing topology {name}: spouts deactivated, in-flight tuples drain before its workers stop");
-    let deadline = Instant::now() + Duration::from_secs(wait.unwrap_or(0)) + SLACK;
+    let deadline = Instant::now() + Duration::from_secs(wait.unwrap_or(0).min(1 << 32)) + SLACK;
     loop {
         match client.status(name).await {
             Err(e) if e.is_not_found() => break,
@@ -236,7 +236,7 @@ pub async fn rebalance(
     };
     client.rebalance(name, &request).await.map_err(err)?;
     eprintln!("rebalancing topology {name}: spouts deactivated while in-flight tuples drain");
-    let deadline = Instant::now() + Duration::from_secs(wait.unwrap_or(0)) + SLACK;
+    let deadline = Instant::now() + Duration::from_secs(wait.unwrap_or(0).min(1 << 32)) + SLACK;
     loop {
         let info = client.status(name).await.map_err(err)?.info;
         if info.version == 0 && info.status != Status::Rebalancing {

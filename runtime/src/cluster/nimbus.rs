@@ -526,7 +526,15 @@ fn check_layout(layout: &Layout) -> Result<(), String> {
     check_spout_tasks(layout)
 }
 
+/// Tasks a topology may have in all: far more than any cluster runs, far below where task
+/// ids (u32) or the scheduler's work could overflow.
+const MAX_TASKS: usize = 1 << 20;
+
 fn check_spout_tasks(layout: &Layout) -> Result<(), String> {
+    let tasks = layout.components.iter().fold(layout.ackers, |n, c| n.saturating_add(c.parallelism));
+    if tasks > MAX_TASKS {
+        return Err(format!("{tasks} tasks; at most {MAX_TASKS} are supported"));
+    }
     let spout_tasks: usize = layout.components.iter().filter(|c| c.spout).map(|c| c.parallelism).sum();
     if spout_tasks > crate::acker::MAX_SPOUT_TASKS {
         return Err(format!(

@@ -49,7 +49,7 @@ use super::worker::{SECRET_ENV, SUPERVISOR_PID_ENV};
 use super::{RunningWorker, SupervisorHeartbeat, WorkerOrder};
 
 /// SIGTERM to SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+const STOP_GRACE: Duration = Duration::from_secs(12);
 /// A crashed worker's first restart delay, doubled per crash up to [`MAX_BACKOFF`]...
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -26,9 +26,12 @@ pub struct SpoutExecutor {
     pub max_pending: usize,
     /// How long a stop waits for in-flight trees.
     pub drain: Duration,
-    /// A tree with no outcome this long after its emit is failed by the spout itself (Storm's
-    /// spout-side timeout): its outcome was lost with a worker that died.
-    pub expire_after: Duration,
+    /// In a worker: a tree with no outcome this long after its emit is failed by the spout
+    /// itself (Storm's spout-side timeout), since its outcome may have died with another
+    /// worker's acker. This clock ignores `reset_timeout`: a bolt
+    /// holding a tuple past it gets the tuple replayed. None in one process, where the
+    /// acker always reports.
+    pub expire_after: Option<Duration>,
 }
 
 /// How often a spout looks for trees past `expire_after`.
@@ -232,7 +235,7 @@ impl SpoutExecutor {
 
     /// Fails every tree emitted more than `expire_after` ago.
     async fn expire(&mut self, pending: &mut InFlight, now: Instant) {
-        let Some(cutoff) = now.checked_sub(self.expire_after) else { return };
+        let Some(cutoff) = self.expire_after.and_then(|after| now.checked_sub(after)) else { return };
         let mut expired = Vec::new();
         pending.expire(cutoff, |id| expired.push(id));
         for id in expired {
