@@ -161,23 +161,25 @@ fn registry() -> Registry {
 }
 
 fn topology() -> TopologyDef {
-    let spout = ComponentDef::new("records", "log-spout")
-        .set("topic", INPUT)
-        .set("group", "log1")
-        .set("stop_at_end", true)
-        .emits(["key", "value", "partition", "offset"]);
+    pipeline(
+        ComponentDef::new("records", "log-spout").set("topic", INPUT).set("group", "log1"),
+        ComponentDef::new("sink", "log-sink").set("topic", OUTPUT),
+    )
+}
+
+/// LOG-1's topology around a broker's spout and sink (as configured; inputs, outputs and
+/// the transform are added here): spout → transform → sink, acking on.
+pub(super) fn pipeline(spout: ComponentDef, sink: ComponentDef) -> TopologyDef {
     TopologyDef {
         name: "log1".into(),
         workers: 1,
         settings: Settings { max_spout_pending: 0, ..Settings::default() },
-        spouts: vec![spout],
+        spouts: vec![spout.set("stop_at_end", true).emits(["key", "value", "partition", "offset"])],
         bolts: vec![
             ComponentDef::new("transform", "log1-transform")
                 .input("records", GroupingDef::Shuffle)
                 .emits(["key", "value"]),
-            ComponentDef::new("sink", "log-sink")
-                .set("topic", OUTPUT)
-                .input("transform", GroupingDef::Shuffle),
+            sink.input("transform", GroupingDef::Shuffle),
         ],
     }
 }

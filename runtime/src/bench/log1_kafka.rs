@@ -14,13 +14,13 @@ use std::time::{Duration, SystemTime};
 
 use squall_api::{BoxError, NoConfig, Registry};
 
-use super::log1::{value_of, Log1, Transform, PARTITIONS};
+use super::log1::{pipeline, value_of, Log1, Transform, PARTITIONS};
 use super::TempDir;
 use crate::kafka::client::off_runtime;
 use crate::kafka::tansu::Tansu;
 use crate::kafka::{self, tools};
 use crate::local::{self, LocalOptions};
-use crate::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
+use crate::topology::{ComponentDef, TopologyDef};
 
 /// How long filling or reading back the topics may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -108,25 +108,11 @@ fn registry() -> Registry {
 }
 
 fn topology(bootstrap: &str, input: &str, output: &str, group: &str) -> TopologyDef {
-    let spout = ComponentDef::new("records", "kafka-spout")
-        .set("bootstrap", bootstrap)
-        .set("topic", input)
-        .set("group", group)
-        .set("stop_at_end", true)
-        .emits(["key", "value", "partition", "offset"]);
-    TopologyDef {
-        name: "log1".into(),
-        workers: 1,
-        settings: Settings { max_spout_pending: 0, ..Settings::default() },
-        spouts: vec![spout],
-        bolts: vec![
-            ComponentDef::new("transform", "log1-transform")
-                .input("records", GroupingDef::Shuffle)
-                .emits(["key", "value"]),
-            ComponentDef::new("sink", "kafka-sink")
-                .set("bootstrap", bootstrap)
-                .set("topic", output)
-                .input("transform", GroupingDef::Shuffle),
-        ],
-    }
+    pipeline(
+        ComponentDef::new("records", "kafka-spout")
+            .set("bootstrap", bootstrap)
+            .set("topic", input)
+            .set("group", group),
+        ComponentDef::new("sink", "kafka-sink").set("bootstrap", bootstrap).set("topic", output),
+    )
 }
