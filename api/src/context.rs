@@ -13,6 +13,7 @@ use crate::tuple::TaskId;
 #[derive(Debug, Clone)]
 pub struct TopologyContext {
     topology: Arc<str>,
+    topology_id: Arc<str>,
     component: Arc<str>,
     task_id: TaskId,
     task_index: usize,
@@ -35,6 +36,7 @@ impl TopologyContext {
             component_tasks.get(component).and_then(|ts| ts.iter().position(|t| *t == task_id)).unwrap_or(0);
         TopologyContext {
             topology: topology.into(),
+            topology_id: topology.into(),
             component: component.into(),
             task_id,
             task_index,
@@ -52,6 +54,20 @@ impl TopologyContext {
 
     pub fn topology_name(&self) -> &str {
         &self.topology
+    }
+
+    /// Names this deployment of the topology (Storm's topology id): the same for every task,
+    /// worker, restart and rebalance of one submission, and different for each submission
+    /// and each local run. Components keep it with what they persist to tell a restart of
+    /// their deployment from a first start. Without [`Self::with_topology_id`], the name.
+    pub fn topology_id(&self) -> &str {
+        &self.topology_id
+    }
+
+    /// This context, naming its deployment `id` (see [`Self::topology_id`]).
+    pub fn with_topology_id(mut self, id: &str) -> Self {
+        self.topology_id = id.into();
+        self
     }
 
     pub fn component_id(&self) -> &str {

@@ -3,14 +3,14 @@
 //! [`TansuBroker::start`] runs `tansu broker` on 127.0.0.1 and a free port with the sqlite
 //! storage engine in a fresh directory of the test's [`TempDir`], and returns once it answers;
 //! [`TansuBroker::restart`] kills it (SIGKILL) and starts it again on the same port and data.
-//! It is killed on drop. The binary is `$SQUALL_TANSU`, else `tansu` on `PATH`, else
-//! `~/.cargo/bin/tansu` (`.ci/run` installs it); without it a test fails saying how to install
-//! it. Every helper panics, with the reason, on failure.
+//! It is killed on drop. The binary is found, or installed once on first use, by
+//! `squall_testkit::tools` (about 10 minutes of building); a test that cannot have it fails
+//! saying why. Every helper panics, with the reason, on failure.
 
 use std::time::Duration;
 
-use squall_runtime::kafka::tansu::Tansu;
-use squall_runtime::kafka::tools::{self, ReadRecord};
+use squall_testkit::kafka::{self as tools, ReadRecord};
+use squall_testkit::tansu::{self, Tansu};
 
 use crate::TempDir;
 
@@ -27,7 +27,8 @@ impl TansuBroker {
     pub fn start(dir: &TempDir) -> TansuBroker {
         let data = dir.join("tansu");
         std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("cannot create {}: {e}", data.display()));
-        match Tansu::start(&data) {
+        let bin = tansu::require().unwrap_or_else(|e| panic!("the Kafka tests need Tansu: {e}"));
+        match Tansu::start(bin, &data) {
             Ok(tansu) => TansuBroker { tansu },
             Err(e) => panic!("cannot start the Tansu broker the Kafka tests need: {e}"),
         }

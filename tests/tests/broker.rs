@@ -17,11 +17,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use squall_runtime::broker::frame::{self, MAX_FRAME};
-use squall_runtime::broker::partitioner::partition_for_key;
-use squall_runtime::broker::protocol::{Op, Reply, Request, Response};
-use squall_runtime::broker::remote::RemoteClient;
-use squall_runtime::broker::{BrokerError, NewRecord};
+use squall_broker::partitioner::partition_for_key;
+use squall_broker::protocol::{Op, Reply, Request, Response, MAX_FRAME};
+use squall_broker::remote::RemoteClient;
+use squall_broker::{BrokerError, NewRecord};
+use squall_engine::frame;
 use squall_tests::{BrokerServer, Outcome, TempDir};
 
 /// Deadline for anything the tests wait on: far beyond what a healthy run needs, even on a
@@ -421,7 +421,7 @@ fn assert_closed(stream: &mut TcpStream) {
 }
 
 fn request(id: u64, op: Op) -> Vec<u8> {
-    frame::encode(&Request { id, op }).unwrap()
+    frame::encode(&Request { id, op }, MAX_FRAME).unwrap()
 }
 
 #[test]
@@ -522,7 +522,7 @@ fn a_remote_client_survives_a_server_restart() {
     let client = rt.block_on(RemoteClient::connect(&addr)).expect("connects");
     let record = |v: &str| NewRecord { key: None, value: bytes::Bytes::from(v.to_string()), timestamp: None };
     rt.block_on(async {
-        client.create_topic("t", squall_runtime::broker::TopicConfig::new(1)).await.unwrap();
+        client.create_topic("t", squall_broker::TopicConfig::new(1)).await.unwrap();
         let rx = client.produce("t", 0, vec![record("a"), record("b")]).await.unwrap();
         assert_eq!(rx.await.unwrap().unwrap(), 0);
     });

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use squall_runtime::broker::log::Log;
+use squall_broker::log::Log;
 use squall_tests::cluster::{alive, http_get, kill9, numbers_in, Cluster, SECRET};
 use squall_tests::{BrokerServer, TempDir};
 

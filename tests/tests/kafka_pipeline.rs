@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use squall_api::{EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values};
-use squall_runtime::kafka::spout::{self, KafkaSpout};
+use squall_kafka::spout::{self, KafkaSpout};
 use squall_tests::tansu::{missing_and_duplicates, TansuBroker};
 use squall_tests::{repo_file, Outcome, Running, TempDir};
 

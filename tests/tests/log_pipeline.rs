@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use squall_runtime::broker::log::Log;
-use squall_runtime::broker::Record;
+use squall_broker::log::Log;
+use squall_broker::Record;
 use squall_tests::{repo_file, BrokerServer, Outcome, TempDir};
 
 const DEADLINE: Duration = Duration::from_secs(120);

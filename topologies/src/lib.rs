@@ -21,7 +21,6 @@ pub mod word_count;
 mod testkit;
 
 use squall_api::{NoConfig, Registry};
-use squall_runtime::{broker, kafka};
 
 /// Every shipped component kind.
 pub fn registry() -> Registry {
@@ -36,10 +35,10 @@ pub fn registry() -> Registry {
         .bolt("flaky", flaky::build)
         .basic_bolt("file-sink", file_sink::build)
         .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()))
-        .spout("log-spout", broker::spout::build)
-        .bolt("log-sink", broker::sink::build)
-        .spout("kafka-spout", kafka::spout::build)
-        .bolt("kafka-sink", kafka::sink::build);
+        .spout("log-spout", squall_broker::spout::build)
+        .bolt("log-sink", squall_broker::sink::build);
+    #[cfg(feature = "kafka")]
+    registry.spout("kafka-spout", squall_kafka::spout::build).bolt("kafka-sink", squall_kafka::sink::build);
     registry
 }
 

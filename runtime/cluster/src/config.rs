@@ -1,0 +1,190 @@
+//! The cluster file (config/cluster.toml), as the daemons and the cluster verbs read it.
+//!
+//! Contract: [`load`] reads the file `--config` names, else config/cluster.toml if it exists,
+//! else nothing (built-in defaults). The text gets the topology files' `${VAR:-default}`
+//! substitution; then every table is checked: an unknown table or key is a mistake, reported
+//! as one line `FILE:LINE:COL: what is wrong`. Keys left out take the defaults of DESIGN.md's
+//! "The cluster file": secret `change-me`, nimbus 127.0.0.1:6627, state_dir
+//! squall-state/nimbus, supervisor_timeout_secs 10, supervisor id from the host name and its
+//! first slot, data_dir squall-state/supervisor, slots 6700–6703, heartbeat_secs 1, host
+//! 127.0.0.1. A nimbus address with port 0 makes nimbus listen on any free port (it prints the
+//! one it got).
+
+use std::path::{Path, PathBuf};
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use squall_engine::config_file::{self, DEFAULT_CLUSTER_FILE};
+
+/// The whole cluster file, defaults filled in.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    #[serde(default)]
+    pub cluster: ClusterTable,
+    #[serde(default)]
+    pub nimbus: NimbusTable,
+    #[serde(default)]
+    pub supervisor: SupervisorTable,
+    /// `squall broker`'s table, read by it alone.
+    #[serde(default, rename = "broker")]
+    _broker: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterTable {
+    /// Every request to nimbus carries it.
+    pub secret: String,
+    /// Where nimbus listens and where clients find it (`host:port`).
+    pub nimbus: String,
+}
+
+impl Default for ClusterTable {
+    fn default() -> Self {
+        ClusterTable { secret: "change-me".into(), nimbus: "127.0.0.1:6627".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NimbusTable {
+    /// Topologies, assignments and artifacts.
+    pub state_dir: PathBuf,
+    /// A supervisor not heard from for this long has its work reassigned.
+    pub supervisor_timeout_secs: u64,
+}
+
+impl Default for NimbusTable {
+    fn default() -> Self {
+        NimbusTable { state_dir: "squall-state/nimbus".into(), supervisor_timeout_secs: 10 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorTable {
+    /// Default: `<hostname>-<first slot>`.
+    pub id: Option<String>,
+    /// Artifacts and worker logs.
+    pub data_dir: PathBuf,
+    /// One worker process per slot; each entry is its port (0: any free port).
+    pub slots: Vec<u16>,
+    pub heartbeat_secs: u64,
+    /// The address its workers listen on and advertise to their peers.
+    pub host: String,
+}
+
+impl Default for SupervisorTable {
+    fn default() -> Self {
+        SupervisorTable {
+            id: None,
+            data_dir: "squall-state/supervisor".into(),
+            slots: vec![6700, 6701, 6702, 6703],
+            heartbeat_secs: 1,
+            host: "127.0.0.1".into(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The supervisor's id: as configured, else the host name and its first slot.
+    pub fn supervisor_id(&self) -> String {
+        if let Some(id) = &self.supervisor.id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}-{}", self.supervisor.slots.first().copied().unwrap_or(0))
+    }
+
+    /// Checks what serde cannot: one line per mistake, the first one wins.
+    fn check(&self, file: &str) -> Result<(), String> {
+        if self.cluster.secret.is_empty() {
+            return Err(format!("{file}: [cluster] secret must not be empty"));
+        }
+        if self.nimbus.supervisor_timeout_secs == 0 {
+            return Err(format!("{file}: [nimbus] supervisor_timeout_secs must be at least 1"));
+        }
+        if self.supervisor.heartbeat_secs == 0 {
+            return Err(format!("{file}: [supervisor] heartbeat_secs must be at least 1"));
+        }
+        if self.supervisor.slots.is_empty() {
+            return Err(format!("{file}: [supervisor] slots must list at least one port"));
+        }
+        let mut ports: Vec<u16> = self.supervisor.slots.iter().copied().filter(|&p| p != 0).collect();
+        ports.sort_unstable();
+        if let Some(w) = ports.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("{file}: [supervisor] slots lists port {} twice", w[0]));
+        }
+        Ok(())
+    }
+}
+
+/// The cluster file `file`, else [`DEFAULT_CLUSTER_FILE`] if it exists, else the defaults.
+pub fn load(file: Option<&Path>) -> Result<ClusterConfig, String> {
+    let config: ClusterConfig = config_file::load(file)?;
+    config.check(&file.unwrap_or(Path::new(DEFAULT_CLUSTER_FILE)).display().to_string())?;
+    Ok(config)
+}
+
+/// The cluster file `text` (the contents of `file`); `env` looks up `${VAR}`s.
+pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ClusterConfig, String> {
+    let config: ClusterConfig = config_file::parse(file, text, env)?;
+    config.check(file)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SECRET").then(|| "s3cret".to_string())
+    }
+
+    #[test]
+    fn reads_every_table_with_defaults_for_what_is_left_out() {
+        let text = r#"
+[cluster]
+secret = "${SECRET:-change-me}"
+nimbus = "127.0.0.1:0"
+
+[supervisor]
+id = "sup-a"
+slots = [0, 0, 6701]
+
+[broker]
+listen = "127.0.0.1:6650"
+"#;
+        let c = parse("cluster.toml", text, &env).unwrap();
+        assert_eq!(c.cluster.secret, "s3cret");
+        assert_eq!(c.cluster.nimbus, "127.0.0.1:0");
+        assert_eq!(c.nimbus, NimbusTable::default());
+        assert_eq!(c.supervisor.slots, vec![0, 0, 6701]);
+        assert_eq!(c.supervisor_id(), "sup-a");
+        assert_eq!(c.supervisor.heartbeat_secs, 1);
+    }
+
+    #[test]
+    fn every_mistake_is_one_line_with_its_place() {
+        let cases = [
+            ("[nimbus]\nstate_dirr = \"x\"\n", "cluster.toml:2:1: unknown field `state_dirr`"),
+            ("[supervisors]\n", "cluster.toml:1:2: unknown field `supervisors`"),
+            ("[supervisor]\nslots = \"6700\"\n", "cluster.toml:2:9:"),
+            ("[supervisor]\nslots = [6700, 6700]\n", "lists port 6700 twice"),
+            ("[supervisor]\nslots = []\n", "at least one port"),
+            ("[cluster]\nsecret = \"\"\n", "secret must not be empty"),
+            ("[nimbus]\nsupervisor_timeout_secs = 0\n", "at least 1"),
+        ];
+        for (text, expected) in cases {
+            let err = parse("cluster.toml", text, &env).expect_err(text);
+            assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+}

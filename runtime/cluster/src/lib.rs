@@ -1,0 +1,303 @@
+//! Cluster mode: nimbus, supervisors and workers (`squall nimbus`, `supervisor`, `worker`,
+//! and the CLI verbs that talk to nimbus).
+//!
+//! Contract: nimbus is the one place that decides. It keeps every submitted topology (its
+//! substituted TOML text, its [`Layout`], its artifact's content hash, its status and its
+//! [`Assignment`]) in a durable state directory, and serves the HTTP API below, every request
+//! of which must carry the cluster's shared secret in [`SECRET_HEADER`]. Supervisors
+//! heartbeat, and learn from the reply which workers they must run; a worker fetches its
+//! topology's assignment, hosts the tasks assigned to its index, talks to the other workers
+//! of that assignment over TCP ([`transport`]), and heartbeats its task figures, learning from
+//! the reply whether the topology is active and where its peers listen. An assignment has a
+//! version: every change (rebalance, a supervisor lost) makes a new version, and workers of
+//! an older version are stopped by their supervisors (and stop themselves when nimbus says
+//! they are superseded). Data flows one way: submit (CLI) → nimbus (state, [`scheduler`]) →
+//! supervisor → worker → executors.
+//!
+//! The HTTP API (JSON bodies; errors are `{"error": "…"}` with a 4xx/5xx status):
+//!
+//! | method and path | body → reply |
+//! |---|---|
+//! | `PUT /v1/artifacts/{sha256}` | the executable's bytes → 204 (400 if the hash does not match) |
+//! | `GET /v1/artifacts/{sha256}` (and `HEAD`) | → the bytes (404 if unknown) |
+//! | `POST /v1/topologies` | [`SubmitRequest`] → [`TopologyInfo`] (409 if the name runs) |
+//! | `GET /v1/topologies` | → `Vec<TopologyInfo>` |
+//! | `GET /v1/topologies/{name}` | → [`TopologyStatus`] (404 if unknown) |
+//! | `POST /v1/topologies/{name}/activate` and `…/deactivate` | → [`TopologyInfo`] |
+//! | `POST /v1/topologies/{name}/kill` | [`KillRequest`] → [`TopologyInfo`] |
+//! | `POST /v1/topologies/{name}/rebalance` | [`RebalanceRequest`] → [`TopologyInfo`] |
+//! | `GET /v1/assignments/{name}` | → [`Assignment`] (workers fetch theirs) |
+//! | `POST /v1/supervisors/heartbeat` | [`SupervisorHeartbeat`] → [`SupervisorReply`] |
+//! | `POST /v1/workers/heartbeat` | [`WorkerHeartbeat`] → [`WorkerReply`] |
+//! | `GET /v1/supervisors` | → `Vec<SupervisorInfo>` |
+
+pub mod client;
+pub mod config;
+pub mod nimbus;
+pub mod scheduler;
+pub mod state;
+pub mod supervisor;
+pub mod transport;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use squall_api::TaskId;
+
+use squall_engine::metrics::TaskFigures;
+use squall_engine::topology::TopologyDef;
+
+/// The HTTP header that carries the cluster's shared secret.
+pub const SECRET_HEADER: &str = "x-squall-secret";
+
+/// What nimbus needs to know of a topology to place its tasks: its components in plan order
+/// (spouts, then bolts, in file order) with their parallelism, and its acker count. Task ids
+/// follow from it exactly as [`squall_engine::plan::Plan::new`] numbers them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub workers: usize,
+    pub components: Vec<ComponentLayout>,
+    pub ackers: usize,
+    pub message_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentLayout {
+    pub id: String,
+    pub kind: String,
+    pub spout: bool,
+    pub parallelism: usize,
+}
+
+impl Layout {
+    /// The layout of a validated topology.
+    pub fn of(def: &TopologyDef) -> Layout {
+        let component = |c: &squall_engine::topology::ComponentDef, spout| ComponentLayout {
+            id: c.id.clone(),
+            kind: c.kind.clone(),
+            spout,
+            parallelism: c.parallelism,
+        };
+        Layout {
+            workers: def.workers.max(1),
+            components: def
+                .spouts
+                .iter()
+                .map(|c| component(c, true))
+                .chain(def.bolts.iter().map(|c| component(c, false)))
+                .collect(),
+            ackers: if def.settings.acking { def.settings.ackers.max(1) } else { 0 },
+            message_timeout_secs: def.settings.message_timeout_secs,
+        }
+    }
+
+    /// Every task id, in order: components' tasks, then the ackers'.
+    pub fn task_count(&self) -> usize {
+        self.components.iter().map(|c| c.parallelism).sum::<usize>() + self.ackers
+    }
+
+    /// Makes `def` what this layout says (after a rebalance changed workers or parallelism).
+    pub fn apply(&self, def: &mut TopologyDef) {
+        def.workers = self.workers;
+        for c in def.spouts.iter_mut().chain(def.bolts.iter_mut()) {
+            if let Some(l) = self.components.iter().find(|l| l.id == c.id) {
+                c.parallelism = l.parallelism;
+            }
+        }
+    }
+}
+
+/// A submitted topology's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Inactive,
+    /// Deactivated; removed at the kill's deadline.
+    Killing,
+    /// Deactivated; re-planned and re-assigned at the rebalance's deadline.
+    Rebalancing,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Active => "ACTIVE",
+            Status::Inactive => "INACTIVE",
+            Status::Killing => "KILLED",
+            Status::Rebalancing => "REBALANCING",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    pub name: String,
+    /// The topology file with `${VAR}`s already substituted (by the submitting shell's
+    /// environment), so every worker reads the same topology.
+    pub text: String,
+    pub layout: Layout,
+    /// sha256 (lowercase hex) of the executable holding the components, uploaded first.
+    pub artifact: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KillRequest {
+    /// Seconds between deactivation and removal; default the topology's message timeout.
+    pub wait_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RebalanceRequest {
+    pub workers: Option<usize>,
+    /// Component id → new parallelism.
+    #[serde(default)]
+    pub parallelism: BTreeMap<String, usize>,
+    /// Seconds between deactivation and the new assignment; default the message timeout.
+    pub wait_secs: Option<u64>,
+}
+
+/// One line of `squall list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopologyInfo {
+    pub name: String,
+    pub status: Status,
+    /// Workers assigned in the current assignment.
+    pub workers: usize,
+    pub tasks: usize,
+    pub uptime_secs: u64,
+    /// The current assignment's version (0 while none could be made).
+    pub version: u64,
+}
+
+/// `squall status NAME`: the topology and its per-component figures summed over workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopologyStatus {
+    pub info: TopologyInfo,
+    /// Workers of the current assignment that sent figures recently.
+    pub workers_reporting: usize,
+    /// The components in the topology file's order (spouts, then bolts).
+    #[serde(default)]
+    pub order: Vec<String>,
+    pub snapshot: squall_engine::metrics::Snapshot,
+}
+
+/// Where a topology's tasks run. `workers[i]` is worker `i`; every task is in exactly one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub topology: String,
+    pub version: u64,
+    /// When the topology was submitted (ms since the epoch): with its name, it names the
+    /// deployment, the same for every worker, rebalance and restart of it.
+    #[serde(default)]
+    pub submitted_ms: u64,
+    pub artifact: String,
+    pub text: String,
+    pub layout: Layout,
+    pub workers: Vec<WorkerSlot>,
+}
+
+impl Assignment {
+    /// Per task: the index of the worker hosting it.
+    pub fn task_worker(&self) -> Vec<usize> {
+        let mut out = vec![0; self.layout.task_count()];
+        for (w, slot) in self.workers.iter().enumerate() {
+            for &t in &slot.tasks {
+                if let Some(o) = out.get_mut(t as usize) {
+                    *o = w;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One worker of an assignment: which supervisor's which slot runs it, and its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSlot {
+    pub supervisor: String,
+    /// Index into that supervisor's `slots`.
+    pub slot: usize,
+    /// The slot's configured port (0: the worker picks a free one).
+    pub port: u16,
+    pub tasks: Vec<TaskId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupervisorHeartbeat {
+    pub id: String,
+    /// The host its workers listen on (peers connect there).
+    pub host: String,
+    /// One entry per slot: its port (0: any free port).
+    pub slots: Vec<u16>,
+    /// The workers it runs now.
+    pub running: Vec<RunningWorker>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningWorker {
+    pub topology: String,
+    pub version: u64,
+    pub worker: usize,
+    pub slot: usize,
+    pub pid: u32,
+}
+
+/// What a supervisor must run: exactly these workers (anything else it runs, it stops).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SupervisorReply {
+    pub workers: Vec<WorkerOrder>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WorkerOrder {
+    pub topology: String,
+    pub version: u64,
+    /// The worker's index in the assignment.
+    pub worker: usize,
+    pub slot: usize,
+    pub port: u16,
+    /// sha256 of the executable to run.
+    pub artifact: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupervisorInfo {
+    pub id: String,
+    pub host: String,
+    pub slots: usize,
+    pub used_slots: usize,
+    /// Seconds since its last heartbeat.
+    pub last_heartbeat_secs: f64,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerHeartbeat {
+    pub topology: String,
+    pub version: u64,
+    pub worker: usize,
+    /// Where its transport listens.
+    pub addr: SocketAddr,
+    /// The figures of every task it hosts.
+    pub tasks: Vec<TaskFigures>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerReply {
+    /// What the worker's spouts must do.
+    pub control: WorkerControl,
+    /// Where each worker of the assignment listens (`None` until it has heartbeated).
+    pub peers: Vec<Option<SocketAddr>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerControl {
+    Active,
+    Inactive,
+    /// The worker's assignment is no longer current (or the topology is gone): stop.
+    Stop,
+}

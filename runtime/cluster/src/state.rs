@@ -1,0 +1,479 @@
+//! Nimbus's durable state directory (`[nimbus] state_dir`).
+//!
+//! Contract: the directory holds
+//! - `artifacts/<sha256>`: uploaded executables, content-addressed. [`StateDir::artifact_writer`]
+//!   streams the bytes into a temporary file while hashing them, refuses them if they do not
+//!   hash to the name they were sent under, fsyncs, and renames into place (then fsyncs the
+//!   directory), so an artifact that exists is whole and correct.
+//! - `topologies/<name>.json`: one [`TopologyRecord`] per topology, everything nimbus knows of
+//!   it (its text, layout, artifact, status, assignment, next version, pending kill or
+//!   rebalance). [`StateDir::save`] writes a temporary file, fsyncs it, renames it into place
+//!   and fsyncs the directory: after a crash a record is either the old or the new one.
+//! - `tmp/`: temporary files, emptied on open.
+//!
+//! [`StateDir::load`] returns every record; a file that cannot be read or parsed, or whose
+//! name does not match its record, is an error naming the file: nimbus refuses to start
+//! rather than silently forget a topology (which would stop its workers). Times are wall
+//! clock milliseconds since the Unix epoch, so deadlines survive a restart.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{Assignment, Layout, RebalanceRequest, Status};
+
+/// Everything nimbus keeps about one topology.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopologyRecord {
+    pub name: String,
+    /// The substituted topology file.
+    pub text: String,
+    /// The current layout (a rebalance changes it).
+    pub layout: Layout,
+    /// sha256 of its executable.
+    pub artifact: String,
+    pub status: Status,
+    /// When it was submitted (ms since the epoch).
+    pub submitted_ms: u64,
+    /// Where its tasks run now; `None` while no slot could be found.
+    pub assignment: Option<Assignment>,
+    /// When the current assignment was made (ms since the epoch).
+    #[serde(default)]
+    pub assigned_ms: u64,
+    /// The version the next assignment gets (versions start at 1).
+    pub next_version: u64,
+    /// When the pending kill or rebalance happens (ms since the epoch).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// The pending rebalance (status [`Status::Rebalancing`]).
+    #[serde(default)]
+    pub rebalance: Option<RebalanceRequest>,
+    /// The status to return to once the pending rebalance is done.
+    #[serde(default)]
+    pub resume_status: Option<Status>,
+}
+
+impl TopologyRecord {
+    /// The current assignment's version, 0 if none.
+    pub fn version(&self) -> u64 {
+        self.assignment.as_ref().map_or(0, |a| a.version)
+    }
+}
+
+/// Why an artifact was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// The bytes are not what the name says (or too many): the sender's fault.
+    #[error("{0}")]
+    Refused(String),
+    /// Reading the body or writing the file failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The state directory.
+#[derive(Debug)]
+pub struct StateDir {
+    root: PathBuf,
+    artifacts: PathBuf,
+    topologies: PathBuf,
+    tmp: PathBuf,
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The sha256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True for 64 lowercase hex digits.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn temp_name(what: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{what}.{}.{}.tmp", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), String> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot fsync {}: {e}", dir.display()))
+}
+
+impl StateDir {
+    /// Opens (creating if needed) the state directory `root`, and empties its `tmp/`.
+    pub fn open(root: &Path) -> Result<StateDir, String> {
+        let dir = StateDir {
+            root: root.to_path_buf(),
+            artifacts: root.join("artifacts"),
+            topologies: root.join("topologies"),
+            tmp: root.join("tmp"),
+        };
+        for d in [&dir.artifacts, &dir.topologies, &dir.tmp] {
+            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        }
+        let leftovers =
+            fs::read_dir(&dir.tmp).map_err(|e| format!("cannot read {}: {e}", dir.tmp.display()))?;
+        for entry in leftovers.flatten() {
+            let _ = fs::remove_file(entry.path());
+        }
+        Ok(dir)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn topology_path(&self, name: &str) -> PathBuf {
+        self.topologies.join(format!("{name}.json"))
+    }
+
+    /// Every stored topology, by name order; an error names the first bad file.
+    pub fn load(&self) -> Result<Vec<TopologyRecord>, String> {
+        let entries = fs::read_dir(&self.topologies)
+            .map_err(|e| format!("cannot read {}: {e}", self.topologies.display()))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot read {}: {e}", self.topologies.display()))?;
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let text =
+                fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let record: TopologyRecord = serde_json::from_str(&text).map_err(|e| {
+                format!("{} is corrupt ({e}); move it away to start without it", path.display())
+            })?;
+            if record.name != name {
+                return Err(format!(
+                    "{} holds topology `{}`, not `{name}`; move it away to start without it",
+                    path.display(),
+                    record.name
+                ));
+            }
+            out.push(record);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Writes `record` durably (see the module docs).
+    pub fn save(&self, record: &TopologyRecord) -> Result<(), String> {
+        let json =
+            serde_json::to_vec_pretty(record).map_err(|e| format!("cannot encode {}: {e}", record.name))?;
+        let tmp = self.tmp.join(temp_name(&record.name));
+        let path = self.topology_path(&record.name);
+        let written = (|| {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&json)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(format!("cannot write {}: {e}", path.display()));
+        }
+        fsync_dir(&self.topologies)
+    }
+
+    /// Forgets the topology `name` durably.
+    pub fn remove(&self, name: &str) -> Result<(), String> {
+        let path = self.topology_path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => fsync_dir(&self.topologies),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+        }
+    }
+
+    /// Where the artifact `sha256` is (or would be) stored.
+    pub fn artifact_path(&self, sha256: &str) -> PathBuf {
+        self.artifacts.join(sha256)
+    }
+
+    pub fn has_artifact(&self, sha256: &str) -> bool {
+        is_sha256(sha256) && self.artifact_path(sha256).is_file()
+    }
+
+    /// The size of the stored artifact `sha256`, if it is stored.
+    pub fn artifact_len(&self, sha256: &str) -> Option<u64> {
+        if !is_sha256(sha256) {
+            return None;
+        }
+        fs::metadata(self.artifact_path(sha256)).ok().filter(|m| m.is_file()).map(|m| m.len())
+    }
+
+    /// A writer of the artifact `sha256` (at most `limit` bytes): see [`ArtifactWriter`].
+    pub async fn artifact_writer(
+        &self,
+        sha256: &str,
+        limit: u64,
+    ) -> Result<ArtifactWriter<'_>, ArtifactError> {
+        if !is_sha256(sha256) {
+            return Err(ArtifactError::Refused(format!(
+                "`{sha256}` is not a sha256 (64 lowercase hex digits)"
+            )));
+        }
+        let tmp = self.tmp.join(temp_name(sha256));
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| ArtifactError::Failed(format!("cannot write {}: {e}", tmp.display())))?;
+        Ok(ArtifactWriter {
+            state: self,
+            sha256: sha256.to_string(),
+            tmp,
+            file: Some(file),
+            hasher: Sha256::new(),
+            len: 0,
+            limit,
+        })
+    }
+}
+
+/// An artifact being uploaded: [`write`](ArtifactWriter::write) its bytes in order, then
+/// [`finish`](ArtifactWriter::finish) checks their hash and puts the file in place. Dropped
+/// unfinished (or refused), it leaves nothing behind.
+pub struct ArtifactWriter<'a> {
+    state: &'a StateDir,
+    sha256: String,
+    tmp: PathBuf,
+    file: Option<tokio::fs::File>,
+    hasher: Sha256,
+    len: u64,
+    limit: u64,
+}
+
+impl ArtifactWriter<'_> {
+    fn failed(&self, e: std::io::Error) -> ArtifactError {
+        ArtifactError::Failed(format!("cannot write {}: {e}", self.tmp.display()))
+    }
+
+    /// Appends `chunk`; refused once more than the limit was sent.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), ArtifactError> {
+        self.len += chunk.len() as u64;
+        if self.len > self.limit {
+            return Err(ArtifactError::Refused(format!("the artifact is larger than {} bytes", self.limit)));
+        }
+        self.hasher.update(chunk);
+        let Some(file) = self.file.as_mut() else {
+            return Err(ArtifactError::Failed("the artifact file is closed".into()));
+        };
+        match file.write_all(chunk).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Checks the hash of what was written, makes it durable and puts it in place.
+    pub async fn finish(mut self) -> Result<(), ArtifactError> {
+        let got = hex(&std::mem::take(&mut self.hasher).finalize());
+        if got != self.sha256 {
+            return Err(ArtifactError::Refused(format!(
+                "the artifact's bytes hash to {got}, not to {} (received {} bytes)",
+                self.sha256, self.len
+            )));
+        }
+        let Some(mut file) = self.file.take() else {
+            return Err(ArtifactError::Failed("the artifact file is closed".into()));
+        };
+        if let Err(e) = async {
+            file.flush().await?;
+            file.sync_all().await
+        }
+        .await
+        {
+            return Err(self.failed(e));
+        }
+        drop(file);
+        let path = self.state.artifact_path(&self.sha256);
+        if let Err(e) = tokio::fs::rename(&self.tmp, &path).await {
+            return Err(ArtifactError::Failed(format!("cannot write {}: {e}", path.display())));
+        }
+        let artifacts = self.state.artifacts.clone();
+        tokio::task::spawn_blocking(move || fsync_dir(&artifacts))
+            .await
+            .map_err(|e| ArtifactError::Failed(e.to_string()))?
+            .map_err(ArtifactError::Failed)
+    }
+}
+
+impl Drop for ArtifactWriter<'_> {
+    fn drop(&mut self) {
+        // After a successful rename this finds nothing to remove.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{ComponentLayout, WorkerSlot};
+
+    /// A directory under the system temp dir, removed on drop.
+    pub(crate) struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(what: &str) -> TempDir {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "squall-{what}-{}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed),
+                now_ms()
+            ));
+            fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn record(name: &str) -> TopologyRecord {
+        let layout = Layout {
+            workers: 2,
+            components: vec![ComponentLayout {
+                id: "s".into(),
+                kind: "sequence".into(),
+                spout: true,
+                parallelism: 1,
+            }],
+            ackers: 1,
+            message_timeout_secs: 30,
+        };
+        let artifact = sha256_hex(b"exe");
+        TopologyRecord {
+            name: name.into(),
+            text: "name = \"x\"\n".into(),
+            layout: layout.clone(),
+            artifact: artifact.clone(),
+            status: Status::Rebalancing,
+            submitted_ms: 1234,
+            assignment: Some(Assignment {
+                topology: name.into(),
+                version: 3,
+                submitted_ms: 1234,
+                artifact,
+                text: "name = \"x\"\n".into(),
+                layout,
+                workers: vec![WorkerSlot { supervisor: "a".into(), slot: 1, port: 0, tasks: vec![0, 1] }],
+            }),
+            assigned_ms: 5678,
+            next_version: 4,
+            deadline_ms: Some(9999),
+            rebalance: Some(RebalanceRequest {
+                workers: Some(3),
+                parallelism: [("s".to_string(), 2)].into(),
+                wait_secs: None,
+            }),
+            resume_status: Some(Status::Inactive),
+        }
+    }
+
+    fn comparable(r: &TopologyRecord) -> String {
+        serde_json::to_string(r).unwrap()
+    }
+
+    #[test]
+    fn a_saved_record_loads_back_the_same_after_reopening() {
+        let dir = TempDir::new("state");
+        let state = StateDir::open(dir.path()).unwrap();
+        let (a, b) = (record("alpha"), record("beta.v2"));
+        state.save(&b).unwrap();
+        state.save(&a).unwrap();
+        let mut a2 = a.clone();
+        a2.status = Status::Active;
+        state.save(&a2).unwrap();
+        drop(state);
+
+        fs::write(dir.path().join("tmp").join("leftover.tmp"), b"half").unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "tmp/ is emptied on open");
+        let loaded = state.load().unwrap();
+        assert_eq!(loaded.iter().map(comparable).collect::<Vec<_>>(), vec![comparable(&a2), comparable(&b)]);
+
+        state.remove("alpha").unwrap();
+        state.remove("alpha").unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.load().unwrap().iter().map(comparable).collect::<Vec<_>>(), vec![comparable(&b)]);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_naming_its_file() {
+        let dir = TempDir::new("state");
+        let state = StateDir::open(dir.path()).unwrap();
+        state.save(&record("good")).unwrap();
+        fs::write(dir.path().join("topologies").join("bad.json"), b"{\"name\": ").unwrap();
+        let err = state.load().unwrap_err();
+        assert!(err.contains("bad.json") && err.contains("corrupt"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+
+        fs::remove_file(dir.path().join("topologies").join("bad.json")).unwrap();
+        let mut other = record("other");
+        other.name = "good".into();
+        fs::write(dir.path().join("topologies").join("other.json"), serde_json::to_vec(&other).unwrap())
+            .unwrap();
+        let err = state.load().unwrap_err();
+        assert!(err.contains("other.json") && err.contains("`good`"), "{err}");
+    }
+
+    async fn store(state: &StateDir, sha: &str, parts: &[&[u8]], limit: u64) -> Result<(), ArtifactError> {
+        let mut writer = state.artifact_writer(sha, limit).await?;
+        for part in parts {
+            writer.write(part).await?;
+        }
+        writer.finish().await
+    }
+
+    #[tokio::test]
+    async fn artifacts_are_stored_under_their_checked_hash() {
+        let dir = TempDir::new("state");
+        let state = StateDir::open(dir.path()).unwrap();
+        let sha = sha256_hex(b"hello world");
+        assert!(!state.has_artifact(&sha));
+        store(&state, &sha, &[b"hello ", b"world"], 1 << 20).await.unwrap();
+        assert!(state.has_artifact(&sha));
+        assert_eq!(state.artifact_len(&sha), Some(11));
+        assert_eq!(fs::read(state.artifact_path(&sha)).unwrap(), b"hello world");
+
+        let other = sha256_hex(b"something else");
+        match store(&state, &other, &[b"hello world"], 1 << 20).await {
+            Err(ArtifactError::Refused(e)) => assert!(e.contains(&sha) && e.contains(&other), "{e}"),
+            r => panic!("{r:?}"),
+        }
+        assert!(!state.has_artifact(&other));
+        match store(&state, &sha, &[b"hello ", b"world"], 8).await {
+            Err(ArtifactError::Refused(e)) => assert!(e.contains("larger than 8 bytes"), "{e}"),
+            r => panic!("{r:?}"),
+        }
+        match store(&state, "../../etc/passwd", &[b"x"], 8).await {
+            Err(ArtifactError::Refused(e)) => assert!(e.contains("not a sha256"), "{e}"),
+            r => panic!("{r:?}"),
+        }
+        assert!(!state.has_artifact("../../etc/passwd"));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "refused uploads leave nothing");
+        let state = StateDir::open(dir.path()).unwrap();
+        assert!(state.has_artifact(&sha), "survives reopening");
+    }
+}

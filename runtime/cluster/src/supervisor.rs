@@ -1,0 +1,1006 @@
+//! `squall supervisor`: runs the worker processes nimbus assigns to this machine's slots.
+//!
+//! Contract: [`run`] prints `supervisor <id> started with N slots, nimbus at ADDR` to stderr,
+//! then every `heartbeat_secs` sends nimbus a [`SupervisorHeartbeat`] (its id, host, slot
+//! ports and the workers it runs with their pids); the reply lists exactly the workers it
+//! must run ([`WorkerOrder`]s), and it reconciles what runs with that list:
+//! - a worker that runs but is not ordered is stopped (SIGTERM, SIGKILL 5 s later, reaped),
+//!   and no new worker starts on its slot before it is gone (the port must be free);
+//! - an ordered worker that does not run is started from its artifact, the executable stored
+//!   at `<data_dir>/artifacts/<sha256>`: downloaded from nimbus first if missing (in the
+//!   background, so heartbeats go on), its sha256 checked (a mismatch is logged and retried,
+//!   never run), written to a temporary file, made executable and renamed into place. The
+//!   worker runs as `<artifact> worker --nimbus … --topology … --version … --worker … --port
+//!   … --host …`, with the secret in `SQUALL_SECRET` (not on the command line), its own pid
+//!   in `SQUALL_SUPERVISOR_PID`, and stdout and stderr appended to
+//!   `<data_dir>/logs/<topology>-w<worker>.log`;
+//! - a worker that exited (crashed, killed) is restarted, after 1 s, doubling up to 30 s
+//!   while it keeps exiting within 30 s of its start.
+//!
+//! Until nimbus first answers, nothing is started or stopped. While nimbus is unreachable,
+//! the workers keep running (crashed ones are restarted from the last orders heard) and
+//! heartbeats go on; the failure is logged once per outage. The pids of the workers it runs
+//! are kept in `<data_dir>/workers.json`; at start, workers a previous run of this supervisor
+//! left behind (alive, `worker` on their command line, started by that supervisor) are killed,
+//! so that a restarted supervisor does not run duplicates or find its ports taken. On SIGINT
+//! or SIGTERM it stops every worker (SIGTERM, SIGKILL 5 s later) and returns.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{error, info, warn};
+
+use super::client::Client;
+use super::config::ClusterConfig;
+use super::state::{is_sha256, sha256_hex};
+use super::worker::{SECRET_ENV, SUPERVISOR_PID_ENV};
+use super::{RunningWorker, SupervisorHeartbeat, WorkerOrder};
+
+/// SIGTERM to SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(12);
+/// A crashed worker's first restart delay, doubled per crash up to [`MAX_BACKOFF`]...
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// ...and back to [`MIN_BACKOFF`] once a worker ran this long.
+const BACKOFF_RESET: Duration = Duration::from_secs(30);
+/// The longest a heartbeat may take.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A restart due within this much of a round happens in that round (rounds are a heartbeat
+/// apart, give or take scheduling).
+const SLACK: Duration = Duration::from_millis(100);
+/// How long leftovers of a previous run may take to die.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(3);
+
+/// Runs the supervisor until SIGINT or SIGTERM (see the module docs).
+pub async fn run(config: ClusterConfig) -> Result<(), String> {
+    let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+    let mut term = listen(SignalKind::terminate())?;
+    let mut int = listen(SignalKind::interrupt())?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    let heartbeat = Duration::from_secs(config.supervisor.heartbeat_secs.max(1));
+    serve(&config, heartbeat, STOP_GRACE, stop).await
+}
+
+/// [`run`], until `stop` completes.
+async fn serve(
+    config: &ClusterConfig,
+    heartbeat: Duration,
+    stop_grace: Duration,
+    stop: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let mut sup = Supervisor::new(config, stop_grace)?;
+    sup.kill_leftovers().await;
+    sup.save_pids();
+    eprintln!(
+        "supervisor {} started with {} slots, nimbus at {}",
+        sup.id,
+        sup.slots.len(),
+        sup.client.addr()
+    );
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        let wake = sup.wake.clone();
+        tokio::select! {
+            _ = tick.tick() => {}
+            // A download finished: start its workers now rather than a heartbeat later.
+            _ = wake.notified() => {}
+            _ = &mut stop => break,
+        }
+        // A round awaits only its heartbeat; everything else in it is synchronous, so
+        // dropping it mid-way (on a stop) leaves the state whole.
+        tokio::select! {
+            _ = sup.round() => {}
+            _ = &mut stop => break,
+        }
+    }
+    info!("supervisor {}: stopping its {} workers", sup.id, sup.running.len());
+    sup.shutdown().await;
+    info!("supervisor {}: stopped", sup.id);
+    Ok(())
+}
+
+/// A worker process this supervisor started.
+struct Proc {
+    child: Child,
+    pid: u32,
+    started: Instant,
+}
+
+/// A worker being stopped, by a task of its own.
+struct Stopping {
+    order: WorkerOrder,
+    pid: u32,
+    done: JoinHandle<()>,
+}
+
+/// An artifact being downloaded, by a task of its own.
+struct Download {
+    done: oneshot::Receiver<Result<(), String>>,
+    task: JoinHandle<()>,
+}
+
+/// When a worker (or a download) may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backoff {
+    delay: Duration,
+    not_before: Instant,
+}
+
+impl Backoff {
+    /// The backoff after a failure of something that ran for `ran` (zero: it did not start).
+    fn after_failure(previous: Option<Backoff>, ran: Duration, now: Instant) -> Backoff {
+        let delay = match previous {
+            Some(b) if ran < BACKOFF_RESET => (b.delay * 2).min(MAX_BACKOFF),
+            _ => MIN_BACKOFF,
+        };
+        Backoff { delay, not_before: now + delay }
+    }
+}
+
+/// What `workers.json` holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PidFile {
+    /// The supervisor that started them (workers carry it in `SQUALL_SUPERVISOR_PID`).
+    supervisor_pid: u32,
+    workers: Vec<RunningWorker>,
+}
+
+struct Supervisor {
+    id: String,
+    host: String,
+    slots: Vec<u16>,
+    secret: String,
+    client: Client,
+    data_dir: PathBuf,
+    artifacts: PathBuf,
+    logs: PathBuf,
+    stop_grace: Duration,
+    /// The last orders nimbus gave (`None` until it first answered).
+    orders: Option<Vec<WorkerOrder>>,
+    running: HashMap<WorkerOrder, Proc>,
+    stopping: Vec<Stopping>,
+    /// Restart delays of ordered workers that exited or failed to start.
+    backoff: HashMap<WorkerOrder, Backoff>,
+    downloads: HashMap<String, Download>,
+    download_backoff: HashMap<String, Backoff>,
+    /// Orders already warned about (so a bad order is logged once, not every round).
+    warned: HashSet<WorkerOrder>,
+    nimbus_down: bool,
+    /// Woken when a download ends.
+    wake: Arc<Notify>,
+}
+
+/// What a reconcile round does, decided from the orders and what runs.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Decision {
+    /// Running workers that are not ordered.
+    stop: Vec<WorkerOrder>,
+    /// Ordered workers that do not run and whose slot is free.
+    start: Vec<WorkerOrder>,
+    /// Orders that can never run here, with why.
+    refused: Vec<(WorkerOrder, String)>,
+}
+
+/// Decides a round: stop what runs but is not ordered; start what is ordered but does not run,
+/// once its slot is free (no running, kept, or stopping worker holds it). `slots` is how many
+/// slots this supervisor has; `stopping` lists the slots of workers still being stopped.
+fn decide(orders: &[WorkerOrder], running: &[&WorkerOrder], stopping: &[usize], slots: usize) -> Decision {
+    let mut d = Decision::default();
+    let ordered: HashSet<&WorkerOrder> = orders.iter().collect();
+    let mut busy: HashSet<usize> = stopping.iter().copied().collect();
+    for &r in running {
+        busy.insert(r.slot);
+        if !ordered.contains(r) {
+            d.stop.push(r.clone());
+        }
+    }
+    let runs: HashSet<&WorkerOrder> = running.iter().copied().collect();
+    let mut seen = HashSet::new();
+    for o in orders {
+        if !seen.insert(o) || runs.contains(o) {
+            continue;
+        }
+        if o.slot >= slots {
+            d.refused
+                .push((o.clone(), format!("slot {} does not exist (this supervisor has {slots})", o.slot)));
+        } else if busy.insert(o.slot) {
+            d.start.push(o.clone());
+        }
+    }
+    d.stop.sort_by_key(|o| o.slot);
+    d
+}
+
+impl Supervisor {
+    fn new(config: &ClusterConfig, stop_grace: Duration) -> Result<Supervisor, String> {
+        // Absolute, so that artifacts run from the same path whatever a worker's directory.
+        let data_dir = std::path::absolute(&config.supervisor.data_dir)
+            .map_err(|e| format!("bad data_dir {}: {e}", config.supervisor.data_dir.display()))?;
+        let artifacts = data_dir.join("artifacts");
+        let logs = data_dir.join("logs");
+        for dir in [&artifacts, &logs] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        Ok(Supervisor {
+            id: config.supervisor_id(),
+            host: config.supervisor.host.clone(),
+            slots: config.supervisor.slots.clone(),
+            secret: config.cluster.secret.clone(),
+            client: Client::new(&config.cluster.nimbus, &config.cluster.secret),
+            data_dir,
+            artifacts,
+            logs,
+            stop_grace,
+            orders: None,
+            running: HashMap::new(),
+            stopping: Vec::new(),
+            backoff: HashMap::new(),
+            downloads: HashMap::new(),
+            download_backoff: HashMap::new(),
+            warned: HashSet::new(),
+            nimbus_down: false,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.data_dir.join("workers.json")
+    }
+
+    /// One heartbeat and reconcile.
+    async fn round(&mut self) {
+        let now = Instant::now();
+        let exited = self.reap();
+        let beat = SupervisorHeartbeat {
+            id: self.id.clone(),
+            host: self.host.clone(),
+            slots: self.slots.clone(),
+            running: self.running_workers(),
+        };
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, self.client.supervisor_heartbeat(&beat)).await {
+            Ok(Ok(reply)) => {
+                if self.nimbus_down {
+                    info!("supervisor {}: nimbus answers again", self.id);
+                    self.nimbus_down = false;
+                }
+                self.orders = Some(reply.workers);
+            }
+            failed => {
+                if !self.nimbus_down {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no heartbeat reply within {HEARTBEAT_TIMEOUT:?}"),
+                    };
+                    warn!(
+                        "supervisor {}: {why}; keeping its {} workers running and retrying",
+                        self.id,
+                        self.running.len()
+                    );
+                    self.nimbus_down = true;
+                }
+            }
+        }
+        for (order, status, ran) in exited {
+            let ordered = self.orders.as_ref().is_some_and(|o| o.contains(&order));
+            if ordered {
+                let b = Backoff::after_failure(self.backoff.get(&order).copied(), ran, now);
+                self.backoff.insert(order.clone(), b);
+                warn!("{} exited with {status}; restarting in {:?}", describe(&order), b.delay);
+            } else {
+                info!("{} exited with {status}", describe(&order));
+            }
+        }
+        self.reconcile(now);
+    }
+
+    /// Takes the workers that exited: (order, status, how long it ran).
+    fn reap(&mut self) -> Vec<(WorkerOrder, ExitStatus, Duration)> {
+        let mut exited = Vec::new();
+        for (order, p) in self.running.iter_mut() {
+            match p.child.try_wait() {
+                Ok(Some(status)) => exited.push((order.clone(), status, p.started.elapsed())),
+                Ok(None) => {}
+                Err(e) => warn!("{}: cannot check pid {}: {e}", describe(order), p.pid),
+            }
+        }
+        for (order, ..) in &exited {
+            self.running.remove(order);
+        }
+        if !exited.is_empty() {
+            self.save_pids();
+        }
+        exited
+    }
+
+    fn running_workers(&self) -> Vec<RunningWorker> {
+        let mut out: Vec<RunningWorker> =
+            self.running.iter().map(|(o, p)| running_worker(o, p.pid)).collect();
+        out.sort_by_key(|w| w.slot);
+        out
+    }
+
+    fn reconcile(&mut self, now: Instant) {
+        let Some(orders) = self.orders.clone() else {
+            return;
+        };
+        let stopped_before = self.stopping.len();
+        self.stopping.retain(|s| !s.done.is_finished());
+        let mut changed = stopped_before != self.stopping.len();
+        let stopping: Vec<usize> = self.stopping.iter().map(|s| s.order.slot).collect();
+        let running: Vec<&WorkerOrder> = self.running.keys().collect();
+        let decision = decide(&orders, &running, &stopping, self.slots.len());
+
+        for order in decision.stop {
+            if let Some(p) = self.running.remove(&order) {
+                info!("stopping {} (pid {}): no longer assigned here", describe(&order), p.pid);
+                self.stop_worker(order, p);
+                changed = true;
+            }
+        }
+        for (order, why) in decision.refused {
+            if self.warned.insert(order.clone()) {
+                error!("cannot run {}: {why}", describe(&order));
+            }
+        }
+        for order in decision.start {
+            if self.backoff.get(&order).is_some_and(|b| b.not_before > now + SLACK) {
+                continue;
+            }
+            let Some(path) = self.artifact(&order.artifact, now) else {
+                continue;
+            };
+            match self.start_worker(&path, &order) {
+                Ok(p) => {
+                    info!("started {} (pid {}) on port {}", describe(&order), p.pid, order.port);
+                    self.running.insert(order, p);
+                    changed = true;
+                }
+                Err(e) => {
+                    let b = Backoff::after_failure(self.backoff.get(&order).copied(), Duration::ZERO, now);
+                    error!("cannot start {}: {e}; retrying in {:?}", describe(&order), b.delay);
+                    self.backoff.insert(order, b);
+                }
+            }
+        }
+        let ordered: HashSet<&WorkerOrder> = orders.iter().collect();
+        self.backoff.retain(|o, _| ordered.contains(o));
+        self.warned.retain(|o| ordered.contains(o));
+        let artifacts: HashSet<&str> = orders.iter().map(|o| o.artifact.as_str()).collect();
+        self.download_backoff.retain(|a, _| artifacts.contains(a.as_str()));
+        if changed {
+            self.save_pids();
+        }
+    }
+
+    /// The path of the artifact `sha256` if it is here; else starts (or follows) its
+    /// download and says `None`.
+    fn artifact(&mut self, sha256: &str, now: Instant) -> Option<PathBuf> {
+        if !is_sha256(sha256) {
+            if !self.download_backoff.contains_key(sha256) {
+                error!("nimbus ordered artifact {sha256:?}, which is not a sha256; not running it");
+                self.download_backoff.insert(
+                    sha256.to_string(),
+                    Backoff { delay: MAX_BACKOFF, not_before: now + MAX_BACKOFF },
+                );
+            }
+            return None;
+        }
+        let path = self.artifacts.join(sha256);
+        if path.is_file() && !self.downloads.contains_key(sha256) {
+            return Some(path);
+        }
+        if let Some(download) = self.downloads.get_mut(sha256) {
+            let result = match download.done.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+                Ok(result) => result,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    Err(format!("downloading artifact {sha256} broke off"))
+                }
+            };
+            self.downloads.remove(sha256);
+            match result {
+                Ok(()) => {
+                    info!("artifact {sha256} downloaded");
+                    self.download_backoff.remove(sha256);
+                    return Some(path);
+                }
+                Err(e) => {
+                    let b = Backoff::after_failure(
+                        self.download_backoff.get(sha256).copied(),
+                        Duration::ZERO,
+                        now,
+                    );
+                    error!("{e}; retrying in {:?}", b.delay);
+                    self.download_backoff.insert(sha256.to_string(), b);
+                    return None;
+                }
+            }
+        }
+        if self.download_backoff.get(sha256).is_some_and(|b| b.not_before > now + SLACK) {
+            return None;
+        }
+        info!("downloading artifact {sha256} from nimbus");
+        let (client, dir, sha) = (self.client.clone(), self.artifacts.clone(), sha256.to_string());
+        let wake = self.wake.clone();
+        let (tx, done) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let _ = tx.send(fetch_artifact(&client, &dir, &sha).await);
+            wake.notify_one();
+        });
+        self.downloads.insert(sha256.to_string(), Download { done, task });
+        None
+    }
+
+    fn start_worker(&self, artifact: &Path, order: &WorkerOrder) -> Result<Proc, String> {
+        let log_path = self.logs.join(format!("{}-w{}.log", file_safe(&order.topology), order.worker));
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let _ = writeln!(
+            log,
+            "--- {} supervisor {}: starting worker {} of {} v{} on port {}",
+            humantime::format_rfc3339_seconds(SystemTime::now()),
+            self.id,
+            order.worker,
+            order.topology,
+            order.version,
+            order.port
+        );
+        let err = log.try_clone().map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let child = Command::new(artifact)
+            .arg("worker")
+            .args(["--nimbus", self.client.addr()])
+            .args(["--topology", &order.topology])
+            .args(["--version", &order.version.to_string()])
+            .args(["--worker", &order.worker.to_string()])
+            .args(["--port", &order.port.to_string()])
+            .args(["--host", &self.host])
+            .env(SECRET_ENV, &self.secret)
+            .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", artifact.display()))?;
+        let pid = child.id().ok_or("the worker exited at once")?;
+        Ok(Proc { child, pid, started: Instant::now() })
+    }
+
+    fn stop_worker(&mut self, order: WorkerOrder, p: Proc) {
+        let (what, grace) = (describe(&order), self.stop_grace);
+        let pid = p.pid;
+        let done = tokio::spawn(async move {
+            match stop_child(p.child, pid, grace).await {
+                Ok((status, false)) => info!("{what} (pid {pid}) stopped: {status}"),
+                Ok((status, true)) => {
+                    warn!("{what} (pid {pid}) did not stop within {grace:?}; killed: {status}")
+                }
+                Err(e) => warn!("{what} (pid {pid}): {e}"),
+            }
+        });
+        self.stopping.push(Stopping { order, pid, done });
+    }
+
+    /// Stops every worker and waits until they are gone.
+    async fn shutdown(&mut self) {
+        for (_, download) in self.downloads.drain() {
+            download.task.abort();
+        }
+        let running: Vec<(WorkerOrder, Proc)> = self.running.drain().collect();
+        for (order, p) in running {
+            self.stop_worker(order, p);
+        }
+        self.save_pids();
+        for s in std::mem::take(&mut self.stopping) {
+            let _ = s.done.await;
+        }
+        self.save_pids();
+    }
+
+    /// Writes the pids of the workers it runs or is stopping to `workers.json`.
+    fn save_pids(&self) {
+        let mut workers = self.running_workers();
+        workers.extend(self.stopping.iter().map(|s| running_worker(&s.order, s.pid)));
+        let file = PidFile { supervisor_pid: std::process::id(), workers };
+        let path = self.pid_file();
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| std::fs::write(&tmp, bytes).map_err(|e| e.to_string()))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            warn!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    /// Kills the workers a previous run of this supervisor left running.
+    async fn kill_leftovers(&self) {
+        let path = self.pid_file();
+        let Ok(text) = std::fs::read(&path) else {
+            return;
+        };
+        let file: PidFile = match serde_json::from_slice(&text) {
+            Ok(file) => file,
+            Err(e) => {
+                warn!("ignoring {}: {e}", path.display());
+                return;
+            }
+        };
+        let killed = kill_leftovers(&file);
+        for w in &killed {
+            warn!(
+                "killed worker {} of {} v{} (pid {}), left running by a previous run of this supervisor",
+                w.worker, w.topology, w.version, w.pid
+            );
+        }
+        let deadline = Instant::now() + LEFTOVER_WAIT;
+        while killed.iter().any(|w| is_leftover(w.pid, file.supervisor_pid)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn running_worker(o: &WorkerOrder, pid: u32) -> RunningWorker {
+    RunningWorker { topology: o.topology.clone(), version: o.version, worker: o.worker, slot: o.slot, pid }
+}
+
+fn describe(o: &WorkerOrder) -> String {
+    format!("worker {} of {} v{} (slot {})", o.worker, o.topology, o.version, o.slot)
+}
+
+/// A topology name made safe for a file name.
+fn file_safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+}
+
+/// Downloads the artifact `sha256` into `dir`.
+async fn fetch_artifact(client: &Client, dir: &Path, sha256: &str) -> Result<(), String> {
+    let bytes = client
+        .download_artifact(sha256)
+        .await
+        .map_err(|e| format!("cannot download artifact {sha256}: {e}"))?;
+    let (dir, sha) = (dir.to_path_buf(), sha256.to_string());
+    tokio::task::spawn_blocking(move || store_artifact(&dir, &sha, &bytes))
+        .await
+        .map_err(|e| format!("storing artifact {sha256}: {e}"))?
+}
+
+/// Checks `bytes` against `sha256` and stores them as the executable `dir/<sha256>`: written
+/// to a temporary file, made executable, then renamed, so the path never holds a partial or
+/// unchecked file.
+fn store_artifact(dir: &Path, sha256: &str, bytes: &[u8]) -> Result<(), String> {
+    let got = sha256_hex(bytes);
+    if got != sha256 {
+        return Err(format!(
+            "artifact {sha256} from nimbus hashes to {got} ({} bytes): refusing to run it",
+            bytes.len()
+        ));
+    }
+    let path = dir.join(sha256);
+    let tmp = dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot store artifact {}: {e}", path.display())
+    })
+}
+
+/// SIGTERM, then SIGKILL after `grace`; reaps the child. Returns its status and whether it
+/// had to be killed.
+async fn stop_child(mut child: Child, pid: u32, grace: Duration) -> std::io::Result<(ExitStatus, bool)> {
+    if let Some(status) = child.try_wait()? {
+        return Ok((status, false));
+    }
+    // SAFETY: kill has no memory preconditions; the child is not reaped yet (try_wait said
+    // so, and only we reap it), so `pid` is still this child's.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => Ok((status?, false)),
+        Err(_) => {
+            child.start_kill()?;
+            Ok((child.wait().await?, true))
+        }
+    }
+}
+
+/// SIGKILLs the workers listed in `file` that are still alive and were started by its
+/// supervisor; returns them.
+fn kill_leftovers(file: &PidFile) -> Vec<RunningWorker> {
+    let mut killed = Vec::new();
+    for w in &file.workers {
+        if is_leftover(w.pid, file.supervisor_pid) {
+            // SAFETY: kill has no memory preconditions; `is_leftover` refuses pids 0 and 1.
+            if unsafe { libc::kill(w.pid as libc::pid_t, libc::SIGKILL) } == 0 {
+                killed.push(w.clone());
+            }
+        }
+    }
+    killed
+}
+
+/// True if `pid` is alive, has `worker` among its arguments, and was started by the
+/// supervisor `supervisor_pid` (its environment says so).
+fn is_leftover(pid: u32, supervisor_pid: u32) -> bool {
+    if pid <= 1 || pid == std::process::id() {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    if !cmdline.split(|&b| b == 0).any(|arg| arg == b"worker") {
+        return false;
+    }
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let expected = format!("{SUPERVISOR_PID_ENV}={supervisor_pid}");
+    environ.split(|&b| b == 0).any(|var| var == expected.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+
+    use super::*;
+    use crate::{SupervisorReply, SECRET_HEADER};
+
+    fn order(topology: &str, worker: usize, slot: usize) -> WorkerOrder {
+        WorkerOrder {
+            topology: topology.into(),
+            version: 1,
+            worker,
+            slot,
+            port: 6700 + slot as u16,
+            artifact: "a".repeat(64),
+        }
+    }
+
+    #[test]
+    fn decide_stops_what_is_not_ordered_and_starts_what_is_missing() {
+        let (a, b, c) = (order("t", 0, 0), order("t", 1, 1), order("u", 0, 2));
+        let d = decide(&[a.clone(), c.clone()], &[&a, &b], &[], 4);
+        assert_eq!(d, Decision { stop: vec![b.clone()], start: vec![c.clone()], refused: vec![] });
+        let d = decide(&[a.clone(), b.clone()], &[&a, &b], &[], 4);
+        assert_eq!(d, Decision::default(), "nothing to do when what runs is what is ordered");
+        let d = decide(&[], &[&a, &b], &[], 4);
+        assert_eq!(d.stop, vec![a, b]);
+        assert!(d.start.is_empty());
+    }
+
+    #[test]
+    fn decide_starts_on_a_slot_only_once_its_old_worker_is_gone() {
+        let old = order("t", 0, 1);
+        let mut new = old.clone();
+        new.version = 2;
+        let d = decide(std::slice::from_ref(&new), &[&old], &[], 2);
+        assert_eq!(d.stop, vec![old.clone()]);
+        assert!(d.start.is_empty(), "the old worker still holds slot 1: {d:?}");
+        let d = decide(std::slice::from_ref(&new), &[], &[1], 2);
+        assert_eq!(d, Decision::default(), "slot 1 is still being stopped");
+        let d = decide(std::slice::from_ref(&new), &[], &[0], 2);
+        assert_eq!(d.start, vec![new]);
+    }
+
+    #[test]
+    fn decide_refuses_slots_it_does_not_have_and_runs_one_worker_per_slot() {
+        let (a, b, far) = (order("t", 0, 0), order("u", 0, 0), order("t", 1, 5));
+        let d = decide(&[a.clone(), b, a.clone(), far.clone()], &[], &[], 2);
+        assert_eq!(d.start, vec![a], "the first order for a slot wins; duplicates are ignored");
+        assert_eq!(d.refused.len(), 1);
+        assert_eq!(d.refused[0].0, far);
+        assert!(d.refused[0].1.contains("slot 5 does not exist"), "{}", d.refused[0].1);
+    }
+
+    #[test]
+    fn backoff_doubles_while_a_worker_keeps_crashing_and_resets_after_a_long_run() {
+        let now = Instant::now();
+        let quick = Duration::from_secs(2);
+        let mut b = Backoff::after_failure(None, quick, now);
+        assert_eq!(b.delay, Duration::from_secs(1));
+        assert_eq!(b.not_before, now + Duration::from_secs(1));
+        let mut delays = Vec::new();
+        for _ in 0..6 {
+            b = Backoff::after_failure(Some(b), quick, now);
+            delays.push(b.delay.as_secs());
+        }
+        assert_eq!(delays, vec![2, 4, 8, 16, 30, 30]);
+        let b = Backoff::after_failure(Some(b), BACKOFF_RESET, now);
+        assert_eq!(b.delay, Duration::from_secs(1));
+    }
+
+    /// A fresh directory under the system's temporary directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!("squall-sup-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn an_artifact_is_stored_executable_only_if_its_hash_matches() {
+        let dir = TempDir::new("store");
+        let bytes = b"#!/bin/sh\necho hi\n";
+        let sha = sha256_hex(bytes);
+        assert!(is_sha256(&sha));
+        let err = store_artifact(&dir.0, &"0".repeat(64), bytes).unwrap_err();
+        assert!(err.contains("hashes to") && err.contains(&sha), "{err}");
+        assert!(!err.contains('\n'));
+        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "nothing is left of a mismatch");
+
+        store_artifact(&dir.0, &sha, bytes).unwrap();
+        let path = dir.0.join(&sha);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1, "no temporary file is left");
+        assert!(!is_sha256("../../etc/passwd") && !is_sha256(&sha.to_uppercase()));
+    }
+
+    #[tokio::test]
+    async fn stopping_a_worker_terminates_it_and_kills_it_if_it_lingers() {
+        let child = Command::new("sleep").arg("30").kill_on_drop(true).spawn().unwrap();
+        let pid = child.id().unwrap();
+        let (status, killed) = stop_child(child, pid, Duration::from_secs(5)).await.unwrap();
+        assert!(!killed);
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
+
+        let child = Command::new("sh")
+            .args(["-c", "trap '' TERM; echo ready; sleep 30; true"])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut child = child;
+        let mut out = child.stdout.take().unwrap();
+        let mut buf = [0u8; 6];
+        tokio::io::AsyncReadExt::read_exact(&mut out, &mut buf).await.unwrap();
+        let pid = child.id().unwrap();
+        let started = Instant::now();
+        let (status, killed) = stop_child(child, pid, Duration::from_millis(300)).await.unwrap();
+        assert!(killed, "it ignores SIGTERM");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn leftovers_of_a_previous_run_are_killed_and_nothing_else() {
+        let spawn = |arg0: &str, supervisor: &str| {
+            std::process::Command::new("sleep")
+                .arg0(arg0)
+                .arg("30")
+                .env(SUPERVISOR_PID_ENV, supervisor)
+                .spawn()
+                .unwrap()
+        };
+        let mut ours = spawn("worker", "999999");
+        let mut other_supervisor = spawn("worker", "999998");
+        let mut not_a_worker = spawn("sleeper", "999999");
+        let entry = |pid: u32| RunningWorker { topology: "t".into(), version: 1, worker: 0, slot: 0, pid };
+        let file = PidFile {
+            supervisor_pid: 999999,
+            workers: vec![
+                entry(ours.id()),
+                entry(other_supervisor.id()),
+                entry(not_a_worker.id()),
+                entry(0),
+                entry(1),
+                entry(std::process::id()),
+            ],
+        };
+        let killed = kill_leftovers(&file);
+        assert_eq!(killed.iter().map(|w| w.pid).collect::<Vec<_>>(), vec![ours.id()]);
+        let status = ours.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        assert!(!is_leftover(ours.id(), 999999), "a dead (reaped) worker is no leftover");
+        for child in [&mut other_supervisor, &mut not_a_worker] {
+            assert!(child.try_wait().unwrap().is_none(), "{} was left alone", child.id());
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// A stand-in for nimbus: serves orders to heartbeats, and artifacts.
+    #[derive(Default)]
+    struct Fake {
+        orders: Vec<WorkerOrder>,
+        beats: Vec<SupervisorHeartbeat>,
+        artifacts: HashMap<String, Vec<u8>>,
+    }
+
+    type Shared = Arc<Mutex<Fake>>;
+
+    async fn fake_nimbus(fake: Shared) -> String {
+        async fn heartbeat(
+            State(fake): State<Shared>,
+            headers: HeaderMap,
+            Json(beat): Json<SupervisorHeartbeat>,
+        ) -> Result<Json<SupervisorReply>, StatusCode> {
+            if headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok()) != Some("s3cret") {
+                return Err(StatusCode::UNAUTHORIZED);
+            }
+            let mut fake = fake.lock().unwrap();
+            fake.beats.push(beat);
+            Ok(Json(SupervisorReply { workers: fake.orders.clone() }))
+        }
+        async fn artifact(
+            State(fake): State<Shared>,
+            UrlPath(sha): UrlPath<String>,
+        ) -> Result<Vec<u8>, StatusCode> {
+            fake.lock().unwrap().artifacts.get(&sha).cloned().ok_or(StatusCode::NOT_FOUND)
+        }
+        let app = Router::new()
+            .route("/v1/supervisors/heartbeat", post(heartbeat))
+            .route("/v1/artifacts/{sha}", get(artifact))
+            .with_state(fake);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// Waits until the last heartbeat satisfies `ok`; returns its running workers.
+    async fn until(fake: &Shared, what: &str, ok: impl Fn(&[RunningWorker]) -> bool) -> Vec<RunningWorker> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let last = fake.lock().unwrap().beats.last().map(|b| b.running.clone());
+            if let Some(running) = last.filter(|r| ok(r)) {
+                return running;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn alive(pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    fn pid_of(running: &[RunningWorker], worker: usize) -> Option<u32> {
+        running.iter().find(|r| r.worker == worker).map(|r| r.pid)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_restarts_and_stops_what_nimbus_orders() {
+        let dir = TempDir::new("serve");
+        let script =
+            b"#!/bin/sh\necho \"args: $*\"\necho \"secret: ${SQUALL_SECRET:+set}\"\nexec sleep 600\n";
+        let sha = sha256_hex(script);
+        let fake: Shared = Arc::default();
+        let nimbus = fake_nimbus(fake.clone()).await;
+        let order = |worker: usize, slot: usize| WorkerOrder {
+            topology: "t".into(),
+            version: 1,
+            worker,
+            slot,
+            port: 0,
+            artifact: sha.clone(),
+        };
+        {
+            let mut f = fake.lock().unwrap();
+            f.artifacts.insert(sha.clone(), script.to_vec());
+            f.orders = vec![order(0, 0), order(1, 1)];
+        }
+        let mut config = ClusterConfig::default();
+        config.cluster.nimbus = nimbus.clone();
+        config.cluster.secret = "s3cret".into();
+        config.supervisor.id = Some("sup-t".into());
+        config.supervisor.data_dir = dir.0.clone();
+        config.supervisor.slots = vec![0, 0];
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            serve(&config, Duration::from_millis(100), Duration::from_millis(500), async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+
+        // Both ordered workers run, from the downloaded artifact, with their flags and secret.
+        let running = until(&fake, "two workers run", |r| r.len() == 2).await;
+        let (w0, w1) = (pid_of(&running, 0).unwrap(), pid_of(&running, 1).unwrap());
+        assert!(alive(w0) && alive(w1));
+        let artifact = dir.0.join("artifacts").join(&sha);
+        assert_eq!(std::fs::metadata(&artifact).unwrap().permissions().mode() & 0o777, 0o755);
+        let log = dir.0.join("logs").join("t-w1.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("secret: set") {
+            assert!(Instant::now() < deadline, "worker 1 never wrote its log");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        let expected = format!(
+            "args: worker --nimbus {nimbus} --topology t --version 1 --worker 1 --port 0 --host 127.0.0.1"
+        );
+        assert!(text.contains(&expected), "{text}");
+        assert!(!text.contains("s3cret"), "the secret stays off the command line");
+        let pids: PidFile =
+            serde_json::from_slice(&std::fs::read(dir.0.join("workers.json")).unwrap()).unwrap();
+        assert_eq!(pids.supervisor_pid, std::process::id());
+        let mut listed: Vec<u32> = pids.workers.iter().map(|w| w.pid).collect();
+        listed.sort_unstable();
+        let mut expected_pids = vec![w0, w1];
+        expected_pids.sort_unstable();
+        assert_eq!(listed, expected_pids);
+
+        // A worker killed with SIGKILL is restarted.
+        unsafe { libc::kill(w0 as i32, libc::SIGKILL) };
+        let running =
+            until(&fake, "worker 0 is restarted", |r| r.len() == 2 && pid_of(r, 0).is_some_and(|p| p != w0))
+                .await;
+        assert_eq!(pid_of(&running, 1), Some(w1), "worker 1 kept running");
+
+        // A worker no longer ordered is stopped; an artifact that does not match its hash
+        // never runs.
+        let bad = sha256_hex(b"something else");
+        {
+            let mut f = fake.lock().unwrap();
+            f.artifacts.insert(bad.clone(), script.to_vec());
+            let mut other = order(0, 1);
+            other.topology = "bad".into();
+            other.artifact = bad.clone();
+            f.orders = vec![order(0, 0), other];
+        }
+        until(&fake, "worker 1 is stopped", |r| r.len() == 1 && pid_of(r, 0).is_some()).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(w1) {
+            assert!(Instant::now() < deadline, "worker 1 (pid {w1}) is still alive");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let running = until(&fake, "a heartbeat", |_| true).await;
+        assert!(running.iter().all(|r| r.topology == "t"), "{running:?}");
+        assert!(!dir.0.join("artifacts").join(&bad).exists());
+
+        // Stopping the supervisor stops its workers.
+        let w0 = pid_of(&running, 0).unwrap();
+        stop_tx.send(()).unwrap();
+        served.await.unwrap().unwrap();
+        assert!(!alive(w0), "worker 0 (pid {w0}) outlived its supervisor");
+        let pids: PidFile =
+            serde_json::from_slice(&std::fs::read(dir.0.join("workers.json")).unwrap()).unwrap();
+        assert!(pids.workers.is_empty(), "{pids:?}");
+    }
+}

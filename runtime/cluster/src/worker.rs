@@ -1,0 +1,697 @@
+//! `squall worker`: one worker process of a topology's assignment, started by a supervisor
+//! (never by hand).
+//!
+//! Contract: [`run`] reads the cluster's secret from `SQUALL_SECRET` (never the command
+//! line, which `ps` shows) and fetches its topology's [`Assignment`] from nimbus, retrying
+//! for up to a minute while nimbus is unreachable. An assignment of another version than
+//! `--version` (or a topology nimbus no longer knows) means this worker is stale: it exits 0
+//! at once. Otherwise it loads the topology from the assignment's text with this binary's
+//! registry (a load error ends it, as one line), applies the assignment's [`Layout`](super::Layout),
+//! plans it with the assignment's task placement, binds its [`Transport`] on `--host`:`--port`
+//! (port 0: any free port), heartbeats once to publish its address and learn its peers', and
+//! starts the tasks `workers[--worker]` of the assignment lists.
+//!
+//! Then, every second (`SQUALL_WORKER_HEARTBEAT_MS` overrides it), it sends nimbus a
+//! [`WorkerHeartbeat`] with its tasks' figures and its transport address, and follows the
+//! reply: peers' addresses go to the transport (only when they changed), `active` /
+//! `inactive` to the spouts (only when it changed), `stop` starts a graceful stop. While
+//! nimbus is unreachable it keeps running and keeps trying (one warning per outage).
+//!
+//! It ends:
+//! - with exit 0 after a graceful stop, on `stop`, SIGTERM or SIGINT, or when its parent
+//!   process changes (its supervisor died: an orphan must not linger). A graceful stop tells
+//!   the spouts to stop (they stop emitting, in-flight trees drain), waits until every local
+//!   spout task has ended or 5 s passed, closes the transport's inbound side (in a worker a
+//!   bolt's inbox is also held by the transport, so bolts end only then), and waits up to 5 s
+//!   more for the other tasks, so bolts' cleanup runs and sinks flush. Signals that arrive
+//!   during a graceful stop change nothing (the supervisor kills what does not end in time).
+//! - with an error (non-zero exit, and the supervisor restarts it) when a task fails or
+//!   panics.
+//!
+//! Logs go through `tracing` to stderr, which the supervisor appends to the worker's log file.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use squall_api::{Registry, Role, TaskId};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{error, info, warn};
+
+use super::client::{Client, ClientError};
+use super::transport::Transport;
+use super::{Assignment, WorkerControl, WorkerHeartbeat, WorkerReply};
+use squall_engine::executor::{Control, TaskError};
+use squall_engine::launch::{self, Running};
+use squall_engine::plan::Plan;
+use squall_engine::topology;
+
+/// The environment variable that carries the cluster's secret to a worker.
+pub const SECRET_ENV: &str = "SQUALL_SECRET";
+/// Set by the supervisor to its own pid: a worker whose parent is not that pid at start is
+/// already an orphan and exits.
+pub const SUPERVISOR_PID_ENV: &str = "SQUALL_SUPERVISOR_PID";
+/// Overrides the heartbeat period (milliseconds; benchmarks use it).
+pub const HEARTBEAT_ENV: &str = "SQUALL_WORKER_HEARTBEAT_MS";
+
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a starting worker keeps asking an unreachable nimbus for its assignment.
+const ASSIGNMENT_PATIENCE: Duration = Duration::from_secs(60);
+/// How often the parent process is checked.
+const PARENT_CHECK: Duration = Duration::from_millis(250);
+/// A graceful stop waits this long for the local spouts to end...
+const SPOUT_GRACE: Duration = Duration::from_secs(5);
+/// ...and then this long for every other task.
+const REST_GRACE: Duration = Duration::from_secs(5);
+
+/// `squall worker`'s flags (the supervisor passes them; the secret comes from
+/// `SQUALL_SECRET`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// Where nimbus listens (host:port)
+    #[arg(long, value_name = "ADDR")]
+    pub nimbus: String,
+    /// The topology's name
+    #[arg(long, value_name = "NAME")]
+    pub topology: String,
+    /// The assignment version this worker belongs to
+    #[arg(long, value_name = "V")]
+    pub version: u64,
+    /// This worker's index in the assignment
+    #[arg(long = "worker", value_name = "INDEX")]
+    pub worker: usize,
+    /// The port the transport listens on (0: any free port)
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub port: u16,
+    /// The address to bind and to advertise to the other workers
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+}
+
+/// A heartbeat request on its way.
+type BeatInFlight = Pin<Box<dyn Future<Output = Result<WorkerReply, ClientError>> + Send>>;
+
+/// Why a worker stops gracefully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Nimbus,
+    Signal,
+    Orphaned,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::Nimbus => "nimbus says this assignment is over",
+            StopReason::Signal => "asked to stop by a signal",
+            StopReason::Orphaned => "our supervisor is gone",
+        })
+    }
+}
+
+/// Runs the worker until it stops (see the module docs).
+pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), String> {
+    let secret = std::env::var(SECRET_ENV)
+        .map_err(|_| format!("{SECRET_ENV} is not set (a worker is started by a supervisor)"))?;
+    let name = format!("worker {} of {} v{}", args.worker, args.topology, args.version);
+    let parent = parent_pid();
+    if let Some(supervisor) = std::env::var(SUPERVISOR_PID_ENV).ok().and_then(|p| p.parse::<i32>().ok()) {
+        if supervisor != parent {
+            info!("{name}: our supervisor (pid {supervisor}) is gone; exiting");
+            return Ok(());
+        }
+    }
+    let mut signals = Signals::new()?;
+    let client = Client::new(&args.nimbus, &secret);
+
+    let assignment = tokio::select! {
+        fetched = fetch_assignment(&client, &args, parent) => match fetched? {
+            Some(assignment) => assignment,
+            None => return Ok(()),
+        },
+        _ = signals.recv() => {
+            info!("{name}: stopped by a signal before it started");
+            return Ok(());
+        }
+    };
+    let (plan, hosted) = prepare(&assignment, args.worker, registry)?;
+    let spout_tasks = hosted.iter().filter(|&&t| plan_role(&plan, t) == Some(Role::Spout)).count();
+
+    let (peers_tx, peers_rx) = watch::channel(vec![None; assignment.workers.len()]);
+    let bind_addr = resolve(&args.host, args.port).await?;
+    let mut transport = Transport::bind(bind_addr, &args.topology, args.version, args.worker, peers_rx)
+        .await
+        .map_err(|e| format!("{name}: cannot listen on {bind_addr}: {e}"))?;
+    let addr = transport.local_addr();
+    info!(
+        "{name}: listening on {addr}, hosting {} of {} tasks ({spout_tasks} spout tasks)",
+        hosted.len(),
+        plan.task_count()
+    );
+
+    let mut follower = Follower::new(peers_tx);
+    let beat = |tasks| WorkerHeartbeat {
+        topology: args.topology.clone(),
+        version: args.version,
+        worker: args.worker,
+        addr,
+        tasks,
+    };
+    let mut outage = Outage::default();
+    match client.worker_heartbeat(&beat(Vec::new())).await {
+        Ok(reply) => {
+            if follower.apply(reply) == Some(WorkerControl::Stop) {
+                info!("{name}: nimbus says this assignment is over; exiting before starting");
+                return Ok(());
+            }
+        }
+        Err(e) => outage.failed(&name, &e),
+    }
+
+    let Running { mut tasks, control, metrics } =
+        launch::start(&plan, registry, &hosted, Some(&mut transport)).map_err(|e| format!("{name}: {e}"))?;
+    if follower.control == WorkerControl::Inactive {
+        let _ = control.send(Control::Inactive);
+    }
+    info!("{name}: started ({})", follower.control_name());
+
+    let mut heartbeat = tokio::time::interval(heartbeat_every());
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    let mut parent_check = tokio::time::interval(PARENT_CHECK);
+    parent_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut in_flight: Option<BeatInFlight> = None;
+
+    let reason = loop {
+        tokio::select! {
+            joined = tasks.join_next(), if !tasks.is_empty() => {
+                if let Some(joined) = joined {
+                    if let Some(failure) = task_failure(joined) {
+                        error!("{name}: {failure}; exiting");
+                        return Err(format!("{name}: {failure}"));
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if in_flight.is_none() {
+                    let client = client.clone();
+                    let beat = beat(metrics.figures(&hosted));
+                    in_flight = Some(Box::pin(async move { client.worker_heartbeat(&beat).await }));
+                }
+            }
+            reply = async { in_flight.as_mut().expect("guarded by is_some").await }, if in_flight.is_some() => {
+                in_flight = None;
+                match reply {
+                    Ok(reply) => {
+                        outage.recovered(&name);
+                        match follower.apply(reply) {
+                            Some(WorkerControl::Stop) => break StopReason::Nimbus,
+                            Some(WorkerControl::Active) => {
+                                info!("{name}: activated");
+                                let _ = control.send(Control::Active);
+                            }
+                            Some(WorkerControl::Inactive) => {
+                                info!("{name}: deactivated");
+                                let _ = control.send(Control::Inactive);
+                            }
+                            None => {}
+                        }
+                    }
+                    Err(e) => outage.failed(&name, &e),
+                }
+            }
+            _ = parent_check.tick() => {
+                if parent_pid() != parent {
+                    break StopReason::Orphaned;
+                }
+            }
+            _ = signals.recv() => break StopReason::Signal,
+        }
+    };
+    info!("{name}: {reason}; stopping gracefully");
+    let left = graceful_stop(tasks, &control, &transport, &name).await;
+    drop(metrics);
+    if left > 0 {
+        warn!("{name}: {left} tasks did not end in time; stopped them");
+    } else {
+        info!("{name}: stopped");
+    }
+    Ok(())
+}
+
+/// Fetches the assignment; `None` if this worker is stale (another version is current, or the
+/// topology is gone) or its parent died while it waited.
+async fn fetch_assignment(
+    client: &Client,
+    args: &WorkerArgs,
+    parent: i32,
+) -> Result<Option<Assignment>, String> {
+    let name = format!("worker {} of {} v{}", args.worker, args.topology, args.version);
+    let deadline = Instant::now() + ASSIGNMENT_PATIENCE;
+    let mut warned = false;
+    loop {
+        match client.assignment(&args.topology).await {
+            Ok(a) if a.version != args.version => {
+                info!(
+                    "{name}: the current assignment is version {}; this worker is stale, exiting",
+                    a.version
+                );
+                return Ok(None);
+            }
+            Ok(a) => return Ok(Some(a)),
+            Err(e) if e.is_not_found() => {
+                info!("{name}: nimbus no longer knows {}; exiting", args.topology);
+                return Ok(None);
+            }
+            Err(e @ ClientError::Refused { status, .. }) if status < 500 => {
+                return Err(format!("{name}: nimbus refused the assignment: {e}"));
+            }
+            Err(e) => {
+                if Instant::now() >= deadline {
+                    return Err(format!("{name}: cannot fetch the assignment: {e}"));
+                }
+                if !warned {
+                    warn!("{name}: cannot fetch the assignment yet ({e}); retrying");
+                    warned = true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if parent_pid() != parent {
+            info!("{name}: our supervisor is gone; exiting");
+            return Ok(None);
+        }
+    }
+}
+
+/// The plan of `assignment` as worker `me` runs it, and the tasks it hosts.
+fn prepare(assignment: &Assignment, me: usize, registry: &Registry) -> Result<(Plan, Vec<TaskId>), String> {
+    let file = format!("{} (from nimbus)", assignment.topology);
+    let mut def = topology::load_str(&file, &assignment.text, &|_| None, registry).map_err(|d| {
+        let n = d.0.len();
+        let first = d.0.first().map(|d| d.to_string()).unwrap_or_else(|| format!("{file}: invalid"));
+        if n > 1 {
+            format!("{first} (and {} more)", n - 1)
+        } else {
+            first
+        }
+    })?;
+    assignment.layout.apply(&mut def);
+    let mut plan = Plan::new(&def)?;
+    if plan.task_count() != assignment.layout.task_count() {
+        return Err(format!(
+            "{file}: the topology has {} tasks but its assignment places {} (does this binary hold \
+             the same components as the one submitted?)",
+            plan.task_count(),
+            assignment.layout.task_count()
+        ));
+    }
+    let slot = assignment.workers.get(me).ok_or_else(|| {
+        format!("{file}: the assignment has {} workers, there is no worker {me}", assignment.workers.len())
+    })?;
+    plan.task_worker = assignment.task_worker();
+    // One deployment across every worker, restart and rebalance of this submission: spouts
+    // that persist where they are (kafka-spout) tell a restart from a first start by it.
+    plan.id = format!("{}-{}", assignment.topology, assignment.submitted_ms);
+    let mut hosted = slot.tasks.clone();
+    hosted.sort_unstable();
+    hosted.dedup();
+    if let Some(&t) = hosted.iter().find(|&&t| t as usize >= plan.task_count()) {
+        return Err(format!("{file}: the assignment gives worker {me} task {t}, which does not exist"));
+    }
+    Ok((plan, hosted))
+}
+
+fn plan_role(plan: &Plan, task: TaskId) -> Option<Role> {
+    plan.task_component[task as usize].map(|c| plan.components[c].role)
+}
+
+/// Follows nimbus's replies: peers to the transport's watch, and the control last heard.
+struct Follower {
+    peers: watch::Sender<Vec<Option<SocketAddr>>>,
+    /// Spouts start active (see [`local::start`]).
+    control: WorkerControl,
+}
+
+impl Follower {
+    fn new(peers: watch::Sender<Vec<Option<SocketAddr>>>) -> Follower {
+        Follower { peers, control: WorkerControl::Active }
+    }
+
+    /// Publishes the reply's peers if they changed; returns the control if it changed.
+    fn apply(&mut self, reply: WorkerReply) -> Option<WorkerControl> {
+        let peers = reply.peers;
+        self.peers.send_if_modified(|current| {
+            if *current == peers {
+                return false;
+            }
+            *current = peers;
+            true
+        });
+        (reply.control != self.control).then(|| {
+            self.control = reply.control;
+            reply.control
+        })
+    }
+
+    fn control_name(&self) -> &'static str {
+        match self.control {
+            WorkerControl::Active => "active",
+            WorkerControl::Inactive => "inactive",
+            WorkerControl::Stop => "stopping",
+        }
+    }
+}
+
+/// Logs an unreachable nimbus once per outage.
+#[derive(Default)]
+struct Outage {
+    down: bool,
+}
+
+impl Outage {
+    fn failed(&mut self, name: &str, e: &ClientError) {
+        if !self.down {
+            warn!("{name}: heartbeat failed ({e}); running on and retrying");
+            self.down = true;
+        }
+    }
+
+    fn recovered(&mut self, name: &str) {
+        if self.down {
+            info!("{name}: nimbus answers again");
+            self.down = false;
+        }
+    }
+}
+
+/// The failure of a task that ended, if it failed.
+fn task_failure(joined: Result<Result<(), TaskError>, tokio::task::JoinError>) -> Option<String> {
+    match joined {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("task failed: {e}")),
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            let message = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Some(format!("a task panicked: {message}"))
+        }
+        Err(_) => None,
+    }
+}
+
+/// Stops the tasks of a worker (see the module docs); returns how many had to be aborted.
+async fn graceful_stop(
+    mut tasks: JoinSet<Result<(), TaskError>>,
+    control: &watch::Sender<Control>,
+    transport: &Transport,
+    name: &str,
+) -> usize {
+    let _ = control.send(Control::Stop);
+    // Only spout executors hold a receiver of the control channel (local::start hands it to
+    // them alone): once none is left, every local spout task has ended.
+    let spouts_ended = tokio::time::timeout(SPOUT_GRACE, control.closed()).await.is_ok();
+    if !spouts_ended {
+        warn!("{name}: spouts did not end within {SPOUT_GRACE:?}; closing the inbound side anyway");
+    }
+    transport.close_inbound();
+    let deadline = Instant::now() + REST_GRACE;
+    while !tasks.is_empty() {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(joined)) => {
+                if let Some(failure) = task_failure(joined) {
+                    warn!("{name}: while stopping: {failure}");
+                }
+            }
+            Ok(None) => break,
+            Err(_) => break,
+        }
+    }
+    let left = tasks.len();
+    tasks.shutdown().await;
+    left
+}
+
+/// The heartbeat period: `SQUALL_WORKER_HEARTBEAT_MS`, else a second.
+fn heartbeat_every() -> Duration {
+    heartbeat_from(std::env::var(HEARTBEAT_ENV).ok().as_deref())
+}
+
+fn heartbeat_from(value: Option<&str>) -> Duration {
+    match value.map(|v| v.trim().parse::<u64>()) {
+        None => DEFAULT_HEARTBEAT,
+        Some(Ok(ms)) if ms > 0 => Duration::from_millis(ms),
+        Some(_) => {
+            warn!("{HEARTBEAT_ENV} must be a number of milliseconds above 0; using {DEFAULT_HEARTBEAT:?}");
+            DEFAULT_HEARTBEAT
+        }
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve --host {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--host {host} resolves to no address"))
+}
+
+fn parent_pid() -> i32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, String> {
+        let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+        Ok(Signals { term: listen(SignalKind::terminate())?, int: listen(SignalKind::interrupt())? })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use squall_api::{
+        async_trait, values, BasicBolt, BasicCollector, BoxError, NoConfig, OutputDeclarer, Spout,
+        SpoutCollector, Tuple,
+    };
+
+    use super::*;
+    use crate::{Layout, WorkerSlot};
+
+    /// Counts up forever, reliably.
+    struct Counter {
+        next: u64,
+    }
+
+    #[async_trait]
+    impl Spout for Counter {
+        fn declare_outputs(&self, out: &mut OutputDeclarer) {
+            out.declare(["n"]);
+        }
+        async fn next_tuple(&mut self, out: &mut dyn SpoutCollector) -> Result<(), BoxError> {
+            out.emit_with_id(values![self.next as i64], (self.next as i64).into())?;
+            self.next += 1;
+            Ok(())
+        }
+    }
+
+    /// Counts what it sees; raises a flag in cleanup.
+    struct Sink {
+        seen: Arc<AtomicU64>,
+        cleaned: Arc<AtomicBool>,
+    }
+
+    #[async_trait]
+    impl BasicBolt for Sink {
+        async fn execute(&mut self, _input: &Tuple, _out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
+            self.seen.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        async fn cleanup(&mut self) {
+            self.cleaned.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn registry(seen: &Arc<AtomicU64>, cleaned: &Arc<AtomicBool>) -> Registry {
+        let mut r = Registry::new();
+        r.spout("counter", |_: NoConfig| Ok(Counter { next: 0 }));
+        let (seen, cleaned) = (seen.clone(), cleaned.clone());
+        r.basic_bolt("sink", move |_: NoConfig| Ok(Sink { seen: seen.clone(), cleaned: cleaned.clone() }));
+        r
+    }
+
+    const TEXT: &str = r#"
+name = "t"
+workers = 2
+
+[[spouts]]
+id = "numbers"
+kind = "counter"
+parallelism = 2
+
+[[bolts]]
+id = "sink"
+kind = "sink"
+parallelism = 2
+inputs = [{ from = "numbers", grouping = "shuffle" }]
+"#;
+
+    /// An assignment of TEXT: tasks 0..=4 (2 spouts, 2 sinks, 1 acker) over `placement`.
+    fn assignment(registry: &Registry, placement: &[&[TaskId]]) -> Assignment {
+        let def = topology::load_str("t.toml", TEXT, &|_| None, registry).unwrap();
+        Assignment {
+            topology: "t".into(),
+            version: 3,
+            submitted_ms: 1,
+            artifact: "0".repeat(64),
+            text: TEXT.into(),
+            layout: Layout::of(&def),
+            workers: placement
+                .iter()
+                .enumerate()
+                .map(|(i, tasks)| WorkerSlot {
+                    supervisor: "s".into(),
+                    slot: i,
+                    port: 0,
+                    tasks: tasks.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    fn flags() -> (Arc<AtomicU64>, Arc<AtomicBool>) {
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)))
+    }
+
+    #[test]
+    fn prepare_hosts_the_workers_tasks_and_places_the_rest() {
+        let (seen, cleaned) = flags();
+        let registry = registry(&seen, &cleaned);
+        let a = assignment(&registry, &[&[0, 2, 4], &[1, 3]]);
+        let (plan, hosted) = prepare(&a, 1, &registry).unwrap();
+        assert_eq!(hosted, vec![1, 3]);
+        assert_eq!(plan.task_worker, vec![0, 1, 0, 1, 0]);
+        let (_, hosted) = prepare(&a, 0, &registry).unwrap();
+        assert_eq!(hosted, vec![0, 2, 4]);
+        let err = prepare(&a, 2, &registry).unwrap_err();
+        assert!(err.contains("no worker 2"), "{err}");
+    }
+
+    #[test]
+    fn prepare_applies_a_rebalanced_layout() {
+        let (seen, cleaned) = flags();
+        let registry = registry(&seen, &cleaned);
+        let mut a = assignment(&registry, &[&[]]);
+        a.layout.workers = 1;
+        a.layout.components[1].parallelism = 3;
+        a.workers[0].tasks = (0..6).collect();
+        let (plan, hosted) = prepare(&a, 0, &registry).unwrap();
+        assert_eq!(plan.workers, 1);
+        assert_eq!(plan.components[1].tasks, vec![2, 3, 4]);
+        assert_eq!(plan.acker_tasks, vec![5]);
+        assert_eq!(hosted.len(), 6);
+    }
+
+    #[test]
+    fn prepare_refuses_what_this_binary_cannot_run_in_one_line() {
+        let (seen, cleaned) = flags();
+        let registry = registry(&seen, &cleaned);
+        let mut a = assignment(&registry, &[&[0, 1, 2, 3, 4]]);
+        a.text = a.text.replace("kind = \"sink\"", "kind = \"nope\"").replace("\"counter\"", "\"nada\"");
+        let err = prepare(&a, 0, &registry).unwrap_err();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("t (from nimbus):") && err.contains("(and 1 more)"), "{err}");
+
+        let mut a = assignment(&registry, &[&[0, 1, 2, 3, 4]]);
+        a.layout.ackers = 2;
+        let err = prepare(&a, 0, &registry).unwrap_err();
+        assert!(err.contains("5 tasks but its assignment places 6"), "{err}");
+    }
+
+    #[test]
+    fn follower_passes_on_only_changes() {
+        let (tx, mut rx) = watch::channel(vec![None, None]);
+        let mut f = Follower::new(tx);
+        let a: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let reply = |control, peers: Vec<Option<SocketAddr>>| WorkerReply { control, peers };
+
+        assert_eq!(f.apply(reply(WorkerControl::Active, vec![None, None])), None);
+        assert!(!rx.has_changed().unwrap(), "the same peers are not published again");
+
+        assert_eq!(
+            f.apply(reply(WorkerControl::Inactive, vec![Some(a), None])),
+            Some(WorkerControl::Inactive)
+        );
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), vec![Some(a), None]);
+
+        assert_eq!(f.apply(reply(WorkerControl::Inactive, vec![Some(a), None])), None);
+        assert!(!rx.has_changed().unwrap());
+        assert_eq!(f.apply(reply(WorkerControl::Active, vec![Some(a), None])), Some(WorkerControl::Active));
+        assert_eq!(f.apply(reply(WorkerControl::Stop, vec![Some(a), None])), Some(WorkerControl::Stop));
+    }
+
+    #[test]
+    fn heartbeat_period_comes_from_the_environment_value() {
+        assert_eq!(heartbeat_from(None), Duration::from_secs(1));
+        assert_eq!(heartbeat_from(Some("250")), Duration::from_millis(250));
+        assert_eq!(heartbeat_from(Some("0")), Duration::from_secs(1));
+        assert_eq!(heartbeat_from(Some("fast")), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_panic_or_an_error_is_a_failure_and_a_clean_end_is_not() {
+        assert_eq!(task_failure(Ok(Ok(()))), None);
+        let e = TaskError { component: "sink".into(), task: 3, message: "boom".into() };
+        assert_eq!(task_failure(Ok(Err(e))).unwrap(), "task failed: sink task 3: boom");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn graceful_stop_ends_spouts_then_bolts_and_runs_cleanup() {
+        let (seen, cleaned) = flags();
+        let registry = registry(&seen, &cleaned);
+        let a = assignment(&registry, &[&[0, 1, 2, 3, 4]]);
+        let (plan, hosted) = prepare(&a, 0, &registry).unwrap();
+        let (_peers_tx, peers_rx) = watch::channel(vec![None]);
+        let mut transport =
+            Transport::bind("127.0.0.1:0".parse().unwrap(), "t", 3, 0, peers_rx).await.unwrap();
+        let Running { tasks, control, metrics } =
+            launch::start(&plan, &registry, &hosted, Some(&mut transport)).unwrap();
+        let started = Instant::now();
+        while seen.load(Ordering::Relaxed) < 100 {
+            assert!(started.elapsed() < Duration::from_secs(10), "the topology does not run");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopping = Instant::now();
+        let left = graceful_stop(tasks, &control, &transport, "test").await;
+        assert_eq!(left, 0, "every task ended by itself");
+        assert!(stopping.elapsed() < SPOUT_GRACE, "took {:?}", stopping.elapsed());
+        assert!(cleaned.load(Ordering::Relaxed), "bolts' cleanup ran");
+        let acked: u64 = metrics.figures(&[0, 1]).iter().map(|f| f.acked).sum();
+        let emitted: u64 = metrics.figures(&[0, 1]).iter().map(|f| f.emitted).sum();
+        assert_eq!(acked, emitted, "in-flight trees drained before the end");
+    }
+}

@@ -1,0 +1,147 @@
+//! Starting a plan's tasks: the one place spouts, bolts and ackers are spawned, for a local
+//! run and for a worker alike.
+//!
+//! Contract: [`start`] gives every hosted task a bounded inbox (spout outcomes: unbounded, so
+//! an acker never waits), wires each output to the tasks it sends to (hosted ones directly,
+//! the rest through a [`Remote`]), builds each component from the registry and spawns it on
+//! the tokio runtime. It returns the running tasks, the control channel that deactivates or
+//! stops the spouts, and the tasks' metrics. A component that cannot be built, or whose kind
+//! builds another role than the topology gives it, is an error before anything runs.
+
+use std::time::Duration;
+
+use squall_api::{Component, Registry, Role, TaskId};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::acker::{self, AckerMsg, Outcome};
+use crate::executor::bolt::{AnyBolt, BoltExecutor};
+use crate::executor::output::INBOX_BATCHES;
+use crate::executor::spout::SpoutExecutor;
+use crate::executor::{context, Control, Envelope, Links, Output, TaskError};
+use crate::metrics::TopologyMetrics;
+use crate::plan::Plan;
+
+/// The tasks of a plan, started.
+pub struct Running {
+    pub tasks: JoinSet<Result<(), TaskError>>,
+    pub control: watch::Sender<Control>,
+    pub metrics: TopologyMetrics,
+}
+
+/// A task's receiving end.
+enum Inbox {
+    Bolt(mpsc::Receiver<Vec<Envelope>>),
+    Spout(mpsc::UnboundedReceiver<Vec<Outcome>>),
+    Acker(mpsc::Receiver<Vec<AckerMsg>>),
+}
+
+/// How the tasks a process hosts reach the ones it does not: in a worker, its transport.
+pub trait Remote {
+    /// Takes the senders of the hosted tasks' inboxes (tuples arriving from other workers go
+    /// there) and fills in, for every task hosted elsewhere, a sender that carries to it.
+    fn attach(&mut self, plan: &Plan, links: &mut Links);
+}
+
+/// Starts the tasks `hosted` of `plan` (all of them in local mode). In a worker, `remote`
+/// is handed the inboxes of the hosted tasks and wires every other task to its worker.
+pub fn start(
+    plan: &Plan,
+    registry: &Registry,
+    hosted: &[TaskId],
+    remote: Option<&mut dyn Remote>,
+) -> Result<Running, TaskError> {
+    let n = plan.task_count();
+    let metrics = TopologyMetrics::new(n);
+    // Every inbox first, so that each output can be wired to the tasks it sends to.
+    let mut links = Links { bolts: vec![None; n], ackers: vec![None; n], spouts: vec![None; n] };
+    let mut inboxes: Vec<Option<Inbox>> = (0..n).map(|_| None).collect();
+    for &t in hosted {
+        let i = t as usize;
+        inboxes[i] = Some(match plan.task_component[i].map(|c| plan.components[c].role) {
+            Some(Role::Bolt) => {
+                let (tx, rx) = mpsc::channel(INBOX_BATCHES);
+                links.bolts[i] = Some(tx);
+                Inbox::Bolt(rx)
+            }
+            Some(Role::Spout) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                links.spouts[i] = Some(tx);
+                Inbox::Spout(rx)
+            }
+            None => {
+                let (tx, rx) = mpsc::channel(INBOX_BATCHES);
+                links.ackers[i] = Some(tx);
+                Inbox::Acker(rx)
+            }
+        });
+    }
+    // Across processes an acker's outcomes can die with its worker; in one they cannot.
+    let across_workers = remote.is_some();
+    if let Some(remote) = remote {
+        remote.attach(plan, &mut links);
+    }
+    let (control, control_rx) = watch::channel(Control::Active);
+    let timeout = Duration::from_secs(plan.settings.message_timeout_secs);
+    let mut tasks = JoinSet::new();
+    for &t in hosted {
+        let i = t as usize;
+        let inbox = inboxes[i].take().expect("every hosted task got an inbox above");
+        let (component, inbox) = match (plan.task_component[i], inbox) {
+            (None, Inbox::Acker(inbox)) => {
+                let spouts = links.spouts.clone();
+                let ackers = plan.acker_tasks.len();
+                let me =
+                    plan.acker_tasks.iter().position(|&a| a == t).expect("an acker task is in acker_tasks");
+                tasks.spawn(async move {
+                    acker::run(inbox, spouts, timeout, me, ackers).await;
+                    Ok(())
+                });
+                continue;
+            }
+            (Some(component), inbox) => (component, inbox),
+            (None, _) => unreachable!("acker tasks get acker inboxes"),
+        };
+        let c = &plan.components[component];
+        let task_error = |message: String| TaskError { component: c.id.clone(), task: t, message };
+        let instance = registry.build(&c.kind, &c.config).map_err(|e| task_error(e.to_string()))?;
+        let out = Output::new(plan, component, t, &links, &metrics.tasks, registry)
+            .map_err(|e| task_error(e.to_string()))?;
+        let ctx = context(plan, component, t);
+        let task_metrics = metrics.tasks[i].clone();
+        let tick = c.tick.or_else(|| instance.tick_interval());
+        match (instance, inbox) {
+            (Component::Spout(spout), Inbox::Spout(inbox)) => {
+                let exec = SpoutExecutor {
+                    spout,
+                    ctx,
+                    out,
+                    inbox,
+                    control: control_rx.clone(),
+                    metrics: task_metrics,
+                    max_pending: plan.settings.max_spout_pending,
+                    drain: timeout + Duration::from_secs(2),
+                    // Later than the acker's own timeout, which normally reports first.
+                    expire_after: across_workers.then(|| timeout + Duration::from_secs(2)),
+                };
+                tasks.spawn(exec.run());
+            }
+            (Component::Bolt(b), Inbox::Bolt(inbox)) => {
+                let exec = BoltExecutor::new(AnyBolt::Plain(b), ctx, out, inbox, task_metrics, plan, tick);
+                tasks.spawn(exec.run());
+            }
+            (Component::BasicBolt(b), Inbox::Bolt(inbox)) => {
+                let exec = BoltExecutor::new(AnyBolt::Basic(b), ctx, out, inbox, task_metrics, plan, tick);
+                tasks.spawn(exec.run());
+            }
+            (instance, _) => {
+                let built = instance.role();
+                return Err(task_error(format!(
+                    "kind {} builds a {built}, but the topology uses it as a {}",
+                    c.kind, c.role
+                )));
+            }
+        }
+    }
+    Ok(Running { tasks, control, metrics })
+}

@@ -1,0 +1,21 @@
+//! # squall-engine
+//!
+//! Runs topologies written against `squall-api`, in one process. Data flows one way:
+//! topology file → [`topology`] (parse, validate) → [`plan`] (tasks, streams, subscriptions)
+//! → [`launch`] (start [`executor`]s with their [`grouping`] routers and the [`acker`]) →
+//! [`metrics`]; [`local`] runs a whole plan in this process. What the subsystems above share
+//! lives here too: [`partitioned`] (what spouts and sinks over partitioned logs share),
+//! [`frame`] (length-prefixed MessagePack frames over TCP) and [`config_file`] (reading a
+//! settings file with `${VAR}` substitution).
+
+pub mod acker;
+pub mod config_file;
+pub mod executor;
+pub mod frame;
+pub mod grouping;
+pub mod launch;
+pub mod local;
+pub mod metrics;
+pub mod partitioned;
+pub mod plan;
+pub mod topology;

@@ -1,0 +1,154 @@
+//! Running a topology in this process (`squall local`).
+//!
+//! Contract: [`run`] lays the topology out as a [`Plan`], starts every task (spouts, bolts,
+//! ackers) on the tokio runtime with bounded inboxes, and returns when the run ends: by itself
+//! once every spout is finished and every tree completed and every queue drained; after
+//! `duration`; or on Ctrl-C (a second Ctrl-C ends it at once). On the last two, spouts are
+//! deactivated and in-flight trees drain for up to the message timeout before the bolts are
+//! drained and closed. About once a second it can print per-component rates to stderr. A task
+//! that fails to start, or panics, ends the run with its error.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use squall_api::{Registry, Role, TaskId};
+
+use crate::executor::{Control, TaskError};
+use crate::launch::{self, Running};
+use crate::metrics::{human, Snapshot};
+use crate::plan::Plan;
+use crate::topology::TopologyDef;
+
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Print per-component rates to stderr about once a second.
+    pub progress: bool,
+}
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub plan: Plan,
+    pub snapshot: Snapshot,
+    /// From the moment every task was started to the end of the run.
+    pub elapsed: Duration,
+    /// Ended by `duration` or Ctrl-C rather than by itself.
+    pub stopped: bool,
+}
+
+/// Runs a topology in this process until it ends (see the module docs).
+pub async fn run(
+    def: &TopologyDef,
+    registry: &Registry,
+    opts: &LocalOptions,
+) -> Result<RunResult, TaskError> {
+    // Listen before anything starts, and with one listener for the whole run: a Ctrl-C that
+    // arrives while the loop below is busy is then kept, not lost.
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| TaskError {
+            component: "local".into(),
+            task: 0,
+            message: format!("cannot listen for Ctrl-C: {e}"),
+        })?;
+    let plan = Plan::new(def).map_err(|message| TaskError { component: "plan".into(), task: 0, message })?;
+    let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
+    let Running { mut tasks, control, metrics } = launch::start(&plan, registry, &hosted, None)?;
+    let started = Instant::now();
+    let mut progress = tokio::time::interval(Duration::from_secs(1));
+    progress.tick().await;
+    let mut reporter = ProgressReporter::new(&plan);
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut stopped = false;
+    let mut interrupts = 0;
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    tasks.abort_all();
+                    return Err(e);
+                }
+                Some(Err(e)) if e.is_panic() => {
+                    tasks.abort_all();
+                    let message = panic_message(e.into_panic());
+                    return Err(TaskError { component: "?".into(), task: 0, message: format!("a task panicked: {message}") });
+                }
+                Some(Err(_)) => {}
+            },
+            _ = progress.tick(), if opts.progress => {
+                reporter.print(&plan, &metrics.snapshot(&plan), started.elapsed());
+            }
+            _ = sleep_until(deadline), if !stopped => {
+                stopped = true;
+                let _ = control.send(Control::Stop);
+            }
+            _ = interrupt.recv() => {
+                interrupts += 1;
+                stopped = true;
+                if interrupts > 1 {
+                    eprintln!("second interrupt: stopping now, in-flight tuples are not drained");
+                    tasks.abort_all();
+                    break;
+                }
+                eprintln!("interrupted: deactivating spouts and draining in-flight tuples (Ctrl-C again to stop now)");
+                let _ = control.send(Control::Stop);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let snapshot = metrics.snapshot(&plan);
+    Ok(RunResult { plan, snapshot, elapsed, stopped })
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Prints one line of per-component rates per call.
+struct ProgressReporter {
+    last: BTreeMap<String, u64>,
+    last_at: Duration,
+}
+
+impl ProgressReporter {
+    fn new(plan: &Plan) -> Self {
+        ProgressReporter {
+            last: plan.components.iter().map(|c| (c.id.clone(), 0)).collect(),
+            last_at: Duration::ZERO,
+        }
+    }
+
+    fn print(&mut self, plan: &Plan, snap: &Snapshot, at: Duration) {
+        let window = (at - self.last_at).as_secs_f64().max(1e-3);
+        self.last_at = at;
+        let mut line = format!("[{:>4}s]", at.as_secs());
+        for c in &plan.components {
+            let s = &snap.components[&c.id];
+            let counted = if c.role == Role::Spout { s.emitted } else { s.executed };
+            let prev = self.last.insert(c.id.clone(), counted).unwrap_or(0);
+            let rate = (counted - prev) as f64 / window;
+            let verb = if c.role == Role::Spout { "emitted" } else { "executed" };
+            line.push_str(&format!(
+                "  {}: {}/s {verb}, acked {}, failed {}",
+                c.id,
+                human(rate),
+                human(s.acked as f64),
+                s.failed
+            ));
+        }
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+}

@@ -1,0 +1,211 @@
+//! The plan: a validated topology laid out as tasks and streams.
+//!
+//! Contract: [`Plan::new`] refuses a topology with more than 65536 spout tasks (a tuple
+//! tree's root id names its spout task in 16 bits), numbers every task of the topology
+//! densely from 0 (spouts, then bolts, in file order, then the acker tasks), gives every
+//! (component, stream) a global stream id, and lists for each stream who subscribes to it,
+//! with which grouping and over which tasks. Everything that runs (executors, routing, the acker) reads this plan; nothing
+//! after it looks at the topology file again. Placement of tasks on workers is not decided
+//! here: `task_worker` is all zeros (one process) until a scheduler fills it in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use squall_api::{Role, StreamDecl, StreamMeta, TaskId};
+
+use crate::acker::MAX_SPOUT_TASKS;
+use crate::topology::{GroupingDef, Settings, TopologyDef};
+
+/// The component id under which acker tasks appear.
+pub const ACKER_COMPONENT: &str = "__acker";
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    /// This deployment's id (Storm's topology id): a fresh one per plan, i.e. per local run;
+    /// a worker sets its submission's, the same for every worker and restart of it.
+    pub id: String,
+    pub workers: usize,
+    pub settings: Settings,
+    /// Spouts first, then bolts, in file order.
+    pub components: Vec<ComponentPlan>,
+    pub streams: Vec<StreamPlan>,
+    /// Per task: its component index, or `None` for an acker task.
+    pub task_component: Vec<Option<usize>>,
+    /// Per task: the worker (process) that hosts it.
+    pub task_worker: Vec<usize>,
+    pub acker_tasks: Vec<TaskId>,
+    /// Task ids by component id, ackers included (as [`ACKER_COMPONENT`]).
+    pub component_tasks: Arc<BTreeMap<String, Vec<TaskId>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ComponentPlan {
+    pub id: String,
+    pub kind: String,
+    pub role: Role,
+    pub config: toml::Table,
+    /// The `tick_secs` of the topology file, if set.
+    pub tick: Option<Duration>,
+    pub tasks: Vec<TaskId>,
+    /// Global stream ids of the streams this component declares, in declaration order.
+    pub streams: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    pub component: usize,
+    pub decl: StreamDecl,
+    pub subscribers: Vec<Subscription>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The subscribing component's index.
+    pub component: usize,
+    pub grouping: GroupingDef,
+    /// For fields and partial-key groupings: the positions of the grouping fields.
+    pub key_fields: Vec<usize>,
+    /// The subscriber's tasks.
+    pub tasks: Vec<TaskId>,
+}
+
+impl Plan {
+    /// Lays out `def`; an error if it has more spout tasks than a root id can name (see
+    /// [`MAX_SPOUT_TASKS`]).
+    pub fn new(def: &TopologyDef) -> Result<Plan, String> {
+        let spout_tasks: usize = def.spouts.iter().map(|c| c.parallelism).sum();
+        if spout_tasks > MAX_SPOUT_TASKS {
+            return Err(format!(
+                "topology `{}` has {spout_tasks} spout tasks; at most {MAX_SPOUT_TASKS} are supported \
+                 (a tuple tree's root id keeps 16 bits for its spout task)",
+                def.name
+            ));
+        }
+        let mut components = Vec::new();
+        let mut task_component = Vec::new();
+        let mut component_tasks = BTreeMap::new();
+        let mut streams: Vec<StreamPlan> = Vec::new();
+        for (index, (c, role)) in def
+            .spouts
+            .iter()
+            .map(|c| (c, Role::Spout))
+            .chain(def.bolts.iter().map(|c| (c, Role::Bolt)))
+            .enumerate()
+        {
+            let first = task_component.len() as TaskId;
+            let tasks: Vec<TaskId> = (first..first + c.parallelism as TaskId).collect();
+            task_component.extend(tasks.iter().map(|_| Some(index)));
+            component_tasks.insert(c.id.clone(), tasks.clone());
+            let mut stream_ids = Vec::new();
+            for decl in &c.streams {
+                stream_ids.push(streams.len() as u32);
+                streams.push(StreamPlan { component: index, decl: decl.clone(), subscribers: Vec::new() });
+            }
+            components.push(ComponentPlan {
+                id: c.id.clone(),
+                kind: c.kind.clone(),
+                role,
+                config: c.config.clone(),
+                tick: c.tick_secs.map(Duration::from_secs),
+                tasks,
+                streams: stream_ids,
+            });
+        }
+        let ackers = if def.settings.acking { def.settings.ackers.max(1) } else { 0 };
+        let first = task_component.len() as TaskId;
+        let acker_tasks: Vec<TaskId> = (first..first + ackers as TaskId).collect();
+        task_component.extend(acker_tasks.iter().map(|_| None));
+        component_tasks.insert(ACKER_COMPONENT.to_string(), acker_tasks.clone());
+
+        let mut plan = Plan {
+            name: def.name.clone(),
+            id: format!("{}-{:016x}", def.name, fastrand::u64(..)),
+            workers: def.workers,
+            settings: def.settings.clone(),
+            task_worker: vec![0; task_component.len()],
+            components,
+            streams,
+            task_component,
+            acker_tasks,
+            component_tasks: Arc::new(component_tasks),
+        };
+        for (bolt_index, bolt) in def.bolts.iter().enumerate() {
+            let component = def.spouts.len() + bolt_index;
+            for input in &bolt.inputs {
+                let Some(sid) = plan.stream_id(&input.from, &input.stream) else {
+                    continue;
+                };
+                let fields = plan.streams[sid as usize].decl.fields.clone();
+                let key_fields = match &input.grouping {
+                    GroupingDef::Fields(names) | GroupingDef::PartialKey(names) => {
+                        names.iter().filter_map(|n| fields.index_of(n)).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let tasks = plan.components[component].tasks.clone();
+                plan.streams[sid as usize].subscribers.push(Subscription {
+                    component,
+                    grouping: input.grouping.clone(),
+                    key_fields,
+                    tasks,
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.task_component.len()
+    }
+
+    pub fn component_index(&self, id: &str) -> Option<usize> {
+        self.components.iter().position(|c| c.id == id)
+    }
+
+    /// The global id of `component`'s stream `stream`.
+    pub fn stream_id(&self, component: &str, stream: &str) -> Option<u32> {
+        let c = self.component_index(component)?;
+        self.components[c].streams.iter().copied().find(|&s| self.streams[s as usize].decl.name == stream)
+    }
+
+    /// The (interned) meta of a global stream.
+    pub fn stream_meta(&self, sid: u32) -> &'static StreamMeta {
+        let s = &self.streams[sid as usize];
+        StreamMeta::intern(&self.components[s.component].id, &s.decl.name, &s.decl.fields)
+    }
+
+    /// Metas for every stream, indexed by global stream id.
+    pub fn stream_metas(&self) -> Vec<&'static StreamMeta> {
+        (0..self.streams.len() as u32).map(|s| self.stream_meta(s)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::ComponentDef;
+
+    fn def(spout_parallelism: &[usize]) -> TopologyDef {
+        TopologyDef {
+            name: "wide".into(),
+            workers: 1,
+            settings: Settings::default(),
+            spouts: spout_parallelism
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| ComponentDef::new(&format!("s{i}"), "any").parallelism(p))
+                .collect(),
+            bolts: vec![ComponentDef::new("b", "any").parallelism(100_000)],
+        }
+    }
+
+    #[test]
+    fn spout_task_ids_must_fit_a_root() {
+        let plan = Plan::new(&def(&[MAX_SPOUT_TASKS - 1, 1])).expect("65536 spout tasks fit");
+        assert_eq!(plan.task_count(), MAX_SPOUT_TASKS + 100_000 + 1, "bolts and ackers are not limited");
+        let err = Plan::new(&def(&[MAX_SPOUT_TASKS, 1])).expect_err("65537 spout tasks do not");
+        assert!(err.contains("65537 spout tasks") && err.contains("at most 65536"), "{err}");
+    }
+}

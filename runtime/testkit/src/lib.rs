@@ -1,0 +1,10 @@
+//! # squall-testkit
+//!
+//! What Squall's tests and benchmarks run against, kept out of every library's public
+//! surface: [`tools`] finds or installs outside programs once, [`tansu`] starts a private
+//! Tansu broker (Kafka API) on 127.0.0.1 in a directory of the caller's, and [`kafka`]
+//! creates, fills and reads back Kafka topics around a topology.
+
+pub mod kafka;
+pub mod tansu;
+pub mod tools;
