@@ -301,7 +301,7 @@ fn prepare(assignment: &Assignment, me: usize, registry: &Registry) -> Result<(P
         }
     })?;
     assignment.layout.apply(&mut def);
-    let mut plan = Plan::new(&def)?;
+    let mut plan = Plan::new(&def).map_err(|e| e.to_string())?;
     if plan.task_count() != assignment.layout.task_count() {
         return Err(format!(
             "{file}: the topology has {} tasks but its assignment places {} (does this binary hold \

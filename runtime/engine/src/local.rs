@@ -17,8 +17,23 @@ use squall_api::{Registry, Role, TaskId};
 use crate::executor::{Control, TaskError};
 use crate::launch::{self, Running};
 use crate::metrics::{human, Snapshot};
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanError};
 use crate::topology::TopologyDef;
+
+/// Why a local run ended without a result.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A task failed to start or run.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// A task panicked (its component and task are in the panic's own message, if anywhere).
+    #[error("a task panicked: {0}")]
+    Panicked(String),
+    #[error("cannot listen for Ctrl-C: {0}")]
+    Interrupts(std::io::Error),
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct LocalOptions {
@@ -39,20 +54,12 @@ pub struct RunResult {
 }
 
 /// Runs a topology in this process until it ends (see the module docs).
-pub async fn run(
-    def: &TopologyDef,
-    registry: &Registry,
-    opts: &LocalOptions,
-) -> Result<RunResult, TaskError> {
+pub async fn run(def: &TopologyDef, registry: &Registry, opts: &LocalOptions) -> Result<RunResult, RunError> {
     // Listen before anything starts, and with one listener for the whole run: a Ctrl-C that
     // arrives while the loop below is busy is then kept, not lost.
-    let mut interrupt =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| TaskError {
-            component: "local".into(),
-            task: 0,
-            message: format!("cannot listen for Ctrl-C: {e}"),
-        })?;
-    let plan = Plan::new(def).map_err(|message| TaskError { component: "plan".into(), task: 0, message })?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(RunError::Interrupts)?;
+    let plan = Plan::new(def)?;
     let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
     let Running { mut tasks, control, metrics } = launch::start(&plan, registry, &hosted, None)?;
     let started = Instant::now();
@@ -69,12 +76,12 @@ pub async fn run(
                 Some(Ok(Ok(()))) => {}
                 Some(Ok(Err(e))) => {
                     tasks.abort_all();
-                    return Err(e);
+                    return Err(e.into());
                 }
                 Some(Err(e)) if e.is_panic() => {
                     tasks.abort_all();
                     let message = panic_message(e.into_panic());
-                    return Err(TaskError { component: "?".into(), task: 0, message: format!("a task panicked: {message}") });
+                    return Err(RunError::Panicked(message));
                 }
                 Some(Err(_)) => {}
             },

@@ -71,17 +71,23 @@ pub struct Subscription {
     pub tasks: Vec<TaskId>,
 }
 
+/// A topology that cannot be laid out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "topology `{topology}` has {spout_tasks} spout tasks; at most {MAX_SPOUT_TASKS} are supported \
+         (a tuple tree's root id keeps 16 bits for its spout task)"
+    )]
+    TooManySpoutTasks { topology: String, spout_tasks: usize },
+}
+
 impl Plan {
     /// Lays out `def`; an error if it has more spout tasks than a root id can name (see
     /// [`MAX_SPOUT_TASKS`]).
-    pub fn new(def: &TopologyDef) -> Result<Plan, String> {
+    pub fn new(def: &TopologyDef) -> Result<Plan, PlanError> {
         let spout_tasks: usize = def.spouts.iter().map(|c| c.parallelism).sum();
         if spout_tasks > MAX_SPOUT_TASKS {
-            return Err(format!(
-                "topology `{}` has {spout_tasks} spout tasks; at most {MAX_SPOUT_TASKS} are supported \
-                 (a tuple tree's root id keeps 16 bits for its spout task)",
-                def.name
-            ));
+            return Err(PlanError::TooManySpoutTasks { topology: def.name.clone(), spout_tasks });
         }
         let mut components = Vec::new();
         let mut task_component = Vec::new();
@@ -205,7 +211,7 @@ mod tests {
     fn spout_task_ids_must_fit_a_root() {
         let plan = Plan::new(&def(&[MAX_SPOUT_TASKS - 1, 1])).expect("65536 spout tasks fit");
         assert_eq!(plan.task_count(), MAX_SPOUT_TASKS + 100_000 + 1, "bolts and ackers are not limited");
-        let err = Plan::new(&def(&[MAX_SPOUT_TASKS, 1])).expect_err("65537 spout tasks do not");
+        let err = Plan::new(&def(&[MAX_SPOUT_TASKS, 1])).expect_err("65537 spout tasks do not").to_string();
         assert!(err.contains("65537 spout tasks") && err.contains("at most 65536"), "{err}");
     }
 }

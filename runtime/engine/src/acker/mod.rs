@@ -1,4 +1,6 @@
-//! The acker: Storm's XOR scheme for following tuple trees.
+//! The acker: Storm's XOR scheme for following tuple trees. [`protocol`] is what travels
+//! (root and edge ids, which acker follows a tree, the messages); this module is the acker
+//! itself ([`Acker`], no I/O) and its task ([`run`]).
 //!
 //! Contract: every reliable spout tuple starts a tree with a 64-bit root id made by the spout
 //! task's in-flight slab (see [`make_root`]): bits 48..64 are the spout task id, bits 32..48 a
@@ -31,107 +33,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use squall_api::TaskId;
 use tokio::sync::mpsc;
 
-/// A message to an acker task. The root names its spout task (see [`root_task`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AckerMsg {
-    /// A spout task emitted a tuple tree: `val` is the XOR of the edges it created.
-    Init { root: u64, val: u64 },
-    /// A bolt acked a tuple of the tree: its edge id XOR the edges anchored to it.
-    Ack { root: u64, val: u64 },
-    /// A bolt failed a tuple of the tree.
-    Fail { root: u64 },
-    /// Restart the tree's timeout.
-    Reset { root: u64 },
-}
+pub mod protocol;
 
-/// What the acker tells a spout task about one of its trees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    pub root: u64,
-    pub acked: bool,
-}
-
-/// Spout task ids must be below this: a root keeps 16 bits for its spout task.
-pub const MAX_SPOUT_TASKS: usize = 1 << 16;
-
-/// The root of the tree in `slot` of `spout_task`'s in-flight slab, at generation `gen`.
-#[inline]
-pub fn make_root(spout_task: TaskId, gen: u16, slot: u32) -> u64 {
-    debug_assert!((spout_task as usize) < MAX_SPOUT_TASKS, "spout task id {spout_task} exceeds 16 bits");
-    (spout_task as u64) << 48 | (gen as u64) << 32 | slot as u64
-}
-
-/// The spout task whose tree `root` is.
-#[inline]
-pub fn root_task(root: u64) -> TaskId {
-    (root >> 48) as TaskId
-}
-
-/// The generation of `root`'s slot.
-#[inline]
-pub fn root_gen(root: u64) -> u16 {
-    (root >> 32) as u16
-}
-
-/// `root`'s slot in its spout task's in-flight slab.
-#[inline]
-pub fn root_slot(root: u64) -> u32 {
-    root as u32
-}
-
-/// The root that next uses `root`'s slot.
-#[inline]
-pub fn next_generation(root: u64) -> u64 {
-    make_root(root_task(root), root_gen(root).wrapping_add(1), root_slot(root))
-}
-
-/// Which of `ackers` acker tasks follows `root`: `(slot + spout task) % ackers`. It ignores the
-/// generation, so a slot's successive trees meet the same acker, which can then tell stale
-/// messages from current ones; a spout task's slots in use are dense from 0, so they spread
-/// evenly.
-#[inline]
-pub fn acker_of(root: u64, ackers: usize) -> usize {
-    if ackers <= 1 {
-        return 0;
-    }
-    ((root_slot(root) as u64 + root_task(root) as u64) % ackers as u64) as usize
-}
-
-/// Random 64-bit ids (xorshift64*), never zero. Not cryptographic: ids only need to be
-/// unlikely to collide within the trees in flight.
-#[derive(Debug, Clone)]
-pub struct IdGen(u64);
-
-impl IdGen {
-    pub fn new() -> Self {
-        IdGen(fastrand::u64(1..))
-    }
-
-    #[inline]
-    pub fn next_id(&mut self) -> u64 {
-        loop {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            let id = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-            if id != 0 {
-                return id;
-            }
-        }
-    }
-}
-
-impl Default for IdGen {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub use protocol::*;
 
 /// The acker's clock resolution: a tree times out between its timeout and one tick later.
 pub const TICK: Duration = Duration::from_millis(100);
