@@ -312,21 +312,29 @@ fn single_process(workers: usize) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// WC-1 over `b.workers` worker processes of a private cluster.
+#[cfg(feature = "cluster")]
+async fn wc1_across_workers(b: &Wc1) -> Result<String, BoxError> {
+    let (secs, words, the, acked, failed) = cluster::wc1(b).await?;
+    let mut ok = words == 32 * b.n / 5 && the == 4 * b.n / 5;
+    if b.acking {
+        ok &= acked == b.n && failed == 0;
+    }
+    Ok(wc1_line(b, secs, words, ok))
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn wc1_across_workers(_: &Wc1) -> Result<String, BoxError> {
+    Err("--workers above 1 needs the cluster, and this build has none (feature `cluster`)".into())
+}
+
 /// Runs WC-1 and returns its line.
 pub async fn wc1(b: &Wc1) -> Result<String, BoxError> {
     if b.p == 0 || b.workers == 0 {
         return Err("--p and --workers must be at least 1".into());
     }
     if b.workers > 1 {
-        #[cfg(not(feature = "cluster"))]
-        return Err("--workers above 1 needs the cluster, and this build has none (feature `cluster`)".into());
-        #[cfg(feature = "cluster")]
-        let (secs, words, the, acked, failed) = cluster::wc1(b).await?;
-        let mut ok = words == 32 * b.n / 5 && the == 4 * b.n / 5;
-        if b.acking {
-            ok &= acked == b.n && failed == 0;
-        }
-        return Ok(wc1_line(b, secs, words, ok));
+        return wc1_across_workers(b).await;
     }
     let shared = Arc::new(Shared::default());
     let def = topology("wc1", b.n, 0, 0, b.p, b.acking, 8192);
