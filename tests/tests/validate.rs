@@ -281,7 +281,7 @@ fn shipped_topology_files_are_valid() {
         .map(|entry| entry.expect("a directory entry").file_name())
         .map(|name| name.to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".toml"))
-        // Daemon settings, not topologies (see DESIGN.md, "The cluster file"): cluster.toml and
+        // Daemon settings, not topologies (the cluster file, docs/cluster-file.md): cluster.toml and
         // the files of further supervisors, which hold a [cluster] table.
         .filter(|name| {
             let text = std::fs::read_to_string(repo_file(&format!("config/{name}"))).unwrap_or_default();

@@ -5,8 +5,10 @@
 //! an increment. Execute latency is sampled (one tuple in [`SAMPLE_EVERY`]); complete latency
 //! (spout emit to ack) is recorded for every acked tuple in a histogram merged into the shared
 //! one about once a second. Capacity is derived: executed × mean execute latency over the time
-//! since the tasks started. [`Snapshot`]s sum tasks per component; their JSON form is the one of
-//! DESIGN.md's "Machine-readable output".
+//! since the tasks started. [`Snapshot`]s sum tasks per component; their JSON form is what
+//! `squall local --json` and `squall status --json` print (`{"topology": …, "components":
+//! {id: {"kind", "tasks", "emitted", "transferred", "executed", "acked", "failed", …}}}`):
+//! keys may be added, never renamed or removed, since scripts read them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
