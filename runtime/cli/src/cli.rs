@@ -4,7 +4,8 @@
 //! Contract: every verb exits 0 on success; on failure it prints a clear one-line error
 //! (`error: …`) to stderr — or, for `validate`, every mistake in the file, one per line — and
 //! exits non-zero. Human output goes to stderr while a run is live; stdout carries the end
-//! result (a table, or JSON with `--json`), so it can be piped.
+//! result (a table, or JSON with `--json`), so it can be piped; a reader that goes away
+//! (`| head -1`) ends any verb quietly, with status 0 (see [`crate::broken_pipe`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -136,6 +137,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Runs the CLI with the component kinds of `registry`; returns the process exit code.
 pub fn main(registry: Registry) -> ExitCode {
+    crate::broken_pipe::exit_quietly_when_stdout_closes();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

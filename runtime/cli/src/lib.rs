@@ -11,6 +11,7 @@
 //! serves the embedded log, and the cluster and Kafka verbs say which feature they need.
 
 pub mod bench;
+mod broken_pipe;
 pub mod cli;
 #[cfg(feature = "cluster")]
 mod cluster_verbs;
