@@ -20,6 +20,7 @@ use squall_engine::topology;
 use crate::bench;
 #[cfg(feature = "cluster")]
 use crate::cluster_verbs;
+use crate::kinds;
 use crate::topic;
 
 #[derive(Parser, Debug)]
@@ -58,6 +59,12 @@ enum Command {
         /// Print the topology's layout as JSON (what `submit` asks of an --artifact)
         #[arg(long, hide = true)]
         layout: bool,
+    },
+    /// List the component kinds this binary knows; with KIND, its config keys and defaults,
+    /// and the fields it emits
+    Kinds {
+        /// One kind to describe in full
+        kind: Option<String>,
     },
     #[cfg(feature = "cluster")]
     #[command(flatten)]
@@ -267,6 +274,17 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
+        Command::Kinds { kind: None } => {
+            print!("{}", kinds::list(&registry));
+            ExitCode::SUCCESS
+        }
+        Command::Kinds { kind: Some(kind) } => match kinds::describe(&registry, &kind) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         #[cfg(feature = "cluster")]
         Command::Cluster(command) => done(cluster_verbs::run(command, registry).await),
         Command::Broker(args) => match topic::broker(args).await {

@@ -15,6 +15,7 @@ mod broken_pipe;
 pub mod cli;
 #[cfg(feature = "cluster")]
 mod cluster_verbs;
+mod kinds;
 mod topic;
 
 pub use squall_broker as broker;
