@@ -83,12 +83,8 @@ fn run_with_stdout_closed(args: &[&str]) -> (ExitStatus, String) {
 #[test]
 fn verbs_exit_quietly_when_stdout_is_closed() {
     let wordcount = repo_file("config/wordcount.toml");
-    let cases: [&[&str]; 4] = [
-        &["validate", wordcount.to_str().unwrap()],
-        &["kinds"],
-        &["kinds", "log-spout"],
-        &["--help"],
-    ];
+    let cases: [&[&str]; 4] =
+        [&["validate", wordcount.to_str().unwrap()], &["kinds"], &["kinds", "log-spout"], &["--help"]];
     for args in cases {
         let (status, stderr) = run_with_stdout_closed(args);
         assert_quiet_exit(&args.join(" "), status, &stderr);
@@ -128,8 +124,19 @@ fn kinds_lists_every_shipped_kind_with_role_and_summary() {
     assert_eq!(
         kinds,
         [
-            "exclamation", "file-sink", "flaky", "kafka-sink", "kafka-spout", "log", "log-sink", "log-spout",
-            "random-sentence", "random-word", "sequence", "split-sentence", "word-count"
+            "exclamation",
+            "file-sink",
+            "flaky",
+            "kafka-sink",
+            "kafka-spout",
+            "log",
+            "log-sink",
+            "log-spout",
+            "random-sentence",
+            "random-word",
+            "sequence",
+            "split-sentence",
+            "word-count"
         ],
         "{out}"
     );

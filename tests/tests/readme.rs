@@ -49,5 +49,8 @@ fn readme_shows_the_shout_example_as_it_is() {
     let code = &main[main.find("use serde::Deserialize;").expect("main.rs's first use")..];
     assert!(blocks(&readme, "rust").contains(&code), "README's bolt differs from examples/shout/src/main.rs");
     let cargo = read("examples/shout/Cargo.toml");
-    assert!(blocks(&readme, "toml").contains(&cargo.as_str()), "README's Cargo.toml differs from the example's");
+    assert!(
+        blocks(&readme, "toml").contains(&cargo.as_str()),
+        "README's Cargo.toml differs from the example's"
+    );
 }

@@ -43,7 +43,8 @@ pub const RANDOM_WORD: KindDoc = KindDoc {
 };
 
 pub const SEQUENCE: KindDoc = KindDoc {
-    summary: "Emits the numbers 0 … count−1 once each (again when a tree fails); finished once all are acked.",
+    summary:
+        "Emits the numbers 0 … count−1 once each (again when a tree fails); finished once all are acked.",
     config: &[
         ConfigKey::required("count", "10", "how many numbers, shared among the component's tasks"),
         RATE,
@@ -115,12 +116,8 @@ const BROKER: ConfigKey = ConfigKey::value(
 );
 const MAX_UNCOMMITTED: ConfigKey =
     ConfigKey::value("max_uncommitted", "50000", "records per partition past the committed offset, at most");
-const RETRY_LIMIT: ConfigKey = ConfigKey::unset(
-    "retry_limit",
-    "retry forever",
-    "10",
-    "failures before a record is given up",
-);
+const RETRY_LIMIT: ConfigKey =
+    ConfigKey::unset("retry_limit", "retry forever", "10", "failures before a record is given up");
 const RETRY_BACKOFF_MS: ConfigKey =
     ConfigKey::value("retry_backoff_ms", "100", "wait before a failed record is re-emitted, doubling");
 const RETRY_BACKOFF_MAX_MS: ConfigKey =

@@ -7,7 +7,8 @@
 
 use serde::Deserialize;
 use squall_api::{
-    async_trait, values, BasicBolt, BasicCollector, BoxError, ConfigKey, Emits, KindDoc, OutputDeclarer, Tuple,
+    async_trait, values, BasicBolt, BasicCollector, BoxError, ConfigKey, Emits, KindDoc, OutputDeclarer,
+    Tuple,
 };
 
 /// Emits each word with a suffix; `config = { suffix = "?" }` in the topology file.

@@ -17,9 +17,7 @@ const UNDOCUMENTED: &str = "(no description registered)";
 pub fn list(registry: &Registry) -> String {
     let rows: Vec<(&str, String, &str)> = registry
         .kinds()
-        .map(|(kind, role)| {
-            (kind, role.to_string(), registry.doc(kind).map_or(UNDOCUMENTED, |d| d.summary))
-        })
+        .map(|(kind, role)| (kind, role.to_string(), registry.doc(kind).map_or(UNDOCUMENTED, |d| d.summary)))
         .chain(registry.grouping_kinds().map(|kind| (kind, "grouping".to_string(), UNDOCUMENTED)))
         .collect();
     let width = rows.iter().map(|(kind, _, _)| kind.len()).max().unwrap_or(0);
@@ -94,7 +92,10 @@ mod tests {
 
     #[test]
     fn lists_every_kind_with_role_and_summary() {
-        assert_eq!(list(&registry()), "bare  bolt      (no description registered)\nnop   bolt      Does nothing.\n");
+        assert_eq!(
+            list(&registry()),
+            "bare  bolt      (no description registered)\nnop   bolt      Does nothing.\n"
+        );
     }
 
     #[test]
