@@ -40,7 +40,7 @@ pub use async_trait::async_trait;
 pub use bolt::{BasicBolt, BasicCollector, Bolt, BoltCollector};
 pub use context::TopologyContext;
 pub use grouping::CustomGrouping;
-pub use registry::{Component, NoConfig, Registry, Role};
+pub use registry::{Component, ConfigKey, Emits, KeyDefault, KindDoc, NoConfig, Registry, Role};
 pub use spout::{MessageId, Spout, SpoutCollector};
 pub use stream::{EmitError, OutputDeclarer, StreamDecl, DEFAULT_STREAM};
 pub use tuple::{

@@ -6,6 +6,11 @@
 //! one instance; it is called once per task (and once more when a topology is validated, to
 //! learn the streams the component declares). A config that does not deserialize, or that the
 //! factory rejects, is an error naming the kind.
+//!
+//! A registered kind may carry its documentation, a [`KindDoc`] given with
+//! [`Registry::describe`]: a one-line summary, every config key with its default and meaning,
+//! and the fields it emits. `squall kinds` prints it, so what users read comes from the
+//! binary they run. Registering a kind again drops the old kind's documentation with it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -79,9 +84,106 @@ pub struct NoConfig {}
 type ComponentFactory = Arc<dyn Fn(&toml::Table) -> Result<Component, BoxError> + Send + Sync>;
 type GroupingFactory = Arc<dyn Fn(&toml::Table) -> Result<Box<dyn CustomGrouping>, BoxError> + Send + Sync>;
 
+#[derive(Clone)]
 struct Entry {
     role: Role,
     factory: ComponentFactory,
+    doc: Option<KindDoc>,
+}
+
+/// A kind's documentation: what `squall kinds KIND` prints.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KindDoc {
+    /// One line: what the component does.
+    pub summary: &'static str,
+    /// Every key its `config` table takes, in the order to read them.
+    pub config: &'static [ConfigKey],
+    /// What it emits with its default config.
+    pub emits: Emits,
+}
+
+/// One key of a kind's `config` table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConfigKey {
+    pub name: &'static str,
+    pub default: KeyDefault,
+    /// What the key means, one line.
+    pub meaning: &'static str,
+}
+
+/// What a config key is when the topology file leaves it out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyDefault {
+    /// The key must be given; `example` is a valid value, in TOML.
+    Required { example: &'static str },
+    /// This value, in TOML (`0`, `"!!!"`, `false`).
+    Value(&'static str),
+    /// Something no value says (`random`, `<topology>.<component>`); `example` is a valid
+    /// value, in TOML.
+    Unset { means: &'static str, example: &'static str },
+}
+
+impl KeyDefault {
+    /// A value the key takes, in TOML: its default or its example.
+    pub fn example(&self) -> &'static str {
+        match *self {
+            KeyDefault::Required { example } | KeyDefault::Unset { example, .. } => example,
+            KeyDefault::Value(value) => value,
+        }
+    }
+}
+
+impl fmt::Display for KeyDefault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyDefault::Required { .. } => f.write_str("(required)"),
+            KeyDefault::Value(value) => f.write_str(value),
+            KeyDefault::Unset { means, .. } => write!(f, "({means})"),
+        }
+    }
+}
+
+impl ConfigKey {
+    /// A key that must be given, e.g. `ConfigKey::required("topic", "\"in\"", "the topic")`.
+    pub const fn required(name: &'static str, example: &'static str, meaning: &'static str) -> Self {
+        ConfigKey { name, default: KeyDefault::Required { example }, meaning }
+    }
+
+    /// A key with a default value, in TOML.
+    pub const fn value(name: &'static str, default: &'static str, meaning: &'static str) -> Self {
+        ConfigKey { name, default: KeyDefault::Value(default), meaning }
+    }
+
+    /// A key whose absence means something no value says.
+    pub const fn unset(
+        name: &'static str,
+        means: &'static str,
+        example: &'static str,
+        meaning: &'static str,
+    ) -> Self {
+        ConfigKey { name, default: KeyDefault::Unset { means, example }, meaning }
+    }
+}
+
+/// What a kind emits on its default stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Emits {
+    /// Nothing: a sink.
+    Nothing,
+    /// These fields.
+    Fields(&'static [&'static str]),
+    /// Its input's fields, whatever they are.
+    Passthrough,
+}
+
+impl fmt::Display for Emits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Emits::Nothing => f.write_str("nothing"),
+            Emits::Fields(fields) => f.write_str(&fields.join(", ")),
+            Emits::Passthrough => f.write_str("its input's fields"),
+        }
+    }
 }
 
 /// Component and custom-grouping kinds by name.
@@ -149,8 +251,26 @@ impl Registry {
     }
 
     fn insert(&mut self, kind: &str, role: Role, factory: ComponentFactory) -> &mut Self {
-        self.components.insert(kind.to_string(), Arc::new(Entry { role, factory }));
+        self.components.insert(kind.to_string(), Arc::new(Entry { role, factory, doc: None }));
         self
+    }
+
+    /// Attaches documentation to a registered kind (`squall kinds KIND` prints it).
+    ///
+    /// # Panics
+    ///
+    /// If `kind` is not registered (yet): register it first.
+    pub fn describe(&mut self, kind: &str, doc: KindDoc) -> &mut Self {
+        let Some(entry) = self.components.get_mut(kind) else {
+            panic!("Registry::describe(\"{kind}\"): no such kind; register it before describing it");
+        };
+        Arc::make_mut(entry).doc = Some(doc);
+        self
+    }
+
+    /// A kind's documentation, if it has any.
+    pub fn doc(&self, kind: &str) -> Option<&KindDoc> {
+        self.components.get(kind).and_then(|e| e.doc.as_ref())
     }
 
     /// Adds every kind of `other` (later registrations of a name win).
@@ -202,5 +322,54 @@ impl fmt::Debug for Registry {
             .field("components", &self.components.keys().collect::<Vec<_>>())
             .field("groupings", &self.groupings.keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{async_trait, BasicCollector, Tuple};
+
+    struct Nop;
+
+    #[async_trait]
+    impl BasicBolt for Nop {
+        fn declare_outputs(&self, _: &mut OutputDeclarer) {}
+        async fn execute(&mut self, _: &Tuple, _: &mut BasicCollector<'_>) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    const DOC: KindDoc = KindDoc {
+        summary: "does nothing",
+        config: &[ConfigKey::value("n", "1", "how much nothing")],
+        emits: Emits::Nothing,
+    };
+
+    #[test]
+    fn a_described_kind_keeps_its_doc_until_registered_again() {
+        let mut registry = Registry::new();
+        registry.basic_bolt("nop", |_: NoConfig| Ok(Nop)).describe("nop", DOC);
+        assert_eq!(registry.doc("nop"), Some(&DOC));
+        let mut merged = Registry::new();
+        merged.merge(&registry);
+        assert_eq!(merged.doc("nop"), Some(&DOC));
+        registry.basic_bolt("nop", |_: NoConfig| Ok(Nop));
+        assert_eq!(registry.doc("nop"), None);
+        assert_eq!(merged.doc("nop"), Some(&DOC), "a merged copy is its own");
+    }
+
+    #[test]
+    #[should_panic(expected = "register it before describing it")]
+    fn describing_an_unregistered_kind_panics() {
+        Registry::new().describe("nop", DOC);
+    }
+
+    #[test]
+    fn defaults_show_as_toml_or_in_parentheses() {
+        assert_eq!(KeyDefault::Value("\"!\"").to_string(), "\"!\"");
+        assert_eq!(KeyDefault::Required { example: "1" }.to_string(), "(required)");
+        assert_eq!(KeyDefault::Unset { means: "random", example: "7" }.to_string(), "(random)");
+        assert_eq!(Emits::Fields(&["key", "value"]).to_string(), "key, value");
     }
 }

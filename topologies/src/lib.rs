@@ -1,10 +1,12 @@
 //! Squall's shipped components and their [`registry`].
 //!
 //! Contract: [`registry`] names every shipped spout and bolt under the kind a topology file
-//! uses (`random-sentence`, `split-sentence`, …); each kind's module documents its config
-//! keys, the fields it emits and its guarantees. Every config rejects unknown keys, and every
+//! uses (`random-sentence`, `split-sentence`, …), each with its [`docs`] — summary, config
+//! keys with their defaults, emitted fields — which `squall kinds [KIND]` prints; each kind's
+//! module says more about its guarantees. Every config rejects unknown keys, and every
 //! factory rejects bad values with a one-line message.
 
+pub mod docs;
 pub mod exclamation;
 pub mod fast_hash;
 pub mod file_sink;
@@ -36,9 +38,24 @@ pub fn registry() -> Registry {
         .basic_bolt("file-sink", file_sink::build)
         .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()))
         .spout("log-spout", squall_broker::spout::build)
-        .bolt("log-sink", squall_broker::sink::build);
+        .bolt("log-sink", squall_broker::sink::build)
+        .describe("random-sentence", docs::RANDOM_SENTENCE)
+        .describe("random-word", docs::RANDOM_WORD)
+        .describe("sequence", docs::SEQUENCE)
+        .describe("split-sentence", docs::SPLIT_SENTENCE)
+        .describe("word-count", docs::WORD_COUNT)
+        .describe("exclamation", docs::EXCLAMATION)
+        .describe("flaky", docs::FLAKY)
+        .describe("file-sink", docs::FILE_SINK)
+        .describe("log", docs::LOG)
+        .describe("log-spout", docs::LOG_SPOUT)
+        .describe("log-sink", docs::LOG_SINK);
     #[cfg(feature = "kafka")]
-    registry.spout("kafka-spout", squall_kafka::spout::build).bolt("kafka-sink", squall_kafka::sink::build);
+    registry
+        .spout("kafka-spout", squall_kafka::spout::build)
+        .bolt("kafka-sink", squall_kafka::sink::build)
+        .describe("kafka-spout", docs::KAFKA_SPOUT)
+        .describe("kafka-sink", docs::KAFKA_SINK);
     registry
 }
 

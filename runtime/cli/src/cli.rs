@@ -4,7 +4,8 @@
 //! Contract: every verb exits 0 on success; on failure it prints a clear one-line error
 //! (`error: …`) to stderr — or, for `validate`, every mistake in the file, one per line — and
 //! exits non-zero. Human output goes to stderr while a run is live; stdout carries the end
-//! result (a table, or JSON with `--json`), so it can be piped.
+//! result (a table, or JSON with `--json`), so it can be piped; a reader that goes away
+//! (`| head -1`) ends any verb quietly, with status 0 (see [`crate::broken_pipe`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ use squall_engine::topology;
 use crate::bench;
 #[cfg(feature = "cluster")]
 use crate::cluster_verbs;
+use crate::kinds;
 use crate::topic;
 
 #[derive(Parser, Debug)]
@@ -57,6 +59,12 @@ enum Command {
         /// Print the topology's layout as JSON (what `submit` asks of an --artifact)
         #[arg(long, hide = true)]
         layout: bool,
+    },
+    /// List the component kinds this binary knows; with KIND, its config keys and defaults,
+    /// and the fields it emits
+    Kinds {
+        /// One kind to describe in full
+        kind: Option<String>,
     },
     #[cfg(feature = "cluster")]
     #[command(flatten)]
@@ -136,6 +144,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Runs the CLI with the component kinds of `registry`; returns the process exit code.
 pub fn main(registry: Registry) -> ExitCode {
+    crate::broken_pipe::exit_quietly_when_stdout_closes();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -265,6 +274,17 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
+        Command::Kinds { kind: None } => {
+            print!("{}", kinds::list(&registry));
+            ExitCode::SUCCESS
+        }
+        Command::Kinds { kind: Some(kind) } => match kinds::describe(&registry, &kind) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         #[cfg(feature = "cluster")]
         Command::Cluster(command) => done(cluster_verbs::run(command, registry).await),
         Command::Broker(args) => match topic::broker(args).await {

@@ -11,9 +11,11 @@
 //! serves the embedded log, and the cluster and Kafka verbs say which feature they need.
 
 pub mod bench;
+mod broken_pipe;
 pub mod cli;
 #[cfg(feature = "cluster")]
 mod cluster_verbs;
+mod kinds;
 mod topic;
 
 pub use squall_broker as broker;
