@@ -176,3 +176,29 @@ fn kinds_of_an_unknown_kind_is_one_line_naming_the_known() {
     );
     assert!(out.stdout.is_empty(), "{out}");
 }
+
+#[test]
+fn submitting_unknown_kinds_suggests_an_artifact() {
+    let dir = TempDir::new("submit-unknown-kind");
+    let file = dir.topology(
+        "mine.toml",
+        r#"
+name = "mine"
+
+[[spouts]]
+id = "words"
+kind = "random-word"
+
+[[bolts]]
+id = "shout"
+kind = "shout"
+inputs = [{ from = "words", grouping = "shuffle" }]
+"#,
+    );
+    // Checked before anything connects: no nimbus needed.
+    let cluster = dir.write("cluster.toml", "[cluster]\nnimbus = \"127.0.0.1:9\"\nsecret = \"s\"\n");
+    let out = dir.squall(["submit"]).arg(&file).arg("--config").arg(&cluster).run();
+    out.assert_failure();
+    assert!(out.stderr.contains("unknown bolt kind \"shout\""), "{out}");
+    assert!(out.stderr.contains("submit with --artifact PATH"), "{out}");
+}

@@ -182,7 +182,11 @@ pub fn prepare_submit(
         None => {
             let def = topology::load(file, registry).map_err(|d| {
                 let n = d.0.len();
-                format!("{d}\n{shown} has {n} mistake{}", if n == 1 { "" } else { "s" })
+                let hint = match d.0.iter().any(|d| d.is_unknown_kind()) {
+                    true => " (components of your own? build them into your binary and submit with --artifact PATH)",
+                    false => "",
+                };
+                format!("{d}\n{shown} has {n} mistake{}{hint}", if n == 1 { "" } else { "s" })
             })?;
             Layout::of(&def)
         }

@@ -167,6 +167,14 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// Whether this mistake names a component or grouping kind the registry does not have
+    /// (validate.rs words those "unknown … kind \"…\"").
+    pub fn is_unknown_kind(&self) -> bool {
+        self.message.starts_with("unknown ") && self.message.contains(" kind \"")
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
