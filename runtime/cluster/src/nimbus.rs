@@ -59,10 +59,11 @@ use sha2::{Digest, Sha256};
 use squall_api::{Role, TaskId};
 use tokio::net::TcpListener;
 
+use super::artifacts::{self, ArtifactError};
 use super::client::ErrorBody;
 use super::config::ClusterConfig;
 use super::scheduler::{self, FreeSlot};
-use super::state::{self, ArtifactError, StateDir, TopologyRecord};
+use super::state::{self, StateDir, TopologyRecord};
 use super::*;
 use squall_engine::metrics::{Snapshot, TaskFigures};
 
@@ -198,8 +199,8 @@ impl IntoResponse for ApiError {
 impl From<ArtifactError> for ApiError {
     fn from(e: ArtifactError) -> ApiError {
         match e {
-            ArtifactError::Refused(m) => bad_request(m),
-            ArtifactError::Failed(m) => internal(m),
+            e if e.is_refusal() => bad_request(e.to_string()),
+            e => internal(e.to_string()),
         }
     }
 }
@@ -608,7 +609,7 @@ async fn put_artifact(
             format!("the artifact is larger than {MAX_ARTIFACT_BYTES} bytes"),
         ));
     }
-    let mut writer = nimbus.state.artifact_writer(&sha256, MAX_ARTIFACT_BYTES).await?;
+    let mut writer = nimbus.state.artifacts().writer(&sha256, MAX_ARTIFACT_BYTES).await?;
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame = frame.map_err(|e| bad_request(format!("the artifact upload broke off: {e}")))?;
         if let Ok(data) = frame.into_data() {
@@ -621,10 +622,10 @@ async fn put_artifact(
 }
 
 async fn get_artifact(State(nimbus): Shared, Path(sha256): Path<String>) -> ApiResult<Response> {
-    if !state::is_sha256(&sha256) {
+    if !artifacts::is_sha256(&sha256) {
         return Err(not_found(format!("no artifact {sha256}")));
     }
-    let path = nimbus.state.artifact_path(&sha256);
+    let path = nimbus.state.artifacts().path(&sha256);
     match tokio::fs::read(&path).await {
         Ok(bytes) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found(format!("no artifact {sha256}"))),
@@ -633,7 +634,7 @@ async fn get_artifact(State(nimbus): Shared, Path(sha256): Path<String>) -> ApiR
 }
 
 async fn head_artifact(State(nimbus): Shared, Path(sha256): Path<String>) -> ApiResult<Response> {
-    match nimbus.state.artifact_len(&sha256) {
+    match nimbus.state.artifacts().len_of(&sha256) {
         Some(len) => Ok(([(header::CONTENT_LENGTH, len.to_string())], StatusCode::OK).into_response()),
         None => Err(not_found(format!("no artifact {sha256}"))),
     }
@@ -643,7 +644,7 @@ async fn submit(State(nimbus): Shared, body: Bytes) -> ApiResult<Json<TopologyIn
     let request: SubmitRequest = parse(&body)?;
     check_name(&request.name)?;
     check_layout(&request.layout).map_err(|e| bad_request(format!("topology `{}`: {e}", request.name)))?;
-    if !nimbus.state.has_artifact(&request.artifact) {
+    if !nimbus.state.artifacts().has(&request.artifact) {
         return Err(bad_request(format!(
             "nimbus has no artifact {}: upload the artifact first",
             request.artifact
@@ -960,7 +961,7 @@ mod tests {
 
     async fn upload(client: &Client) -> String {
         let bytes = b"#!/bin/false\n".to_vec();
-        let sha = state::sha256_hex(&bytes);
+        let sha = artifacts::sha256_hex(&bytes);
         client.upload_artifact(&sha, bytes).await.unwrap();
         sha
     }
@@ -1041,7 +1042,7 @@ mod tests {
             err.to_string().contains("x-squall-secret") && err.to_string().contains("[cluster] secret"),
             "{err}"
         );
-        let sha = state::sha256_hex(b"x");
+        let sha = artifacts::sha256_hex(b"x");
         assert_eq!(status_of(&wrong.upload_artifact(&sha, b"x".to_vec()).await.unwrap_err()), 401);
         assert_eq!(status_of(&wrong.has_artifact(&sha).await.unwrap_err()), 401);
 
@@ -1080,14 +1081,14 @@ mod tests {
         let nimbus = Served::start(&dir, 10).await;
         let client = nimbus.client();
         let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let sha = state::sha256_hex(&bytes);
+        let sha = artifacts::sha256_hex(&bytes);
         assert!(!client.has_artifact(&sha).await.unwrap());
         assert!(client.download_artifact(&sha).await.unwrap_err().is_not_found());
         client.upload_artifact(&sha, bytes.clone()).await.unwrap();
         assert!(client.has_artifact(&sha).await.unwrap());
         assert_eq!(client.download_artifact(&sha).await.unwrap(), bytes);
 
-        let other = state::sha256_hex(b"other");
+        let other = artifacts::sha256_hex(b"other");
         let err = client.upload_artifact(&other, bytes).await.unwrap_err();
         assert_eq!(status_of(&err), 400);
         assert!(err.to_string().contains(&sha), "{err}");
@@ -1175,7 +1176,7 @@ mod tests {
         client.deactivate("twice").await.unwrap();
         assert_eq!(status_of(&client.submit(&submission("twice", 1, &artifact)).await.unwrap_err()), 409);
 
-        let unknown = state::sha256_hex(b"never uploaded");
+        let unknown = artifacts::sha256_hex(b"never uploaded");
         let err = client.submit(&submission("fresh", 1, &unknown)).await.unwrap_err();
         assert_eq!(status_of(&err), 400);
         assert!(err.to_string().contains("upload the artifact first"), "{err}");

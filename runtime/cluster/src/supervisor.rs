@@ -28,7 +28,6 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -42,9 +41,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
 
+use super::artifacts::{self, is_sha256, ArtifactError, ArtifactStore};
 use super::client::Client;
 use super::config::ClusterConfig;
-use super::state::{is_sha256, sha256_hex};
 use super::worker::{SECRET_ENV, SUPERVISOR_PID_ENV};
 use super::{RunningWorker, SupervisorHeartbeat, WorkerOrder};
 
@@ -171,7 +170,7 @@ struct Supervisor {
     secret: String,
     client: Client,
     data_dir: PathBuf,
-    artifacts: PathBuf,
+    artifacts: ArtifactStore,
     logs: PathBuf,
     stop_grace: Duration,
     /// The last orders nimbus gave (`None` until it first answered).
@@ -235,9 +234,12 @@ impl Supervisor {
         // Absolute, so that artifacts run from the same path whatever a worker's directory.
         let data_dir = std::path::absolute(&config.supervisor.data_dir)
             .map_err(|e| format!("bad data_dir {}: {e}", config.supervisor.data_dir.display()))?;
-        let artifacts = data_dir.join("artifacts");
+        let artifacts_dir = data_dir.join("artifacts");
+        // Temporary files are hidden (dot) files of the artifacts directory itself.
+        let artifacts =
+            ArtifactStore::open(&artifacts_dir, &artifacts_dir, true).map_err(|e| e.to_string())?;
         let logs = data_dir.join("logs");
-        for dir in [&artifacts, &logs] {
+        for dir in [&logs] {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         Ok(Supervisor {
@@ -404,7 +406,7 @@ impl Supervisor {
             }
             return None;
         }
-        let path = self.artifacts.join(sha256);
+        let path = self.artifacts.path(sha256);
         if path.is_file() && !self.downloads.contains_key(sha256) {
             return Some(path);
         }
@@ -575,42 +577,30 @@ fn file_safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
 }
 
-/// Downloads the artifact `sha256` into `dir`.
-async fn fetch_artifact(client: &Client, dir: &Path, sha256: &str) -> Result<(), String> {
+/// Downloads the artifact `sha256` into `store`.
+async fn fetch_artifact(client: &Client, store: &ArtifactStore, sha256: &str) -> Result<(), String> {
     let bytes = client
         .download_artifact(sha256)
         .await
         .map_err(|e| format!("cannot download artifact {sha256}: {e}"))?;
-    let (dir, sha) = (dir.to_path_buf(), sha256.to_string());
-    tokio::task::spawn_blocking(move || store_artifact(&dir, &sha, &bytes))
-        .await
-        .map_err(|e| format!("storing artifact {sha256}: {e}"))?
+    store_artifact(store, sha256, &bytes).await
 }
 
-/// Checks `bytes` against `sha256` and stores them as the executable `dir/<sha256>`: written
-/// to a temporary file, made executable, then renamed, so the path never holds a partial or
-/// unchecked file.
-fn store_artifact(dir: &Path, sha256: &str, bytes: &[u8]) -> Result<(), String> {
-    let got = sha256_hex(bytes);
-    if got != sha256 {
-        return Err(format!(
-            "artifact {sha256} from nimbus hashes to {got} ({} bytes): refusing to run it",
-            bytes.len()
-        ));
-    }
-    let path = dir.join(sha256);
-    let tmp = dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &path)
-    })();
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot store artifact {}: {e}", path.display())
+/// Checks `bytes` against `sha256` and stores them as the executable `<sha256>` of `store`
+/// (see [`ArtifactStore`]), so the path never holds a partial or unchecked file.
+async fn store_artifact(store: &ArtifactStore, sha256: &str, bytes: &[u8]) -> Result<(), String> {
+    let stored = match artifacts::verify(sha256, bytes) {
+        Ok(()) => store.put(sha256, bytes).await.map(drop),
+        Err(e) => Err(e),
+    };
+    stored.map_err(|e| match e {
+        ArtifactError::Mismatch { got, len, .. } => {
+            format!("artifact {sha256} from nimbus hashes to {got} ({len} bytes): refusing to run it")
+        }
+        ArtifactError::Io { source, .. } => {
+            format!("cannot store artifact {}: {source}", store.path(sha256).display())
+        }
+        e => e.to_string(),
     })
 }
 
@@ -676,7 +666,10 @@ mod tests {
     use axum::routing::{get, post};
     use axum::{Json, Router};
 
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+    use crate::artifacts::sha256_hex;
     use crate::{SupervisorReply, SECRET_HEADER};
 
     fn order(topology: &str, worker: usize, slot: usize) -> WorkerOrder {
@@ -761,18 +754,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_artifact_is_stored_executable_only_if_its_hash_matches() {
+    #[tokio::test]
+    async fn an_artifact_is_stored_executable_only_if_its_hash_matches() {
         let dir = TempDir::new("store");
+        let store = ArtifactStore::open(&dir.0, &dir.0, true).unwrap();
         let bytes = b"#!/bin/sh\necho hi\n";
         let sha = sha256_hex(bytes);
         assert!(is_sha256(&sha));
-        let err = store_artifact(&dir.0, &"0".repeat(64), bytes).unwrap_err();
+        let err = store_artifact(&store, &"0".repeat(64), bytes).await.unwrap_err();
         assert!(err.contains("hashes to") && err.contains(&sha), "{err}");
         assert!(!err.contains('\n'));
         assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "nothing is left of a mismatch");
 
-        store_artifact(&dir.0, &sha, bytes).unwrap();
+        store_artifact(&store, &sha, bytes).await.unwrap();
         let path = dir.0.join(&sha);
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
