@@ -35,7 +35,7 @@ pub struct ConfigArg {
 
 impl ConfigArg {
     pub fn load(&self) -> Result<ClusterConfig, String> {
-        config::load(self.config.as_deref())
+        config::load(self.config.as_deref()).map_err(|e| e.to_string())
     }
 
     fn client(&self) -> Result<(ClusterConfig, Client), String> {

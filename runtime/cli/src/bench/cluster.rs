@@ -47,7 +47,7 @@ pub async fn wc1(b: &Wc1) -> Result<(f64, u64, u64, u64, u64), BoxError> {
         dir.0.join("supervisor").display()
     );
     std::fs::write(&cluster_file, &cluster_text)?;
-    let config = config::parse(&cluster_file.display().to_string(), &cluster_text, &|_| None)?;
+    let config = config::parse(&cluster_file.display().to_string(), &cluster_text, &|_| None).map_err(|e| e.to_string())?;
 
     let (stop_nimbus, stopped) = tokio::sync::oneshot::channel::<()>();
     let nimbus = tokio::spawn(nimbus::serve(config, listener, async move {
