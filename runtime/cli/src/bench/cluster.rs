@@ -19,8 +19,8 @@ use squall_api::BoxError;
 use tokio::net::TcpListener;
 
 use super::{TempDir, Wc1, WordMap};
-use squall_cluster::client::Client;
 use squall_cluster::artifacts::sha256_hex;
+use squall_cluster::client::Client;
 use squall_cluster::{config, nimbus, KillRequest, Layout, SubmitRequest};
 use squall_engine::topology;
 
@@ -47,7 +47,7 @@ pub async fn wc1(b: &Wc1) -> Result<(f64, u64, u64, u64, u64), BoxError> {
         dir.0.join("supervisor").display()
     );
     std::fs::write(&cluster_file, &cluster_text)?;
-    let config = config::parse(&cluster_file.display().to_string(), &cluster_text, &|_| None).map_err(|e| e.to_string())?;
+    let config = config::parse(&cluster_file.display().to_string(), &cluster_text, &|_| None)?;
 
     let (stop_nimbus, stopped) = tokio::sync::oneshot::channel::<()>();
     let nimbus = tokio::spawn(nimbus::serve(config, listener, async move {

@@ -239,9 +239,7 @@ impl Supervisor {
         let artifacts =
             ArtifactStore::open(&artifacts_dir, &artifacts_dir, true).map_err(|e| e.to_string())?;
         let logs = data_dir.join("logs");
-        for dir in [&logs] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
+        std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
         Ok(Supervisor {
             id: config.supervisor_id(),
             host: config.supervisor.host.clone(),
