@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use squall_api::{Registry, Role};
 
+use squall_cluster::artifacts::sha256_hex;
 use squall_cluster::client::{Client, ClientError};
 use squall_cluster::config::{self, ClusterConfig};
-use squall_cluster::state::sha256_hex;
 use squall_cluster::*;
 use squall_engine::topology::{self, substitute};
 
@@ -35,7 +35,7 @@ pub struct ConfigArg {
 
 impl ConfigArg {
     pub fn load(&self) -> Result<ClusterConfig, String> {
-        config::load(self.config.as_deref())
+        config::load(self.config.as_deref()).map_err(|e| e.to_string())
     }
 
     fn client(&self) -> Result<(ClusterConfig, Client), String> {

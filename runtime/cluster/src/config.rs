@@ -103,38 +103,62 @@ impl ClusterConfig {
     }
 
     /// Checks what serde cannot: one line per mistake, the first one wins.
-    fn check(&self, file: &str) -> Result<(), String> {
+    fn check(&self, file: &str) -> Result<(), ConfigError> {
+        let file = file.to_string();
         if self.cluster.secret.is_empty() {
-            return Err(format!("{file}: [cluster] secret must not be empty"));
+            return Err(ConfigError::EmptySecret { file });
         }
         if self.nimbus.supervisor_timeout_secs == 0 {
-            return Err(format!("{file}: [nimbus] supervisor_timeout_secs must be at least 1"));
+            return Err(ConfigError::ZeroSupervisorTimeout { file });
         }
         if self.supervisor.heartbeat_secs == 0 {
-            return Err(format!("{file}: [supervisor] heartbeat_secs must be at least 1"));
+            return Err(ConfigError::ZeroHeartbeat { file });
         }
         if self.supervisor.slots.is_empty() {
-            return Err(format!("{file}: [supervisor] slots must list at least one port"));
+            return Err(ConfigError::NoSlots { file });
         }
         let mut ports: Vec<u16> = self.supervisor.slots.iter().copied().filter(|&p| p != 0).collect();
         ports.sort_unstable();
         if let Some(w) = ports.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("{file}: [supervisor] slots lists port {} twice", w[0]));
+            return Err(ConfigError::DuplicatePort { file, port: w[0] });
         }
         Ok(())
     }
 }
 
+/// Why a cluster file was refused: one line naming the file (and the place, for a file that
+/// does not parse).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read or parsed, or has an unknown field: the reader's line.
+    #[error("{0}")]
+    File(String),
+    #[error("{file}: [cluster] secret must not be empty")]
+    EmptySecret { file: String },
+    #[error("{file}: [nimbus] supervisor_timeout_secs must be at least 1")]
+    ZeroSupervisorTimeout { file: String },
+    #[error("{file}: [supervisor] heartbeat_secs must be at least 1")]
+    ZeroHeartbeat { file: String },
+    #[error("{file}: [supervisor] slots must list at least one port")]
+    NoSlots { file: String },
+    #[error("{file}: [supervisor] slots lists port {port} twice")]
+    DuplicatePort { file: String, port: u16 },
+}
+
 /// The cluster file `file`, else [`DEFAULT_CLUSTER_FILE`] if it exists, else the defaults.
-pub fn load(file: Option<&Path>) -> Result<ClusterConfig, String> {
-    let config: ClusterConfig = config_file::load(file)?;
+pub fn load(file: Option<&Path>) -> Result<ClusterConfig, ConfigError> {
+    let config: ClusterConfig = config_file::load(file).map_err(ConfigError::File)?;
     config.check(&file.unwrap_or(Path::new(DEFAULT_CLUSTER_FILE)).display().to_string())?;
     Ok(config)
 }
 
 /// The cluster file `text` (the contents of `file`); `env` looks up `${VAR}`s.
-pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ClusterConfig, String> {
-    let config: ClusterConfig = config_file::parse(file, text, env)?;
+pub fn parse(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ClusterConfig, ConfigError> {
+    let config: ClusterConfig = config_file::parse(file, text, env).map_err(ConfigError::File)?;
     config.check(file)?;
     Ok(config)
 }
@@ -182,7 +206,7 @@ listen = "127.0.0.1:6650"
             ("[nimbus]\nsupervisor_timeout_secs = 0\n", "at least 1"),
         ];
         for (text, expected) in cases {
-            let err = parse("cluster.toml", text, &env).expect_err(text);
+            let err = parse("cluster.toml", text, &env).expect_err(text).to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }

@@ -31,6 +31,7 @@
 //! | `POST /v1/workers/heartbeat` | [`WorkerHeartbeat`] → [`WorkerReply`] |
 //! | `GET /v1/supervisors` | → `Vec<SupervisorInfo>` |
 
+pub mod artifacts;
 pub mod client;
 pub mod config;
 pub mod nimbus;

@@ -1,10 +1,8 @@
 //! Nimbus's durable state directory (`[nimbus] state_dir`).
 //!
 //! Contract: the directory holds
-//! - `artifacts/<sha256>`: uploaded executables, content-addressed. [`StateDir::artifact_writer`]
-//!   streams the bytes into a temporary file while hashing them, refuses them if they do not
-//!   hash to the name they were sent under, fsyncs, and renames into place (then fsyncs the
-//!   directory), so an artifact that exists is whole and correct.
+//! - `artifacts/<sha256>`: uploaded executables, content-addressed: an [`ArtifactStore`]
+//!   (see [`crate::artifacts`]), whose temporary files are written in `tmp/`.
 //! - `topologies/<name>.json`: one [`TopologyRecord`] per topology, everything nimbus knows of
 //!   it (its text, layout, artifact, status, assignment, next version, pending kill or
 //!   rebalance). [`StateDir::save`] writes a temporary file, fsyncs it, renames it into place
@@ -22,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+
+use crate::artifacts::ArtifactStore;
 
 use super::{Assignment, Layout, RebalanceRequest, Status};
 
@@ -65,22 +63,11 @@ impl TopologyRecord {
     }
 }
 
-/// Why an artifact was not stored.
-#[derive(Debug, thiserror::Error)]
-pub enum ArtifactError {
-    /// The bytes are not what the name says (or too many): the sender's fault.
-    #[error("{0}")]
-    Refused(String),
-    /// Reading the body or writing the file failed.
-    #[error("{0}")]
-    Failed(String),
-}
-
 /// The state directory.
 #[derive(Debug)]
 pub struct StateDir {
     root: PathBuf,
-    artifacts: PathBuf,
+    artifacts: ArtifactStore,
     topologies: PathBuf,
     tmp: PathBuf,
 }
@@ -88,20 +75,6 @@ pub struct StateDir {
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The sha256 of `bytes`, lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// True for 64 lowercase hex digits.
-pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn temp_name(what: &str) -> String {
@@ -116,13 +89,11 @@ fn fsync_dir(dir: &Path) -> Result<(), String> {
 impl StateDir {
     /// Opens (creating if needed) the state directory `root`, and empties its `tmp/`.
     pub fn open(root: &Path) -> Result<StateDir, String> {
-        let dir = StateDir {
-            root: root.to_path_buf(),
-            artifacts: root.join("artifacts"),
-            topologies: root.join("topologies"),
-            tmp: root.join("tmp"),
-        };
-        for d in [&dir.artifacts, &dir.topologies, &dir.tmp] {
+        let tmp = root.join("tmp");
+        let artifacts =
+            ArtifactStore::open(&root.join("artifacts"), &tmp, false).map_err(|e| e.to_string())?;
+        let dir = StateDir { root: root.to_path_buf(), artifacts, topologies: root.join("topologies"), tmp };
+        for d in [&dir.topologies, &dir.tmp] {
             fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
         let leftovers =
@@ -200,127 +171,16 @@ impl StateDir {
         }
     }
 
-    /// Where the artifact `sha256` is (or would be) stored.
-    pub fn artifact_path(&self, sha256: &str) -> PathBuf {
-        self.artifacts.join(sha256)
-    }
-
-    pub fn has_artifact(&self, sha256: &str) -> bool {
-        is_sha256(sha256) && self.artifact_path(sha256).is_file()
-    }
-
-    /// The size of the stored artifact `sha256`, if it is stored.
-    pub fn artifact_len(&self, sha256: &str) -> Option<u64> {
-        if !is_sha256(sha256) {
-            return None;
-        }
-        fs::metadata(self.artifact_path(sha256)).ok().filter(|m| m.is_file()).map(|m| m.len())
-    }
-
-    /// A writer of the artifact `sha256` (at most `limit` bytes): see [`ArtifactWriter`].
-    pub async fn artifact_writer(
-        &self,
-        sha256: &str,
-        limit: u64,
-    ) -> Result<ArtifactWriter<'_>, ArtifactError> {
-        if !is_sha256(sha256) {
-            return Err(ArtifactError::Refused(format!(
-                "`{sha256}` is not a sha256 (64 lowercase hex digits)"
-            )));
-        }
-        let tmp = self.tmp.join(temp_name(sha256));
-        let file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| ArtifactError::Failed(format!("cannot write {}: {e}", tmp.display())))?;
-        Ok(ArtifactWriter {
-            state: self,
-            sha256: sha256.to_string(),
-            tmp,
-            file: Some(file),
-            hasher: Sha256::new(),
-            len: 0,
-            limit,
-        })
-    }
-}
-
-/// An artifact being uploaded: [`write`](ArtifactWriter::write) its bytes in order, then
-/// [`finish`](ArtifactWriter::finish) checks their hash and puts the file in place. Dropped
-/// unfinished (or refused), it leaves nothing behind.
-pub struct ArtifactWriter<'a> {
-    state: &'a StateDir,
-    sha256: String,
-    tmp: PathBuf,
-    file: Option<tokio::fs::File>,
-    hasher: Sha256,
-    len: u64,
-    limit: u64,
-}
-
-impl ArtifactWriter<'_> {
-    fn failed(&self, e: std::io::Error) -> ArtifactError {
-        ArtifactError::Failed(format!("cannot write {}: {e}", self.tmp.display()))
-    }
-
-    /// Appends `chunk`; refused once more than the limit was sent.
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), ArtifactError> {
-        self.len += chunk.len() as u64;
-        if self.len > self.limit {
-            return Err(ArtifactError::Refused(format!("the artifact is larger than {} bytes", self.limit)));
-        }
-        self.hasher.update(chunk);
-        let Some(file) = self.file.as_mut() else {
-            return Err(ArtifactError::Failed("the artifact file is closed".into()));
-        };
-        match file.write_all(chunk).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.failed(e)),
-        }
-    }
-
-    /// Checks the hash of what was written, makes it durable and puts it in place.
-    pub async fn finish(mut self) -> Result<(), ArtifactError> {
-        let got = hex(&std::mem::take(&mut self.hasher).finalize());
-        if got != self.sha256 {
-            return Err(ArtifactError::Refused(format!(
-                "the artifact's bytes hash to {got}, not to {} (received {} bytes)",
-                self.sha256, self.len
-            )));
-        }
-        let Some(mut file) = self.file.take() else {
-            return Err(ArtifactError::Failed("the artifact file is closed".into()));
-        };
-        if let Err(e) = async {
-            file.flush().await?;
-            file.sync_all().await
-        }
-        .await
-        {
-            return Err(self.failed(e));
-        }
-        drop(file);
-        let path = self.state.artifact_path(&self.sha256);
-        if let Err(e) = tokio::fs::rename(&self.tmp, &path).await {
-            return Err(ArtifactError::Failed(format!("cannot write {}: {e}", path.display())));
-        }
-        let artifacts = self.state.artifacts.clone();
-        tokio::task::spawn_blocking(move || fsync_dir(&artifacts))
-            .await
-            .map_err(|e| ArtifactError::Failed(e.to_string()))?
-            .map_err(ArtifactError::Failed)
-    }
-}
-
-impl Drop for ArtifactWriter<'_> {
-    fn drop(&mut self) {
-        // After a successful rename this finds nothing to remove.
-        let _ = fs::remove_file(&self.tmp);
+    /// The uploaded executables.
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::artifacts::sha256_hex;
     use crate::{ComponentLayout, WorkerSlot};
 
     /// A directory under the system temp dir, removed on drop.
@@ -436,44 +296,5 @@ pub(crate) mod tests {
             .unwrap();
         let err = state.load().unwrap_err();
         assert!(err.contains("other.json") && err.contains("`good`"), "{err}");
-    }
-
-    async fn store(state: &StateDir, sha: &str, parts: &[&[u8]], limit: u64) -> Result<(), ArtifactError> {
-        let mut writer = state.artifact_writer(sha, limit).await?;
-        for part in parts {
-            writer.write(part).await?;
-        }
-        writer.finish().await
-    }
-
-    #[tokio::test]
-    async fn artifacts_are_stored_under_their_checked_hash() {
-        let dir = TempDir::new("state");
-        let state = StateDir::open(dir.path()).unwrap();
-        let sha = sha256_hex(b"hello world");
-        assert!(!state.has_artifact(&sha));
-        store(&state, &sha, &[b"hello ", b"world"], 1 << 20).await.unwrap();
-        assert!(state.has_artifact(&sha));
-        assert_eq!(state.artifact_len(&sha), Some(11));
-        assert_eq!(fs::read(state.artifact_path(&sha)).unwrap(), b"hello world");
-
-        let other = sha256_hex(b"something else");
-        match store(&state, &other, &[b"hello world"], 1 << 20).await {
-            Err(ArtifactError::Refused(e)) => assert!(e.contains(&sha) && e.contains(&other), "{e}"),
-            r => panic!("{r:?}"),
-        }
-        assert!(!state.has_artifact(&other));
-        match store(&state, &sha, &[b"hello ", b"world"], 8).await {
-            Err(ArtifactError::Refused(e)) => assert!(e.contains("larger than 8 bytes"), "{e}"),
-            r => panic!("{r:?}"),
-        }
-        match store(&state, "../../etc/passwd", &[b"x"], 8).await {
-            Err(ArtifactError::Refused(e)) => assert!(e.contains("not a sha256"), "{e}"),
-            r => panic!("{r:?}"),
-        }
-        assert!(!state.has_artifact("../../etc/passwd"));
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "refused uploads leave nothing");
-        let state = StateDir::open(dir.path()).unwrap();
-        assert!(state.has_artifact(&sha), "survives reopening");
     }
 }

@@ -19,8 +19,8 @@ use squall_api::BoxError;
 use tokio::net::TcpListener;
 
 use super::{TempDir, Wc1, WordMap};
+use squall_cluster::artifacts::sha256_hex;
 use squall_cluster::client::Client;
-use squall_cluster::state::sha256_hex;
 use squall_cluster::{config, nimbus, KillRequest, Layout, SubmitRequest};
 use squall_engine::topology;
 

@@ -1,0 +1,530 @@
+//! Nimbus's HTTP API: one axum handler per endpoint, each parsing and checking its request,
+//! then reading or changing the coordinator's state under the lock, and answering in JSON.
+//!
+//! Contract: see the module docs of [`super`] for the endpoints' semantics and status codes:
+//! every refusal is an [`ApiError`], answered as one-line JSON `{"error": …}`; the messages
+//! are what users read from the CLI. Handlers never hold the lock across an await.
+
+use super::coordinator::{apply_rebalance, describe, Supervisor, WorkerBeat};
+use super::*;
+use squall_engine::metrics::Snapshot;
+
+/// Nimbus's routes, every one behind the secret check.
+pub(super) fn router(nimbus: Arc<Nimbus>) -> Router {
+    Router::new()
+        .route(
+            "/v1/artifacts/{sha256}",
+            put(put_artifact).get(get_artifact).head(head_artifact).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/topologies", post(submit).get(list))
+        .route("/v1/topologies/{name}", get(status))
+        .route("/v1/topologies/{name}/activate", post(activate))
+        .route("/v1/topologies/{name}/deactivate", post(deactivate))
+        .route("/v1/topologies/{name}/kill", post(kill))
+        .route("/v1/topologies/{name}/rebalance", post(rebalance))
+        .route("/v1/assignments/{name}", get(assignment))
+        .route("/v1/supervisors/heartbeat", post(supervisor_heartbeat))
+        .route("/v1/supervisors", get(supervisors))
+        .route("/v1/workers/heartbeat", post(worker_heartbeat))
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(middleware::from_fn_with_state(nimbus.clone(), authorize))
+        .with_state(nimbus)
+}
+
+/// A refused request: its status and one-line reason.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+}
+
+pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+pub(super) fn not_found(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, message)
+}
+
+pub(super) fn conflict(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, message)
+}
+
+pub(super) fn internal(message: impl Into<String>) -> ApiError {
+    let message = message.into();
+    tracing::error!("{message}");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let error = self.message.replace(['\n', '\r'], " ");
+        (self.status, Json(ErrorBody { error })).into_response()
+    }
+}
+
+impl From<ArtifactError> for ApiError {
+    fn from(e: ArtifactError) -> ApiError {
+        match e {
+            e if e.is_refusal() => bad_request(e.to_string()),
+            e => internal(e.to_string()),
+        }
+    }
+}
+
+pub(super) type ApiResult<T> = Result<T, ApiError>;
+
+pub(super) async fn no_such_endpoint(request: Request) -> ApiError {
+    not_found(format!("no such endpoint: {} {}", request.method(), request.uri().path()))
+}
+
+pub(super) async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+    )
+}
+
+/// Parses a JSON body (an empty one reads as `{}`).
+pub(super) fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("bad request body: {e}")))
+}
+
+/// Refuses a name that is not `[A-Za-z0-9_.-]+` (or is `.`/`..`, or too long).
+pub(super) fn check_name(name: &str) -> ApiResult<()> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(bad_request(format!(
+            "`{name}` is not a valid topology name (letters, digits, `_`, `.` and `-`, at most \
+             {MAX_NAME_LEN})"
+        )))
+    }
+}
+
+/// Checks a submitted layout.
+pub(super) fn check_layout(layout: &Layout) -> Result<(), String> {
+    if layout.workers == 0 {
+        return Err("a topology needs at least 1 worker".into());
+    }
+    if layout.components.is_empty() {
+        return Err("a topology needs at least one component".into());
+    }
+    let mut ids = HashSet::new();
+    for c in &layout.components {
+        if c.parallelism == 0 {
+            return Err(format!("component `{}` has parallelism 0; it must be at least 1", c.id));
+        }
+        if !ids.insert(c.id.as_str()) {
+            return Err(format!("component `{}` is listed twice", c.id));
+        }
+    }
+    check_spout_tasks(layout)
+}
+
+/// Tasks a topology may have in all: far more than any cluster runs, far below where task
+/// ids (u32) or the scheduler's work could overflow.
+pub(super) const MAX_TASKS: usize = 1 << 20;
+
+pub(super) fn check_spout_tasks(layout: &Layout) -> Result<(), String> {
+    let tasks = layout.components.iter().fold(layout.ackers, |n, c| n.saturating_add(c.parallelism));
+    if tasks > MAX_TASKS {
+        return Err(format!("{tasks} tasks; at most {MAX_TASKS} are supported"));
+    }
+    let spout_tasks: usize = layout.components.iter().filter(|c| c.spout).map(|c| c.parallelism).sum();
+    if spout_tasks > squall_engine::acker::MAX_SPOUT_TASKS {
+        return Err(format!(
+            "{spout_tasks} spout tasks; at most {} are supported",
+            squall_engine::acker::MAX_SPOUT_TASKS
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a rebalance request against the layout it would change.
+pub(super) fn check_rebalance(name: &str, layout: &Layout, request: &RebalanceRequest) -> Result<(), String> {
+    if request.workers == Some(0) {
+        return Err("a topology needs at least 1 worker".into());
+    }
+    for (id, &parallelism) in &request.parallelism {
+        if !layout.components.iter().any(|c| &c.id == id) {
+            let known: Vec<&str> = layout.components.iter().map(|c| c.id.as_str()).collect();
+            return Err(format!("topology `{name}` has no component `{id}` (it has {})", known.join(", ")));
+        }
+        if parallelism == 0 {
+            return Err(format!("parallelism of `{id}` must be at least 1"));
+        }
+    }
+    let mut after = layout.clone();
+    apply_rebalance(&mut after, request);
+    check_spout_tasks(&after)
+}
+
+impl Inner {
+    fn info(&self, record: &TopologyRecord) -> TopologyInfo {
+        TopologyInfo {
+            name: record.name.clone(),
+            status: record.status,
+            workers: record.assignment.as_ref().map_or(0, |a| a.workers.len()),
+            tasks: record.layout.task_count(),
+            uptime_secs: state::now_ms().saturating_sub(record.submitted_ms) / 1000,
+            version: record.version(),
+        }
+    }
+
+    fn record(&self, name: &str) -> ApiResult<&TopologyRecord> {
+        check_name(name)?;
+        self.topologies.get(name).ok_or_else(|| not_found(format!("no topology named `{name}`")))
+    }
+}
+
+pub(super) type Shared = State<Arc<Nimbus>>;
+
+pub(super) async fn authorize(State(nimbus): Shared, request: Request, next: Next) -> Response {
+    let given = request.headers().get(SECRET_HEADER).map_or(&b""[..], |v| v.as_bytes());
+    if !nimbus.secret_matches(given) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "missing or wrong cluster secret ({SECRET_HEADER}); see [cluster] secret in the cluster file"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+pub(super) async fn put_artifact(
+    State(nimbus): Shared,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+    mut body: Body,
+) -> ApiResult<StatusCode> {
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_ARTIFACT_BYTES) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the artifact is larger than {MAX_ARTIFACT_BYTES} bytes"),
+        ));
+    }
+    let mut writer = nimbus.state.artifacts().writer(&sha256, MAX_ARTIFACT_BYTES).await?;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| bad_request(format!("the artifact upload broke off: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            writer.write(&data).await?;
+        }
+    }
+    writer.finish().await?;
+    tracing::info!("artifact {sha256} stored");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn get_artifact(State(nimbus): Shared, Path(sha256): Path<String>) -> ApiResult<Response> {
+    if !artifacts::is_sha256(&sha256) {
+        return Err(not_found(format!("no artifact {sha256}")));
+    }
+    let path = nimbus.state.artifacts().path(&sha256);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found(format!("no artifact {sha256}"))),
+        Err(e) => Err(internal(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+pub(super) async fn head_artifact(State(nimbus): Shared, Path(sha256): Path<String>) -> ApiResult<Response> {
+    match nimbus.state.artifacts().len_of(&sha256) {
+        Some(len) => Ok(([(header::CONTENT_LENGTH, len.to_string())], StatusCode::OK).into_response()),
+        None => Err(not_found(format!("no artifact {sha256}"))),
+    }
+}
+
+pub(super) async fn submit(State(nimbus): Shared, body: Bytes) -> ApiResult<Json<TopologyInfo>> {
+    let request: SubmitRequest = parse(&body)?;
+    check_name(&request.name)?;
+    check_layout(&request.layout).map_err(|e| bad_request(format!("topology `{}`: {e}", request.name)))?;
+    if !nimbus.state.artifacts().has(&request.artifact) {
+        return Err(bad_request(format!(
+            "nimbus has no artifact {}: upload the artifact first",
+            request.artifact
+        )));
+    }
+    let mut inner = nimbus.lock();
+    if let Some(existing) = inner.topologies.get(&request.name) {
+        return Err(conflict(format!(
+            "topology `{}` is already submitted (status {}); kill it first or choose another name",
+            request.name, existing.status
+        )));
+    }
+    let mut record = TopologyRecord {
+        name: request.name,
+        text: request.text,
+        layout: request.layout,
+        artifact: request.artifact,
+        status: Status::Active,
+        submitted_ms: state::now_ms(),
+        assignment: None,
+        assigned_ms: 0,
+        next_version: 1,
+        deadline_ms: None,
+        rebalance: None,
+        resume_status: None,
+    };
+    inner.reassign(&mut record, Instant::now(), state::now_ms());
+    tracing::info!("topology {} submitted: {}", record.name, describe(&record));
+    let info = inner.info(&record);
+    inner.commit(record).map_err(internal)?;
+    Ok(Json(info))
+}
+
+pub(super) async fn list(State(nimbus): Shared) -> Json<Vec<TopologyInfo>> {
+    let inner = nimbus.lock();
+    Json(inner.topologies.values().map(|r| inner.info(r)).collect())
+}
+
+pub(super) async fn status(
+    State(nimbus): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TopologyStatus>> {
+    let inner = nimbus.lock();
+    let record = inner.record(&name)?;
+    let info = inner.info(record);
+    let now = Instant::now();
+    let version = record.version();
+    let mut figures: HashMap<TaskId, &TaskFigures> = HashMap::new();
+    let mut workers_reporting = 0;
+    for worker in 0..info.workers {
+        if let Some(beat) = inner.workers.get(&(name.clone(), version, worker)) {
+            if now.saturating_duration_since(beat.last_seen) < REPORTING_WITHIN {
+                workers_reporting += 1;
+            }
+            figures.extend(beat.tasks.iter().map(|f| (f.task, f)));
+        }
+    }
+    let elapsed = match record.assignment {
+        Some(_) => state::now_ms().saturating_sub(record.assigned_ms) as f64 / 1000.0,
+        None => 0.0,
+    };
+    let mut first: TaskId = 0;
+    let components: Vec<_> = record
+        .layout
+        .components
+        .iter()
+        .map(|c| {
+            let tasks = first..first + c.parallelism as TaskId;
+            first = tasks.end;
+            let reported: Vec<TaskFigures> =
+                tasks.filter_map(|t| figures.get(&t).map(|&f| f.clone())).collect();
+            let role = if c.spout { Role::Spout } else { Role::Bolt };
+            (c.id.as_str(), c.kind.as_str(), role, c.parallelism, reported)
+        })
+        .collect();
+    let snapshot = Snapshot::sum(&name, components, elapsed);
+    let order = record.layout.components.iter().map(|c| c.id.clone()).collect();
+    Ok(Json(TopologyStatus { info, workers_reporting, order, snapshot }))
+}
+
+pub(super) async fn activate(nimbus: Shared, name: Path<String>) -> ApiResult<Json<TopologyInfo>> {
+    set_status(nimbus, name, Status::Active)
+}
+
+pub(super) async fn deactivate(nimbus: Shared, name: Path<String>) -> ApiResult<Json<TopologyInfo>> {
+    set_status(nimbus, name, Status::Inactive)
+}
+
+pub(super) fn set_status(
+    State(nimbus): Shared,
+    Path(name): Path<String>,
+    to: Status,
+) -> ApiResult<Json<TopologyInfo>> {
+    let mut inner = nimbus.lock();
+    let record = inner.record(&name)?;
+    match record.status {
+        Status::Killing => return Err(conflict(format!("topology `{name}` is being killed"))),
+        Status::Rebalancing => {
+            return Err(conflict(format!("topology `{name}` is being rebalanced; try again when it is done")))
+        }
+        _ if record.status == to => return Ok(Json(inner.info(record))),
+        _ => {}
+    }
+    let mut record = record.clone();
+    record.status = to;
+    tracing::info!("topology {name} is now {to}");
+    let info = inner.info(&record);
+    inner.commit(record).map_err(internal)?;
+    Ok(Json(info))
+}
+
+pub(super) async fn kill(
+    State(nimbus): Shared,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<TopologyInfo>> {
+    let request: KillRequest = parse(&body)?;
+    let mut inner = nimbus.lock();
+    let mut record = inner.record(&name)?.clone();
+    let wait = request.wait_secs.unwrap_or(record.layout.message_timeout_secs);
+    record.status = Status::Killing;
+    record.rebalance = None;
+    record.resume_status = None;
+    record.deadline_ms = Some(state::now_ms().saturating_add(wait.saturating_mul(1000)));
+    let info = inner.info(&record);
+    if wait == 0 {
+        inner.remove(&name).map_err(internal)?;
+        tracing::info!("topology {name} killed and removed");
+    } else {
+        inner.commit(record).map_err(internal)?;
+        tracing::info!("topology {name} killed: deactivated, removed in {wait}s");
+    }
+    Ok(Json(info))
+}
+
+pub(super) async fn rebalance(
+    State(nimbus): Shared,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<TopologyInfo>> {
+    let request: RebalanceRequest = parse(&body)?;
+    let mut inner = nimbus.lock();
+    let mut record = inner.record(&name)?.clone();
+    match record.status {
+        Status::Killing => return Err(conflict(format!("topology `{name}` is being killed"))),
+        Status::Rebalancing => {
+            return Err(conflict(format!("topology `{name}` is already being rebalanced")))
+        }
+        _ => {}
+    }
+    check_rebalance(&name, &record.layout, &request).map_err(bad_request)?;
+    let wait = request.wait_secs.unwrap_or(record.layout.message_timeout_secs);
+    record.resume_status = Some(record.status);
+    record.status = Status::Rebalancing;
+    record.rebalance = Some(request);
+    record.deadline_ms = Some(state::now_ms().saturating_add(wait.saturating_mul(1000)));
+    if wait == 0 {
+        inner.finish_rebalance(&mut record, Instant::now(), state::now_ms());
+        tracing::info!("topology {name} rebalanced: {}", describe(&record));
+    } else {
+        tracing::info!("topology {name} rebalancing: deactivated, re-assigned in {wait}s");
+    }
+    let info = inner.info(&record);
+    inner.commit(record).map_err(internal)?;
+    Ok(Json(info))
+}
+
+pub(super) async fn assignment(
+    State(nimbus): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Assignment>> {
+    let inner = nimbus.lock();
+    let record = inner.record(&name)?;
+    match &record.assignment {
+        Some(a) => Ok(Json(a.clone())),
+        None => Err(not_found(format!("topology `{name}` has no assignment yet (no free worker slot)"))),
+    }
+}
+
+pub(super) async fn supervisor_heartbeat(
+    State(nimbus): Shared,
+    body: Bytes,
+) -> ApiResult<Json<SupervisorReply>> {
+    let beat: SupervisorHeartbeat = parse(&body)?;
+    if beat.id.is_empty() {
+        return Err(bad_request("a supervisor heartbeat needs an id"));
+    }
+    let mut inner = nimbus.lock();
+    let now = Instant::now();
+    let previous = inner
+        .supervisors
+        .insert(beat.id.clone(), Supervisor { host: beat.host, slots: Some(beat.slots), last_seen: now });
+    match previous {
+        None => tracing::info!("supervisor {} joined", beat.id),
+        Some(p) if p.slots.is_some() && !inner.alive(&p, now) => {
+            tracing::info!("supervisor {} is back", beat.id)
+        }
+        Some(_) => {}
+    }
+    inner.reconcile();
+    let mut workers = Vec::new();
+    for record in inner.topologies.values() {
+        let Some(a) = &record.assignment else { continue };
+        for (worker, w) in a.workers.iter().enumerate().filter(|(_, w)| w.supervisor == beat.id) {
+            workers.push(WorkerOrder {
+                topology: a.topology.clone(),
+                version: a.version,
+                worker,
+                slot: w.slot,
+                port: w.port,
+                artifact: a.artifact.clone(),
+            });
+        }
+    }
+    Ok(Json(SupervisorReply { workers }))
+}
+
+pub(super) async fn supervisors(State(nimbus): Shared) -> Json<Vec<SupervisorInfo>> {
+    let inner = nimbus.lock();
+    let now = Instant::now();
+    let mut used: HashMap<&str, usize> = HashMap::new();
+    for a in inner.topologies.values().filter_map(|r| r.assignment.as_ref()) {
+        for w in &a.workers {
+            *used.entry(w.supervisor.as_str()).or_default() += 1;
+        }
+    }
+    Json(
+        inner
+            .supervisors
+            .iter()
+            .map(|(id, s)| SupervisorInfo {
+                id: id.clone(),
+                host: s.host.clone(),
+                slots: s.slots.as_ref().map_or(0, Vec::len),
+                used_slots: used.get(id.as_str()).copied().unwrap_or(0),
+                last_heartbeat_secs: now.saturating_duration_since(s.last_seen).as_secs_f64(),
+                alive: inner.alive(s, now),
+            })
+            .collect(),
+    )
+}
+
+pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiResult<Json<WorkerReply>> {
+    let beat: WorkerHeartbeat = parse(&body)?;
+    let mut inner = nimbus.lock();
+    let stop = Json(WorkerReply { control: WorkerControl::Stop, peers: Vec::new() });
+    let Some(record) = inner.topologies.get(&beat.topology) else { return Ok(stop) };
+    let Some(a) = record.assignment.as_ref().filter(|a| a.version == beat.version) else { return Ok(stop) };
+    if beat.worker >= a.workers.len() {
+        return Ok(stop);
+    }
+    let control = match record.status {
+        Status::Active => WorkerControl::Active,
+        Status::Inactive | Status::Killing | Status::Rebalancing => WorkerControl::Inactive,
+    };
+    let count = a.workers.len();
+    let key = (beat.topology, beat.version, beat.worker);
+    inner
+        .workers
+        .insert(key.clone(), WorkerBeat { addr: beat.addr, tasks: beat.tasks, last_seen: Instant::now() });
+    let (topology, version, _) = key;
+    let mut key = (topology, version, 0);
+    let peers = (0..count)
+        .map(|worker| {
+            key.2 = worker;
+            inner.workers.get(&key).map(|w| w.addr)
+        })
+        .collect();
+    Ok(Json(WorkerReply { control, peers }))
+}

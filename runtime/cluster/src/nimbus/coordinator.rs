@@ -1,0 +1,392 @@
+//! Nimbus's coordinator: the pure core that decides where topologies run and when their
+//! pending kills and rebalances happen.
+//!
+//! Contract: a [`Coordinator`] holds what nimbus knows (topologies, supervisors, worker
+//! heartbeats) and does no I/O: every method is given the time (`now`, monotonic, for
+//! supervisor liveness; `now_ms`, wall clock, for stored deadlines), and every change to a
+//! stored topology goes through a [`Persist`] before the coordinator applies it (a change
+//! that cannot be persisted is not applied). [`Coordinator::reconcile`] acts on due
+//! deadlines (a killing topology is removed, a rebalancing one gets its new layout and a new
+//! assignment), then reschedules (new version) every topology with a worker on a dead or
+//! unknown supervisor or on a slot its supervisor no longer offers, schedules topologies
+//! without an assignment when a slot is free, and grows topologies short of workers when a
+//! slot is free and all their supervisors have been heard from. Each condition is false
+//! right after its action, so nothing is rescheduled in a loop. The HTTP handlers in
+//! `api.rs` call it under nimbus's one mutex.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use squall_engine::metrics::TaskFigures;
+
+use crate::scheduler::{self, FreeSlot};
+use crate::state::TopologyRecord;
+use crate::{Assignment, Layout, RebalanceRequest, Status};
+
+/// A supervisor as nimbus knows it.
+pub(super) struct Supervisor {
+    pub(super) host: String,
+    /// Its slots' ports; `None` until it heartbeats to this nimbus (known only from a stored
+    /// assignment: in grace).
+    pub(super) slots: Option<Vec<u16>>,
+    pub(super) last_seen: Instant,
+}
+
+/// A worker's latest heartbeat.
+pub(super) struct WorkerBeat {
+    pub(super) addr: SocketAddr,
+    pub(super) tasks: Vec<TaskFigures>,
+    pub(super) last_seen: Instant,
+}
+
+/// A change to the stored topologies, made durable (by the caller's `persist`) before the
+/// coordinator acts on it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Change<'a> {
+    /// Store this record (a new one, or a new state of one).
+    Save(&'a TopologyRecord),
+    /// Forget the topology of this name.
+    Remove(&'a str),
+}
+
+/// Makes a [`Change`] durable; an error leaves the coordinator's state as it was.
+pub(super) type Persist<'p> = dyn FnMut(Change<'_>) -> Result<(), String> + 'p;
+
+/// What nimbus knows of topologies, supervisors and workers, and the decisions it takes on
+/// them. No I/O: time comes in as `now` (monotonic) and `now_ms` (wall clock, for stored
+/// deadlines), and stored changes go out through a [`Persist`].
+pub(super) struct Coordinator {
+    /// A supervisor is alive while heard from within this long.
+    pub(super) supervisor_timeout: Duration,
+    pub(super) topologies: BTreeMap<String, TopologyRecord>,
+    pub(super) supervisors: BTreeMap<String, Supervisor>,
+    /// (topology, version, worker) → its latest heartbeat; current versions only.
+    pub(super) workers: HashMap<(String, u64, usize), WorkerBeat>,
+}
+
+impl Coordinator {
+    /// The coordinator of the stored `records`: every supervisor they name is known, in grace
+    /// (as if heard from at `now`, its slots unknown) until it heartbeats.
+    pub(super) fn new(
+        records: Vec<TopologyRecord>,
+        supervisor_timeout: Duration,
+        now: Instant,
+    ) -> Coordinator {
+        let mut supervisors = BTreeMap::new();
+        for a in records.iter().filter_map(|r| r.assignment.as_ref()) {
+            for w in &a.workers {
+                supervisors.entry(w.supervisor.clone()).or_insert_with(|| Supervisor {
+                    host: String::new(),
+                    slots: None,
+                    last_seen: now,
+                });
+            }
+        }
+        Coordinator {
+            supervisor_timeout,
+            topologies: records.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            supervisors,
+            workers: HashMap::new(),
+        }
+    }
+
+    pub(super) fn alive(&self, s: &Supervisor, now: Instant) -> bool {
+        now.saturating_duration_since(s.last_seen) < self.supervisor_timeout
+    }
+
+    /// Persists `record` and makes it the current one.
+    pub(super) fn commit(&mut self, record: TopologyRecord, persist: &mut Persist) -> Result<(), String> {
+        persist(Change::Save(&record))?;
+        self.topologies.insert(record.name.clone(), record);
+        self.forget_stale_workers();
+        Ok(())
+    }
+
+    /// Removes the topology `name` durably.
+    pub(super) fn remove(&mut self, name: &str, persist: &mut Persist) -> Result<(), String> {
+        persist(Change::Remove(name))?;
+        self.topologies.remove(name);
+        self.forget_stale_workers();
+        Ok(())
+    }
+
+    /// Drops worker heartbeats of topologies or versions that are gone.
+    fn forget_stale_workers(&mut self) {
+        let topologies = &self.topologies;
+        self.workers.retain(|(t, v, _), _| topologies.get(t).is_some_and(|r| r.version() == *v));
+    }
+
+    /// Slots of live supervisors that no current assignment uses, except that those of
+    /// `except`'s count as free.
+    fn free_slots(&self, except: Option<&str>, now: Instant) -> Vec<FreeSlot> {
+        let used: HashSet<(&str, usize)> = self
+            .topologies
+            .values()
+            .filter(|r| Some(r.name.as_str()) != except)
+            .filter_map(|r| r.assignment.as_ref())
+            .flat_map(|a| a.workers.iter().map(|w| (w.supervisor.as_str(), w.slot)))
+            .collect();
+        let mut free = Vec::new();
+        for (id, s) in &self.supervisors {
+            let Some(slots) = s.slots.as_ref().filter(|_| self.alive(s, now)) else { continue };
+            for (slot, &port) in slots.iter().enumerate() {
+                if !used.contains(&(id.as_str(), slot)) {
+                    free.push(FreeSlot { supervisor: id.clone(), slot, port });
+                }
+            }
+        }
+        free
+    }
+
+    /// Gives `record` a new assignment (a new version) over the free slots, or none if there
+    /// is no free slot.
+    pub(super) fn reassign(&self, record: &mut TopologyRecord, now: Instant, now_ms: u64) {
+        let free = self.free_slots(Some(&record.name), now);
+        match scheduler::schedule(&record.layout, &free) {
+            Ok(workers) => {
+                record.assignment = Some(Assignment {
+                    topology: record.name.clone(),
+                    version: record.next_version,
+                    submitted_ms: record.submitted_ms,
+                    artifact: record.artifact.clone(),
+                    text: record.text.clone(),
+                    layout: record.layout.clone(),
+                    workers,
+                });
+                record.next_version += 1;
+                record.assigned_ms = now_ms;
+            }
+            Err(_) => record.assignment = None,
+        }
+    }
+
+    /// Why `record` must be (re)scheduled now, if it must.
+    fn needs_scheduling(&self, record: &TopologyRecord, now: Instant) -> Option<String> {
+        if record.status == Status::Killing {
+            return None;
+        }
+        let Some(a) = &record.assignment else {
+            let free = record.status != Status::Rebalancing && !self.free_slots(None, now).is_empty();
+            return free.then(|| "a worker slot is free".to_string());
+        };
+        for w in &a.workers {
+            match self.supervisors.get(&w.supervisor) {
+                None => return Some(format!("supervisor {} is unknown", w.supervisor)),
+                Some(s) if !self.alive(s, now) => {
+                    return Some(format!("supervisor {} stopped heartbeating", w.supervisor))
+                }
+                Some(Supervisor { slots: Some(slots), .. }) if slots.get(w.slot) != Some(&w.port) => {
+                    return Some(format!("supervisor {} no longer offers slot {}", w.supervisor, w.slot))
+                }
+                Some(_) => {}
+            }
+        }
+        let short = a.workers.len() < scheduler::wanted_workers(&record.layout);
+        let all_heard =
+            a.workers.iter().all(|w| self.supervisors.get(&w.supervisor).is_some_and(|s| s.slots.is_some()));
+        (record.status != Status::Rebalancing && short && all_heard && !self.free_slots(None, now).is_empty())
+            .then(|| {
+                format!("it has {} of {} workers and a slot is free", a.workers.len(), record.layout.workers)
+            })
+    }
+
+    /// Applies `record`'s pending rebalance and gives it a new assignment.
+    pub(super) fn finish_rebalance(&self, record: &mut TopologyRecord, now: Instant, now_ms: u64) {
+        if let Some(request) = record.rebalance.take() {
+            apply_rebalance(&mut record.layout, &request);
+        }
+        record.status = record.resume_status.take().unwrap_or(Status::Active);
+        record.deadline_ms = None;
+        self.reassign(record, now, now_ms);
+    }
+
+    /// Acts on due deadlines and (re)schedules what needs it (see the module docs).
+    pub(super) fn reconcile(&mut self, now: Instant, now_ms: u64, persist: &mut Persist) {
+        let due: Vec<String> = self
+            .topologies
+            .values()
+            .filter(|r| r.deadline_ms.is_some_and(|d| d <= now_ms))
+            .map(|r| r.name.clone())
+            .collect();
+        for name in due {
+            let Some(mut record) = self.topologies.get(&name).cloned() else { continue };
+            let done = if record.status == Status::Killing {
+                self.remove(&name, persist).map(|()| tracing::info!("topology {name} killed and removed"))
+            } else {
+                if record.status == Status::Rebalancing {
+                    self.finish_rebalance(&mut record, now, now_ms);
+                    tracing::info!("topology {name} rebalanced: {}", describe(&record));
+                } else {
+                    record.deadline_ms = None;
+                }
+                self.commit(record, persist)
+            };
+            if let Err(e) = done {
+                tracing::error!("topology {name}: {e}");
+            }
+        }
+        let names: Vec<String> = self.topologies.keys().cloned().collect();
+        for name in names {
+            let Some(record) = self.topologies.get(&name) else { continue };
+            let Some(reason) = self.needs_scheduling(record, now) else { continue };
+            let mut next = record.clone();
+            self.reassign(&mut next, now, now_ms);
+            if next.assignment.is_none() && record.assignment.is_none() {
+                continue;
+            }
+            tracing::info!("topology {name} rescheduled ({reason}): {}", describe(&next));
+            if let Err(e) = self.commit(next, persist) {
+                tracing::error!("topology {name}: {e}");
+            }
+        }
+    }
+}
+
+/// `version 3: 2 workers on sup-a, sup-b` or `no assignment (no free worker slot)`.
+pub(super) fn describe(record: &TopologyRecord) -> String {
+    match &record.assignment {
+        Some(a) => {
+            let on: Vec<String> = a.workers.iter().map(|w| format!("{}#{}", w.supervisor, w.slot)).collect();
+            format!("version {}: {} workers on {}", a.version, a.workers.len(), on.join(", "))
+        }
+        None => "no assignment (no free worker slot)".to_string(),
+    }
+}
+
+/// Applies a rebalance request to a layout.
+pub(super) fn apply_rebalance(layout: &mut Layout, request: &RebalanceRequest) {
+    if let Some(workers) = request.workers {
+        layout.workers = workers;
+    }
+    for (id, &parallelism) in &request.parallelism {
+        if let Some(c) = layout.components.iter_mut().find(|c| &c.id == id) {
+            c.parallelism = parallelism;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ComponentLayout;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn record(name: &str, workers: usize) -> TopologyRecord {
+        let layout = Layout {
+            workers,
+            components: vec![ComponentLayout {
+                id: "s".into(),
+                kind: "sequence".into(),
+                spout: true,
+                parallelism: 2,
+            }],
+            ackers: 1,
+            message_timeout_secs: 30,
+        };
+        TopologyRecord {
+            name: name.into(),
+            text: String::new(),
+            layout,
+            artifact: "a".repeat(64),
+            status: Status::Active,
+            submitted_ms: 0,
+            assignment: None,
+            assigned_ms: 0,
+            next_version: 1,
+            deadline_ms: None,
+            rebalance: None,
+            resume_status: None,
+        }
+    }
+
+    fn heard(core: &mut Coordinator, id: &str, slots: usize, now: Instant) {
+        let slots = Some((0..slots).map(|s| 7000 + s as u16).collect());
+        core.supervisors.insert(id.into(), Supervisor { host: "127.0.0.1".into(), slots, last_seen: now });
+    }
+
+    fn supervisors_of(core: &Coordinator, name: &str) -> Vec<String> {
+        let a = core.topologies[name].assignment.as_ref().expect("assigned");
+        a.workers.iter().map(|w| w.supervisor.clone()).collect()
+    }
+
+    /// A persist that stores nothing and records what it was given.
+    fn log(saved: &mut Vec<String>) -> impl FnMut(Change<'_>) -> Result<(), String> + '_ {
+        move |c| {
+            saved.push(match c {
+                Change::Save(r) => format!("save {} v{}", r.name, r.version()),
+                Change::Remove(name) => format!("remove {name}"),
+            });
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_topology_without_slots_is_scheduled_once_a_slot_appears() {
+        let t0 = Instant::now();
+        let mut core = Coordinator::new(vec![record("t", 1)], TIMEOUT, t0);
+        let mut saved = Vec::new();
+        core.reconcile(t0, 1_000, &mut log(&mut saved));
+        assert!(saved.is_empty() && core.topologies["t"].assignment.is_none());
+
+        heard(&mut core, "sup-a", 1, t0);
+        core.reconcile(t0, 1_000, &mut log(&mut saved));
+        assert_eq!(saved, ["save t v1"]);
+        assert_eq!(supervisors_of(&core, "t"), ["sup-a"]);
+        assert_eq!(core.topologies["t"].assigned_ms, 1_000);
+        core.reconcile(t0, 2_000, &mut log(&mut saved));
+        assert_eq!(saved.len(), 1, "nothing is rescheduled in a loop");
+    }
+
+    #[test]
+    fn the_work_of_a_lost_supervisor_moves_to_a_live_one() {
+        let t0 = Instant::now();
+        let mut core = Coordinator::new(vec![record("t", 1)], TIMEOUT, t0);
+        heard(&mut core, "sup-a", 1, t0);
+        let mut saved = Vec::new();
+        core.reconcile(t0, 0, &mut log(&mut saved));
+        assert_eq!(supervisors_of(&core, "t"), ["sup-a"]);
+
+        let later = t0 + TIMEOUT;
+        heard(&mut core, "sup-b", 1, later);
+        core.reconcile(later, 0, &mut log(&mut saved));
+        assert_eq!(saved, ["save t v1", "save t v2"]);
+        assert_eq!(supervisors_of(&core, "t"), ["sup-b"]);
+    }
+
+    #[test]
+    fn due_kills_remove_and_due_rebalances_apply_their_layout() {
+        let t0 = Instant::now();
+        let mut killing = record("k", 1);
+        (killing.status, killing.deadline_ms) = (Status::Killing, Some(5_000));
+        let mut rebalancing = record("r", 1);
+        rebalancing.status = Status::Rebalancing;
+        rebalancing.deadline_ms = Some(5_000);
+        rebalancing.resume_status = Some(Status::Inactive);
+        rebalancing.rebalance = Some(RebalanceRequest { workers: Some(2), ..RebalanceRequest::default() });
+        let mut core = Coordinator::new(vec![killing, rebalancing], TIMEOUT, t0);
+        heard(&mut core, "sup-a", 2, t0);
+
+        let mut saved = Vec::new();
+        core.reconcile(t0, 4_999, &mut log(&mut saved));
+        assert!(saved.is_empty(), "{saved:?}");
+        core.reconcile(t0, 5_000, &mut log(&mut saved));
+        assert_eq!(saved, ["remove k", "save r v1"]);
+        let r = &core.topologies["r"];
+        assert!(!core.topologies.contains_key("k"));
+        assert_eq!((r.status, r.layout.workers, r.deadline_ms), (Status::Inactive, 2, None));
+        assert_eq!(supervisors_of(&core, "r"), ["sup-a", "sup-a"]);
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_persisted_is_not_applied() {
+        let t0 = Instant::now();
+        let mut core = Coordinator::new(vec![record("t", 1)], TIMEOUT, t0);
+        heard(&mut core, "sup-a", 1, t0);
+        core.reconcile(t0, 0, &mut |_| Err("disk full".to_string()));
+        assert!(core.topologies["t"].assignment.is_none());
+        assert_eq!(core.remove("t", &mut |_| Err("disk full".to_string())), Err("disk full".to_string()));
+        assert!(core.topologies.contains_key("t"));
+    }
+}

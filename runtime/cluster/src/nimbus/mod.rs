@@ -1,0 +1,234 @@
+//! Nimbus: the cluster's coordinator (`squall nimbus`).
+//!
+//! Contract: [`run`] binds `[cluster] nimbus` (port 0: any free port), prints one line
+//! `nimbus listening on <addr>` to stderr, and serves the HTTP API of [`crate`]
+//! until SIGINT or SIGTERM; [`serve`] does the same on a given listener until a given future
+//! ends (for in-process use). Every request must carry `[cluster] secret` in
+//! [`SECRET_HEADER`] (compared in constant time), else 401. Errors are one-line JSON
+//! `{"error": …}`: 400 for a bad request, 401, 404 for an unknown topology or artifact, 409
+//! for a state conflict, 413 for an artifact over [`MAX_ARTIFACT_BYTES`], 500 if the state
+//! directory cannot be written.
+//!
+//! Storm's nimbus semantics:
+//! - Topologies, their assignments and artifacts live in the state directory
+//!   ([`super::state`]); every change is persisted before it is answered or acted on, and a
+//!   restarted nimbus resumes from it. Supervisors and worker heartbeats are memory only.
+//! - Submit refuses a name already present in any status (409) and an artifact not uploaded
+//!   (400); the topology is scheduled at once if slots are free (else it waits at version 0).
+//! - activate / deactivate set the status (workers learn it from their heartbeat replies).
+//! - kill: status Killing (workers told Inactive, so in-flight trees drain) until now + wait
+//!   (default the message timeout), then the topology is removed; wait 0 removes it at once.
+//! - rebalance: status Rebalancing (workers told Inactive) until now + wait, then the new
+//!   workers / parallelism are applied, a new assignment (new version) is made, and the
+//!   status before the rebalance returns; wait 0 does it at once.
+//! - A supervisor is alive while heard from within `[nimbus] supervisor_timeout_secs`. A
+//!   supervisor named in a stored assignment but not yet heard from since nimbus started gets
+//!   that long as grace, so a restarted nimbus leaves running topologies in place.
+//! - A reconcile pass (every [`RECONCILE_EVERY`] and on every supervisor heartbeat) acts on
+//!   due deadlines, reschedules (new version) every topology with a worker on a dead
+//!   supervisor or on a slot its supervisor no longer offers, schedules topologies without an
+//!   assignment when a slot is free, and grows topologies with fewer workers than they want
+//!   when a slot is free (never while one of their supervisors is still in grace). Each of
+//!   those conditions is false right after the action, so nothing is rescheduled in a loop.
+//!   A rescheduled topology's own slots count as free for it; slots of every other current
+//!   assignment (killing ones included) are taken.
+//! - A supervisor's heartbeat reply orders exactly the workers that current assignments place
+//!   on it. A worker's heartbeat reply says Stop if its topology is gone or its version is
+//!   not current, Inactive while the topology is not Active, else Active, with the address
+//!   each worker of the current assignment last reported.
+//!
+//! One mutex guards the state; it is never held across an await (state files are written
+//! with blocking calls inside it: they are small and requests are rare).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use squall_api::{Role, TaskId};
+use tokio::net::TcpListener;
+
+use super::artifacts::{self, ArtifactError};
+use super::client::ErrorBody;
+use super::config::ClusterConfig;
+use super::state::{self, StateDir, TopologyRecord};
+use super::*;
+
+mod api;
+mod coordinator;
+#[cfg(test)]
+mod tests;
+
+use api::*;
+use coordinator::{Change, Coordinator};
+
+/// The largest artifact accepted.
+pub const MAX_ARTIFACT_BYTES: u64 = 2 << 30;
+/// The largest JSON body accepted.
+const MAX_JSON_BYTES: usize = 64 << 20;
+/// How often the reconcile pass runs.
+pub const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+/// A worker heard from within this long counts as reporting.
+const REPORTING_WITHIN: Duration = Duration::from_secs(5);
+/// The longest topology name.
+const MAX_NAME_LEN: usize = 200;
+
+/// Runs nimbus as `squall nimbus` does (see the module docs).
+pub async fn run(config: ClusterConfig) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let nimbus = Nimbus::open(&config)?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot listen for SIGINT: {e}"))?;
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    let listener = TcpListener::bind(&config.cluster.nimbus)
+        .await
+        .map_err(|e| format!("nimbus cannot listen on {}: {e}", config.cluster.nimbus))?;
+    let addr = listener.local_addr().map_err(|e| format!("nimbus cannot listen: {e}"))?;
+    eprintln!("nimbus listening on {addr}");
+    let shutdown = async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    serve_nimbus(nimbus, listener, shutdown).await
+}
+
+/// Serves nimbus on `listener` until `shutdown` completes (see the module docs). Loads the
+/// state directory first; an unreadable state is an error.
+pub async fn serve(
+    config: ClusterConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    serve_nimbus(Nimbus::open(&config)?, listener, shutdown).await
+}
+
+async fn serve_nimbus(
+    nimbus: Arc<Nimbus>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let ticker = {
+        let nimbus = nimbus.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(RECONCILE_EVERY);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let nimbus = nimbus.clone();
+                let _ = tokio::task::spawn_blocking(move || nimbus.lock().reconcile()).await;
+            }
+        })
+    };
+    let served = axum::serve(listener, router(nimbus)).with_graceful_shutdown(shutdown).await;
+    ticker.abort();
+    served.map_err(|e| format!("nimbus stopped serving: {e}"))
+}
+
+struct Nimbus {
+    /// sha256 of the secret: compared digest to digest, in constant time.
+    secret: [u8; 32],
+    state: Arc<StateDir>,
+    inner: Mutex<Inner>,
+}
+
+/// The coordinator and the state directory its changes are persisted to, under one mutex.
+struct Inner {
+    state: Arc<StateDir>,
+    core: Coordinator,
+}
+
+/// The handlers read and change the coordinator's state through the lock.
+impl std::ops::Deref for Inner {
+    type Target = Coordinator;
+
+    fn deref(&self) -> &Coordinator {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for Inner {
+    fn deref_mut(&mut self) -> &mut Coordinator {
+        &mut self.core
+    }
+}
+
+/// Writes a coordinator's change to the state directory.
+fn persist(state: &StateDir, change: Change<'_>) -> Result<(), String> {
+    match change {
+        Change::Save(record) => state.save(record),
+        Change::Remove(name) => state.remove(name),
+    }
+}
+
+impl Inner {
+    /// Saves `record` and makes it the current one.
+    fn commit(&mut self, record: TopologyRecord) -> Result<(), String> {
+        let state = &self.state;
+        self.core.commit(record, &mut |c| persist(state, c))
+    }
+
+    /// Removes the topology `name` durably.
+    fn remove(&mut self, name: &str) -> Result<(), String> {
+        let state = &self.state;
+        self.core.remove(name, &mut |c| persist(state, c))
+    }
+
+    /// A reconcile pass now (see [`Coordinator::reconcile`]).
+    fn reconcile(&mut self) {
+        let state = &self.state;
+        self.core.reconcile(Instant::now(), state::now_ms(), &mut |c| persist(state, c));
+    }
+}
+
+impl Nimbus {
+    fn open(config: &ClusterConfig) -> Result<Arc<Nimbus>, String> {
+        if config.cluster.secret.is_empty() {
+            return Err("[cluster] secret must not be empty".into());
+        }
+        let state = Arc::new(StateDir::open(&config.nimbus.state_dir)?);
+        let records = state.load()?;
+        if !records.is_empty() {
+            tracing::info!(
+                "nimbus state {}: {} topologies, waiting up to {}s for {} supervisors to heartbeat",
+                state.root().display(),
+                records.len(),
+                config.nimbus.supervisor_timeout_secs,
+                records
+                    .iter()
+                    .filter_map(|r| r.assignment.as_ref())
+                    .flat_map(|a| a.workers.iter().map(|w| w.supervisor.as_str()))
+                    .collect::<HashSet<_>>()
+                    .len()
+            );
+        }
+        let timeout = Duration::from_secs(config.nimbus.supervisor_timeout_secs.max(1));
+        let inner = Inner { state: state.clone(), core: Coordinator::new(records, timeout, Instant::now()) };
+        Ok(Arc::new(Nimbus {
+            secret: Sha256::digest(config.cluster.secret.as_bytes()).into(),
+            state,
+            inner: Mutex::new(inner),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn secret_matches(&self, given: &[u8]) -> bool {
+        let given: [u8; 32] = Sha256::digest(given).into();
+        given.iter().zip(self.secret.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}

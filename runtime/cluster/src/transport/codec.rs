@@ -1,0 +1,504 @@
+//! The codec of the frames on the hot path: batches and credits.
+//!
+//! A hand-written MessagePack codec for the batch and credit frames, byte for byte what
+//! rmp-serde writes for [`Frame`] (so any MessagePack reader, rmp-serde included, reads them),
+//! without serde's visitors: values are written and read by marker straight from and into the
+//! buffers, and a batch decodes into a `Vec` reserved to its length. The hello and the
+//! refusal go through rmp-serde.
+//!
+//! Layout (rmp-serde's: an enum variant is a map of one entry from its name, a struct is an
+//! array of its fields): `{"B": [task, more, [envelope…]]}` with an envelope
+//! `[stream, source_task, [value…], [[root, edge]…]]`; `{"A": [task, more, [msg…]]}` with a
+//! message `{"Init"|"Ack": [root, val]}` or `{"Fail"|"Reset": [root]}`;
+//! `{"O": [task, more, [[root, acked]…]]}`; `{"C": [[task, n]…]}`.
+//!
+//! Contract: [`put_body`] writes exactly the bytes rmp-serde writes for the same [`Frame`] and
+//! allocates nothing beyond the buffer it appends to; [`decode_body`] reads any MessagePack
+//! encoding of a frame (rmp-serde's or another writer's choice of integer and length widths),
+//! and a truncated, garbage or too deeply nested body is an error, never a panic.
+
+use std::borrow::Cow;
+
+use rmp::encode as enc;
+use rmp::Marker;
+use squall_api::{TaskId, Value, Values};
+
+use super::frames::Frame;
+use squall_engine::acker::{AckerMsg, Outcome};
+use squall_engine::executor::output::Anchors;
+use squall_engine::executor::Envelope;
+
+/// How deep lists and maps may nest in a value, written or read: reading stays within a
+/// small stack whatever a peer sends.
+pub const MAX_DEPTH: usize = 256;
+/// Items reserved up front per decoded sequence at most; longer ones grow as they decode
+/// (a length alone never allocates much).
+const MAX_RESERVE: usize = 4096;
+
+/// Why a body cannot be encoded or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bad(pub &'static str);
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+// Writes to a `Vec` cannot fail: their `io::Result`s are dropped.
+
+#[inline]
+fn len32(n: usize) -> Result<u32, Bad> {
+    u32::try_from(n).map_err(|_| Bad("a string, list or map of over 2^32 items"))
+}
+
+// The one-byte forms inline (what rmp writes for them too), the others through rmp.
+
+#[inline]
+fn array(buf: &mut Vec<u8>, n: usize) -> Result<(), Bad> {
+    if n < 16 {
+        buf.push(0x90 | n as u8);
+    } else {
+        let _ = enc::write_array_len(buf, len32(n)?);
+    }
+    Ok(())
+}
+
+#[inline]
+fn uint(buf: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        buf.push(v as u8);
+    } else {
+        let _ = enc::write_uint(buf, v);
+    }
+}
+
+#[inline]
+fn string(buf: &mut Vec<u8>, s: &str) -> Result<(), Bad> {
+    if s.len() < 32 {
+        buf.push(0xa0 | s.len() as u8);
+    } else {
+        let _ = enc::write_str_len(buf, len32(s.len())?);
+    }
+    buf.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// An enum variant's head: a map of one entry from its name.
+#[inline]
+fn variant(buf: &mut Vec<u8>, name: &str) {
+    let _ = enc::write_map_len(buf, 1);
+    let _ = string(buf, name);
+}
+
+pub fn put_value(buf: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Bad> {
+    match v {
+        Value::Null => {
+            let _ = enc::write_nil(buf);
+        }
+        Value::Bool(b) => {
+            let _ = enc::write_bool(buf, *b);
+        }
+        Value::Int(i) if (0..0x80).contains(i) => buf.push(*i as u8),
+        Value::Int(i) => {
+            let _ = enc::write_sint(buf, *i);
+        }
+        Value::Float(f) => {
+            let _ = enc::write_f64(buf, *f);
+        }
+        Value::Str(s) => string(buf, s)?,
+        Value::Bytes(b) => {
+            let _ = enc::write_bin_len(buf, len32(b.len())?);
+            buf.extend_from_slice(b);
+        }
+        Value::List(l) => {
+            let depth = deeper(depth)?;
+            array(buf, l.len())?;
+            for v in l {
+                put_value(buf, v, depth)?;
+            }
+        }
+        Value::Map(m) => {
+            let depth = deeper(depth)?;
+            let _ = enc::write_map_len(buf, len32(m.len())?);
+            for (k, v) in m {
+                string(buf, k)?;
+                put_value(buf, v, depth)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[inline]
+fn deeper(depth: usize) -> Result<usize, Bad> {
+    if depth >= MAX_DEPTH {
+        return Err(Bad("lists or maps nested too deep"));
+    }
+    Ok(depth + 1)
+}
+
+fn put_envelope(buf: &mut Vec<u8>, e: &Envelope) -> Result<(), Bad> {
+    array(buf, 4)?;
+    uint(buf, e.stream as u64);
+    uint(buf, e.source_task as u64);
+    array(buf, e.values.len())?;
+    for v in &e.values {
+        put_value(buf, v, 0)?;
+    }
+    array(buf, e.anchors.len())?;
+    for &(root, edge) in &e.anchors {
+        array(buf, 2)?;
+        uint(buf, root);
+        uint(buf, edge);
+    }
+    Ok(())
+}
+
+fn put_acker_msg(buf: &mut Vec<u8>, m: &AckerMsg) {
+    let (name, root, val) = match *m {
+        AckerMsg::Init { root, val } => ("Init", root, Some(val)),
+        AckerMsg::Ack { root, val } => ("Ack", root, Some(val)),
+        AckerMsg::Fail { root } => ("Fail", root, None),
+        AckerMsg::Reset { root } => ("Reset", root, None),
+    };
+    variant(buf, name);
+    let _ = enc::write_array_len(buf, 1 + val.is_some() as u32);
+    uint(buf, root);
+    if let Some(val) = val {
+        uint(buf, val);
+    }
+}
+
+/// `[task, more, [item…]]` under the variant `name`.
+fn put_batch<T>(
+    buf: &mut Vec<u8>,
+    name: &str,
+    task: TaskId,
+    more: bool,
+    items: &[T],
+    mut put: impl FnMut(&mut Vec<u8>, &T) -> Result<(), Bad>,
+) -> Result<(), Bad> {
+    variant(buf, name);
+    array(buf, 3)?;
+    uint(buf, task as u64);
+    let _ = enc::write_bool(buf, more);
+    array(buf, items.len())?;
+    // Roughly what a small anchored tuple takes, so that a batch seldom regrows the buffer.
+    buf.reserve(items.len() * 40);
+    items.iter().try_for_each(|item| put(buf, item))
+}
+
+/// Appends the body of `frame` to `buf` (on error, `buf` may hold part of it).
+pub fn put_body(buf: &mut Vec<u8>, frame: &Frame) -> Result<(), String> {
+    let done = match frame {
+        Frame::Bolts { task, more, batch } => put_batch(buf, "B", *task, *more, batch, put_envelope),
+        Frame::Ackers { task, more, batch } => put_batch(buf, "A", *task, *more, batch, |buf, m| {
+            put_acker_msg(buf, m);
+            Ok(())
+        }),
+        Frame::Outcomes { task, more, batch } => put_batch(buf, "O", *task, *more, batch, |buf, o| {
+            array(buf, 2)?;
+            uint(buf, o.root);
+            let _ = enc::write_bool(buf, o.acked);
+            Ok(())
+        }),
+        Frame::Credits(list) => {
+            variant(buf, "C");
+            array(buf, list.len()).map(|()| {
+                for &(task, n) in list.iter() {
+                    let _ = enc::write_array_len(buf, 2);
+                    uint(buf, task as u64);
+                    uint(buf, n as u64);
+                }
+            })
+        }
+        Frame::Hello(_) | Frame::Refused(_) => {
+            return rmp_serde::encode::write(buf, frame).map_err(|e| format!("cannot encode a frame: {e}"));
+        }
+    };
+    done.map_err(|e| format!("cannot encode a frame: {e}"))
+}
+
+/// Decodes one frame's body: batches and credits by hand, anything else with rmp-serde.
+pub fn decode_body(body: &[u8]) -> Result<Frame<'static>, String> {
+    // fixmap of 1, fixstr of 1: the variant's name.
+    let (kind, rest) = match body {
+        [0x81, 0xa1, kind @ (b'B' | b'A' | b'O' | b'C'), rest @ ..] => (*kind, rest),
+        _ => return rmp_serde::from_slice(body).map_err(|e| format!("undecodable frame: {e}")),
+    };
+    let mut rd = Rd { buf: rest };
+    let frame = rd.frame(kind).map_err(|e| format!("undecodable frame: {e}"))?;
+    if !rd.buf.is_empty() {
+        return Err(format!("undecodable frame: {} bytes past its end", rd.buf.len()));
+    }
+    Ok(frame)
+}
+
+/// Reads MessagePack from a slice, by marker.
+struct Rd<'a> {
+    buf: &'a [u8],
+}
+
+const EOF: Bad = Bad("the body ends early");
+
+impl<'a> Rd<'a> {
+    fn frame(&mut self, kind: u8) -> Result<Frame<'static>, Bad> {
+        if kind == b'C' {
+            let n = self.seq_len(3)?;
+            let mut list = Vec::with_capacity(n.min(MAX_RESERVE));
+            for _ in 0..n {
+                self.expect_array(2)?;
+                list.push((self.u32()?, self.u32()?));
+            }
+            return Ok(Frame::Credits(Cow::Owned(list)));
+        }
+        self.expect_array(3)?;
+        let task = self.u32()?;
+        let more = self.bool()?;
+        Ok(match kind {
+            b'B' => Frame::Bolts { task, more, batch: Cow::Owned(self.seq(5, Self::envelope)?) },
+            b'A' => Frame::Ackers { task, more, batch: Cow::Owned(self.seq(4, Self::acker_msg)?) },
+            _ => Frame::Outcomes { task, more, batch: Cow::Owned(self.seq(3, Self::outcome)?) },
+        })
+    }
+
+    /// A sequence whose items take at least `min` bytes each, in a `Vec` of its length.
+    #[inline]
+    fn seq<T>(
+        &mut self,
+        min: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T, Bad>,
+    ) -> Result<Vec<T>, Bad> {
+        let n = self.seq_len(min)?;
+        let mut out = Vec::with_capacity(n.min(MAX_RESERVE));
+        for _ in 0..n {
+            out.push(item(self)?);
+        }
+        Ok(out)
+    }
+
+    #[inline]
+    fn byte(&mut self) -> Result<u8, Bad> {
+        let (&b, rest) = self.buf.split_first().ok_or(EOF)?;
+        self.buf = rest;
+        Ok(b)
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
+        if n > self.buf.len() {
+            return Err(EOF);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    #[inline]
+    fn be<const N: usize>(&mut self) -> Result<[u8; N], Bad> {
+        self.take(N)?.try_into().map_err(|_| EOF)
+    }
+
+    #[inline]
+    fn marker(&mut self) -> Result<Marker, Bad> {
+        self.byte().map(Marker::from_u8)
+    }
+
+    /// The integer after marker `m`, or `None` if `m` is not an integer's.
+    #[inline(always)]
+    fn int_after(&mut self, m: Marker) -> Result<Option<i128>, Bad> {
+        Ok(Some(match m {
+            Marker::FixPos(n) => n as i128,
+            Marker::FixNeg(n) => n as i128,
+            Marker::U8 => self.byte()? as i128,
+            Marker::U16 => u16::from_be_bytes(self.be()?) as i128,
+            Marker::U32 => u32::from_be_bytes(self.be()?) as i128,
+            Marker::U64 => u64::from_be_bytes(self.be()?) as i128,
+            Marker::I8 => self.byte()? as i8 as i128,
+            Marker::I16 => i16::from_be_bytes(self.be()?) as i128,
+            Marker::I32 => i32::from_be_bytes(self.be()?) as i128,
+            Marker::I64 => i64::from_be_bytes(self.be()?) as i128,
+            _ => return Ok(None),
+        }))
+    }
+
+    #[inline]
+    fn u64(&mut self) -> Result<u64, Bad> {
+        let m = self.marker()?;
+        if let Marker::FixPos(n) = m {
+            return Ok(n as u64);
+        }
+        let i = self.int_after(m)?.ok_or(Bad("expected an integer"))?;
+        u64::try_from(i).map_err(|_| Bad("an integer out of range"))
+    }
+
+    #[inline]
+    fn u32(&mut self) -> Result<u32, Bad> {
+        u32::try_from(self.u64()?).map_err(|_| Bad("an integer out of range"))
+    }
+
+    #[inline]
+    fn bool(&mut self) -> Result<bool, Bad> {
+        match self.marker()? {
+            Marker::True => Ok(true),
+            Marker::False => Ok(false),
+            _ => Err(Bad("expected a bool")),
+        }
+    }
+
+    /// The length of the array after marker `m`, if it is an array's.
+    #[inline(always)]
+    fn array_len_after(&mut self, m: Marker) -> Result<Option<usize>, Bad> {
+        Ok(Some(match m {
+            Marker::FixArray(n) => n as usize,
+            Marker::Array16 => u16::from_be_bytes(self.be()?) as usize,
+            Marker::Array32 => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Ok(None),
+        }))
+    }
+
+    /// An array's length, checked against the bytes left for items of at least `min` bytes.
+    #[inline]
+    fn seq_len(&mut self, min: usize) -> Result<usize, Bad> {
+        let m = self.marker()?;
+        let n = self.array_len_after(m)?.ok_or(Bad("expected an array"))?;
+        self.check_len(n, min)
+    }
+
+    #[inline]
+    fn check_len(&self, n: usize, min: usize) -> Result<usize, Bad> {
+        if n.saturating_mul(min) > self.buf.len() {
+            return Err(EOF);
+        }
+        Ok(n)
+    }
+
+    #[inline]
+    fn expect_array(&mut self, n: u8) -> Result<(), Bad> {
+        if self.byte()? != 0x90 | n {
+            return Err(Bad("expected an array of another length"));
+        }
+        Ok(())
+    }
+
+    /// The string after marker `m`, if it is a string's.
+    #[inline(always)]
+    fn str_after(&mut self, m: Marker) -> Result<Option<&'a str>, Bad> {
+        let n = match m {
+            Marker::FixStr(n) => n as usize,
+            Marker::Str8 => self.byte()? as usize,
+            Marker::Str16 => u16::from_be_bytes(self.be()?) as usize,
+            Marker::Str32 => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Ok(None),
+        };
+        std::str::from_utf8(self.take(n)?).map(Some).map_err(|_| Bad("a string that is not UTF-8"))
+    }
+
+    fn envelope(&mut self) -> Result<Envelope, Bad> {
+        self.expect_array(4)?;
+        let stream = self.u32()?;
+        let source_task = self.u32()?;
+        let n = self.seq_len(1)?;
+        let mut values = Values::with_capacity(n);
+        for _ in 0..n {
+            values.push(self.value(0)?);
+        }
+        let n = self.seq_len(3)?;
+        let mut anchors = Anchors::with_capacity(n);
+        for _ in 0..n {
+            self.expect_array(2)?;
+            anchors.push((self.u64()?, self.u64()?));
+        }
+        Ok(Envelope { stream, source_task, values, anchors })
+    }
+
+    fn acker_msg(&mut self) -> Result<AckerMsg, Bad> {
+        if self.byte()? != 0x81 {
+            return Err(Bad("expected an acker message"));
+        }
+        let m = self.marker()?;
+        let name = self.str_after(m)?.ok_or(Bad("expected an acker message's name"))?;
+        Ok(match name {
+            "Init" | "Ack" => {
+                self.expect_array(2)?;
+                let (root, val) = (self.u64()?, self.u64()?);
+                if name == "Init" {
+                    AckerMsg::Init { root, val }
+                } else {
+                    AckerMsg::Ack { root, val }
+                }
+            }
+            "Fail" | "Reset" => {
+                self.expect_array(1)?;
+                let root = self.u64()?;
+                if name == "Fail" {
+                    AckerMsg::Fail { root }
+                } else {
+                    AckerMsg::Reset { root }
+                }
+            }
+            _ => return Err(Bad("an unknown acker message")),
+        })
+    }
+
+    fn outcome(&mut self) -> Result<Outcome, Bad> {
+        self.expect_array(2)?;
+        Ok(Outcome { root: self.u64()?, acked: self.bool()? })
+    }
+
+    pub fn value(&mut self, depth: usize) -> Result<Value, Bad> {
+        let m = self.marker()?;
+        if let Some(s) = self.str_after(m)? {
+            // Inline, without allocating, for short strings.
+            return Ok(Value::from(s));
+        }
+        if let Some(i) = self.int_after(m)? {
+            return i64::try_from(i).map(Value::Int).map_err(|_| Bad("an integer over 64 signed bits"));
+        }
+        Ok(match m {
+            Marker::Null => Value::Null,
+            Marker::True => Value::Bool(true),
+            Marker::False => Value::Bool(false),
+            Marker::F64 => Value::Float(f64::from_be_bytes(self.be()?)),
+            Marker::F32 => Value::Float(f32::from_be_bytes(self.be()?) as f64),
+            Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
+                let n = match m {
+                    Marker::Bin8 => self.byte()? as usize,
+                    Marker::Bin16 => u16::from_be_bytes(self.be()?) as usize,
+                    _ => u32::from_be_bytes(self.be()?) as usize,
+                };
+                Value::Bytes(self.take(n)?.to_vec())
+            }
+            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+                let depth = deeper(depth)?;
+                let n = match m {
+                    Marker::FixMap(n) => n as usize,
+                    Marker::Map16 => u16::from_be_bytes(self.be()?) as usize,
+                    _ => u32::from_be_bytes(self.be()?) as usize,
+                };
+                self.check_len(n, 2)?;
+                let mut map = std::collections::BTreeMap::new();
+                for _ in 0..n {
+                    let m = self.marker()?;
+                    let key = self.str_after(m)?.ok_or(Bad("a map key that is not a string"))?;
+                    let v = self.value(depth)?;
+                    map.insert(key.to_owned(), v);
+                }
+                Value::Map(map)
+            }
+            _ => match self.array_len_after(m)? {
+                Some(n) => {
+                    let depth = deeper(depth)?;
+                    let n = self.check_len(n, 1)?;
+                    let mut list = Vec::with_capacity(n.min(MAX_RESERVE));
+                    for _ in 0..n {
+                        list.push(self.value(depth)?);
+                    }
+                    Value::List(list)
+                }
+                None => return Err(Bad("an extension or reserved marker")),
+            },
+        })
+    }
+}

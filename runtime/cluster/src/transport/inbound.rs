@@ -1,0 +1,260 @@
+//! The accepting side of the transport: batches in, credits out.
+//!
+//! Contract: a connection a peer opens starts with its hello, checked against this worker's
+//! topology, version and protocol (refused with the reason otherwise); then it carries
+//! batches one way and credits the other. The reader never waits for a task: it hands each
+//! whole batch (parts joined) to the task's delivery queue, whose drainer waits for room in
+//! the inbox and then returns the batch's credit; the credit writer sends every credit ready
+//! in one frame. After `close_inbound`, batches are discarded and still credited. A
+//! connection that breaks the protocol is closed and counted as refused; others go on.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use squall_api::TaskId;
+use squall_engine::acker::{AckerMsg, Outcome};
+use squall_engine::executor::Envelope;
+use squall_engine::frame;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::credits::{take_credit, tally};
+use super::frames::{decode, put_frame, read_frame, read_hello, write_frame, Batch, ConnError, Frame};
+use super::{stopped, Counters, Shared, MAX_FRAME, MAX_PARTIAL};
+
+/// How batches for this worker's tasks are delivered (built by attach).
+pub(super) struct Inbound {
+    /// By task id.
+    pub(super) routes: Vec<Route>,
+    /// Spout inboxes by task id; emptied by close_inbound.
+    pub(super) spouts: RwLock<Vec<Option<mpsc::UnboundedSender<Vec<Outcome>>>>>,
+    /// Bolt and acker tasks hosted here: the credit slots of a connection.
+    pub(super) slots: usize,
+}
+
+pub(super) enum Route {
+    /// Not hosted here.
+    Elsewhere,
+    Bolt {
+        slot: u32,
+        queue: mpsc::UnboundedSender<Delivery<Envelope>>,
+    },
+    Acker {
+        slot: u32,
+        queue: mpsc::UnboundedSender<Delivery<AckerMsg>>,
+    },
+    Spout,
+}
+
+/// A batch for a drainer, and where to return its credit (the task id goes back).
+pub(super) struct Delivery<T> {
+    pub(super) batch: Vec<T>,
+    pub(super) credit: mpsc::UnboundedSender<TaskId>,
+}
+
+pub(super) async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, from)) => {
+                    let shared = shared.clone();
+                    let mut stop = stop.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = stopped(&mut stop) => {}
+                            result = serve(&shared, stream, from) => log_inbound_end(&shared, from, result),
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: try again shortly.
+                    tracing::warn!("transport: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+fn log_inbound_end(shared: &Shared, from: SocketAddr, result: Result<(), ConnError>) {
+    match result {
+        Ok(()) => tracing::debug!("transport: connection from {from} closed"),
+        Err(ConnError::Io(e)) => tracing::debug!("transport: connection from {from} lost: {e}"),
+        Err(ConnError::Refused(_)) => Counters::add(&shared.counters.refused, 1),
+        Err(e @ ConnError::Protocol(_)) => {
+            Counters::add(&shared.counters.refused, 1);
+            tracing::warn!("transport: closing the connection from {from}: {e}");
+        }
+    }
+}
+
+/// Serves one accepted connection until it closes.
+async fn serve(shared: &Shared, stream: TcpStream, from: SocketAddr) -> Result<(), ConnError> {
+    squall_engine::frame::tune(&stream);
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 << 10, rd);
+    let mut body = Vec::new();
+    let hello = read_hello(&mut rd, &mut body).await?;
+    if let Err(why) = shared.check_hello(&hello) {
+        shared.log_refusal(from, &hello, &why);
+        let _ = write_frame(&mut wr, &Frame::Refused(Cow::Borrowed(&why))).await;
+        let _ = wr.shutdown().await;
+        return Err(ConnError::Refused(why));
+    }
+    write_frame(&mut wr, &Frame::Hello(shared.hello())).await?;
+    tracing::debug!("transport: worker {} connected from {from}", hello.worker);
+    let mut attached = shared.inbound.clone();
+    let inbound = match attached.wait_for(|i| i.is_some()).await {
+        Ok(i) => i.clone().expect("waited for it"),
+        Err(_) => return Ok(()), // the transport is gone
+    };
+    let outstanding: Vec<AtomicU32> = (0..inbound.slots).map(|_| AtomicU32::new(0)).collect();
+    let (credit_tx, credit_rx) = mpsc::unbounded_channel();
+    let reader = read_batches(shared, &inbound, &mut rd, body, credit_tx, &outstanding);
+    let writer = write_credits(shared, &inbound, &mut wr, credit_rx, &outstanding);
+    tokio::select! {
+        result = reader => result,
+        result = writer => result,
+    }
+}
+
+/// Reads batches and hands them to their tasks; never waits for a task.
+async fn read_batches<R: AsyncRead + Unpin>(
+    shared: &Shared,
+    inbound: &Inbound,
+    rd: &mut R,
+    mut body: Vec<u8>,
+    credit: mpsc::UnboundedSender<TaskId>,
+    outstanding: &[AtomicU32],
+) -> Result<(), ConnError> {
+    let counters = &shared.counters;
+    let credits = shared.opts.credits;
+    // Batches that came in parts, until their last part.
+    let mut partial: HashMap<TaskId, Batch> = HashMap::new();
+    let mut partial_bytes = 0;
+    while read_frame(rd, &mut body).await? {
+        Counters::add(&counters.bytes_received, (frame::PREFIX + body.len()) as u64);
+        let (part, more) = match decode(&body)? {
+            Frame::Bolts { task, more, batch } => (Batch::Bolts(task, batch.into_owned()), more),
+            Frame::Ackers { task, more, batch } => (Batch::Ackers(task, batch.into_owned()), more),
+            Frame::Outcomes { task, more, batch } => (Batch::Outcomes(task, batch.into_owned()), more),
+            _ => return Err(ConnError::Protocol("a frame other than a batch after the hello".into())),
+        };
+        let task = part.task();
+        let batch = match partial.remove(&task) {
+            Some(mut whole) => {
+                whole.append(part)?;
+                whole
+            }
+            None => part,
+        };
+        if more {
+            partial_bytes += body.len();
+            if partial_bytes > MAX_PARTIAL {
+                return Err(ConnError::Protocol("a batch in parts is over the limit".into()));
+            }
+            partial.insert(task, batch);
+            continue;
+        }
+        if partial.is_empty() {
+            partial_bytes = 0;
+        }
+        Counters::add(&counters.batches_received, 1);
+        let route = inbound.routes.get(task as usize).unwrap_or(&Route::Elsewhere);
+        match (route, batch) {
+            (Route::Spout, Batch::Outcomes(_, batch)) => {
+                if let Ok(spouts) = inbound.spouts.read() {
+                    if let Some(tx) = &spouts[task as usize] {
+                        let _ = tx.send(batch); // a spout that has ended no longer cares
+                    }
+                }
+            }
+            (Route::Bolt { slot, queue }, Batch::Bolts(_, batch)) => {
+                take_credit(&outstanding[*slot as usize], credits, task)?;
+                let _ = queue.send(Delivery { batch, credit: credit.clone() });
+            }
+            (Route::Acker { slot, queue }, Batch::Ackers(_, batch)) => {
+                take_credit(&outstanding[*slot as usize], credits, task)?;
+                let _ = queue.send(Delivery { batch, credit: credit.clone() });
+            }
+            _ => {
+                return Err(ConnError::Protocol(format!(
+                    "a batch for task {task}, which this worker does not host as such"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+/// Returns credits as the drainers deliver batches, all that are ready in one write.
+async fn write_credits<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    inbound: &Inbound,
+    wr: &mut W,
+    mut delivered: mpsc::UnboundedReceiver<TaskId>,
+    outstanding: &[AtomicU32],
+) -> Result<(), ConnError> {
+    let mut tasks = Vec::with_capacity(256);
+    let mut credits: Vec<(TaskId, u32)> = Vec::with_capacity(64);
+    let mut buf = Vec::with_capacity(1024);
+    // Never ends by itself: the reader holds a sender while the connection lives.
+    while delivered.recv_many(&mut tasks, 4096).await > 0 {
+        tally(&mut tasks, &mut credits);
+        for &(t, n) in &credits {
+            if let Some(Route::Bolt { slot, .. } | Route::Acker { slot, .. }) = inbound.routes.get(t as usize)
+            {
+                outstanding[*slot as usize].fetch_sub(n, Relaxed);
+            }
+        }
+        buf.clear();
+        put_frame(&mut buf, &Frame::Credits(Cow::Borrowed(&credits)), MAX_FRAME)
+            .map_err(ConnError::Protocol)?;
+        wr.write_all(&buf).await?;
+        Counters::add(&shared.counters.bytes_sent, buf.len() as u64);
+    }
+    Ok(())
+}
+
+/// Delivers a task's batches from every connection to its inbox, in order, waiting for room,
+/// and returns each batch's credit once it is in (or discarded after close_inbound).
+pub(super) async fn drain<T>(
+    task: TaskId,
+    mut queue: mpsc::UnboundedReceiver<Delivery<T>>,
+    inbox: mpsc::Sender<Vec<T>>,
+    mut closed: watch::Receiver<bool>,
+) {
+    let mut inbox = Some(inbox);
+    loop {
+        if inbox.is_some() && (closed.has_changed().is_err() || *closed.borrow()) {
+            inbox = None;
+        }
+        // Waits for close_inbound too, so that an idle task's inbox is let go at once.
+        let next = match &inbox {
+            Some(_) => tokio::select! {
+                next = queue.recv() => next,
+                _ = closed.wait_for(|&c| c) => continue,
+            },
+            None => queue.recv().await,
+        };
+        let Some(Delivery { batch, credit }) = next else { return };
+        if let Some(tx) = &inbox {
+            tokio::select! {
+                biased;
+                sent = tx.send(batch) => {
+                    if sent.is_err() {
+                        inbox = None; // the task has ended
+                    }
+                }
+                _ = closed.wait_for(|&c| c) => inbox = None,
+            }
+        }
+        let _ = credit.send(task);
+    }
+}
