@@ -35,7 +35,11 @@ pub mod defaults {
 pub struct NoValue(#[from] pub FieldError);
 
 /// The record (key, value) of `input`: see the module docs.
-pub fn record_of(input: &Tuple, key_field: &str, value_field: &str) -> Result<(Option<Bytes>, Bytes), NoValue> {
+pub fn record_of(
+    input: &Tuple,
+    key_field: &str,
+    value_field: &str,
+) -> Result<(Option<Bytes>, Bytes), NoValue> {
     let key = match input.get(key_field) {
         Ok(Value::Null) | Err(_) => None,
         Ok(v) => Some(to_bytes(v)),
