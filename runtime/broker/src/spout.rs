@@ -30,9 +30,9 @@ use tokio::sync::mpsc;
 use super::error::ErrorKind;
 use super::{Broker, BrokerError, Record};
 use squall_engine::partitioned::assignment::{AssignedPartition, Assignment};
-use squall_engine::partitioned::config::{check_offsets, ConfigError};
+use squall_engine::partitioned::config::{check_offsets, group_or_default, ConfigError};
 use squall_engine::partitioned::offsets::{message_id, PartitionOffsets, RetryPolicy};
-use squall_engine::partitioned::values::record_values;
+use squall_engine::partitioned::values::{record_values, RECORD_FIELDS};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,16 +123,7 @@ struct Partition {
 
 impl AssignedPartition for Partition {
     type Record = Record;
-
-    fn number(&self) -> u32 {
-        self.number
-    }
-
-    fn offsets(&self) -> &PartitionOffsets<Record> {
-        &self.offsets
-    }
-
-    fn offsets_mut(&mut self) -> &mut PartitionOffsets<Record> {
+    fn offsets(&mut self) -> &mut PartitionOffsets<Record> {
         &mut self.offsets
     }
 }
@@ -140,15 +131,14 @@ impl AssignedPartition for Partition {
 #[async_trait]
 impl Spout for LogSpout {
     fn declare_outputs(&self, out: &mut OutputDeclarer) {
-        out.declare(["key", "value", "partition", "offset"]);
+        out.declare(RECORD_FIELDS);
     }
 
     async fn open(&mut self, ctx: &TopologyContext) -> Result<(), BoxError> {
         let c = &self.config;
         let broker = Broker::connect(&c.broker).await?;
         let info = broker.describe(&c.topic).await?;
-        let group =
-            c.group.clone().unwrap_or_else(|| format!("{}.{}", ctx.topology_name(), ctx.component_id()));
+        let group = group_or_default(c.group.as_deref(), ctx);
         let committed = broker.committed(&group, &c.topic).await?;
         if let Some(p) = info.partitions.iter().enumerate().find(|(i, p)| p.partition as usize != *i) {
             return Err(format!(
@@ -189,13 +179,16 @@ impl Spout for LogSpout {
                 c.fetch_max_bytes,
                 tx,
             ));
-            partitions.push(Partition {
-                number: p.partition,
-                offsets: PartitionOffsets::new(start),
-                buffered: VecDeque::new(),
-                fetched: rx,
-                end,
-            });
+            partitions.push(
+                p.partition,
+                Partition {
+                    number: p.partition,
+                    offsets: PartitionOffsets::new(start),
+                    buffered: VecDeque::new(),
+                    fetched: rx,
+                    end,
+                },
+            );
         }
         let next_commit = Instant::now() + Duration::from_millis(c.commit_interval_ms);
         self.state = Some(Open { broker, topic: c.topic.clone(), group, partitions, next_commit, turn: 0 });

@@ -36,9 +36,9 @@ pub(crate) fn default_bootstrap() -> String {
 /// a wrong value was under): `keyed! { de_topic: String = "topic"; }`, then
 /// `#[serde(deserialize_with = "de_topic")]` on the field.
 macro_rules! keyed {
-    ($($name:ident: $ty:ty = $key:literal;)*) => {
+    ($($vis:vis $name:ident: $ty:ty = $key:literal;)*) => {
         $(
-            fn $name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+            $vis fn $name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
                 <$ty as serde::Deserialize>::deserialize(d)
                     .map_err(|e| <D::Error as serde::de::Error>::custom(format!("`{}`: {e}", $key)))
             }
@@ -46,6 +46,12 @@ macro_rules! keyed {
     };
 }
 pub(crate) use keyed;
+
+keyed! {
+    pub(crate) de_bootstrap: String = "bootstrap";
+    pub(crate) de_topic: String = "topic";
+    pub(crate) de_properties: Properties = "properties";
+}
 
 /// Extra librdkafka properties from a component's `properties` table, e.g.
 /// `properties = { "client.id" = "squall", "fetch.max.bytes" = 1048576 }`.

@@ -33,7 +33,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use serde::Deserialize;
 use squall_api::{async_trait, Bolt, BoltCollector, BoxError, TopologyContext, Tuple};
 
-use crate::client::{self, default_bootstrap, keyed, off_runtime, Properties, Throttle, SETUP_TIMEOUT};
+use crate::client::{
+    self, de_bootstrap, de_properties, de_topic, default_bootstrap, keyed, off_runtime, Properties, Throttle,
+    SETUP_TIMEOUT,
+};
 use crate::error::Error;
 use squall_engine::partitioned::config::{check_range, ConfigError};
 use squall_engine::partitioned::sink::{defaults, record_of, settle};
@@ -56,12 +59,9 @@ pub struct Config {
 }
 
 keyed! {
-    de_bootstrap: String = "bootstrap";
-    de_topic: String = "topic";
     de_key_field: String = "key_field";
     de_value_field: String = "value_field";
     de_linger_ms: u64 = "linger_ms";
-    de_properties: Properties = "properties";
 }
 
 /// The pause while librdkafka's queue is full, before trying again.

@@ -15,13 +15,11 @@ use squall_api::MessageId;
 
 use super::offsets::{parse_message_id, PartitionOffsets, RetryPolicy};
 
-/// A partition a spout task reads: its number and its offset tracking.
+/// A partition a spout task reads: whatever the spout keeps of it, with its offset tracking.
 pub trait AssignedPartition {
     /// What is kept of a record to emit it again.
     type Record: Clone;
-    fn number(&self) -> u32;
-    fn offsets(&self) -> &PartitionOffsets<Self::Record>;
-    fn offsets_mut(&mut self) -> &mut PartitionOffsets<Self::Record>;
+    fn offsets(&mut self) -> &mut PartitionOffsets<Self::Record>;
 }
 
 /// A spout task's partitions (a slice, in the order pushed) and its retry policy.
@@ -39,9 +37,9 @@ impl<P: AssignedPartition> Assignment<P> {
         Assignment { partitions: Vec::new(), index: Vec::new(), retry }
     }
 
-    /// Adds a partition (each number at most once).
-    pub fn push(&mut self, partition: P) {
-        let number = partition.number() as usize;
+    /// Adds partition `number` (each number at most once).
+    pub fn push(&mut self, number: u32, partition: P) {
+        let number = number as usize;
         if self.index.len() <= number {
             self.index.resize(number + 1, None);
         }
@@ -59,7 +57,7 @@ impl<P: AssignedPartition> Assignment<P> {
     pub fn ack(&mut self, msg_id: &MessageId) {
         if let Some((partition, offset)) = parse_message_id(msg_id) {
             if let Some(p) = self.get_mut(partition) {
-                p.offsets_mut().ack(offset);
+                p.offsets().ack(offset);
             }
         }
     }
@@ -70,14 +68,14 @@ impl<P: AssignedPartition> Assignment<P> {
         let (partition, offset) = parse_message_id(msg_id)?;
         let retry = self.retry;
         let p = self.get_mut(partition)?;
-        p.offsets_mut().fail_or_give_up(partition, offset, now, &retry)
+        p.offsets().fail_or_give_up(partition, offset, now, &retry)
     }
 
     /// Whether a partition at its uncommitted bound has a useful stretch done (a sixteenth of
     /// the bound): then it commits at once, not only every commit interval, nor per ack.
-    pub fn commit_at_bound(&self, max_uncommitted: u64) -> bool {
+    pub fn commit_at_bound(&mut self, max_uncommitted: u64) -> bool {
         let stretch = (max_uncommitted / 16).max(1);
-        self.partitions.iter().any(|p| {
+        self.partitions.iter_mut().any(|p| {
             let offsets = p.offsets();
             !offsets.has_room(max_uncommitted) && offsets.frontier() - offsets.committed_offset() >= stretch
         })
@@ -112,13 +110,7 @@ mod tests {
 
     impl AssignedPartition for Partition {
         type Record = u64;
-        fn number(&self) -> u32 {
-            self.number
-        }
-        fn offsets(&self) -> &PartitionOffsets<u64> {
-            &self.offsets
-        }
-        fn offsets_mut(&mut self) -> &mut PartitionOffsets<u64> {
+        fn offsets(&mut self) -> &mut PartitionOffsets<u64> {
             &mut self.offsets
         }
     }
@@ -132,7 +124,7 @@ mod tests {
             for o in 0..4 {
                 offsets.take(o, o);
             }
-            a.push(Partition { number, offsets });
+            a.push(number, Partition { number, offsets });
         }
         a
     }

@@ -3,9 +3,11 @@
 //! Contract: each [`ConfigError`] names the key it is about, in backquotes, and says in one
 //! line what the key must be; [`check_offsets`] is what `log-spout` and `kafka-spout` both
 //! check of the offset-tracking keys, [`RetryPolicy::from_config`] what they both make of the
-//! retry keys.
+//! retry keys, [`group_or_default`] their consumer group.
 
 use std::time::Duration;
+
+use squall_api::TopologyContext;
 
 use super::offsets::RetryPolicy;
 
@@ -68,6 +70,14 @@ pub fn check_offsets(topic: &str, max_uncommitted: u64, retry_limit: Option<u32>
         });
     }
     Ok(())
+}
+
+/// A spout's consumer group: `group`, else `<topology>.<component>`.
+pub fn group_or_default(group: Option<&str>, ctx: &TopologyContext) -> String {
+    match group {
+        Some(group) => group.to_string(),
+        None => format!("{}.{}", ctx.topology_name(), ctx.component_id()),
+    }
 }
 
 impl RetryPolicy {

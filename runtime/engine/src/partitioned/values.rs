@@ -27,6 +27,9 @@ pub fn to_bytes(value: &Value) -> Bytes {
     }
 }
 
+/// The fields of the tuple a spout emits for a record: see [`record_values`].
+pub const RECORD_FIELDS: [&str; 4] = ["key", "value", "partition", "offset"];
+
 /// The tuple a spout emits for a record: `key` (null when there is none), `value`,
 /// `partition`, `offset`.
 pub fn record_values(key: Option<&[u8]>, value: &[u8], partition: u32, offset: u64) -> Values {

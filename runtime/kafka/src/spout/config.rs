@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use crate::client::{self, default_bootstrap, keyed, Properties};
+use crate::client::{self, de_bootstrap, de_properties, de_topic, default_bootstrap, keyed, Properties};
 use crate::error::Error;
 use squall_engine::partitioned::config::{check_offsets, check_range, ConfigError};
 use squall_engine::partitioned::offsets::RetryPolicy;
@@ -56,8 +56,6 @@ pub struct Config {
 }
 
 keyed! {
-    de_bootstrap: String = "bootstrap";
-    de_topic: String = "topic";
     de_group: Option<String> = "group";
     de_first_poll: FirstPoll = "first_poll";
     de_guarantee: Guarantee = "guarantee";
@@ -68,7 +66,6 @@ keyed! {
     de_commit_interval_ms: u64 = "commit_interval_ms";
     de_poll_interval_ms: u64 = "poll_interval_ms";
     de_stop_at_end: bool = "stop_at_end";
-    de_properties: Properties = "properties";
 }
 
 /// Where a partition starts: see the module docs.

@@ -102,8 +102,9 @@ use config::fixed_settings;
 pub use config::{Config, FirstPoll, Guarantee};
 use setup::Setup;
 use squall_engine::partitioned::assignment::{AssignedPartition, Assignment};
+use squall_engine::partitioned::config::group_or_default;
 use squall_engine::partitioned::offsets::{message_id, PartitionOffsets};
-use squall_engine::partitioned::values::record_values;
+use squall_engine::partitioned::values::{record_values, RECORD_FIELDS};
 
 /// Records emitted per `next_tuple` call at most.
 const EMIT_BATCH: usize = 64;
@@ -207,16 +208,7 @@ struct Partition {
 
 impl AssignedPartition for Partition {
     type Record = Record;
-
-    fn number(&self) -> u32 {
-        self.number as u32
-    }
-
-    fn offsets(&self) -> &PartitionOffsets<Record> {
-        &self.offsets
-    }
-
-    fn offsets_mut(&mut self) -> &mut PartitionOffsets<Record> {
+    fn offsets(&mut self) -> &mut PartitionOffsets<Record> {
         &mut self.offsets
     }
 }
@@ -224,13 +216,12 @@ impl AssignedPartition for Partition {
 #[async_trait]
 impl Spout for KafkaSpout {
     fn declare_outputs(&self, out: &mut OutputDeclarer) {
-        out.declare(["key", "value", "partition", "offset"]);
+        out.declare(RECORD_FIELDS);
     }
 
     async fn open(&mut self, ctx: &TopologyContext) -> Result<(), BoxError> {
         let c = &self.config;
-        let group =
-            c.group.clone().unwrap_or_else(|| format!("{}.{}", ctx.topology_name(), ctx.component_id()));
+        let group = group_or_default(c.group.as_deref(), ctx);
         let who = format!("kafka-spout {}[{}]", ctx.component_id(), ctx.task_index());
         let config = client::librdkafka_config(
             "kafka-spout",
@@ -278,15 +269,18 @@ impl Spout for KafkaSpout {
             if let Some(note) = f.note {
                 self.errors.push(note);
             }
-            partitions.push(Partition {
-                number: f.partition,
-                offsets: PartitionOffsets::new(f.start),
-                queue: f.queue,
-                buffered: VecDeque::new(),
-                received: f.start,
-                end: c.stop_at_end.then_some(f.high),
-                at_end: false,
-            });
+            partitions.push(
+                f.partition as u32,
+                Partition {
+                    number: f.partition,
+                    offsets: PartitionOffsets::new(f.start),
+                    queue: f.queue,
+                    buffered: VecDeque::new(),
+                    received: f.start,
+                    end: c.stop_at_end.then_some(f.high),
+                    at_end: false,
+                },
+            );
         }
         let now = Instant::now();
         self.state = Some(Open {
@@ -548,17 +542,17 @@ impl Open {
     }
 
     /// Whether to commit now.
-    fn commit_due(&self, c: &Config, now: Instant) -> bool {
+    fn commit_due(&mut self, c: &Config, now: Instant) -> bool {
         if self.commit_in_flight.is_some_and(|at| now < at + COMMIT_STALE) || now < self.commit_not_before {
             return false;
         }
+        let full =
+            c.guarantee == Guarantee::AtLeastOnce && self.partitions.commit_at_bound(c.max_uncommitted);
         let wanted = || self.partitions.iter().any(|p| p.commit_target(c.guarantee).is_some());
         match c.guarantee {
             // Nothing is emitted before its commit: commit as soon as records wait for one.
             Guarantee::AtMostOnce => wanted(),
             Guarantee::AtLeastOnce | Guarantee::None => {
-                let full = c.guarantee == Guarantee::AtLeastOnce
-                    && self.partitions.commit_at_bound(c.max_uncommitted);
                 let finishing = c.stop_at_end && self.partitions.iter().all(|p| p.drained(c.guarantee));
                 (now >= self.next_commit || full || finishing) && wanted()
             }
@@ -705,7 +699,7 @@ mod tests {
         }
         let now = Instant::now();
         let mut partitions = Assignment::new(RetryPolicy::default());
-        partitions.push(p);
+        partitions.push(0, p);
         Open {
             consumer: None,
             commit_requests: None,
