@@ -162,7 +162,11 @@ pub fn partition_count(metadata: &Metadata, topic: &str, bootstrap: &str) -> Res
         return Err(TopicError::Missing { topic, bootstrap });
     };
     if let Some(e) = t.error() {
-        return Err(TopicError::Broker { topic, bootstrap, source: KafkaError::MetadataFetch(e.into()) });
+        return Err(TopicError::Broker {
+            topic,
+            bootstrap,
+            source: Box::new(KafkaError::MetadataFetch(e.into())),
+        });
     }
     match t.partitions().len() {
         0 => Err(TopicError::NoPartitions { topic, bootstrap }),

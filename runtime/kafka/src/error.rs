@@ -27,7 +27,7 @@ pub enum Error {
     OffRuntime(#[from] OffRuntimeError),
     /// A call to the broker failed: `what` was being done (the message's start).
     #[error("{what}: {source}")]
-    Kafka { what: String, source: KafkaError },
+    Kafka { what: String, source: Box<KafkaError> },
     /// Something else, said in one line.
     #[error("{0}")]
     Other(String),
@@ -69,12 +69,19 @@ pub enum TopicError {
     #[error("topic `{topic}` does not exist at {bootstrap}")]
     Missing { topic: String, bootstrap: String },
     #[error("topic `{topic}` at {bootstrap}: {source}")]
-    Broker { topic: String, bootstrap: String, source: KafkaError },
+    Broker { topic: String, bootstrap: String, source: Box<KafkaError> },
     #[error("topic `{topic}` does not exist at {bootstrap} (no partitions)")]
     NoPartitions { topic: String, bootstrap: String },
     /// More partitions than the component can carry (`max`, or past `u32` when None).
     #[error("topic `{topic}` has {}", match max { Some(max) => format!("more than {max} partitions"), None => "too many partitions".into() })]
     TooManyPartitions { topic: String, max: Option<u32> },
+}
+
+impl Error {
+    /// A failed call to the broker, said as `what: error`.
+    pub fn kafka(what: impl Into<String>, source: KafkaError) -> Error {
+        Error::Kafka { what: what.into(), source: Box::new(source) }
+    }
 }
 
 /// For tools that only pass the message on.

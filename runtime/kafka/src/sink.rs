@@ -147,10 +147,9 @@ impl Bolt for KafkaSink {
             client::librdkafka_config("kafka-sink", &c.bootstrap, &fixed_settings(c), &c.properties)?;
         let who = format!("kafka-sink {}[{}]", ctx.component_id(), ctx.task_index());
         let (tx, delivered) = mpsc::channel();
-        let producer: KafkaProducer =
-            config.create_with_context(SinkContext { who, delivered: tx }).map_err(|source| {
-                Error::Kafka { what: "kafka-sink: cannot create the producer".into(), source }
-            })?;
+        let producer: KafkaProducer = config
+            .create_with_context(SinkContext { who, delivered: tx })
+            .map_err(|source| Error::kafka("kafka-sink: cannot create the producer", source))?;
         // The topic must exist: a typo is better found now than as failed deliveries.
         let (topic, bootstrap) = (c.topic.clone(), c.bootstrap.clone());
         let what = format!("kafka-sink: reading the metadata of topic `{topic}` at {bootstrap}");
@@ -158,7 +157,7 @@ impl Bolt for KafkaSink {
             let metadata =
                 producer.client().fetch_metadata(Some(&topic), SETUP_TIMEOUT).map_err(|source| {
                     let what = format!("cannot read the metadata of topic `{topic}` at {bootstrap}");
-                    Error::Kafka { what, source }
+                    Error::kafka(what, source)
                 })?;
             client::partition_count(&metadata, &topic, &bootstrap)?;
             drop(metadata);

@@ -394,7 +394,7 @@ impl Spout for KafkaSpout {
 fn create(config: &ClientConfig, context: SpoutContext) -> Result<KafkaConsumer, Error> {
     config
         .create_with_context(context)
-        .map_err(|source| Error::Kafka { what: "kafka-spout: cannot create the consumer".into(), source })
+        .map_err(|source| Error::kafka("kafka-spout: cannot create the consumer", source))
 }
 
 /// Closes a consumer on a thread of its own: librdkafka's close can wait on the network.

@@ -67,7 +67,7 @@ impl Setup {
         let deadline = Instant::now() + SETUP_TIMEOUT;
         let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
         let metadata = consumer.fetch_metadata(Some(topic), left()).map_err(|source| {
-            kafka(format!("cannot read the metadata of topic `{topic}` at {bootstrap}"), source)
+            Error::kafka(format!("cannot read the metadata of topic `{topic}` at {bootstrap}"), source)
         })?;
         let count = client::partition_count(&metadata, topic, bootstrap)?;
         drop(metadata);
@@ -87,7 +87,7 @@ impl Setup {
                 request.add_partition(topic, p);
             }
             let list = consumer.committed_offsets(request, left()).map_err(|source| {
-                kafka(format!("cannot read the committed offsets of topic `{topic}`"), source)
+                Error::kafka(format!("cannot read the committed offsets of topic `{topic}`"), source)
             })?;
             let committed: HashMap<i32, (Option<u64>, String)> = list
                 .elements_for_topic(topic)
@@ -108,7 +108,7 @@ impl Setup {
         let mut assignment = TopicPartitionList::with_capacity(mine.len());
         for &p in &mine {
             let (low, high) = consumer.fetch_watermarks(topic, p, left()).map_err(|source| {
-                kafka(format!("cannot read the offsets of `{topic}` partition {p}"), source)
+                Error::kafka(format!("cannot read the offsets of `{topic}` partition {p}"), source)
             })?;
             let (low, high) = (low.max(0) as u64, high.max(0) as u64);
             if high >= MAX_OFFSET {
@@ -125,7 +125,8 @@ impl Setup {
         }
         let assigned = consumer.assign(&assignment);
         drop(assignment);
-        assigned.map_err(|source| kafka(format!("cannot assign the partitions of `{topic}`"), source))?;
+        assigned
+            .map_err(|source| Error::kafka(format!("cannot assign the partitions of `{topic}`"), source))?;
         // Each partition's records in a queue of its own (after assign, which undoes splits):
         // a partition with no room is simply not polled, and its fetcher stops when its queue
         // is full, while the others go on.
@@ -166,11 +167,6 @@ pub(super) fn start_offset(
         None if first_poll == FirstPoll::Latest => (high, None),
         None => (low, None),
     }
-}
-
-/// A failed call to the broker, said as `what: error`.
-fn kafka(what: String, source: rdkafka::error::KafkaError) -> Error {
-    Error::Kafka { what, source }
 }
 
 #[cfg(test)]
