@@ -10,6 +10,7 @@
 //!   what a `file-sink` wrote.
 //! - [`tansu::TansuBroker`] runs a Tansu broker (Kafka API) for the Kafka tests.
 
+pub mod pipeline;
 pub mod tansu;
 
 use std::ffi::OsStr;

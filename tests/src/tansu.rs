@@ -88,13 +88,5 @@ impl TansuBroker {
 /// (keys 0..count missing from `records`, records beyond one per key); keys are decimal text.
 #[track_caller]
 pub fn missing_and_duplicates(records: &[ReadRecord], count: u64) -> (u64, u64) {
-    let mut seen = std::collections::HashMap::<u64, u64>::new();
-    for r in records {
-        let key = r.key.as_deref().expect("a keyed record");
-        let key: u64 = std::str::from_utf8(key).ok().and_then(|k| k.parse().ok()).expect("a numeric key");
-        *seen.entry(key).or_default() += 1;
-    }
-    let missing = (0..count).filter(|k| !seen.contains_key(k)).count() as u64;
-    let duplicates = seen.values().map(|n| n - 1).sum();
-    (missing, duplicates)
+    crate::pipeline::missing_and_duplicates(records.iter().map(|r| r.key.as_deref()), count)
 }

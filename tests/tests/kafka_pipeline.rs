@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use squall_api::{EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values};
 use squall_kafka::spout::{self, KafkaSpout};
+use squall_tests::pipeline::{self, assert_duplicates_bounded, run_despite_failing_tuples, taken};
 use squall_tests::tansu::{missing_and_duplicates, TansuBroker};
 use squall_tests::{repo_file, Outcome, Running, TempDir};
 
@@ -33,55 +34,16 @@ fn setup(tansu: &TansuBroker, count: u64) {
 /// kafka-spout (2 tasks) → flaky → kafka-sink (2 tasks), group `g`; ends once `in` is done
 /// when `stop_at_end`, else follows it until stopped.
 fn flaky_pipeline(dir: &TempDir, bootstrap: &str, max_uncommitted: u64, stop_at_end: bool) -> String {
-    dir.topology(
-        "kafka-pipeline.toml",
-        &format!(
-            r#"
-name = "kafka-flaky"
-
-[settings]
-acking = true
-message_timeout_secs = 60
-max_spout_pending = 0
-
-[[spouts]]
-id = "records"
-kind = "kafka-spout"
-parallelism = 2                  # 3 partitions over 2 tasks
-config = {{ bootstrap = "{bootstrap}", topic = "in", group = "g", stop_at_end = {stop_at_end}, max_uncommitted = {max_uncommitted}, retry_backoff_ms = 10, commit_interval_ms = 200 }}
-
-[[bolts]]
-id = "flaky"
-kind = "flaky"
-inputs = [{{ from = "records", grouping = "shuffle" }}]
-config = {{ fail_fraction = 0.1, seed = 7 }}
-
-[[bolts]]
-id = "sink"
-kind = "kafka-sink"
-parallelism = 2
-inputs = [{{ from = "flaky", grouping = "shuffle" }}]
-config = {{ bootstrap = "{bootstrap}", topic = "out" }}
-"#
-        ),
-    )
-    .display()
-    .to_string()
+    let connection = format!(r#"bootstrap = "{bootstrap}""#);
+    let extra = ", commit_interval_ms = 200";
+    let kafka = pipeline::Broker::new("kafka-flaky", "kafka-pipeline", "kafka", &connection, extra);
+    pipeline::flaky_pipeline(dir, &kafka, max_uncommitted, stop_at_end)
 }
 
 /// Waits for a progress line of the spout `records` showing at least 1000 records acked
 /// ("acked 1.2k").
 fn wait_for_thousand_acked(run: &mut Running) {
-    let acked_thousands = |line: &str| {
-        line.split("records: ")
-            .nth(1)
-            .and_then(|rest| rest.split("acked ").nth(1))
-            .and_then(|rest| rest.split(',').next())
-            .is_some_and(|n| n.ends_with('k') || n.ends_with('M'))
-    };
-    if run.wait_for_stderr_line(DEADLINE, acked_thousands).is_none() {
-        panic!("the run never acked 1000 records\n{}", run.stderr_seen().join("\n"));
-    }
+    pipeline::wait_for_thousand_acked(run, DEADLINE);
 }
 
 /// The committed offsets of group `g` on `in`, each as an offset (0 for none).
@@ -109,13 +71,7 @@ fn every_record_reaches_the_output_despite_failing_tuples() {
     let count = 4000;
     setup(&tansu, count);
     let file = flaky_pipeline(&dir, &tansu.bootstrap(), 500, true);
-    let out = dir.squall(["local", &file, "--json"]).timeout(DEADLINE).run();
-    out.assert_success();
-
-    let summary = out.summary();
-    let spout = summary.component("records");
-    assert!(spout.failed() > 0, "the flaky bolt failed some tuples\n{out}");
-    assert_eq!(spout.acked(), count, "each record acked once\n{out}");
+    let (out, summary) = run_despite_failing_tuples(&dir, &file, &[], count, DEADLINE);
     let sink = summary.component("sink");
     assert_eq!(sink.failed(), 0, "every delivery succeeded\n{out}");
     let records = tansu.read_all("out");
@@ -148,9 +104,7 @@ fn killed_run_resumes_from_committed_offsets_without_loss() {
     let bounded = flaky_pipeline(&dir, &tansu.bootstrap(), max_uncommitted, true);
     let second = dir.squall(["local", &bounded, "--json"]).timeout(DEADLINE).run();
     second.assert_success();
-    // Each record the second run took was emitted once, plus once per failure.
-    let records = second.summary().component("records");
-    let taken = records.emitted() - records.failed();
+    let taken = taken(&second);
     assert!(
         taken <= count - resumed_from as u64,
         "the second run took {taken} records: only those past the {resumed_from} committed\n{second}"
@@ -158,11 +112,7 @@ fn killed_run_resumes_from_committed_offsets_without_loss() {
     assert_eq!(committed(&tansu), tansu.ends("in"), "committed to the end of every partition");
     let (missing, duplicates) = missing_and_duplicates(&tansu.read_all("out"), count);
     assert_eq!(missing, 0, "every input key is in the output");
-    assert!(
-        duplicates <= 3 * max_uncommitted,
-        "{duplicates} duplicates: more than the {} uncommitted records there can be",
-        3 * max_uncommitted
-    );
+    assert_duplicates_bounded(duplicates, max_uncommitted);
 }
 
 #[test]

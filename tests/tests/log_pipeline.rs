@@ -7,12 +7,12 @@
 //! duplicates no more than the uncommitted bound; the README's three commands work; a log
 //! whose writer was killed with kill -9 mid-append reopens with only whole records.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use squall_broker::log::Log;
 use squall_broker::Record;
+use squall_tests::pipeline::{self, assert_duplicates_bounded, run_despite_failing_tuples, taken};
 use squall_tests::{repo_file, BrokerServer, Outcome, TempDir};
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -56,15 +56,8 @@ fn read_all(data: &Path, topic: &str) -> Vec<Vec<Record>> {
 
 /// (input keys 0..count missing from the output, output records beyond one per key).
 fn missing_and_duplicates(data: &Path, count: u64) -> (u64, u64) {
-    let mut seen: HashMap<u64, u64> = HashMap::new();
-    for record in read_all(data, "out").into_iter().flatten() {
-        let key = record.key.as_deref().expect("a keyed record");
-        let key: u64 = std::str::from_utf8(key).unwrap().parse().unwrap();
-        *seen.entry(key).or_default() += 1;
-    }
-    let missing = (0..count).filter(|k| !seen.contains_key(k)).count() as u64;
-    let duplicates = seen.values().map(|n| n - 1).sum();
-    (missing, duplicates)
+    let records: Vec<Record> = read_all(data, "out").into_iter().flatten().collect();
+    pipeline::missing_and_duplicates(records.iter().map(|r| r.key.as_deref()), count)
 }
 
 /// The group's committed offsets of `in`, and the partitions' high watermarks.
@@ -81,40 +74,9 @@ fn flaky_pipeline(dir: &TempDir, max_uncommitted: u64) -> String {
 
 /// [`flaky_pipeline`] through `broker` ("embedded" or a server's address).
 fn flaky_pipeline_on(dir: &TempDir, max_uncommitted: u64, broker: &str) -> String {
-    dir.topology(
-        "flaky-pipeline.toml",
-        &format!(
-            r#"
-name = "flaky-pipeline"
-
-[settings]
-acking = true
-message_timeout_secs = 60
-max_spout_pending = 0
-
-[[spouts]]
-id = "records"
-kind = "log-spout"
-parallelism = 2                  # 3 partitions over 2 tasks
-config = {{ topic = "in", group = "g", broker = "{broker}", stop_at_end = true, max_uncommitted = {max_uncommitted}, retry_backoff_ms = 10 }}
-
-[[bolts]]
-id = "flaky"
-kind = "flaky"
-inputs = [{{ from = "records", grouping = "shuffle" }}]
-config = {{ fail_fraction = 0.1, seed = 7 }}
-
-[[bolts]]
-id = "sink"
-kind = "log-sink"
-parallelism = 2
-inputs = [{{ from = "flaky", grouping = "shuffle" }}]
-config = {{ topic = "out", broker = "{broker}" }}
-"#
-        ),
-    )
-    .display()
-    .to_string()
+    let connection = format!(r#"broker = "{broker}""#);
+    let log = pipeline::Broker::new("flaky-pipeline", "flaky-pipeline", "log", &connection, "");
+    pipeline::flaky_pipeline(dir, &log, max_uncommitted, true)
 }
 
 #[test]
@@ -124,13 +86,7 @@ fn every_record_reaches_the_output_despite_failing_tuples() {
     setup(&dir, count);
     let file = flaky_pipeline(&dir, 1000);
     let data = dir.join("data").display().to_string();
-    let out = dir.squall(["local", &file, "--json", "--data-dir", &data]).timeout(DEADLINE).run();
-    out.assert_success();
-
-    let summary = out.summary();
-    let spout = summary.component("records");
-    assert!(spout.failed() > 0, "the flaky bolt failed some tuples\n{out}");
-    assert_eq!(spout.acked(), count, "each record acked once\n{out}");
+    let (_, summary) = run_despite_failing_tuples(&dir, &file, &["--data-dir", &data], count, DEADLINE);
     let sink = summary.component("sink");
     assert_eq!(
         sink.executed(),
@@ -153,17 +109,8 @@ fn killed_run_resumes_from_committed_offsets_without_loss() {
     let data = dir.join("data").display().to_string();
 
     let mut first = dir.squall(["local", &file, "--data-dir", &data]).timeout(DEADLINE).spawn();
-    // Progress lines come once a second. Wait for one showing at least 1000 records acked
-    // ("acked 1.2k"): more than the 3 × 250 that can be out past the committed offsets, so
-    // some offsets were committed by then.
-    let acked_thousands = |line: &str| {
-        line.split("records: ")
-            .nth(1)
-            .and_then(|rest| rest.split("acked ").nth(1))
-            .and_then(|rest| rest.split(',').next())
-            .is_some_and(|n| n.ends_with('k') || n.ends_with('M'))
-    };
-    first.wait_for_stderr_line(DEADLINE, acked_thousands).expect("the first run acks records");
+    // Progress lines come once a second: by 1000 acked, some offsets were committed.
+    pipeline::wait_for_thousand_acked(&mut first, DEADLINE);
     let killed = first.kill_hard();
     assert!(!killed.status.success(), "the first run was killed mid-run, not finished\n{killed}");
 
@@ -173,22 +120,15 @@ fn killed_run_resumes_from_committed_offsets_without_loss() {
 
     let second = dir.squall(["local", &file, "--json", "--data-dir", &data]).timeout(DEADLINE).run();
     second.assert_success();
-    // Each record the second run took was emitted once, plus once per failure.
-    let records = second.summary().component("records");
-    let taken = records.emitted() - records.failed();
     assert_eq!(
-        taken,
+        taken(&second),
         count - resumed_from,
         "the second run took exactly the records past the committed offsets"
     );
 
     let (missing, duplicates) = missing_and_duplicates(&dir.join("data"), count);
     assert_eq!(missing, 0, "every input key is in the output");
-    assert!(
-        duplicates <= 3 * max_uncommitted,
-        "{duplicates} duplicates: more than the {} uncommitted records there can be",
-        3 * max_uncommitted
-    );
+    assert_duplicates_bounded(duplicates, max_uncommitted);
 }
 
 #[test]
@@ -218,7 +158,7 @@ fn pipeline_through_a_broker_server_survives_kill_9() {
     server.stop().assert_success();
     let (missing, duplicates) = missing_and_duplicates(&data, count);
     assert_eq!(missing, 0, "every input key is in the output");
-    assert!(duplicates <= 3 * max_uncommitted, "{duplicates} duplicates");
+    assert_duplicates_bounded(duplicates, max_uncommitted);
     let (committed, ends) = committed_and_ends(&data, "g");
     assert_eq!(committed, ends.iter().map(|e| Some(*e)).collect::<Vec<_>>(), "committed to the end");
 }

@@ -21,8 +21,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::Deserialize;
-use squall_api::{async_trait, Bolt, BoltCollector, BoxError, TopologyContext, Tuple, Value};
-use squall_engine::partitioned::values::to_bytes;
+use squall_api::{async_trait, Bolt, BoltCollector, BoxError, TopologyContext, Tuple};
+use squall_engine::partitioned::config::ConfigError;
+use squall_engine::partitioned::sink::{defaults, record_of, settle};
 
 use super::partitioner::Partitioner;
 use super::record::{frame_len, MAX_FRAME_LEN};
@@ -35,27 +36,18 @@ pub struct Config {
     pub topic: String,
     #[serde(default = "embedded")]
     pub broker: String,
-    #[serde(default = "default_key_field")]
+    #[serde(default = "defaults::key_field")]
     pub key_field: String,
-    #[serde(default = "default_value_field")]
+    #[serde(default = "defaults::value_field")]
     pub value_field: String,
     #[serde(default = "default_batch")]
     pub batch: usize,
-    #[serde(default = "default_linger_ms")]
+    #[serde(default = "defaults::linger_ms")]
     pub linger_ms: u64,
 }
 
-fn default_key_field() -> String {
-    "key".to_string()
-}
-fn default_value_field() -> String {
-    "value".to_string()
-}
 fn default_batch() -> usize {
     256
-}
-fn default_linger_ms() -> u64 {
-    5
 }
 
 /// A batch is appended before it would grow past this many bytes (far below any request limit).
@@ -64,13 +56,13 @@ const BATCH_BYTES: usize = 1 << 20;
 /// The `log-sink` factory.
 pub fn build(config: Config) -> Result<LogSink, BoxError> {
     if config.topic.is_empty() {
-        return Err("`topic` must not be empty".into());
+        return Err(ConfigError::empty("topic").into());
     }
     if config.batch == 0 {
-        return Err("`batch` must be at least 1".into());
+        return Err(ConfigError::too_small("batch", 1).into());
     }
     if config.linger_ms == 0 {
-        return Err("`linger_ms` must be at least 1".into());
+        return Err(ConfigError::too_small("linger_ms", 1).into());
     }
     Ok(LogSink { config, open: None })
 }
@@ -115,14 +107,7 @@ impl Bolt for LogSink {
             open.ack_durable(out);
             return Ok(());
         }
-        let key = match input.get(self.config.key_field.as_str()) {
-            Ok(Value::Null) | Err(_) => None,
-            Ok(v) => Some(to_bytes(v)),
-        };
-        let value = match input.get(self.config.value_field.as_str()) {
-            Ok(v) => to_bytes(v),
-            Err(e) => return Err(format!("no value for the record: {e}").into()),
-        };
+        let (key, value) = record_of(&input, &self.config.key_field, &self.config.value_field)?;
         let bytes = frame_len(key.as_deref(), &value);
         if bytes > MAX_FRAME_LEN {
             // It can never be appended: fail it alone (its spout decides when to give up).
@@ -167,10 +152,9 @@ impl Open {
         batch.bytes = 0;
         match self.broker.produce(topic, partition as u32, records).await {
             Ok(pending) => self.in_flight.push_back((pending, inputs)),
-            Err(e) => {
+            Err(e) => settle(out, inputs, Err(e), |out, e| {
                 out.report_error(&format!("append to `{topic}`/{partition} failed: {e}"));
-                inputs.into_iter().for_each(|t| out.fail(t));
-            }
+            }),
         }
     }
 
@@ -188,13 +172,9 @@ impl Open {
                 None => i += 1,
                 Some(result) => {
                     let Some((_, inputs)) = self.in_flight.remove(i) else { break };
-                    match result {
-                        Ok(_) => inputs.into_iter().for_each(|t| out.ack(t)),
-                        Err(e) => {
-                            out.report_error(&format!("append failed: {e}"));
-                            inputs.into_iter().for_each(|t| out.fail(t));
-                        }
-                    }
+                    settle(out, inputs, result.map(drop), |out, e| {
+                        out.report_error(&format!("append failed: {e}"));
+                    });
                 }
             }
         }

@@ -24,15 +24,15 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use squall_api::{
-    async_trait, values, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, Value,
-};
+use squall_api::{async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext};
 use tokio::sync::mpsc;
 
 use super::error::ErrorKind;
 use super::{Broker, BrokerError, Record};
-use squall_engine::partitioned::offsets::{message_id, parse_message_id, PartitionOffsets, RetryPolicy};
-use squall_engine::partitioned::values::text_or_bytes;
+use squall_engine::partitioned::assignment::{AssignedPartition, Assignment};
+use squall_engine::partitioned::config::{check_offsets, group_or_default, ConfigError};
+use squall_engine::partitioned::offsets::{message_id, PartitionOffsets, RetryPolicy};
+use squall_engine::partitioned::values::{record_values, RECORD_FIELDS};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,29 +87,15 @@ const FETCH_RETRY: Duration = Duration::from_millis(500);
 
 /// The `log-spout` factory.
 pub fn build(config: Config) -> Result<LogSpout, BoxError> {
-    if config.topic.is_empty() {
-        return Err("`topic` must not be empty".into());
-    }
-    if config.max_uncommitted == 0 {
-        return Err("`max_uncommitted` must be at least 1".into());
-    }
-    if config.retry_limit == Some(0) {
-        return Err("`retry_limit` must be at least 1 (leave it out to retry forever)".into());
-    }
+    check_offsets(&config.topic, config.max_uncommitted, config.retry_limit)?;
     if config.fetch_max_bytes < 1024 {
-        return Err("`fetch_max_bytes` must be at least 1024".into());
+        return Err(ConfigError::too_small("fetch_max_bytes", 1024).into());
     }
-    let retry = RetryPolicy {
-        backoff: Duration::from_millis(config.retry_backoff_ms),
-        backoff_max: Duration::from_millis(config.retry_backoff_max_ms.max(config.retry_backoff_ms)),
-        limit: config.retry_limit,
-    };
-    Ok(LogSpout { config, retry, state: None, errors: Vec::new() })
+    Ok(LogSpout { config, state: None, errors: Vec::new() })
 }
 
 pub struct LogSpout {
     config: Config,
-    retry: RetryPolicy,
     state: Option<Open>,
     /// Errors seen outside `next_tuple` (no collector there), reported at its next call.
     errors: Vec<String>,
@@ -120,9 +106,7 @@ struct Open {
     broker: Broker,
     topic: String,
     group: String,
-    partitions: Vec<Partition>,
-    /// Indexed by partition number: the position in `partitions`, if this task owns it.
-    index: Vec<Option<usize>>,
+    partitions: Assignment<Partition>,
     next_commit: Instant,
     /// Round-robin start over partitions.
     turn: usize,
@@ -137,18 +121,24 @@ struct Partition {
     end: Option<u64>,
 }
 
+impl AssignedPartition for Partition {
+    type Record = Record;
+    fn offsets(&mut self) -> &mut PartitionOffsets<Record> {
+        &mut self.offsets
+    }
+}
+
 #[async_trait]
 impl Spout for LogSpout {
     fn declare_outputs(&self, out: &mut OutputDeclarer) {
-        out.declare(["key", "value", "partition", "offset"]);
+        out.declare(RECORD_FIELDS);
     }
 
     async fn open(&mut self, ctx: &TopologyContext) -> Result<(), BoxError> {
         let c = &self.config;
         let broker = Broker::connect(&c.broker).await?;
         let info = broker.describe(&c.topic).await?;
-        let group =
-            c.group.clone().unwrap_or_else(|| format!("{}.{}", ctx.topology_name(), ctx.component_id()));
+        let group = group_or_default(c.group.as_deref(), ctx);
         let committed = broker.committed(&group, &c.topic).await?;
         if let Some(p) = info.partitions.iter().enumerate().find(|(i, p)| p.partition as usize != *i) {
             return Err(format!(
@@ -161,8 +151,8 @@ impl Spout for LogSpout {
             return Err(format!("topic `{}` has more than {} partitions", c.topic, 1 << 15).into());
         }
         let tasks = ctx.task_count().max(1);
-        let mut partitions = Vec::new();
-        let mut index = vec![None; info.partitions.len()];
+        let retry = RetryPolicy::from_config(c.retry_backoff_ms, c.retry_backoff_max_ms, c.retry_limit);
+        let mut partitions = Assignment::new(retry);
         for p in info.partitions.iter().filter(|p| p.partition as usize % tasks == ctx.task_index()) {
             let start = match committed.get(p.partition as usize).copied().flatten() {
                 Some(offset) if offset < p.log_start => {
@@ -189,18 +179,19 @@ impl Spout for LogSpout {
                 c.fetch_max_bytes,
                 tx,
             ));
-            index[p.partition as usize] = Some(partitions.len());
-            partitions.push(Partition {
-                number: p.partition,
-                offsets: PartitionOffsets::new(start),
-                buffered: VecDeque::new(),
-                fetched: rx,
-                end,
-            });
+            partitions.push(
+                p.partition,
+                Partition {
+                    number: p.partition,
+                    offsets: PartitionOffsets::new(start),
+                    buffered: VecDeque::new(),
+                    fetched: rx,
+                    end,
+                },
+            );
         }
         let next_commit = Instant::now() + Duration::from_millis(c.commit_interval_ms);
-        self.state =
-            Some(Open { broker, topic: c.topic.clone(), group, partitions, index, next_commit, turn: 0 });
+        self.state = Some(Open { broker, topic: c.topic.clone(), group, partitions, next_commit, turn: 0 });
         Ok(())
     }
 
@@ -233,12 +224,7 @@ impl Spout for LogSpout {
             }
         }
         state.turn = state.turn.wrapping_add(1);
-        // A partition at its bound commits as soon as a useful stretch is done, not per ack.
-        let stretch = (max_uncommitted / 16).max(1);
-        let full = state.partitions.iter().any(|p| {
-            !p.offsets.has_room(max_uncommitted)
-                && p.offsets.frontier() - p.offsets.committed_offset() >= stretch
-        });
+        let full = state.partitions.commit_at_bound(max_uncommitted);
         let finishing = self.config.stop_at_end && state.partitions.iter().all(Partition::drained);
         if now >= state.next_commit || full || finishing {
             if let Err(e) = state.commit().await {
@@ -250,18 +236,14 @@ impl Spout for LogSpout {
     }
 
     async fn ack(&mut self, msg_id: MessageId) {
-        if let Some((state, i, offset)) = self.locate(&msg_id) {
-            state.partitions[i].offsets.ack(offset);
+        if let Some(state) = self.state.as_mut() {
+            state.partitions.ack(&msg_id);
         }
     }
 
     async fn fail(&mut self, msg_id: MessageId) {
-        let retry = self.retry;
-        let Some((state, i, offset)) = self.locate(&msg_id) else { return };
-        let p = &mut state.partitions[i];
-        if let Some(line) = p.offsets.fail_or_give_up(p.number, offset, Instant::now(), &retry) {
-            self.errors.push(line);
-        }
+        let Some(state) = self.state.as_mut() else { return };
+        self.errors.extend(state.partitions.fail(&msg_id, Instant::now()));
     }
 
     async fn deactivate(&mut self) {
@@ -284,14 +266,6 @@ impl Spout for LogSpout {
 }
 
 impl LogSpout {
-    /// The partition and offset a message id names, if this task owns that partition.
-    fn locate(&mut self, msg_id: &MessageId) -> Option<(&mut Open, usize, u64)> {
-        let (partition, offset) = parse_message_id(msg_id)?;
-        let state = self.state.as_mut()?;
-        let i = (*state.index.get(partition as usize)?)?;
-        Some((state, i, offset))
-    }
-
     async fn commit_now(&mut self) {
         if let Some(state) = self.state.as_mut() {
             if let Err(e) = state.commit().await {
@@ -304,7 +278,7 @@ impl LogSpout {
 impl Open {
     /// Stores every partition's frontier that moved.
     async fn commit(&mut self) -> Result<(), BrokerError> {
-        for p in &mut self.partitions {
+        for p in self.partitions.iter_mut() {
             if let Some(offset) = p.offsets.to_commit() {
                 self.broker.commit(&self.group, &self.topic, p.number, offset).await?;
                 p.offsets.committed(offset);
@@ -361,8 +335,7 @@ enum Fetch {
 
 /// Emits one record with (partition, offset) as its message id.
 fn emit(out: &mut dyn SpoutCollector, partition: u32, offset: u64, record: &Record) -> Result<(), BoxError> {
-    let key = record.key.as_deref().map_or(Value::Null, text_or_bytes);
-    let values = values![key, text_or_bytes(&record.value), partition as i64, offset as i64];
+    let values = record_values(record.key.as_deref(), &record.value, partition, offset);
     out.emit_with_id(values, message_id(partition, offset))?;
     Ok(())
 }

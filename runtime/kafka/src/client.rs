@@ -2,9 +2,10 @@
 //! the librdkafka configuration built from them, librdkafka's log in the topology's log,
 //! and librdkafka's blocking calls run off the async runtime.
 //!
-//! Contract: [`client_config`] refuses, with a one-line message naming the key, an empty
-//! `bootstrap`, a property the component sets itself, and a property librdkafka does not know
-//! or cannot take — before anything connects. [`off_runtime`] runs a blocking call on a thread
+//! Contract: [`librdkafka_config`] refuses, with a one-line message naming the key (a
+//! [`PropertyError`](crate::error::PropertyError)), an empty `bootstrap`, a property the
+//! component sets itself, and a property librdkafka does not know or cannot take — before
+//! anything connects. [`off_runtime`] runs a blocking call on a thread
 //! of its own and gives up waiting (never blocking the caller's async runtime) after its
 //! timeout. librdkafka's errors are logged as warnings, everything else it says at debug
 //! level (`SQUALL_LOG=debug`).
@@ -18,6 +19,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
 use serde::Deserialize;
 use squall_api::{BoltCollector, SpoutCollector};
+
+use crate::error::{OffRuntimeError, PropertyError, TopicError};
 
 /// Where a component connects when the topology names no `bootstrap`.
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
@@ -33,9 +36,9 @@ pub(crate) fn default_bootstrap() -> String {
 /// a wrong value was under): `keyed! { de_topic: String = "topic"; }`, then
 /// `#[serde(deserialize_with = "de_topic")]` on the field.
 macro_rules! keyed {
-    ($($name:ident: $ty:ty = $key:literal;)*) => {
+    ($($vis:vis $name:ident: $ty:ty = $key:literal;)*) => {
         $(
-            fn $name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+            $vis fn $name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
                 <$ty as serde::Deserialize>::deserialize(d)
                     .map_err(|e| <D::Error as serde::de::Error>::custom(format!("`{}`: {e}", $key)))
             }
@@ -43,6 +46,12 @@ macro_rules! keyed {
     };
 }
 pub(crate) use keyed;
+
+keyed! {
+    pub(crate) de_bootstrap: String = "bootstrap";
+    pub(crate) de_topic: String = "topic";
+    pub(crate) de_properties: Properties = "properties";
+}
 
 /// Extra librdkafka properties from a component's `properties` table, e.g.
 /// `properties = { "client.id" = "squall", "fetch.max.bytes" = 1048576 }`.
@@ -72,14 +81,14 @@ impl fmt::Display for PropertyValue {
 /// A librdkafka configuration: `bootstrap.servers` from `bootstrap`, then `fixed` (the
 /// component's own settings), then the user's `properties`, none of which may name a key of
 /// `fixed` (or `bootstrap.servers`). `kind` names the component in messages.
-pub fn client_config(
+pub fn librdkafka_config(
     kind: &str,
     bootstrap: &str,
     fixed: &[(&str, String)],
     properties: &Properties,
-) -> Result<ClientConfig, String> {
+) -> Result<ClientConfig, PropertyError> {
     if bootstrap.trim().is_empty() {
-        return Err("`bootstrap` must not be empty (host:port[,host:port…])".to_string());
+        return Err(PropertyError::EmptyBootstrap);
     }
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap);
@@ -88,19 +97,29 @@ pub fn client_config(
     }
     for (key, value) in properties {
         if key == "bootstrap.servers" {
-            return Err(format!("`properties.{key}`: set it with `bootstrap`"));
+            return Err(PropertyError::BootstrapServers(key.clone()));
         }
         if fixed.iter().any(|(k, _)| k == key) {
-            return Err(format!("`properties.{key}`: {kind} sets it itself"));
+            return Err(PropertyError::SetByComponent { key: key.clone(), kind: kind.to_string() });
         }
         config.set(key, value.to_string());
     }
     // librdkafka checks every property as it is set: do that now, not at connect time.
     config.create_native_config().map_err(|e| match e {
-        KafkaError::ClientConfig(_, description, key, _) => format!("`properties.{key}`: {description}"),
-        other => format!("`properties`: {other}"),
+        KafkaError::ClientConfig(_, description, key, _) => PropertyError::Refused { key, description },
+        other => PropertyError::Other(other.to_string()),
     })?;
     Ok(config)
+}
+
+/// [`librdkafka_config`] with the error as its message, for tools that only pass it on.
+pub fn client_config(
+    kind: &str,
+    bootstrap: &str,
+    fixed: &[(&str, String)],
+    properties: &Properties,
+) -> Result<ClientConfig, String> {
+    librdkafka_config(kind, bootstrap, fixed, properties).map_err(|e| e.to_string())
 }
 
 /// Writes a line of librdkafka's log to the topology's log, for the component `who`.
@@ -117,7 +136,7 @@ pub fn log(who: &str, level: RDKafkaLogLevel, facility: &str, message: &str) {
 /// Runs the blocking `f` on a thread of its own and waits for it (asynchronously) up to
 /// `timeout`; past that the thread is left to finish alone and `what` is reported as not
 /// answering. Nothing waits for such a thread at exit.
-pub async fn off_runtime<T, F>(what: &str, timeout: Duration, f: F) -> Result<T, String>
+pub async fn off_runtime<T, F>(what: &str, timeout: Duration, f: F) -> Result<T, OffRuntimeError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
@@ -128,26 +147,30 @@ where
         .spawn(move || {
             let _ = tx.send(f());
         })
-        .map_err(|e| format!("{what}: cannot start a thread: {e}"))?;
+        .map_err(|e| OffRuntimeError::Spawn { what: what.to_string(), error: e.to_string() })?;
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(_)) => Err(format!("{what}: the call panicked")),
-        Err(_) => Err(format!("{what}: no answer within {timeout:?}")),
+        Ok(Err(_)) => Err(OffRuntimeError::Panicked { what: what.to_string() }),
+        Err(_) => Err(OffRuntimeError::NoAnswer { what: what.to_string(), timeout }),
     }
 }
 
 /// The number of partitions of `topic` in `metadata`, or why there are none.
-pub fn partition_count(metadata: &Metadata, topic: &str, bootstrap: &str) -> Result<u32, String> {
+pub fn partition_count(metadata: &Metadata, topic: &str, bootstrap: &str) -> Result<u32, TopicError> {
+    let (topic, bootstrap) = (topic.to_string(), bootstrap.to_string());
     let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        return Err(format!("topic `{topic}` does not exist at {bootstrap}"));
+        return Err(TopicError::Missing { topic, bootstrap });
     };
     if let Some(e) = t.error() {
-        let e = KafkaError::MetadataFetch(e.into());
-        return Err(format!("topic `{topic}` at {bootstrap}: {e}"));
+        return Err(TopicError::Broker {
+            topic,
+            bootstrap,
+            source: Box::new(KafkaError::MetadataFetch(e.into())),
+        });
     }
     match t.partitions().len() {
-        0 => Err(format!("topic `{topic}` does not exist at {bootstrap} (no partitions)")),
-        n => u32::try_from(n).map_err(|_| format!("topic `{topic}` has too many partitions")),
+        0 => Err(TopicError::NoPartitions { topic, bootstrap }),
+        n => u32::try_from(n).map_err(|_| TopicError::TooManyPartitions { topic, max: None }),
     }
 }
 
@@ -244,7 +267,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(500));
         })
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("sleepy") && e.contains("no answer"), "{e}");
         assert_eq!(off_runtime("quick", Duration::from_secs(5), || 7).await, Ok(7));
     }

@@ -3,7 +3,7 @@
 //!
 //! Modules: [`client`] (what both components share: the `bootstrap` and `properties` config
 //! keys, the librdkafka configuration built from them, logging, running librdkafka's blocking
-//! calls off the async runtime), [`spout`] (`kafka-spout`), [`sink`] (`kafka-sink`), [`tools`]
+//! calls off the async runtime), [`error`] (their errors, by kind), [`spout`] (`kafka-spout`), [`sink`] (`kafka-sink`), [`tools`]
 //! (create, fill and read back topics: for benchmarks and tests), [`tansu`] (start a local
 //! Tansu broker: for benchmarks and tests).
 //!
@@ -15,5 +15,6 @@
 //! record (acks=all).
 
 pub mod client;
+pub mod error;
 pub mod sink;
 pub mod spout;

@@ -31,10 +31,15 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use serde::Deserialize;
-use squall_api::{async_trait, Bolt, BoltCollector, BoxError, TopologyContext, Tuple, Value};
+use squall_api::{async_trait, Bolt, BoltCollector, BoxError, TopologyContext, Tuple};
 
-use super::client::{self, default_bootstrap, keyed, off_runtime, Properties, Throttle, SETUP_TIMEOUT};
-use squall_engine::partitioned::values::to_bytes;
+use crate::client::{
+    self, de_bootstrap, de_properties, de_topic, default_bootstrap, keyed, off_runtime, Properties, Throttle,
+    SETUP_TIMEOUT,
+};
+use crate::error::Error;
+use squall_engine::partitioned::config::{check_range, ConfigError};
+use squall_engine::partitioned::sink::{defaults, record_of, settle};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,33 +48,20 @@ pub struct Config {
     pub bootstrap: String,
     #[serde(deserialize_with = "de_topic")]
     pub topic: String,
-    #[serde(default = "default_key_field", deserialize_with = "de_key_field")]
+    #[serde(default = "defaults::key_field", deserialize_with = "de_key_field")]
     pub key_field: String,
-    #[serde(default = "default_value_field", deserialize_with = "de_value_field")]
+    #[serde(default = "defaults::value_field", deserialize_with = "de_value_field")]
     pub value_field: String,
-    #[serde(default = "default_linger_ms", deserialize_with = "de_linger_ms")]
+    #[serde(default = "defaults::linger_ms", deserialize_with = "de_linger_ms")]
     pub linger_ms: u64,
     #[serde(default, deserialize_with = "de_properties")]
     pub properties: Properties,
 }
 
 keyed! {
-    de_bootstrap: String = "bootstrap";
-    de_topic: String = "topic";
     de_key_field: String = "key_field";
     de_value_field: String = "value_field";
     de_linger_ms: u64 = "linger_ms";
-    de_properties: Properties = "properties";
-}
-
-fn default_key_field() -> String {
-    "key".to_string()
-}
-fn default_value_field() -> String {
-    "value".to_string()
-}
-fn default_linger_ms() -> u64 {
-    5
 }
 
 /// The pause while librdkafka's queue is full, before trying again.
@@ -84,14 +76,21 @@ fn fixed_settings(config: &Config) -> Vec<(&'static str, String)> {
 
 /// The `kafka-sink` factory.
 pub fn build(config: Config) -> Result<KafkaSink, BoxError> {
-    if config.topic.is_empty() {
-        return Err("`topic` must not be empty".into());
-    }
-    if config.linger_ms == 0 || config.linger_ms > 900_000 {
-        return Err("`linger_ms` must be between 1 and 900000".into());
-    }
-    client::client_config("kafka-sink", &config.bootstrap, &fixed_settings(&config), &config.properties)?;
+    config.validate()?;
     Ok(KafkaSink { config, open: None })
+}
+
+impl Config {
+    /// Refuses a value out of bounds, naming its key; checks `bootstrap` and `properties`
+    /// with librdkafka.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.topic.is_empty() {
+            return Err(ConfigError::empty("topic").into());
+        }
+        check_range("linger_ms", self.linger_ms, 1, 900_000)?;
+        client::librdkafka_config("kafka-sink", &self.bootstrap, &fixed_settings(self), &self.properties)?;
+        Ok(())
+    }
 }
 
 pub struct KafkaSink {
@@ -144,22 +143,25 @@ impl Bolt for KafkaSink {
 
     async fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), BoxError> {
         let c = &self.config;
-        let config = client::client_config("kafka-sink", &c.bootstrap, &fixed_settings(c), &c.properties)?;
+        let config =
+            client::librdkafka_config("kafka-sink", &c.bootstrap, &fixed_settings(c), &c.properties)?;
         let who = format!("kafka-sink {}[{}]", ctx.component_id(), ctx.task_index());
         let (tx, delivered) = mpsc::channel();
         let producer: KafkaProducer = config
             .create_with_context(SinkContext { who, delivered: tx })
-            .map_err(|e| format!("kafka-sink: cannot create the producer: {e}"))?;
+            .map_err(|source| Error::kafka("kafka-sink: cannot create the producer", source))?;
         // The topic must exist: a typo is better found now than as failed deliveries.
         let (topic, bootstrap) = (c.topic.clone(), c.bootstrap.clone());
         let what = format!("kafka-sink: reading the metadata of topic `{topic}` at {bootstrap}");
         let producer = off_runtime(&what, SETUP_TIMEOUT + Duration::from_secs(10), move || {
-            let checked = producer
-                .client()
-                .fetch_metadata(Some(&topic), SETUP_TIMEOUT)
-                .map_err(|e| format!("cannot read the metadata of topic `{topic}` at {bootstrap}: {e}"))
-                .and_then(|metadata| client::partition_count(&metadata, &topic, &bootstrap));
-            checked.map(|_| producer)
+            let metadata =
+                producer.client().fetch_metadata(Some(&topic), SETUP_TIMEOUT).map_err(|source| {
+                    let what = format!("cannot read the metadata of topic `{topic}` at {bootstrap}");
+                    Error::kafka(what, source)
+                })?;
+            client::partition_count(&metadata, &topic, &bootstrap)?;
+            drop(metadata);
+            Ok::<_, Error>(producer)
         })
         .await??;
         self.open = Some(Open { producer: Some(producer), delivered, reports: Throttle::default() });
@@ -172,14 +174,7 @@ impl Bolt for KafkaSink {
             open.settle(out);
             return Ok(());
         }
-        let key = match input.get(self.config.key_field.as_str()) {
-            Ok(Value::Null) | Err(_) => None,
-            Ok(v) => Some(to_bytes(v)),
-        };
-        let value = match input.get(self.config.value_field.as_str()) {
-            Ok(v) => to_bytes(v),
-            Err(e) => return Err(format!("no value for the record: {e}").into()),
-        };
+        let (key, value) = record_of(&input, &self.config.key_field, &self.config.value_field)?;
         let mut input = Box::new(input);
         loop {
             let mut record = BaseRecord::with_opaque_to(&self.config.topic, input).payload(value.as_ref());
@@ -235,13 +230,9 @@ impl Open {
             let mut any = false;
             while let Ok((input, outcome)) = self.delivered.try_recv() {
                 any = true;
-                match outcome {
-                    Ok(()) => out.ack(input),
-                    Err(e) => {
-                        self.reports.report(out, Instant::now(), format!("delivery failed: {e}"));
-                        out.fail(input);
-                    }
-                }
+                settle(out, [input], outcome, |out, e| {
+                    self.reports.report(out, Instant::now(), format!("delivery failed: {e}"));
+                });
             }
             if !any {
                 break;

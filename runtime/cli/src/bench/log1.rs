@@ -7,6 +7,9 @@
 //! second topic of 3 partitions, exactly as `squall local` would, and times it until every
 //! record is acked and committed. It then reads the output topic back: `missing` counts input
 //! keys absent from it, `duplicates` the records beyond one per key. The directory is removed.
+//!
+//! What both brokers run alike — the pipeline, its timing, the check and the result line —
+//! is [`run`], over a [`Log1Broker`] that creates, fills and reads back the topics.
 
 use std::time::Duration;
 
@@ -55,13 +58,36 @@ pub async fn log1(b: &Log1) -> Result<String, BoxError> {
         return Err("the data directory was already set in this process".into());
     }
     let broker = Broker::connect("embedded").await?;
-    broker.create_topic(INPUT, TopicConfig::new(PARTITIONS)).await?;
-    broker.create_topic(OUTPUT, TopicConfig::new(PARTITIONS)).await?;
-    fill(&broker, b.m).await?;
+    run(b, &Embedded(broker)).await
+}
 
-    let result = local::run(&topology(), &registry(), &LocalOptions::default()).await?;
+/// What LOG-1 needs of a broker: the rest of the run is [`run`]'s.
+#[async_trait]
+pub(super) trait Log1Broker: Sync {
+    /// Creates the input and output topics ([`PARTITIONS`] each) and fills the input with `m`
+    /// records keyed 0..m, valued [`value_of`] the key.
+    async fn create_and_fill(&self, m: u64) -> Result<(), BoxError>;
+    /// Registers the broker's spout and sink kinds.
+    fn register(&self, registry: &mut Registry);
+    /// The broker's spout (as `records`) and sink (as `sink`), configured.
+    fn components(&self) -> (ComponentDef, ComponentDef);
+    /// Reads the output topic back into `tally`, every record.
+    async fn read_back(&self, tally: &mut Tally) -> Result<(), BoxError>;
+}
+
+/// Runs LOG-1 over `broker`: fills the input, runs the pipeline, checks the output and says
+/// the result line.
+pub(super) async fn run(b: &Log1, broker: &dyn Log1Broker) -> Result<String, BoxError> {
+    broker.create_and_fill(b.m).await?;
+    let mut registry = Registry::new();
+    registry.basic_bolt("log1-transform", |_: NoConfig| Ok(Transform));
+    broker.register(&mut registry);
+    let (spout, sink) = broker.components();
+    let result = local::run(&pipeline(spout, sink), &registry, &LocalOptions::default()).await?;
     let secs = result.elapsed.as_secs_f64();
-    let (missing, duplicates) = check(&broker, b.m).await?;
+    let mut tally = Tally::new(b.m);
+    broker.read_back(&mut tally).await?;
+    let (missing, duplicates) = tally.missing_and_duplicates();
     Ok(format!(
         "squall log1 M={} workers={} seconds={:.3} records_per_s={:.0} missing={} duplicates={}",
         b.m,
@@ -71,6 +97,87 @@ pub async fn log1(b: &Log1) -> Result<String, BoxError> {
         missing,
         duplicates
     ))
+}
+
+/// The output records read back: which keys 0..m were seen, and how many records in all.
+pub(super) struct Tally {
+    seen: Vec<bool>,
+    distinct: u64,
+    total: u64,
+}
+
+impl Tally {
+    fn new(m: u64) -> Tally {
+        Tally { seen: vec![false; m as usize], distinct: 0, total: 0 }
+    }
+
+    /// Counts one record of `topic`/`partition`; refuses a key outside 0..m, or a value the
+    /// transform did not end with "!".
+    pub(super) fn count(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        topic: &str,
+        partition: i64,
+    ) -> Result<(), BoxError> {
+        self.total += 1;
+        let key = key.and_then(|k| std::str::from_utf8(k).ok());
+        match key.and_then(|k| k.parse::<usize>().ok()) {
+            Some(i) if i < self.seen.len() => {
+                if !std::mem::replace(&mut self.seen[i], true) {
+                    self.distinct += 1;
+                }
+            }
+            _ => return Err(format!("unexpected key {key:?} in {topic}/{partition}").into()),
+        }
+        if !value.ends_with(b"!") {
+            return Err(format!("record {key:?} in {topic}/{partition} was not transformed").into());
+        }
+        Ok(())
+    }
+
+    /// (input keys missing from the output, records beyond one per key).
+    fn missing_and_duplicates(&self) -> (u64, u64) {
+        (self.seen.len() as u64 - self.distinct, self.total - self.distinct)
+    }
+}
+
+/// The embedded log, in this process.
+struct Embedded(Broker);
+
+#[async_trait]
+impl Log1Broker for Embedded {
+    async fn create_and_fill(&self, m: u64) -> Result<(), BoxError> {
+        self.0.create_topic(INPUT, TopicConfig::new(PARTITIONS)).await?;
+        self.0.create_topic(OUTPUT, TopicConfig::new(PARTITIONS)).await?;
+        fill(&self.0, m).await
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.spout("log-spout", broker::spout::build).bolt("log-sink", broker::sink::build);
+    }
+
+    fn components(&self) -> (ComponentDef, ComponentDef) {
+        (
+            ComponentDef::new("records", "log-spout").set("topic", INPUT).set("group", "log1"),
+            ComponentDef::new("sink", "log-sink").set("topic", OUTPUT),
+        )
+    }
+
+    async fn read_back(&self, tally: &mut Tally) -> Result<(), BoxError> {
+        for p in 0..PARTITIONS {
+            let mut offset = 0;
+            loop {
+                let fetched = self.0.fetch(OUTPUT, p, offset, 4 << 20, Duration::ZERO).await?;
+                let Some(last) = fetched.records.last() else { break };
+                offset = last.offset + 1;
+                for r in &fetched.records {
+                    tally.count(r.key.as_deref(), &r.value, OUTPUT, p as i64)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Appends M records, keyed 0..M, to the input topic.
@@ -107,38 +214,8 @@ pub(super) fn value_of(key: &str) -> Vec<u8> {
     value
 }
 
-/// Reads the output topic back: (input keys missing from it, records beyond one per key).
-async fn check(broker: &Broker, m: u64) -> Result<(u64, u64), BoxError> {
-    let mut seen = vec![false; m as usize];
-    let (mut distinct, mut total) = (0u64, 0u64);
-    for p in 0..PARTITIONS {
-        let mut offset = 0;
-        loop {
-            let fetched = broker.fetch(OUTPUT, p, offset, 4 << 20, Duration::ZERO).await?;
-            let Some(last) = fetched.records.last() else { break };
-            offset = last.offset + 1;
-            for r in &fetched.records {
-                total += 1;
-                let key = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok());
-                match key.and_then(|k| k.parse::<usize>().ok()) {
-                    Some(i) if i < seen.len() => {
-                        if !std::mem::replace(&mut seen[i], true) {
-                            distinct += 1;
-                        }
-                    }
-                    _ => return Err(format!("unexpected key {key:?} in {OUTPUT}/{p}").into()),
-                }
-                if !r.value.ends_with(b"!") {
-                    return Err(format!("record {key:?} in {OUTPUT}/{p} was not transformed").into());
-                }
-            }
-        }
-    }
-    Ok((m - distinct, total - distinct))
-}
-
 /// Appends "!" to the record's value; keeps its key.
-pub(super) struct Transform;
+struct Transform;
 
 #[async_trait]
 impl BasicBolt for Transform {
@@ -154,25 +231,9 @@ impl BasicBolt for Transform {
     }
 }
 
-fn registry() -> Registry {
-    let mut registry = Registry::new();
-    registry
-        .spout("log-spout", broker::spout::build)
-        .basic_bolt("log1-transform", |_: NoConfig| Ok(Transform))
-        .bolt("log-sink", broker::sink::build);
-    registry
-}
-
-fn topology() -> TopologyDef {
-    pipeline(
-        ComponentDef::new("records", "log-spout").set("topic", INPUT).set("group", "log1"),
-        ComponentDef::new("sink", "log-sink").set("topic", OUTPUT),
-    )
-}
-
 /// LOG-1's topology around a broker's spout and sink (as configured; inputs, outputs and
 /// the transform are added here): spout → transform → sink, acking on.
-pub(super) fn pipeline(spout: ComponentDef, sink: ComponentDef) -> TopologyDef {
+fn pipeline(spout: ComponentDef, sink: ComponentDef) -> TopologyDef {
     TopologyDef {
         name: "log1".into(),
         workers: 1,

@@ -12,12 +12,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use squall_api::{BoxError, NoConfig, Registry};
+use squall_api::{async_trait, BoxError, Registry};
 
-use super::log1::{pipeline, value_of, Log1, Transform, PARTITIONS};
+use super::log1::{run, value_of, Log1, Log1Broker, Tally, PARTITIONS};
 use super::TempDir;
-use squall_engine::local::{self, LocalOptions};
-use squall_engine::topology::{ComponentDef, TopologyDef};
+use squall_engine::topology::ComponentDef;
 use squall_kafka::client::off_runtime;
 use squall_testkit::kafka as tools;
 use squall_testkit::tansu::Tansu;
@@ -43,78 +42,70 @@ pub async fn log1(b: &Log1) -> Result<String, BoxError> {
             (Some(tansu), bootstrap)
         }
     };
-    let run = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let (input, output, group) = (format!("log1-in-{run}"), format!("log1-out-{run}"), format!("log1-{run}"));
-    for topic in [&input, &output] {
-        tools::create_topic(&bootstrap, topic, PARTITIONS as i32, Duration::from_secs(60)).await?;
-    }
-    let m = b.m;
-    let (bs, topic) = (bootstrap.clone(), input.clone());
-    off_runtime("filling the input topic", IO_TIMEOUT, move || {
-        let records = (0..m).map(|i| {
-            let key = i.to_string();
-            let value = value_of(&key);
-            (Some(key.into_bytes()), value)
-        });
-        tools::produce(&bs, &topic, records, IO_TIMEOUT)
-    })
-    .await??;
-
-    let def = topology(&bootstrap, &input, &output, &group);
-    let result = local::run(&def, &registry(), &LocalOptions::default()).await?;
-    let secs = result.elapsed.as_secs_f64();
-    let (bs, topic) = (bootstrap.clone(), output.clone());
-    let records =
-        off_runtime("reading the output topic", IO_TIMEOUT, move || tools::read_all(&bs, &topic, IO_TIMEOUT))
-            .await??;
-    let (missing, duplicates) = check(&records, m, &output)?;
-    Ok(format!(
-        "squall log1 M={} workers={} seconds={:.3} records_per_s={:.0} missing={} duplicates={}",
-        b.m,
-        b.workers,
-        secs,
-        b.m as f64 / secs,
-        missing,
-        duplicates
-    ))
+    let run_id = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let kafka = Kafka {
+        bootstrap,
+        input: format!("log1-in-{run_id}"),
+        output: format!("log1-out-{run_id}"),
+        group: format!("log1-{run_id}"),
+    };
+    run(b, &kafka).await
 }
 
-/// (input keys missing from the output, records beyond one per key).
-fn check(records: &[tools::ReadRecord], m: u64, topic: &str) -> Result<(u64, u64), BoxError> {
-    let mut seen = vec![false; m as usize];
-    let mut distinct = 0u64;
-    for r in records {
-        let key = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok());
-        match key.and_then(|k| k.parse::<usize>().ok()) {
-            Some(i) if i < seen.len() => {
-                if !std::mem::replace(&mut seen[i], true) {
-                    distinct += 1;
-                }
-            }
-            _ => return Err(format!("unexpected key {key:?} in {topic}/{}", r.partition).into()),
+/// A Kafka cluster, with topics and a group of the run's own.
+struct Kafka {
+    bootstrap: String,
+    input: String,
+    output: String,
+    group: String,
+}
+
+#[async_trait]
+impl Log1Broker for Kafka {
+    async fn create_and_fill(&self, m: u64) -> Result<(), BoxError> {
+        for topic in [&self.input, &self.output] {
+            tools::create_topic(&self.bootstrap, topic, PARTITIONS as i32, Duration::from_secs(60)).await?;
         }
-        if !r.value.ends_with(b"!") {
-            return Err(format!("record {key:?} in {topic}/{} was not transformed", r.partition).into());
-        }
+        let (bs, topic) = (self.bootstrap.clone(), self.input.clone());
+        off_runtime("filling the input topic", IO_TIMEOUT, move || {
+            let records = (0..m).map(|i| {
+                let key = i.to_string();
+                let value = value_of(&key);
+                (Some(key.into_bytes()), value)
+            });
+            tools::produce(&bs, &topic, records, IO_TIMEOUT)
+        })
+        .await??;
+        Ok(())
     }
-    Ok((m - distinct, records.len() as u64 - distinct))
-}
 
-fn registry() -> Registry {
-    let mut registry = Registry::new();
-    registry
-        .spout("kafka-spout", squall_kafka::spout::build)
-        .basic_bolt("log1-transform", |_: NoConfig| Ok(Transform))
-        .bolt("kafka-sink", squall_kafka::sink::build);
-    registry
-}
+    fn register(&self, registry: &mut Registry) {
+        registry
+            .spout("kafka-spout", squall_kafka::spout::build)
+            .bolt("kafka-sink", squall_kafka::sink::build);
+    }
 
-fn topology(bootstrap: &str, input: &str, output: &str, group: &str) -> TopologyDef {
-    pipeline(
-        ComponentDef::new("records", "kafka-spout")
-            .set("bootstrap", bootstrap)
-            .set("topic", input)
-            .set("group", group),
-        ComponentDef::new("sink", "kafka-sink").set("bootstrap", bootstrap).set("topic", output),
-    )
+    fn components(&self) -> (ComponentDef, ComponentDef) {
+        (
+            ComponentDef::new("records", "kafka-spout")
+                .set("bootstrap", self.bootstrap.as_str())
+                .set("topic", self.input.as_str())
+                .set("group", self.group.as_str()),
+            ComponentDef::new("sink", "kafka-sink")
+                .set("bootstrap", self.bootstrap.as_str())
+                .set("topic", self.output.as_str()),
+        )
+    }
+
+    async fn read_back(&self, tally: &mut Tally) -> Result<(), BoxError> {
+        let (bs, topic) = (self.bootstrap.clone(), self.output.clone());
+        let records = off_runtime("reading the output topic", IO_TIMEOUT, move || {
+            tools::read_all(&bs, &topic, IO_TIMEOUT)
+        })
+        .await??;
+        for r in &records {
+            tally.count(r.key.as_deref(), &r.value, &self.output, r.partition as i64)?;
+        }
+        Ok(())
+    }
 }

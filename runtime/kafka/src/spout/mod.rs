@@ -15,11 +15,11 @@
 //! `{ "client.id" = "me" }`; not the ones the spout sets itself).
 //!
 //! `first_poll`: where a partition starts. A *first start* is the spout opening in a new
-//! deployment (each `squall local` run is one; in a cluster, the submitted topology: the
-//! context's `topology_id`); a *restart* is it opening again in the same deployment: in
-//! the same process, or in another one of the same deployment — told apart by the metadata
-//! its commits carry, on brokers that return commit metadata (Kafka does; Tansu 0.6 does not,
-//! so there only restarts in the same process count).
+//! deployment (the context's `topology_id`: each `squall local` run is one; in a cluster, the
+//! submitted topology); a *restart* is it opening again in the same deployment: in the same
+//! process, or in another one of the same deployment — told apart by the metadata its commits
+//! carry, on brokers that return commit metadata (Kafka does; Tansu 0.6 does not, so there
+//! only restarts in the same process count).
 //! - `committed_else_earliest` (default; Storm's UNCOMMITTED_EARLIEST): from the group's
 //!   committed offset, whoever committed it, on first start and restart alike; from the
 //!   earliest record if the group has none.
@@ -73,9 +73,16 @@
 //! outcome of a manual commit only to its caller, so each waits there for its answer), and the
 //! other calls that block (metadata and offsets at open, the last commit at close) run on
 //! threads of their own.
+//!
+//! Modules: [`config`] (the keys, their defaults and checks), `setup` (start-up: the task's
+//! partitions and where each starts), `committer` (the commit thread); this one is the spout.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{mpsc, Arc, Mutex};
+mod committer;
+pub mod config;
+mod setup;
+
+use std::collections::VecDeque;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -85,98 +92,19 @@ use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use serde::Deserialize;
-use squall_api::{
-    async_trait, values, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, Value,
-};
+use rdkafka::ClientConfig;
+use squall_api::{async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext};
 
-use super::client::{self, default_bootstrap, keyed, off_runtime, Properties, Throttle, SETUP_TIMEOUT};
-use squall_engine::partitioned::offsets::{message_id, parse_message_id, PartitionOffsets, RetryPolicy};
-use squall_engine::partitioned::values::text_or_bytes;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    #[serde(default = "default_bootstrap", deserialize_with = "de_bootstrap")]
-    pub bootstrap: String,
-    #[serde(deserialize_with = "de_topic")]
-    pub topic: String,
-    #[serde(default, deserialize_with = "de_group")]
-    pub group: Option<String>,
-    #[serde(default, deserialize_with = "de_first_poll")]
-    pub first_poll: FirstPoll,
-    #[serde(default, deserialize_with = "de_guarantee")]
-    pub guarantee: Guarantee,
-    #[serde(
-        default = "squall_engine::partitioned::offsets::defaults::max_uncommitted",
-        deserialize_with = "de_max_uncommitted"
-    )]
-    pub max_uncommitted: u64,
-    #[serde(default, deserialize_with = "de_retry_limit")]
-    pub retry_limit: Option<u32>,
-    #[serde(
-        default = "squall_engine::partitioned::offsets::defaults::retry_backoff_ms",
-        deserialize_with = "de_retry_backoff_ms"
-    )]
-    pub retry_backoff_ms: u64,
-    #[serde(
-        default = "squall_engine::partitioned::offsets::defaults::retry_backoff_max_ms",
-        deserialize_with = "de_retry_backoff_max_ms"
-    )]
-    pub retry_backoff_max_ms: u64,
-    #[serde(
-        default = "squall_engine::partitioned::offsets::defaults::commit_interval_ms",
-        deserialize_with = "de_commit_interval_ms"
-    )]
-    pub commit_interval_ms: u64,
-    #[serde(default = "default_poll_interval_ms", deserialize_with = "de_poll_interval_ms")]
-    pub poll_interval_ms: u64,
-    #[serde(default, deserialize_with = "de_stop_at_end")]
-    pub stop_at_end: bool,
-    #[serde(default, deserialize_with = "de_properties")]
-    pub properties: Properties,
-}
-
-keyed! {
-    de_bootstrap: String = "bootstrap";
-    de_topic: String = "topic";
-    de_group: Option<String> = "group";
-    de_first_poll: FirstPoll = "first_poll";
-    de_guarantee: Guarantee = "guarantee";
-    de_max_uncommitted: u64 = "max_uncommitted";
-    de_retry_limit: Option<u32> = "retry_limit";
-    de_retry_backoff_ms: u64 = "retry_backoff_ms";
-    de_retry_backoff_max_ms: u64 = "retry_backoff_max_ms";
-    de_commit_interval_ms: u64 = "commit_interval_ms";
-    de_poll_interval_ms: u64 = "poll_interval_ms";
-    de_stop_at_end: bool = "stop_at_end";
-    de_properties: Properties = "properties";
-}
-
-/// Where a partition starts: see the module docs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FirstPoll {
-    Earliest,
-    Latest,
-    #[default]
-    CommittedElseEarliest,
-}
-
-/// What the spout promises about each record: see the module docs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Guarantee {
-    #[default]
-    AtLeastOnce,
-    AtMostOnce,
-    None,
-}
-
-fn default_poll_interval_ms() -> u64 {
-    100
-}
+use crate::client::{self, off_runtime, Throttle, SETUP_TIMEOUT};
+use crate::error::Error;
+use committer::{commit_list, CommitError, CommitOutcome, CommitRequests};
+use config::fixed_settings;
+pub use config::{Config, FirstPoll, Guarantee};
+use setup::Setup;
+use squall_engine::partitioned::assignment::{AssignedPartition, Assignment};
+use squall_engine::partitioned::config::group_or_default;
+use squall_engine::partitioned::offsets::{message_id, PartitionOffsets};
+use squall_engine::partitioned::values::{record_values, RECORD_FIELDS};
 
 /// Records emitted per `next_tuple` call at most.
 const EMIT_BATCH: usize = 64;
@@ -196,57 +124,14 @@ const MAX_OFFSET: u64 = 1 << 48;
 /// Partitions at or past this cannot be carried in a message id.
 const MAX_PARTITIONS: u32 = 1 << 15;
 
-/// The settings the spout makes itself; `properties` may not name them.
-fn fixed_settings(config: &Config, group: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("group.id", group.to_string()),
-        ("enable.auto.commit", "false".into()),
-        ("enable.auto.offset.store", "false".into()),
-        // Only for a position that became invalid while running; starts are set explicitly.
-        ("auto.offset.reset", "earliest".into()),
-        ("enable.partition.eof", config.stop_at_end.to_string()),
-        ("fetch.wait.max.ms", config.poll_interval_ms.to_string()),
-    ]
-}
-
 /// The `kafka-spout` factory.
 pub fn build(config: Config) -> Result<KafkaSpout, BoxError> {
-    if config.topic.is_empty() {
-        return Err("`topic` must not be empty".into());
-    }
-    if config.group.as_deref() == Some("") {
-        return Err("`group` must not be empty (leave it out for `<topology>.<component>`)".into());
-    }
-    if config.max_uncommitted == 0 {
-        return Err("`max_uncommitted` must be at least 1".into());
-    }
-    if config.retry_limit == Some(0) {
-        return Err("`retry_limit` must be at least 1 (leave it out to retry forever)".into());
-    }
-    if config.commit_interval_ms == 0 {
-        return Err("`commit_interval_ms` must be at least 1".into());
-    }
-    if !(1..=300_000).contains(&config.poll_interval_ms) {
-        return Err("`poll_interval_ms` must be between 1 and 300000".into());
-    }
-    // Checks bootstrap and properties now, with a stand-in group.
-    client::client_config(
-        "kafka-spout",
-        &config.bootstrap,
-        &fixed_settings(&config, "g"),
-        &config.properties,
-    )?;
-    let retry = RetryPolicy {
-        backoff: Duration::from_millis(config.retry_backoff_ms),
-        backoff_max: Duration::from_millis(config.retry_backoff_max_ms.max(config.retry_backoff_ms)),
-        limit: config.retry_limit,
-    };
-    Ok(KafkaSpout { config, retry, state: None, errors: Vec::new() })
+    config.validate()?;
+    Ok(KafkaSpout { config, state: None, errors: Vec::new() })
 }
 
 pub struct KafkaSpout {
     config: Config,
-    retry: RetryPolicy,
     state: Option<Open>,
     /// Errors seen outside `next_tuple` (no collector there), reported at its next call.
     errors: Vec<String>,
@@ -257,12 +142,6 @@ pub struct KafkaSpout {
 struct Record {
     key: Option<Bytes>,
     value: Bytes,
-}
-
-/// What the committer thread hands the spout after each commit.
-struct CommitOutcome {
-    /// The (partition, offset) pairs committed, or why the commit failed.
-    result: Result<Vec<(i32, u64)>, String>,
 }
 
 /// The consumer's context: librdkafka's log into ours.
@@ -285,36 +164,6 @@ impl ClientContext for SpoutContext {
 // reach the commit callback), so commits are synchronous, on a thread of their own.
 impl ConsumerContext for SpoutContext {}
 
-/// Commit requests: (partition, offset) pairs to commit together.
-type CommitRequests = mpsc::Sender<Vec<(i32, u64)>>;
-
-/// Starts the thread that commits: it takes commit requests (partition, offset) in order,
-/// commits each synchronously with `metadata`, and answers with its outcome. It ends when the
-/// spout drops its side, and holds the consumer until then.
-fn start_committer(
-    consumer: Arc<KafkaConsumer>,
-    topic: String,
-    metadata: String,
-) -> Result<(CommitRequests, mpsc::Receiver<CommitOutcome>), String> {
-    let (requests, incoming) = mpsc::channel::<Vec<(i32, u64)>>();
-    let (answer, outcomes) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("squall-kafka-commit".into())
-        .spawn(move || {
-            while let Ok(targets) = incoming.recv() {
-                let tpl = commit_list(&topic, &metadata, &targets);
-                let committed = consumer.commit(&tpl, CommitMode::Sync);
-                drop(tpl); // before the consumer can be dropped
-                let result = committed.map(|()| targets).map_err(|e| e.to_string());
-                if answer.send(CommitOutcome { result }).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| format!("kafka-spout: cannot start the commit thread: {e}"))?;
-    Ok((requests, outcomes))
-}
-
 type KafkaConsumer = BaseConsumer<SpoutContext>;
 
 /// Everything a spout has once opened.
@@ -328,9 +177,7 @@ struct Open {
     topic: String,
     /// Carried by every commit: the deployment, to tell a restart from a first start.
     metadata: String,
-    partitions: Vec<Partition>,
-    /// Indexed by partition number: the position in `partitions`, if this task owns it.
-    index: Vec<Option<usize>>,
+    partitions: Assignment<Partition>,
     next_commit: Instant,
     /// When the commit that has not been answered yet went out.
     commit_in_flight: Option<Instant>,
@@ -359,33 +206,35 @@ struct Partition {
     at_end: bool,
 }
 
-/// One partition as found at open.
-struct Found {
-    partition: i32,
-    queue: Option<PartitionQueue<SpoutContext>>,
-    start: u64,
-    high: u64,
-    note: Option<String>,
+impl AssignedPartition for Partition {
+    type Record = Record;
+    fn offsets(&mut self) -> &mut PartitionOffsets<Record> {
+        &mut self.offsets
+    }
 }
 
 #[async_trait]
 impl Spout for KafkaSpout {
     fn declare_outputs(&self, out: &mut OutputDeclarer) {
-        out.declare(["key", "value", "partition", "offset"]);
+        out.declare(RECORD_FIELDS);
     }
 
     async fn open(&mut self, ctx: &TopologyContext) -> Result<(), BoxError> {
         let c = &self.config;
-        let group =
-            c.group.clone().unwrap_or_else(|| format!("{}.{}", ctx.topology_name(), ctx.component_id()));
+        let group = group_or_default(c.group.as_deref(), ctx);
         let who = format!("kafka-spout {}[{}]", ctx.component_id(), ctx.task_index());
-        let config =
-            client::client_config("kafka-spout", &c.bootstrap, &fixed_settings(c, &group), &c.properties)?;
+        let config = client::librdkafka_config(
+            "kafka-spout",
+            &c.bootstrap,
+            &fixed_settings(c, &group),
+            &c.properties,
+        )?;
         let metadata = format!("squall:{}:{}", ctx.topology_name(), ctx.topology_id());
         let consumer: KafkaConsumer = create(&config, SpoutContext { who })?;
         let consumer = Arc::new(consumer);
 
         let setup = Setup {
+            deployment: ctx.topology_id().to_string(),
             group: group.clone(),
             topic: c.topic.clone(),
             bootstrap: c.bootstrap.clone(),
@@ -399,7 +248,7 @@ impl Spout for KafkaSpout {
             let what = format!("kafka-spout: setting up topic `{}` at {}", c.topic, c.bootstrap);
             off_runtime(&what, SETUP_TIMEOUT + Duration::from_secs(30), move || setup.run(&consumer)).await
         };
-        let found = match found.and_then(|r| r) {
+        let found = match found.map_err(Error::from).and_then(|r| r) {
             Ok(found) => found,
             Err(e) => {
                 close_in_background(consumer);
@@ -408,30 +257,30 @@ impl Spout for KafkaSpout {
         };
 
         let (commit_requests, commits) =
-            match start_committer(consumer.clone(), c.topic.clone(), metadata.clone()) {
+            match committer::start(consumer.clone(), c.topic.clone(), metadata.clone()) {
                 Ok(channels) => channels,
                 Err(e) => {
                     close_in_background(consumer);
-                    return Err(e.into());
+                    return Err(format!("kafka-spout: cannot start the commit thread: {e}").into());
                 }
             };
-        let count = found.iter().map(|f| f.partition + 1).max().unwrap_or(0) as usize;
-        let mut index = vec![None; count];
-        let mut partitions = Vec::new();
+        let mut partitions = Assignment::new(c.retry());
         for f in found {
             if let Some(note) = f.note {
                 self.errors.push(note);
             }
-            index[f.partition as usize] = Some(partitions.len());
-            partitions.push(Partition {
-                number: f.partition,
-                offsets: PartitionOffsets::new(f.start),
-                queue: f.queue,
-                buffered: VecDeque::new(),
-                received: f.start,
-                end: c.stop_at_end.then_some(f.high),
-                at_end: false,
-            });
+            partitions.push(
+                f.partition as u32,
+                Partition {
+                    number: f.partition,
+                    offsets: PartitionOffsets::new(f.start),
+                    queue: f.queue,
+                    buffered: VecDeque::new(),
+                    received: f.start,
+                    end: c.stop_at_end.then_some(f.high),
+                    at_end: false,
+                },
+            );
         }
         let now = Instant::now();
         self.state = Some(Open {
@@ -441,7 +290,6 @@ impl Spout for KafkaSpout {
             topic: c.topic.clone(),
             metadata,
             partitions,
-            index,
             next_commit: now + Duration::from_millis(c.commit_interval_ms),
             commit_in_flight: None,
             commit_not_before: now,
@@ -467,7 +315,7 @@ impl Spout for KafkaSpout {
         state.turn = state.turn.wrapping_add(1);
         if state.commit_due(c, now) {
             if let Err(e) = state.commit(c.guarantee, now) {
-                state.reports.report(out, now, e);
+                state.reports.report(out, now, e.to_string());
             }
             state.next_commit = now + Duration::from_millis(c.commit_interval_ms);
         }
@@ -475,18 +323,14 @@ impl Spout for KafkaSpout {
     }
 
     async fn ack(&mut self, msg_id: MessageId) {
-        if let Some((state, i, offset)) = self.locate(&msg_id) {
-            state.partitions[i].offsets.ack(offset);
+        if let Some(state) = self.state.as_mut() {
+            state.partitions.ack(&msg_id);
         }
     }
 
     async fn fail(&mut self, msg_id: MessageId) {
-        let retry = self.retry;
-        let Some((state, i, offset)) = self.locate(&msg_id) else { return };
-        let p = &mut state.partitions[i];
-        if let Some(line) = p.offsets.fail_or_give_up(p.number, offset, Instant::now(), &retry) {
-            self.errors.push(line);
-        }
+        let Some(state) = self.state.as_mut() else { return };
+        self.errors.extend(state.partitions.fail(&msg_id, Instant::now()));
     }
 
     async fn deactivate(&mut self) {
@@ -547,18 +391,10 @@ impl Spout for KafkaSpout {
     }
 }
 
-impl KafkaSpout {
-    /// The partition and offset a message id names, if this task owns that partition.
-    fn locate(&mut self, msg_id: &MessageId) -> Option<(&mut Open, usize, u64)> {
-        let (partition, offset) = parse_message_id(msg_id)?;
-        let state = self.state.as_mut()?;
-        let i = (*state.index.get(partition as usize)?)?;
-        Some((state, i, offset))
-    }
-}
-
-fn create(config: &ClientConfig, context: SpoutContext) -> Result<KafkaConsumer, String> {
-    config.create_with_context(context).map_err(|e| format!("kafka-spout: cannot create the consumer: {e}"))
+fn create(config: &ClientConfig, context: SpoutContext) -> Result<KafkaConsumer, Error> {
+    config
+        .create_with_context(context)
+        .map_err(|source| Error::kafka("kafka-spout: cannot create the consumer", source))
 }
 
 /// Closes a consumer on a thread of its own: librdkafka's close can wait on the network.
@@ -579,144 +415,6 @@ impl Drop for Open {
     }
 }
 
-/// A commit request: each (partition, offset) with the spout's metadata.
-fn commit_list(topic: &str, metadata: &str, targets: &[(i32, u64)]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(targets.len());
-    for &(partition, offset) in targets {
-        let mut element = tpl.add_partition(topic, partition);
-        // Offsets below 2^48 always fit.
-        let _ = element.set_offset(Offset::Offset(offset as i64));
-        element.set_metadata(metadata);
-    }
-    tpl
-}
-
-/// What open learns from the broker, on a thread of its own (every call here blocks).
-struct Setup {
-    group: String,
-    topic: String,
-    bootstrap: String,
-    first_poll: FirstPoll,
-    metadata: String,
-    task: usize,
-    tasks: usize,
-}
-
-/// The (group, topic, partition) the spouts of this process have opened: opening one again
-/// is a restart within the deployment.
-static OPENED: Mutex<BTreeSet<(String, String, i32)>> = Mutex::new(BTreeSet::new());
-
-impl Setup {
-    /// Whether a spout of this process opened `partition` of the topic for the group before;
-    /// notes that one has now.
-    fn opened_before(&self, partition: i32) -> bool {
-        let key = (self.group.clone(), self.topic.clone(), partition);
-        let mut opened = OPENED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        !opened.insert(key)
-    }
-
-    /// This task's partitions with their start offsets, assigned to the consumer.
-    fn run(self, consumer: &Arc<KafkaConsumer>) -> Result<Vec<Found>, String> {
-        let (topic, bootstrap) = (&self.topic, &self.bootstrap);
-        let deadline = Instant::now() + SETUP_TIMEOUT;
-        let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let metadata = consumer
-            .fetch_metadata(Some(topic), left())
-            .map_err(|e| format!("cannot read the metadata of topic `{topic}` at {bootstrap}: {e}"))?;
-        let count = client::partition_count(&metadata, topic, bootstrap)?;
-        drop(metadata);
-        if count > MAX_PARTITIONS {
-            return Err(format!("topic `{topic}` has more than {MAX_PARTITIONS} partitions"));
-        }
-        let mine: Vec<i32> = (0..count as i32).filter(|p| *p as usize % self.tasks == self.task).collect();
-        if mine.is_empty() {
-            return Ok(Vec::new());
-        }
-
-        let committed = {
-            let mut request = TopicPartitionList::with_capacity(mine.len());
-            for &p in &mine {
-                request.add_partition(topic, p);
-            }
-            let list = consumer
-                .committed_offsets(request, left())
-                .map_err(|e| format!("cannot read the committed offsets of topic `{topic}`: {e}"))?;
-            let committed: HashMap<i32, (Option<u64>, String)> = list
-                .elements_for_topic(topic)
-                .iter()
-                .map(|e| {
-                    let offset = match e.offset() {
-                        Offset::Offset(o) if o >= 0 && e.error().is_ok() => Some(o as u64),
-                        _ => None,
-                    };
-                    (e.partition(), (offset, e.metadata().to_string()))
-                })
-                .collect();
-            drop(list); // before the consumer can be: a live list keeps it from closing
-            committed
-        };
-
-        let mut found = Vec::with_capacity(mine.len());
-        let mut assignment = TopicPartitionList::with_capacity(mine.len());
-        for &p in &mine {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, left())
-                .map_err(|e| format!("cannot read the offsets of `{topic}` partition {p}: {e}"))?;
-            let (low, high) = (low.max(0) as u64, high.max(0) as u64);
-            if high >= MAX_OFFSET {
-                return Err(format!("`{topic}` partition {p}: offsets past 2^48 are not supported"));
-            }
-            let (offset, committed_metadata) = committed.get(&p).cloned().unwrap_or((None, String::new()));
-            let restart = committed_metadata == self.metadata || self.opened_before(p);
-            let (start, note) = start_offset(self.first_poll, offset, restart, low, high);
-            let note = note.map(|n| format!("`{topic}` partition {p}: {n}"));
-            let _ = assignment.add_partition_offset(topic, p, Offset::Offset(start as i64));
-            found.push(Found { partition: p, queue: None, start, high, note });
-        }
-        let assigned = consumer.assign(&assignment);
-        drop(assignment);
-        assigned.map_err(|e| format!("cannot assign the partitions of `{topic}`: {e}"))?;
-        // Each partition's records in a queue of its own (after assign, which undoes splits):
-        // a partition with no room is simply not polled, and its fetcher stops when its queue
-        // is full, while the others go on.
-        for f in &mut found {
-            f.queue = consumer.split_partition_queue(topic, f.partition);
-            if f.queue.is_none() {
-                return Err(format!("cannot give `{topic}` partition {} a queue of its own", f.partition));
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// Where a partition starts reading: `committed` is the group's committed offset, `restart`
-/// whether this deployment committed it, `low`..`high` the records the partition holds. Also
-/// says why, when the start is not what was asked for.
-fn start_offset(
-    first_poll: FirstPoll,
-    committed: Option<u64>,
-    restart: bool,
-    low: u64,
-    high: u64,
-) -> (u64, Option<String>) {
-    let resume = match first_poll {
-        FirstPoll::CommittedElseEarliest => committed,
-        FirstPoll::Earliest | FirstPoll::Latest => committed.filter(|_| restart),
-    };
-    match resume {
-        Some(offset) if offset < low => {
-            (low, Some(format!("committed offset {offset} was removed by retention; resuming at {low}")))
-        }
-        Some(offset) if offset > high => (
-            high,
-            Some(format!("committed offset {offset} is past the end of the partition; resuming at {high}")),
-        ),
-        Some(offset) => (offset, None),
-        None if first_poll == FirstPoll::Latest => (high, None),
-        None => (low, None),
-    }
-}
-
 impl Open {
     /// Takes what the consumer has fetched into the partitions' buffers, from the queues of
     /// the partitions with room, and the consumer's errors and the results of commits.
@@ -727,8 +425,7 @@ impl Open {
             let Some(polled) = consumer.poll(Duration::ZERO) else { break };
             self.take_polled(polled, out, now);
         }
-        let mut partitions = std::mem::take(&mut self.partitions);
-        for p in &mut partitions {
+        for p in self.partitions.iter_mut() {
             let Some(queue) = p.queue.take() else { continue };
             while p.buffered.len() < BUFFER_MAX {
                 let Some(polled) = queue.poll(Duration::ZERO) else { break };
@@ -740,7 +437,6 @@ impl Open {
             }
             p.queue = Some(queue);
         }
-        self.partitions = partitions;
         while let Ok(outcome) = self.commits.try_recv() {
             self.commit_in_flight = None;
             match outcome.result {
@@ -753,7 +449,7 @@ impl Open {
                 }
                 Err(e) => {
                     self.commit_not_before = now + COMMIT_RETRY;
-                    self.reports.report(out, now, format!("commit failed: {e}"));
+                    self.reports.report(out, now, e.to_string());
                 }
             }
         }
@@ -768,10 +464,8 @@ impl Open {
     ) {
         match polled {
             Ok(message) => {
-                let i = usize::try_from(message.partition())
-                    .ok()
-                    .and_then(|p| self.index.get(p).copied().flatten());
-                if let Some(p) = i.and_then(|i| self.partitions.get_mut(i)) {
+                let partition = u32::try_from(message.partition()).ok();
+                if let Some(p) = partition.and_then(|p| self.partitions.get_mut(p)) {
                     p.push(&message, out, &mut self.reports, now);
                 }
             }
@@ -785,8 +479,7 @@ impl Open {
     }
 
     fn partition_mut(&mut self, partition: i32) -> Option<&mut Partition> {
-        let i = self.index.get(usize::try_from(partition).ok()?).copied().flatten()?;
-        self.partitions.get_mut(i)
+        self.partitions.get_mut(u32::try_from(partition).ok()?)
     }
 
     /// at_least_once: due retries, then new records while under the uncommitted bound, with
@@ -849,22 +542,17 @@ impl Open {
     }
 
     /// Whether to commit now.
-    fn commit_due(&self, c: &Config, now: Instant) -> bool {
+    fn commit_due(&mut self, c: &Config, now: Instant) -> bool {
         if self.commit_in_flight.is_some_and(|at| now < at + COMMIT_STALE) || now < self.commit_not_before {
             return false;
         }
+        let full =
+            c.guarantee == Guarantee::AtLeastOnce && self.partitions.commit_at_bound(c.max_uncommitted);
         let wanted = || self.partitions.iter().any(|p| p.commit_target(c.guarantee).is_some());
         match c.guarantee {
             // Nothing is emitted before its commit: commit as soon as records wait for one.
             Guarantee::AtMostOnce => wanted(),
             Guarantee::AtLeastOnce | Guarantee::None => {
-                // A partition at its bound commits as soon as a useful stretch is done.
-                let stretch = (c.max_uncommitted / 16).max(1);
-                let full = c.guarantee == Guarantee::AtLeastOnce
-                    && self.partitions.iter().any(|p| {
-                        !p.offsets.has_room(c.max_uncommitted)
-                            && p.offsets.frontier() - p.offsets.committed_offset() >= stretch
-                    });
                 let finishing = c.stop_at_end && self.partitions.iter().all(|p| p.drained(c.guarantee));
                 (now >= self.next_commit || full || finishing) && wanted()
             }
@@ -873,7 +561,7 @@ impl Open {
 
     /// Hands every partition's commit target to the committer thread; its outcome comes
     /// back to `poll`.
-    fn commit(&mut self, guarantee: Guarantee, now: Instant) -> Result<(), String> {
+    fn commit(&mut self, guarantee: Guarantee, now: Instant) -> Result<(), CommitError> {
         let targets: Vec<(i32, u64)> =
             self.partitions.iter().filter_map(|p| Some((p.number, p.commit_target(guarantee)?))).collect();
         if targets.is_empty() {
@@ -882,7 +570,7 @@ impl Open {
         let sent = self.commit_requests.as_ref().is_some_and(|requests| requests.send(targets).is_ok());
         if !sent {
             self.commit_not_before = now + COMMIT_RETRY;
-            return Err("commit failed: the commit thread is gone".into());
+            return Err(CommitError::ThreadGone);
         }
         self.commit_in_flight = Some(now);
         Ok(())
@@ -946,8 +634,7 @@ fn emit(
     record: &Record,
     reliable: bool,
 ) -> Result<(), BoxError> {
-    let key = record.key.as_deref().map_or(Value::Null, text_or_bytes);
-    let values = values![key, text_or_bytes(&record.value), partition as i64, offset as i64];
+    let values = record_values(record.key.as_deref(), &record.value, partition as u32, offset);
     if reliable {
         out.emit_with_id(values, message_id(partition as u32, offset))?;
     } else {
@@ -959,7 +646,8 @@ fn emit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use squall_api::{EmitError, TaskId, Values};
+    use squall_api::{EmitError, TaskId, Value, Values};
+    use squall_engine::partitioned::offsets::{parse_message_id, RetryPolicy};
 
     #[derive(Default)]
     struct Collector {
@@ -991,10 +679,6 @@ mod tests {
         }
     }
 
-    fn config(toml: &str) -> Config {
-        toml::from_str(toml).unwrap()
-    }
-
     /// An opened spout's state with no consumer: one partition starting at `start`, holding
     /// the polled records `offsets`.
     fn open_with(start: u64, offsets: std::ops::Range<u64>) -> Open {
@@ -1014,97 +698,21 @@ mod tests {
             p.received = o + 1;
         }
         let now = Instant::now();
+        let mut partitions = Assignment::new(RetryPolicy::default());
+        partitions.push(0, p);
         Open {
             consumer: None,
             commit_requests: None,
             commits,
             topic: "t".into(),
             metadata: "m".into(),
-            partitions: vec![p],
-            index: vec![Some(0)],
+            partitions,
             next_commit: now,
             commit_in_flight: None,
             commit_not_before: now,
             turn: 0,
             reports: Throttle::default(),
         }
-    }
-
-    #[test]
-    fn first_poll_on_first_start_and_restart() {
-        use FirstPoll::*;
-        // (first_poll, committed, restart) -> start, for a partition holding 10..20.
-        let cases = [
-            (CommittedElseEarliest, None, false, 10),
-            (CommittedElseEarliest, Some(15), false, 15),
-            (CommittedElseEarliest, Some(15), true, 15),
-            (Earliest, None, false, 10),
-            (Earliest, Some(15), false, 10),
-            (Earliest, Some(15), true, 15),
-            (Latest, None, false, 20),
-            (Latest, Some(15), false, 20),
-            (Latest, Some(15), true, 15),
-        ];
-        for (first_poll, committed, restart, start) in cases {
-            let (got, note) = start_offset(first_poll, committed, restart, 10, 20);
-            assert_eq!(got, start, "{first_poll:?} committed {committed:?} restart {restart}");
-            assert_eq!(note, None);
-        }
-        let (start, note) = start_offset(CommittedElseEarliest, Some(3), false, 10, 20);
-        assert_eq!(start, 10);
-        assert!(note.unwrap().contains("retention"));
-        let (start, note) = start_offset(Earliest, Some(30), true, 10, 20);
-        assert_eq!(start, 20);
-        assert!(note.unwrap().contains("past the end"));
-    }
-
-    #[test]
-    fn config_defaults_and_bad_values_name_the_key() {
-        let c = config(r#"topic = "in""#);
-        assert_eq!((c.first_poll, c.guarantee), (FirstPoll::CommittedElseEarliest, Guarantee::AtLeastOnce));
-        assert_eq!(c.bootstrap, "127.0.0.1:9092");
-        let c = config(
-            r#"topic = "in"
-first_poll = "latest"
-guarantee = "at_most_once""#,
-        );
-        assert_eq!((c.first_poll, c.guarantee), (FirstPoll::Latest, Guarantee::AtMostOnce));
-        for (toml, key) in [
-            (r#"topic = """#, "`topic`"),
-            (
-                r#"topic = "in"
-max_uncommitted = 0"#,
-                "`max_uncommitted`",
-            ),
-            (
-                r#"topic = "in"
-retry_limit = 0"#,
-                "`retry_limit`",
-            ),
-            (
-                r#"topic = "in"
-poll_interval_ms = 0"#,
-                "`poll_interval_ms`",
-            ),
-            (
-                r#"topic = "in"
-bootstrap = """#,
-                "`bootstrap`",
-            ),
-            (
-                r#"topic = "in"
-properties = { "enable.auto.commit" = true }"#,
-                "`properties.enable.auto.commit`",
-            ),
-        ] {
-            let Err(e) = build(config(toml)) else { panic!("{toml} was accepted") };
-            assert!(e.to_string().contains(key), "{toml}: {e}");
-        }
-        assert!(toml::from_str::<Config>(
-            r#"topic = "in"
-guarantee = "exactly_once""#
-        )
-        .is_err());
     }
 
     #[test]
