@@ -287,14 +287,8 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
         },
         #[cfg(feature = "cluster")]
         Command::Cluster(command) => done(cluster_verbs::run(command, registry).await),
-        Command::Broker(args) => match topic::broker(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
-        Command::Topic { verb } => match topic::topic(verb).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
+        Command::Broker(args) => done(topic::broker(args).await),
+        Command::Topic { verb } => done(topic::topic(verb).await),
         Command::Bench { workload } => {
             let line = match workload {
                 Workload::Wc1 { n, p, acking, workers } => {

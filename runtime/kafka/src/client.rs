@@ -2,7 +2,7 @@
 //! the librdkafka configuration built from them, librdkafka's log in the topology's log,
 //! and librdkafka's blocking calls run off the async runtime.
 //!
-//! Contract: [`librdkafka_config`] refuses, with a one-line message naming the key (a
+//! Contract: [`client_config`] refuses, with a one-line message naming the key (a
 //! [`PropertyError`](crate::error::PropertyError)), an empty `bootstrap`, a property the
 //! component sets itself, and a property librdkafka does not know or cannot take — before
 //! anything connects. [`off_runtime`] runs a blocking call on a thread
@@ -81,7 +81,7 @@ impl fmt::Display for PropertyValue {
 /// A librdkafka configuration: `bootstrap.servers` from `bootstrap`, then `fixed` (the
 /// component's own settings), then the user's `properties`, none of which may name a key of
 /// `fixed` (or `bootstrap.servers`). `kind` names the component in messages.
-pub fn librdkafka_config(
+pub fn client_config(
     kind: &str,
     bootstrap: &str,
     fixed: &[(&str, String)],
@@ -110,16 +110,6 @@ pub fn librdkafka_config(
         other => PropertyError::Other(other.to_string()),
     })?;
     Ok(config)
-}
-
-/// [`librdkafka_config`] with the error as its message, for tools that only pass it on.
-pub fn client_config(
-    kind: &str,
-    bootstrap: &str,
-    fixed: &[(&str, String)],
-    properties: &Properties,
-) -> Result<ClientConfig, String> {
-    librdkafka_config(kind, bootstrap, fixed, properties).map_err(|e| e.to_string())
 }
 
 /// Writes a line of librdkafka's log to the topology's log, for the component `who`.
@@ -247,16 +237,16 @@ mod tests {
     #[test]
     fn bad_config_names_the_key() {
         let fixed = [("group.id", "g".to_string())];
-        let e = client_config("kafka-spout", " ", &fixed, &Properties::new()).unwrap_err();
+        let e = client_config("kafka-spout", " ", &fixed, &Properties::new()).unwrap_err().to_string();
         assert!(e.contains("`bootstrap`"), "{e}");
         let p = props(&[("group.id", PropertyValue::Str("x".into()))]);
-        let e = client_config("kafka-spout", "h:1", &fixed, &p).unwrap_err();
+        let e = client_config("kafka-spout", "h:1", &fixed, &p).unwrap_err().to_string();
         assert_eq!(e, "`properties.group.id`: kafka-spout sets it itself");
         let p = props(&[("no.such.thing", PropertyValue::Int(1))]);
-        let e = client_config("kafka-spout", "h:1", &fixed, &p).unwrap_err();
+        let e = client_config("kafka-spout", "h:1", &fixed, &p).unwrap_err().to_string();
         assert!(e.starts_with("`properties.no.such.thing`: "), "{e}");
         let p = props(&[("fetch.max.bytes", PropertyValue::Str("lots".into()))]);
-        let e = client_config("kafka-spout", "h:1", &fixed, &p).unwrap_err();
+        let e = client_config("kafka-spout", "h:1", &fixed, &p).unwrap_err().to_string();
         assert!(e.starts_with("`properties.fetch.max.bytes`: "), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
     }

@@ -85,12 +85,6 @@ impl Error {
 }
 
 /// For tools that only pass the message on.
-impl From<TopicError> for String {
-    fn from(e: TopicError) -> String {
-        e.to_string()
-    }
-}
-
 /// A blocking call run off the async runtime (see [`crate::client::off_runtime`]) that gave
 /// no answer; `what` names the call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -88,7 +88,7 @@ impl Config {
             return Err(ConfigError::empty("topic").into());
         }
         check_range("linger_ms", self.linger_ms, 1, 900_000)?;
-        client::librdkafka_config("kafka-sink", &self.bootstrap, &fixed_settings(self), &self.properties)?;
+        client::client_config("kafka-sink", &self.bootstrap, &fixed_settings(self), &self.properties)?;
         Ok(())
     }
 }
@@ -143,8 +143,7 @@ impl Bolt for KafkaSink {
 
     async fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), BoxError> {
         let c = &self.config;
-        let config =
-            client::librdkafka_config("kafka-sink", &c.bootstrap, &fixed_settings(c), &c.properties)?;
+        let config = client::client_config("kafka-sink", &c.bootstrap, &fixed_settings(c), &c.properties)?;
         let who = format!("kafka-sink {}[{}]", ctx.component_id(), ctx.task_index());
         let (tx, delivered) = mpsc::channel();
         let producer: KafkaProducer = config

@@ -64,7 +64,7 @@ impl ProducerContext for ToolContext {
 impl rdkafka::consumer::ConsumerContext for ToolContext {}
 
 fn config(bootstrap: &str, fixed: &[(&str, String)]) -> Result<ClientConfig, String> {
-    client::client_config("kafka tools", bootstrap, fixed, &Properties::new())
+    client::client_config("kafka tools", bootstrap, fixed, &Properties::new()).map_err(|e| e.to_string())
 }
 
 /// Creates `topic` with `partitions` partitions (replication factor 1).
@@ -163,7 +163,7 @@ fn watermarks_with(
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
     let metadata =
         consumer.fetch_metadata(Some(topic), left()).map_err(|e| format!("metadata of `{topic}`: {e}"))?;
-    let count = client::partition_count(&metadata, topic, bootstrap)?;
+    let count = client::partition_count(&metadata, topic, bootstrap).map_err(|e| e.to_string())?;
     drop(metadata);
     (0..count as i32)
         .map(|p| {

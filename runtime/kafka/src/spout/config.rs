@@ -124,12 +124,7 @@ impl Config {
             return Err(ConfigError::too_small("commit_interval_ms", 1).into());
         }
         check_range("poll_interval_ms", self.poll_interval_ms, 1, 300_000)?;
-        client::librdkafka_config(
-            "kafka-spout",
-            &self.bootstrap,
-            &fixed_settings(self, "g"),
-            &self.properties,
-        )?;
+        client::client_config("kafka-spout", &self.bootstrap, &fixed_settings(self, "g"), &self.properties)?;
         Ok(())
     }
 

@@ -223,12 +223,8 @@ impl Spout for KafkaSpout {
         let c = &self.config;
         let group = group_or_default(c.group.as_deref(), ctx);
         let who = format!("kafka-spout {}[{}]", ctx.component_id(), ctx.task_index());
-        let config = client::librdkafka_config(
-            "kafka-spout",
-            &c.bootstrap,
-            &fixed_settings(c, &group),
-            &c.properties,
-        )?;
+        let config =
+            client::client_config("kafka-spout", &c.bootstrap, &fixed_settings(c, &group), &c.properties)?;
         let metadata = format!("squall:{}:{}", ctx.topology_name(), ctx.topology_id());
         let consumer: KafkaConsumer = create(&config, SpoutContext { who })?;
         let consumer = Arc::new(consumer);
