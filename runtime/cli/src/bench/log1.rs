@@ -1,4 +1,4 @@
-//! LOG-1 (../shared/WORKLOADS.md): broker to broker with acking on, through the embedded log
+//! LOG-1 (docs/benchmarks.md): broker to broker with acking on, through the embedded log
 //! (or through Kafka: [`super::log1_kafka`]).
 //!
 //! Contract: in a fresh temporary data directory, fills a topic of 3 partitions with M records

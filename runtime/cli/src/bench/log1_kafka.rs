@@ -1,4 +1,4 @@
-//! LOG-1 (../shared/WORKLOADS.md) through Kafka: `squall bench log1 --broker kafka`.
+//! LOG-1 (docs/benchmarks.md) through Kafka: `squall bench log1 --broker kafka`.
 //!
 //! Contract: uses the Kafka cluster at `--bootstrap` (else `$KAFKA_BOOTSTRAP`), or else starts
 //! a Tansu broker (see [`squall_testkit::tansu`]) in a fresh temporary directory, removed
