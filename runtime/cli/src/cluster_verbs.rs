@@ -141,13 +141,17 @@ pub async fn run(command: ClusterCommand, registry: Registry) -> Result<(), Stri
         ClusterCommand::Rebalance { name, workers, parallelism, wait, config } => {
             rebalance(&config, &name, workers, parallelism, wait).await
         }
-        ClusterCommand::Nimbus { config } => squall_cluster::nimbus::run(config.load()?).await,
-        ClusterCommand::Supervisor { config } => squall_cluster::supervisor::run(config.load()?).await,
+        ClusterCommand::Nimbus { config } => {
+            squall_cluster::nimbus::run(config.load()?).await.map_err(|e| e.to_string())
+        }
+        ClusterCommand::Supervisor { config } => {
+            squall_cluster::supervisor::run(config.load()?).await.map_err(|e| e.to_string())
+        }
         ClusterCommand::Worker(args) => {
             let mut registry = registry;
             // The benchmarks' own components run in workers too.
             registry.merge(&crate::bench::worker_registry());
-            squall_cluster::worker::run(args, &registry).await
+            squall_cluster::worker::run(args, &registry).await.map_err(|e| e.to_string())
         }
     }
 }

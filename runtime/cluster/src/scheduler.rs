@@ -32,10 +32,18 @@ pub fn wanted_workers(layout: &Layout) -> usize {
     layout.workers.max(1).min(layout.task_count().max(1))
 }
 
+/// Why a layout cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    /// No live supervisor has a free slot: the topology waits for one.
+    #[error("no free worker slot on any live supervisor")]
+    NoFreeSlot,
+}
+
 /// Places `layout`'s tasks on `free` slots (see the module docs).
-pub fn schedule(layout: &Layout, free: &[FreeSlot]) -> Result<Vec<WorkerSlot>, String> {
+pub fn schedule(layout: &Layout, free: &[FreeSlot]) -> Result<Vec<WorkerSlot>, ScheduleError> {
     if free.is_empty() {
-        return Err("no free worker slot on any live supervisor".to_string());
+        return Err(ScheduleError::NoFreeSlot);
     }
     let mut by_supervisor: BTreeMap<&str, Vec<&FreeSlot>> = BTreeMap::new();
     for slot in free {
@@ -164,7 +172,8 @@ mod tests {
     #[test]
     fn no_free_slot_is_an_error() {
         let err = schedule(&layout(2, &[1, 1], 1), &[]).unwrap_err();
-        assert!(err.contains("no free worker slot"), "{err}");
+        assert_eq!(err, ScheduleError::NoFreeSlot);
+        assert!(err.to_string().contains("no free worker slot"), "{err}");
     }
 
     #[test]

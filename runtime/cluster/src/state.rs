@@ -82,22 +82,55 @@ fn temp_name(what: &str) -> String {
     format!("{what}.{}.{}.tmp", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), String> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot fsync {}: {e}", dir.display()))
+/// Why the state directory cannot be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The artifacts directory cannot be created (the error names it).
+    #[error(transparent)]
+    Artifacts(std::io::Error),
+    #[error("cannot create {}: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot remove {}: {source}", path.display())]
+    Remove { path: PathBuf, source: std::io::Error },
+    /// Making a rename or removal in the directory durable failed.
+    #[error("cannot fsync {}: {source}", dir.display())]
+    Sync { dir: PathBuf, source: std::io::Error },
+    /// The record of the topology `name` cannot be encoded.
+    #[error("cannot encode {name}: {source}")]
+    Encode { name: String, source: serde_json::Error },
+    /// A stored record does not parse: nimbus refuses to start rather than forget it.
+    #[error("{} is corrupt ({source}); move it away to start without it", path.display())]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    /// A stored record's file name is not its topology's name.
+    #[error("{} holds topology `{holds}`, not `{name}`; move it away to start without it", path.display())]
+    Misnamed { path: PathBuf, holds: String, name: String },
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StateError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StateError::Sync { dir: dir.to_path_buf(), source })
+}
+
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Read { path: path.to_path_buf(), source }
 }
 
 impl StateDir {
     /// Opens (creating if needed) the state directory `root`, and empties its `tmp/`.
-    pub fn open(root: &Path) -> Result<StateDir, String> {
+    pub fn open(root: &Path) -> Result<StateDir, StateError> {
         let tmp = root.join("tmp");
         let artifacts =
-            ArtifactStore::open(&root.join("artifacts"), &tmp, false).map_err(|e| e.to_string())?;
+            ArtifactStore::open(&root.join("artifacts"), &tmp, false).map_err(StateError::Artifacts)?;
         let dir = StateDir { root: root.to_path_buf(), artifacts, topologies: root.join("topologies"), tmp };
         for d in [&dir.topologies, &dir.tmp] {
-            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            fs::create_dir_all(d).map_err(|source| StateError::Create { path: d.clone(), source })?;
         }
-        let leftovers =
-            fs::read_dir(&dir.tmp).map_err(|e| format!("cannot read {}: {e}", dir.tmp.display()))?;
+        let leftovers = fs::read_dir(&dir.tmp).map_err(read_error(&dir.tmp))?;
         for entry in leftovers.flatten() {
             let _ = fs::remove_file(entry.path());
         }
@@ -113,28 +146,21 @@ impl StateDir {
     }
 
     /// Every stored topology, by name order; an error names the first bad file.
-    pub fn load(&self) -> Result<Vec<TopologyRecord>, String> {
-        let entries = fs::read_dir(&self.topologies)
-            .map_err(|e| format!("cannot read {}: {e}", self.topologies.display()))?;
+    pub fn load(&self) -> Result<Vec<TopologyRecord>, StateError> {
+        let entries = fs::read_dir(&self.topologies).map_err(read_error(&self.topologies))?;
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| format!("cannot read {}: {e}", self.topologies.display()))?;
+            let entry = entry.map_err(read_error(&self.topologies))?;
             let path = entry.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json"))
             else {
                 continue;
             };
-            let text =
-                fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let record: TopologyRecord = serde_json::from_str(&text).map_err(|e| {
-                format!("{} is corrupt ({e}); move it away to start without it", path.display())
-            })?;
+            let text = fs::read_to_string(&path).map_err(read_error(&path))?;
+            let record: TopologyRecord = serde_json::from_str(&text)
+                .map_err(|source| StateError::Corrupt { path: path.clone(), source })?;
             if record.name != name {
-                return Err(format!(
-                    "{} holds topology `{}`, not `{name}`; move it away to start without it",
-                    path.display(),
-                    record.name
-                ));
+                return Err(StateError::Misnamed { name: name.to_string(), holds: record.name, path });
             }
             out.push(record);
         }
@@ -143,9 +169,9 @@ impl StateDir {
     }
 
     /// Writes `record` durably (see the module docs).
-    pub fn save(&self, record: &TopologyRecord) -> Result<(), String> {
-        let json =
-            serde_json::to_vec_pretty(record).map_err(|e| format!("cannot encode {}: {e}", record.name))?;
+    pub fn save(&self, record: &TopologyRecord) -> Result<(), StateError> {
+        let json = serde_json::to_vec_pretty(record)
+            .map_err(|source| StateError::Encode { name: record.name.clone(), source })?;
         let tmp = self.tmp.join(temp_name(&record.name));
         let path = self.topology_path(&record.name);
         let written = (|| {
@@ -154,20 +180,20 @@ impl StateDir {
             file.sync_all()?;
             fs::rename(&tmp, &path)
         })();
-        if let Err(e) = written {
+        if let Err(source) = written {
             let _ = fs::remove_file(&tmp);
-            return Err(format!("cannot write {}: {e}", path.display()));
+            return Err(StateError::Write { path, source });
         }
         fsync_dir(&self.topologies)
     }
 
     /// Forgets the topology `name` durably.
-    pub fn remove(&self, name: &str) -> Result<(), String> {
+    pub fn remove(&self, name: &str) -> Result<(), StateError> {
         let path = self.topology_path(name);
         match fs::remove_file(&path) {
             Ok(()) => fsync_dir(&self.topologies),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+            Err(source) => Err(StateError::Remove { path, source }),
         }
     }
 
@@ -286,6 +312,8 @@ pub(crate) mod tests {
         state.save(&record("good")).unwrap();
         fs::write(dir.path().join("topologies").join("bad.json"), b"{\"name\": ").unwrap();
         let err = state.load().unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+        let err = err.to_string();
         assert!(err.contains("bad.json") && err.contains("corrupt"), "{err}");
         assert!(!err.contains('\n'), "{err}");
 
@@ -295,6 +323,8 @@ pub(crate) mod tests {
         fs::write(dir.path().join("topologies").join("other.json"), serde_json::to_vec(&other).unwrap())
             .unwrap();
         let err = state.load().unwrap_err();
+        assert!(matches!(err, StateError::Misnamed { .. }), "{err}");
+        let err = err.to_string();
         assert!(err.contains("other.json") && err.contains("`good`"), "{err}");
     }
 }

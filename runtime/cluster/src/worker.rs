@@ -47,7 +47,7 @@ use super::transport::Transport;
 use super::{Assignment, WorkerControl, WorkerHeartbeat, WorkerReply};
 use squall_engine::executor::{Control, TaskError};
 use squall_engine::launch::{self, Running};
-use squall_engine::plan::Plan;
+use squall_engine::plan::{Plan, PlanError};
 use squall_engine::topology;
 
 /// The environment variable that carries the cluster's secret to a worker.
@@ -113,10 +113,63 @@ impl std::fmt::Display for StopReason {
     }
 }
 
+/// Why a worker cannot start, or ended with an error. `worker` is `worker I of T vV`; `file`
+/// is `T (from nimbus)`, the name the assignment's topology text is loaded under.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{SECRET_ENV} is not set (a worker is started by a supervisor)")]
+    NoSecret,
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
+    /// Nimbus answered the assignment request with a client error (4xx).
+    #[error("{worker}: nimbus refused the assignment: {source}")]
+    AssignmentRefused { worker: String, source: ClientError },
+    /// Nimbus could not be reached (or failed) for [`ASSIGNMENT_PATIENCE`].
+    #[error("{worker}: cannot fetch the assignment: {source}")]
+    AssignmentUnreachable { worker: String, source: ClientError },
+    /// The assignment's topology does not load with this binary's registry: its first
+    /// diagnostic, and how many more there are.
+    #[error("{first}{}", and_more(*.more))]
+    Load { first: String, more: usize },
+    /// The assignment's topology cannot be planned.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(
+        "{file}: the topology has {planned} tasks but its assignment places {assigned} (does this \
+         binary hold the same components as the one submitted?)"
+    )]
+    TaskCountMismatch { file: String, planned: usize, assigned: usize },
+    #[error("{file}: the assignment has {workers} workers, there is no worker {me}")]
+    NoSuchWorker { file: String, workers: usize, me: usize },
+    #[error("{file}: the assignment gives worker {me} task {task}, which does not exist")]
+    NoSuchTask { file: String, me: usize, task: TaskId },
+    #[error("cannot resolve --host {host}: {source}")]
+    Resolve { host: String, source: std::io::Error },
+    #[error("--host {host} resolves to no address")]
+    NoAddress { host: String },
+    /// The transport cannot bind its port.
+    #[error("{worker}: cannot listen on {addr}: {source}")]
+    Bind { worker: String, addr: SocketAddr, source: std::io::Error },
+    /// The tasks cannot be started.
+    #[error("{worker}: {source}")]
+    Start { worker: String, source: TaskError },
+    /// A task failed or panicked: the worker exits so that its supervisor restarts it.
+    #[error("{worker}: {failure}")]
+    TaskFailed { worker: String, failure: String },
+}
+
+/// ` (and N more)`, or nothing for 0.
+fn and_more(more: usize) -> String {
+    if more > 0 {
+        format!(" (and {more} more)")
+    } else {
+        String::new()
+    }
+}
+
 /// Runs the worker until it stops (see the module docs).
-pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), String> {
-    let secret = std::env::var(SECRET_ENV)
-        .map_err(|_| format!("{SECRET_ENV} is not set (a worker is started by a supervisor)"))?;
+pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerError> {
+    let secret = std::env::var(SECRET_ENV).map_err(|_| WorkerError::NoSecret)?;
     let name = format!("worker {} of {} v{}", args.worker, args.topology, args.version);
     let parent = parent_pid();
     if let Some(supervisor) = std::env::var(SUPERVISOR_PID_ENV).ok().and_then(|p| p.parse::<i32>().ok()) {
@@ -145,7 +198,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), String> {
     let bind_addr = resolve(&args.host, args.port).await?;
     let mut transport = Transport::bind(bind_addr, &args.topology, args.version, args.worker, peers_rx)
         .await
-        .map_err(|e| format!("{name}: cannot listen on {bind_addr}: {e}"))?;
+        .map_err(|source| WorkerError::Bind { worker: name.clone(), addr: bind_addr, source })?;
     let addr = transport.local_addr();
     info!(
         "{name}: listening on {addr}, hosting {} of {} tasks ({spout_tasks} spout tasks)",
@@ -173,7 +226,8 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), String> {
     }
 
     let Running { mut tasks, control, metrics } =
-        launch::start(&plan, registry, &hosted, Some(&mut transport)).map_err(|e| format!("{name}: {e}"))?;
+        launch::start(&plan, registry, &hosted, Some(&mut transport))
+            .map_err(|source| WorkerError::Start { worker: name.clone(), source })?;
     if follower.control == WorkerControl::Inactive {
         let _ = control.send(Control::Inactive);
     }
@@ -192,7 +246,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), String> {
                 if let Some(joined) = joined {
                     if let Some(failure) = task_failure(joined) {
                         error!("{name}: {failure}; exiting");
-                        return Err(format!("{name}: {failure}"));
+                        return Err(WorkerError::TaskFailed { worker: name, failure });
                     }
                 }
             }
@@ -249,7 +303,7 @@ async fn fetch_assignment(
     client: &Client,
     args: &WorkerArgs,
     parent: i32,
-) -> Result<Option<Assignment>, String> {
+) -> Result<Option<Assignment>, WorkerError> {
     let name = format!("worker {} of {} v{}", args.worker, args.topology, args.version);
     let deadline = Instant::now() + ASSIGNMENT_PATIENCE;
     let mut warned = false;
@@ -268,11 +322,11 @@ async fn fetch_assignment(
                 return Ok(None);
             }
             Err(e @ ClientError::Refused { status, .. }) if status < 500 => {
-                return Err(format!("{name}: nimbus refused the assignment: {e}"));
+                return Err(WorkerError::AssignmentRefused { worker: name, source: e });
             }
             Err(e) => {
                 if Instant::now() >= deadline {
-                    return Err(format!("{name}: cannot fetch the assignment: {e}"));
+                    return Err(WorkerError::AssignmentUnreachable { worker: name, source: e });
                 }
                 if !warned {
                     warn!("{name}: cannot fetch the assignment yet ({e}); retrying");
@@ -289,29 +343,29 @@ async fn fetch_assignment(
 }
 
 /// The plan of `assignment` as worker `me` runs it, and the tasks it hosts.
-fn prepare(assignment: &Assignment, me: usize, registry: &Registry) -> Result<(Plan, Vec<TaskId>), String> {
+fn prepare(
+    assignment: &Assignment,
+    me: usize,
+    registry: &Registry,
+) -> Result<(Plan, Vec<TaskId>), WorkerError> {
     let file = format!("{} (from nimbus)", assignment.topology);
     let mut def = topology::load_str(&file, &assignment.text, &|_| None, registry).map_err(|d| {
-        let n = d.0.len();
         let first = d.0.first().map(|d| d.to_string()).unwrap_or_else(|| format!("{file}: invalid"));
-        if n > 1 {
-            format!("{first} (and {} more)", n - 1)
-        } else {
-            first
-        }
+        WorkerError::Load { first, more: d.0.len().saturating_sub(1) }
     })?;
     assignment.layout.apply(&mut def);
-    let mut plan = Plan::new(&def).map_err(|e| e.to_string())?;
+    let mut plan = Plan::new(&def)?;
     if plan.task_count() != assignment.layout.task_count() {
-        return Err(format!(
-            "{file}: the topology has {} tasks but its assignment places {} (does this binary hold \
-             the same components as the one submitted?)",
-            plan.task_count(),
-            assignment.layout.task_count()
-        ));
+        return Err(WorkerError::TaskCountMismatch {
+            file,
+            planned: plan.task_count(),
+            assigned: assignment.layout.task_count(),
+        });
     }
-    let slot = assignment.workers.get(me).ok_or_else(|| {
-        format!("{file}: the assignment has {} workers, there is no worker {me}", assignment.workers.len())
+    let slot = assignment.workers.get(me).ok_or_else(|| WorkerError::NoSuchWorker {
+        file: file.clone(),
+        workers: assignment.workers.len(),
+        me,
     })?;
     plan.task_worker = assignment.task_worker();
     // One deployment across every worker, restart and rebalance of this submission: spouts
@@ -321,7 +375,7 @@ fn prepare(assignment: &Assignment, me: usize, registry: &Registry) -> Result<(P
     hosted.sort_unstable();
     hosted.dedup();
     if let Some(&t) = hosted.iter().find(|&&t| t as usize >= plan.task_count()) {
-        return Err(format!("{file}: the assignment gives worker {me} task {t}, which does not exist"));
+        return Err(WorkerError::NoSuchTask { file, me, task: t });
     }
     Ok((plan, hosted))
 }
@@ -455,12 +509,12 @@ fn heartbeat_from(value: Option<&str>) -> Duration {
     }
 }
 
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, WorkerError> {
     tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| format!("cannot resolve --host {host}: {e}"))?
+        .map_err(|source| WorkerError::Resolve { host: host.to_string(), source })?
         .next()
-        .ok_or_else(|| format!("--host {host} resolves to no address"))
+        .ok_or_else(|| WorkerError::NoAddress { host: host.to_string() })
 }
 
 fn parent_pid() -> i32 {
@@ -475,8 +529,8 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> Result<Signals, String> {
-        let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+    fn new() -> Result<Signals, WorkerError> {
+        let listen = |kind| signal(kind).map_err(WorkerError::Signals);
         Ok(Signals { term: listen(SignalKind::terminate())?, int: listen(SignalKind::interrupt())? })
     }
 
@@ -597,7 +651,8 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         let (_, hosted) = prepare(&a, 0, &registry).unwrap();
         assert_eq!(hosted, vec![0, 2, 4]);
         let err = prepare(&a, 2, &registry).unwrap_err();
-        assert!(err.contains("no worker 2"), "{err}");
+        assert!(matches!(err, WorkerError::NoSuchWorker { .. }), "{err}");
+        assert!(err.to_string().contains("no worker 2"), "{err}");
     }
 
     #[test]
@@ -621,14 +676,15 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         let registry = registry(&seen, &cleaned);
         let mut a = assignment(&registry, &[&[0, 1, 2, 3, 4]]);
         a.text = a.text.replace("kind = \"sink\"", "kind = \"nope\"").replace("\"counter\"", "\"nada\"");
-        let err = prepare(&a, 0, &registry).unwrap_err();
+        let err = prepare(&a, 0, &registry).unwrap_err().to_string();
         assert!(!err.contains('\n'), "{err}");
         assert!(err.contains("t (from nimbus):") && err.contains("(and 1 more)"), "{err}");
 
         let mut a = assignment(&registry, &[&[0, 1, 2, 3, 4]]);
         a.layout.ackers = 2;
         let err = prepare(&a, 0, &registry).unwrap_err();
-        assert!(err.contains("5 tasks but its assignment places 6"), "{err}");
+        assert!(matches!(err, WorkerError::TaskCountMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("5 tasks but its assignment places 6"), "{err}");
     }
 
     #[test]

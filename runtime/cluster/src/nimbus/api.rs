@@ -71,6 +71,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<StateError> for ApiError {
+    /// The state directory cannot be written: nimbus's fault.
+    fn from(e: StateError) -> ApiError {
+        internal(e.to_string())
+    }
+}
+
 impl From<ArtifactError> for ApiError {
     fn from(e: ArtifactError) -> ApiError {
         match e {
@@ -116,21 +123,50 @@ pub(super) fn check_name(name: &str) -> ApiResult<()> {
     }
 }
 
+/// Why a submitted layout or a rebalance request is refused (a 400 with this message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum RequestError {
+    #[error("a topology needs at least 1 worker")]
+    NoWorker,
+    #[error("a topology needs at least one component")]
+    NoComponent,
+    #[error("component `{component}` has parallelism 0; it must be at least 1")]
+    ZeroParallelism { component: String },
+    #[error("component `{component}` is listed twice")]
+    DuplicateComponent { component: String },
+    #[error("{tasks} tasks; at most {MAX_TASKS} are supported")]
+    TooManyTasks { tasks: usize },
+    #[error("{spout_tasks} spout tasks; at most {} are supported", squall_engine::acker::MAX_SPOUT_TASKS)]
+    TooManySpoutTasks { spout_tasks: usize },
+    /// A rebalance names a component the topology does not have; `known` lists those it has.
+    #[error("topology `{topology}` has no component `{component}` (it has {})", known.join(", "))]
+    UnknownComponent { topology: String, component: String, known: Vec<String> },
+    /// A rebalance sets a component's parallelism to 0.
+    #[error("parallelism of `{component}` must be at least 1")]
+    ZeroRebalanceParallelism { component: String },
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> ApiError {
+        bad_request(e.to_string())
+    }
+}
+
 /// Checks a submitted layout.
-pub(super) fn check_layout(layout: &Layout) -> Result<(), String> {
+pub(super) fn check_layout(layout: &Layout) -> Result<(), RequestError> {
     if layout.workers == 0 {
-        return Err("a topology needs at least 1 worker".into());
+        return Err(RequestError::NoWorker);
     }
     if layout.components.is_empty() {
-        return Err("a topology needs at least one component".into());
+        return Err(RequestError::NoComponent);
     }
     let mut ids = HashSet::new();
     for c in &layout.components {
         if c.parallelism == 0 {
-            return Err(format!("component `{}` has parallelism 0; it must be at least 1", c.id));
+            return Err(RequestError::ZeroParallelism { component: c.id.clone() });
         }
         if !ids.insert(c.id.as_str()) {
-            return Err(format!("component `{}` is listed twice", c.id));
+            return Err(RequestError::DuplicateComponent { component: c.id.clone() });
         }
     }
     check_spout_tasks(layout)
@@ -140,33 +176,37 @@ pub(super) fn check_layout(layout: &Layout) -> Result<(), String> {
 /// ids (u32) or the scheduler's work could overflow.
 pub(super) const MAX_TASKS: usize = 1 << 20;
 
-pub(super) fn check_spout_tasks(layout: &Layout) -> Result<(), String> {
+pub(super) fn check_spout_tasks(layout: &Layout) -> Result<(), RequestError> {
     let tasks = layout.components.iter().fold(layout.ackers, |n, c| n.saturating_add(c.parallelism));
     if tasks > MAX_TASKS {
-        return Err(format!("{tasks} tasks; at most {MAX_TASKS} are supported"));
+        return Err(RequestError::TooManyTasks { tasks });
     }
     let spout_tasks: usize = layout.components.iter().filter(|c| c.spout).map(|c| c.parallelism).sum();
     if spout_tasks > squall_engine::acker::MAX_SPOUT_TASKS {
-        return Err(format!(
-            "{spout_tasks} spout tasks; at most {} are supported",
-            squall_engine::acker::MAX_SPOUT_TASKS
-        ));
+        return Err(RequestError::TooManySpoutTasks { spout_tasks });
     }
     Ok(())
 }
 
 /// Checks a rebalance request against the layout it would change.
-pub(super) fn check_rebalance(name: &str, layout: &Layout, request: &RebalanceRequest) -> Result<(), String> {
+pub(super) fn check_rebalance(
+    name: &str,
+    layout: &Layout,
+    request: &RebalanceRequest,
+) -> Result<(), RequestError> {
     if request.workers == Some(0) {
-        return Err("a topology needs at least 1 worker".into());
+        return Err(RequestError::NoWorker);
     }
     for (id, &parallelism) in &request.parallelism {
         if !layout.components.iter().any(|c| &c.id == id) {
-            let known: Vec<&str> = layout.components.iter().map(|c| c.id.as_str()).collect();
-            return Err(format!("topology `{name}` has no component `{id}` (it has {})", known.join(", ")));
+            return Err(RequestError::UnknownComponent {
+                topology: name.to_string(),
+                component: id.clone(),
+                known: layout.components.iter().map(|c| c.id.clone()).collect(),
+            });
         }
         if parallelism == 0 {
-            return Err(format!("parallelism of `{id}` must be at least 1"));
+            return Err(RequestError::ZeroRebalanceParallelism { component: id.clone() });
         }
     }
     let mut after = layout.clone();
@@ -287,7 +327,7 @@ pub(super) async fn submit(State(nimbus): Shared, body: Bytes) -> ApiResult<Json
     inner.reassign(&mut record, Instant::now(), state::now_ms());
     tracing::info!("topology {} submitted: {}", record.name, describe(&record));
     let info = inner.info(&record);
-    inner.commit(record).map_err(internal)?;
+    inner.commit(record)?;
     Ok(Json(info))
 }
 
@@ -365,7 +405,7 @@ pub(super) fn set_status(
     record.status = to;
     tracing::info!("topology {name} is now {to}");
     let info = inner.info(&record);
-    inner.commit(record).map_err(internal)?;
+    inner.commit(record)?;
     Ok(Json(info))
 }
 
@@ -384,10 +424,10 @@ pub(super) async fn kill(
     record.deadline_ms = Some(state::now_ms().saturating_add(wait.saturating_mul(1000)));
     let info = inner.info(&record);
     if wait == 0 {
-        inner.remove(&name).map_err(internal)?;
+        inner.remove(&name)?;
         tracing::info!("topology {name} killed and removed");
     } else {
-        inner.commit(record).map_err(internal)?;
+        inner.commit(record)?;
         tracing::info!("topology {name} killed: deactivated, removed in {wait}s");
     }
     Ok(Json(info))
@@ -408,7 +448,7 @@ pub(super) async fn rebalance(
         }
         _ => {}
     }
-    check_rebalance(&name, &record.layout, &request).map_err(bad_request)?;
+    check_rebalance(&name, &record.layout, &request)?;
     let wait = request.wait_secs.unwrap_or(record.layout.message_timeout_secs);
     record.resume_status = Some(record.status);
     record.status = Status::Rebalancing;
@@ -421,7 +461,7 @@ pub(super) async fn rebalance(
         tracing::info!("topology {name} rebalancing: deactivated, re-assigned in {wait}s");
     }
     let info = inner.info(&record);
-    inner.commit(record).map_err(internal)?;
+    inner.commit(record)?;
     Ok(Json(info))
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use squall_engine::metrics::TaskFigures;
 
 use crate::scheduler::{self, FreeSlot};
-use crate::state::TopologyRecord;
+use crate::state::{StateError, TopologyRecord};
 use crate::{Assignment, Layout, RebalanceRequest, Status};
 
 /// A supervisor as nimbus knows it.
@@ -51,7 +51,7 @@ pub(super) enum Change<'a> {
 }
 
 /// Makes a [`Change`] durable; an error leaves the coordinator's state as it was.
-pub(super) type Persist<'p> = dyn FnMut(Change<'_>) -> Result<(), String> + 'p;
+pub(super) type Persist<'p> = dyn FnMut(Change<'_>) -> Result<(), StateError> + 'p;
 
 /// What nimbus knows of topologies, supervisors and workers, and the decisions it takes on
 /// them. No I/O: time comes in as `now` (monotonic) and `now_ms` (wall clock, for stored
@@ -96,7 +96,7 @@ impl Coordinator {
     }
 
     /// Persists `record` and makes it the current one.
-    pub(super) fn commit(&mut self, record: TopologyRecord, persist: &mut Persist) -> Result<(), String> {
+    pub(super) fn commit(&mut self, record: TopologyRecord, persist: &mut Persist) -> Result<(), StateError> {
         persist(Change::Save(&record))?;
         self.topologies.insert(record.name.clone(), record);
         self.forget_stale_workers();
@@ -104,7 +104,7 @@ impl Coordinator {
     }
 
     /// Removes the topology `name` durably.
-    pub(super) fn remove(&mut self, name: &str, persist: &mut Persist) -> Result<(), String> {
+    pub(super) fn remove(&mut self, name: &str, persist: &mut Persist) -> Result<(), StateError> {
         persist(Change::Remove(name))?;
         self.topologies.remove(name);
         self.forget_stale_workers();
@@ -312,7 +312,7 @@ mod tests {
     }
 
     /// A persist that stores nothing and records what it was given.
-    fn log(saved: &mut Vec<String>) -> impl FnMut(Change<'_>) -> Result<(), String> + '_ {
+    fn log(saved: &mut Vec<String>) -> impl FnMut(Change<'_>) -> Result<(), StateError> + '_ {
         move |c| {
             saved.push(match c {
                 Change::Save(r) => format!("save {} v{}", r.name, r.version()),
@@ -379,14 +379,19 @@ mod tests {
         assert_eq!(supervisors_of(&core, "r"), ["sup-a", "sup-a"]);
     }
 
+    fn disk_full() -> StateError {
+        StateError::Write { path: "t.json".into(), source: std::io::Error::other("disk full") }
+    }
+
     #[test]
     fn a_change_that_cannot_be_persisted_is_not_applied() {
         let t0 = Instant::now();
         let mut core = Coordinator::new(vec![record("t", 1)], TIMEOUT, t0);
         heard(&mut core, "sup-a", 1, t0);
-        core.reconcile(t0, 0, &mut |_| Err("disk full".to_string()));
+        core.reconcile(t0, 0, &mut |_| Err(disk_full()));
         assert!(core.topologies["t"].assignment.is_none());
-        assert_eq!(core.remove("t", &mut |_| Err("disk full".to_string())), Err("disk full".to_string()));
+        let err = core.remove("t", &mut |_| Err(disk_full())).unwrap_err();
+        assert_eq!(err.to_string(), disk_full().to_string());
         assert!(core.topologies.contains_key("t"));
     }
 }

@@ -61,7 +61,7 @@ use tokio::net::TcpListener;
 use super::artifacts::{self, ArtifactError};
 use super::client::ErrorBody;
 use super::config::ClusterConfig;
-use super::state::{self, StateDir, TopologyRecord};
+use super::state::{self, StateDir, StateError, TopologyRecord};
 use super::*;
 
 mod api;
@@ -83,18 +83,40 @@ const REPORTING_WITHIN: Duration = Duration::from_secs(5);
 /// The longest topology name.
 const MAX_NAME_LEN: usize = 200;
 
+/// Why nimbus cannot start, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum NimbusError {
+    #[error("[cluster] secret must not be empty")]
+    EmptySecret,
+    /// The state directory cannot be opened or read.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// `signal` is SIGINT or SIGTERM.
+    #[error("cannot listen for {signal}: {source}")]
+    Signal { signal: &'static str, source: std::io::Error },
+    /// `[cluster] nimbus` cannot be bound.
+    #[error("nimbus cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    /// The bound listener has no local address.
+    #[error("nimbus cannot listen: {0}")]
+    LocalAddr(std::io::Error),
+    #[error("nimbus stopped serving: {0}")]
+    Serve(std::io::Error),
+}
+
 /// Runs nimbus as `squall nimbus` does (see the module docs).
-pub async fn run(config: ClusterConfig) -> Result<(), String> {
+pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
     use tokio::signal::unix::{signal, SignalKind};
     let nimbus = Nimbus::open(&config)?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot listen for SIGINT: {e}"))?;
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    let listen = |kind, name: &'static str| {
+        signal(kind).map_err(|source| NimbusError::Signal { signal: name, source })
+    };
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
     let listener = TcpListener::bind(&config.cluster.nimbus)
         .await
-        .map_err(|e| format!("nimbus cannot listen on {}: {e}", config.cluster.nimbus))?;
-    let addr = listener.local_addr().map_err(|e| format!("nimbus cannot listen: {e}"))?;
+        .map_err(|source| NimbusError::Bind { addr: config.cluster.nimbus.clone(), source })?;
+    let addr = listener.local_addr().map_err(NimbusError::LocalAddr)?;
     eprintln!("nimbus listening on {addr}");
     let shutdown = async move {
         tokio::select! {
@@ -111,7 +133,7 @@ pub async fn serve(
     config: ClusterConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), NimbusError> {
     serve_nimbus(Nimbus::open(&config)?, listener, shutdown).await
 }
 
@@ -119,7 +141,7 @@ async fn serve_nimbus(
     nimbus: Arc<Nimbus>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), NimbusError> {
     let ticker = {
         let nimbus = nimbus.clone();
         tokio::spawn(async move {
@@ -134,7 +156,7 @@ async fn serve_nimbus(
     };
     let served = axum::serve(listener, router(nimbus)).with_graceful_shutdown(shutdown).await;
     ticker.abort();
-    served.map_err(|e| format!("nimbus stopped serving: {e}"))
+    served.map_err(NimbusError::Serve)
 }
 
 struct Nimbus {
@@ -166,7 +188,7 @@ impl std::ops::DerefMut for Inner {
 }
 
 /// Writes a coordinator's change to the state directory.
-fn persist(state: &StateDir, change: Change<'_>) -> Result<(), String> {
+fn persist(state: &StateDir, change: Change<'_>) -> Result<(), StateError> {
     match change {
         Change::Save(record) => state.save(record),
         Change::Remove(name) => state.remove(name),
@@ -175,13 +197,13 @@ fn persist(state: &StateDir, change: Change<'_>) -> Result<(), String> {
 
 impl Inner {
     /// Saves `record` and makes it the current one.
-    fn commit(&mut self, record: TopologyRecord) -> Result<(), String> {
+    fn commit(&mut self, record: TopologyRecord) -> Result<(), StateError> {
         let state = &self.state;
         self.core.commit(record, &mut |c| persist(state, c))
     }
 
     /// Removes the topology `name` durably.
-    fn remove(&mut self, name: &str) -> Result<(), String> {
+    fn remove(&mut self, name: &str) -> Result<(), StateError> {
         let state = &self.state;
         self.core.remove(name, &mut |c| persist(state, c))
     }
@@ -194,9 +216,9 @@ impl Inner {
 }
 
 impl Nimbus {
-    fn open(config: &ClusterConfig) -> Result<Arc<Nimbus>, String> {
+    fn open(config: &ClusterConfig) -> Result<Arc<Nimbus>, NimbusError> {
         if config.cluster.secret.is_empty() {
-            return Err("[cluster] secret must not be empty".into());
+            return Err(NimbusError::EmptySecret);
         }
         let state = Arc::new(StateDir::open(&config.nimbus.state_dir)?);
         let records = state.load()?;

@@ -9,7 +9,7 @@ const SECRET: &str = "s3cret";
 struct Served {
     addr: String,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
+    task: tokio::task::JoinHandle<Result<(), NimbusError>>,
 }
 
 impl Served {

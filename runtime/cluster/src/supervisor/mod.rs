@@ -42,7 +42,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
 
 use super::artifacts::{self, is_sha256, ArtifactError, ArtifactStore};
-use super::client::Client;
+use super::client::{Client, ClientError};
 use super::config::ClusterConfig;
 use super::worker::{SECRET_ENV, SUPERVISOR_PID_ENV};
 use super::{RunningWorker, SupervisorHeartbeat, WorkerOrder};
@@ -62,9 +62,48 @@ const SLACK: Duration = Duration::from_millis(100);
 /// How long leftovers of a previous run may take to die.
 const LEFTOVER_WAIT: Duration = Duration::from_secs(3);
 
+/// Why the supervisor cannot start, a worker cannot be started, or an artifact cannot be
+/// fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
+    /// `[supervisor] data_dir` cannot be made absolute.
+    #[error("bad data_dir {}: {source}", path.display())]
+    DataDir { path: PathBuf, source: std::io::Error },
+    /// The artifacts directory cannot be created (the error names it).
+    #[error(transparent)]
+    Artifacts(std::io::Error),
+    #[error("cannot create {}: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    /// A worker's log file cannot be opened.
+    #[error("cannot open {}: {source}", path.display())]
+    OpenLog { path: PathBuf, source: std::io::Error },
+    /// A worker's artifact cannot be run.
+    #[error("cannot run {}: {source}", path.display())]
+    Spawn { path: PathBuf, source: std::io::Error },
+    #[error("the worker exited at once")]
+    ExitedAtOnce,
+    /// Nimbus did not hand over the artifact.
+    #[error("cannot download artifact {sha256}: {source}")]
+    Download { sha256: String, source: ClientError },
+    /// The download's task ended without a result.
+    #[error("downloading artifact {sha256} broke off")]
+    DownloadBrokeOff { sha256: String },
+    /// The downloaded bytes do not hash to the artifact's name: never run.
+    #[error("artifact {sha256} from nimbus hashes to {got} ({len} bytes): refusing to run it")]
+    Mismatch { sha256: String, got: String, len: u64 },
+    /// The downloaded artifact cannot be written to `path`.
+    #[error("cannot store artifact {}: {source}", path.display())]
+    Store { path: PathBuf, source: std::io::Error },
+    /// Any other refusal of the artifact store.
+    #[error(transparent)]
+    Artifact(ArtifactError),
+}
+
 /// Runs the supervisor until SIGINT or SIGTERM (see the module docs).
-pub async fn run(config: ClusterConfig) -> Result<(), String> {
-    let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+pub async fn run(config: ClusterConfig) -> Result<(), SupervisorError> {
+    let listen = |kind| signal(kind).map_err(SupervisorError::Signals);
     let mut term = listen(SignalKind::terminate())?;
     let mut int = listen(SignalKind::interrupt())?;
     let stop = async move {
@@ -83,7 +122,7 @@ async fn serve(
     heartbeat: Duration,
     stop_grace: Duration,
     stop: impl Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), SupervisorError> {
     let mut sup = Supervisor::new(config, stop_grace)?;
     sup.kill_leftovers().await;
     sup.save_pids();
@@ -133,7 +172,7 @@ struct Stopping {
 
 /// An artifact being downloaded, by a task of its own.
 struct Download {
-    done: oneshot::Receiver<Result<(), String>>,
+    done: oneshot::Receiver<Result<(), SupervisorError>>,
     task: JoinHandle<()>,
 }
 
@@ -230,16 +269,18 @@ fn decide(orders: &[WorkerOrder], running: &[&WorkerOrder], stopping: &[usize], 
 }
 
 impl Supervisor {
-    fn new(config: &ClusterConfig, stop_grace: Duration) -> Result<Supervisor, String> {
+    fn new(config: &ClusterConfig, stop_grace: Duration) -> Result<Supervisor, SupervisorError> {
         // Absolute, so that artifacts run from the same path whatever a worker's directory.
-        let data_dir = std::path::absolute(&config.supervisor.data_dir)
-            .map_err(|e| format!("bad data_dir {}: {e}", config.supervisor.data_dir.display()))?;
+        let data_dir = std::path::absolute(&config.supervisor.data_dir).map_err(|source| {
+            SupervisorError::DataDir { path: config.supervisor.data_dir.clone(), source }
+        })?;
         let artifacts_dir = data_dir.join("artifacts");
         // Temporary files are hidden (dot) files of the artifacts directory itself.
         let artifacts =
-            ArtifactStore::open(&artifacts_dir, &artifacts_dir, true).map_err(|e| e.to_string())?;
+            ArtifactStore::open(&artifacts_dir, &artifacts_dir, true).map_err(SupervisorError::Artifacts)?;
         let logs = data_dir.join("logs");
-        std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+        std::fs::create_dir_all(&logs)
+            .map_err(|source| SupervisorError::Create { path: logs.clone(), source })?;
         Ok(Supervisor {
             id: config.supervisor_id(),
             host: config.supervisor.host.clone(),
@@ -413,7 +454,7 @@ impl Supervisor {
                 Err(oneshot::error::TryRecvError::Empty) => return None,
                 Ok(result) => result,
                 Err(oneshot::error::TryRecvError::Closed) => {
-                    Err(format!("downloading artifact {sha256} broke off"))
+                    Err(SupervisorError::DownloadBrokeOff { sha256: sha256.to_string() })
                 }
             };
             self.downloads.remove(sha256);
@@ -450,13 +491,13 @@ impl Supervisor {
         None
     }
 
-    fn start_worker(&self, artifact: &Path, order: &WorkerOrder) -> Result<Proc, String> {
+    fn start_worker(&self, artifact: &Path, order: &WorkerOrder) -> Result<Proc, SupervisorError> {
         let log_path = self.logs.join(format!("{}-w{}.log", file_safe(&order.topology), order.worker));
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+            .map_err(|source| SupervisorError::OpenLog { path: log_path.clone(), source })?;
         let _ = writeln!(
             log,
             "--- {} supervisor {}: starting worker {} of {} v{} on port {}",
@@ -467,7 +508,7 @@ impl Supervisor {
             order.version,
             order.port
         );
-        let err = log.try_clone().map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let err = log.try_clone().map_err(|source| SupervisorError::OpenLog { path: log_path, source })?;
         let child = Command::new(artifact)
             .arg("worker")
             .args(["--nimbus", self.client.addr()])
@@ -483,8 +524,8 @@ impl Supervisor {
             .stderr(err)
             .kill_on_drop(false)
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", artifact.display()))?;
-        let pid = child.id().ok_or("the worker exited at once")?;
+            .map_err(|source| SupervisorError::Spawn { path: artifact.to_path_buf(), source })?;
+        let pid = child.id().ok_or(SupervisorError::ExitedAtOnce)?;
         Ok(Proc { child, pid, started: Instant::now() })
     }
 
@@ -576,29 +617,27 @@ fn file_safe(name: &str) -> String {
 }
 
 /// Downloads the artifact `sha256` into `store`.
-async fn fetch_artifact(client: &Client, store: &ArtifactStore, sha256: &str) -> Result<(), String> {
+async fn fetch_artifact(client: &Client, store: &ArtifactStore, sha256: &str) -> Result<(), SupervisorError> {
     let bytes = client
         .download_artifact(sha256)
         .await
-        .map_err(|e| format!("cannot download artifact {sha256}: {e}"))?;
+        .map_err(|source| SupervisorError::Download { sha256: sha256.to_string(), source })?;
     store_artifact(store, sha256, &bytes).await
 }
 
 /// Checks `bytes` against `sha256` and stores them as the executable `<sha256>` of `store`
 /// (see [`ArtifactStore`]), so the path never holds a partial or unchecked file.
-async fn store_artifact(store: &ArtifactStore, sha256: &str, bytes: &[u8]) -> Result<(), String> {
+async fn store_artifact(store: &ArtifactStore, sha256: &str, bytes: &[u8]) -> Result<(), SupervisorError> {
     let stored = match artifacts::verify(sha256, bytes) {
         Ok(()) => store.put(sha256, bytes).await.map(drop),
         Err(e) => Err(e),
     };
     stored.map_err(|e| match e {
         ArtifactError::Mismatch { got, len, .. } => {
-            format!("artifact {sha256} from nimbus hashes to {got} ({len} bytes): refusing to run it")
+            SupervisorError::Mismatch { sha256: sha256.to_string(), got, len }
         }
-        ArtifactError::Io { source, .. } => {
-            format!("cannot store artifact {}: {source}", store.path(sha256).display())
-        }
-        e => e.to_string(),
+        ArtifactError::Io { source, .. } => SupervisorError::Store { path: store.path(sha256), source },
+        e => SupervisorError::Artifact(e),
     })
 }
 

@@ -102,6 +102,8 @@ async fn an_artifact_is_stored_executable_only_if_its_hash_matches() {
     let sha = sha256_hex(bytes);
     assert!(is_sha256(&sha));
     let err = store_artifact(&store, &"0".repeat(64), bytes).await.unwrap_err();
+    assert!(matches!(err, SupervisorError::Mismatch { .. }), "{err}");
+    let err = err.to_string();
     assert!(err.contains("hashes to") && err.contains(&sha), "{err}");
     assert!(!err.contains('\n'));
     assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0, "nothing is left of a mismatch");

@@ -45,6 +45,33 @@ impl std::fmt::Display for Bad {
     }
 }
 
+/// Why a frame's body cannot be written or read (a connection that meets one closes as a
+/// protocol error).
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// A batch or credits frame cannot be encoded.
+    #[error("cannot encode a frame: {0}")]
+    Encode(Bad),
+    /// A hello or refusal cannot be encoded (by rmp-serde).
+    #[error("cannot encode a frame: {0}")]
+    Serialize(rmp_serde::encode::Error),
+    /// A batch or credits body is malformed.
+    #[error("undecodable frame: {0}")]
+    Decode(Bad),
+    /// Another body is not a frame rmp-serde reads.
+    #[error("undecodable frame: {0}")]
+    Deserialize(rmp_serde::decode::Error),
+    /// A batch or credits body goes on past its frame: that many bytes.
+    #[error("undecodable frame: {0} bytes past its end")]
+    Trailing(usize),
+    /// The encoded frame is over the limit (see `frames::put_frame`).
+    #[error("a frame of {len} bytes is over the limit of {max} bytes")]
+    TooLarge { len: u64, max: usize },
+    /// Any other failure of the shared frame writer.
+    #[error(transparent)]
+    Frame(squall_engine::frame::FrameError),
+}
+
 // Writes to a `Vec` cannot fail: their `io::Result`s are dropped.
 
 #[inline]
@@ -190,7 +217,7 @@ fn put_batch<T>(
 }
 
 /// Appends the body of `frame` to `buf` (on error, `buf` may hold part of it).
-pub fn put_body(buf: &mut Vec<u8>, frame: &Frame) -> Result<(), String> {
+pub fn put_body(buf: &mut Vec<u8>, frame: &Frame) -> Result<(), CodecError> {
     let done = match frame {
         Frame::Bolts { task, more, batch } => put_batch(buf, "B", *task, *more, batch, put_envelope),
         Frame::Ackers { task, more, batch } => put_batch(buf, "A", *task, *more, batch, |buf, m| {
@@ -214,23 +241,23 @@ pub fn put_body(buf: &mut Vec<u8>, frame: &Frame) -> Result<(), String> {
             })
         }
         Frame::Hello(_) | Frame::Refused(_) => {
-            return rmp_serde::encode::write(buf, frame).map_err(|e| format!("cannot encode a frame: {e}"));
+            return rmp_serde::encode::write(buf, frame).map_err(CodecError::Serialize);
         }
     };
-    done.map_err(|e| format!("cannot encode a frame: {e}"))
+    done.map_err(CodecError::Encode)
 }
 
 /// Decodes one frame's body: batches and credits by hand, anything else with rmp-serde.
-pub fn decode_body(body: &[u8]) -> Result<Frame<'static>, String> {
+pub fn decode_body(body: &[u8]) -> Result<Frame<'static>, CodecError> {
     // fixmap of 1, fixstr of 1: the variant's name.
     let (kind, rest) = match body {
         [0x81, 0xa1, kind @ (b'B' | b'A' | b'O' | b'C'), rest @ ..] => (*kind, rest),
-        _ => return rmp_serde::from_slice(body).map_err(|e| format!("undecodable frame: {e}")),
+        _ => return rmp_serde::from_slice(body).map_err(CodecError::Deserialize),
     };
     let mut rd = Rd { buf: rest };
-    let frame = rd.frame(kind).map_err(|e| format!("undecodable frame: {e}"))?;
+    let frame = rd.frame(kind).map_err(CodecError::Decode)?;
     if !rd.buf.is_empty() {
-        return Err(format!("undecodable frame: {} bytes past its end", rd.buf.len()));
+        return Err(CodecError::Trailing(rd.buf.len()));
     }
     Ok(frame)
 }

@@ -16,7 +16,8 @@ use squall_engine::executor::Envelope;
 use squall_engine::frame::{self, FrameError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::{codec, HELLO_TIMEOUT, KEEP_BUFFER, MAX_FRAME};
+use super::codec::{self, CodecError};
+use super::{HELLO_TIMEOUT, KEEP_BUFFER, MAX_FRAME};
 
 /// One frame's body. Senders borrow what they send; receivers get it owned.
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,6 +82,9 @@ pub(super) enum ConnError {
     /// Oversized, undecodable or unexpected frames.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A frame that cannot be encoded or decoded.
+    #[error("protocol error: {0}")]
+    Codec(#[from] CodecError),
     /// The hello was for another topology, version or protocol.
     #[error("refused: {0}")]
     Refused(String),
@@ -101,13 +105,20 @@ impl From<FrameError> for ConnError {
 }
 
 /// Appends one frame to `buf`; on error `buf` is as it was.
-pub(super) fn put_frame(buf: &mut Vec<u8>, frame: &Frame, max: usize) -> Result<(), String> {
-    frame::put(buf, max, |buf| codec::put_body(buf, frame)).map_err(|e| match e {
-        FrameError::TooLarge { len, max } => {
-            format!("a frame of {len} bytes is over the limit of {max} bytes")
-        }
-        FrameError::Encode(e) => e,
-        e => e.to_string(),
+pub(super) fn put_frame(buf: &mut Vec<u8>, frame: &Frame, max: usize) -> Result<(), CodecError> {
+    // The shared writer takes the body's error as text: keep the typed one aside.
+    let mut failed = None;
+    let put = frame::put(buf, max, |buf| {
+        codec::put_body(buf, frame).map_err(|e| {
+            let text = e.to_string();
+            failed = Some(e);
+            text
+        })
+    });
+    put.map_err(|e| match (e, failed) {
+        (FrameError::TooLarge { len, max }, _) => CodecError::TooLarge { len, max },
+        (_, Some(e)) => e,
+        (e, None) => CodecError::Frame(e),
     })
 }
 
@@ -160,7 +171,7 @@ pub(super) async fn write_frame<W: AsyncWrite + Unpin>(
     frame: &Frame<'_>,
 ) -> Result<(), ConnError> {
     let mut buf = Vec::with_capacity(64);
-    put_frame(&mut buf, frame, MAX_FRAME).map_err(ConnError::Protocol)?;
+    put_frame(&mut buf, frame, MAX_FRAME)?;
     w.write_all(&buf).await?;
     Ok(())
 }
@@ -178,7 +189,7 @@ pub(super) async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 pub(super) fn decode(body: &[u8]) -> Result<Frame<'static>, ConnError> {
-    codec::decode_body(body).map_err(ConnError::Protocol)
+    Ok(codec::decode_body(body)?)
 }
 
 pub(super) async fn read_hello<R: AsyncRead + Unpin>(

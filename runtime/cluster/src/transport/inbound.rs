@@ -88,7 +88,7 @@ fn log_inbound_end(shared: &Shared, from: SocketAddr, result: Result<(), ConnErr
         Ok(()) => tracing::debug!("transport: connection from {from} closed"),
         Err(ConnError::Io(e)) => tracing::debug!("transport: connection from {from} lost: {e}"),
         Err(ConnError::Refused(_)) => Counters::add(&shared.counters.refused, 1),
-        Err(e @ ConnError::Protocol(_)) => {
+        Err(e @ (ConnError::Protocol(_) | ConnError::Codec(_))) => {
             Counters::add(&shared.counters.refused, 1);
             tracing::warn!("transport: closing the connection from {from}: {e}");
         }
@@ -104,6 +104,7 @@ async fn serve(shared: &Shared, stream: TcpStream, from: SocketAddr) -> Result<(
     let hello = read_hello(&mut rd, &mut body).await?;
     if let Err(why) = shared.check_hello(&hello) {
         shared.log_refusal(from, &hello, &why);
+        let why = why.to_string();
         let _ = write_frame(&mut wr, &Frame::Refused(Cow::Borrowed(&why))).await;
         let _ = wr.shutdown().await;
         return Err(ConnError::Refused(why));
@@ -214,8 +215,7 @@ async fn write_credits<W: AsyncWrite + Unpin>(
             }
         }
         buf.clear();
-        put_frame(&mut buf, &Frame::Credits(Cow::Borrowed(&credits)), MAX_FRAME)
-            .map_err(ConnError::Protocol)?;
+        put_frame(&mut buf, &Frame::Credits(Cow::Borrowed(&credits)), MAX_FRAME)?;
         wr.write_all(&buf).await?;
         Counters::add(&shared.counters.bytes_sent, buf.len() as u64);
     }

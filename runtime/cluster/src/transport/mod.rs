@@ -156,7 +156,21 @@ impl Counters {
     }
 }
 
-/// One frame's body. Senders borrow what they send; receivers get it owned.
+/// Why an accepted connection's hello is refused: the text is sent to the peer in the
+/// refusal frame and logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum HelloRefusal {
+    /// The peer speaks another protocol version.
+    #[error("protocol {theirs} (this worker speaks {PROTOCOL})")]
+    Protocol { theirs: u32 },
+    /// The peer belongs to another topology or assignment version.
+    #[error("topology {topology} version {version} (this worker runs {ours} version {our_version})")]
+    Assignment { topology: String, version: u64, ours: String, our_version: u64 },
+    /// The peer claims to be this very worker.
+    #[error("worker {worker} is this worker itself")]
+    Itself { worker: u32 },
+}
+
 /// What the tasks of a transport share.
 struct Shared {
     topology: String,
@@ -181,24 +195,26 @@ impl Shared {
         }
     }
 
-    fn check_hello(&self, h: &Hello) -> Result<(), String> {
+    fn check_hello(&self, h: &Hello) -> Result<(), HelloRefusal> {
         if h.protocol != PROTOCOL {
-            return Err(format!("protocol {} (this worker speaks {PROTOCOL})", h.protocol));
+            return Err(HelloRefusal::Protocol { theirs: h.protocol });
         }
         if h.topology != self.topology || h.version != self.version {
-            return Err(format!(
-                "topology {} version {} (this worker runs {} version {})",
-                h.topology, h.version, self.topology, self.version
-            ));
+            return Err(HelloRefusal::Assignment {
+                topology: h.topology.to_string(),
+                version: h.version,
+                ours: self.topology.clone(),
+                our_version: self.version,
+            });
         }
         if h.worker as usize == self.me {
-            return Err(format!("worker {} is this worker itself", h.worker));
+            return Err(HelloRefusal::Itself { worker: h.worker });
         }
         Ok(())
     }
 
     /// Logs a refused hello once per (topology, version, worker).
-    fn log_refusal(&self, from: SocketAddr, h: &Hello, why: &str) {
+    fn log_refusal(&self, from: SocketAddr, h: &Hello, why: &HelloRefusal) {
         let key = (h.topology.to_string(), h.version, h.worker);
         let first = self.refusals.lock().map(|mut seen| seen.len() < REFUSALS_LOGGED && seen.insert(key));
         if first.unwrap_or(false) {

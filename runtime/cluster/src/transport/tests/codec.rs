@@ -139,7 +139,7 @@ fn one_value_body(value: &[u8]) -> Vec<u8> {
 }
 
 fn one_value(value: &[u8]) -> Result<Value, String> {
-    match codec::decode_body(&one_value_body(value))? {
+    match codec::decode_body(&one_value_body(value)).map_err(|e| e.to_string())? {
         Frame::Bolts { batch, .. } => Ok(batch[0].values[0].clone()),
         other => panic!("not a batch: {other:?}"),
     }
