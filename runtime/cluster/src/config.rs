@@ -3,8 +3,8 @@
 //! Contract: [`load`] reads the file `--config` names, else config/cluster.toml if it exists,
 //! else nothing (built-in defaults). The text gets the topology files' `${VAR:-default}`
 //! substitution; then every table is checked: an unknown table or key is a mistake, reported
-//! as one line `FILE:LINE:COL: what is wrong`. Keys left out take the defaults of DESIGN.md's
-//! "The cluster file": secret `change-me`, nimbus 127.0.0.1:6627, state_dir
+//! as one line `FILE:LINE:COL: what is wrong`. Keys left out take the defaults that
+//! docs/cluster-file.md lists: secret `change-me`, nimbus 127.0.0.1:6627, state_dir
 //! squall-state/nimbus, supervisor_timeout_secs 10, supervisor id from the host name and its
 //! first slot, data_dir squall-state/supervisor, slots 6700–6703, heartbeat_secs 1, host
 //! 127.0.0.1. A nimbus address with port 0 makes nimbus listen on any free port (it prints the
