@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use squall_engine::config_file::ConfigFileError;
 pub use squall_engine::config_file::DEFAULT_CLUSTER_FILE;
 /// Where `squall broker` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6650";
@@ -50,13 +51,17 @@ impl BrokerSettings {
 }
 
 /// The `[broker]` table of `file`, else of [`DEFAULT_CLUSTER_FILE`] if it exists, else empty.
-pub fn load(file: Option<&Path>) -> Result<BrokerTable, String> {
+pub fn load(file: Option<&Path>) -> Result<BrokerTable, ConfigFileError> {
     let parsed: ClusterFile = squall_engine::config_file::load(file)?;
     Ok(parsed.broker)
 }
 
 /// The `[broker]` table of `text` (the contents of `file`); `env` looks up `${VAR}`s.
-pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<BrokerTable, String> {
+pub fn parse(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<BrokerTable, ConfigFileError> {
     let parsed: ClusterFile = squall_engine::config_file::parse(file, text, env)?;
     Ok(parsed.broker)
 }
@@ -110,19 +115,19 @@ listen = "0.0.0.0:${PORT}"
     #[test]
     fn an_unknown_key_in_broker_is_a_mistake_with_its_place() {
         let text = "[nimbus]\nwhatever = 1\n\n[broker]\nlisten = \"127.0.0.1:1\"\ndatadir = \"x\"\n";
-        let err = parse("cluster.toml", text, &env).unwrap_err();
+        let err = parse("cluster.toml", text, &env).unwrap_err().to_string();
         assert!(err.starts_with("cluster.toml:6:1: unknown field `datadir`"), "{err}");
         assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]
     fn substitution_and_syntax_mistakes_are_one_line() {
-        let err = parse("c.toml", "[broker]\nlisten = \"${NOPE_UNSET}\"\n", &env).unwrap_err();
+        let err = parse("c.toml", "[broker]\nlisten = \"${NOPE_UNSET}\"\n", &env).unwrap_err().to_string();
         assert!(err.starts_with("c.toml:2:11: "), "{err}");
-        let err = parse("c.toml", "[broker]\nlisten = 5\n", &env).unwrap_err();
+        let err = parse("c.toml", "[broker]\nlisten = 5\n", &env).unwrap_err().to_string();
         assert!(err.starts_with("c.toml:2:10: invalid type"), "{err}");
         assert!(!err.contains('\n'), "{err}");
-        let err = parse("c.toml", "[broker\n", &env).unwrap_err();
+        let err = parse("c.toml", "[broker\n", &env).unwrap_err().to_string();
         assert!(err.starts_with("c.toml:1:"), "{err}");
         assert!(!err.contains('\n'), "{err}");
     }

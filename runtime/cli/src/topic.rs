@@ -163,7 +163,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Runs `squall broker` until SIGINT or SIGTERM.
 pub async fn broker(args: BrokerArgs) -> Result<(), String> {
-    let table = settings::load(args.config.as_deref())?;
+    let table = settings::load(args.config.as_deref()).map_err(|e| e.to_string())?;
     let settings = BrokerSettings::resolve(table, args.data_dir, args.listen);
     squall_broker::set_data_dir(settings.data_dir.clone());
     // Listening before anything starts, so that a signal that comes early is not lost.

@@ -132,7 +132,7 @@ impl ClusterConfig {
 pub enum ConfigError {
     /// The file cannot be read or parsed, or has an unknown field: the reader's line.
     #[error("{0}")]
-    File(String),
+    File(#[from] config_file::ConfigFileError),
     #[error("{file}: [cluster] secret must not be empty")]
     EmptySecret { file: String },
     #[error("{file}: [nimbus] supervisor_timeout_secs must be at least 1")]
@@ -147,7 +147,7 @@ pub enum ConfigError {
 
 /// The cluster file `file`, else [`DEFAULT_CLUSTER_FILE`] if it exists, else the defaults.
 pub fn load(file: Option<&Path>) -> Result<ClusterConfig, ConfigError> {
-    let config: ClusterConfig = config_file::load(file).map_err(ConfigError::File)?;
+    let config: ClusterConfig = config_file::load(file)?;
     config.check(&file.unwrap_or(Path::new(DEFAULT_CLUSTER_FILE)).display().to_string())?;
     Ok(config)
 }
@@ -158,7 +158,7 @@ pub fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ClusterConfig, ConfigError> {
-    let config: ClusterConfig = config_file::parse(file, text, env).map_err(ConfigError::File)?;
+    let config: ClusterConfig = config_file::parse(file, text, env)?;
     config.check(file)?;
     Ok(config)
 }
