@@ -19,3 +19,4 @@ pub mod metrics;
 pub mod partitioned;
 pub mod plan;
 pub mod topology;
+pub mod window;
