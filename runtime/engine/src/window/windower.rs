@@ -660,3 +660,345 @@ impl<T> Windower<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const fn ms(n: u64) -> Size {
+        Size::Time(Duration::from_millis(n))
+    }
+
+    /// A fired window, owned, items sorted.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Fired {
+        start: i64,
+        end: i64,
+        items: Vec<u32>,
+        new: Vec<u32>,
+        expired: Vec<u32>,
+    }
+
+    fn fired(start: i64, end: i64, items: &[u32], new: &[u32], expired: &[u32]) -> Fired {
+        Fired { start, end, items: items.to_vec(), new: new.to_vec(), expired: expired.to_vec() }
+    }
+
+    fn sorted(items: Items<'_, u32>) -> Vec<u32> {
+        let mut v: Vec<u32> = items.iter().copied().collect();
+        assert_eq!(v.len(), items.len());
+        v.sort_unstable();
+        v
+    }
+
+    /// Every window ready, then the releases.
+    fn drain(w: &mut Windower<u32>) -> (Vec<Fired>, Vec<u32>) {
+        let mut out = Vec::new();
+        while let Some(win) = w.next_window() {
+            out.push(Fired {
+                start: win.start(),
+                end: win.end(),
+                items: sorted(win.items()),
+                new: sorted(win.new_items()),
+                expired: sorted(win.expired()),
+            });
+        }
+        let released = w.take_released().iter().copied().collect();
+        (out, released)
+    }
+
+    /// Items are their own timestamps.
+    fn insert_all(w: &mut Windower<u32>, ts: &[u32]) {
+        for &t in ts {
+            assert_eq!(w.insert(t as i64, t), Insert::Accepted);
+        }
+    }
+
+    #[test]
+    fn time_length_time_slide_fires_the_aligned_windows_storm_would() {
+        let mut w = Windower::new(ms(10_000), ms(5_000));
+        insert_all(&mut w, &[6_000, 1_000, 12_000]);
+        w.advance(10_000);
+        let (windows, released) = drain(&mut w);
+        assert_eq!(
+            windows,
+            vec![
+                fired(-5_000, 5_000, &[1_000], &[1_000], &[]),
+                fired(0, 10_000, &[1_000, 6_000], &[6_000], &[]),
+            ]
+        );
+        assert_eq!(released, vec![1_000], "6 000 is still in [5 000, 15 000)");
+        w.finish();
+        let (windows, released) = drain(&mut w);
+        assert_eq!(
+            windows,
+            vec![
+                fired(5_000, 15_000, &[6_000, 12_000], &[12_000], &[1_000]),
+                fired(10_000, 20_000, &[12_000], &[], &[6_000]),
+            ]
+        );
+        assert_eq!(released, vec![6_000, 12_000]);
+    }
+
+    #[test]
+    fn tumbling_time_windows_skip_empty_windows() {
+        let mut w = Windower::new(ms(1_000), ms(1_000));
+        insert_all(&mut w, &[100, 900, 1_500, 3_200]);
+        w.finish();
+        let (windows, released) = drain(&mut w);
+        assert_eq!(
+            windows,
+            vec![
+                fired(0, 1_000, &[100, 900], &[100, 900], &[]),
+                fired(1_000, 2_000, &[1_500], &[1_500], &[100, 900]),
+                fired(3_000, 4_000, &[3_200], &[3_200], &[1_500]),
+            ]
+        );
+        assert_eq!(released, vec![100, 900, 1_500, 3_200]);
+    }
+
+    #[test]
+    fn count_length_count_slide_fires_every_m_with_the_last_n() {
+        // Processing time: ts = arrival, watermark = now.
+        let mut w = Windower::new(Size::Count(3), Size::Count(2));
+        let mut windows = Vec::new();
+        let mut released = Vec::new();
+        for t in 1..=7 {
+            insert_all(&mut w, &[t]);
+            w.advance(t as i64);
+            let (f, r) = drain(&mut w);
+            windows.extend(f);
+            released.push(r);
+        }
+        assert_eq!(
+            windows,
+            vec![
+                fired(1, 3, &[1, 2], &[1, 2], &[]),
+                fired(2, 5, &[2, 3, 4], &[3, 4], &[1]),
+                fired(4, 7, &[4, 5, 6], &[5, 6], &[2, 3]),
+            ]
+        );
+        assert_eq!(released, vec![vec![], vec![1], vec![], vec![2, 3], vec![], vec![4, 5], vec![]]);
+        w.finish();
+        let (windows, released) = drain(&mut w);
+        assert_eq!(windows, vec![fired(5, 8, &[5, 6, 7], &[7], &[4])], "the tail fires at the end");
+        assert_eq!(released, vec![6, 7]);
+    }
+
+    #[test]
+    fn count_windows_with_event_time_take_items_in_timestamp_order() {
+        let mut w = Windower::new(Size::Count(2), Size::Count(2));
+        insert_all(&mut w, &[30, 10, 40, 20]);
+        w.advance(25);
+        let (windows, released) = drain(&mut w);
+        assert_eq!(windows, vec![fired(10, 21, &[10, 20], &[10, 20], &[])]);
+        assert_eq!(released, vec![10, 20], "tumbling: no later window holds them");
+        w.advance(40);
+        let (windows, released) = drain(&mut w);
+        assert_eq!(windows, vec![fired(30, 41, &[30, 40], &[30, 40], &[10, 20])]);
+        assert_eq!(released, vec![30, 40]);
+    }
+
+    #[test]
+    fn time_length_count_slide_fires_every_m_with_the_last_length_of_time() {
+        let mut w = Windower::new(ms(1_000), Size::Count(2));
+        insert_all(&mut w, &[1_200, 100, 500, 2_000, 1_300, 2_600]);
+        w.advance(1_300);
+        let (windows, released) = drain(&mut w);
+        assert_eq!(
+            windows,
+            vec![
+                // Every 2 items in timestamp order; the items of (t - 1 000, t].
+                fired(-499, 501, &[100, 500], &[100, 500], &[]),
+                fired(301, 1_301, &[500, 1_200, 1_300], &[1_200, 1_300], &[100]),
+            ]
+        );
+        assert_eq!(released, vec![100]);
+        w.finish();
+        let (windows, released) = drain(&mut w);
+        assert_eq!(
+            windows,
+            vec![fired(1_601, 2_601, &[2_000, 2_600], &[2_000, 2_600], &[500, 1_200, 1_300])]
+        );
+        assert_eq!(released, vec![500, 1_200, 1_300, 2_000, 2_600]);
+    }
+
+    #[test]
+    fn count_length_time_slide_fires_every_slide_with_the_last_n() {
+        let mut w = Windower::new(Size::Count(2), ms(1_000));
+        insert_all(&mut w, &[100, 300, 200, 1_500, 3_100]);
+        w.advance(2_500);
+        let (windows, released) = drain(&mut w);
+        assert_eq!(
+            windows,
+            vec![
+                fired(200, 1_000, &[200, 300], &[200, 300], &[]),
+                fired(300, 2_000, &[300, 1_500], &[1_500], &[200]),
+            ]
+        );
+        // Item 100 is in no window (not among the last 2 before 1 000): released unseen.
+        assert_eq!(released, vec![100, 200, 300]);
+        w.finish();
+        let (windows, released) = drain(&mut w);
+        // [2 000, 3 000) has no new item: no window ends there.
+        assert_eq!(windows, vec![fired(1_500, 4_000, &[1_500, 3_100], &[3_100], &[300])]);
+        assert_eq!(released, vec![1_500, 3_100]);
+    }
+
+    #[test]
+    fn items_behind_the_watermark_are_late_and_nowhere_else() {
+        for (length, slide) in [(ms(1_000), ms(1_000)), (Size::Count(2), Size::Count(1))] {
+            let mut w = Windower::new(length, slide);
+            insert_all(&mut w, &[5_100]);
+            w.advance(5_000);
+            assert_eq!(w.insert(4_999, 4_999), Insert::Late(4_999));
+            assert_eq!(w.insert(5_000, 5_000), Insert::Accepted, "at the watermark is on time");
+            assert_eq!(w.len(), 2);
+            w.finish();
+            let (windows, mut released) = drain(&mut w);
+            assert!(windows.iter().all(|f| !f.items.contains(&4_999)), "{windows:?}");
+            released.sort_unstable();
+            assert_eq!(released, vec![5_000, 5_100]);
+        }
+    }
+
+    /// A deterministic stream: (id, ts), out of order within `lag`.
+    fn stream(n: u32, lag: i64) -> Vec<(u32, i64)> {
+        let mut rng = fastrand::Rng::with_seed(7);
+        (0..n).map(|i| (i, (i as i64 * 3 - rng.i64(0..=lag)).max(0))).collect()
+    }
+
+    /// Feeds `stream` with a watermark trailing the max timestamp by `lag`, checking every
+    /// firing and release; returns the windows (items by id).
+    fn run(length: Size, slide: Size, events: &[(u32, i64)], lag: i64) -> Vec<Fired> {
+        let mut w = Windower::new(length, slide);
+        let mut windows: Vec<Fired> = Vec::new();
+        let mut released_after: HashMap<u32, usize> = HashMap::new();
+        let mut max_ts = i64::MIN;
+        let mut take = |w: &mut Windower<u32>, windows: &mut Vec<Fired>| {
+            let (f, r) = drain(w);
+            windows.extend(f);
+            for id in r {
+                assert!(released_after.insert(id, windows.len()).is_none(), "{id} released twice");
+            }
+        };
+        for (k, &(id, ts)) in events.iter().enumerate() {
+            assert_eq!(w.insert(ts, id), Insert::Accepted, "{id} at {ts} late");
+            max_ts = max_ts.max(ts);
+            if k % 37 == 0 {
+                w.advance(max_ts - lag);
+                take(&mut w, &mut windows);
+            }
+        }
+        w.finish();
+        take(&mut w, &mut windows);
+        assert_eq!(released_after.len(), events.len(), "every item released");
+        for pair in windows.windows(2) {
+            assert!(pair[0].end <= pair[1].end, "fired out of order: {pair:?}");
+        }
+        for (i, f) in windows.iter().enumerate() {
+            for id in &f.items {
+                assert!(i < released_after[id], "{id} released before window {f:?} fired");
+            }
+        }
+        windows
+    }
+
+    #[test]
+    fn out_of_order_items_within_the_lag_give_exact_time_windows() {
+        let lag = 200;
+        let events = stream(5_000, lag);
+        for (length, slide) in [(1_000, 1_000), (1_000, 250), (700, 300)] {
+            let windows = run(ms(length), ms(slide), &events, lag);
+            let (length, slide) = (length as i64, slide as i64);
+            let mut expected: HashMap<i64, Vec<u32>> = HashMap::new();
+            for &(id, ts) in &events {
+                let mut k = ts.div_euclid(slide);
+                while k * slide + length > ts {
+                    expected.entry(k * slide).or_default().push(id);
+                    k -= 1;
+                }
+            }
+            assert_eq!(windows.len(), expected.len(), "{length}/{slide}");
+            for f in &windows {
+                assert_eq!(f.end - f.start, length);
+                let mut want = expected[&f.start].clone();
+                want.sort_unstable();
+                assert_eq!(f.items, want, "window at {}", f.start);
+            }
+        }
+    }
+
+    #[test]
+    fn every_mix_fires_in_order_and_releases_each_item_once_after_its_windows() {
+        let lag = 200;
+        let events = stream(3_000, lag);
+        for (length, slide) in [
+            (ms(1_000), ms(200)),
+            (Size::Count(50), Size::Count(20)),
+            (Size::Count(10), Size::Count(10)),
+            (ms(500), Size::Count(30)),
+            (Size::Count(40), ms(300)),
+        ] {
+            let windows = run(length, slide, &events, lag);
+            assert!(!windows.is_empty());
+            // Count windows see items in timestamp order.
+            if let Size::Count(_) = slide {
+                let ts: HashMap<u32, i64> = events.iter().copied().collect();
+                let new: usize = windows.iter().map(|f| f.new.len()).sum();
+                assert_eq!(new, events.len(), "each item new once");
+                let span = |f: &Fired| {
+                    let ts = f.new.iter().map(|id| ts[id]);
+                    (ts.clone().min(), ts.max())
+                };
+                for pair in windows.windows(2) {
+                    let ((_, max0), (min1, _)) = (span(&pair[0]), span(&pair[1]));
+                    assert!(max0 <= min1 || min1.is_none(), "fed out of order: {length:?}/{slide:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn finishing_fires_every_open_window() {
+        let mut w = Windower::new(ms(10_000), ms(2_000));
+        insert_all(&mut w, &[0, 3_000, 9_999, 25_000]);
+        w.finish();
+        let (windows, released) = drain(&mut w);
+        let starts: Vec<i64> = windows.iter().map(|f| f.start).collect();
+        assert_eq!(
+            starts,
+            vec![
+                -8_000, -6_000, -4_000, -2_000, 0, 2_000, 4_000, 6_000, 8_000, 16_000, 18_000, 20_000,
+                22_000, 24_000
+            ]
+        );
+        assert_eq!(released, vec![0, 3_000, 9_999, 25_000]);
+        assert!(w.next_window().is_none());
+        assert_eq!(w.insert(i64::MAX - 1, 1), Insert::Late(1), "nothing is on time after the end");
+    }
+
+    #[test]
+    fn released_items_are_dropped() {
+        let mut w = Windower::new(ms(100), ms(100));
+        for t in 0..10_000u32 {
+            insert_all(&mut w, &[t]);
+            if t % 100 == 99 {
+                w.advance(t as i64 + 1);
+                drain(&mut w);
+                assert!(w.len() <= 200, "held {} at {t}", w.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_far_outlier_costs_one_bucket_not_the_gap() {
+        let mut w = Windower::new(ms(1), ms(1));
+        insert_all(&mut w, &[0, 4_000_000_000]);
+        w.finish();
+        let (windows, released) = drain(&mut w);
+        assert_eq!(windows.len(), 2);
+        assert_eq!(released, vec![0, 4_000_000_000]);
+    }
+}
