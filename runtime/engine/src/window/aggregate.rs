@@ -248,3 +248,197 @@ impl<'a, K, A, T> AggWindow<'a, K, A, T> {
         &self.window.handles
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Instant;
+
+    use super::super::{Watermarks, Windower};
+    use super::*;
+
+    const fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn counts() -> Aggregates<String, u64, u32> {
+        Aggregates::new(ms(1_000), ms(500), || 0)
+    }
+
+    /// (start, end, sorted (key, count)), released handles.
+    type Fired = (i64, i64, Vec<(String, u64)>);
+
+    fn drain<T: Copy>(a: &mut Aggregates<String, u64, T>) -> (Vec<Fired>, Vec<T>) {
+        let (mut out, mut released) = (Vec::new(), Vec::new());
+        while let Some(w) = a.next_window() {
+            let mut keys: Vec<(String, u64)> = w.iter().map(|(k, &c)| (k.clone(), c)).collect();
+            keys.sort();
+            out.push((w.start(), w.end(), keys));
+            released.extend_from_slice(w.released());
+        }
+        (out, released)
+    }
+
+    fn kc(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+        pairs.iter().map(|&(k, c)| (k.to_string(), c)).collect()
+    }
+
+    #[test]
+    fn sliding_aggregates_fire_the_windows_storm_would() {
+        let mut a = counts();
+        for (id, (ts, key)) in [(100, "a"), (600, "b"), (700, "a"), (1_200, "a")].into_iter().enumerate() {
+            assert_eq!(a.insert(ts, key, id as u32, |c| *c += 1), Insert::Accepted);
+        }
+        a.advance(1_000);
+        let (windows, released) = drain(&mut a);
+        assert_eq!(
+            windows,
+            vec![(-500, 500, kc(&[("a", 1)])), (0, 1_000, kc(&[("a", 2), ("b", 1)]))],
+            "windows every 500 ms, 1 s long"
+        );
+        assert_eq!(released, vec![0], "the item at 100 is in no later window");
+        a.finish();
+        let (windows, released) = drain(&mut a);
+        assert_eq!(windows, vec![(500, 1_500, kc(&[("a", 2), ("b", 1)])), (1_000, 2_000, kc(&[("a", 1)]))]);
+        assert_eq!(released, vec![1, 2, 3]);
+        assert_eq!(a.accumulators(), 0);
+        assert_eq!(a.open_windows(), 0);
+    }
+
+    #[test]
+    fn late_items_are_refused_and_touch_nothing() {
+        let mut a = counts();
+        a.insert(2_000, "a", 1, |c| *c += 1);
+        a.advance(1_900);
+        assert_eq!(a.insert(1_899, "late", 2, |c| *c += 1), Insert::Late(2));
+        assert_eq!(a.keys(), 1, "a late item's key is not even recorded");
+        a.finish();
+        let (windows, released) = drain(&mut a);
+        assert!(windows.iter().all(|(_, _, keys)| keys == &kc(&[("a", 1)])), "{windows:?}");
+        assert_eq!(released, vec![1]);
+    }
+
+    #[test]
+    fn count_windows_are_refused() {
+        let spec = WindowSpec::tumbling(Size::Count(10));
+        assert!(Aggregates::<String, u64>::from_spec(&spec, || 0).is_none());
+        let spec = WindowSpec::tumbling(Size::Time(ms(10)));
+        assert!(Aggregates::<String, u64>::from_spec(&spec, || 0).is_some());
+    }
+
+    #[test]
+    fn handles_are_released_once_after_every_window_holding_them_fired() {
+        let mut a: Aggregates<String, u64, u32> = Aggregates::new(ms(1_000), ms(250), || 0);
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut ts_of = Vec::new();
+        let mut max_ts = 0;
+        let mut fired_ends: Vec<i64> = Vec::new();
+        let mut released_at: HashMap<u32, usize> = HashMap::new();
+        for id in 0..20_000u32 {
+            let ts = (id as i64 - rng.i64(0..=200)).max(0);
+            ts_of.push(ts);
+            max_ts = max_ts.max(ts);
+            assert_eq!(a.insert(ts, "k", id, |c| *c += 1), Insert::Accepted);
+            if id % 50 == 0 || id == 19_999 {
+                if id == 19_999 {
+                    a.finish();
+                } else {
+                    a.advance(max_ts - 200);
+                }
+                while let Some(w) = a.next_window() {
+                    fired_ends.push(w.end());
+                    for &h in w.released() {
+                        assert!(released_at.insert(h, fired_ends.len()).is_none(), "{h} released twice");
+                    }
+                }
+            }
+        }
+        assert_eq!(released_at.len(), 20_000);
+        assert!(fired_ends.windows(2).all(|p| p[0] < p[1]), "fired in order of end");
+        for (id, &ts) in ts_of.iter().enumerate() {
+            // The last window holding ts ends at floor(ts / 250) * 250 + 1 000; it fired at or
+            // before the handle's release.
+            let last_end = ts.div_euclid(250) * 250 + 1_000;
+            let fired = fired_ends.iter().position(|&e| e == last_end).expect("the window fired");
+            assert!(fired < released_at[&(id as u32)]);
+        }
+    }
+
+    #[test]
+    fn a_million_events_over_1000_keys_keep_accumulators_bounded_by_keys_times_open_windows() {
+        let mut a: Aggregates<u32, u64> = Aggregates::new(ms(1_000), ms(250), || 0);
+        let (mut max_open, mut max_acc, mut total) = (0, 0, 0u64);
+        for i in 0..1_000_000u32 {
+            let ts = (i / 100) as i64;
+            a.insert(ts, &(i % 1_000), (), |c| *c += 1);
+            if i % 1_000 == 999 {
+                a.advance(ts - 200);
+                while let Some(w) = a.next_window() {
+                    total += w.iter().map(|(_, c)| c).sum::<u64>();
+                }
+                max_open = max_open.max(a.open_windows());
+                max_acc = max_acc.max(a.accumulators());
+                assert!(a.accumulators() <= a.keys() * a.open_windows());
+            }
+        }
+        a.finish();
+        while let Some(w) = a.next_window() {
+            total += w.iter().map(|(_, c)| c).sum::<u64>();
+        }
+        assert_eq!(a.keys(), 1_000);
+        // 210 ms of open time (lag + one advance step) over 1 s windows every 250 ms.
+        assert!(max_open <= 6, "{max_open} windows open");
+        assert!(max_acc <= 1_000 * 6, "{max_acc} accumulators");
+        assert_eq!(total, 4 * 1_000_000, "each event in 4 windows");
+    }
+
+    /// WIN-1's event `i`: key "w" + (i % 1000), ts = max(0, floor(i / 100) - ((i * 7919) mod 201)).
+    fn win1(i: u64) -> (String, i64) {
+        (format!("w{}", i % 1_000), ((i / 100) as i64 - ((i * 7_919) % 201) as i64).max(0))
+    }
+
+    #[test]
+    fn win1_pattern_has_no_late_event_and_exact_per_key_window_counts() {
+        const N: u64 = 200_000;
+        let t0 = Instant::now();
+        let mut marks = Watermarks::new([0], ms(200), None, t0);
+        let mut agg: Aggregates<String, u64, u64> = Aggregates::new(ms(1_000), ms(1_000), || 0);
+        let mut handles: Windower<u64> = Windower::new(Size::Time(ms(1_000)), Size::Time(ms(1_000)));
+        let mut expected: HashMap<(String, i64), u64> = HashMap::new();
+        let mut got: HashMap<(String, i64), u64> = HashMap::new();
+        let (mut released, mut released_by_windower, mut in_windows) = (0u64, 0u64, 0u64);
+        let mut take = |agg: &mut Aggregates<String, u64, u64>, handles: &mut Windower<u64>| {
+            while let Some(w) = agg.next_window() {
+                for (k, &c) in w.iter() {
+                    assert!(got.insert((k.clone(), w.start()), c).is_none());
+                }
+                released += w.released().len() as u64;
+            }
+            while let Some(w) = handles.next_window() {
+                in_windows += w.items().len() as u64;
+            }
+            released_by_windower += handles.take_released().len() as u64;
+        };
+        for i in 0..N {
+            let (key, ts) = win1(i);
+            *expected.entry((key.clone(), ts.div_euclid(1_000) * 1_000)).or_default() += 1;
+            marks.observe(0, ts, t0);
+            assert_eq!(agg.insert(ts, key.as_str(), i, |c| *c += 1), Insert::Accepted, "event {i} late");
+            assert_eq!(handles.insert(ts, i), Insert::Accepted, "event {i} late");
+            if i % 1_000 == 999 {
+                let wm = marks.current(t0).expect("the only task spoke");
+                agg.advance(wm);
+                handles.advance(wm);
+                take(&mut agg, &mut handles);
+            }
+        }
+        marks.finish(0);
+        let end = marks.current(t0).unwrap();
+        agg.advance(end);
+        handles.advance(end);
+        take(&mut agg, &mut handles);
+        assert_eq!(got.values().sum::<u64>(), N, "the counts of all windows sum to N");
+        assert_eq!(got, expected, "each (key, window) count is the formula's");
+        assert_eq!((released, released_by_windower, in_windows), (N, N, N));
+    }
+}
