@@ -69,11 +69,14 @@ const POOL: usize = 8;
 
 impl<K: Hash + Eq + Clone, A, T> Aggregates<K, A, T> {
     /// Windows of `length`, every `slide` (equal for tumbling windows); `create` makes a key's
-    /// accumulator in a window.
+    /// accumulator in a window. Panics if `slide` is longer than `length` (the spec's parser
+    /// refuses it).
     pub fn new(length: Duration, slide: Duration, create: impl FnMut() -> A + Send + 'static) -> Self {
+        let (length, slide) = (millis(length), millis(slide));
+        assert!(slide <= length, "a slide of {slide} ms longer than the window's {length} ms");
         Aggregates {
-            length: millis(length),
-            slide: millis(slide),
+            length,
+            slide,
             keys: HashMap::new(),
             key_list: Vec::new(),
             windows: VecDeque::new(),
@@ -146,8 +149,8 @@ impl<K: Hash + Eq + Clone, A, T> Aggregates<K, A, T> {
         };
         let last_k = ts_ms.div_euclid(self.slide);
         let first_k = ts_ms.saturating_sub(self.length).div_euclid(self.slide) + 1;
-        let mut pos = self.pos(first_k);
-        for k in first_k..=last_k {
+        let first_pos = self.pos(first_k);
+        for (pos, k) in (first_pos..).zip(first_k..=last_k) {
             if self.windows.get(pos).is_none_or(|w| w.k != k) {
                 let mut w = self.pool.pop().unwrap_or_else(|| AccWindow {
                     k,
@@ -177,7 +180,6 @@ impl<K: Hash + Eq + Clone, A, T> Aggregates<K, A, T> {
                 w.handles.push(handle);
                 break;
             }
-            pos += 1;
         }
         Insert::Accepted
     }
