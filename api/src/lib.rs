@@ -1,7 +1,8 @@
 //! # squall-api
 //!
 //! What a topology author depends on: [`Value`] and [`Tuple`], the [`Spout`], [`Bolt`] and
-//! [`BasicBolt`] traits with their collectors, stream declarations, [`TopologyContext`],
+//! [`BasicBolt`] traits with their collectors, the windowed forms [`WindowedBolt`] and
+//! [`WindowAggregate`], stream declarations, [`TopologyContext`],
 //! [`CustomGrouping`], and the [`Registry`] that names component kinds for topology files.
 //! This crate knows nothing of how tuples are moved; `squall-runtime` does that.
 //!
@@ -35,6 +36,7 @@ pub mod spout;
 pub mod stream;
 pub mod tuple;
 pub mod value;
+pub mod window;
 
 pub use async_trait::async_trait;
 pub use bolt::{BasicBolt, BasicCollector, Bolt, BoltCollector};
@@ -47,6 +49,10 @@ pub use tuple::{
     FieldError, FieldRef, Fields, StreamMeta, TaskId, Tuple, Values, SYSTEM_COMPONENT, TICK_STREAM,
 };
 pub use value::{bucket, StableHasher, Value};
+pub use window::{
+    Accumulator, DynAggregate, TupleSource, TupleWindow, Tuples, TuplesIter, WindowAggregate,
+    WindowCollector, WindowEmitter, WindowedBolt,
+};
 
 #[doc(hidden)]
 pub use tuple::TreeIds;

@@ -7,6 +7,10 @@
 //! learn the streams the component declares). A config that does not deserialize, or that the
 //! factory rejects, is an error naming the kind.
 //!
+//! A bolt kind registered with [`Registry::windowed_bolt`] or [`Registry::aggregate_bolt`] is
+//! a windowed bolt ([`Registry::is_windowed`]): a topology file must give it a `window` table,
+//! and may give one to no other kind.
+//!
 //! A registered kind may carry its documentation, a [`KindDoc`] given with
 //! [`Registry::describe`]: a one-line summary, every config key with its default and meaning,
 //! and the fields it emits. `squall kinds` prints it, so what users read comes from the
@@ -23,6 +27,7 @@ use crate::bolt::{BasicBolt, Bolt};
 use crate::grouping::CustomGrouping;
 use crate::spout::Spout;
 use crate::stream::OutputDeclarer;
+use crate::window::{DynAggregate, WindowAggregate, WindowedBolt};
 use crate::BoxError;
 
 /// One built component instance.
@@ -30,6 +35,10 @@ pub enum Component {
     Spout(Box<dyn Spout>),
     Bolt(Box<dyn Bolt>),
     BasicBolt(Box<dyn BasicBolt>),
+    /// A bolt that processes a window at a time.
+    Windowed(Box<dyn WindowedBolt>),
+    /// A bolt that aggregates each window incrementally, per key.
+    Aggregate(Box<dyn DynAggregate>),
 }
 
 impl Component {
@@ -37,7 +46,13 @@ impl Component {
         match self {
             Component::Spout(_) => Role::Spout,
             Component::Bolt(_) | Component::BasicBolt(_) => Role::Bolt,
+            Component::Windowed(_) | Component::Aggregate(_) => Role::Bolt,
         }
+    }
+
+    /// Whether this is a windowed bolt (it needs a `window` in the topology file).
+    pub fn is_windowed(&self) -> bool {
+        matches!(self, Component::Windowed(_) | Component::Aggregate(_))
     }
 
     /// The streams this instance declares.
@@ -47,13 +62,15 @@ impl Component {
             Component::Spout(s) => s.declare_outputs(&mut d),
             Component::Bolt(b) => b.declare_outputs(&mut d),
             Component::BasicBolt(b) => b.declare_outputs(&mut d),
+            Component::Windowed(b) => b.declare_outputs(&mut d),
+            Component::Aggregate(a) => a.declare_outputs(&mut d),
         }
         d
     }
 
     pub fn tick_interval(&self) -> Option<std::time::Duration> {
         match self {
-            Component::Spout(_) => None,
+            Component::Spout(_) | Component::Windowed(_) | Component::Aggregate(_) => None,
             Component::Bolt(b) => b.tick_interval(),
             Component::BasicBolt(b) => b.tick_interval(),
         }
@@ -87,6 +104,8 @@ type GroupingFactory = Arc<dyn Fn(&toml::Table) -> Result<Box<dyn CustomGrouping
 #[derive(Clone)]
 struct Entry {
     role: Role,
+    /// Built as [`Component::Windowed`] or [`Component::Aggregate`].
+    windowed: bool,
     factory: ComponentFactory,
     doc: Option<KindDoc>,
 }
@@ -238,6 +257,34 @@ impl Registry {
         self.insert(kind, Role::Bolt, factory)
     }
 
+    /// Registers a windowed bolt kind built from config type `C`: a bolt that processes a
+    /// window at a time, as the topology file's `window` table sets it.
+    pub fn windowed_bolt<C, B, F>(&mut self, kind: &str, build: F) -> &mut Self
+    where
+        C: DeserializeOwned,
+        B: WindowedBolt,
+        F: Fn(C) -> Result<B, BoxError> + Send + Sync + 'static,
+    {
+        let factory: ComponentFactory =
+            Arc::new(move |t| Ok(Component::Windowed(Box::new(build(config_of(t)?)?))));
+        self.insert_windowed(kind, factory)
+    }
+
+    /// Registers an aggregate bolt kind built from config type `C`: a windowed bolt that
+    /// keeps an accumulator per key and window instead of the window's tuples.
+    pub fn aggregate_bolt<C, A, F>(&mut self, kind: &str, build: F) -> &mut Self
+    where
+        C: DeserializeOwned,
+        A: WindowAggregate,
+        F: Fn(C) -> Result<A, BoxError> + Send + Sync + 'static,
+    {
+        let factory: ComponentFactory = Arc::new(move |t| {
+            let aggregate: Box<dyn DynAggregate> = Box::new(build(config_of(t)?)?);
+            Ok(Component::Aggregate(aggregate))
+        });
+        self.insert_windowed(kind, factory)
+    }
+
     /// Registers a custom grouping kind built from config type `C`.
     pub fn grouping<C, G, F>(&mut self, kind: &str, build: F) -> &mut Self
     where
@@ -251,7 +298,14 @@ impl Registry {
     }
 
     fn insert(&mut self, kind: &str, role: Role, factory: ComponentFactory) -> &mut Self {
-        self.components.insert(kind.to_string(), Arc::new(Entry { role, factory, doc: None }));
+        let entry = Entry { role, windowed: false, factory, doc: None };
+        self.components.insert(kind.to_string(), Arc::new(entry));
+        self
+    }
+
+    fn insert_windowed(&mut self, kind: &str, factory: ComponentFactory) -> &mut Self {
+        let entry = Entry { role: Role::Bolt, windowed: true, factory, doc: None };
+        self.components.insert(kind.to_string(), Arc::new(entry));
         self
     }
 
@@ -283,6 +337,17 @@ impl Registry {
     /// The role of a kind, if registered.
     pub fn role(&self, kind: &str) -> Option<Role> {
         self.components.get(kind).map(|e| e.role)
+    }
+
+    /// Whether `kind` is registered as a windowed bolt (with [`Registry::windowed_bolt`] or
+    /// [`Registry::aggregate_bolt`]); false if it is not registered.
+    pub fn is_windowed(&self, kind: &str) -> bool {
+        self.components.get(kind).is_some_and(|e| e.windowed)
+    }
+
+    /// Registered windowed bolt kinds, sorted.
+    pub fn windowed_kinds(&self) -> impl Iterator<Item = &str> {
+        self.components.iter().filter(|(_, e)| e.windowed).map(|(k, _)| k.as_str())
     }
 
     /// Registered component kinds with their roles, sorted by name.
@@ -357,6 +422,65 @@ mod tests {
         registry.basic_bolt("nop", |_: NoConfig| Ok(Nop));
         assert_eq!(registry.doc("nop"), None);
         assert_eq!(merged.doc("nop"), Some(&DOC), "a merged copy is its own");
+    }
+
+    struct Window;
+
+    #[async_trait]
+    impl crate::WindowedBolt for Window {
+        async fn execute(
+            &mut self,
+            _: &crate::TupleWindow<'_>,
+            _: &mut crate::WindowCollector<'_>,
+        ) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    struct Count;
+
+    impl WindowAggregate for Count {
+        type Acc = i64;
+        fn declare_outputs(&self, out: &mut OutputDeclarer) {
+            out.declare(["count"]);
+        }
+        fn key(&self, _: &Tuple) -> Result<crate::Value, BoxError> {
+            Ok(crate::Value::Null)
+        }
+        fn create(&self) -> i64 {
+            0
+        }
+        fn add(&self, acc: &mut i64, _: &Tuple) -> Result<(), BoxError> {
+            *acc += 1;
+            Ok(())
+        }
+        fn merge(&self, a: i64, b: i64) -> i64 {
+            a + b
+        }
+        fn result(&self, _: &crate::Value, acc: &i64, _: i64, _: i64) -> crate::Values {
+            crate::values![*acc]
+        }
+    }
+
+    #[test]
+    fn windowed_and_aggregate_kinds_are_windowed_bolts() {
+        let mut registry = Registry::new();
+        registry
+            .basic_bolt("nop", |_: NoConfig| Ok(Nop))
+            .windowed_bolt("window", |_: NoConfig| Ok(Window))
+            .aggregate_bolt("count", |_: NoConfig| Ok(Count));
+        assert!(registry.is_windowed("window") && registry.is_windowed("count"));
+        assert!(!registry.is_windowed("nop") && !registry.is_windowed("missing"));
+        assert_eq!(registry.windowed_kinds().collect::<Vec<_>>(), ["count", "window"]);
+        assert_eq!(registry.role("window"), Some(Role::Bolt));
+        let count = registry.build("count", &toml::Table::new()).unwrap();
+        assert!(matches!(count, Component::Aggregate(_)) && count.is_windowed());
+        assert_eq!(count.role(), Role::Bolt);
+        assert_eq!(count.declare_outputs().stream("default").unwrap().fields.len(), 1);
+        let window = registry.build("window", &toml::Table::new()).unwrap();
+        assert!(matches!(window, Component::Windowed(_)) && window.tick_interval().is_none());
+        registry.basic_bolt("window", |_: NoConfig| Ok(Nop));
+        assert!(!registry.is_windowed("window"), "registering again replaces the kind");
     }
 
     #[test]

@@ -134,6 +134,12 @@ pub fn start(
                 let exec = BoltExecutor::new(AnyBolt::Basic(b), ctx, out, inbox, task_metrics, plan, tick);
                 tasks.spawn(exec.run());
             }
+            (Component::Windowed(_) | Component::Aggregate(_), Inbox::Bolt(_)) => {
+                return Err(task_error(format!(
+                    "kind {} is a windowed bolt: running windows is not built yet",
+                    c.kind
+                )));
+            }
             (instance, _) => {
                 let built = instance.role();
                 return Err(task_error(format!(

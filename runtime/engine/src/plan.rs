@@ -15,7 +15,8 @@ use std::time::Duration;
 use squall_api::{Role, StreamDecl, StreamMeta, TaskId};
 
 use crate::acker::MAX_SPOUT_TASKS;
-use crate::topology::{GroupingDef, Settings, TopologyDef};
+use crate::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
+use crate::window::WindowSpec;
 
 /// The component id under which acker tasks appear.
 pub const ACKER_COMPONENT: &str = "__acker";
@@ -48,6 +49,8 @@ pub struct ComponentPlan {
     pub config: toml::Table,
     /// The `tick_secs` of the topology file, if set.
     pub tick: Option<Duration>,
+    /// A windowed bolt's window.
+    pub window: Option<WindowSpec>,
     pub tasks: Vec<TaskId>,
     /// Global stream ids of the streams this component declares, in declaration order.
     pub streams: Vec<u32>,
@@ -105,7 +108,7 @@ impl Plan {
             task_component.extend(tasks.iter().map(|_| Some(index)));
             component_tasks.insert(c.id.clone(), tasks.clone());
             let mut stream_ids = Vec::new();
-            for decl in &c.streams {
+            for decl in c.streams.iter().chain(late_stream(def, c).as_ref()) {
                 stream_ids.push(streams.len() as u32);
                 streams.push(StreamPlan { component: index, decl: decl.clone(), subscribers: Vec::new() });
             }
@@ -115,6 +118,7 @@ impl Plan {
                 role,
                 config: c.config.clone(),
                 tick: c.tick_secs.map(Duration::from_secs),
+                window: c.window.clone(),
                 tasks,
                 streams: stream_ids,
             });
@@ -188,6 +192,22 @@ impl Plan {
     }
 }
 
+/// The late stream of a windowed bolt built in code, which does not declare it: with the
+/// fields of its first input (a validated file declares it already).
+fn late_stream(def: &TopologyDef, c: &ComponentDef) -> Option<StreamDecl> {
+    let name = c.window.as_ref()?.late_stream.as_ref()?;
+    if c.streams.iter().any(|s| &s.name == name) {
+        return None;
+    }
+    let fields = c
+        .inputs
+        .first()
+        .and_then(|i| def.component(&i.from)?.streams.iter().find(|s| s.name == i.stream))
+        .map(|s| s.fields.clone())
+        .unwrap_or_else(squall_api::Fields::empty);
+    Some(StreamDecl { name: name.clone(), fields, direct: false, passthrough: false })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +225,33 @@ mod tests {
                 .collect(),
             bolts: vec![ComponentDef::new("b", "any").parallelism(100_000)],
         }
+    }
+
+    #[test]
+    fn a_window_built_in_code_gets_its_late_stream_with_its_inputs_fields() {
+        use crate::window::{Size, WindowSpec};
+        let spec = WindowSpec {
+            late_stream: Some("late".into()),
+            ..WindowSpec::tumbling(Size::Time(Duration::from_secs(10)))
+        };
+        let def = TopologyDef {
+            name: "w".into(),
+            workers: 1,
+            settings: Settings::default(),
+            spouts: vec![ComponentDef::new("s", "any").emits(["word", "ts"])],
+            bolts: vec![
+                ComponentDef::new("w", "any")
+                    .input("s", GroupingDef::Shuffle)
+                    .emits(["n"])
+                    .window(spec.clone()),
+                ComponentDef::new("late", "any").input("s", GroupingDef::Shuffle),
+            ],
+        };
+        let plan = Plan::new(&def).unwrap();
+        let late = plan.stream_id("w", "late").expect("the late stream is declared");
+        assert_eq!(plan.streams[late as usize].decl.fields, squall_api::Fields::from(["word", "ts"]));
+        assert_eq!(plan.components[1].window, Some(spec));
+        assert!(plan.stream_id("w", "default").is_some());
     }
 
     #[test]

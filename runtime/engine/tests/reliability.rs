@@ -191,6 +191,7 @@ fn component(id: &str, kind: &str, parallelism: usize, from: Option<&str>) -> Co
         parallelism,
         config: toml::Table::new(),
         tick_secs: None,
+        window: None,
         inputs: from
             .map(|f| {
                 vec![InputDef { from: f.into(), stream: "default".into(), grouping: GroupingDef::Shuffle }]

@@ -152,6 +152,7 @@ fn counter(count: i64, direct: bool) -> ComponentDef {
         parallelism: 1,
         config,
         tick_secs: None,
+        window: None,
         inputs: vec![],
         streams: vec![stream("default", false), stream("to-last", true)],
     }
@@ -171,6 +172,7 @@ fn bolt(
         parallelism,
         config: toml::Table::new(),
         tick_secs: None,
+        window: None,
         inputs: vec![InputDef { from: from.into(), stream: stream_name.into(), grouping }],
         streams: vec![stream("default", false)],
     }

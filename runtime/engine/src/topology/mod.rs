@@ -4,7 +4,8 @@
 //! the environment, parses it, and validates it against a [`Registry`]: every kind exists and
 //! has the right role, every component's `config` builds, every input names a component and a
 //! stream it declares, fields groupings name declared fields, ids are unique, parallelism is at
-//! least 1, and the graph has no cycle. It returns a [`TopologyDef`] only if there is no
+//! least 1, the graph has no cycle, and exactly the windowed bolt kinds have a `window` that
+//! their inputs and settings can run (see [`crate::window`]). It returns a [`TopologyDef`] only if there is no
 //! mistake at all; otherwise every mistake it found, each with file:line:col and what would
 //! be valid ([`Diagnostics`]). No input makes it panic.
 
@@ -19,6 +20,8 @@ use std::fmt;
 use std::path::Path;
 
 use squall_api::{Registry, StreamDecl};
+
+use crate::window::WindowSpec;
 
 pub use subst::{substitute, Substituted};
 
@@ -70,9 +73,12 @@ pub struct ComponentDef {
     pub config: toml::Table,
     /// Tick tuples every this many seconds (`tick_secs`), overriding the component's own ask.
     pub tick_secs: Option<u64>,
+    /// The `window` table of a windowed bolt; None for every other component.
+    pub window: Option<WindowSpec>,
     /// Empty for spouts.
     pub inputs: Vec<InputDef>,
-    /// The streams the component declares (learned by building it once from the registry).
+    /// The streams the component declares (learned by building it once from the registry),
+    /// and its window's `late_stream` if it has one (with its inputs' fields).
     pub streams: Vec<StreamDecl>,
 }
 
@@ -111,6 +117,7 @@ impl ComponentDef {
             parallelism: 1,
             config: toml::Table::new(),
             tick_secs: None,
+            window: None,
             inputs: Vec::new(),
             streams: Vec::new(),
         }
@@ -124,6 +131,13 @@ impl ComponentDef {
     /// Sets a key of the component's `config` table.
     pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
         self.config.insert(key.into(), value.into());
+        self
+    }
+
+    /// Gives a windowed bolt its window. A `late_stream` is declared by the plan, with the
+    /// fields of the bolt's first input.
+    pub fn window(mut self, spec: WindowSpec) -> Self {
+        self.window = Some(spec);
         self
     }
 

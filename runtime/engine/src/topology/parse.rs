@@ -9,6 +9,13 @@
 //! understood is reported at the key, a bad value at the value, a missing key at the table
 //! that lacks it (at the start of the file for top-level keys). Nothing here knows the
 //! registry.
+//!
+//! A bolt's `window` table is parsed into a [`WindowSpec`] here, with the checks that need
+//! only the file: its keys, each value's form (a duration string or a count of tuples), a
+//! slide no longer than its length, and a time window that fits in the message timeout when
+//! acking is on. Whether the kind is windowed, and what its inputs carry, is validation's.
+
+use std::time::Duration;
 
 use serde::Deserialize;
 use squall_api::Role;
@@ -17,6 +24,7 @@ use toml::Spanned;
 
 use super::report::{Problems, Span};
 use super::{GroupingDef, Settings};
+use crate::window::{Size, WindowSpec, DEFAULT_WATERMARK_INTERVAL};
 
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,8 +57,22 @@ pub(crate) struct RawComponent {
     /// None if `config` is not a table (already reported).
     pub config: Option<Config>,
     pub tick_secs: Option<u64>,
+    /// The `window` table, if the entry has one.
+    pub window: Option<RawWindow>,
     /// The inputs that name a `from`.
     pub inputs: Vec<RawInput>,
+}
+
+/// A bolt's `window` table and where its parts are.
+#[derive(Debug)]
+pub(crate) struct RawWindow {
+    /// The `window` key.
+    pub key_span: Span,
+    /// None if the table has a mistake (already reported).
+    pub spec: Option<WindowSpec>,
+    /// Where `timestamp_field` and `late_stream` are, when written.
+    pub timestamp_field: Option<Span>,
+    pub late_stream: Option<Span>,
 }
 
 /// A `config` table handed to a factory.
@@ -94,7 +116,15 @@ pub(crate) struct RawGrouping {
 const TOP_KEYS: &[&str] = &["name", "workers", "settings", "spouts", "bolts"];
 const SETTINGS_KEYS: &[&str] = &["acking", "ackers", "message_timeout_secs", "max_spout_pending"];
 const SPOUT_KEYS: &[&str] = &["id", "kind", "parallelism", "config", "tick_secs"];
-const BOLT_KEYS: &[&str] = &["id", "kind", "parallelism", "config", "tick_secs", "inputs"];
+const BOLT_KEYS: &[&str] = &["id", "kind", "parallelism", "config", "tick_secs", "inputs", "window"];
+const WINDOW_KEYS: &[&str] =
+    &["length", "slide", "timestamp_field", "lag", "watermark_interval", "idle_timeout", "late_stream"];
+
+/// The most tuples a count window may hold or slide by: it keeps them in memory.
+pub(crate) const MAX_WINDOW_COUNT: u64 = 10_000_000;
+const DURATION_FORMS: &str = "a duration like \"10s\", \"500ms\", \"1m\" or \"1h 30m\"";
+const SIZE_FORMS: &str = "a duration like \"10s\", \"500ms\" or \"1m\" (a time window) or a \
+                          number of tuples like 100 (a count window)";
 const INPUT_KEYS: &[&str] = &["from", "stream", "grouping"];
 const GROUPING_KEYS: &[&str] = &["fields", "partial_key", "custom", "config"];
 const GROUPING_NAMES: &[&str] = &["shuffle", "all", "global", "direct", "local_or_shuffle", "none"];
@@ -137,7 +167,7 @@ pub(crate) fn parse(text: &str, p: &mut Problems) -> Option<FileDef> {
                 p.error(&value.span(), NO_SPOUTS)
             }
             DeValue::Array(entries) => {
-                components.extend(entries.iter().filter_map(|e| component(role, e, p)))
+                components.extend(entries.iter().filter_map(|e| component(role, e, &settings, p)))
             }
             _ => type_error(key, &format!("an array of tables ([[{key}]])"), value, p),
         }
@@ -180,7 +210,7 @@ fn settings(value: &Value, p: &mut Problems) -> Settings {
     }
 }
 
-fn component(role: Role, value: &Value, p: &mut Problems) -> Option<RawComponent> {
+fn component(role: Role, value: &Value, settings: &Settings, p: &mut Problems) -> Option<RawComponent> {
     let (array, keys) = match role {
         Role::Spout => ("spouts", SPOUT_KEYS),
         Role::Bolt => ("bolts", BOLT_KEYS),
@@ -200,6 +230,12 @@ fn component(role: Role, value: &Value, p: &mut Problems) -> Option<RawComponent
                 &key.span(),
                 "a spout takes no `inputs`: only bolts subscribe to streams; \
                  move this entry under [[bolts]] or remove `inputs`",
+            );
+        } else if role == Role::Spout && key.get_ref() == "window" {
+            p.error(
+                &key.span(),
+                "a spout takes no `window`: only windowed bolts have windows; remove `window` \
+                 and subscribe a windowed bolt to this spout instead",
             );
         } else if !keys.contains(&key.get_ref().as_ref()) {
             p.error(&key.span(), unknown_key(key.get_ref(), keys, &format!("in [[{array}]]")));
@@ -258,7 +294,12 @@ fn component(role: Role, value: &Value, p: &mut Problems) -> Option<RawComponent
         }
     }
 
-    Some(RawComponent { role, span, id, kind, parallelism, config, tick_secs, inputs })
+    let window = match (role, table.get_key_value("window")) {
+        (Role::Bolt, Some((key, v))) => Some(window(key.span(), v, settings, p)),
+        _ => None,
+    };
+
+    Some(RawComponent { role, span, id, kind, parallelism, config, tick_secs, window, inputs })
 }
 
 fn input(value: &Value, p: &mut Problems) -> Option<RawInput> {
@@ -407,6 +448,168 @@ fn grouping(value: &Value, p: &mut Problems) -> Option<RawGrouping> {
                 if name == "fields" { GroupingDef::Fields(names) } else { GroupingDef::PartialKey(names) };
             Some(RawGrouping { def, span, field_spans, custom: None })
         }
+    }
+}
+
+/// A `window` table (see the module docs); its spec is None if it has any mistake.
+fn window(key_span: Span, value: &Value, settings: &Settings, p: &mut Problems) -> RawWindow {
+    let mut raw = RawWindow { key_span, spec: None, timestamp_field: None, late_stream: None };
+    let before = p.len();
+    let Some(table) = table("window", value, p) else {
+        return raw;
+    };
+    check_keys(table, WINDOW_KEYS, "in `window`", p);
+    let length = match table.get("length") {
+        Some(v) => size("length", v, p).map(|size| (size, v.span())),
+        None => {
+            p.error(
+                &value.span(),
+                format!("missing `length` in `window`: give it {SIZE_FORMS}, e.g. length = \"10s\""),
+            );
+            None
+        }
+    };
+    let slide = table.get("slide").and_then(|v| size("slide", v, p).map(|size| (size, v.span())));
+    let timestamp_field = table.get("timestamp_field").and_then(|v| string("timestamp_field", v, p));
+    let lag = table.get("lag").and_then(|v| duration("lag", v, false, p));
+    let watermark_interval =
+        table.get("watermark_interval").and_then(|v| duration("watermark_interval", v, true, p));
+    let idle_timeout = table.get("idle_timeout").and_then(|v| duration("idle_timeout", v, true, p));
+    let late_stream = table
+        .get("late_stream")
+        .and_then(|v| string("late_stream", v, p))
+        .filter(|name| check_identifier("late_stream", name, p));
+    if let Some(field) = timestamp_field.as_ref().filter(|f| f.value.is_empty()) {
+        p.error(&field.span, "`timestamp_field` must name a field, found an empty string");
+    }
+
+    if let (Some((length, _)), Some((slide, slide_span))) = (&length, &slide) {
+        let longer = match (*length, *slide) {
+            (Size::Count(l), Size::Count(s)) => s > l,
+            (Size::Time(l), Size::Time(s)) => s > l,
+            _ => false,
+        };
+        if longer {
+            p.error(
+                slide_span,
+                format!(
+                    "`slide` {} is longer than `length` {}: a window slides by at most its length; \
+                     give a slide of at most {} (or none: a tumbling window)",
+                    show_size(slide),
+                    show_size(length),
+                    show_size(length)
+                ),
+            );
+        }
+    }
+    if let (true, Some((Size::Time(length), length_span))) = (settings.acking, &length) {
+        let lag = lag.unwrap_or_default();
+        let held = length.saturating_add(lag);
+        if held > Duration::from_secs(settings.message_timeout_secs) {
+            let with_lag =
+                if lag.is_zero() { String::new() } else { format!(" plus `lag` {}", show_duration(lag)) };
+            let needed = held.as_secs() + u64::from(held.subsec_nanos() > 0);
+            p.error(
+                length_span,
+                format!(
+                    "a window of `length` {}{with_lag} holds its tuples {} before it fires, longer \
+                     than message_timeout_secs = {} in [settings]: they would time out first; \
+                     shorten the window or set message_timeout_secs to at least {needed}",
+                    show_duration(*length),
+                    show_duration(held),
+                    settings.message_timeout_secs
+                ),
+            );
+        }
+    }
+
+    raw.timestamp_field = timestamp_field.as_ref().map(|f| f.span.clone());
+    raw.late_stream = late_stream.as_ref().map(|s| s.span.clone());
+    if let (true, Some((length, _))) = (p.len() == before, length) {
+        raw.spec = Some(WindowSpec {
+            length,
+            slide: slide.map_or(length, |(slide, _)| slide),
+            timestamp_field: timestamp_field.map(|f| f.value),
+            lag: lag.unwrap_or_default(),
+            watermark_interval: watermark_interval.unwrap_or(DEFAULT_WATERMARK_INTERVAL),
+            idle_timeout,
+            late_stream: late_stream.map(|s| s.value),
+        });
+    }
+    raw
+}
+
+/// A window's length or slide: a duration string or a count of tuples.
+fn size(key: &str, value: &Value, p: &mut Problems) -> Option<Size> {
+    match value.get_ref() {
+        DeValue::String(text) => parse_duration(key, text, &value.span(), true, p).map(Size::Time),
+        DeValue::Integer(n) => match i128::from_str_radix(n.as_str(), n.radix()) {
+            Ok(count) if count < 1 => {
+                p.error(
+                    &value.span(),
+                    format!("`{key}` must be at least 1 tuple, found {count}; or a duration like \"10s\""),
+                );
+                None
+            }
+            Ok(count) if count <= i128::from(MAX_WINDOW_COUNT) => Some(Size::Count(count as u64)),
+            _ => {
+                p.error(
+                    &value.span(),
+                    format!(
+                        "`{key}` must be at most {MAX_WINDOW_COUNT} tuples (a count window keeps \
+                         its tuples in memory), found {}; for more, use a time window like \"10m\"",
+                        n.as_str()
+                    ),
+                );
+                None
+            }
+        },
+        _ => {
+            type_error(key, SIZE_FORMS, value, p);
+            None
+        }
+    }
+}
+
+/// A duration string; zero only if not `positive`.
+fn duration(key: &str, value: &Value, positive: bool, p: &mut Problems) -> Option<Duration> {
+    match value.get_ref() {
+        DeValue::String(text) => parse_duration(key, text, &value.span(), positive, p),
+        _ => {
+            type_error(key, &format!("{DURATION_FORMS} (a string)"), value, p);
+            None
+        }
+    }
+}
+
+fn parse_duration(key: &str, text: &str, span: &Span, positive: bool, p: &mut Problems) -> Option<Duration> {
+    match humantime::parse_duration(text) {
+        Err(_) => p.error(
+            span,
+            format!(
+                "`{key}` must be {DURATION_FORMS} (a number and a unit: ms, s, m, h, d), \
+                 found \"{text}\""
+            ),
+        ),
+        Ok(d) if d.subsec_nanos() % 1_000_000 != 0 => {
+            p.error(span, format!("`{key}` must be whole milliseconds, found \"{text}\""))
+        }
+        Ok(d) if positive && d.is_zero() => {
+            p.error(span, format!("`{key}` must be longer than 0, found \"{text}\""))
+        }
+        Ok(d) => return Some(d),
+    }
+    None
+}
+
+fn show_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn show_size(size: &Size) -> String {
+    match size {
+        Size::Count(n) => format!("{n} tuples"),
+        Size::Time(d) => show_duration(*d),
     }
 }
 

@@ -61,6 +61,11 @@ impl<'s> Problems<'s> {
         self.found.is_empty()
     }
 
+    /// How many mistakes were recorded so far (to tell whether a part had any).
+    pub(crate) fn len(&self) -> usize {
+        self.found.len()
+    }
+
     /// Every mistake as a diagnostic of `file`, in file order.
     pub(crate) fn into_diagnostics(self, file: &str) -> Diagnostics {
         let mut diagnostics: Vec<Diagnostic> = self

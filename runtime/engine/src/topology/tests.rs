@@ -2,12 +2,16 @@
 //! components: what a valid file gives, and where and how every kind of mistake is reported.
 
 use serde::Deserialize;
+use std::time::Duration;
+
 use squall_api::{
     async_trait, BasicBolt, BasicCollector, BoxError, CustomGrouping, NoConfig, OutputDeclarer, Registry,
-    Spout, SpoutCollector, TaskId, Tuple, Value,
+    Spout, SpoutCollector, TaskId, Tuple, TupleWindow, Value, Values, WindowAggregate, WindowCollector,
+    WindowedBolt,
 };
 
 use super::{load_str, GroupingDef, Settings, TopologyDef};
+use crate::window::{Size, WindowSpec};
 
 // ---- A test registry. ----
 
@@ -34,6 +38,45 @@ impl BasicBolt for TestBolt {
     }
     async fn execute(&mut self, _: &Tuple, _: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         Ok(())
+    }
+}
+
+/// A windowed bolt declaring whatever `declare` declares.
+struct TestWindowed(fn(&mut OutputDeclarer));
+
+#[async_trait]
+impl WindowedBolt for TestWindowed {
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        (self.0)(out)
+    }
+    async fn execute(&mut self, _: &TupleWindow<'_>, _: &mut WindowCollector<'_>) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// Counts each window's tuples.
+struct TestCount;
+
+impl WindowAggregate for TestCount {
+    type Acc = i64;
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        out.declare(["count"]);
+    }
+    fn key(&self, _: &Tuple) -> Result<Value, BoxError> {
+        Ok(Value::Null)
+    }
+    fn create(&self) -> i64 {
+        0
+    }
+    fn add(&self, acc: &mut i64, _: &Tuple) -> Result<(), BoxError> {
+        *acc += 1;
+        Ok(())
+    }
+    fn merge(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+    fn result(&self, _: &Value, acc: &i64, _: i64, _: i64) -> Values {
+        squall_api::values![*acc]
     }
 }
 
@@ -80,6 +123,11 @@ fn registry() -> Registry {
             o.declare(["n"]);
         }))
     })
+    .spout("events", |_: NoConfig| {
+        Ok(TestSpout(|o| {
+            o.declare(["word", "ts"]);
+        }))
+    })
     .spout("panicky", |_: NoConfig| -> Result<TestSpout, BoxError> { panic!("boom") })
     .basic_bolt("split-sentence", |_: NoConfig| {
         Ok(TestBolt(|o| {
@@ -102,6 +150,17 @@ fn registry() -> Registry {
         }))
     })
     .basic_bolt("sink", |_: NoConfig| Ok(TestBolt(|_| {})))
+    .aggregate_bolt("window-count", |_: NoConfig| Ok(TestCount))
+    .windowed_bolt("window-join", |_: NoConfig| {
+        Ok(TestWindowed(|o| {
+            o.declare(["word", "n"]);
+        }))
+    })
+    .windowed_bolt("window-late", |_: NoConfig| {
+        Ok(TestWindowed(|o| {
+            o.declare(["count"]).declare_stream("late", ["word"]);
+        }))
+    })
     .grouping("modulo", |_: ModuloConfig| Ok(Modulo));
     r
 }
@@ -324,7 +383,7 @@ fn reports_unknown_kind_with_valid_kinds() {
     assert_eq!(
         errors,
         ["15:8: unknown bolt kind \"split-sentance\"; valid bolt kinds: filter, router, sink, \
-          split-sentence, word-count"]
+          split-sentence, window-count, window-join, window-late, word-count"]
     );
 }
 
@@ -335,7 +394,7 @@ fn reports_kind_of_the_other_role() {
     assert!(
         errors[0].starts_with(
             "10:8: \"split-sentence\" is a bolt kind, not a spout kind: move this entry \
-             under [[bolts]]; valid spout kinds: numbers, panicky, random-sentence"
+             under [[bolts]]; valid spout kinds: events, numbers, panicky, random-sentence"
         ),
         "{errors:?}"
     );
@@ -761,4 +820,271 @@ fn never_panics_on_garbage() {
             }
         }
     }
+}
+
+// ---- Windows. ----
+
+/// A windowed bolt "w" of `kind` on the spout "e" (fields word, ts); the `window` is line 8.
+fn windowed(kind: &str, window: &str) -> String {
+    format!(
+        "name = \"t\"\n[[spouts]]\nid = \"e\"\nkind = \"events\"\n[[bolts]]\nid = \"w\"\n\
+         kind = \"{kind}\"\nwindow = {window}\ninputs = [{{ from = \"e\" }}]\n"
+    )
+}
+
+/// The window "w" of `windowed("window-count", window)` gets.
+fn spec_of(window: &str) -> WindowSpec {
+    let def = load(&windowed("window-count", window)).expect("valid");
+    def.component("w").and_then(|w| w.window.clone()).expect("a window")
+}
+
+const SECS: fn(u64) -> Size = |s| Size::Time(Duration::from_secs(s));
+
+#[test]
+fn parses_all_four_mixes_of_length_and_slide() {
+    assert_eq!(spec_of(r#"{ length = "10s", slide = "5s" }"#), WindowSpec::sliding(SECS(10), SECS(5)));
+    assert_eq!(
+        spec_of("{ length = 100, slide = 10 }"),
+        WindowSpec::sliding(Size::Count(100), Size::Count(10))
+    );
+    assert_eq!(spec_of(r#"{ length = "10s", slide = 10 }"#), WindowSpec::sliding(SECS(10), Size::Count(10)));
+    assert_eq!(spec_of(r#"{ length = 100, slide = "5s" }"#), WindowSpec::sliding(Size::Count(100), SECS(5)));
+    assert_eq!(
+        spec_of(r#"{ length = 5, slide = "1m" }"#).slide,
+        SECS(60),
+        "a time slide may exceed a count length: the units differ"
+    );
+}
+
+#[test]
+fn a_window_without_slide_tumbles_with_defaults() {
+    let spec = spec_of(r#"{ length = "500ms" }"#);
+    assert_eq!(spec, WindowSpec::tumbling(Size::Time(Duration::from_millis(500))));
+    assert_eq!(spec.lag, Duration::ZERO);
+    assert_eq!(spec.watermark_interval, crate::window::DEFAULT_WATERMARK_INTERVAL);
+    assert_eq!((spec.idle_timeout, spec.late_stream, spec.timestamp_field), (None, None, None));
+    let def = load(&windowed("window-count", "{ length = 100 }")).expect("valid");
+    assert_eq!(def.component("e").expect("e").window, None, "only windowed bolts have one");
+}
+
+#[test]
+fn parses_every_window_key() {
+    let spec = spec_of(
+        r#"{ length = "10s", slide = "5s", timestamp_field = "ts", lag = "2s", watermark_interval = "250ms", idle_timeout = "30s", late_stream = "late" }"#,
+    );
+    assert_eq!(
+        spec,
+        WindowSpec {
+            length: SECS(10),
+            slide: SECS(5),
+            timestamp_field: Some("ts".into()),
+            lag: Duration::from_secs(2),
+            watermark_interval: Duration::from_millis(250),
+            idle_timeout: Some(Duration::from_secs(30)),
+            late_stream: Some("late".into()),
+        }
+    );
+}
+
+#[test]
+fn the_late_stream_is_declared_with_the_inputs_fields_and_can_be_subscribed_to() {
+    let source = windowed("window-count", r#"{ length = "10s", late_stream = "too-late" }"#)
+        + "[[bolts]]\nid = \"l\"\nkind = \"sink\"\n\
+           inputs = [{ from = \"w\", stream = \"too-late\", grouping = { fields = [\"word\"] } }]\n";
+    let def = load(&source).expect("valid");
+    let w = def.component("w").expect("w");
+    let names: Vec<&str> = w.streams.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["default", "too-late"]);
+    assert_eq!(w.streams[1].fields, ["word", "ts"].into());
+    assert!(!w.streams[1].passthrough);
+    let plan = crate::plan::Plan::new(&def).expect("plans");
+    let late = plan.stream_id("w", "too-late").expect("planned");
+    assert_eq!(plan.streams[late as usize].subscribers.len(), 1);
+
+    let errors = errors(&source.replace("fields = [\"word\"]", "fields = [\"sentence\"]"));
+    assert_eq!(
+        errors,
+        ["13:69: stream \"too-late\" of \"w\" has no field \"sentence\"; its fields: [word, ts]"]
+    );
+}
+
+#[test]
+fn reports_a_window_on_a_kind_that_is_not_windowed() {
+    let errors = errors(&windowed("sink", r#"{ length = "10s" }"#));
+    assert_eq!(
+        errors,
+        ["8:1: \"sink\" is not a windowed bolt kind, so it takes no `window`; remove it, or use a \
+          windowed kind (windowed bolt kinds: window-count, window-join, window-late)"]
+    );
+}
+
+#[test]
+fn reports_a_windowed_kind_without_a_window() {
+    let source = windowed("window-join", "{}").replace("window = {}\n", "");
+    assert_eq!(
+        errors(&source),
+        ["7:8: \"window-join\" is a windowed bolt kind: give it a `window`, e.g. \
+          window = { length = \"10s\" } or window = { length = 100 }"]
+    );
+}
+
+#[test]
+fn reports_a_window_on_a_spout() {
+    let source = windowed("window-count", "{ length = 10 }")
+        .replace("kind = \"events\"\n", "kind = \"events\"\nwindow = { length = 10 }\n");
+    assert_eq!(
+        errors(&source),
+        ["5:1: a spout takes no `window`: only windowed bolts have windows; remove `window` and \
+          subscribe a windowed bolt to this spout instead"]
+    );
+}
+
+#[test]
+fn reports_unknown_window_keys_with_the_valid_ones() {
+    assert_eq!(
+        errors(&windowed("window-count", r#"{ length = "10s", slid = "5s", colour = 1 }"#)),
+        [
+            "8:28: unknown key `slid` in `window` (did you mean `slide`?); valid keys: length, slide, \
+             timestamp_field, lag, watermark_interval, idle_timeout, late_stream",
+            "8:41: unknown key `colour` in `window`; valid keys: length, slide, timestamp_field, lag, \
+             watermark_interval, idle_timeout, late_stream",
+        ]
+    );
+}
+
+#[test]
+fn reports_a_missing_length_and_a_window_that_is_not_a_table() {
+    assert_eq!(
+        errors(&windowed("window-count", r#"{ slide = "5s" }"#)),
+        ["8:10: missing `length` in `window`: give it a duration like \"10s\", \"500ms\" or \"1m\" \
+          (a time window) or a number of tuples like 100 (a count window), e.g. length = \"10s\""]
+    );
+    assert_eq!(
+        errors(&windowed("window-count", r#""10s""#)),
+        ["8:10: `window` must be a table, found string"]
+    );
+}
+
+#[test]
+fn reports_bad_durations_with_the_accepted_forms() {
+    let forms = "a duration like \"10s\", \"500ms\", \"1m\" or \"1h 30m\"";
+    assert_eq!(
+        errors(&windowed(
+            "window-count",
+            r#"{ length = "10 parsecs", lag = 2, watermark_interval = "1500us", idle_timeout = "0s" }"#
+        )),
+        [
+            format!(
+                "8:21: `length` must be {forms} (a number and a unit: ms, s, m, h, d), found \"10 parsecs\""
+            ),
+            format!("8:41: `lag` must be {forms} (a string), found integer"),
+            "8:65: `watermark_interval` must be whole milliseconds, found \"1500us\"".to_string(),
+            "8:90: `idle_timeout` must be longer than 0, found \"0s\"".to_string(),
+        ]
+    );
+    assert_eq!(
+        errors(&windowed("window-count", r#"{ length = "0ms" }"#)),
+        ["8:21: `length` must be longer than 0, found \"0ms\""]
+    );
+}
+
+#[test]
+fn reports_bad_counts() {
+    for (length, message) in [
+        ("0", "`length` must be at least 1 tuple, found 0; or a duration like \"10s\""),
+        ("-5", "`length` must be at least 1 tuple, found -5; or a duration like \"10s\""),
+        (
+            "20000000",
+            "`length` must be at most 10000000 tuples (a count window keeps its tuples in memory), \
+             found 20000000; for more, use a time window like \"10m\"",
+        ),
+        (
+            "10.5",
+            "`length` must be a duration like \"10s\", \"500ms\" or \"1m\" (a time window) or a \
+             number of tuples like 100 (a count window), found float",
+        ),
+    ] {
+        let window = format!("{{ length = {length} }}");
+        assert_eq!(errors(&windowed("window-count", &window)), [format!("8:21: {message}")], "{length}");
+    }
+    assert_eq!(
+        errors(&windowed("window-count", "{ length = 10, slide = 0 }")),
+        ["8:33: `slide` must be at least 1 tuple, found 0; or a duration like \"10s\""]
+    );
+}
+
+#[test]
+fn reports_a_slide_longer_than_its_length() {
+    assert_eq!(
+        errors(&windowed("window-count", r#"{ length = "10s", slide = "1m" }"#)),
+        ["8:36: `slide` 1m is longer than `length` 10s: a window slides by at most its length; give \
+          a slide of at most 10s (or none: a tumbling window)"]
+    );
+    assert_eq!(
+        errors(&windowed("window-count", "{ length = 10, slide = 20 }")),
+        ["8:33: `slide` 20 tuples is longer than `length` 10 tuples: a window slides by at most its \
+          length; give a slide of at most 10 tuples (or none: a tumbling window)"]
+    );
+}
+
+#[test]
+fn reports_a_time_window_longer_than_the_message_timeout() {
+    let source = windowed("window-count", r#"{ length = "25s", lag = "10s" }"#);
+    assert_eq!(
+        errors(&source),
+        ["8:21: a window of `length` 25s plus `lag` 10s holds its tuples 35s before it fires, longer \
+          than message_timeout_secs = 30 in [settings]: they would time out first; shorten the \
+          window or set message_timeout_secs to at least 35"]
+    );
+    load(&format!("{source}[settings]\nmessage_timeout_secs = 35\n")).expect("fits the timeout");
+    load(&format!("{source}[settings]\nacking = false\n")).expect("nothing times out without acking");
+    assert_eq!(
+        errors(&windowed("window-count", r#"{ length = "1m" }"#)),
+        ["8:21: a window of `length` 1m holds its tuples 1m before it fires, longer than \
+          message_timeout_secs = 30 in [settings]: they would time out first; shorten the window \
+          or set message_timeout_secs to at least 60"]
+    );
+    load(&windowed("window-count", "{ length = 1000000 }")).expect("a count window has no duration");
+}
+
+#[test]
+fn reports_a_timestamp_field_an_input_lacks() {
+    let source = windowed("window-count", r#"{ length = "10s", timestamp_field = "ts" }"#)
+        .replace("inputs = [{ from = \"e\" }]", "inputs = [{ from = \"e\" }, { from = \"s\" }]")
+        + "[[spouts]]\nid = \"s\"\nkind = \"random-sentence\"\n";
+    assert_eq!(
+        errors(&source),
+        ["8:46: timestamp_field \"ts\" is not a field of stream \"default\" of \"s\" (its fields: \
+          [sentence]); every input of a window on event time must carry it"]
+    );
+}
+
+#[test]
+fn reports_a_late_stream_named_like_a_declared_stream() {
+    assert_eq!(
+        errors(&windowed("window-late", r#"{ length = "10s", late_stream = "late" }"#)),
+        ["8:42: late_stream \"late\" clashes with stream \"late\" that kind \"window-late\" declares \
+          (its streams: default, late); give late tuples a stream of their own, e.g. \
+          late_stream = \"late-2\""]
+    );
+    assert_eq!(
+        errors(&windowed("window-count", r#"{ length = "10s", late_stream = "default" }"#)),
+        ["8:42: late_stream \"default\" clashes with stream \"default\" that kind \"window-count\" \
+          declares (its streams: default); give late tuples a stream of their own, e.g. \
+          late_stream = \"late\""]
+    );
+}
+
+#[test]
+fn reports_late_tuples_from_inputs_of_different_fields() {
+    let source = windowed("window-join", r#"{ length = "10s", late_stream = "late" }"#)
+        .replace("inputs = [{ from = \"e\" }]", "inputs = [{ from = \"e\" }, { from = \"s\" }]")
+        + "[[spouts]]\nid = \"s\"\nkind = \"random-sentence\"\n";
+    assert_eq!(
+        errors(&source),
+        ["9:36: bolt \"w\" sends late tuples out with their own fields on stream \"late\", so all \
+          its inputs must carry the same fields, but \"e\" carries [word, ts] and \"s\" carries \
+          [sentence]"]
+    );
+    load(&source.replace(", late_stream = \"late\"", "")).expect("without late tuples, inputs may differ");
 }

@@ -5,7 +5,10 @@
 //! rejects, a duplicate id, an input naming no component or a stream its source does not
 //! declare, a fields or partial_key grouping on a field the stream lacks, a direct grouping
 //! on a non-direct stream or the reverse, a custom grouping that is not registered or whose
-//! config is rejected, and cycles. It learns each component's streams by building it once,
+//! config is rejected, cycles, and windows: a `window` on a kind that is not windowed or a
+//! windowed kind without one, a `timestamp_field` some input lacks, a `late_stream` named
+//! like a stream the bolt declares, or inputs of different fields when late tuples go out
+//! (the late stream is then declared, with the inputs' fields). It learns each component's streams by building it once,
 //! and resolves `passthrough` streams to the fields of the component's inputs, upstream
 //! first. A check that depends on something already reported as wrong is skipped, so one
 //! mistake is not reported again in other words. The returned [`TopologyDef`] is complete
@@ -18,7 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use squall_api::{BoxError, Fields, Registry, Role, StreamDecl};
 
-use super::parse::{Config, FileDef, RawComponent, RawInput};
+use super::parse::{Config, FileDef, RawComponent, RawInput, RawWindow};
 use super::report::{Problems, Span};
 use super::{ComponentDef, GroupingDef, InputDef, TopologyDef};
 
@@ -28,11 +31,13 @@ pub(crate) fn validate(file: FileDef, registry: &Registry, p: &mut Problems) -> 
     let ids = check_ids(components, p);
     let mut streams: Vec<Option<Vec<StreamDecl>>> =
         components.iter().map(|c| build(c, registry, p)).collect();
+    let windowed = check_window_kinds(components, registry, &mut streams, p);
     let graph = Graph::new(components, &ids, p);
     check_subscriptions(components, &graph, &streams, registry, p);
     let order = graph.check_cycles(components, p);
     resolve_passthrough(components, &graph, &order, &mut streams, p);
     check_grouping_fields(components, &graph, &streams, p);
+    check_timestamp_fields(components, &graph, &streams, &windowed, p);
 
     let mut def = TopologyDef {
         name: file.name,
@@ -48,6 +53,7 @@ pub(crate) fn validate(file: FileDef, registry: &Registry, p: &mut Problems) -> 
             parallelism: c.parallelism,
             config: c.config.map(|c| c.table).unwrap_or_default(),
             tick_secs: c.tick_secs,
+            window: c.window.and_then(|w| w.spec),
             inputs: c
                 .inputs
                 .into_iter()
@@ -141,6 +147,134 @@ fn build(c: &RawComponent, registry: &Registry, p: &mut Problems) -> Option<Vec<
                     None
                 }
             }
+        }
+    }
+}
+
+/// Checks that exactly the windowed kinds have a `window`, and declares the `late_stream` of
+/// each valid window as a passthrough stream (resolved to its inputs' fields later); reports
+/// one named like a stream the kind declares. Per component: its window, if it has a valid
+/// one on a windowed kind.
+fn check_window_kinds<'f>(
+    components: &'f [RawComponent],
+    registry: &Registry,
+    streams: &mut [Option<Vec<StreamDecl>>],
+    p: &mut Problems,
+) -> Vec<Option<&'f RawWindow>> {
+    let mut windowed = vec![None; components.len()];
+    for (c, component) in components.iter().enumerate() {
+        let Some(kind) = &component.kind else { continue };
+        if component.role != Role::Bolt || registry.role(&kind.value) != Some(Role::Bolt) {
+            continue; // reported by `build` or by parsing
+        }
+        let window = component.window.as_ref();
+        match (registry.is_windowed(&kind.value), window) {
+            (true, None) => p.error(
+                &kind.span,
+                format!(
+                    "\"{}\" is a windowed bolt kind: give it a `window`, e.g. \
+                     window = {{ length = \"10s\" }} or window = {{ length = 100 }}",
+                    kind.value
+                ),
+            ),
+            (false, Some(window)) => {
+                let kinds: Vec<&str> = registry.windowed_kinds().collect();
+                let valid = if kinds.is_empty() {
+                    "no windowed bolt kinds are registered".to_string()
+                } else {
+                    format!("windowed bolt kinds: {}", kinds.join(", "))
+                };
+                p.error(
+                    &window.key_span,
+                    format!(
+                        "\"{}\" is not a windowed bolt kind, so it takes no `window`; remove \
+                         it, or use a windowed kind ({valid})",
+                        kind.value
+                    ),
+                );
+            }
+            (true, Some(window)) => windowed[c] = Some(window),
+            (false, None) => {}
+        }
+        let Some(window) = windowed[c] else { continue };
+        let (Some(late), Some(at)) =
+            (window.spec.as_ref().and_then(|s| s.late_stream.as_ref()), &window.late_stream)
+        else {
+            continue;
+        };
+        let Some(declared) = &mut streams[c] else { continue };
+        if declared.iter().any(|s| &s.name == late) {
+            let names: Vec<&str> = declared.iter().map(|s| s.name.as_str()).collect();
+            p.error(
+                at,
+                format!(
+                    "late_stream \"{late}\" clashes with stream \"{late}\" that kind \"{}\" \
+                     declares (its streams: {}); give late tuples a stream of their own, e.g. \
+                     late_stream = \"{}\"",
+                    kind.value,
+                    names.join(", "),
+                    free_name(declared)
+                ),
+            );
+        } else {
+            declared.push(StreamDecl {
+                name: late.clone(),
+                fields: Fields::empty(),
+                direct: false,
+                passthrough: true,
+            });
+        }
+    }
+    windowed
+}
+
+/// A stream name none of `declared` has: "late", else "late-2", ...
+fn free_name(declared: &[StreamDecl]) -> String {
+    (1..)
+        .map(|i| if i == 1 { "late".to_string() } else { format!("late-{i}") })
+        .find(|name| declared.iter().all(|s| &s.name != name))
+        .expect("some name is free")
+}
+
+/// Checks that every input of a windowed bolt with event time carries its
+/// `timestamp_field`.
+fn check_timestamp_fields(
+    components: &[RawComponent],
+    graph: &Graph,
+    streams: &[Option<Vec<StreamDecl>>],
+    windowed: &[Option<&RawWindow>],
+    p: &mut Problems,
+) {
+    for (c, window) in windowed.iter().enumerate() {
+        let Some(window) = window else { continue };
+        let (Some(field), Some(at)) =
+            (window.spec.as_ref().and_then(|s| s.timestamp_field.as_ref()), &window.timestamp_field)
+        else {
+            continue;
+        };
+        for (input, source) in graph.inputs(components, c) {
+            let Some((source, decl)) =
+                source.and_then(|s| Some((s, resolved_stream(streams, s, &input.stream.value)?)))
+            else {
+                continue;
+            };
+            if decl.fields.contains(field) {
+                continue;
+            }
+            let fields = if decl.fields.is_empty() {
+                "it has no fields".to_string()
+            } else {
+                format!("its fields: {}", decl.fields)
+            };
+            p.error(
+                at,
+                format!(
+                    "timestamp_field \"{field}\" is not a field of stream \"{}\" of \"{}\" \
+                     ({fields}); every input of a window on event time must carry it",
+                    decl.name,
+                    id_of(components, source)
+                ),
+            );
         }
     }
 }
@@ -472,6 +606,12 @@ fn resolve_passthrough(
         let Some(&(_, first_source, first_fields)) = carried.first() else {
             continue;
         };
+        let late = component.window.as_ref().and_then(|w| w.spec.as_ref()?.late_stream.as_deref());
+        let why = if late == Some(first_passthrough.name.as_str()) {
+            "sends late tuples out with their own fields on stream"
+        } else {
+            "passes its input through on stream"
+        };
         let mut agree = true;
         for &(input, source, fields) in &carried[1..] {
             if fields != first_fields {
@@ -479,9 +619,8 @@ fn resolve_passthrough(
                 p.error(
                     &input.from.span,
                     format!(
-                        "bolt \"{}\" passes its input through on stream \"{}\", so all its \
-                         inputs must carry the same fields, but \"{}\" carries {first_fields} \
-                         and \"{}\" carries {fields}",
+                        "bolt \"{}\" {why} \"{}\", so all its inputs must carry the same \
+                         fields, but \"{}\" carries {first_fields} and \"{}\" carries {fields}",
                         id_of(components, c),
                         first_passthrough.name,
                         id_of(components, first_source),
