@@ -52,6 +52,37 @@ pub const SEQUENCE: KindDoc = KindDoc {
     emits: Emits::Fields(&["n"]),
 };
 
+pub const FILE_SPOUT: KindDoc = KindDoc {
+    summary: "Reads a file line by line (text or JSON objects), each line a reliable tuple with its \
+              line number as message id; finished at the end unless following.",
+    config: &[
+        ConfigKey::required(
+            "path",
+            r#""events.jsonl""#,
+            "the file; a relative path resolves against the current directory",
+        ),
+        ConfigKey::value(
+            "format",
+            r#""lines""#,
+            "\"lines\" (each line as text) or \"jsonl\" (each line a JSON object; malformed ones are \
+             reported and skipped)",
+        ),
+        ConfigKey::unset(
+            "fields",
+            "[\"line\"] for lines; required for jsonl",
+            r#"["word"]"#,
+            "jsonl: the keys to emit, in order (integers stay integers); lines: the one field name",
+        ),
+        ConfigKey::value("rate", "0", "lines per second for the whole component; 0 = flat out"),
+        ConfigKey::value(
+            "follow",
+            "false",
+            "keep reading as the file grows, like `tail -f` (never finished); false: stop at its end",
+        ),
+    ],
+    emits: Emits::Fields(&["line"]),
+};
+
 pub const SPLIT_SENTENCE: KindDoc = KindDoc {
     summary: "Splits its input's first field, a string, on whitespace and emits each word.",
     config: &[],
@@ -101,6 +132,18 @@ pub const FILE_SINK: KindDoc = KindDoc {
         "the file; its parent directories are created, an existing file is appended to",
     )],
     emits: Emits::Nothing,
+};
+
+pub const WINDOW_COUNT: KindDoc = KindDoc {
+    summary: "Windowed: counts each window's tuples per key (needs a `window` table); emits one \
+              row per key when the window fires.",
+    config: &[ConfigKey::unset(
+        "key",
+        "one count per window, key null",
+        r#""word""#,
+        "the input field to count by",
+    )],
+    emits: Emits::Fields(&["key", "count", "window_start", "window_end"]),
 };
 
 pub const LOG: KindDoc = KindDoc {

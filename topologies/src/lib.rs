@@ -3,13 +3,15 @@
 //! Contract: [`registry`] names every shipped spout and bolt under the kind a topology file
 //! uses (`random-sentence`, `split-sentence`, …), each with its [`docs`] — summary, config
 //! keys with their defaults, emitted fields — which `squall kinds [KIND]` prints; each kind's
-//! module says more about its guarantees. Every config rejects unknown keys, and every
+//! module says more about its guarantees. `window-count` is a windowed bolt (an aggregate):
+//! a topology file gives it a `window` table (docs/topology-file.md). Every config rejects unknown keys, and every
 //! factory rejects bad values with a one-line message.
 
 pub mod docs;
 pub mod exclamation;
 pub mod fast_hash;
 pub mod file_sink;
+pub mod file_spout;
 pub mod flaky;
 pub mod log;
 pub mod random_sentence;
@@ -17,6 +19,7 @@ pub mod random_word;
 pub mod replay;
 pub mod sequence;
 pub mod split_sentence;
+pub mod window_count;
 pub mod word_count;
 
 #[cfg(test)]
@@ -31,11 +34,13 @@ pub fn registry() -> Registry {
         .spout("random-sentence", random_sentence::build)
         .spout("random-word", random_word::build)
         .spout("sequence", sequence::build)
+        .spout("file-spout", file_spout::build)
         .basic_bolt("split-sentence", |_: NoConfig| Ok(split_sentence::SplitSentence))
         .basic_bolt("word-count", |_: NoConfig| Ok(word_count::WordCount::default()))
         .basic_bolt("exclamation", exclamation::build)
         .bolt("flaky", flaky::build)
         .basic_bolt("file-sink", file_sink::build)
+        .aggregate_bolt("window-count", window_count::build)
         .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()))
         .spout("log-spout", squall_broker::spout::build)
         .bolt("log-sink", squall_broker::sink::build)
@@ -47,6 +52,8 @@ pub fn registry() -> Registry {
         .describe("exclamation", docs::EXCLAMATION)
         .describe("flaky", docs::FLAKY)
         .describe("file-sink", docs::FILE_SINK)
+        .describe("file-spout", docs::FILE_SPOUT)
+        .describe("window-count", docs::WINDOW_COUNT)
         .describe("log", docs::LOG)
         .describe("log-spout", docs::LOG_SPOUT)
         .describe("log-sink", docs::LOG_SINK);
@@ -66,9 +73,10 @@ mod tests {
     use squall_api::Role;
 
     /// Each kind with the least config it builds from.
-    const KINDS: [(&str, Role, &str); 13] = [
+    const KINDS: [(&str, Role, &str); 15] = [
         ("exclamation", Role::Bolt, ""),
         ("file-sink", Role::Bolt, r#"path = "out.jsonl""#),
+        ("file-spout", Role::Spout, r#"path = "events.jsonl""#),
         ("flaky", Role::Bolt, ""),
         ("kafka-sink", Role::Bolt, r#"topic = "out""#),
         ("kafka-spout", Role::Spout, r#"topic = "in""#),
@@ -79,6 +87,7 @@ mod tests {
         ("random-word", Role::Spout, ""),
         ("sequence", Role::Spout, "count = 1"),
         ("split-sentence", Role::Bolt, ""),
+        ("window-count", Role::Bolt, ""),
         ("word-count", Role::Bolt, ""),
     ];
 

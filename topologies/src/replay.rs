@@ -141,21 +141,22 @@ pub fn message_id(i: u64) -> MessageId {
     Value::Int(i as i64)
 }
 
-/// Spaces emits `interval` apart, catching up at most [`MAX_LAG`] of backlog.
+/// Spaces emits `interval` apart, catching up at most [`MAX_LAG`] of backlog. [`Sequencer`]
+/// paces with one; a spout that does not emit sequence numbers (`file-spout`) uses its own.
 #[derive(Debug)]
-struct Pacer {
+pub struct Pacer {
     interval: Duration,
     next_due: Option<Instant>,
 }
 
 impl Pacer {
     /// A pacer for `rate` tuples per second; `None` if the rate is 0 (flat out).
-    fn new(rate: f64) -> Option<Pacer> {
+    pub fn new(rate: f64) -> Option<Pacer> {
         (rate > 0.0).then(|| Pacer { interval: Duration::from_secs_f64(1.0 / rate), next_due: None })
     }
 
     /// True if an emit is due at `now` (and books it).
-    fn ready(&mut self, now: Instant) -> bool {
+    pub fn ready(&mut self, now: Instant) -> bool {
         let due = self.next_due.unwrap_or(now);
         if now < due {
             return false;

@@ -6,8 +6,8 @@
 //! input the way the runtime does.
 
 use squall_api::{
-    BasicBolt, BasicCollector, Bolt, BoltCollector, BoxError, Component, EmitError, MessageId, Spout,
-    SpoutCollector, TaskId, Tuple, Value, Values,
+    BasicBolt, BasicCollector, Bolt, BoltCollector, BoxError, Component, DynAggregate, EmitError, MessageId,
+    Spout, SpoutCollector, TaskId, Tuple, Value, Values,
 };
 
 /// One tuple a spout emitted.
@@ -159,6 +159,15 @@ pub fn basic_bolt(kind: &str, config_text: &str) -> Box<dyn BasicBolt> {
     match build(kind, config_text).expect("builds") {
         Component::BasicBolt(b) => b,
         _ => panic!("{kind} is not a basic bolt"),
+    }
+}
+
+/// Builds an aggregate bolt of `kind` through the shipped registry: its `WindowAggregate`,
+/// type-erased, to call as the runtime's window executor does.
+pub fn aggregate(kind: &str, config_text: &str) -> Box<dyn DynAggregate> {
+    match build(kind, config_text).expect("builds") {
+        Component::Aggregate(a) => a,
+        _ => panic!("{kind} is not an aggregate bolt"),
     }
 }
 
