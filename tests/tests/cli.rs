@@ -126,6 +126,7 @@ fn kinds_lists_every_shipped_kind_with_role_and_summary() {
         [
             "exclamation",
             "file-sink",
+            "file-spout",
             "flaky",
             "kafka-sink",
             "kafka-spout",
@@ -136,6 +137,7 @@ fn kinds_lists_every_shipped_kind_with_role_and_summary() {
             "random-word",
             "sequence",
             "split-sentence",
+            "window-count",
             "word-count"
         ],
         "{out}"
@@ -170,8 +172,9 @@ fn kinds_of_an_unknown_kind_is_one_line_naming_the_known() {
     out.assert_failure();
     assert_eq!(
         out.stderr_lines(),
-        ["error: unknown kind \"nope\"; known kinds: exclamation, file-sink, flaky, kafka-sink, kafka-spout, \
-          log, log-sink, log-spout, random-sentence, random-word, sequence, split-sentence, word-count"],
+        ["error: unknown kind \"nope\"; known kinds: exclamation, file-sink, file-spout, flaky, kafka-sink, \
+          kafka-spout, log, log-sink, log-spout, random-sentence, random-word, sequence, split-sentence, \
+          window-count, word-count"],
         "{out}"
     );
     assert!(out.stdout.is_empty(), "{out}");

@@ -89,7 +89,7 @@ fn unknown_kind_lists_valid_kinds() {
     assert_eq!(
         message,
         "unknown bolt kind \"split-sentance\"; valid bolt kinds: exclamation, file-sink, flaky, \
-         kafka-sink, log, log-sink, split-sentence, word-count"
+         kafka-sink, log, log-sink, split-sentence, window-count, word-count"
     );
 }
 
@@ -99,7 +99,7 @@ fn kind_of_the_other_role_says_where_it_belongs() {
         &base_with("\"random-sentence\"", "\"split-sentence\""),
         "5:8",
         "\"split-sentence\" is a bolt kind, not a spout kind: move this entry under [[bolts]]; \
-         valid spout kinds: kafka-spout, log-spout, random-sentence, random-word, sequence",
+         valid spout kinds: file-spout, kafka-spout, log-spout, random-sentence, random-word, sequence",
     );
 }
 
@@ -274,9 +274,8 @@ colour = "blue"
     }
 }
 
-// Windows. The shipped binary registers no windowed bolt kind yet, so these cover the
-// mistakes that need none; a windowed kind's own checks (a missing `window`, the timestamp
-// field, the late stream) are pinned by the engine's topology tests until `window-count` ships.
+// Windows: first the mistakes about a `window` on a kind that takes none, then those of a
+// windowed kind (`window-count`) and its inputs, worded as the engine's topology tests pin them.
 
 /// `BASE` with `window` given to the bolt "split" (line 12).
 fn split_with_window(window: &str) -> String {
@@ -337,6 +336,100 @@ fn window_table_mistakes_are_each_placed() {
     }
 }
 
+/// A valid windowed topology: events from a file counted per word on event time, and a spout
+/// of other fields to subscribe as a second input. Line numbers matter to the tests.
+const WINDOWED: &str = r#"name = "wc"
+
+[[spouts]]
+id = "events"
+kind = "file-spout"
+config = { path = "events.jsonl", format = "jsonl", fields = ["word", "ts"] }
+
+[[spouts]]
+id = "sentences"
+kind = "random-sentence"
+
+[[bolts]]
+id = "count"
+kind = "window-count"
+window = { length = "10s", timestamp_field = "ts", lag = "2s" }
+inputs = [{ from = "events" }]
+"#;
+
+/// `WINDOWED` with `from` replaced by `to`, which must occur exactly once.
+fn windowed_with(from: &str, to: &str) -> String {
+    assert_eq!(WINDOWED.matches(from).count(), 1, "{from:?} is not unique in WINDOWED");
+    WINDOWED.replace(from, to)
+}
+
+const TWO_INPUTS: &str = r#"inputs = [{ from = "events" }, { from = "sentences" }]"#;
+
+#[test]
+fn windowed_topology_is_ok() {
+    let out = validate(WINDOWED);
+    out.assert_success();
+    assert_eq!(out.stdout, "wc.toml: ok: topology wc with 2 spouts, 1 bolts, 3 tasks\n");
+}
+
+#[test]
+fn windowed_kind_without_a_window_is_rejected() {
+    let message = one_mistake(
+        &windowed_with("window = { length = \"10s\", timestamp_field = \"ts\", lag = \"2s\" }\n", ""),
+        "14:8",
+        "\"window-count\" is a windowed bolt kind",
+    );
+    assert_eq!(
+        message,
+        "\"window-count\" is a windowed bolt kind: give it a `window`, e.g. window = { length = \"10s\" } \
+         or window = { length = 100 }"
+    );
+}
+
+#[test]
+fn timestamp_field_an_input_does_not_declare_is_rejected() {
+    let message = one_mistake(
+        &windowed_with(r#"inputs = [{ from = "events" }]"#, TWO_INPUTS),
+        "15:46",
+        "timestamp_field \"ts\"",
+    );
+    assert_eq!(
+        message,
+        "timestamp_field \"ts\" is not a field of stream \"default\" of \"sentences\" (its fields: \
+         [sentence]); every input of a window on event time must carry it"
+    );
+}
+
+#[test]
+fn late_stream_named_like_a_declared_stream_is_rejected() {
+    let message = one_mistake(
+        &windowed_with(r#"lag = "2s" }"#, r#"lag = "2s", late_stream = "default" }"#),
+        "15:78",
+        "late_stream \"default\" clashes",
+    );
+    assert_eq!(
+        message,
+        "late_stream \"default\" clashes with stream \"default\" that kind \"window-count\" declares \
+         (its streams: default); give late tuples a stream of their own, e.g. late_stream = \"late\""
+    );
+}
+
+#[test]
+fn late_stream_over_inputs_of_different_fields_is_rejected() {
+    let source = windowed_with(
+        r#"window = { length = "10s", timestamp_field = "ts", lag = "2s" }"#,
+        r#"window = { length = "10s", late_stream = "late" }"#,
+    );
+    let source = source.replace(r#"inputs = [{ from = "events" }]"#, TWO_INPUTS);
+    let message = one_mistake(&source, "16:41", "sends late tuples out with their own fields");
+    assert_eq!(
+        message,
+        "bolt \"count\" sends late tuples out with their own fields on stream \"late\", so all its \
+         inputs must carry the same fields, but \"events\" carries [word, ts] and \"sentences\" carries \
+         [sentence]"
+    );
+    validate(&source.replace(r#", late_stream = "late""#, "")).assert_success();
+}
+
 #[test]
 fn shipped_topology_files_are_valid() {
     let mut files: Vec<String> = std::fs::read_dir(repo_file("config"))
@@ -352,7 +445,7 @@ fn shipped_topology_files_are_valid() {
         })
         .collect();
     files.sort();
-    for expected in ["exclamation.toml", "wordcount.toml"] {
+    for expected in ["exclamation.toml", "windows.toml", "wordcount.toml"] {
         assert!(files.iter().any(|f| f == expected), "{expected} in {files:?}");
     }
     for name in files {
