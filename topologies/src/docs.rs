@@ -69,7 +69,7 @@ pub const FILE_SPOUT: KindDoc = KindDoc {
         ),
         ConfigKey::unset(
             "fields",
-            "[\"line\"] for lines; required for jsonl",
+            "lines: [\"line\"]; jsonl: required",
             r#"["word"]"#,
             "jsonl: the keys to emit, in order (integers stay integers); lines: the one field name",
         ),
