@@ -29,7 +29,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -40,6 +40,9 @@ use squall_api::{
 use tokio::time::Instant;
 
 use crate::replay::{check_rate, Pacer};
+
+/// The longest line read; a longer one is reported, counted and skipped.
+const MAX_LINE: usize = 16 << 20;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +116,7 @@ pub fn build(config: Config) -> Result<FileSpout, BoxError> {
         follow: config.follow,
         reader: None,
         buf: Vec::new(),
+        skipping: false,
         line_no: 0,
         task: 0,
         tasks: 1,
@@ -137,6 +141,8 @@ pub struct FileSpout {
     reader: Option<BufReader<File>>,
     /// The bytes of the line being read: a partial line while following.
     buf: Vec<u8>,
+    /// Dropping the rest of a line longer than [`MAX_LINE`].
+    skipping: bool,
     /// The number of the last complete line read, 1-based (0: none yet).
     line_no: u64,
     /// This task's index and its component's task count: it emits lines `task + 1 + k·tasks`.
@@ -180,9 +186,47 @@ impl FileSpout {
             let Some(reader) = self.reader.as_mut() else {
                 return Err("file-spout: next_tuple called before open".into());
             };
+            if self.skipping {
+                // The rest of an overlong line, up to its newline, is dropped a chunk at a time.
+                let n = reader
+                    .by_ref()
+                    .take(64 << 10)
+                    .read_until(b'\n', &mut self.buf)
+                    .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+                let done = self.buf.ends_with(b"\n");
+                self.buf.clear();
+                if done {
+                    self.skipping = false;
+                } else if n == 0 {
+                    self.at_end = true;
+                    return Ok(None);
+                }
+                continue;
+            }
+            // At most one byte past the longest line, so a line with no end cannot grow the
+            // buffer without bound.
+            let room = (MAX_LINE + 1).saturating_sub(self.buf.len()) as u64;
             reader
+                .by_ref()
+                .take(room)
                 .read_until(b'\n', &mut self.buf)
                 .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+            if self.buf.len() > MAX_LINE && !self.buf.ends_with(b"\n") {
+                self.line_no += 1;
+                self.buf.clear();
+                self.skipping = true;
+                if (self.line_no - 1) % self.tasks == self.task {
+                    self.malformed += 1;
+                    out.report_error(&format!(
+                        "{}:{}: skipped a malformed line ({} so far): longer than {} MiB",
+                        self.path.display(),
+                        self.line_no,
+                        self.malformed,
+                        MAX_LINE >> 20
+                    ));
+                }
+                continue;
+            }
             // `read_until` stops at a newline or at the end of the file: a line without its
             // newline is the last one, complete unless the file may still grow.
             let complete = self.buf.ends_with(b"\n") || (!self.follow && !self.buf.is_empty());
@@ -435,6 +479,32 @@ mod tests {
         assert!(out.errors[1].starts_with(&at(3)) && out.errors[1].contains("not a JSON object"));
         assert!(out.errors[2].starts_with(&at(4)) && out.errors[2].contains("no key \"ts\""));
         assert!(out.errors[2].contains("(3 so far)"), "{}", out.errors[2]);
+        assert!(spout.is_finished());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_limit_is_skipped_without_holding_it() {
+        let long = "x".repeat(MAX_LINE + 1000);
+        let path = scratch_file(&format!("first\n{long}\nlast\n"));
+        let mut spout = build(Config {
+            path: path.clone(),
+            format: "lines".into(),
+            fields: None,
+            rate: 0.0,
+            follow: false,
+        })
+        .unwrap();
+        spout.open(&TopologyContext::for_test("file")).await.unwrap();
+        let mut out = FakeSpoutCollector::default();
+        drain_acking(&mut spout, &mut out, 10).await;
+        assert_eq!(out.ids(), [1, 3]);
+        assert_eq!(out.strings(), ["first", "last"]);
+        assert_eq!(spout.malformed(), 1);
+        assert!(
+            out.errors[0].contains(":2: skipped a malformed line")
+                && out.errors[0].contains("longer than 16 MiB")
+        );
         assert!(spout.is_finished());
         std::fs::remove_file(path).unwrap();
     }
