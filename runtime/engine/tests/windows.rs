@@ -225,7 +225,7 @@ impl Bolt for Flaky {
     async fn execute(&mut self, input: Tuple, out: &mut dyn BoltCollector) -> Result<(), BoxError> {
         let n = self.seen.flaky_seen.fetch_add(1, SeqCst);
         let content = format!("{:?}", input.values());
-        if n % 10 == 0 && self.seen.failed_once.lock().unwrap().insert(content) {
+        if n.is_multiple_of(10) && self.seen.failed_once.lock().unwrap().insert(content) {
             out.fail(input);
             return Ok(());
         }
@@ -463,7 +463,7 @@ async fn out_of_order_events_within_the_lag_count_exactly() {
     // Blocks of five in reverse: each event up to 160 ms behind the latest, within the lag.
     let mut script = Vec::new();
     for block in events(50, 40).chunks(5) {
-        script.extend(block.iter().rev().cloned().map(|e| Event { pause: ms(2), ..e }));
+        script.extend(block.iter().rev().map(|e| Event { pause: ms(2), ..e.clone() }));
     }
     let def = topology_sink(1, vec![("w", "count-window", spec.clone()), ("agg", "count-keys", spec)]);
     let result = run(&def, &seen, bounded(vec![script]), None).await;

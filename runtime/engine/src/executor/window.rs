@@ -128,7 +128,7 @@ enum State {
     Aggregate {
         agg: Box<dyn DynAggregate>,
         /// Created on a key's first add in a window.
-        accs: Aggregates<Key, Option<Accumulator>>,
+        accs: Box<Aggregates<Key, Option<Accumulator>>>,
         /// The inputs, without their values: anchors and acks.
         handles: Windower<Held>,
     },
@@ -200,7 +200,7 @@ impl WindowExecutor {
             WindowForm::Aggregate(agg) => {
                 let accs = Aggregates::from_spec(&spec, || None)
                     .ok_or("an aggregate needs a window whose length and slide are durations")?;
-                State::Aggregate { agg, accs, handles: Windower::from_spec(&spec) }
+                State::Aggregate { agg, accs: Box::new(accs), handles: Windower::from_spec(&spec) }
             }
         };
         let upstream = upstream_tasks(plan, component);
