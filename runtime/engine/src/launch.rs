@@ -18,6 +18,7 @@ use crate::acker::{self, AckerMsg, Outcome};
 use crate::executor::bolt::{AnyBolt, BoltExecutor};
 use crate::executor::output::INBOX_BATCHES;
 use crate::executor::spout::SpoutExecutor;
+use crate::executor::window::{WindowExecutor, WindowForm};
 use crate::executor::{context, Control, Envelope, Links, Output, TaskError};
 use crate::metrics::TopologyMetrics;
 use crate::plan::Plan;
@@ -134,11 +135,18 @@ pub fn start(
                 let exec = BoltExecutor::new(AnyBolt::Basic(b), ctx, out, inbox, task_metrics, plan, tick);
                 tasks.spawn(exec.run());
             }
-            (Component::Windowed(_) | Component::Aggregate(_), Inbox::Bolt(_)) => {
-                return Err(task_error(format!(
-                    "kind {} is a windowed bolt: running windows is not built yet",
-                    c.kind
-                )));
+            (instance @ (Component::Windowed(_) | Component::Aggregate(_)), Inbox::Bolt(inbox)) => {
+                let Some(spec) = c.window.clone() else {
+                    return Err(task_error(format!("kind {} is a windowed bolt but has no window", c.kind)));
+                };
+                let form = match instance {
+                    Component::Windowed(b) => WindowForm::Whole(b),
+                    Component::Aggregate(a) => WindowForm::Aggregate(a),
+                    _ => unreachable!("matched above"),
+                };
+                let exec = WindowExecutor::new(form, spec, ctx, out, inbox, task_metrics, plan, component)
+                    .map_err(task_error)?;
+                tasks.spawn(exec.run());
             }
             (instance, _) => {
                 let built = instance.role();

@@ -8,7 +8,9 @@
 //! since the tasks started. [`Snapshot`]s sum tasks per component; their JSON form is what
 //! `squall local --json` and `squall status --json` print (`{"topology": …, "components":
 //! {id: {"kind", "tasks", "emitted", "transferred", "executed", "acked", "failed", …}}}`):
-//! keys may be added, never renamed or removed, since scripts read them.
+//! keys may be added, never renamed or removed, since scripts read them. Windowed bolts add
+//! `windows_fired` and `late` (summed over tasks) and `watermark_lag_ms` (processing time
+//! minus the watermark at its last advance, the max over tasks); they are 0 elsewhere.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -39,6 +41,12 @@ pub struct TaskMetrics {
     pub queued: AtomicI64,
     /// Complete latency in microseconds (spouts).
     pub complete_us: Mutex<Histogram<u64>>,
+    /// Windows fired (windowed bolts).
+    pub windows_fired: AtomicU64,
+    /// Tuples behind the watermark (windowed bolts).
+    pub late: AtomicU64,
+    /// Processing time minus the watermark at its last advance, in ms (windowed bolts).
+    pub watermark_lag_ms: AtomicU64,
 }
 
 impl Default for TaskMetrics {
@@ -54,6 +62,9 @@ impl Default for TaskMetrics {
             execute_samples: AtomicU64::new(0),
             queued: AtomicI64::new(0),
             complete_us: Mutex::new(new_histogram()),
+            windows_fired: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            watermark_lag_ms: AtomicU64::new(0),
         }
     }
 }
@@ -73,6 +84,9 @@ pub struct Counters {
     pub errors: u64,
     pub execute_ns: u64,
     pub execute_samples: u64,
+    pub windows_fired: u64,
+    pub late: u64,
+    pub watermark_lag_ms: u64,
 }
 
 impl Counters {
@@ -85,6 +99,9 @@ impl Counters {
         m.errors.store(self.errors, Relaxed);
         m.execute_ns.store(self.execute_ns, Relaxed);
         m.execute_samples.store(self.execute_samples, Relaxed);
+        m.windows_fired.store(self.windows_fired, Relaxed);
+        m.late.store(self.late, Relaxed);
+        m.watermark_lag_ms.store(self.watermark_lag_ms, Relaxed);
     }
 }
 
@@ -109,6 +126,15 @@ pub struct ComponentStats {
     /// (executed × mean execute latency ÷ time since start), averaged over its tasks.
     /// Near 1: the component is the bottleneck, give it more parallelism.
     pub capacity: f64,
+    /// Windows fired (windowed bolts; 0 elsewhere).
+    #[serde(default)]
+    pub windows_fired: u64,
+    /// Late tuples: behind the watermark when they came (windowed bolts; 0 elsewhere).
+    #[serde(default)]
+    pub late: u64,
+    /// Event-time lag: processing time minus the watermark, the max over the tasks.
+    #[serde(default)]
+    pub watermark_lag_ms: u64,
 }
 
 /// A topology's figures at one moment.
@@ -165,6 +191,12 @@ pub struct TaskFigures {
     pub queued: i64,
     /// Complete latency (spouts): (value in µs, count) for every recorded value.
     pub complete_us: Vec<(u64, u64)>,
+    #[serde(default)]
+    pub windows_fired: u64,
+    #[serde(default)]
+    pub late: u64,
+    #[serde(default)]
+    pub watermark_lag_ms: u64,
 }
 
 impl TaskMetrics {
@@ -187,6 +219,9 @@ impl TaskMetrics {
             execute_samples: self.execute_samples.load(Relaxed),
             queued: self.queued.load(Relaxed),
             complete_us,
+            windows_fired: self.windows_fired.load(Relaxed),
+            late: self.late.load(Relaxed),
+            watermark_lag_ms: self.watermark_lag_ms.load(Relaxed),
         }
     }
 }
@@ -222,6 +257,9 @@ impl Snapshot {
                 complete_latency_p999_us: 0.0,
                 queue_depth: 0,
                 capacity: 0.0,
+                windows_fired: 0,
+                late: 0,
+                watermark_lag_ms: 0,
             };
             let (mut ns, mut samples) = (0u64, 0u64);
             let mut complete = new_histogram();
@@ -233,6 +271,9 @@ impl Snapshot {
                 s.failed += f.failed;
                 s.errors += f.errors;
                 s.queue_depth += f.queued.max(0);
+                s.windows_fired += f.windows_fired;
+                s.late += f.late;
+                s.watermark_lag_ms = s.watermark_lag_ms.max(f.watermark_lag_ms);
                 ns += f.execute_ns;
                 samples += f.execute_samples;
                 for &(value, count) in &f.complete_us {

@@ -11,6 +11,7 @@ use squall_api::{
 };
 use tokio::sync::mpsc;
 
+use super::end_of_stream::{upstream_tasks, Ends, END_OF_STREAM};
 use super::{Envelope, Output, TaskError};
 use crate::metrics::{TaskMetrics, SAMPLE_EVERY};
 
@@ -32,6 +33,8 @@ pub struct BoltExecutor {
     /// Every stream's meta, by global stream id.
     pub metas: Vec<&'static StreamMeta>,
     pub tick: Option<Duration>,
+    /// The end-of-stream markers of the upstream tasks, forwarded once all came.
+    pub ends: Ends,
 }
 
 /// The collector handed to `execute`.
@@ -80,7 +83,8 @@ impl BoltExecutor {
         plan: &crate::plan::Plan,
         tick: Option<Duration>,
     ) -> Self {
-        BoltExecutor { bolt, ctx, out, inbox, metrics, metas: plan.stream_metas(), tick }
+        let ends = Ends::new(&upstream_tasks(plan, plan.task_component[out.task as usize].unwrap_or(0)));
+        BoltExecutor { bolt, ctx, out, inbox, metrics, metas: plan.stream_metas(), tick, ends }
     }
 
     fn fail(&self, message: String) -> TaskError {
@@ -100,6 +104,10 @@ impl BoltExecutor {
             t
         });
         let mut last_flush = Instant::now();
+        if self.ends.all_ended() {
+            // No upstream task: nothing will ever come.
+            self.out.end_of_stream();
+        }
         loop {
             // Ticks first: they are rare, and a busy inbox must not starve them.
             tokio::select! {
@@ -112,6 +120,12 @@ impl BoltExecutor {
                     let Some(batch) = batch else { break };
                     self.metrics.queued.fetch_sub(batch.len() as i64, Relaxed);
                     for env in batch {
+                        if env.stream == END_OF_STREAM {
+                            if self.ends.end(env.source_task) {
+                                self.out.end_of_stream();
+                            }
+                            continue;
+                        }
                         let meta = self.metas[env.stream as usize];
                         let tree = TreeIds { anchors: env.anchors, ..TreeIds::default() };
                         let tuple = Tuple::with_tree(meta, env.source_task, env.values, tree);

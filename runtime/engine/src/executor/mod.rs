@@ -7,11 +7,16 @@
 //! bolt executor runs `execute` for every tuple of its inbox in order, plus tick tuples, and
 //! ends when every task that could send to it has ended and its inbox is drained; its own
 //! outputs close with it, so shutdown flows down the graph. Queues between tasks are bounded.
+//! A spout task that stops emitting for good sends an end-of-stream marker downstream, which
+//! each bolt task forwards once all of its upstream tasks have sent theirs
+//! ([`end_of_stream`]); a windowed bolt ([`window`]) fires every window it holds then.
 
 pub mod bolt;
+pub mod end_of_stream;
 mod in_flight;
 pub mod output;
 pub mod spout;
+pub mod window;
 
 use std::sync::Arc;
 

@@ -461,4 +461,15 @@ impl Output {
     pub fn component(&self) -> &str {
         &self.component
     }
+
+    /// Queues one end-of-stream marker for every task subscribed to any stream of this task
+    /// (see [`super::end_of_stream`]); the caller flushes. Counted nowhere.
+    pub fn end_of_stream(&mut self) {
+        for d in &mut self.dests {
+            d.buf.push(super::end_of_stream::marker(self.task));
+            if d.buf.len() >= BATCH {
+                self.full = true;
+            }
+        }
+    }
 }

@@ -106,6 +106,8 @@ impl SpoutExecutor {
         let mut last_merge = Instant::now();
         let mut last_expire = Instant::now();
         let mut calls: u64 = 0;
+        // Whether the end-of-stream marker went out.
+        let mut ended = false;
         loop {
             // Outcomes first: they free pending slots and may queue replays.
             while let Ok(batch) = self.inbox.try_recv() {
@@ -166,6 +168,12 @@ impl SpoutExecutor {
                 self.expire(&mut pending, now).await;
             }
             let stopping = state == Control::Stop || !control_open;
+            if !ended && (stopping || self.spout.is_finished()) {
+                // It emits no more: downstream windows may fire what they hold.
+                ended = true;
+                self.out.end_of_stream();
+                self.out.flush_all().await;
+            }
             if pending.is_empty() && (stopping || self.spout.is_finished()) {
                 break;
             }
@@ -186,6 +194,9 @@ impl SpoutExecutor {
             }
         }
         self.spout.close().await;
+        if !ended {
+            self.out.end_of_stream();
+        }
         self.out.flush_all().await;
         self.out.counters.publish(&self.metrics);
         self.merge(&mut histogram);

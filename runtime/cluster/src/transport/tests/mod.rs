@@ -196,6 +196,27 @@ async fn batches_reach_remote_bolts_ackers_and_spouts_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_end_of_stream_marker_crosses_workers_unchanged_after_the_tuples_before_it() {
+    use squall_engine::executor::end_of_stream::{marker, END_OF_STREAM};
+    let plan = plan();
+    let (w0, mut w1, _peers) = pair(&plan).await;
+    // Spout task 0 (worker 0) to bolt task 3 (worker 1): tuples, then its marker, in one batch
+    // and alone.
+    let mut first = batch(0, 3);
+    first.push(marker(0));
+    w0.bolt(3).send(first).await.unwrap();
+    w0.bolt(3).send(vec![marker(2)]).await.unwrap();
+    let inbox = w1.rx.bolts[3].as_mut().unwrap();
+    let got = within("the batch with the marker", inbox.recv()).await.unwrap();
+    assert_eq!(numbers(&got[..3]), vec![0, 1, 2]);
+    let m = &got[3];
+    assert_eq!((m.stream, m.source_task, m.values.len(), m.anchors.len()), (END_OF_STREAM, 0, 0, 0));
+    let got = within("the marker alone", inbox.recv()).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].stream, got[0].source_task, got[0].values.len()), (END_OF_STREAM, 2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_task_does_not_block_others_on_the_connection() {
     let plan = plan();
     let (w0, mut w1, _peers) = pair(&plan).await;

@@ -1,0 +1,510 @@
+//! The window executor: runs a windowed bolt (whole windows, or an aggregate per key) on one
+//! task, over the pure core of [`crate::window`].
+//!
+//! Contract:
+//! - Each input tuple gets a timestamp: its `timestamp_field` (an integer, ms since the epoch)
+//!   in event time, or the task's clock (ms since the epoch, never going back) in processing
+//!   time. A tuple without the field, or with a non-integer in it, is reported (rate-limited,
+//!   as every error) and failed. In event time the tuple's timestamp is observed by the
+//!   [`Watermarks`] of its upstream task.
+//! - Every `watermark_interval`, the watermark is recomputed (processing time: the clock) and
+//!   advanced, and every window ready fires, in order of their end. A [`WindowedBolt`] gets
+//!   the window as a [`TupleWindow`] borrowing the core's storage (no tuple is copied), and
+//!   everything it emits is anchored to every tuple of the window. An aggregate emits
+//!   [`DynAggregate::result`] per key of the window on its default stream, each anchored to
+//!   every tuple of the window (see "Anchoring" below). Then the tuples no window can fire
+//!   again are acked, each once. If `execute` errs, the error is reported and the window's
+//!   tuples are failed: each once, even if it is in several windows, and a failed tuple is
+//!   never acked afterwards.
+//! - A tuple behind the watermark is late: emitted on the window's `late_stream`, with its own
+//!   values, anchored to itself, if there is one (else dropped), then acked and counted.
+//! - End of stream: the end-of-stream marker of an upstream task finishes that task in the
+//!   watermarks; once every upstream task has sent it, every window fires (the watermark goes
+//!   to the end of time), every tuple is acked, and the marker is forwarded downstream. The
+//!   task then ends, as a bolt's, once its inbox closes. (Tuples after that are late.)
+//! - Metrics: inputs count as executed; `windows_fired`, `late` and `watermark_lag_ms`
+//!   (processing time minus the watermark at its last advance) are the task's own.
+//!
+//! Anchoring: an output of a window is anchored to every input of the window, so a failure of
+//! any output downstream replays every input that made it (at-least-once). That costs one
+//! edge per input and output (one acker message per input root and output when the output is
+//! acked). The aggregate form pays it per key result too: [`Aggregates`] keeps one
+//! accumulator per key and window, not which inputs went into which key, so a key's own
+//! inputs are not known when it fires; tracking them would mean a handle list per key and
+//! window. The handles of the aggregate form are kept in a [`Windower`] of value-less tuples
+//! (same alignment, same firing as the accumulators), which gives each window's inputs for
+//! sliding windows as well as tumbling ones. In event time, inputs replayed after their window
+//! fired are behind the watermark: they are late, not counted again.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use smallvec::SmallVec;
+use squall_api::{
+    Accumulator, DynAggregate, EmitError, StreamMeta, TopologyContext, TreeIds, Tuple, TupleSource,
+    TupleWindow, Tuples, Value, Values, WindowCollector, WindowEmitter, WindowedBolt, DEFAULT_STREAM,
+};
+use tokio::sync::mpsc;
+
+use super::end_of_stream::{upstream_tasks, Ends, END_OF_STREAM};
+use super::{Envelope, Output, TaskError};
+use crate::metrics::{TaskMetrics, SAMPLE_EVERY};
+use crate::plan::Plan;
+use crate::window::{Aggregates, Insert, Items, Watermarks, WindowSpec, Windower, END_OF_TIME};
+
+/// Batches are flushed at least this often while the task is busy.
+const MAX_LINGER: Duration = Duration::from_millis(1);
+
+/// A windowed bolt of either form.
+pub enum WindowForm {
+    Whole(Box<dyn WindowedBolt>),
+    Aggregate(Box<dyn DynAggregate>),
+}
+
+/// A tuple held by the windows, with whether it was failed (then it is never acked).
+struct Held {
+    tuple: Tuple,
+    failed: AtomicBool,
+}
+
+impl Held {
+    fn new(tuple: Tuple) -> Self {
+        Held { tuple, failed: AtomicBool::new(false) }
+    }
+}
+
+/// Held tuples as a window lists them to a bolt.
+struct HeldTuples<'a>(Items<'a, Held>);
+
+impl TupleSource for HeldTuples<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &Tuple> + '_> {
+        Box::new(self.0.iter().map(|h| &h.tuple))
+    }
+}
+
+/// An aggregate's key: a [`Value`] with hashing and equality (floats compare by bits).
+#[derive(Debug, Clone)]
+struct Key(Value);
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.0.stable_hash());
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        same(&self.0, &other.0)
+    }
+}
+
+impl Eq for Key {}
+
+/// Equality with floats by their bits, so that it is an equivalence (NaN is itself).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+        (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        (Value::Map(x), Value::Map(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|((ka, a), (kb, b))| ka == kb && same(a, b))
+        }
+        _ => a == b,
+    }
+}
+
+/// What the task holds, by form.
+enum State {
+    Whole {
+        bolt: Box<dyn WindowedBolt>,
+        windows: Windower<Held>,
+    },
+    Aggregate {
+        agg: Box<dyn DynAggregate>,
+        /// Created on a key's first add in a window.
+        accs: Box<Aggregates<Key, Option<Accumulator>>>,
+        /// The inputs, without their values: anchors and acks.
+        handles: Windower<Held>,
+    },
+}
+
+impl State {
+    fn advance(&mut self, watermark: i64) {
+        match self {
+            State::Whole { windows, .. } => windows.advance(watermark),
+            State::Aggregate { accs, handles, .. } => {
+                accs.advance(watermark);
+                handles.advance(watermark);
+            }
+        }
+    }
+}
+
+/// What a windowed bolt emits through: anchored to the firing window's inputs.
+struct Emitter<'a, 'b> {
+    out: &'a mut Output,
+    anchors: &'a [&'b Tuple],
+}
+
+impl WindowEmitter for Emitter<'_, '_> {
+    fn emit_to(&mut self, stream: &str, values: Values) -> Result<(), EmitError> {
+        self.out.emit_bolt(stream, self.anchors, values, None)
+    }
+
+    fn report_error(&mut self, error: &str) {
+        self.out.report_error(error)
+    }
+}
+
+pub struct WindowExecutor {
+    state: State,
+    ctx: TopologyContext,
+    out: Output,
+    inbox: mpsc::Receiver<Vec<Envelope>>,
+    metrics: Arc<TaskMetrics>,
+    /// Every stream's meta, by global stream id.
+    metas: Vec<&'static StreamMeta>,
+    spec: WindowSpec,
+    /// Event time only.
+    watermarks: Option<Watermarks>,
+    ends: Ends,
+    /// Every window fired for the end of the stream.
+    finished: bool,
+    /// The clock: ms since the epoch at `started`, never going back.
+    epoch_ms: i64,
+    started: Instant,
+}
+
+impl WindowExecutor {
+    /// The executor of task `out.task`, a task of component `component` of `plan`, with the
+    /// component's window `spec`. An aggregate over count windows is an error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        form: WindowForm,
+        spec: WindowSpec,
+        ctx: TopologyContext,
+        out: Output,
+        inbox: mpsc::Receiver<Vec<Envelope>>,
+        metrics: Arc<TaskMetrics>,
+        plan: &Plan,
+        component: usize,
+    ) -> Result<Self, String> {
+        let state = match form {
+            WindowForm::Whole(bolt) => State::Whole { bolt, windows: Windower::from_spec(&spec) },
+            WindowForm::Aggregate(agg) => {
+                let accs = Aggregates::from_spec(&spec, || None)
+                    .ok_or("an aggregate needs a window whose length and slide are durations")?;
+                State::Aggregate { agg, accs: Box::new(accs), handles: Windower::from_spec(&spec) }
+            }
+        };
+        let upstream = upstream_tasks(plan, component);
+        let started = Instant::now();
+        let watermarks = spec
+            .is_event_time()
+            .then(|| Watermarks::new(upstream.iter().copied(), spec.lag, spec.idle_timeout, started));
+        let epoch_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        Ok(WindowExecutor {
+            state,
+            ctx,
+            out,
+            inbox,
+            metrics,
+            metas: plan.stream_metas(),
+            spec,
+            watermarks,
+            ends: Ends::new(&upstream),
+            finished: false,
+            epoch_ms,
+            started,
+        })
+    }
+
+    fn fail(&self, message: String) -> TaskError {
+        TaskError { component: self.out.component().to_string(), task: self.out.task, message }
+    }
+
+    /// Processing time now, in ms since the epoch.
+    fn now_ms(&self, now: Instant) -> i64 {
+        self.epoch_ms + now.saturating_duration_since(self.started).as_millis() as i64
+    }
+
+    pub async fn run(mut self) -> Result<(), TaskError> {
+        if let State::Whole { bolt, .. } = &mut self.state {
+            bolt.prepare(&self.ctx).await.map_err(|e| self.fail(format!("prepare failed: {e}")))?;
+        }
+        let every = self.spec.watermark_interval.max(Duration::from_millis(1));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if self.ends.all_ended() {
+            self.end_of_stream().await;
+        }
+        let mut last_flush = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = ticker.tick() => self.advance().await,
+                batch = self.inbox.recv() => {
+                    let Some(batch) = batch else { break };
+                    self.metrics.queued.fetch_sub(batch.len() as i64, Relaxed);
+                    let now = Instant::now();
+                    for env in batch {
+                        if env.stream == END_OF_STREAM {
+                            if let Some(w) = &mut self.watermarks {
+                                w.finish(env.source_task);
+                            }
+                            if self.ends.end(env.source_task) {
+                                self.end_of_stream().await;
+                            }
+                            continue;
+                        }
+                        let meta = self.metas[env.stream as usize];
+                        let tree = TreeIds { anchors: env.anchors, ..TreeIds::default() };
+                        let tuple = Tuple::with_tree(meta, env.source_task, env.values, tree);
+                        self.out.counters.executed += 1;
+                        self.insert(meta, tuple, now);
+                        if self.out.has_full() {
+                            self.out.flush_full().await;
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            if self.inbox.is_empty() || now - last_flush >= MAX_LINGER {
+                self.out.flush_all().await;
+                self.out.counters.publish(&self.metrics);
+                last_flush = now;
+            }
+        }
+        // Every sender has gone without ending its stream (a run torn down): fire what is held.
+        if !self.finished {
+            self.end_of_stream().await;
+        }
+        self.out.flush_all().await;
+        if let State::Whole { bolt, .. } = &mut self.state {
+            bolt.cleanup().await;
+        }
+        self.out.flush_all().await;
+        self.out.counters.publish(&self.metrics);
+        Ok(())
+    }
+
+    /// Takes one input into the windows, or out as late.
+    #[inline]
+    fn insert(&mut self, meta: &'static StreamMeta, tuple: Tuple, now: Instant) {
+        let sample = self.out.counters.executed.is_multiple_of(SAMPLE_EVERY);
+        let started = sample.then(Instant::now);
+        let ts = match &self.spec.timestamp_field {
+            Some(field) => match tuple.get_i64(field.as_str()) {
+                Ok(ts) => ts,
+                Err(e) => {
+                    self.out.report_error(&format!("no event time: {e}"));
+                    self.fail_input(&tuple);
+                    return;
+                }
+            },
+            None => self.now_ms(now),
+        };
+        if let Some(w) = &mut self.watermarks {
+            w.observe(tuple.source_task(), ts, now);
+        }
+        let late = match &mut self.state {
+            State::Whole { windows, .. } => match windows.insert(ts, Held::new(tuple)) {
+                Insert::Accepted => None,
+                Insert::Late(held) => Some(held.tuple),
+            },
+            State::Aggregate { agg, accs, handles } => {
+                let key = match agg.key(&tuple) {
+                    Ok(key) => Key(key),
+                    Err(e) => {
+                        self.out.report_error(&format!("key failed: {e}"));
+                        self.fail_input(&tuple);
+                        return;
+                    }
+                };
+                let mut failed = None;
+                let inserted = accs.insert(ts, &key, (), |acc| {
+                    let acc = acc.get_or_insert_with(|| agg.create());
+                    if let Err(e) = agg.add(acc, &tuple) {
+                        failed.get_or_insert(e);
+                    }
+                });
+                match inserted {
+                    Insert::Late(()) => Some(tuple),
+                    Insert::Accepted => {
+                        if let Some(e) = failed {
+                            self.out.report_error(&format!("add failed: {e}"));
+                        }
+                        // The values are folded in: the handle keeps the tree only.
+                        let tree = tuple.tree().clone();
+                        let handle = Tuple::with_tree(meta, tuple.source_task(), Values::new(), tree);
+                        match handles.insert(ts, Held::new(handle)) {
+                            Insert::Accepted => None,
+                            // Not reached: both have the same watermark.
+                            Insert::Late(held) => {
+                                self.out.ack(&held.tuple);
+                                None
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(tuple) = late {
+            self.late(tuple);
+        }
+        if let Some(started) = started {
+            self.out.counters.execute_ns += started.elapsed().as_nanos() as u64;
+            self.out.counters.execute_samples += 1;
+        }
+    }
+
+    fn fail_input(&mut self, tuple: &Tuple) {
+        self.out.fail_roots(tuple.tree().anchors.iter().map(|(r, _)| *r));
+    }
+
+    /// A tuple behind the watermark: out on the late stream if any, then acked.
+    fn late(&mut self, tuple: Tuple) {
+        self.out.counters.late += 1;
+        if let Some(stream) = &self.spec.late_stream {
+            let values = Values::from(tuple.values());
+            if let Err(e) = self.out.emit_bolt(stream, &[&tuple], values, None) {
+                self.out.report_error(&format!("late tuple: {e}"));
+            }
+        }
+        self.out.ack(&tuple);
+    }
+
+    /// Recomputes the watermark, advances the windows to it and fires those ready.
+    async fn advance(&mut self) {
+        if self.finished {
+            return;
+        }
+        let now = Instant::now();
+        let now_ms = self.now_ms(now);
+        let watermark = match &mut self.watermarks {
+            Some(w) => w.current(now),
+            None => Some(now_ms),
+        };
+        let Some(watermark) = watermark else { return };
+        if watermark != END_OF_TIME {
+            self.out.counters.watermark_lag_ms = now_ms.saturating_sub(watermark).max(0) as u64;
+        }
+        self.state.advance(watermark);
+        self.fire().await;
+    }
+
+    /// Every upstream task has ended (or gone): fire everything, forward the marker.
+    async fn end_of_stream(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.state.advance(END_OF_TIME);
+        self.fire().await;
+        self.out.end_of_stream();
+        self.out.flush_all().await;
+        self.out.counters.publish(&self.metrics);
+    }
+
+    /// Fires every window ready, then acks the inputs released.
+    async fn fire(&mut self) {
+        let out = &mut self.out;
+        match &mut self.state {
+            State::Whole { bolt, windows } => {
+                while let Some(w) = windows.next_window() {
+                    let (items, new, expired) =
+                        (HeldTuples(w.items()), HeldTuples(w.new_items()), HeldTuples(w.expired()));
+                    let window = TupleWindow::new(
+                        Tuples::from_source(&items),
+                        Tuples::from_source(&new),
+                        Tuples::from_source(&expired),
+                        w.start(),
+                        w.end(),
+                    );
+                    let anchors: Vec<&Tuple> = w.items().iter().map(|h| &h.tuple).collect();
+                    let mut emitter = Emitter { out, anchors: &anchors };
+                    let result = bolt.execute(&window, &mut WindowCollector::new(&mut emitter)).await;
+                    out.counters.windows_fired += 1;
+                    if let Err(e) = result {
+                        out.report_error(&format!("execute failed: {e}"));
+                        for held in w.items() {
+                            if !held.failed.swap(true, Relaxed) {
+                                let roots: SmallVec<[u64; 2]> =
+                                    held.tuple.tree().anchors.iter().map(|(r, _)| *r).collect();
+                                out.fail_roots(roots);
+                            }
+                        }
+                    }
+                    if out.has_full() {
+                        out.flush_full().await;
+                    }
+                }
+                for held in windows.take_released() {
+                    if !held.failed.load(Relaxed) {
+                        out.ack(&held.tuple);
+                    }
+                }
+            }
+            State::Aggregate { agg, accs, handles } => {
+                loop {
+                    // The results first: an accumulator may not be held across an await.
+                    let Some((start, end, results)) = accs.next_window().map(|w| {
+                        let (start, end) = (w.start(), w.end());
+                        let results: Vec<Values> = w
+                            .iter()
+                            .filter_map(|(key, acc)| Some(agg.result(&key.0, acc.as_ref()?, start, end)))
+                            .collect();
+                        (start, end, results)
+                    }) else {
+                        break;
+                    };
+                    let inputs = handles.next_window();
+                    debug_assert!(
+                        inputs.as_ref().is_some_and(|i| (i.start(), i.end()) == (start, end)),
+                        "the handles fire the accumulators' windows"
+                    );
+                    let anchors: Vec<&Tuple> =
+                        inputs.iter().flat_map(|i| i.items().iter()).map(|h| &h.tuple).collect();
+                    for values in results {
+                        if let Err(e) = out.emit_bolt(DEFAULT_STREAM, &anchors, values, None) {
+                            out.report_error(&format!("result: {e}"));
+                        }
+                        if out.has_full() {
+                            out.flush_full().await;
+                        }
+                    }
+                    out.counters.windows_fired += 1;
+                }
+                for held in handles.take_released() {
+                    out.ack(&held.tuple);
+                }
+            }
+        }
+        out.counters.publish(&self.metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_equal_by_value_with_floats_by_bits() {
+        use std::collections::HashMap;
+        let mut m = HashMap::new();
+        m.insert(Key(Value::from("a")), 1);
+        m.insert(Key(Value::Float(f64::NAN)), 2);
+        m.insert(Key(Value::List(vec![Value::Int(1), Value::Float(0.5)])), 3);
+        assert_eq!(m.get(&Key(Value::from("a"))), Some(&1));
+        assert_eq!(m.get(&Key(Value::Float(f64::NAN))), Some(&2), "NaN is itself as a key");
+        assert_eq!(m.get(&Key(Value::List(vec![Value::Int(1), Value::Float(0.5)]))), Some(&3));
+        assert_eq!(m.get(&Key(Value::Bytes(b"a".to_vec()))), None, "bytes are not a string");
+        assert_eq!(m.get(&Key(Value::Int(1))), None);
+    }
+}
