@@ -130,6 +130,21 @@ enum Workload {
         #[arg(long, value_name = "HOST:PORT")]
         bootstrap: Option<String>,
     },
+    /// WIN-1: N events counted per key on 1 s event-time windows
+    Win1 {
+        /// Events
+        #[arg(long, default_value_t = 10_000_000)]
+        n: u64,
+        /// Parallelism of the windowed count
+        #[arg(long, default_value_t = 2)]
+        p: usize,
+        /// Keys
+        #[arg(long, default_value_t = 1000)]
+        k: u64,
+        /// Worker processes
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -300,6 +315,7 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                 Workload::Log1 { m, workers, broker, bootstrap } => {
                     bench::log1(&bench::Log1 { m, workers, broker, bootstrap }).await
                 }
+                Workload::Win1 { n, p, k, workers } => bench::win1(&bench::Win1 { n, p, k, workers }).await,
             };
             match line {
                 Ok(line) => {

@@ -1,4 +1,4 @@
-//! Benchmarks: `squall bench wc1`, `lat1` and `log1`, each printing one result line.
+//! Benchmarks: `squall bench wc1`, `lat1`, `log1` and `win1`, each printing one result line.
 //!
 //! Contract: each workload builds its topology in code from components private to this module
 //! (a sentence spout cycling through WC-1's five sentences, a splitter, and a counter keeping
@@ -17,8 +17,10 @@ mod cluster;
 mod log1;
 #[cfg(feature = "kafka")]
 mod log1_kafka;
+mod win1;
 
 pub use log1::{log1, Log1};
+pub use win1::{win1, Win1};
 
 use hdrhistogram::Histogram;
 use serde::Deserialize;

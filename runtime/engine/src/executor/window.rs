@@ -12,7 +12,7 @@
 //!   the window as a [`TupleWindow`] borrowing the core's storage (no tuple is copied), and
 //!   everything it emits is anchored to every tuple of the window. An aggregate emits
 //!   [`DynAggregate::result`] per key of the window on its default stream, each anchored to
-//!   every tuple of the window (see "Anchoring" below). Then the tuples no window can fire
+//!   the window's tuples of that key (see "Anchoring" below). Then the tuples no window can fire
 //!   again are acked, each once. If `execute` errs, the error is reported and the window's
 //!   tuples are failed: each once, even if it is in several windows, and a failed tuple is
 //!   never acked afterwards.
@@ -25,17 +25,18 @@
 //! - Metrics: inputs count as executed; `windows_fired`, `late` and `watermark_lag_ms`
 //!   (processing time minus the watermark at its last advance) are the task's own.
 //!
-//! Anchoring: an output of a window is anchored to every input of the window, so a failure of
-//! any output downstream replays every input that made it (at-least-once). That costs one
-//! edge per input and output (one acker message per input root and output when the output is
-//! acked). The aggregate form pays it per key result too: [`Aggregates`] keeps one
-//! accumulator per key and window, not which inputs went into which key, so a key's own
-//! inputs are not known when it fires; tracking them would mean a handle list per key and
-//! window. The handles of the aggregate form are kept in a [`Windower`] of value-less tuples
-//! (same alignment, same firing as the accumulators), which gives each window's inputs for
-//! sliding windows as well as tumbling ones. In event time, inputs replayed after their window
+//! Anchoring: an output of a window is anchored to the inputs that made it, so a failure of
+//! the output downstream replays them (at-least-once). A whole-window bolt's output may derive
+//! from any tuple of the window, so it is anchored to all of them (one edge per input and
+//! output, as in Storm). An aggregate's result for a key derives from that key's inputs only,
+//! and is anchored to those: each input gains one edge per window holding it, however many
+//! keys the window has. The aggregate form keeps its inputs as value-less tuples with their
+//! keys in a [`Windower`] (same alignment, same firing as the accumulators), grouped by key
+//! when their window fires; that gives each window's inputs for sliding windows as well as
+//! tumbling ones. In event time, inputs replayed after their window
 //! fired are behind the watermark: they are late, not counted again.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
@@ -74,6 +75,13 @@ impl Held {
     fn new(tuple: Tuple) -> Self {
         Held { tuple, failed: AtomicBool::new(false) }
     }
+}
+
+/// An aggregate's input as its windows hold it: its key and its tree (its values are folded
+/// into the accumulators already).
+struct KeyedInput {
+    key: Key,
+    tuple: Tuple,
 }
 
 /// Held tuples as a window lists them to a bolt.
@@ -129,8 +137,9 @@ enum State {
         agg: Box<dyn DynAggregate>,
         /// Created on a key's first add in a window.
         accs: Box<Aggregates<Key, Option<Accumulator>>>,
-        /// The inputs, without their values: anchors and acks.
-        handles: Windower<Held>,
+        /// The inputs, without their values but with their keys: each key's result is
+        /// anchored to that key's inputs, and every input is acked once released.
+        handles: Windower<KeyedInput>,
     },
 }
 
@@ -343,11 +352,11 @@ impl WindowExecutor {
                         // The values are folded in: the handle keeps the tree only.
                         let tree = tuple.tree().clone();
                         let handle = Tuple::with_tree(meta, tuple.source_task(), Values::new(), tree);
-                        match handles.insert(ts, Held::new(handle)) {
+                        match handles.insert(ts, KeyedInput { key, tuple: handle }) {
                             Insert::Accepted => None,
                             // Not reached: both have the same watermark.
-                            Insert::Late(held) => {
-                                self.out.ack(&held.tuple);
+                            Insert::Late(input) => {
+                                self.out.ack(&input.tuple);
                                 None
                             }
                         }
@@ -456,9 +465,11 @@ impl WindowExecutor {
                     // The results first: an accumulator may not be held across an await.
                     let Some((start, end, results)) = accs.next_window().map(|w| {
                         let (start, end) = (w.start(), w.end());
-                        let results: Vec<Values> = w
+                        let results: Vec<(Key, Values)> = w
                             .iter()
-                            .filter_map(|(key, acc)| Some(agg.result(&key.0, acc.as_ref()?, start, end)))
+                            .filter_map(|(key, acc)| {
+                                Some((key.clone(), agg.result(&key.0, acc.as_ref()?, start, end)))
+                            })
                             .collect();
                         (start, end, results)
                     }) else {
@@ -469,10 +480,15 @@ impl WindowExecutor {
                         inputs.as_ref().is_some_and(|i| (i.start(), i.end()) == (start, end)),
                         "the handles fire the accumulators' windows"
                     );
-                    let anchors: Vec<&Tuple> =
-                        inputs.iter().flat_map(|i| i.items().iter()).map(|h| &h.tuple).collect();
-                    for values in results {
-                        if let Err(e) = out.emit_bolt(DEFAULT_STREAM, &anchors, values, None) {
+                    // Each key's result joins the trees of that key's inputs only: one edge per
+                    // input, not one per input per key.
+                    let mut by_key: HashMap<&Key, Vec<&Tuple>> = HashMap::new();
+                    for input in inputs.iter().flat_map(|i| i.items().iter()) {
+                        by_key.entry(&input.key).or_default().push(&input.tuple);
+                    }
+                    for (key, values) in results {
+                        let anchors = by_key.get(&key).map_or(&[][..], Vec::as_slice);
+                        if let Err(e) = out.emit_bolt(DEFAULT_STREAM, anchors, values, None) {
                             out.report_error(&format!("result: {e}"));
                         }
                         if out.has_full() {
@@ -481,8 +497,8 @@ impl WindowExecutor {
                     }
                     out.counters.windows_fired += 1;
                 }
-                for held in handles.take_released() {
-                    out.ack(&held.tuple);
+                for input in handles.take_released() {
+                    out.ack(&input.tuple);
                 }
             }
         }
