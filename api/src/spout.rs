@@ -101,4 +101,14 @@ pub trait Spout: Send + 'static {
     fn is_finished(&self) -> bool {
         false
     }
+
+    /// True once a bounded spout will emit no new message: it has read its source to the end
+    /// and has no failed message waiting to be emitted again, though some it emitted may still
+    /// be in flight. The runtime then ends the stream downstream, so that windows fire what
+    /// they hold (their inputs are acked only then, so a spout that waits for every ack before
+    /// saying it is finished must say this first). A message failed later is still replayed;
+    /// a window that already passed its time treats it as late. By default, [`Self::is_finished`].
+    fn is_exhausted(&self) -> bool {
+        self.is_finished()
+    }
 }

@@ -371,6 +371,14 @@ impl Spout for FileSpout {
         }
     }
 
+    fn is_exhausted(&self) -> bool {
+        !self.follow
+            && self.at_end
+            && self.buf.is_empty()
+            && self.pending.is_none()
+            && self.replays.is_empty()
+    }
+
     fn is_finished(&self) -> bool {
         !self.follow
             && self.at_end

@@ -113,6 +113,10 @@ impl Spout for RandomChoice {
     fn is_finished(&self) -> bool {
         self.seq.is_finished()
     }
+
+    fn is_exhausted(&self) -> bool {
+        self.seq.is_exhausted()
+    }
 }
 
 #[cfg(test)]

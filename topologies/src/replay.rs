@@ -130,6 +130,12 @@ impl Sequencer {
         }
     }
 
+    /// True once a bounded sequence was emitted in full and nothing waits to be replayed
+    /// (some ids may still be in flight).
+    pub fn is_exhausted(&self) -> bool {
+        self.limit.is_some_and(|limit| self.next >= limit) && self.replays.is_empty()
+    }
+
     /// True once a bounded sequence was emitted in full and every id acked.
     pub fn is_finished(&self) -> bool {
         self.limit.is_some_and(|limit| self.next >= limit) && self.replays.is_empty() && self.in_flight == 0

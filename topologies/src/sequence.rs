@@ -59,6 +59,10 @@ impl Spout for Sequence {
     fn is_finished(&self) -> bool {
         self.seq.is_finished()
     }
+
+    fn is_exhausted(&self) -> bool {
+        self.seq.is_exhausted()
+    }
 }
 
 #[cfg(test)]

@@ -97,6 +97,10 @@ impl Spout for Events {
     fn is_finished(&self) -> bool {
         self.next >= self.n && self.replay.is_empty()
     }
+
+    fn is_exhausted(&self) -> bool {
+        self.is_finished()
+    }
 }
 
 /// Counts per key and window.

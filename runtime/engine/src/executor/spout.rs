@@ -168,7 +168,7 @@ impl SpoutExecutor {
                 self.expire(&mut pending, now).await;
             }
             let stopping = state == Control::Stop || !control_open;
-            if !ended && (stopping || self.spout.is_finished()) {
+            if !ended && (stopping || self.spout.is_exhausted()) {
                 // It emits no more: downstream windows may fire what they hold.
                 ended = true;
                 self.out.end_of_stream();
