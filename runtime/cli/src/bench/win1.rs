@@ -3,8 +3,8 @@
 //! Contract: a spout emits N events, event i with key "w" + (i mod K) and timestamp
 //! ts_i = max(0, ⌊i / 100⌋ − ((i · 7919) mod 201)) ms — 100,000 events per second of event
 //! time, up to 200 ms out of order — each with its index as message id (acking on); an
-//! aggregate counts them per key on a tumbling 1 s event-time window with a 200 ms lag and
-//! the watermark advanced every 20 ms (parallelism P, fields grouping on the key); a sink gathers every window's count. The run
+//! aggregate counts them per key on a tumbling 1 s event-time window with a 200 ms lag
+//! (parallelism P, fields grouping on the key); a sink gathers every window's count. The run
 //! ends by itself once the spout is finished (the windows fire at the end of the stream). It
 //! checks that the counts of all windows sum to N, that every (key, window) count equals the
 //! one computed from the formula, and that no event was late; peak RSS is the process's
@@ -39,8 +39,7 @@ pub fn event_ts(i: u64) -> i64 {
 }
 
 /// In-flight events the spout may have: more than a window and its lag hold (about 120,000),
-/// or the window could never fire. With the watermark advanced every 20 ms, windows fire (and
-/// ack their inputs) soon enough for the spout to keep going.
+/// or the window could never fire.
 const MAX_PENDING: usize = 1 << 18;
 
 type Counts = HashMap<(u64, i64), u64, BuildHasherDefault<StableHasher>>;
@@ -184,7 +183,6 @@ fn topology(b: &Win1) -> TopologyDef {
     let window = WindowSpec {
         timestamp_field: Some("ts".into()),
         lag: Duration::from_millis(200),
-        watermark_interval: Duration::from_millis(20),
         ..WindowSpec::tumbling(Size::Time(Duration::from_secs(1)))
     };
     TopologyDef {

@@ -7,8 +7,9 @@
 //!   time. A tuple without the field, or with a non-integer in it, is reported (rate-limited,
 //!   as every error) and failed. In event time the tuple's timestamp is observed by the
 //!   [`Watermarks`] of its upstream task.
-//! - Every `watermark_interval`, the watermark is recomputed (processing time: the clock) and
-//!   advanced, and every window ready fires, in order of their end. A [`WindowedBolt`] gets
+//! - After every batch of input (event time) and every `watermark_interval`, the watermark is
+//!   recomputed (processing time: the clock) and advanced, and every window ready fires, in
+//!   order of their end. A [`WindowedBolt`] gets
 //!   the window as a [`TupleWindow`] borrowing the core's storage (no tuple is copied), and
 //!   everything it emits is anchored to every tuple of the window. An aggregate emits
 //!   [`DynAggregate::result`] per key of the window on its default stream, each anchored to
@@ -280,6 +281,12 @@ impl WindowExecutor {
                         if self.out.has_full() {
                             self.out.flush_full().await;
                         }
+                    }
+                    // In event time a batch may move the watermark past a window's end: fire
+                    // it now rather than at the next tick (the tick still moves time along
+                    // for processing time and idle upstream tasks).
+                    if self.watermarks.is_some() {
+                        self.advance().await;
                     }
                 }
             }
