@@ -34,7 +34,8 @@ pub struct WindowSpec {
     pub timestamp_field: Option<String>,
     /// How far out of order events may arrive: the watermark trails the latest timestamps by it.
     pub lag: Duration,
-    /// How often the watermark is recomputed and windows fired.
+    /// The longest the watermark goes without being recomputed (in event time it also moves
+    /// with every batch of input); processing-time windows fire on this tick.
     pub watermark_interval: Duration,
     /// An upstream task silent this long stops holding the watermark back (`None`: never).
     pub idle_timeout: Option<Duration>,
