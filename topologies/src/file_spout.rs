@@ -467,15 +467,7 @@ mod tests {
             "{\"word\": \"a\", \"ts\": 1}\nnot json\n[1, 2]\n{\"word\": \"b\"}\n{\"word\": \"c\", \"ts\": 3}\n",
         );
         // Built directly, to read its count of malformed lines.
-        let mut spout = build(Config {
-            path: path.clone(),
-            format: "jsonl".into(),
-            fields: Some(vec!["word".into(), "ts".into()]),
-            rate: 0.0,
-            follow: false,
-        })
-        .unwrap();
-        spout.open(&TopologyContext::for_test("file")).await.unwrap();
+        let mut spout = opened_direct(&path, "jsonl", Some(vec!["word".into(), "ts".into()])).await;
         let mut out = FakeSpoutCollector::default();
         drain_acking(&mut spout, &mut out, 10).await;
         assert_eq!(out.ids(), [1, 5]);
@@ -491,19 +483,21 @@ mod tests {
         std::fs::remove_file(path).unwrap();
     }
 
+    /// A bounded spout over `path`, built directly (to read its count of malformed lines) and
+    /// opened.
+    async fn opened_direct(path: &Path, format: &str, fields: Option<Vec<String>>) -> FileSpout {
+        let config =
+            Config { path: path.to_path_buf(), format: format.into(), fields, rate: 0.0, follow: false };
+        let mut spout = build(config).unwrap();
+        spout.open(&TopologyContext::for_test("file")).await.unwrap();
+        spout
+    }
+
     #[tokio::test]
     async fn a_line_longer_than_the_limit_is_skipped_without_holding_it() {
         let long = "x".repeat(MAX_LINE + 1000);
         let path = scratch_file(&format!("first\n{long}\nlast\n"));
-        let mut spout = build(Config {
-            path: path.clone(),
-            format: "lines".into(),
-            fields: None,
-            rate: 0.0,
-            follow: false,
-        })
-        .unwrap();
-        spout.open(&TopologyContext::for_test("file")).await.unwrap();
+        let mut spout = opened_direct(&path, "lines", None).await;
         let mut out = FakeSpoutCollector::default();
         drain_acking(&mut spout, &mut out, 10).await;
         assert_eq!(out.ids(), [1, 3]);
