@@ -18,5 +18,6 @@ pub mod local;
 pub mod metrics;
 pub mod partitioned;
 pub mod plan;
+pub mod prefetch;
 pub mod topology;
 pub mod window;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use squall_api::{BoxError, EmitError, Registry, TaskId, Tuple, Value, Values};
+use squall_api::{BoxError, EmitError, Registry, TaskId, TreeIds, Tuple, Value, Values};
 use tokio::sync::mpsc;
 
 use crate::acker::{acker_of, AckerMsg, IdGen, Outcome};
@@ -269,15 +269,28 @@ impl Output {
         values: Values,
         direct: Option<TaskId>,
     ) -> Result<(), EmitError> {
+        self.emit_anchored(stream, anchors.iter().map(|a| a.tree()), values, direct)
+    }
+
+    /// Emits a bolt tuple anchored to the inputs whose tree ids are `anchors`: what a task
+    /// that keeps its inputs' trees but not their values (a window) emits through.
+    #[inline]
+    pub fn emit_anchored<'t>(
+        &mut self,
+        stream: &str,
+        anchors: impl Iterator<Item = &'t TreeIds> + Clone,
+        values: Values,
+        direct: Option<TaskId>,
+    ) -> Result<(), EmitError> {
         let s = self.route(stream, &values, direct)?;
         let sid = self.streams[s].sid;
         let n = self.targets.len();
-        let tracked = self.acking && anchors.iter().any(|a| !a.tree().anchors.is_empty());
+        let tracked = self.acking && anchors.clone().any(|a| !a.anchors.is_empty());
         self.counters.emitted += 1;
         self.counters.transferred += n as u64;
         let Some(last) = n.checked_sub(1) else { return Ok(()) };
         for i in 0..last {
-            let anchors = if tracked { self.new_edges(anchors) } else { Anchors::new() };
+            let anchors = if tracked { self.new_edges(anchors.clone()) } else { Anchors::new() };
             let env = Envelope { stream: sid, source_task: self.task, values: values.clone(), anchors };
             self.push(self.targets[i], env);
         }
@@ -288,31 +301,36 @@ impl Output {
 
     /// One new edge per anchor, in every tree of that anchor: the anchors of one delivery.
     #[inline]
-    fn new_edges(&mut self, anchors: &[&Tuple]) -> Anchors {
+    fn new_edges<'t>(&mut self, anchors: impl Iterator<Item = &'t TreeIds> + Clone) -> Anchors {
+        let mut out = Anchors::new();
         // The common case: one input, in one tree.
-        if let [a] = anchors {
-            if let [(root, _)] = a.tree().anchors[..] {
+        let mut rest = anchors.clone();
+        if let (Some(tree), None) = (rest.next(), rest.next()) {
+            if let [(root, _)] = tree.anchors[..] {
                 let edge = self.ids.next_id();
-                a.tree().xor_ack_val(edge);
-                let mut out = Anchors::new();
+                tree.xor_ack_val(edge);
                 out.push((root, edge));
                 return out;
             }
         }
-        let mut out = Anchors::new();
-        for a in anchors {
-            let tree = a.tree();
+        for tree in anchors {
             if tree.anchors.is_empty() {
                 continue;
             }
             let edge = self.ids.next_id();
             tree.xor_ack_val(edge);
-            for &(root, _) in &tree.anchors {
-                match out.iter_mut().find(|(r, _)| *r == root) {
-                    Some((_, e)) => *e ^= edge,
-                    None => out.push((root, edge)),
+            out.extend(tree.anchors.iter().map(|&(root, _)| (root, edge)));
+        }
+        // A tree reached through several anchors gets the XOR of their edges, once.
+        if out.len() > 1 {
+            out.sort_unstable_by_key(|&(root, _)| root);
+            out.dedup_by(|(root, edge), (kept_root, kept_edge)| {
+                let same = root == kept_root;
+                if same {
+                    *kept_edge ^= *edge;
                 }
-            }
+                same
+            });
         }
         out
     }
@@ -333,12 +351,7 @@ impl Output {
     /// sees the same XOR with fewer messages.
     #[inline]
     pub fn to_acker(&mut self, msg: AckerMsg) {
-        let root = match msg {
-            AckerMsg::Init { root, .. }
-            | AckerMsg::Ack { root, .. }
-            | AckerMsg::Fail { root }
-            | AckerMsg::Reset { root } => root,
-        };
+        let root = msg.root();
         if self.ackers.is_empty() {
             return;
         }
@@ -361,7 +374,12 @@ impl Output {
     /// Acks an input: for each of its trees, its edge XOR the edges anchored to it.
     #[inline]
     pub fn ack(&mut self, input: &Tuple) {
-        let tree = input.tree();
+        self.ack_tree(input.tree())
+    }
+
+    /// Acks the input whose tree ids are `tree`.
+    #[inline]
+    pub fn ack_tree(&mut self, tree: &TreeIds) {
         if self.acking {
             let ack_val = tree.ack_val();
             for &(root, edge) in &tree.anchors {

@@ -227,7 +227,13 @@ impl SpoutExecutor {
         histogram: &mut hdrhistogram::Histogram<u64>,
     ) {
         let now = Instant::now();
-        for o in batch {
+        for o in batch.iter().take(crate::prefetch::AHEAD) {
+            pending.prefetch(o.root);
+        }
+        for (i, o) in batch.iter().enumerate() {
+            if let Some(ahead) = batch.get(i + crate::prefetch::AHEAD) {
+                pending.prefetch(ahead.root);
+            }
             // An outcome for a root no longer pending was already reported: ignore it.
             let Some((msg_id, emitted)) = pending.remove(o.root) else {
                 continue;

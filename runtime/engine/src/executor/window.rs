@@ -37,7 +37,6 @@
 //! tumbling ones. In event time, inputs replayed after their window
 //! fired are behind the watermark: they are late, not counted again.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
@@ -78,11 +77,68 @@ impl Held {
     }
 }
 
-/// An aggregate's input as its windows hold it: its key and its tree (its values are folded
-/// into the accumulators already).
+/// An aggregate's input as its windows hold it: its key, as the accumulators index it, and
+/// its tree ids (its values are folded into the accumulators already): 40 bytes an input.
 struct KeyedInput {
-    key: Key,
-    tuple: Tuple,
+    key: u32,
+    tree: TreeIds,
+}
+
+/// Groups a fired window's inputs by key, for anchoring each key's result to that key's inputs
+/// only: a counting sort by the key's position among the window's results, linear in the
+/// window's keys and inputs, with its buffers kept from window to window.
+#[derive(Default)]
+struct KeyGroups {
+    /// By key index: 1 + the key's position among the results, 0 for none.
+    position: Vec<u32>,
+    /// Where each result's inputs start in the grouped order, and one past the last.
+    starts: Vec<u32>,
+}
+
+impl KeyGroups {
+    /// The trees of `inputs`, grouped so that result `i`'s inputs (the key `keys[i]`) are
+    /// [`of(i)`](Self::of) of the returned vector; inputs of a key without a result are left out.
+    fn group<'a>(&mut self, keys: &[u32], inputs: Items<'a, KeyedInput>) -> Vec<&'a TreeIds> {
+        let most = keys.iter().map(|&k| k as usize + 1).max().unwrap_or(0);
+        if self.position.len() < most {
+            self.position.resize(most, 0);
+        }
+        for (i, &k) in keys.iter().enumerate() {
+            self.position[k as usize] = i as u32 + 1;
+        }
+        let position = |input: &KeyedInput| match self.position.get(input.key as usize) {
+            Some(&p) if p > 0 => Some(p as usize - 1),
+            _ => None,
+        };
+        self.starts.clear();
+        self.starts.resize(keys.len() + 1, 0);
+        for p in inputs.iter().filter_map(position) {
+            self.starts[p + 1] += 1;
+        }
+        for i in 1..self.starts.len() {
+            self.starts[i] += self.starts[i - 1];
+        }
+        let mut grouped = match inputs.iter().next() {
+            Some(first) => vec![&first.tree; self.starts[keys.len()] as usize],
+            None => Vec::new(),
+        };
+        let mut next = self.starts.clone();
+        for input in inputs.iter() {
+            if let Some(p) = position(input) {
+                grouped[next[p] as usize] = &input.tree;
+                next[p] += 1;
+            }
+        }
+        for &k in keys {
+            self.position[k as usize] = 0;
+        }
+        grouped
+    }
+
+    /// The range of the grouped inputs of result `i` (after [`group`](Self::group)).
+    fn of(&self, i: usize) -> std::ops::Range<usize> {
+        self.starts[i] as usize..self.starts[i + 1] as usize
+    }
 }
 
 /// Held tuples as a window lists them to a bolt.
@@ -141,6 +197,7 @@ enum State {
         /// The inputs, without their values but with their keys: each key's result is
         /// anchored to that key's inputs, and every input is acked once released.
         handles: Windower<KeyedInput>,
+        groups: KeyGroups,
     },
 }
 
@@ -210,7 +267,12 @@ impl WindowExecutor {
             WindowForm::Aggregate(agg) => {
                 let accs = Aggregates::from_spec(&spec, || None)
                     .ok_or("an aggregate needs a window whose length and slide are durations")?;
-                State::Aggregate { agg, accs: Box::new(accs), handles: Windower::from_spec(&spec) }
+                State::Aggregate {
+                    agg,
+                    accs: Box::new(accs),
+                    handles: Windower::from_spec(&spec),
+                    groups: KeyGroups::default(),
+                }
             }
         };
         let upstream = upstream_tasks(plan, component);
@@ -277,7 +339,7 @@ impl WindowExecutor {
                         let tree = TreeIds { anchors: env.anchors, ..TreeIds::default() };
                         let tuple = Tuple::with_tree(meta, env.source_task, env.values, tree);
                         self.out.counters.executed += 1;
-                        self.insert(meta, tuple, now);
+                        self.insert(tuple, now);
                         if self.out.has_full() {
                             self.out.flush_full().await;
                         }
@@ -312,7 +374,7 @@ impl WindowExecutor {
 
     /// Takes one input into the windows, or out as late.
     #[inline]
-    fn insert(&mut self, meta: &'static StreamMeta, tuple: Tuple, now: Instant) {
+    fn insert(&mut self, tuple: Tuple, now: Instant) {
         let sample = self.out.counters.executed.is_multiple_of(SAMPLE_EVERY);
         let started = sample.then(Instant::now);
         let ts = match &self.spec.timestamp_field {
@@ -334,9 +396,10 @@ impl WindowExecutor {
                 Insert::Accepted => None,
                 Insert::Late(held) => Some(held.tuple),
             },
-            State::Aggregate { agg, accs, handles } => {
+            State::Aggregate { accs, .. } if accs.is_late(ts) => Some(tuple),
+            State::Aggregate { agg, accs, handles, .. } => {
                 let key = match agg.key(&tuple) {
-                    Ok(key) => Key(key),
+                    Ok(key) => accs.key_index(&Key(key)),
                     Err(e) => {
                         self.out.report_error(&format!("key failed: {e}"));
                         self.fail_input(&tuple);
@@ -344,29 +407,22 @@ impl WindowExecutor {
                     }
                 };
                 let mut failed = None;
-                let inserted = accs.insert(ts, &key, (), |acc| {
+                accs.insert_indexed(ts, key, (), |acc| {
                     let acc = acc.get_or_insert_with(|| agg.create());
                     if let Err(e) = agg.add(acc, &tuple) {
                         failed.get_or_insert(e);
                     }
                 });
-                match inserted {
-                    Insert::Late(()) => Some(tuple),
-                    Insert::Accepted => {
-                        if let Some(e) = failed {
-                            self.out.report_error(&format!("add failed: {e}"));
-                        }
-                        // The values are folded in: the handle keeps the tree only.
-                        let tree = tuple.tree().clone();
-                        let handle = Tuple::with_tree(meta, tuple.source_task(), Values::new(), tree);
-                        match handles.insert(ts, KeyedInput { key, tuple: handle }) {
-                            Insert::Accepted => None,
-                            // Not reached: both have the same watermark.
-                            Insert::Late(input) => {
-                                self.out.ack(&input.tuple);
-                                None
-                            }
-                        }
+                if let Some(e) = failed {
+                    self.out.report_error(&format!("add failed: {e}"));
+                }
+                // The values are folded in: the windows keep the tree only.
+                match handles.insert(ts, KeyedInput { key, tree: tuple.into_tree() }) {
+                    Insert::Accepted => None,
+                    // Not reached: both have the same watermark.
+                    Insert::Late(input) => {
+                        self.out.ack_tree(&input.tree);
+                        None
                     }
                 }
             }
@@ -467,35 +523,28 @@ impl WindowExecutor {
                     }
                 }
             }
-            State::Aggregate { agg, accs, handles } => {
+            State::Aggregate { agg, accs, handles, groups } => {
                 loop {
                     // The results first: an accumulator may not be held across an await.
-                    let Some((start, end, results)) = accs.next_window().map(|w| {
+                    let Some((keys, results)) = accs.next_window().map(|w| {
                         let (start, end) = (w.start(), w.end());
-                        let results: Vec<(Key, Values)> = w
-                            .iter()
-                            .filter_map(|(key, acc)| {
-                                Some((key.clone(), agg.result(&key.0, acc.as_ref()?, start, end)))
-                            })
-                            .collect();
-                        (start, end, results)
+                        w.indexed()
+                            .filter_map(|(index, key, acc)| Some((index, agg.result(&key.0, acc.as_ref()?, start, end))))
+                            .unzip::<_, _, Vec<u32>, Vec<Values>>()
                     }) else {
                         break;
                     };
                     let inputs = handles.next_window();
-                    debug_assert!(
-                        inputs.as_ref().is_some_and(|i| (i.start(), i.end()) == (start, end)),
-                        "the handles fire the accumulators' windows"
-                    );
+                    debug_assert!(inputs.is_some(), "the handles fire the accumulators' windows");
                     // Each key's result joins the trees of that key's inputs only: one edge per
                     // input, not one per input per key.
-                    let mut by_key: HashMap<&Key, Vec<&Tuple>> = HashMap::new();
-                    for input in inputs.iter().flat_map(|i| i.items().iter()) {
-                        by_key.entry(&input.key).or_default().push(&input.tuple);
-                    }
-                    for (key, values) in results {
-                        let anchors = by_key.get(&key).map_or(&[][..], Vec::as_slice);
-                        if let Err(e) = out.emit_bolt(DEFAULT_STREAM, anchors, values, None) {
+                    let grouped = match &inputs {
+                        Some(inputs) => groups.group(&keys, inputs.items()),
+                        None => Vec::new(),
+                    };
+                    for (i, values) in results.into_iter().enumerate() {
+                        let anchors = grouped.get(groups.of(i)).unwrap_or_default();
+                        if let Err(e) = out.emit_anchored(DEFAULT_STREAM, anchors.iter().copied(), values, None) {
                             out.report_error(&format!("result: {e}"));
                         }
                         if out.has_full() {
@@ -505,7 +554,7 @@ impl WindowExecutor {
                     out.counters.windows_fired += 1;
                 }
                 for input in handles.take_released() {
-                    out.ack(&input.tuple);
+                    out.ack_tree(&input.tree);
                 }
             }
         }
