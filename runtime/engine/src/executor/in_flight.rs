@@ -75,8 +75,9 @@ impl InFlight {
             self.free.pop();
             debug_assert_eq!(self.slots[index as usize].root, root, "root not from next_root");
             self.slots[index as usize] = slot;
-            // The next insert's slot, while this emit's tuple is on its way.
-            if let Some(&next) = self.free.last() {
+            // A slot a few inserts ahead, so that its miss overlaps the emits before it.
+            let ahead = self.free.len().checked_sub(crate::prefetch::AHEAD).and_then(|i| self.free.get(i));
+            if let Some(&next) = ahead {
                 crate::prefetch::read(&self.slots[root_slot(next) as usize]);
             }
         } else {

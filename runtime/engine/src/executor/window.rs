@@ -529,7 +529,9 @@ impl WindowExecutor {
                     let Some((keys, results)) = accs.next_window().map(|w| {
                         let (start, end) = (w.start(), w.end());
                         w.indexed()
-                            .filter_map(|(index, key, acc)| Some((index, agg.result(&key.0, acc.as_ref()?, start, end))))
+                            .filter_map(|(index, key, acc)| {
+                                Some((index, agg.result(&key.0, acc.as_ref()?, start, end)))
+                            })
                             .unzip::<_, _, Vec<u32>, Vec<Values>>()
                     }) else {
                         break;
@@ -544,7 +546,9 @@ impl WindowExecutor {
                     };
                     for (i, values) in results.into_iter().enumerate() {
                         let anchors = grouped.get(groups.of(i)).unwrap_or_default();
-                        if let Err(e) = out.emit_anchored(DEFAULT_STREAM, anchors.iter().copied(), values, None) {
+                        if let Err(e) =
+                            out.emit_anchored(DEFAULT_STREAM, anchors.iter().copied(), values, None)
+                        {
                             out.report_error(&format!("result: {e}"));
                         }
                         if out.has_full() {

@@ -170,7 +170,13 @@ impl<K: Hash + Eq + Clone, A, T> Aggregates<K, A, T> {
 
     /// [`insert`](Self::insert) of the key whose [`key_index`](Self::key_index) is `key_idx`.
     #[inline]
-    pub fn insert_indexed(&mut self, ts_ms: i64, key_idx: u32, handle: T, mut add: impl FnMut(&mut A)) -> Insert<T> {
+    pub fn insert_indexed(
+        &mut self,
+        ts_ms: i64,
+        key_idx: u32,
+        handle: T,
+        mut add: impl FnMut(&mut A),
+    ) -> Insert<T> {
         if self.is_late(ts_ms) {
             return Insert::Late(handle);
         }
