@@ -243,7 +243,9 @@ impl BasicBolt for Count {
 
 /// The benchmarks' component kinds, for worker processes of a benchmark run in cluster mode.
 pub fn worker_registry() -> Registry {
-    registry(&Arc::new(Shared::default()))
+    let mut r = registry(&Arc::new(Shared::default()));
+    r.merge(&win1::worker_registry());
+    r
 }
 
 fn registry(shared: &Arc<Shared>) -> Registry {
@@ -307,7 +309,7 @@ fn topology(
 fn single_process(workers: usize) -> Result<(), BoxError> {
     if workers != 1 {
         return Err(format!(
-            "--workers {workers}: only wc1 runs across worker processes so far; use --workers 1"
+            "--workers {workers}: only wc1 and win1 run across worker processes so far; use --workers 1"
         )
         .into());
     }
