@@ -34,7 +34,9 @@
 //! keys the window has. The aggregate form keeps its inputs as value-less tuples with their
 //! keys in a [`Windower`] (same alignment, same firing as the accumulators), grouped by key
 //! when their window fires; that gives each window's inputs for sliding windows as well as
-//! tumbling ones. In event time, inputs replayed after their window
+//! tumbling ones. Without acking the aggregate form keeps no input at all (nothing to anchor
+//! or ack): its memory is one accumulator per key and open window. In event time, inputs
+//! replayed after their window
 //! fired are behind the watermark: they are late, not counted again.
 
 use std::hash::{Hash, Hasher};
@@ -195,8 +197,10 @@ enum State {
         /// Created on a key's first add in a window.
         accs: Box<Aggregates<Key, Option<Accumulator>>>,
         /// The inputs, without their values but with their keys: each key's result is
-        /// anchored to that key's inputs, and every input is acked once released.
-        handles: Windower<KeyedInput>,
+        /// anchored to that key's inputs, and every input is acked once released. Without
+        /// acking there is nothing to anchor or ack: none are kept, and memory is the
+        /// accumulators' alone.
+        handles: Option<Windower<KeyedInput>>,
         groups: KeyGroups,
     },
 }
@@ -207,7 +211,9 @@ impl State {
             State::Whole { windows, .. } => windows.advance(watermark),
             State::Aggregate { accs, handles, .. } => {
                 accs.advance(watermark);
-                handles.advance(watermark);
+                if let Some(handles) = handles {
+                    handles.advance(watermark);
+                }
             }
         }
     }
@@ -270,7 +276,7 @@ impl WindowExecutor {
                 State::Aggregate {
                     agg,
                     accs: Box::new(accs),
-                    handles: Windower::from_spec(&spec),
+                    handles: out.acking.then(|| Windower::from_spec(&spec)),
                     groups: KeyGroups::default(),
                 }
             }
@@ -417,6 +423,10 @@ impl WindowExecutor {
                     self.out.report_error(&format!("add failed: {e}"));
                 }
                 // The values are folded in: the windows keep the tree only.
+                let Some(handles) = handles else {
+                    self.out.ack(&tuple);
+                    return;
+                };
                 match handles.insert(ts, KeyedInput { key, tree: tuple.into_tree() }) {
                     Insert::Accepted => None,
                     // Not reached: both have the same watermark.
@@ -536,8 +546,9 @@ impl WindowExecutor {
                     }) else {
                         break;
                     };
-                    let inputs = handles.next_window();
-                    debug_assert!(inputs.is_some(), "the handles fire the accumulators' windows");
+                    let kept = handles.is_some();
+                    let inputs = handles.as_mut().and_then(|h| h.next_window());
+                    debug_assert!(!kept || inputs.is_some(), "the handles fire the accumulators' windows");
                     // Each key's result joins the trees of that key's inputs only: one edge per
                     // input, not one per input per key.
                     let grouped = match &inputs {
@@ -557,7 +568,7 @@ impl WindowExecutor {
                     }
                     out.counters.windows_fired += 1;
                 }
-                for input in handles.take_released() {
+                for input in handles.iter_mut().flat_map(|h| h.take_released()) {
                     out.ack_tree(&input.tree);
                 }
             }
