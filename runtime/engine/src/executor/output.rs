@@ -321,17 +321,7 @@ impl Output {
             tree.xor_ack_val(edge);
             out.extend(tree.anchors.iter().map(|&(root, _)| (root, edge)));
         }
-        // A tree reached through several anchors gets the XOR of their edges, once.
-        if out.len() > 1 {
-            out.sort_unstable_by_key(|&(root, _)| root);
-            out.dedup_by(|(root, edge), (kept_root, kept_edge)| {
-                let same = root == kept_root;
-                if same {
-                    *kept_edge ^= *edge;
-                }
-                same
-            });
-        }
+        merge_same_trees(&mut out);
         out
     }
 
@@ -489,5 +479,39 @@ impl Output {
                 self.full = true;
             }
         }
+    }
+}
+
+/// A tree reached through several anchors gets the XOR of their edges, once: the anchors of a
+/// delivery name each tree once (sorted by root), or the acker would see its edge twice.
+fn merge_same_trees(anchors: &mut Anchors) {
+    if anchors.len() > 1 {
+        anchors.sort_unstable_by_key(|&(root, _)| root);
+        anchors.dedup_by(|(root, edge), (kept_root, kept_edge)| {
+            let same = root == kept_root;
+            if same {
+                *kept_edge ^= *edge;
+            }
+            same
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchors_in_the_same_tree_become_one_edge_with_the_xor_of_theirs() {
+        let mut anchors: Anchors = [(7, 0b001), (3, 0b100), (7, 0b010), (7, 0b1000)].into_iter().collect();
+        merge_same_trees(&mut anchors);
+        assert_eq!(anchors.as_slice(), &[(3, 0b100), (7, 0b1011)]);
+        let mut one: Anchors = [(9, 5)].into_iter().collect();
+        merge_same_trees(&mut one);
+        assert_eq!(one.as_slice(), &[(9, 5)]);
+        let mut distinct: Anchors = (0..100u64).rev().map(|r| (r, r + 1000)).collect();
+        merge_same_trees(&mut distinct);
+        assert_eq!(distinct.len(), 100, "distinct trees stay, one edge each");
+        assert!(distinct.iter().all(|&(r, e)| e == r + 1000));
     }
 }

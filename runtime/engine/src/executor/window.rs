@@ -582,6 +582,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fired_windows_inputs_are_grouped_by_the_key_of_each_result() {
+        let tree = |root: u64| TreeIds { anchors: [(root, 1)].into_iter().collect(), ..TreeIds::default() };
+        let mut windows: Windower<KeyedInput> = Windower::new(
+            crate::window::Size::Time(Duration::from_secs(1)),
+            crate::window::Size::Time(Duration::from_secs(1)),
+        );
+        // Keys 0, 5 and 2 (as the accumulators index them); root = 10 × key + n.
+        for (ts, key, root) in [(1, 5, 50), (2, 0, 0), (3, 5, 51), (4, 2, 20), (5, 5, 52), (6, 0, 1)] {
+            assert!(!windows.insert(ts, KeyedInput { key, tree: tree(root) }).is_late());
+        }
+        windows.advance(1_000);
+        let fired = windows.next_window().expect("the window fires");
+        let mut groups = KeyGroups::default();
+        // The results name keys 5 and 0 only: key 2's input has no result to anchor.
+        let grouped = groups.group(&[5, 0], fired.items());
+        let roots = |i: usize| -> Vec<u64> { grouped[groups.of(i)].iter().map(|t| t.anchors[0].0).collect() };
+        assert_eq!(roots(0), vec![50, 51, 52], "key 5's inputs, in the window's order");
+        assert_eq!(roots(1), vec![0, 1], "key 0's inputs");
+        assert_eq!(grouped.len(), 5);
+        // The buffers are reused: a later window with other keys starts clean.
+        let again = groups.group(&[2], fired.items());
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[groups.of(0)][0].anchors[0].0, 20);
+    }
+
+    #[test]
     fn keys_are_equal_by_value_with_floats_by_bits() {
         use std::collections::HashMap;
         let mut m = HashMap::new();
