@@ -267,7 +267,8 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                 Ok(def) => def,
                 Err(diagnostics) => return report_mistakes(&file, &diagnostics),
             };
-            let opts = LocalOptions { duration, progress: true };
+            let resources = squall_engine::resources::beside(&file);
+            let opts = LocalOptions { duration, progress: true, resources };
             match local::run(&def, &registry, &opts).await {
                 Ok(result) => {
                     if json {
