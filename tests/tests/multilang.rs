@@ -8,7 +8,8 @@
 //! child killed with kill -9 is reported, started again, and loses nothing; `need_task_ids`
 //! answers name the tasks tuples went to, and direct emits reach the task named; scripts are
 //! found in the `resources/` folder beside the topology file; a child that writes something
-//! that is not the protocol is reported with the offending line.
+//! that is not the protocol is reported with the offending line; on a cluster, `squall submit`
+//! carries the `resources/` folder to the supervisors, whose workers run the script from it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -447,4 +448,49 @@ fn a_missing_script_fails_the_run_with_a_one_line_error() {
     let out = local(&dir, "missing.toml", &[]);
     out.assert_failure();
     assert!(out.stderr.contains("py task"), "{out}");
+}
+
+/// The final counts in a file-sink's output once its words add up to `total`; `None` before.
+fn counts_once_complete(path: &std::path::Path, total: u64) -> Option<BTreeMap<String, u64>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // A line being written may be incomplete: count only whole lines.
+    let complete = text.lines().filter(|l| l.ends_with('}')).count() as u64;
+    (complete == total).then(|| final_counts(path))
+}
+
+#[test]
+fn the_python_word_count_runs_on_a_cluster_of_two_supervisors_with_its_resources_uploaded() {
+    let script = std::fs::read_to_string(repo_file("config/resources/split_sentence.py")).unwrap();
+    let dir = TempDir::new("ml-cluster");
+    // The topology and its resources live in their own folder: workers run elsewhere, and
+    // find the script only in what their supervisor unpacked.
+    std::fs::create_dir_all(dir.join("topo/resources")).unwrap();
+    std::fs::write(dir.join("topo/resources/split_sentence.py"), &script).unwrap();
+    let expected_out = dir.join("expected.jsonl");
+    dir.topology("rs.toml", &word_count(r#"kind = "split-sentence""#, &expected_out.display().to_string()));
+    local(&dir, "rs.toml", &[]).assert_success();
+    let expected = final_counts(&expected_out);
+    let total: u64 = expected.values().sum();
+
+    let out = dir.join("cluster.jsonl");
+    let python_split = r#"kind = "shell-bolt"
+config = { command = ["${PYTHON}", "split_sentence.py"], fields = ["word"] }"#;
+    let text = word_count(python_split, &out.display().to_string()).replace("name = \"wc\"", "name = \"wc\"\nworkers = 2");
+    std::fs::write(dir.join("topo/wc.toml"), text).unwrap();
+
+    let cluster = squall_tests::cluster::Cluster::start(&dir, 2, 1);
+    let submitted = cluster.squall(["submit"]).arg(dir.join("topo/wc.toml")).env("PYTHON", python()).run();
+    submitted.assert_success();
+    cluster.wait_until(Duration::from_secs(240), "every word is counted on the cluster", |_| {
+        counts_once_complete(&out, total).is_some()
+    });
+    assert_eq!(counts_once_complete(&out, total), Some(expected));
+    let unpacked: Vec<PathBuf> = (0..2)
+        .flat_map(|i| std::fs::read_dir(dir.join(format!("sup-{i}/resources"))).into_iter().flatten())
+        .flatten()
+        .map(|e| e.path().join("split_sentence.py"))
+        .collect();
+    assert!(!unpacked.is_empty() && unpacked.iter().all(|p| p.is_file()), "{unpacked:?}\n{}", cluster.logs());
+    let killed = cluster.squall(["kill", "wc", "--wait", "1"]).run();
+    killed.assert_success();
 }
