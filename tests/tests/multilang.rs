@@ -9,7 +9,8 @@
 //! answers name the tasks tuples went to, and direct emits reach the task named; scripts are
 //! found in the `resources/` folder beside the topology file; a child that writes something
 //! that is not the protocol is reported with the offending line; on a cluster, `squall submit`
-//! carries the `resources/` folder to the supervisors, whose workers run the script from it.
+//! carries the `resources/` folder to the supervisors, whose workers run the script from it;
+//! the README's Python word count runs as shown.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -493,4 +494,22 @@ config = { command = ["${PYTHON}", "split_sentence.py"], fields = ["word"] }"#;
     assert!(!unpacked.is_empty() && unpacked.iter().all(|p| p.is_file()), "{unpacked:?}\n{}", cluster.logs());
     let killed = cluster.squall(["kill", "wc", "--wait", "1"]).run();
     killed.assert_success();
+}
+
+#[test]
+fn the_readme_python_word_count_runs_from_the_repository() {
+    let dir = TempDir::new("ml-readme");
+    let file = repo_file("config/wordcount-python.toml").display().to_string();
+    let out = dir
+        .squall(["local", &file, "--json"])
+        .env("PYTHON", python())
+        .env("SENTENCES", "1000")
+        .env_remove("RATE")
+        .timeout(DEADLINE)
+        .run();
+    out.assert_success();
+    let summary = out.summary();
+    assert_eq!(summary.component("sentences").acked(), 1000, "{out}");
+    assert_eq!(summary.component("split").failed(), 0, "{out}");
+    assert_eq!(summary.component("count").executed(), summary.component("split").emitted(), "{out}");
 }
