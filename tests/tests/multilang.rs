@@ -44,7 +44,9 @@ fn local(dir: &TempDir, file: &str, args: &[&str]) -> Outcome {
 fn final_counts(path: &std::path::Path) -> BTreeMap<String, u64> {
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for row in read_json_lines(path) {
-        seen.entry(row["word"].as_str().unwrap().to_string()).or_default().push(row["count"].as_u64().unwrap());
+        seen.entry(row["word"].as_str().unwrap().to_string())
+            .or_default()
+            .push(row["count"].as_u64().unwrap());
     }
     seen.into_iter()
         .map(|(word, mut counts)| {
@@ -291,7 +293,8 @@ fn pids(dir: &TempDir) -> Vec<i32> {
 fn a_child_killed_with_kill_9_is_started_again_and_nothing_is_lost() {
     let dir = project("ml-kill", &[("pass.py", PID_BOLT)]);
     dir.topology("kill.toml", &numbers_through("pass.py", 3000, 300));
-    let mut run = dir.squall(["local", "kill.toml", "--json"]).env("PYTHON", python()).timeout(DEADLINE).spawn();
+    let mut run =
+        dir.squall(["local", "kill.toml", "--json"]).env("PYTHON", python()).timeout(DEADLINE).spawn();
     let started = Instant::now();
     while pids(&dir).is_empty() && started.elapsed() < DEADLINE && !run.has_exited() {
         std::thread::sleep(Duration::from_millis(100));
@@ -307,7 +310,10 @@ fn a_child_killed_with_kill_9_is_started_again_and_nothing_is_lost() {
     assert!(missing.is_empty(), "lost: {missing:?}\n{out}");
     assert_eq!(out.summary().component("numbers").acked(), 3000, "{out}");
     assert!(pids(&dir).len() >= 2, "a second child was started\n{out}");
-    assert!(out.stderr.contains("SIGKILL") || out.stderr.contains("signal: 9"), "the kill is reported\n{out}");
+    assert!(
+        out.stderr.contains("SIGKILL") || out.stderr.contains("signal: 9"),
+        "the kill is reported\n{out}"
+    );
 }
 
 /// Emits each number on `default` asking for the task ids, reports them on `report`, and
@@ -476,7 +482,8 @@ fn the_python_word_count_runs_on_a_cluster_of_two_supervisors_with_its_resources
     let out = dir.join("cluster.jsonl");
     let python_split = r#"kind = "shell-bolt"
 config = { command = ["${PYTHON}", "split_sentence.py"], fields = ["word"] }"#;
-    let text = word_count(python_split, &out.display().to_string()).replace("name = \"wc\"", "name = \"wc\"\nworkers = 2");
+    let text = word_count(python_split, &out.display().to_string())
+        .replace("name = \"wc\"", "name = \"wc\"\nworkers = 2");
     std::fs::write(dir.join("topo/wc.toml"), text).unwrap();
 
     let cluster = squall_tests::cluster::Cluster::start(&dir, 2, 1);

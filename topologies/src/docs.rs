@@ -422,7 +422,11 @@ mod tests {
                     let fields = doc.config.iter().find(|k| k.name == "fields").map(|k| k.default.example());
                     assert_eq!(streams.len(), 1, "{kind}: {streams:?}");
                     let names: Vec<&str> = streams[0].fields.iter().collect();
-                    assert_eq!(fields.map(|f| f.replace(' ', "")), Some(format!("{names:?}").replace(' ', "")), "{kind}");
+                    assert_eq!(
+                        fields.map(|f| f.replace(' ', "")),
+                        Some(format!("{names:?}").replace(' ', "")),
+                        "{kind}"
+                    );
                 }
                 Emits::Passthrough => {
                     assert_eq!(streams.len(), 1, "{kind}: {streams:?}");

@@ -90,10 +90,18 @@ mod tests {
         ("random-sentence", Role::Spout, ""),
         ("random-word", Role::Spout, ""),
         ("sequence", Role::Spout, "count = 1"),
-        ("shell-bolt", Role::Bolt, r#"command = ["python3", "split.py"]
-                                      fields = ["word"]"#),
-        ("shell-spout", Role::Spout, r#"command = ["python3", "spout.py"]
-                                        fields = ["word"]"#),
+        (
+            "shell-bolt",
+            Role::Bolt,
+            r#"command = ["python3", "split.py"]
+                                      fields = ["word"]"#,
+        ),
+        (
+            "shell-spout",
+            Role::Spout,
+            r#"command = ["python3", "spout.py"]
+                                        fields = ["word"]"#,
+        ),
         ("split-sentence", Role::Bolt, ""),
         ("window-count", Role::Bolt, ""),
         ("word-count", Role::Bolt, ""),

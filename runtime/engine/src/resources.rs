@@ -59,7 +59,9 @@ fn unpack_into(bytes: &[u8], dir: &Path) -> Result<(), String> {
         // `unpack_in` refuses (returns false for) entries that would land outside `dir`.
         match entry.unpack_in(dir) {
             Ok(true) => {}
-            Ok(false) => return Err(format!("the resources archive names {}, outside its folder", path.display())),
+            Ok(false) => {
+                return Err(format!("the resources archive names {}, outside its folder", path.display()))
+            }
             Err(e) => return Err(format!("cannot unpack {}: {e}", path.display())),
         }
     }

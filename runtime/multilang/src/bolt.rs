@@ -154,7 +154,11 @@ impl Session {
             let Some(child) = self.child.as_mut() else { return };
             let now = Instant::now();
             if let Some(silent) = self.heartbeat.expired(now) {
-                let why = format!("did not answer for {}s (timeout_secs = {})", silent.as_secs(), self.timeout.as_secs());
+                let why = format!(
+                    "did not answer for {}s (timeout_secs = {})",
+                    silent.as_secs(),
+                    self.timeout.as_secs()
+                );
                 self.fault(out, why).await;
                 return;
             }

@@ -106,7 +106,8 @@ impl Child {
         spawn_thread(&name, move || read_loop(stdout, events_tx))?;
         let (component, task, tail) = (spec.component.clone(), spec.task, stderr_tail.clone());
         spawn_thread(&name, move || stderr_loop(stderr, &component, task, &tail))?;
-        let mut child = Child { pid: process.id(), process, to_child, spare, from_child, pid_dir, stderr_tail };
+        let mut child =
+            Child { pid: process.id(), process, to_child, spare, from_child, pid_dir, stderr_tail };
         let mut buf = child.buffer();
         codec::encode_handshake(&mut buf, conf, &child.pid_dir.to_string_lossy(), context);
         child.send(buf);
@@ -117,7 +118,9 @@ impl Child {
                 }
                 Ok(child)
             }
-            Some(Event::Msg(other)) => Err(format!("answered the handshake with {other:?}, not {{\"pid\": N}}")),
+            Some(Event::Msg(other)) => {
+                Err(format!("answered the handshake with {other:?}, not {{\"pid\": N}}"))
+            }
             Some(Event::Gone(why)) => Err(child.gone(why).await),
             None => Err(format!("did not answer the handshake within {}s", timeout.as_secs_f64())),
         }
@@ -246,7 +249,12 @@ fn read_loop(stdout: ChildStdout, events: mpsc::Sender<Event>) {
     }
 }
 
-fn stderr_loop(stderr: std::process::ChildStderr, component: &str, task: TaskId, tail: &Mutex<VecDeque<String>>) {
+fn stderr_loop(
+    stderr: std::process::ChildStderr,
+    component: &str,
+    task: TaskId,
+    tail: &Mutex<VecDeque<String>>,
+) {
     let mut input = BufReader::new(stderr);
     let mut line = Vec::new();
     loop {

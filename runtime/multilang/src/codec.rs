@@ -38,11 +38,17 @@ pub enum ChildMsg {
     /// A bolt failed the tuple of this id.
     Fail(u64),
     /// A line for the log; `level` as Storm's (0 trace … 4 error; absent: info).
-    Log { msg: String, level: Option<i64> },
+    Log {
+        msg: String,
+        level: Option<i64>,
+    },
     /// An error to report (Storm's `reportError`); the component keeps running.
     Error(String),
     /// A metric sample (Storm's `metrics` command).
-    Metrics { name: String, params: Value },
+    Metrics {
+        name: String,
+        params: Value,
+    },
     /// A spout finished a command, or a bolt answered a heartbeat.
     Sync,
 }
@@ -170,7 +176,9 @@ impl<'de> Deserialize<'de> for Id {
                 Ok(Id(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
-                u64::try_from(v).map(Id).map_err(|_| E::custom(format!("tuple id {v} is not one Squall gave")))
+                u64::try_from(v)
+                    .map(Id)
+                    .map_err(|_| E::custom(format!("tuple id {v} is not one Squall gave")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
                 v.parse().map(Id).map_err(|_| E::custom(format!("tuple id {v:?} is not one Squall gave")))
@@ -183,7 +191,9 @@ impl<'de> Deserialize<'de> for Id {
 fn tuple_id(id: Option<&Value>, text: &[u8], command: &str) -> Result<u64, ProtocolError> {
     match id {
         Some(Value::Int(n)) if *n >= 0 => Ok(*n as u64),
-        Some(Value::Str(s)) => s.parse().map_err(|_| protocol_error(format!("{command} of an unknown tuple id"), text)),
+        Some(Value::Str(s)) => {
+            s.parse().map_err(|_| protocol_error(format!("{command} of an unknown tuple id"), text))
+        }
         Some(_) => Err(protocol_error(format!("{command} of an unknown tuple id"), text)),
         None => Err(protocol_error(format!("{command} without an id"), text)),
     }
@@ -191,7 +201,8 @@ fn tuple_id(id: Option<&Value>, text: &[u8], command: &str) -> Result<u64, Proto
 
 /// Decodes one message (what [`Framer::push_line`] returned).
 pub fn decode(text: &[u8]) -> Result<ChildMsg, ProtocolError> {
-    let raw: Raw = serde_json::from_slice(text).map_err(|e| protocol_error(format!("not a JSON object ({e})"), text))?;
+    let raw: Raw =
+        serde_json::from_slice(text).map_err(|e| protocol_error(format!("not a JSON object ({e})"), text))?;
     let Some(command) = raw.command.as_deref() else {
         return match raw.pid {
             Some(pid) => Ok(ChildMsg::Pid(pid)),
@@ -281,7 +292,12 @@ pub fn encode_task_ids(buf: &mut Vec<u8>, tasks: &[TaskId]) {
 }
 
 /// The handshake: `conf`, `pidDir` and `context` (already a JSON object).
-pub fn encode_handshake(buf: &mut Vec<u8>, conf: &serde_json::Value, pid_dir: &str, context: &serde_json::Value) {
+pub fn encode_handshake(
+    buf: &mut Vec<u8>,
+    conf: &serde_json::Value,
+    pid_dir: &str,
+    context: &serde_json::Value,
+) {
     let handshake = serde_json::json!({ "conf": conf, "pidDir": pid_dir, "context": context });
     json(buf, &handshake);
     end(buf);
@@ -403,7 +419,8 @@ mod tests {
     #[test]
     fn the_handshake_carries_conf_pid_dir_and_context() {
         let mut buf = Vec::new();
-        let context = serde_json::json!({"taskid": 3, "componentid": "split", "task->component": {"3": "split"}});
+        let context =
+            serde_json::json!({"taskid": 3, "componentid": "split", "task->component": {"3": "split"}});
         encode_handshake(&mut buf, &serde_json::json!({"topology.name": "t"}), "/tmp/p", &context);
         let text = String::from_utf8(buf).unwrap();
         let (json_text, rest) = text.split_once('\n').unwrap();

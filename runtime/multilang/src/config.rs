@@ -121,8 +121,11 @@ impl ShellConfig {
             None => base,
         };
         let program = Path::new(&self.command[0]);
-        let program =
-            if program.is_relative() && program.components().count() > 1 { dir.join(program) } else { program.into() };
+        let program = if program.is_relative() && program.components().count() > 1 {
+            dir.join(program)
+        } else {
+            program.into()
+        };
         Spec {
             program,
             args: self.command[1..].to_vec(),
@@ -197,30 +200,40 @@ mod tests {
 
     #[test]
     fn a_command_and_the_streams_are_required_once() {
-        assert!(config(r#"command = ["python3", "split.py"]
-                          fields = ["word"]"#)
+        assert!(config(
+            r#"command = ["python3", "split.py"]
+                          fields = ["word"]"#
+        )
         .is_ok());
         let no_streams = config(r#"command = ["python3"]"#).unwrap_err().to_string();
         assert!(no_streams.contains("`fields`"), "{no_streams}");
-        let twice = config(r#"command = ["x"]
+        let twice = config(
+            r#"command = ["x"]
                              fields = ["a"]
-                             streams = { default = ["b"] }"#)
+                             streams = { default = ["b"] }"#,
+        )
         .unwrap_err()
         .to_string();
         assert!(twice.contains("given twice"), "{twice}");
-        assert!(config(r#"command = []
-                         fields = ["a"]"#)
+        assert!(config(
+            r#"command = []
+                         fields = ["a"]"#
+        )
         .is_err());
-        assert!(config(r#"command = ["x"]
+        assert!(config(
+            r#"command = ["x"]
                          fields = ["a"]
-                         max_pending = 0"#)
+                         max_pending = 0"#
+        )
         .is_err());
     }
 
     #[test]
     fn streams_may_be_direct() {
-        let c = config(r#"command = ["x"]
-                          streams = { default = ["word"], picked = { fields = ["word"], direct = true } }"#)
+        let c = config(
+            r#"command = ["x"]
+                          streams = { default = ["word"], picked = { fields = ["word"], direct = true } }"#,
+        )
         .unwrap();
         let mut out = OutputDeclarer::new();
         c.declare(&mut out);
@@ -230,16 +243,21 @@ mod tests {
 
     #[test]
     fn relative_paths_resolve_against_the_resources_folder_and_commands_on_path_stay() {
-        let ctx = TopologyContext::for_test("split").with_resources_dir(Some(Path::new("/topo/resources").into()));
-        let c = config(r#"command = ["python3", "split.py"]
-                          fields = ["word"]"#)
+        let ctx =
+            TopologyContext::for_test("split").with_resources_dir(Some(Path::new("/topo/resources").into()));
+        let c = config(
+            r#"command = ["python3", "split.py"]
+                          fields = ["word"]"#,
+        )
         .unwrap();
         let spec = c.spec(&ctx);
         assert_eq!(spec.program, PathBuf::from("python3"));
         assert_eq!(spec.dir, PathBuf::from("/topo/resources"));
-        let c = config(r#"command = ["./bin/split", "-v"]
+        let c = config(
+            r#"command = ["./bin/split", "-v"]
                           fields = ["word"]
-                          dir = "py""#)
+                          dir = "py""#,
+        )
         .unwrap();
         let spec = c.spec(&ctx);
         assert_eq!(spec.program, PathBuf::from("/topo/resources/py/./bin/split"));
@@ -250,9 +268,11 @@ mod tests {
     #[test]
     fn the_handshake_names_the_task_and_every_components_tasks() {
         let ctx = TopologyContext::for_test("split");
-        let c = config(r#"command = ["x"]
+        let c = config(
+            r#"command = ["x"]
                           fields = ["word"]
-                          conf = { "pystorm.log.level" = "debug" }"#)
+                          conf = { "pystorm.log.level" = "debug" }"#,
+        )
         .unwrap();
         let mut out = OutputDeclarer::new();
         c.declare(&mut out);

@@ -15,7 +15,9 @@
 
 use std::time::Instant;
 
-use squall_api::{async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, DEFAULT_STREAM};
+use squall_api::{
+    async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, DEFAULT_STREAM,
+};
 
 use crate::child::{Child, Event, Spec};
 use crate::codec::{self, ChildMsg};
@@ -76,7 +78,10 @@ impl Spout for ShellSpout {
             }
             if let Err(e) = s.start().await {
                 let wait = s.backoff.failed(Instant::now());
-                out.report_error(&format!("cannot start the child again: {e}; trying again in {}ms", wait.as_millis()));
+                out.report_error(&format!(
+                    "cannot start the child again: {e}; trying again in {}ms",
+                    wait.as_millis()
+                ));
                 return Ok(());
             }
         }
@@ -191,7 +196,11 @@ impl Session {
                 ChildMsg::Metrics { name, params } => {
                     tracing::debug!(component = %self.spec.component, task = self.spec.task, "metric {name}: {params:?}")
                 }
-                other => report(&mut out, &self.spec, &format!("a spout's child sent {other:?}, which spouts do not")),
+                other => report(
+                    &mut out,
+                    &self.spec,
+                    &format!("a spout's child sent {other:?}, which spouts do not"),
+                ),
             }
         }
     }

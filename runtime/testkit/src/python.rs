@@ -56,7 +56,10 @@ pub fn pystorm() -> Result<PathBuf, String> {
         .arg(format!("pystorm=={PYSTORM}")))?;
     match has_pystorm() {
         true => Ok(interpreter()),
-        false => Err(format!("installed package `pystorm=={PYSTORM}`, yet {} cannot import it", interpreter().display())),
+        false => Err(format!(
+            "installed package `pystorm=={PYSTORM}`, yet {} cannot import it",
+            interpreter().display()
+        )),
     }
 }
 

@@ -96,7 +96,15 @@ async fn run(
     let bytes = std::fs::read(exe)?;
     let artifact = sha256_hex(&bytes);
     client.upload_artifact(&artifact, bytes).await?;
-    client.submit(&SubmitRequest { name: "wc1".into(), text, layout: Layout::of(&def), artifact, resources: None }).await?;
+    client
+        .submit(&SubmitRequest {
+            name: "wc1".into(),
+            text,
+            layout: Layout::of(&def),
+            artifact,
+            resources: None,
+        })
+        .await?;
 
     let words = 32 * b.n / 5;
     let setup_end = Instant::now() + SETUP;

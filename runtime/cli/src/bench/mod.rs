@@ -17,8 +17,8 @@ mod cluster;
 mod log1;
 #[cfg(feature = "kafka")]
 mod log1_kafka;
-mod win1;
 mod wc1_python;
+mod win1;
 
 pub use log1::{log1, Log1};
 pub use win1::{win1, Win1};

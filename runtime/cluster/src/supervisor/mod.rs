@@ -434,8 +434,11 @@ impl Supervisor {
         let ordered: HashSet<&WorkerOrder> = orders.iter().collect();
         self.backoff.retain(|o, _| ordered.contains(o));
         self.warned.retain(|o| ordered.contains(o));
-        let artifacts: HashSet<&str> =
-            orders.iter().flat_map(|o| [Some(o.artifact.as_str()), o.resources.as_deref()]).flatten().collect();
+        let artifacts: HashSet<&str> = orders
+            .iter()
+            .flat_map(|o| [Some(o.artifact.as_str()), o.resources.as_deref()])
+            .flatten()
+            .collect();
         self.download_backoff.retain(|a, _| artifacts.contains(a.as_str()));
         if changed {
             self.save_pids();
@@ -512,8 +515,9 @@ impl Supervisor {
         let unpacked = std::fs::read(&archive)
             .map_err(|e| format!("cannot read {}: {e}", archive.display()))
             .and_then(|bytes| {
-                std::fs::create_dir_all(self.data_dir.join("resources"))
-                    .map_err(|e| format!("cannot create {}: {e}", self.data_dir.join("resources").display()))?;
+                std::fs::create_dir_all(self.data_dir.join("resources")).map_err(|e| {
+                    format!("cannot create {}: {e}", self.data_dir.join("resources").display())
+                })?;
                 squall_engine::resources::unpack(&bytes, &dir)
             });
         match unpacked {
@@ -525,8 +529,10 @@ impl Supervisor {
                 if !self.download_backoff.contains_key(sha256) {
                     error!("cannot unpack resources {sha256}: {e}; not starting its workers");
                 }
-                self.download_backoff
-                    .insert(sha256.to_string(), Backoff { delay: MAX_BACKOFF, not_before: now + MAX_BACKOFF });
+                self.download_backoff.insert(
+                    sha256.to_string(),
+                    Backoff { delay: MAX_BACKOFF, not_before: now + MAX_BACKOFF },
+                );
                 None
             }
         }
