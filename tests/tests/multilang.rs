@@ -5,7 +5,8 @@
 //! Pins: a pystorm split bolt gives word counts identical to the Rust split bolt's, acked; a
 //! pystorm spout's message ids, failed a tenth of the time by `flaky`, are all acked in the
 //! end; a Python bolt that raises has its tuples failed and replayed, and is started again; a
-//! child killed with kill -9 is reported, started again, and loses nothing; `need_task_ids`
+//! child killed with kill -9, or silent past its `timeout_secs`, is reported, started again,
+//! and loses nothing; `need_task_ids`
 //! answers name the tasks tuples went to, and direct emits reach the task named; scripts are
 //! found in the `resources/` folder beside the topology file; a child that writes something
 //! that is not the protocol is reported with the offending line; on a cluster, `squall submit`
@@ -519,4 +520,37 @@ fn the_readme_python_word_count_runs_from_the_repository() {
     assert_eq!(summary.component("sentences").acked(), 1000, "{out}");
     assert_eq!(summary.component("split").failed(), 0, "{out}");
     assert_eq!(summary.component("count").executed(), summary.component("split").emitted(), "{out}");
+}
+
+/// Hangs (for good) the first time it sees 5; passes every other number on.
+const HANGING_BOLT: &str = r#"
+import os, time
+from pystorm import Bolt
+
+class Stuck(Bolt):
+    def process(self, tup):
+        n = tup.values[0]
+        if n == 5 and not os.path.exists("hung"):
+            open("hung", "w").close()
+            time.sleep(3600)
+        self.emit([n])
+
+if __name__ == "__main__":
+    Stuck().run()
+"#;
+
+#[test]
+fn a_child_that_stops_answering_heartbeats_is_replaced_and_its_tuples_replayed() {
+    let dir = project("ml-hang", &[("stuck.py", HANGING_BOLT)]);
+    let topology = numbers_through("stuck.py", 200, 0)
+        .replace(r#"fields = ["n"] }"#, r#"fields = ["n"], timeout_secs = 2 }"#);
+    assert!(topology.contains("timeout_secs = 2"));
+    dir.topology("hang.toml", &topology);
+    let out = local(&dir, "hang.toml", &["--json"]);
+    out.assert_success();
+    let seen = numbers_seen(&dir);
+    let missing: Vec<u64> = (0..200).filter(|n| !seen.contains(n)).collect();
+    assert!(missing.is_empty(), "never arrived: {missing:?}\n{out}");
+    assert!(out.stderr.contains("did not answer"), "the silence is reported\n{out}");
+    assert!(out.summary().component("numbers").failed() >= 1, "its tuples were failed\n{out}");
 }
