@@ -288,7 +288,11 @@ const SHELL_KEYS: [ConfigKey; 8] = [
         r#"["python3", "split.py"]"#,
         "the child process to run per task: a program on PATH or a path relative to the topology's resources/ folder, and its arguments",
     ),
-    ConfigKey::required("fields", r#"["word"]"#, "the fields of the default stream it emits on"),
+    ConfigKey::required(
+        "fields",
+        r#"["word"]"#,
+        "the fields of the default stream it emits on (may be left out if `streams` names every stream)",
+    ),
     ConfigKey::unset(
         "streams",
         "only the default stream",
