@@ -87,7 +87,8 @@ impl PrivateCluster {
         let bytes = std::fs::read(&self.exe)?;
         let artifact = sha256_hex(&bytes);
         self.client.upload_artifact(&artifact, bytes).await?;
-        let request = SubmitRequest { name: name.into(), text, layout: Layout::of(&def), artifact };
+        let request =
+            SubmitRequest { name: name.into(), text, layout: Layout::of(&def), artifact, resources: None };
         self.client.submit(&request).await?;
         Ok(())
     }

@@ -193,6 +193,11 @@ impl Output {
         })
     }
 
+    /// The tasks the last successful emit went to.
+    pub fn last_targets(&self) -> &[TaskId] {
+        &self.targets
+    }
+
     /// Checks an emit and fills `self.targets` with its receiving tasks.
     #[inline]
     fn route(&mut self, stream: &str, values: &[Value], direct: Option<TaskId>) -> Result<usize, EmitError> {

@@ -82,6 +82,10 @@ impl SpoutCollector for Collector<'_> {
     fn report_error(&mut self, error: &str) {
         self.out.report_error(error)
     }
+
+    fn last_targets(&self) -> &[TaskId] {
+        self.out.last_targets()
+    }
 }
 
 impl SpoutExecutor {
