@@ -8,7 +8,7 @@
 
 /// How many items ahead of the one being handled a batch loop prefetches: far enough to cover
 /// a miss to memory, near enough that the line is still in cache when its turn comes.
-pub const AHEAD: usize = 8;
+pub const AHEAD: usize = 16;
 
 /// Starts loading the cache line holding `value`.
 #[inline(always)]
