@@ -23,6 +23,10 @@ use squall_api::{Registry, StreamDecl};
 
 use crate::window::WindowSpec;
 
+pub use parse::{
+    MAX_DURATION, MAX_SECONDS, MAX_SPOUT_PENDING, MAX_TASKS, MAX_TASKS_PER_COMPONENT, MAX_WINDOW_COUNT,
+    MAX_WORKERS,
+};
 pub use subst::{substitute, Substituted};
 
 /// A validated topology.
