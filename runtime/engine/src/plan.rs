@@ -172,6 +172,11 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Spout tasks: the plan's first task ids.
+    pub fn spout_task_count(&self) -> usize {
+        self.components.iter().filter(|c| c.role == Role::Spout).map(|c| c.tasks.len()).sum()
+    }
+
     pub fn task_count(&self) -> usize {
         self.task_component.len()
     }
