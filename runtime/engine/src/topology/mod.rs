@@ -9,6 +9,8 @@
 //! mistake at all; otherwise every mistake it found, each with file:line:col and what would
 //! be valid ([`Diagnostics`]). No input makes it panic.
 
+#[cfg(test)]
+mod fuzz;
 mod parse;
 mod report;
 mod subst;

@@ -111,7 +111,7 @@ impl CustomGrouping for Modulo {
     fn choose_tasks(&mut self, _: &[Value], _: &mut Vec<TaskId>) {}
 }
 
-fn registry() -> Registry {
+pub(super) fn registry() -> Registry {
     let mut r = Registry::new();
     r.spout("random-sentence", |_: SentenceConfig| {
         Ok(TestSpout(|o| {
@@ -198,7 +198,7 @@ fn positions(errors: &[String]) -> Vec<&str> {
     errors.iter().map(|e| e.split(": ").next().unwrap_or("")).collect()
 }
 
-const WORDCOUNT: &str = r#"name = "wordcount"
+pub(super) const WORDCOUNT: &str = r#"name = "wordcount"
 workers = 2
 [settings]
 acking = true
