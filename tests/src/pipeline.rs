@@ -165,25 +165,6 @@ pub fn missing_and_duplicates<'a>(
     (missing, duplicates)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn acked_thousands_reads_the_spouts_progress() {
-        assert!(acked_thousands("progress: records: emitted 2k, acked 1.2k, failed 3"));
-        assert!(acked_thousands("records: acked 2M, failed 0"));
-        assert!(!acked_thousands("records: acked 999, failed 0"));
-        assert!(!acked_thousands("sink: acked 5k, failed 0"));
-    }
-
-    #[test]
-    fn keys_are_counted_missing_and_duplicated() {
-        let keys: [&[u8]; 4] = [b"0", b"2", b"2", b"2"];
-        assert_eq!(missing_and_duplicates(keys.map(Some), 3), (1, 2));
-    }
-}
-
 /// Every record of every partition of `topic` of the embedded log in `data`, read with the
 /// log opened in this process (no `squall` may be running on the directory).
 pub fn read_all(data: &Path, topic: &str) -> Vec<Vec<Record>> {
@@ -203,4 +184,23 @@ pub fn read_all(data: &Path, topic: &str) -> Vec<Vec<Record>> {
             records
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acked_thousands_reads_the_spouts_progress() {
+        assert!(acked_thousands("progress: records: emitted 2k, acked 1.2k, failed 3"));
+        assert!(acked_thousands("records: acked 2M, failed 0"));
+        assert!(!acked_thousands("records: acked 999, failed 0"));
+        assert!(!acked_thousands("sink: acked 5k, failed 0"));
+    }
+
+    #[test]
+    fn keys_are_counted_missing_and_duplicated() {
+        let keys: [&[u8]; 4] = [b"0", b"2", b"2", b"2"];
+        assert_eq!(missing_and_duplicates(keys.map(Some), 3), (1, 2));
+    }
 }
