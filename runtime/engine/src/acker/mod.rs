@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn messages_for_roots_outside_the_plan_are_ignored_and_grow_nothing() {
         let bounds = RootBounds::new(2, 1000);
-        assert_eq!(bounds.slots, 2000 + 65536);
+        assert_eq!(bounds.slots, 2000 + (1 << 20));
         let mut a = Acker::new(Duration::from_secs(30)).with_bounds(bounds);
         let far_slot = make_root(0, 0, u32::MAX);
         let not_a_spout = make_root(2, 0, 0);

@@ -108,11 +108,12 @@ impl RootBounds {
 
     /// For `spout_tasks` spout tasks of at most `max_spout_pending` messages in flight each
     /// (0: no limit). A `next_tuple` call may emit several tuples past the limit, so the slots
-    /// allowed are twice the limit plus 65,536, up to [`MAX_SLOTS`].
+    /// allowed are twice the limit plus 2^20, up to [`MAX_SLOTS`] (a peer can make an acker
+    /// keep at most 16 bytes per slot allowed).
     pub fn new(spout_tasks: usize, max_spout_pending: usize) -> Self {
         let slots = match max_spout_pending {
             0 => MAX_SLOTS as usize,
-            n => n.saturating_mul(2).saturating_add(1 << 16).min(MAX_SLOTS as usize),
+            n => n.saturating_mul(2).saturating_add(1 << 20).min(MAX_SLOTS as usize),
         };
         RootBounds { spout_tasks: spout_tasks.min(MAX_SPOUT_TASKS) as u32, slots: slots as u32 }
     }
