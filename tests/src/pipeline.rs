@@ -9,11 +9,15 @@
 //! although tuples failed; [`wait_for_thousand_acked`] watches a run until it acked more
 //! records than can be uncommitted; [`taken`] counts the records a run took;
 //! [`assert_duplicates_bounded`] bounds the duplicates a crash may leave;
-//! [`missing_and_duplicates`] counts the keys of the output. Every helper panics, with the
-//! reason, on failure.
+//! [`missing_and_duplicates`] counts the keys of the output; [`read_all`] reads a topic of
+//! the embedded log. Every helper panics, with the reason, on failure.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
+
+use squall_broker::log::Log;
+use squall_broker::Record;
 
 use crate::{Outcome, Running, Summary, TempDir};
 
@@ -159,6 +163,27 @@ pub fn missing_and_duplicates<'a>(
     let missing = (0..count).filter(|k| !seen.contains_key(k)).count() as u64;
     let duplicates = seen.values().map(|n| n - 1).sum();
     (missing, duplicates)
+}
+
+/// Every record of every partition of `topic` of the embedded log in `data`, read with the
+/// log opened in this process (no `squall` may be running on the directory).
+pub fn read_all(data: &Path, topic: &str) -> Vec<Vec<Record>> {
+    let log = Log::open(data).unwrap_or_else(|e| panic!("cannot open {}: {e}", data.display()));
+    let info = log.describe(topic).unwrap();
+    info.partitions
+        .iter()
+        .map(|p| {
+            let mut records = Vec::new();
+            let mut offset = p.log_start;
+            while offset < p.high_watermark {
+                let fetched = log.read(topic, p.partition, offset, 1 << 20).unwrap();
+                let last = fetched.records.last().expect("records below the high watermark").offset;
+                records.extend(fetched.records);
+                offset = last + 1;
+            }
+            records
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -33,30 +33,9 @@ fn setup(dir: &TempDir, count: u64) {
     topic(dir, &["produce", "in", "--count", &count.to_string()]);
 }
 
-/// Every record of every partition of `topic`, read with the log opened in this process (no
-/// `squall` may be running on the directory).
-fn read_all(data: &Path, topic: &str) -> Vec<Vec<Record>> {
-    let log = Log::open(data).unwrap_or_else(|e| panic!("cannot open {}: {e}", data.display()));
-    let info = log.describe(topic).unwrap();
-    info.partitions
-        .iter()
-        .map(|p| {
-            let mut records = Vec::new();
-            let mut offset = p.log_start;
-            while offset < p.high_watermark {
-                let fetched = log.read(topic, p.partition, offset, 1 << 20).unwrap();
-                let last = fetched.records.last().expect("records below the high watermark").offset;
-                records.extend(fetched.records);
-                offset = last + 1;
-            }
-            records
-        })
-        .collect()
-}
-
 /// (input keys 0..count missing from the output, output records beyond one per key).
 fn missing_and_duplicates(data: &Path, count: u64) -> (u64, u64) {
-    let records: Vec<Record> = read_all(data, "out").into_iter().flatten().collect();
+    let records: Vec<Record> = pipeline::read_all(data, "out").into_iter().flatten().collect();
     pipeline::missing_and_duplicates(records.iter().map(|r| r.key.as_deref()), count)
 }
 
@@ -178,7 +157,7 @@ fn readme_log_pipeline_commands_work() {
     let file = repo_file("config/log-pipeline.toml").display().to_string();
     run(&["local", &file]);
 
-    let records: Vec<Record> = read_all(&data, "out").into_iter().flatten().collect();
+    let records: Vec<Record> = pipeline::read_all(&data, "out").into_iter().flatten().collect();
     assert_eq!(records.len(), 1000);
     assert!(records.iter().all(|r| r.value.ends_with(b"!")), "each value was exclaimed");
     let (missing, duplicates) = missing_and_duplicates(&data, 1000);
@@ -206,7 +185,7 @@ fn log_killed_mid_append_reopens_with_only_whole_records() {
 
     let describe = topic(&dir, &["describe", "big", "--json"]);
     assert!(describe.stdout.contains("high_watermark"), "{describe}");
-    for (p, records) in read_all(&data, "big").iter().enumerate() {
+    for (p, records) in pipeline::read_all(&data, "big").iter().enumerate() {
         assert!(!records.is_empty(), "partition {p} kept its records");
         for (i, r) in records.iter().enumerate() {
             assert_eq!(r.offset, i as u64, "partition {p}: offsets are dense");

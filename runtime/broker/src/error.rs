@@ -23,6 +23,10 @@ pub enum BrokerError {
     OffsetRemoved { topic: String, partition: u32, offset: u64, log_start: u64 },
     #[error("corrupt record in {file} at byte {position}: {why}")]
     Corrupt { file: PathBuf, position: u64, why: String },
+    /// A topic whose files could not be opened: every request for it says why; the other
+    /// topics of the data directory work.
+    #[error("topic `{topic}` is damaged and cannot be used until repaired: {why}")]
+    Damaged { topic: String, why: String },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("data directory {dir} is in use by another process; reach it through its `squall broker --listen ADDR` with --broker ADDR")]

@@ -199,6 +199,53 @@ pub(crate) mod tests {
         ]
     }
 
+    /// Fuzzing the server's decoder of what clients send: random bytes, and every valid
+    /// request with bytes flipped, cut or inserted. No input panics it, and one it cannot
+    /// read is still answered (under its id, or id 0). A bounded number of cases.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn decode_like_the_server(body: &[u8]) {
+            if frame::decode::<Request>(body).is_err() {
+                let _ = request_id(body);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn random_bytes_never_panic_the_request_decoder(
+                bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            ) {
+                decode_like_the_server(&bytes);
+            }
+
+            #[test]
+            fn mutated_requests_never_panic_the_request_decoder(
+                which in any::<prop::sample::Index>(),
+                edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6),
+            ) {
+                let ops = every_op();
+                let request = Request { id: 9, op: ops[which.index(ops.len())].clone() };
+                let mut body = frame::encode(&request, MAX_FRAME).unwrap()[4..].to_vec();
+                for (at, byte, how) in edits {
+                    if body.is_empty() {
+                        break;
+                    }
+                    let i = at % body.len();
+                    match how {
+                        0 => body[i] = byte,
+                        1 => body.truncate(i),
+                        _ => body.insert(i, byte),
+                    }
+                }
+                decode_like_the_server(&body);
+            }
+        }
+    }
+
     #[test]
     fn every_request_round_trips() {
         for (i, op) in every_op().into_iter().enumerate() {

@@ -17,6 +17,12 @@
 //! nothing a client sends, or leaves unread, stops the server, makes it hold more than that,
 //! or holds up other connections; [`serve`] returns once `shutdown` completes, closing every
 //! connection.
+//!
+//! Over all connections, [`Limits`] bound the rest: connections at once (one more is closed
+//! at once), requests waiting per connection (past it, the next is read once one is
+//! answered), bytes of responses queued over every connection; a connection with nothing
+//! waiting that sends nothing for `idle` is closed, and so is one whose client takes no
+//! response for `write` (it stopped reading, or its host is gone), giving back its share.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,17 +73,83 @@ const QUEUED_PERMITS: usize = MAX_QUEUED_BYTES.div_ceil(PERMIT_BYTES);
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: u64 = 1 << 20;
 
+/// What a server holds for its clients at most, and how long it waits for them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; one past it is closed at once.
+    pub connections: usize,
+    /// Requests of one connection waiting (a produce for durability, a fetch for records);
+    /// past it, the connection's next request is read once one of them is answered.
+    pub waits_per_connection: usize,
+    /// Bytes of responses queued over every connection (each also has its own
+    /// [`MAX_QUEUED_BYTES`]).
+    pub queued_bytes: usize,
+    /// A connection with nothing waiting that sends no request for this long is closed.
+    pub idle: Duration,
+    /// A response the client does not take within this long (it stopped reading, or is gone
+    /// without a word) closes its connection, and gives back what it held.
+    pub write: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: 1024,
+            waits_per_connection: 1024,
+            queued_bytes: 4 * MAX_QUEUED_BYTES,
+            idle: Duration::from_secs(300),
+            write: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every connection of a server shares: the budget of queued bytes over all of them,
+/// and the limits.
+#[derive(Clone)]
+struct Budgets {
+    total: Arc<Semaphore>,
+    limits: Arc<Limits>,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        let limits = Limits::default();
+        let total = Arc::new(Semaphore::new(limits.queued_bytes.div_ceil(PERMIT_BYTES).max(QUEUED_PERMITS)));
+        Budgets { total, limits: Arc::new(limits) }
+    }
+}
+
 /// Serves `log` to every client of `listener` until `shutdown` completes, then closes every
 /// connection (requests being waited on are dropped; appends already made stay).
 pub async fn serve(log: Arc<Log>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    serve_with(log, listener, shutdown, Limits::default()).await
+}
+
+/// [`serve`] within `limits`.
+pub async fn serve_with(
+    log: Arc<Log>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    limits: Limits,
+) {
     tokio::pin!(shutdown);
     let mut connections = JoinSet::new();
+    let total = Arc::new(Semaphore::new(limits.queued_bytes.div_ceil(PERMIT_BYTES).max(QUEUED_PERMITS)));
+    let budgets = Budgets { total, limits: Arc::new(limits) };
+    let mut refused = 0u64;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if connections.len() >= budgets.limits.connections => {
+                    refused += 1;
+                    if refused.is_power_of_two() {
+                        tracing::warn!(%peer, "broker: {refused} connections refused: {} are open", connections.len());
+                    }
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(log.clone(), stream, peer, Arc::default()));
+                    connections.spawn(connection(log.clone(), stream, peer, Arc::default(), budgets.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors, say: this connection is lost, not the server.
@@ -99,15 +171,24 @@ pub async fn serve(log: Arc<Log>, listener: TcpListener, shutdown: impl Future<O
 
 /// One client: reads and applies its requests in order until it ends its side. `stats` counts
 /// the bytes of its queued responses.
-async fn connection(log: Arc<Log>, stream: TcpStream, peer: SocketAddr, stats: Arc<QueueStats>) {
+async fn connection(
+    log: Arc<Log>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stats: Arc<QueueStats>,
+    budgets: Budgets,
+) {
     tracing::debug!(%peer, "broker: connection opened");
     frame::tune(&stream);
     let (read, write) = stream.into_split();
     let (queue, queued) = mpsc::channel(QUEUE);
     let budget = Arc::new(Semaphore::new(QUEUED_PERMITS));
-    let responses = Outbox { queue, budget: budget.clone(), reading: Arc::default(), stats };
+    let limits = budgets.limits.clone();
+    let responses =
+        Outbox { queue, budget: budget.clone(), total: budgets.total, reading: Arc::default(), stats };
+    let write_timeout = limits.write;
     let mut writer = tokio::spawn(async move {
-        write_responses(BufWriter::new(write), queued, peer).await;
+        write_responses(BufWriter::new(write), queued, peer, write_timeout).await;
         // Whoever waits for room in the queue learns that the writer is gone.
         budget.close();
     });
@@ -117,12 +198,28 @@ async fn connection(log: Arc<Log>, stream: TcpStream, peer: SocketAddr, stats: A
     let mut broken = false;
     loop {
         while waits.try_join_next().is_some() {}
+        // At the limit of waiting requests, read no more until one is answered.
+        while waits.len() >= limits.waits_per_connection {
+            tokio::select! {
+                _ = waits.join_next() => {}
+                _ = &mut writer => {
+                    tracing::debug!(%peer, "broker: connection lost");
+                    return;
+                }
+            }
+        }
+        // Idle: nothing waiting, and no request for that long.
+        let idle = waits.is_empty();
         let body = tokio::select! {
             read = frame::read_frame(&mut input, MAX_FRAME) => read,
             // The writer ends early only if the client is gone.
             _ = &mut writer => {
                 tracing::debug!(%peer, "broker: connection lost");
                 return;
+            }
+            _ = tokio::time::sleep(limits.idle), if idle => {
+                tracing::debug!(%peer, "broker: closing an idle connection");
+                break;
             }
         };
         let sent = match body {
@@ -174,6 +271,8 @@ struct Outbox {
     /// [`QUEUED_PERMITS`] permits: one per [`PERMIT_BYTES`] of the frames queued or being
     /// written. Closed when the writer ends.
     budget: Arc<Semaphore>,
+    /// The server's budget over every connection, in the same permits.
+    total: Arc<Semaphore>,
     /// Held from reading a fetch's records until its response is queued, so that a connection
     /// has at most one fetch response outside its queue, whatever number of its fetches are
     /// ready.
@@ -193,6 +292,7 @@ struct Queued {
     frame: Vec<u8>,
     stats: Arc<QueueStats>,
     _permit: OwnedSemaphorePermit,
+    _total: OwnedSemaphorePermit,
 }
 
 impl Drop for Queued {
@@ -210,9 +310,15 @@ impl Outbox {
         let Ok(permit) = self.budget.clone().acquire_many_owned(permits as u32).await else {
             return false;
         };
+        // The connection's own budget first: it waits on the server's only for what it may
+        // hold, and a connection whose client stopped reading gives its share back at the
+        // write timeout.
+        let Ok(total) = self.total.clone().acquire_many_owned(permits as u32).await else {
+            return false;
+        };
         let queued = self.stats.bytes.fetch_add(frame.len(), Ordering::Relaxed) + frame.len();
         self.stats.peak.fetch_max(queued, Ordering::Relaxed);
-        let queued = Queued { frame, stats: self.stats.clone(), _permit: permit };
+        let queued = Queued { frame, stats: self.stats.clone(), _permit: permit, _total: total };
         self.queue.send(queued).await.is_ok()
     }
 }
@@ -341,25 +447,33 @@ async fn write_responses(
     mut out: BufWriter<OwnedWriteHalf>,
     mut queue: mpsc::Receiver<Queued>,
     peer: SocketAddr,
+    timeout: Duration,
 ) {
     // A response's bytes count against the budget until written (dropped).
     while let Some(response) = queue.recv().await {
-        let mut written = out.write_all(&response.frame).await;
-        drop(response);
-        while written.is_ok() {
-            match queue.try_recv() {
-                Ok(response) => written = out.write_all(&response.frame).await,
-                Err(_) => break,
+        let sent = tokio::time::timeout(timeout, async {
+            let mut written = out.write_all(&response.frame).await;
+            drop(response);
+            while written.is_ok() {
+                match queue.try_recv() {
+                    Ok(response) => written = out.write_all(&response.frame).await,
+                    Err(_) => break,
+                }
             }
-        }
-        if let Err(e) = async {
             written?;
             out.flush().await
-        }
-        .await
-        {
-            tracing::debug!(%peer, "broker: cannot send to the client: {e}");
-            return;
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "broker: cannot send to the client: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "broker: the client took no response for {timeout:?}; closing");
+                return;
+            }
         }
     }
     let _ = out.shutdown().await;
@@ -371,6 +485,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use bytes::Bytes;
+    use tokio::io::AsyncReadExt as _;
     use tokio::sync::oneshot;
 
     use super::*;
@@ -522,7 +637,7 @@ mod tests {
         let mut greedy = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let stats = Arc::new(QueueStats::default());
-        let served = tokio::spawn(connection(log.clone(), stream, peer, stats.clone()));
+        let served = tokio::spawn(connection(log.clone(), stream, peer, stats.clone(), Budgets::default()));
         const FETCHES: u64 = 12;
         let mut requests = Vec::new();
         for id in 1..=FETCHES {
@@ -576,7 +691,7 @@ mod tests {
         let mut greedy = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let stats = Arc::new(QueueStats::default());
-        let served = tokio::spawn(connection(log.clone(), stream, peer, stats.clone()));
+        let served = tokio::spawn(connection(log.clone(), stream, peer, stats.clone(), Budgets::default()));
         // 12 fetches at the end of the partition, each waiting for up to 15 MiB.
         const FETCHES: u64 = 12;
         let mut requests = Vec::new();
@@ -618,6 +733,122 @@ mod tests {
         assert!(stats.peak.load(Ordering::Relaxed) <= MAX_QUEUED_BYTES, "{stats:?}");
         drop(input);
         served.await.unwrap();
+    }
+
+    /// A server within `limits`; stops when the sender is dropped.
+    async fn serve_limited(log: Arc<Log>, limits: Limits) -> (String, oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve_with(
+            log,
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+            limits,
+        ));
+        (addr, stop)
+    }
+
+    /// Waits (generously) for the server to close `stream`: a read of 0 bytes or an error.
+    async fn expect_closed(stream: &mut TcpStream) {
+        let mut buf = vec![0u8; 1 << 16];
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the server kept the connection open");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_and_half_sent_connections_are_closed_and_others_served_meanwhile() {
+        let dir = Dir::new();
+        let log = Log::open(&dir.0).unwrap();
+        let limits = Limits { idle: Duration::from_millis(300), ..Limits::default() };
+        let (addr, _stop) = serve_limited(log, limits).await;
+        let mut idle = TcpStream::connect(&addr).await.unwrap();
+        // Half a frame: a length that promises more than ever comes.
+        let mut half = TcpStream::connect(&addr).await.unwrap();
+        half.write_all(&[0, 0, 0, 100, 0x92]).await.unwrap();
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        client.create_topic("t", TopicConfig::new(1)).await.unwrap();
+        expect_closed(&mut idle).await;
+        expect_closed(&mut half).await;
+        // A client that was idle too reconnects with its next call.
+        assert_eq!(client.topics().await.unwrap(), ["t"]);
+        // A fetch waiting for records is not idleness: it is answered, not cut.
+        let fetched = client.fetch("t", 0, 0, 1024, Duration::from_secs(1)).await.unwrap();
+        assert!(fetched.records.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_past_the_limit_are_closed_at_once() {
+        let dir = Dir::new();
+        let log = Log::open(&dir.0).unwrap();
+        let (addr, _stop) = serve_limited(log, Limits { connections: 4, ..Limits::default() }).await;
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            let client = RemoteClient::connect(&addr).await.unwrap();
+            client.topics().await.unwrap();
+            open.push(client);
+        }
+        let mut fifth = TcpStream::connect(&addr).await.unwrap();
+        expect_closed(&mut fifth).await;
+        drop(open);
+        // Once the others are gone, there is room again.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let client = RemoteClient::connect(&addr).await.unwrap();
+            if client.topics().await.is_ok() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no room after the clients left");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_is_closed_at_the_write_timeout_and_frees_the_total_budget() {
+        const MIB: usize = 1 << 20;
+        let dir = Dir::new();
+        let log = Log::open(&dir.0).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let value = Bytes::from(vec![b'v'; MIB]);
+        let records: Vec<_> =
+            (0..16).map(|_| NewRecord { key: None, value: value.clone(), timestamp: None }).collect();
+        log.append("t", 0, &records).unwrap();
+        // The whole server may queue one connection's worth.
+        let limits =
+            Limits { queued_bytes: MAX_QUEUED_BYTES, write: Duration::from_secs(1), ..Limits::default() };
+        let (addr, _stop) = serve_limited(log, limits).await;
+        let mut greedy = TcpStream::connect(&addr).await.unwrap();
+        let mut requests = Vec::new();
+        for id in 1..=12 {
+            let op = Op::Fetch {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: MAX_FETCH_BYTES as u64,
+                wait_ms: 0,
+            };
+            requests.extend(frame::encode(&Request { id, op }, MAX_FRAME).unwrap());
+        }
+        greedy.write_all(&requests).await.unwrap();
+        // It never reads: closed at the write timeout, after which another client's large
+        // fetches have the budget again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        for _ in 0..4 {
+            let fetched = client.fetch("t", 0, 0, MAX_FETCH_BYTES, Duration::ZERO).await.unwrap();
+            assert_eq!(fetched.records.len(), 15);
+        }
+        expect_closed(&mut greedy).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,9 +16,11 @@
 //! Contract: the topic's partitions are spread over the component's tasks (partition p goes to
 //! task p mod tasks). Each task resumes every partition from the group's committed offset;
 //! commits a partition only up to the lowest offset not yet acked (see [`squall_engine::partitioned::offsets`]), at
-//! least every `commit_interval_ms`, whenever the uncommitted bound is reached, on deactivate
-//! and on close; re-emits failed and timed-out records after their backoff. After any crash
-//! nothing is lost and the duplicates are at most the records that were uncommitted.
+//! least every `commit_interval_ms`, as soon as [`COMMIT_EVERY`] records are acked past the
+//! committed offset, whenever the uncommitted bound is reached, on deactivate and on close;
+//! re-emits failed and timed-out records after their backoff. After any crash nothing is lost
+//! and the duplicates are at most the records that were uncommitted: `max_uncommitted` per
+//! partition at most, and in practice those in flight plus fewer than [`COMMIT_EVERY`] acked.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -78,6 +80,9 @@ fn default_fetch_max_bytes() -> usize {
 
 /// Records emitted per `next_tuple` call at most.
 const EMIT_BATCH: usize = 64;
+/// A partition with this many records acked past its committed offset commits at once, not
+/// only every `commit_interval_ms`: what a crash redoes stays small at any rate.
+const COMMIT_EVERY: u64 = 1024;
 /// Fetched batches buffered per partition ahead of the spout.
 const PREFETCH: usize = 2;
 /// How long a fetch at the end of a partition waits for new records.
@@ -224,7 +229,7 @@ impl Spout for LogSpout {
             }
         }
         state.turn = state.turn.wrapping_add(1);
-        let full = state.partitions.commit_at_bound(max_uncommitted);
+        let full = state.partitions.commit_due(max_uncommitted, COMMIT_EVERY);
         let finishing = self.config.stop_at_end && state.partitions.iter().all(Partition::drained);
         if now >= state.next_commit || full || finishing {
             if let Err(e) = state.commit().await {

@@ -51,6 +51,9 @@ impl Client {
     pub fn new(addr: &str, secret: &str) -> Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
+            // Well before nimbus closes a connection idle for its header timeout (10 s), so a
+            // pooled connection is never reused just as nimbus closes it.
+            .pool_idle_timeout(Duration::from_secs(4))
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();

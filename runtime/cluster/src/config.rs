@@ -53,6 +53,7 @@ pub struct NimbusTable {
     /// Topologies, assignments and artifacts.
     pub state_dir: PathBuf,
     /// A supervisor not heard from for this long has its work reassigned.
+    #[serde(deserialize_with = "seconds")]
     pub supervisor_timeout_secs: u64,
 }
 
@@ -70,7 +71,9 @@ pub struct SupervisorTable {
     /// Artifacts and worker logs.
     pub data_dir: PathBuf,
     /// One worker process per slot; each entry is its port (0: any free port).
+    #[serde(deserialize_with = "slots")]
     pub slots: Vec<u16>,
+    #[serde(deserialize_with = "seconds")]
     pub heartbeat_secs: u64,
     /// The address its workers listen on and advertise to their peers.
     pub host: String,
@@ -86,6 +89,32 @@ impl Default for SupervisorTable {
             host: "127.0.0.1".into(),
         }
     }
+}
+
+/// The longest timeout or interval a cluster file may give, in seconds: one day.
+pub const MAX_SECONDS: u64 = 24 * 3600;
+/// The most slots one supervisor may have.
+pub const MAX_SLOTS: usize = 1024;
+
+/// A number of seconds from 1 to [`MAX_SECONDS`]; out of range is an error at the value.
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = i128::deserialize(d)?;
+    if !(1..=i128::from(MAX_SECONDS)).contains(&n) {
+        return Err(serde::de::Error::custom(format!("must be from 1 to {MAX_SECONDS} seconds, found {n}")));
+    }
+    Ok(n as u64)
+}
+
+/// At most [`MAX_SLOTS`] ports.
+fn slots<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    let slots = Vec::<u16>::deserialize(d)?;
+    if slots.len() > MAX_SLOTS {
+        return Err(serde::de::Error::custom(format!(
+            "must list at most {MAX_SLOTS} ports, found {}",
+            slots.len()
+        )));
+    }
+    Ok(slots)
 }
 
 impl ClusterConfig {
@@ -195,6 +224,14 @@ listen = "127.0.0.1:6650"
     }
 
     #[test]
+    fn more_slots_than_the_maximum_is_a_mistake_at_the_list() {
+        let ports: Vec<String> = (0..=MAX_SLOTS).map(|i| (10_000 + i).to_string()).collect();
+        let text = format!("[supervisor]\nslots = [{}]\n", ports.join(", "));
+        let err = parse("cluster.toml", &text, &env).expect_err("too many slots").to_string();
+        assert!(err.starts_with("cluster.toml:2:9: must list at most 1024 ports, found 1025"), "{err}");
+    }
+
+    #[test]
     fn every_mistake_is_one_line_with_its_place() {
         let cases = [
             ("[nimbus]\nstate_dirr = \"x\"\n", "cluster.toml:2:1: unknown field `state_dirr`"),
@@ -203,7 +240,18 @@ listen = "127.0.0.1:6650"
             ("[supervisor]\nslots = [6700, 6700]\n", "lists port 6700 twice"),
             ("[supervisor]\nslots = []\n", "at least one port"),
             ("[cluster]\nsecret = \"\"\n", "secret must not be empty"),
-            ("[nimbus]\nsupervisor_timeout_secs = 0\n", "at least 1"),
+            (
+                "[nimbus]\nsupervisor_timeout_secs = 0\n",
+                "cluster.toml:2:27: must be from 1 to 86400 seconds, found 0",
+            ),
+            (
+                "[supervisor]\nheartbeat_secs = 18446744073709551615\n",
+                "cluster.toml:2:18: must be from 1 to 86400 seconds, found 18446744073709551615",
+            ),
+            (
+                "[supervisor]\nheartbeat_secs = -1\n",
+                "cluster.toml:2:18: must be from 1 to 86400 seconds, found -1",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse("cluster.toml", text, &env).expect_err(text).to_string();

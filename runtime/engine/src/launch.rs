@@ -94,8 +94,9 @@ pub fn start(
                 let ackers = plan.acker_tasks.len();
                 let me =
                     plan.acker_tasks.iter().position(|&a| a == t).expect("an acker task is in acker_tasks");
+                let bounds = acker::RootBounds::new(plan.spout_task_count(), plan.settings.max_spout_pending);
                 tasks.spawn(async move {
-                    acker::run(inbox, spouts, timeout, me, ackers).await;
+                    acker::run(inbox, spouts, timeout, me, ackers, bounds).await;
                     Ok(())
                 });
                 continue;

@@ -69,7 +69,8 @@ pub async fn run(def: &TopologyDef, registry: &Registry, opts: &LocalOptions) ->
     let mut progress = tokio::time::interval(Duration::from_secs(1));
     progress.tick().await;
     let mut reporter = ProgressReporter::new(&plan);
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    // A duration past what the clock can hold (centuries) is no deadline at all.
+    let deadline = opts.duration.and_then(|d| tokio::time::Instant::now().checked_add(d));
     let mut stopped = false;
     let mut interrupts = 0;
     loop {

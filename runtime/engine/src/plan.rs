@@ -16,7 +16,7 @@ use std::time::Duration;
 use squall_api::{Role, StreamDecl, StreamMeta, TaskId};
 
 use crate::acker::MAX_SPOUT_TASKS;
-use crate::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
+use crate::topology::{ComponentDef, GroupingDef, Settings, TopologyDef, MAX_TASKS};
 use crate::window::WindowSpec;
 
 /// The component id under which acker tasks appear.
@@ -86,6 +86,8 @@ pub enum PlanError {
          (a tuple tree's root id keeps 16 bits for its spout task)"
     )]
     TooManySpoutTasks { topology: String, spout_tasks: usize },
+    #[error("topology `{topology}` has {tasks} tasks; at most {MAX_TASKS} are supported")]
+    TooManyTasks { topology: String, tasks: usize },
 }
 
 impl Plan {
@@ -95,6 +97,11 @@ impl Plan {
         let spout_tasks: usize = def.spouts.iter().map(|c| c.parallelism).sum();
         if spout_tasks > MAX_SPOUT_TASKS {
             return Err(PlanError::TooManySpoutTasks { topology: def.name.clone(), spout_tasks });
+        }
+        let ackers = if def.settings.acking { def.settings.ackers.max(1) } else { 0 };
+        let tasks = def.components().fold(ackers, |n, c| n.saturating_add(c.parallelism));
+        if tasks > MAX_TASKS {
+            return Err(PlanError::TooManyTasks { topology: def.name.clone(), tasks });
         }
         let mut components = Vec::new();
         let mut task_component = Vec::new();
@@ -127,7 +134,6 @@ impl Plan {
                 streams: stream_ids,
             });
         }
-        let ackers = if def.settings.acking { def.settings.ackers.max(1) } else { 0 };
         let first = task_component.len() as TaskId;
         let acker_tasks: Vec<TaskId> = (first..first + ackers as TaskId).collect();
         task_component.extend(acker_tasks.iter().map(|_| None));
@@ -169,6 +175,11 @@ impl Plan {
             }
         }
         Ok(plan)
+    }
+
+    /// Spout tasks: the plan's first task ids.
+    pub fn spout_task_count(&self) -> usize {
+        self.components.iter().filter(|c| c.role == Role::Spout).map(|c| c.tasks.len()).sum()
     }
 
     pub fn task_count(&self) -> usize {

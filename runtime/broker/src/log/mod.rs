@@ -28,6 +28,10 @@
 //! - Opening recovers every partition after a crash: nothing written completely is lost, a
 //!   torn or corrupt tail of an active segment is cut off, and a group's committed offset
 //!   beyond its partition's recovered end is lowered to that end (see `groups.rs`).
+//! - A topic whose files cannot be opened (a corrupt `meta.json`, a segment file with an
+//!   impossible name, a directory where a file should be…) is left out, logged: every request
+//!   naming it fails with [`BrokerError::Damaged`] saying why, and creating it again is
+//!   refused; every other topic of the directory works as ever.
 
 mod flusher;
 mod groups;
@@ -72,6 +76,8 @@ const MAX_NAME_LEN: usize = 200;
 pub struct Log {
     dir: PathBuf,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Topics whose files could not be opened, and why: requests for them fail with that.
+    damaged: BTreeMap<String, String>,
     /// Serializes topic creation (lookups go on meanwhile).
     creating: Mutex<()>,
     flusher: Arc<Flusher>,
@@ -169,6 +175,7 @@ impl Log {
         let topics_dir = dir.join("topics");
         std::fs::create_dir_all(&topics_dir).map_err(io_err("creating", &topics_dir))?;
         let mut topics = BTreeMap::new();
+        let mut damaged = BTreeMap::new();
         for entry in std::fs::read_dir(&topics_dir).map_err(io_err("listing", &topics_dir))? {
             let entry = entry.map_err(io_err("listing", &topics_dir))?;
             let path = entry.path();
@@ -183,12 +190,22 @@ impl Log {
                 tracing::warn!(dir = %path.display(), "skipping a topic directory without meta.json");
                 continue;
             }
-            topics.insert(name.clone(), Arc::new(Topic::open(&name, &path)?));
+            // Damage stays with its topic: the others open and work.
+            match Topic::open(&name, &path) {
+                Ok(topic) => {
+                    topics.insert(name.clone(), Arc::new(topic));
+                }
+                Err(e) => {
+                    tracing::error!(topic = %name, "cannot open the topic, leaving it out: {e}");
+                    damaged.insert(name, e.to_string());
+                }
+            }
         }
         let flusher = Arc::new(Flusher::default());
         let log = Arc::new(Log {
             dir: dir.to_path_buf(),
             topics: RwLock::new(topics),
+            damaged,
             creating: Mutex::new(()),
             flusher: flusher.clone(),
             flusher_thread: Mutex::new(None),
@@ -221,7 +238,10 @@ impl Log {
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics.get(name).cloned().ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
+        topics.get(name).cloned().ok_or_else(|| match self.damaged.get(name) {
+            Some(why) => BrokerError::Damaged { topic: name.to_string(), why: why.clone() },
+            None => BrokerError::UnknownTopic(name.to_string()),
+        })
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
@@ -232,8 +252,10 @@ impl Log {
         validate_name("topic", name)?;
         validate_config(&config)?;
         let _creating = lock(&self.creating);
-        if self.topic(name).is_ok() {
-            return Err(BrokerError::TopicExists(name.to_string()));
+        match self.topic(name) {
+            Ok(_) => return Err(BrokerError::TopicExists(name.to_string())),
+            Err(e @ BrokerError::Damaged { .. }) => return Err(e),
+            Err(_) => {}
         }
         let topics_dir = self.dir.join("topics");
         let dir = topics_dir.join(name);
@@ -251,7 +273,12 @@ impl Log {
         Ok(())
     }
 
-    /// Topic names, sorted.
+    /// The topics that could not be opened, with why, sorted by name.
+    pub fn damaged(&self) -> Vec<(String, String)> {
+        self.damaged.iter().map(|(t, why)| (t.clone(), why.clone())).collect()
+    }
+
+    /// Topic names, sorted (the damaged ones left out).
     pub fn topics(&self) -> Vec<String> {
         self.topics.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
     }

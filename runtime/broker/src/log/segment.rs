@@ -549,6 +549,9 @@ pub(crate) fn read(view: &ReadView, offset: u64, max_bytes: usize) -> Result<Vec
         let mut partial = None;
         while expected < view.end_offset {
             match check_frame(&buf[at..]) {
+                // The good records before the damage are delivered; a read from the damaged
+                // offset reports where it is.
+                Err(_) if !records.is_empty() => return Ok(records),
                 Err(why) => return Err(corrupt(pos + at as u64, why)),
                 Ok(FrameCheck::Partial(need)) => {
                     partial = Some(need);
@@ -556,6 +559,9 @@ pub(crate) fn read(view: &ReadView, offset: u64, max_bytes: usize) -> Result<Vec
                 }
                 Ok(FrameCheck::Whole(info)) => {
                     if info.offset != expected {
+                        if !records.is_empty() {
+                            return Ok(records);
+                        }
                         let why = format!("expected offset {expected}, found {}", info.offset);
                         return Err(corrupt(pos + at as u64, why));
                     }

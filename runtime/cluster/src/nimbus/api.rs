@@ -144,6 +144,24 @@ pub(super) enum RequestError {
     /// A rebalance sets a component's parallelism to 0.
     #[error("parallelism of `{component}` must be at least 1")]
     ZeroRebalanceParallelism { component: String },
+    #[error("{workers} workers; at most {MAX_WORKERS} are supported")]
+    TooManyWorkers { workers: usize },
+    #[error("a wait of {wait} s; at most {MAX_WAIT_SECS} s (a day) is supported")]
+    WaitTooLong { wait: u64 },
+}
+
+/// Workers a topology may ask for, as in a topology file.
+pub(super) const MAX_WORKERS: usize = squall_engine::topology::MAX_WORKERS;
+/// The longest `--wait` of a kill or rebalance: the topology stays Killing or Rebalancing
+/// that long.
+pub(super) const MAX_WAIT_SECS: u64 = 24 * 3600;
+
+/// Checks a kill's or rebalance's `wait_secs`.
+pub(super) fn check_wait(wait: Option<u64>) -> Result<(), RequestError> {
+    match wait {
+        Some(wait) if wait > MAX_WAIT_SECS => Err(RequestError::WaitTooLong { wait }),
+        _ => Ok(()),
+    }
 }
 
 impl From<RequestError> for ApiError {
@@ -156,6 +174,9 @@ impl From<RequestError> for ApiError {
 pub(super) fn check_layout(layout: &Layout) -> Result<(), RequestError> {
     if layout.workers == 0 {
         return Err(RequestError::NoWorker);
+    }
+    if layout.workers > MAX_WORKERS {
+        return Err(RequestError::TooManyWorkers { workers: layout.workers });
     }
     if layout.components.is_empty() {
         return Err(RequestError::NoComponent);
@@ -197,6 +218,10 @@ pub(super) fn check_rebalance(
     if request.workers == Some(0) {
         return Err(RequestError::NoWorker);
     }
+    if let Some(workers) = request.workers.filter(|&w| w > MAX_WORKERS) {
+        return Err(RequestError::TooManyWorkers { workers });
+    }
+    check_wait(request.wait_secs)?;
     for (id, &parallelism) in &request.parallelism {
         if !layout.components.iter().any(|c| &c.id == id) {
             return Err(RequestError::UnknownComponent {
@@ -419,6 +444,7 @@ pub(super) async fn kill(
     body: Bytes,
 ) -> ApiResult<Json<TopologyInfo>> {
     let request: KillRequest = parse(&body)?;
+    check_wait(request.wait_secs)?;
     let mut inner = nimbus.lock();
     let mut record = inner.record(&name)?.clone();
     let wait = request.wait_secs.unwrap_or(record.layout.message_timeout_secs);

@@ -53,6 +53,10 @@ pub(super) enum Change<'a> {
 /// Makes a [`Change`] durable; an error leaves the coordinator's state as it was.
 pub(super) type Persist<'p> = dyn FnMut(Change<'_>) -> Result<(), StateError> + 'p;
 
+/// The furthest a kill's or rebalance's deadline may lie ahead: the longest wait, which
+/// defaults to the message timeout (at most a year).
+pub(super) const MAX_DEADLINE_MS: u64 = squall_engine::topology::MAX_SECONDS as u64 * 1000;
+
 /// What nimbus knows of topologies, supervisors and workers, and the decisions it takes on
 /// them. No I/O: time comes in as `now` (monotonic) and `now_ms` (wall clock, for stored
 /// deadlines), and stored changes go out through a [`Persist`].
@@ -202,12 +206,14 @@ impl Coordinator {
         self.reassign(record, now, now_ms);
     }
 
-    /// Acts on due deadlines and (re)schedules what needs it (see the module docs).
+    /// Acts on due deadlines and (re)schedules what needs it (see the module docs). A
+    /// deadline further away than [`MAX_DEADLINE_MS`] (a stored one from before waits were
+    /// bounded) is due at once, so no topology stays Killing or Rebalancing for ever.
     pub(super) fn reconcile(&mut self, now: Instant, now_ms: u64, persist: &mut Persist) {
         let due: Vec<String> = self
             .topologies
             .values()
-            .filter(|r| r.deadline_ms.is_some_and(|d| d <= now_ms))
+            .filter(|r| r.deadline_ms.is_some_and(|d| d <= now_ms || d - now_ms > MAX_DEADLINE_MS))
             .map(|r| r.name.clone())
             .collect();
         for name in due {
@@ -379,6 +385,27 @@ mod tests {
         assert!(!core.topologies.contains_key("k"));
         assert_eq!((r.status, r.layout.workers, r.deadline_ms), (Status::Inactive, 2, None));
         assert_eq!(supervisors_of(&core, "r"), ["sup-a", "sup-a"]);
+    }
+
+    #[test]
+    fn a_rebalance_deadline_past_the_longest_wait_is_due_at_once() {
+        let t0 = Instant::now();
+        let mut rebalancing = record("r", 1);
+        rebalancing.status = Status::Rebalancing;
+        rebalancing.deadline_ms = Some(u64::MAX);
+        rebalancing.resume_status = Some(Status::Active);
+        rebalancing.rebalance = Some(RebalanceRequest { workers: Some(2), ..RebalanceRequest::default() });
+        let mut within = record("w", 1);
+        within.status = Status::Rebalancing;
+        within.deadline_ms = Some(1_000 + MAX_DEADLINE_MS);
+        within.resume_status = Some(Status::Active);
+        let mut core = Coordinator::new(vec![rebalancing, within], TIMEOUT, t0);
+        heard(&mut core, "sup-a", 4, t0);
+        let mut saved = Vec::new();
+        core.reconcile(t0, 1_000, &mut log(&mut saved));
+        let r = &core.topologies["r"];
+        assert_eq!((r.status, r.layout.workers, r.deadline_ms), (Status::Active, 2, None));
+        assert_eq!(core.topologies["w"].status, Status::Rebalancing, "a wait within the bound is kept");
     }
 
     fn disk_full() -> StateError {

@@ -37,6 +37,9 @@
 //!   not current, Inactive while the topology is not Active, else Active, with the address
 //!   each worker of the current assignment last reported.
 //!
+//! Connections are bounded as [`http`] says: a client that sends no request headers within
+//! [`http::HEADER_TIMEOUT`] is closed.
+//!
 //! One mutex guards the state; it is never held across an await (state files are written
 //! with blocking calls inside it: they are small and requests are rare).
 
@@ -66,6 +69,7 @@ use super::*;
 
 mod api;
 mod coordinator;
+mod http;
 #[cfg(test)]
 mod tests;
 
@@ -154,7 +158,7 @@ async fn serve_nimbus(
             }
         })
     };
-    let served = axum::serve(listener, router(nimbus)).with_graceful_shutdown(shutdown).await;
+    let served = http::serve(listener, router(nimbus), shutdown).await;
     ticker.abort();
     served.map_err(NimbusError::Serve)
 }

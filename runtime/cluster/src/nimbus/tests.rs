@@ -530,3 +530,51 @@ async fn a_restarted_nimbus_resumes_what_runs() {
     assert_eq!(client.list().await.unwrap().len(), 1);
     nimbus.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed_while_requests_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("nimbus");
+    let nimbus = Served::start(&dir, 10).await;
+    let client = nimbus.client();
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(tokio::net::TcpStream::connect(&nimbus.addr).await.unwrap());
+    }
+    let mut half = tokio::net::TcpStream::connect(&nimbus.addr).await.unwrap();
+    half.write_all(b"GET /v1/topologies HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    assert!(client.list().await.unwrap().is_empty(), "served meanwhile");
+    let closed = tokio::time::timeout(http::HEADER_TIMEOUT * 4, async {
+        for stream in silent.iter_mut().chain([&mut half]) {
+            let mut buf = [0u8; 256];
+            // A timed-out connection may get a 408 before it closes.
+            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                let _ = n;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle connections were kept open past the header timeout");
+    assert!(client.list().await.unwrap().is_empty(), "still served");
+    nimbus.stop().await;
+}
+
+#[tokio::test]
+async fn kill_and_rebalance_waits_and_workers_past_their_maximum_are_refused() {
+    let dir = TempDir::new("nimbus");
+    let nimbus = Served::start(&dir, 10).await;
+    let client = nimbus.client();
+    beat(&client, "sup-a", 2).await;
+    submit(&client, "t", 1).await;
+    let forever = RebalanceRequest { wait_secs: Some(u64::MAX), ..Default::default() };
+    let err = client.rebalance("t", &forever).await.unwrap_err();
+    assert_eq!(status_of(&err), 400, "{err}");
+    assert!(err.to_string().contains("at most 86400 s"), "{err}");
+    let many = RebalanceRequest { workers: Some(usize::MAX), wait_secs: Some(0), ..Default::default() };
+    assert_eq!(status_of(&client.rebalance("t", &many).await.unwrap_err()), 400);
+    let err = client.kill("t", &KillRequest { wait_secs: Some(u64::MAX) }).await.unwrap_err();
+    assert_eq!(status_of(&err), 400, "{err}");
+    let listed = client.list().await.unwrap();
+    assert_eq!(listed[0].status, Status::Active, "nothing changed");
+    nimbus.stop().await;
+}

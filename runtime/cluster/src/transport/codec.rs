@@ -15,7 +15,9 @@
 //! Contract: [`put_body`] writes exactly the bytes rmp-serde writes for the same [`Frame`] and
 //! allocates nothing beyond the buffer it appends to; [`decode_body`] reads any MessagePack
 //! encoding of a frame (rmp-serde's or another writer's choice of integer and length widths),
-//! and a truncated, garbage or too deeply nested body is an error, never a panic.
+//! and a truncated, garbage or too deeply nested body is an error, never a panic, as is one
+//! that would decode into more than [`MAX_OVERHEAD`] (checked before allocating; [`put_body`]
+//! refuses to write such a batch, so that its writer splits it).
 
 use std::borrow::Cow;
 
@@ -23,7 +25,7 @@ use rmp::encode as enc;
 use rmp::Marker;
 use squall_api::{TaskId, Value, Values};
 
-use super::frames::Frame;
+use super::frames::{Batch, Frame};
 use squall_engine::acker::{AckerMsg, Outcome};
 use squall_engine::executor::output::Anchors;
 use squall_engine::executor::Envelope;
@@ -31,9 +33,20 @@ use squall_engine::executor::Envelope;
 /// How deep lists and maps may nest in a value, written or read: reading stays within a
 /// small stack whatever a peer sends.
 pub const MAX_DEPTH: usize = 256;
-/// Items reserved up front per decoded sequence at most; longer ones grow as they decode
-/// (a length alone never allocates much).
-const MAX_RESERVE: usize = 4096;
+/// The most memory one frame may decode into beyond the bytes of its strings and binaries
+/// (those are copies of the body, which [`MAX_FRAME`](super::MAX_FRAME) bounds): the slots of
+/// its batch, values, lists and map entries, as [`overhead`] counts them. A decoder charges
+/// each before allocating it, so a frame of a million nils is refused, not grown into; a
+/// writer splits a batch whose frame would be over it.
+pub const MAX_OVERHEAD: usize = 32 << 20;
+/// At most this many bytes of overhead per byte of body (an encoded nil is one byte and
+/// decodes into one `Value`): a body shorter than `MAX_OVERHEAD / MAX_AMPLIFICATION` is
+/// within the limit without counting.
+const MAX_AMPLIFICATION: usize = 64;
+const VALUE: usize = std::mem::size_of::<Value>();
+/// A map entry: its key's `String`, its value, and a share of the B-tree node.
+const MAP_ENTRY: usize = std::mem::size_of::<String>() + VALUE + 16;
+const ANCHOR: usize = std::mem::size_of::<(u64, u64)>();
 
 /// Why a body cannot be encoded or decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,8 +229,59 @@ fn put_batch<T>(
     items.iter().try_for_each(|item| put(buf, item))
 }
 
-/// Appends the body of `frame` to `buf` (on error, `buf` may hold part of it).
+/// The memory `frame` decodes into beyond its strings' and binaries' bytes (see
+/// [`MAX_OVERHEAD`]); the decoder charges exactly this.
+pub fn overhead(frame: &Frame) -> usize {
+    match frame {
+        Frame::Bolts { batch, .. } => envelopes_overhead(batch),
+        Frame::Ackers { batch, .. } => batch.len() * std::mem::size_of::<AckerMsg>(),
+        Frame::Outcomes { batch, .. } => batch.len() * std::mem::size_of::<Outcome>(),
+        Frame::Credits(list) => list.len() * std::mem::size_of::<(TaskId, u32)>(),
+        Frame::Hello(_) | Frame::Refused(_) => 0,
+    }
+}
+
+/// [`overhead`] of a decoded batch.
+pub(super) fn overhead_of(batch: &Batch) -> usize {
+    match batch {
+        Batch::Bolts(_, b) => envelopes_overhead(b),
+        Batch::Ackers(_, b) => b.len() * std::mem::size_of::<AckerMsg>(),
+        Batch::Outcomes(_, b) => b.len() * std::mem::size_of::<Outcome>(),
+    }
+}
+
+fn envelopes_overhead(batch: &[Envelope]) -> usize {
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::List(l) => l.len() * VALUE + l.iter().map(value).sum::<usize>(),
+            Value::Map(m) => m.len() * MAP_ENTRY + m.values().map(value).sum::<usize>(),
+            _ => 0,
+        }
+    }
+    batch
+        .iter()
+        .map(|e| {
+            std::mem::size_of::<Envelope>()
+                + e.values.len() * VALUE
+                + e.values.iter().map(value).sum::<usize>()
+                + e.anchors.len() * ANCHOR
+        })
+        .sum()
+}
+
+/// Appends the body of `frame` to `buf` (on error, `buf` may hold part of it). A batch that
+/// would decode into more than [`MAX_OVERHEAD`] is an error (its writer splits it).
 pub fn put_body(buf: &mut Vec<u8>, frame: &Frame) -> Result<(), CodecError> {
+    let start = buf.len();
+    put_body_unchecked(buf, frame)?;
+    // Counting walks the batch again: only for bodies long enough to possibly need it.
+    if buf.len() - start > MAX_OVERHEAD / MAX_AMPLIFICATION && overhead(frame) > MAX_OVERHEAD {
+        return Err(CodecError::Encode(Bad("a batch that decodes into more than the limit")));
+    }
+    Ok(())
+}
+
+fn put_body_unchecked(buf: &mut Vec<u8>, frame: &Frame) -> Result<(), CodecError> {
     let done = match frame {
         Frame::Bolts { task, more, batch } => put_batch(buf, "B", *task, *more, batch, put_envelope),
         Frame::Ackers { task, more, batch } => put_batch(buf, "A", *task, *more, batch, |buf, m| {
@@ -254,7 +318,7 @@ pub fn decode_body(body: &[u8]) -> Result<Frame<'static>, CodecError> {
         [0x81, 0xa1, kind @ (b'B' | b'A' | b'O' | b'C'), rest @ ..] => (*kind, rest),
         _ => return rmp_serde::from_slice(body).map_err(CodecError::Deserialize),
     };
-    let mut rd = Rd { buf: rest };
+    let mut rd = Rd { buf: rest, budget: MAX_OVERHEAD };
     let frame = rd.frame(kind).map_err(CodecError::Decode)?;
     if !rd.buf.is_empty() {
         return Err(CodecError::Trailing(rd.buf.len()));
@@ -265,6 +329,8 @@ pub fn decode_body(body: &[u8]) -> Result<Frame<'static>, CodecError> {
 /// Reads MessagePack from a slice, by marker.
 struct Rd<'a> {
     buf: &'a [u8],
+    /// What is left of [`MAX_OVERHEAD`] for this frame.
+    budget: usize,
 }
 
 const EOF: Bad = Bad("the body ends early");
@@ -273,7 +339,8 @@ impl<'a> Rd<'a> {
     fn frame(&mut self, kind: u8) -> Result<Frame<'static>, Bad> {
         if kind == b'C' {
             let n = self.seq_len(3)?;
-            let mut list = Vec::with_capacity(n.min(MAX_RESERVE));
+            self.charge(n, std::mem::size_of::<(TaskId, u32)>())?;
+            let mut list = Vec::with_capacity(n);
             for _ in 0..n {
                 self.expect_array(2)?;
                 list.push((self.u32()?, self.u32()?));
@@ -298,11 +365,24 @@ impl<'a> Rd<'a> {
         mut item: impl FnMut(&mut Self) -> Result<T, Bad>,
     ) -> Result<Vec<T>, Bad> {
         let n = self.seq_len(min)?;
-        let mut out = Vec::with_capacity(n.min(MAX_RESERVE));
+        self.charge(n, std::mem::size_of::<T>())?;
+        let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             out.push(item(self)?);
         }
         Ok(out)
+    }
+
+    /// Takes `n` items of `each` bytes from the budget, before they are allocated.
+    #[inline]
+    fn charge(&mut self, n: usize, each: usize) -> Result<(), Bad> {
+        match self.budget.checked_sub(n.saturating_mul(each)) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
+            }
+            None => Err(Bad("a frame that decodes into more memory than the limit")),
+        }
     }
 
     #[inline]
@@ -427,11 +507,13 @@ impl<'a> Rd<'a> {
         let stream = self.u32()?;
         let source_task = self.u32()?;
         let n = self.seq_len(1)?;
+        self.charge(n, VALUE)?;
         let mut values = Values::with_capacity(n);
         for _ in 0..n {
             values.push(self.value(0)?);
         }
         let n = self.seq_len(3)?;
+        self.charge(n, ANCHOR)?;
         let mut anchors = Anchors::with_capacity(n);
         for _ in 0..n {
             self.expect_array(2)?;
@@ -505,6 +587,7 @@ impl<'a> Rd<'a> {
                     _ => u32::from_be_bytes(self.be()?) as usize,
                 };
                 self.check_len(n, 2)?;
+                self.charge(n, MAP_ENTRY)?;
                 let mut map = std::collections::BTreeMap::new();
                 for _ in 0..n {
                     let m = self.marker()?;
@@ -518,7 +601,8 @@ impl<'a> Rd<'a> {
                 Some(n) => {
                     let depth = deeper(depth)?;
                     let n = self.check_len(n, 1)?;
-                    let mut list = Vec::with_capacity(n.min(MAX_RESERVE));
+                    self.charge(n, VALUE)?;
+                    let mut list = Vec::with_capacity(n);
                     for _ in 0..n {
                         list.push(self.value(depth)?);
                     }

@@ -17,13 +17,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use squall_api::TaskId;
-use squall_engine::acker::{AckerMsg, Outcome};
+use squall_engine::acker::{AckerMsg, Outcome, RootBounds};
+use squall_engine::executor::end_of_stream::END_OF_STREAM;
 use squall_engine::executor::Envelope;
 use squall_engine::frame;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use super::codec;
 use super::credits::{take_credit, tally};
 use super::frames::{decode, put_frame, read_frame, read_hello, write_frame, Batch, ConnError, Frame};
 use super::{stopped, Counters, Shared, MAX_FRAME, MAX_PARTIAL};
@@ -36,6 +38,42 @@ pub(super) struct Inbound {
     pub(super) spouts: RwLock<Vec<Option<mpsc::UnboundedSender<Vec<Outcome>>>>>,
     /// Bolt and acker tasks hosted here: the credit slots of a connection.
     pub(super) slots: usize,
+    /// What a batch may name (see [`Bounds`]).
+    pub(super) bounds: Bounds,
+}
+
+/// The indices a batch from a peer may carry, from the plan: a tuple's stream and source
+/// task, an acker message's root. Anything else closes the connection before any task sees
+/// it (a bounds compare per item, no allocation).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    pub(super) streams: u32,
+    pub(super) tasks: u32,
+    pub(super) roots: RootBounds,
+}
+
+impl Bounds {
+    fn check_tuples(&self, batch: &[Envelope]) -> Result<(), ConnError> {
+        for e in batch {
+            if (e.stream >= self.streams && e.stream != END_OF_STREAM) || e.source_task >= self.tasks {
+                return Err(ConnError::Protocol(format!(
+                    "a tuple on stream {} from task {}, which the topology does not have",
+                    e.stream, e.source_task
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_acker_msgs(&self, batch: &[AckerMsg]) -> Result<(), ConnError> {
+        match batch.iter().find(|m| !self.roots.admits(m.root())) {
+            Some(m) => Err(ConnError::Protocol(format!(
+                "an acker message for root {:#x}, which no spout task of the topology can make",
+                m.root()
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 pub(super) enum Route {
@@ -104,7 +142,7 @@ async fn serve(shared: &Shared, stream: TcpStream, from: SocketAddr) -> Result<(
     let hello = read_hello(&mut rd, &mut body).await?;
     if let Err(why) = shared.check_hello(&hello) {
         shared.log_refusal(from, &hello, &why);
-        let why = why.to_string();
+        let why = why.to_peer();
         let _ = write_frame(&mut wr, &Frame::Refused(Cow::Borrowed(&why))).await;
         let _ = wr.shutdown().await;
         return Err(ConnError::Refused(why));
@@ -157,7 +195,8 @@ async fn read_batches<R: AsyncRead + Unpin>(
             None => part,
         };
         if more {
-            partial_bytes += body.len();
+            // What the part holds: its bytes and what they decoded into.
+            partial_bytes += body.len() + codec::overhead_of(&batch);
             if partial_bytes > MAX_PARTIAL {
                 return Err(ConnError::Protocol("a batch in parts is over the limit".into()));
             }
@@ -178,10 +217,12 @@ async fn read_batches<R: AsyncRead + Unpin>(
                 }
             }
             (Route::Bolt { slot, queue }, Batch::Bolts(_, batch)) => {
+                inbound.bounds.check_tuples(&batch)?;
                 take_credit(&outstanding[*slot as usize], credits, task)?;
                 let _ = queue.send(Delivery { batch, credit: credit.clone() });
             }
             (Route::Acker { slot, queue }, Batch::Ackers(_, batch)) => {
+                inbound.bounds.check_acker_msgs(&batch)?;
                 take_credit(&outstanding[*slot as usize], credits, task)?;
                 let _ = queue.send(Delivery { batch, credit: credit.clone() });
             }

@@ -74,8 +74,9 @@ use squall_engine::plan::Plan;
 
 use credits::{role, Placement};
 use frames::{Batch, Hello};
-use inbound::{accept, drain, Inbound, Route};
+use inbound::{accept, drain, Bounds, Inbound, Route};
 use outbound::{Forwarder, LinkState, Manager};
+use squall_engine::acker::RootBounds;
 
 /// Where every worker of the assignment listens, indexed by worker (`None`: not yet known).
 pub type Peers = watch::Receiver<Vec<Option<SocketAddr>>>;
@@ -99,8 +100,9 @@ const LINGER: Duration = Duration::from_secs(5);
 const WRITE_BURST: usize = 256;
 /// A read or write buffer larger than this after a frame is given back.
 const KEEP_BUFFER: usize = 4 << 20;
-/// The most bytes of "more follows" parts a connection may hold for batches not yet whole.
-const MAX_PARTIAL: usize = 16 * MAX_FRAME;
+/// The most memory "more follows" parts may take on a connection for batches not yet whole
+/// (their bytes and what they decoded into): a batch of 256 tuples of 1 MiB each fits.
+const MAX_PARTIAL: usize = 4 * MAX_FRAME;
 /// Refused hellos remembered so that each is logged once.
 const REFUSALS_LOGGED: usize = 256;
 
@@ -156,8 +158,9 @@ impl Counters {
     }
 }
 
-/// Why an accepted connection's hello is refused: the text is sent to the peer in the
-/// refusal frame and logged.
+/// Why an accepted connection's hello is refused: the text is logged; [`Self::to_peer`] is
+/// what the peer is told, which never names this worker's topology or version (a stranger
+/// learns nothing from knocking).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 enum HelloRefusal {
     /// The peer speaks another protocol version.
@@ -169,6 +172,19 @@ enum HelloRefusal {
     /// The peer claims to be this very worker.
     #[error("worker {worker} is this worker itself")]
     Itself { worker: u32 },
+}
+
+impl HelloRefusal {
+    /// The reason sent to the peer: what it said that does not fit, not what would.
+    fn to_peer(&self) -> String {
+        match self {
+            HelloRefusal::Protocol { theirs } => format!("protocol {theirs} is not spoken here"),
+            HelloRefusal::Assignment { topology, version, .. } => {
+                format!("topology {topology} version {version} is not what this worker runs")
+            }
+            HelloRefusal::Itself { worker } => format!("worker {worker} is this worker itself"),
+        }
+    }
 }
 
 /// What the tasks of a transport share.
@@ -363,7 +379,12 @@ impl Remote for Transport {
             }));
         }
         let slots = slots_of_worker.get(me).copied().unwrap_or(0);
-        let inbound = Arc::new(Inbound { routes, spouts: RwLock::new(spouts), slots });
+        let bounds = Bounds {
+            streams: plan.streams.len() as u32,
+            tasks: n as u32,
+            roots: RootBounds::new(plan.spout_task_count(), plan.settings.max_spout_pending),
+        };
+        let inbound = Arc::new(Inbound { routes, spouts: RwLock::new(spouts), slots, bounds });
         self.inbound = Some(inbound.clone());
         self.inbound_tx.send_replace(Some(inbound));
 

@@ -29,7 +29,9 @@
 //! worker died): the slot's old tree is dropped and the message's tree followed. A slot this
 //! acker never saw takes any generation, so an acker restarted with its worker follows the
 //! trees of spouts that kept running. Memory grows to the peak number of slots each spout
-//! task had in flight.
+//! task had in flight. A message whose root names no spout task of the plan, or a slot past
+//! what its spouts can reach ([`RootBounds`]), is ignored: whatever a peer sends, the slabs
+//! stay within the plan's bounds.
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +75,8 @@ pub struct Acker {
     live: usize,
     timeout_ticks: u32,
     now: u32,
+    /// Messages for roots outside are ignored.
+    bounds: RootBounds,
 }
 
 impl Acker {
@@ -91,7 +95,14 @@ impl Acker {
             live: 0,
             timeout_ticks: (message_timeout.as_millis() / TICK.as_millis()).clamp(1, u32::MAX as u128) as u32,
             now: 0,
+            bounds: RootBounds::ANY,
         }
+    }
+
+    /// Follows only the roots `bounds` admits (default: any a spout can make).
+    pub fn with_bounds(mut self, bounds: RootBounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     /// Trees being followed.
@@ -133,6 +144,9 @@ impl Acker {
     /// Applies one message; `emit(spout_task, outcome)` is called for a tree that completes.
     #[inline]
     pub fn handle(&mut self, msg: AckerMsg, emit: &mut impl FnMut(TaskId, Outcome)) {
+        if !self.bounds.admits(msg.root()) {
+            return; // no spout of this plan made it: never grow a slab for it
+        }
         let now = self.now;
         let (root, val, bits) = match msg {
             AckerMsg::Init { root, val } => (root, val, ANNOUNCED),
@@ -213,9 +227,10 @@ pub async fn run(
     message_timeout: Duration,
     me: usize,
     ackers: usize,
+    bounds: RootBounds,
 ) {
     let started = Instant::now();
-    let mut acker = Acker::one_of(message_timeout, me, ackers);
+    let mut acker = Acker::one_of(message_timeout, me, ackers).with_bounds(bounds);
     let mut out: Vec<Vec<Outcome>> = vec![Vec::new(); spouts.len()];
     let mut clock = tokio::time::interval(TICK);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -273,6 +288,28 @@ mod tests {
         let mut out = Vec::new();
         acker.expire(now, &mut |t, o| out.push((t, o)));
         out
+    }
+
+    #[test]
+    fn messages_for_roots_outside_the_plan_are_ignored_and_grow_nothing() {
+        let bounds = RootBounds::new(2, 1000);
+        assert_eq!(bounds.slots, 2000 + (1 << 20));
+        let mut a = Acker::new(Duration::from_secs(30)).with_bounds(bounds);
+        let far_slot = make_root(0, 0, u32::MAX);
+        let not_a_spout = make_root(2, 0, 0);
+        let msgs = [
+            AckerMsg::Init { root: far_slot, val: 1 },
+            AckerMsg::Fail { root: far_slot },
+            AckerMsg::Reset { root: make_root(1, 0, bounds.slots) },
+            AckerMsg::Init { root: not_a_spout, val: 1 },
+            AckerMsg::Fail { root: not_a_spout },
+        ];
+        assert!(outcomes(&mut a, &msgs).is_empty());
+        assert_eq!(a.pending(), 0);
+        assert!(a.slabs.iter().all(Vec::is_empty), "no slot was grown for them");
+        // The roots within the bounds are followed as ever.
+        let root = make_root(1, 0, bounds.slots - 1);
+        assert_eq!(outcomes(&mut a, &[AckerMsg::Fail { root }]), [(1, Outcome { root, acked: false })]);
     }
 
     fn acked(task: TaskId, root: u64) -> (TaskId, Outcome) {

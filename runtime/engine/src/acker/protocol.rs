@@ -24,7 +24,7 @@ pub enum AckerMsg {
 }
 
 impl AckerMsg {
-    /// The tree the message is about.
+    /// The root of the tree the message is about.
     #[inline]
     pub fn root(&self) -> u64 {
         match *self {
@@ -87,6 +87,42 @@ pub fn acker_of(root: u64, ackers: usize) -> usize {
         return 0;
     }
     ((root_slot(root) as u64 + root_task(root) as u64) % ackers as u64) as usize
+}
+
+/// The most slots an acker keeps per spout task (2^24, 16 bytes each), whatever a message
+/// names: a spout task's slots in use are dense from 0, so a slot this high is not a tree.
+pub const MAX_SLOTS: u32 = 1 << 24;
+
+/// The roots that can name a tree of a plan: of one of its spout tasks (the plan's first task
+/// ids) and in a slot a spout task can reach. An acker ignores, and a worker's transport
+/// refuses, any other, so that no message makes an acker grow past what the plan allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootBounds {
+    pub spout_tasks: u32,
+    pub slots: u32,
+}
+
+impl RootBounds {
+    /// Any root a spout can make.
+    pub const ANY: RootBounds = RootBounds { spout_tasks: MAX_SPOUT_TASKS as u32, slots: MAX_SLOTS };
+
+    /// For `spout_tasks` spout tasks of at most `max_spout_pending` messages in flight each
+    /// (0: no limit). A `next_tuple` call may emit several tuples past the limit, so the slots
+    /// allowed are twice the limit plus 2^20, up to [`MAX_SLOTS`] (a peer can make an acker
+    /// keep at most 16 bytes per slot allowed).
+    pub fn new(spout_tasks: usize, max_spout_pending: usize) -> Self {
+        let slots = match max_spout_pending {
+            0 => MAX_SLOTS as usize,
+            n => n.saturating_mul(2).saturating_add(1 << 20).min(MAX_SLOTS as usize),
+        };
+        RootBounds { spout_tasks: spout_tasks.min(MAX_SPOUT_TASKS) as u32, slots: slots as u32 }
+    }
+
+    /// Whether `root` names a spout task and a slot within the bounds.
+    #[inline]
+    pub fn admits(&self, root: u64) -> bool {
+        root_task(root) < self.spout_tasks && root_slot(root) < self.slots
+    }
 }
 
 /// Random 64-bit ids (xorshift64*), never zero. Not cryptographic: ids only need to be

@@ -74,10 +74,18 @@ impl<P: AssignedPartition> Assignment<P> {
     /// Whether a partition at its uncommitted bound has a useful stretch done (a sixteenth of
     /// the bound): then it commits at once, not only every commit interval, nor per ack.
     pub fn commit_at_bound(&mut self, max_uncommitted: u64) -> bool {
+        self.commit_due(max_uncommitted, u64::MAX)
+    }
+
+    /// [`Self::commit_at_bound`], or a partition with `every` records or more done past its
+    /// committed offset: committing then keeps what a crash redoes small, at one commit per
+    /// `every` records however fast they come.
+    pub fn commit_due(&mut self, max_uncommitted: u64, every: u64) -> bool {
         let stretch = (max_uncommitted / 16).max(1);
         self.partitions.iter_mut().any(|p| {
             let offsets = p.offsets();
-            !offsets.has_room(max_uncommitted) && offsets.frontier() - offsets.committed_offset() >= stretch
+            let done = offsets.frontier() - offsets.committed_offset();
+            done >= every || (!offsets.has_room(max_uncommitted) && done >= stretch)
         })
     }
 }
@@ -158,6 +166,15 @@ mod tests {
         let mut a = assignment(Some(1));
         let line = a.fail(&message_id(4, 2), Instant::now());
         assert_eq!(line.as_deref(), Some("gave up on partition 4 offset 2 after 1 failures (retry_limit)"));
+    }
+
+    #[test]
+    fn a_commit_is_due_once_enough_records_are_done_even_below_the_bound() {
+        let mut a = assignment(None);
+        assert!(!a.commit_due(1000, 1), "nothing done");
+        a.ack(&message_id(1, 0));
+        assert!(a.commit_due(1000, 1), "one done, one is enough");
+        assert!(!a.commit_due(1000, 2), "one done, two needed, far from the bound");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! mistake at all; otherwise every mistake it found, each with file:line:col and what would
 //! be valid ([`Diagnostics`]). No input makes it panic.
 
+#[cfg(test)]
+mod fuzz;
 mod parse;
 mod report;
 mod subst;
@@ -23,6 +25,10 @@ use squall_api::{Registry, StreamDecl};
 
 use crate::window::WindowSpec;
 
+pub use parse::{
+    MAX_DURATION, MAX_SECONDS, MAX_SPOUT_PENDING, MAX_TASKS, MAX_TASKS_PER_COMPONENT, MAX_WINDOW_COUNT,
+    MAX_WORKERS,
+};
 pub use subst::{substitute, Substituted};
 
 /// A validated topology.

@@ -15,6 +15,7 @@
 //! slide no longer than its length, and a time window that fits in the message timeout when
 //! acking is on. Whether the kind is windowed, and what its inputs carry, is validation's.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -120,8 +121,22 @@ const BOLT_KEYS: &[&str] = &["id", "kind", "parallelism", "config", "tick_secs",
 const WINDOW_KEYS: &[&str] =
     &["length", "slide", "timestamp_field", "lag", "watermark_interval", "idle_timeout", "late_stream"];
 
+/// The most worker processes a topology may ask for.
+pub const MAX_WORKERS: usize = 10_000;
+/// The most tasks one component (its `parallelism`), or the ackers, may have.
+pub const MAX_TASKS_PER_COMPONENT: usize = 100_000;
+/// The most tasks a whole topology may have (spouts, bolts and ackers): task ids are 32-bit,
+/// and every task is an async task with its own queue.
+pub const MAX_TASKS: usize = 1_000_000;
+/// The longest `message_timeout_secs` and `tick_secs`: one year, in seconds.
+pub const MAX_SECONDS: usize = 365 * 24 * 3600;
+/// The most in-flight messages `max_spout_pending` may allow per spout task (2^24).
+pub const MAX_SPOUT_PENDING: usize = 1 << 24;
+/// The longest duration a `window` key may give: one year.
+pub const MAX_DURATION: Duration = Duration::from_secs(MAX_SECONDS as u64);
+
 /// The most tuples a count window may hold or slide by: it keeps them in memory.
-pub(crate) const MAX_WINDOW_COUNT: u64 = 10_000_000;
+pub const MAX_WINDOW_COUNT: u64 = 10_000_000;
 const DURATION_FORMS: &str = "a duration like \"10s\", \"500ms\", \"1m\" or \"1h 30m\"";
 const SIZE_FORMS: &str = "a duration like \"10s\", \"500ms\" or \"1m\" (a time window) or a \
                           number of tuples like 100 (a count window)";
@@ -156,7 +171,7 @@ pub(crate) fn parse(text: &str, p: &mut Problems) -> Option<FileDef> {
             String::new()
         }
     };
-    let workers = root.get("workers").and_then(|v| count("workers", v, 1, p)).unwrap_or(1);
+    let workers = root.get("workers").and_then(|v| count("workers", v, 1..=MAX_WORKERS, p)).unwrap_or(1);
     let settings = root.get("settings").map(|v| settings(v, p)).unwrap_or_default();
 
     let mut components = Vec::new();
@@ -175,8 +190,28 @@ pub(crate) fn parse(text: &str, p: &mut Problems) -> Option<FileDef> {
     if root.get("spouts").is_none() {
         p.error(&(0..0), NO_SPOUTS);
     }
+    check_task_total(&components, &settings, p);
 
     Some(FileDef { name, workers, settings, components })
+}
+
+/// Reports the component whose tasks take the topology's past [`MAX_TASKS`] (ackers count).
+fn check_task_total(components: &[RawComponent], settings: &Settings, p: &mut Problems) {
+    let ackers = if settings.acking { settings.ackers.max(1) } else { 0 };
+    let mut total = ackers;
+    for c in components {
+        total += c.parallelism;
+        if total > MAX_TASKS {
+            p.error(
+                &c.span,
+                format!(
+                    "with this component the topology has more than {MAX_TASKS} tasks (ackers \
+                     included), the most supported; lower the parallelism of its components"
+                ),
+            );
+            return;
+        }
+    }
 }
 
 fn settings(value: &Value, p: &mut Problems) -> Settings {
@@ -186,18 +221,21 @@ fn settings(value: &Value, p: &mut Problems) -> Settings {
     };
     check_keys(table, SETTINGS_KEYS, "in [settings]", p);
     let mut acking = table.get("acking").and_then(|v| boolean("acking", v, p)).unwrap_or(defaults.acking);
-    let ackers = table.get("ackers").and_then(|v| count("ackers", v, 0, p)).unwrap_or(defaults.ackers);
+    let ackers = table
+        .get("ackers")
+        .and_then(|v| count("ackers", v, 0..=MAX_TASKS_PER_COMPONENT, p))
+        .unwrap_or(defaults.ackers);
     if ackers == 0 {
         // Storm: no ackers means nothing tracks tuple trees.
         acking = false;
     }
     let message_timeout_secs = table
         .get("message_timeout_secs")
-        .and_then(|v| count("message_timeout_secs", v, 1, p))
+        .and_then(|v| count("message_timeout_secs", v, 1..=MAX_SECONDS, p))
         .map_or(defaults.message_timeout_secs, |n| n as u64);
     let max_spout_pending = table
         .get("max_spout_pending")
-        .and_then(|v| count("max_spout_pending", v, 0, p))
+        .and_then(|v| count("max_spout_pending", v, 0..=MAX_SPOUT_PENDING, p))
         .unwrap_or(defaults.max_spout_pending);
     Settings {
         acking,
@@ -265,12 +303,16 @@ fn component(role: Role, value: &Value, settings: &Settings, p: &mut Problems) -
         p,
     )
     .and_then(|v| string("kind", v, p));
-    let parallelism = table.get("parallelism").and_then(|v| count("parallelism", v, 1, p)).unwrap_or(1);
+    let parallelism = table
+        .get("parallelism")
+        .and_then(|v| count("parallelism", v, 1..=MAX_TASKS_PER_COMPONENT, p))
+        .unwrap_or(1);
     let config = match table.get("config") {
         Some(v) => config("config", v, p),
         None => Some(Config::absent()),
     };
-    let tick_secs = table.get("tick_secs").and_then(|v| count("tick_secs", v, 1, p)).map(|n| n as u64);
+    let tick_secs =
+        table.get("tick_secs").and_then(|v| count("tick_secs", v, 1..=MAX_SECONDS, p)).map(|n| n as u64);
 
     let mut inputs = Vec::new();
     if role == Role::Bolt {
@@ -597,6 +639,9 @@ fn parse_duration(key: &str, text: &str, span: &Span, positive: bool, p: &mut Pr
         Ok(d) if positive && d.is_zero() => {
             p.error(span, format!("`{key}` must be longer than 0, found \"{text}\""))
         }
+        Ok(d) if d > MAX_DURATION => {
+            p.error(span, format!("`{key}` must be at most 365 days, found \"{text}\""))
+        }
         Ok(d) => return Some(d),
     }
     None
@@ -714,27 +759,21 @@ fn boolean(key: &str, value: &Value, p: &mut Problems) -> Option<bool> {
     }
 }
 
-/// A whole number at least `min`.
-fn count(key: &str, value: &Value, min: usize, p: &mut Problems) -> Option<usize> {
+/// A whole number in `range` (whose end is one of the documented maxima above).
+fn count(key: &str, value: &Value, range: RangeInclusive<usize>, p: &mut Problems) -> Option<usize> {
     let DeValue::Integer(n) = value.get_ref() else {
         type_error(key, "an integer", value, p);
         return None;
     };
-    let Some(parsed) = i128::from_str_radix(n.as_str(), n.radix()).ok() else {
-        p.error(&value.span(), format!("{key} is too large: {n}"));
-        return None;
-    };
-    if parsed < min as i128 {
-        p.error(&value.span(), format!("{key} must be at least {min}, found {parsed}"));
-        return None;
-    }
-    match usize::try_from(parsed) {
-        Ok(n) => Some(n),
-        Err(_) => {
-            p.error(&value.span(), format!("{key} is too large: {n}"));
-            None
+    let (min, max) = (*range.start(), *range.end());
+    match i128::from_str_radix(n.as_str(), n.radix()) {
+        Ok(parsed) if parsed < min as i128 => {
+            p.error(&value.span(), format!("{key} must be at least {min}, found {parsed}"))
         }
+        Ok(parsed) if parsed <= max as i128 => return Some(parsed as usize),
+        _ => p.error(&value.span(), format!("{key} must be at most {max}, found {}", n.as_str())),
     }
+    None
 }
 
 fn table<'t, 'i>(key: &str, value: &'t Value<'i>, p: &mut Problems) -> Option<&'t DeTable<'i>> {

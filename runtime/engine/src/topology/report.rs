@@ -66,25 +66,74 @@ impl<'s> Problems<'s> {
         self.found.len()
     }
 
-    /// Every mistake as a diagnostic of `file`, in file order.
+    /// Every mistake as a diagnostic of `file`, in file order. One pass over the file places
+    /// them all, however many there are.
     pub(crate) fn into_diagnostics(self, file: &str) -> Diagnostics {
-        let mut diagnostics: Vec<Diagnostic> = self
+        let original = self.subst.original();
+        let mut found: Vec<(usize, String)> = self
             .found
             .into_iter()
+            .map(|(offset, message)| (self.subst.original_offset(offset), message))
+            .collect();
+        found.sort_by_key(|(offset, _)| *offset);
+        let mut cursor = Cursor::default();
+        let mut diagnostics: Vec<Diagnostic> = found
+            .into_iter()
             .map(|(offset, message)| {
-                let (line, col) = self.subst.line_col(offset);
+                let (line, col) = cursor.advance(original, offset);
                 Diagnostic { file: file.to_string(), line, col, message }
             })
             .collect();
-        diagnostics.sort_by_key(|d| (d.line, d.col));
         diagnostics.dedup();
         Diagnostics(diagnostics)
+    }
+}
+
+/// A position moving forward through a text, for placing many offsets in one pass.
+#[derive(Default)]
+struct Cursor {
+    /// A character boundary of the text.
+    at: usize,
+    /// 0-based line and column (in characters) of `at`.
+    line: usize,
+    col: usize,
+}
+
+impl Cursor {
+    /// 1-based line and column of `offset` (at or after the last one asked, else the last
+    /// one's), moved back to a character boundary and to at most the end of `text`.
+    fn advance(&mut self, text: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        if offset > self.at {
+            for c in text[self.at..offset].chars() {
+                if c == '\n' {
+                    self.line += 1;
+                    self.col = 0;
+                } else {
+                    self.col += 1;
+                }
+            }
+            self.at = offset;
+        }
+        (self.line + 1, self.col + 1)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::line_col;
+
+    #[test]
+    fn a_cursor_places_offsets_as_line_col_does() {
+        let text = "a = 1\nbé = \"ü\"\n\nx";
+        let mut cursor = super::Cursor::default();
+        for offset in [0, 0, 3, 6, 12, 14, 15, 17, 18, 1000] {
+            assert_eq!(cursor.advance(text, offset), line_col(text, offset), "offset {offset}");
+        }
+    }
 
     #[test]
     fn counts_columns_in_characters() {

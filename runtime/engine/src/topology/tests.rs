@@ -111,7 +111,7 @@ impl CustomGrouping for Modulo {
     fn choose_tasks(&mut self, _: &[Value], _: &mut Vec<TaskId>) {}
 }
 
-fn registry() -> Registry {
+pub(super) fn registry() -> Registry {
     let mut r = Registry::new();
     r.spout("random-sentence", |_: SentenceConfig| {
         Ok(TestSpout(|o| {
@@ -198,7 +198,7 @@ fn positions(errors: &[String]) -> Vec<&str> {
     errors.iter().map(|e| e.split(": ").next().unwrap_or("")).collect()
 }
 
-const WORDCOUNT: &str = r#"name = "wordcount"
+pub(super) const WORDCOUNT: &str = r#"name = "wordcount"
 workers = 2
 [settings]
 acking = true
@@ -500,6 +500,83 @@ fn reports_duplicate_id() {
 fn reports_parallelism_zero() {
     let errors = errors(&WORDCOUNT.replace("parallelism = 1", "parallelism = 0"));
     assert_eq!(errors, ["11:15: parallelism must be at least 1, found 0"]);
+}
+
+#[test]
+fn numbers_past_their_documented_maximum_are_reported_where_written() {
+    let cases = [
+        (
+            "parallelism = 1",
+            "parallelism = 4294967295",
+            "11:15: parallelism must be at most 100000, found 4294967295",
+        ),
+        ("workers = 2", "workers = 10001", "2:11: workers must be at most 10000, found 10001"),
+        ("ackers = 1", "ackers = 100001", "5:10: ackers must be at most 100000, found 100001"),
+        (
+            "message_timeout_secs = 30",
+            "message_timeout_secs = 18446744073709551615",
+            "6:24: message_timeout_secs must be at most 31536000, found 18446744073709551615",
+        ),
+        (
+            "max_spout_pending = 1000",
+            "max_spout_pending = 16777217",
+            "7:21: max_spout_pending must be at most 16777216, found 16777217",
+        ),
+        (
+            "max_spout_pending = 1000",
+            "max_spout_pending = 0x7fffffffffffffff",
+            "7:21: max_spout_pending must be at most 16777216, found 7fffffffffffffff",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert_eq!(errors(&WORDCOUNT.replace(from, to)), [expected], "{to}");
+    }
+    let ticks = WORDCOUNT.replace(
+        "parallelism = 2\ninputs = [{ from = \"sentences\"",
+        "tick_secs = 18446744073709551615\ninputs = [{ from = \"sentences\"",
+    );
+    assert_eq!(errors(&ticks), ["16:13: tick_secs must be at most 31536000, found 18446744073709551615"]);
+    // The largest values allowed load.
+    let most = WORDCOUNT
+        .replace("message_timeout_secs = 30", "message_timeout_secs = 31536000")
+        .replace("max_spout_pending = 1000", "max_spout_pending = 16777216");
+    let def = load(&most).expect("the documented maxima are valid");
+    assert_eq!(def.settings.message_timeout_secs, 31_536_000);
+}
+
+#[test]
+fn a_topology_of_more_than_a_million_tasks_is_reported_at_the_component_that_passes_it() {
+    let mut file = WORDCOUNT.replace("parallelism = 2", "parallelism = 100000");
+    for i in 0..9 {
+        file.push_str(&format!(
+            "[[bolts]]\nid = \"more{i}\"\nkind = \"split-sentence\"\nparallelism = 100000\n\
+             inputs = [{{ from = \"sentences\" }}]\n"
+        ));
+    }
+    let errors = errors(&file);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("58:1: with this component the topology has more than 1000000 tasks"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn window_durations_past_a_year_are_reported() {
+    let file = format!(
+        r#"{HEAD}
+[settings]
+acking = false
+[[bolts]]
+id = "w"
+kind = "window-count"
+window = {{ length = "400000days" }}
+inputs = [{{ from = "s" }}]
+"#
+    );
+    let errors = errors(&file);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("`length` must be at most 365 days"), "{errors:?}");
 }
 
 #[test]

@@ -104,7 +104,14 @@ fn corrupt_record_is_never_returned() {
                 assert_eq!(position, 2 * frame);
             }
             Ok(f) if offset < 2 => {
-                assert!(f.records.iter().all(|r| r.offset < 2), "never the corrupt record");
+                // The good records before the damage are delivered, then a read from the
+                // damage says where it is.
+                let offsets: Vec<u64> = f.records.iter().map(|r| r.offset).collect();
+                assert_eq!(
+                    offsets,
+                    (offset..2).collect::<Vec<_>>(),
+                    "up to the damage, never the corrupt record"
+                );
             }
             other => panic!("expected Corrupt reading {offset}, got {other:?}"),
         }
@@ -247,11 +254,47 @@ fn a_segment_named_at_or_beyond_2_pow_48_is_corrupt() {
         Log::open(dir.path()).unwrap().create_topic("t", config(1, FsyncPolicy::Never)).unwrap();
         let path = dir.path().join(format!("topics/t/0/{stem:0>20}.log"));
         std::fs::write(&path, b"").unwrap();
-        match Log::open(dir.path()) {
-            Err(BrokerError::Corrupt { file, .. }) => assert_eq!(file, path),
-            other => panic!("expected Corrupt for {stem}, got {:?}", other.map(|_| ())),
+        let log = Log::open(dir.path()).expect("the damage stays with its topic");
+        match log.describe("t") {
+            Err(BrokerError::Damaged { topic, why }) => {
+                assert_eq!(topic, "t");
+                assert!(why.contains(&path.display().to_string()), "{why}");
+            }
+            other => panic!("expected Damaged for {stem}, got {:?}", other.map(|_| ())),
         }
     }
+}
+
+#[test]
+fn damage_to_one_topic_stays_with_it_and_the_others_work() {
+    let dir = TempDir::new();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        for t in ["good", "bad-meta", "bad-segment", "dir-segment"] {
+            log.create_topic(t, config(1, FsyncPolicy::Never)).unwrap();
+            log.append(t, 0, &[rec(None, "v", None)]).unwrap();
+        }
+    }
+    let topics = dir.path().join("topics");
+    std::fs::write(topics.join("bad-meta/meta.json"), b"{ not json").unwrap();
+    // An impossible name: a base offset past 2^48.
+    std::fs::write(topics.join(format!("bad-segment/0/{}.log", "9".repeat(20))), b"").unwrap();
+    std::fs::create_dir(topics.join(format!("dir-segment/0/{:020}.log", 7))).unwrap();
+
+    let log = Log::open(dir.path()).expect("a damaged topic does not stop the directory opening");
+    assert_eq!(log.topics(), ["good"]);
+    let damaged: Vec<String> = log.damaged().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(damaged, ["bad-meta", "bad-segment", "dir-segment"]);
+    for t in ["bad-meta", "bad-segment", "dir-segment"] {
+        let err = log.read(t, 0, 0, 1024).map(|_| ()).unwrap_err();
+        assert!(matches!(err, BrokerError::Damaged { .. }), "{t}: {err}");
+        assert!(err.to_string().starts_with(&format!("topic `{t}` is damaged")), "{err}");
+        let again = log.create_topic(t, config(1, FsyncPolicy::Never)).unwrap_err();
+        assert!(matches!(again, BrokerError::Damaged { .. }), "creating {t} over its damage: {again}");
+    }
+    assert_eq!(log.read("good", 0, 0, 1024).unwrap().records.len(), 1);
+    log.append("good", 0, &[rec(None, "w", None)]).unwrap();
+    log.create_topic("new", config(1, FsyncPolicy::Never)).unwrap();
 }
 
 #[test]

@@ -242,3 +242,96 @@ fn body_of_value(v: &Value) -> Vec<u8> {
     codec::put_value(&mut buf, v, 0).unwrap();
     buf
 }
+
+/// Fuzzing the decoder of what peers send: random bytes, and valid bodies of every frame kind
+/// with bytes flipped, cut or inserted. No input panics it; whatever decodes stays within the
+/// decode budget. A bounded number of cases, so CI stays fast.
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid_bodies() -> Vec<Vec<u8>> {
+        let envelopes = every_envelope();
+        let msgs = vec![AckerMsg::Init { root: 1, val: 2 }, AckerMsg::Reset { root: u64::MAX }];
+        let frames = [
+            Frame::Bolts { task: 3, more: false, batch: Cow::Owned(envelopes[..8].to_vec()) },
+            Frame::Bolts { task: 9, more: true, batch: Cow::Owned(envelopes[20..].to_vec()) },
+            Frame::Ackers { task: 7, more: false, batch: Cow::Owned(msgs) },
+            Frame::Outcomes {
+                task: 1,
+                more: false,
+                batch: Cow::Owned(vec![Outcome { root: 5, acked: true }]),
+            },
+            Frame::Credits(Cow::Owned(vec![(3, 1), (u32::MAX, u32::MAX)])),
+            Frame::Refused("no".into()),
+        ];
+        frames.iter().map(body).collect()
+    }
+
+    /// A change to a body: flip a byte, cut it short, or insert bytes.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Set(usize, u8),
+        Truncate(usize),
+        Insert(usize, Vec<u8>),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Set(at, b)),
+            any::<usize>().prop_map(Mutation::Truncate),
+            (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16))
+                .prop_map(|(at, b)| Mutation::Insert(at, b)),
+        ]
+    }
+
+    fn apply(body: &mut Vec<u8>, m: &Mutation) {
+        if body.is_empty() {
+            return;
+        }
+        match m {
+            Mutation::Set(at, b) => {
+                let i = at % body.len();
+                body[i] = *b;
+            }
+            Mutation::Truncate(at) => body.truncate(at % body.len()),
+            Mutation::Insert(at, bytes) => {
+                let i = at % body.len();
+                body.splice(i..i, bytes.iter().copied());
+            }
+        }
+    }
+
+    fn decodes_within_budget(body: &[u8]) {
+        if let Ok(frame) = codec::decode_body(body) {
+            assert!(codec::overhead(&frame) <= codec::MAX_OVERHEAD);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            decodes_within_budget(&bytes);
+            // With the head of a batch frame, the hand-written decoder reads the rest.
+            for head in [&[0x81, 0xa1, b'B'][..], &[0x81, 0xa1, b'A'], &[0x81, 0xa1, b'O'], &[0x81, 0xa1, b'C']] {
+                let mut body = head.to_vec();
+                body.extend_from_slice(&bytes);
+                decodes_within_budget(&body);
+            }
+        }
+
+        #[test]
+        fn mutated_frames_never_panic_the_decoder(
+            which in 0usize..6,
+            mutations in proptest::collection::vec(mutation(), 1..6),
+        ) {
+            let mut body = valid_bodies().swap_remove(which);
+            for m in &mutations {
+                apply(&mut body, m);
+            }
+            decodes_within_budget(&body);
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! their own files.
 
 mod codec;
+mod hostile;
 mod topology;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use super::credits::role;
 use super::frames::{decode, put_frame, put_parts, read_frame, write_frame, Frame, Hello};
 use super::*;
 use serde::Deserialize;
-use squall_engine::acker::{AckerMsg, Outcome};
+use squall_engine::acker::{make_root, AckerMsg, Outcome};
 use squall_engine::executor::output::Anchors;
 use squall_engine::executor::Envelope;
 use squall_engine::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
