@@ -7,7 +7,7 @@
 //! docs/cluster-file.md lists: secret `change-me`, nimbus 127.0.0.1:6627, state_dir
 //! squall-state/nimbus, supervisor_timeout_secs 10, supervisor id from the host name and its
 //! first slot, data_dir squall-state/supervisor, slots 6700–6703, heartbeat_secs 1, host
-//! 127.0.0.1. A nimbus address with port 0 makes nimbus listen on any free port (it prints the
+//! 127.0.0.1, ui listen 127.0.0.1:8080, public_read true. A nimbus address with port 0 makes nimbus listen on any free port (it prints the
 //! one it got).
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ pub struct ClusterConfig {
     pub nimbus: NimbusTable,
     #[serde(default)]
     pub supervisor: SupervisorTable,
+    #[serde(default)]
+    pub ui: UiTable,
     /// `squall broker`'s table, read by it alone.
     #[serde(default, rename = "broker")]
     _broker: Option<IgnoredAny>,
@@ -85,6 +87,22 @@ impl Default for SupervisorTable {
             heartbeat_secs: 1,
             host: "127.0.0.1".into(),
         }
+    }
+}
+
+/// `[ui]`: nimbus's web UI, REST API and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiTable {
+    /// Where nimbus serves them (`host:port`; port 0: any free port).
+    pub listen: String,
+    /// Reading without the secret (actions always need it).
+    pub public_read: bool,
+}
+
+impl Default for UiTable {
+    fn default() -> Self {
+        UiTable { listen: "127.0.0.1:8080".into(), public_read: true }
     }
 }
 
@@ -192,6 +210,16 @@ listen = "127.0.0.1:6650"
         assert_eq!(c.supervisor.slots, vec![0, 0, 6701]);
         assert_eq!(c.supervisor_id(), "sup-a");
         assert_eq!(c.supervisor.heartbeat_secs, 1);
+        assert_eq!(c.ui, UiTable::default());
+    }
+
+    #[test]
+    fn ui_table_sets_where_the_ui_listens_and_who_may_read() {
+        let text = "[ui]\nlisten = \"127.0.0.1:0\"\npublic_read = false\n";
+        let c = parse("cluster.toml", text, &env).unwrap();
+        assert_eq!(c.ui, UiTable { listen: "127.0.0.1:0".into(), public_read: false });
+        let err = parse("cluster.toml", "[ui]\nport = 80\n", &env).unwrap_err().to_string();
+        assert!(err.contains("cluster.toml:2:1: unknown field `port`"), "{err}");
     }
 
     #[test]

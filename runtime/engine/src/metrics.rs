@@ -47,6 +47,33 @@ pub struct TaskMetrics {
     pub late: AtomicU64,
     /// Processing time minus the watermark at its last advance, in ms (windowed bolts).
     pub watermark_lag_ms: AtomicU64,
+    /// The latest error the task reported (written only when one is reported).
+    pub last_error: Mutex<Option<ErrorNote>>,
+}
+
+/// An error a component reported (`report_error`), and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorNote {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub message: String,
+}
+
+/// The longest error text kept (longer ones are cut at a character boundary).
+pub const MAX_ERROR_NOTE: usize = 1024;
+
+impl ErrorNote {
+    /// `message` (cut to [`MAX_ERROR_NOTE`] bytes) at the current time.
+    pub fn now(message: &str) -> ErrorNote {
+        let mut end = message.len().min(MAX_ERROR_NOTE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        ErrorNote { time_ms, message: message[..end].to_string() }
+    }
 }
 
 impl Default for TaskMetrics {
@@ -65,6 +92,7 @@ impl Default for TaskMetrics {
             windows_fired: AtomicU64::new(0),
             late: AtomicU64::new(0),
             watermark_lag_ms: AtomicU64::new(0),
+            last_error: Mutex::new(None),
         }
     }
 }
@@ -135,6 +163,9 @@ pub struct ComponentStats {
     /// Event-time lag: processing time minus the watermark, the max over the tasks.
     #[serde(default)]
     pub watermark_lag_ms: u64,
+    /// The latest error of any of its tasks (absent if none reported one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorNote>,
 }
 
 /// A topology's figures at one moment.
@@ -197,6 +228,9 @@ pub struct TaskFigures {
     pub late: u64,
     #[serde(default)]
     pub watermark_lag_ms: u64,
+    /// The latest error the task reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorNote>,
 }
 
 impl TaskMetrics {
@@ -222,6 +256,7 @@ impl TaskMetrics {
             windows_fired: self.windows_fired.load(Relaxed),
             late: self.late.load(Relaxed),
             watermark_lag_ms: self.watermark_lag_ms.load(Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
         }
     }
 }
@@ -260,6 +295,7 @@ impl Snapshot {
                 windows_fired: 0,
                 late: 0,
                 watermark_lag_ms: 0,
+                last_error: None,
             };
             let (mut ns, mut samples) = (0u64, 0u64);
             let mut complete = new_histogram();
@@ -274,6 +310,11 @@ impl Snapshot {
                 s.windows_fired += f.windows_fired;
                 s.late += f.late;
                 s.watermark_lag_ms = s.watermark_lag_ms.max(f.watermark_lag_ms);
+                if let Some(e) = &f.last_error {
+                    if s.last_error.as_ref().is_none_or(|l| l.time_ms <= e.time_ms) {
+                        s.last_error = Some(e.clone());
+                    }
+                }
                 ns += f.execute_ns;
                 samples += f.execute_samples;
                 for &(value, count) in &f.complete_us {
