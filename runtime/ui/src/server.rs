@@ -256,3 +256,80 @@ async fn metrics(State(ui): Shared, Query(q): Query<MetricsQuery>) -> Response {
     let text = prom::render(&ui.source.cluster(), q.per_task);
     ([(header::CONTENT_TYPE, prom::CONTENT_TYPE)], text).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::LocalSource;
+    use squall_engine::executor::Control;
+    use squall_engine::metrics::TopologyMetrics;
+    use squall_engine::plan::Plan;
+    use squall_engine::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
+
+    /// A UI over a local run's source (nothing running) on a real port, and a client.
+    async fn start(public_read: bool) -> (String, reqwest::Client, tokio::sync::watch::Receiver<Control>) {
+        let def = TopologyDef {
+            name: "t".into(),
+            workers: 1,
+            settings: Settings::default(),
+            spouts: vec![ComponentDef::new("s", "sequence")],
+            bolts: vec![ComponentDef::new("b", "log").input("s", GroupingDef::Shuffle)],
+        };
+        let plan = Plan::new(&def).unwrap();
+        let metrics = TopologyMetrics::new(plan.task_count());
+        let (control, watch) = tokio::sync::watch::channel(Control::Active);
+        let source = Arc::new(LocalSource::new(plan, metrics, control));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(source, UiOptions { secret: "s3cret".into(), public_read });
+        tokio::spawn(serve(listener, app, std::future::pending()));
+        (format!("http://{addr}"), reqwest::Client::new(), watch)
+    }
+
+    #[tokio::test]
+    async fn reading_needs_the_secret_unless_public_read() {
+        let (base, client, _) = start(false).await;
+        for path in ["/api/v1/cluster/summary", "/api/v1/topology/t", "/metrics"] {
+            let refused = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(refused.status(), 401, "{path}");
+            let read =
+                client.get(format!("{base}{path}")).header(SECRET_HEADER, "s3cret").send().await.unwrap();
+            assert_eq!(read.status(), 200, "{path}");
+        }
+        let (base, client, _) = start(true).await;
+        let read = client.get(format!("{base}/api/v1/topology/t")).send().await.unwrap();
+        assert_eq!(read.status(), 200);
+        let page = client.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("/ui/app.js"), "{page}");
+        let missing = client.get(format!("{base}/ui/nope.js")).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn actions_need_the_secret_even_when_reading_is_public() {
+        let (base, client, watch) = start(true).await;
+        let url = format!("{base}/api/v1/topology/t/deactivate");
+        assert_eq!(client.post(&url).send().await.unwrap().status(), 401);
+        assert_eq!(client.post(&url).header(SECRET_HEADER, "wrong").send().await.unwrap().status(), 401);
+        assert_eq!(*watch.borrow(), Control::Active);
+        let done = client.post(&url).header(SECRET_HEADER, "s3cret").send().await.unwrap();
+        assert_eq!(done.status(), 200);
+        assert_eq!(*watch.borrow(), Control::Inactive);
+        let bad = client
+            .post(format!("{base}/api/v1/topology/t/kill"))
+            .header(SECRET_HEADER, "s3cret")
+            .body("{\"wait\": \"soon\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        let huge = client
+            .post(format!("{base}/api/v1/topology/t/rebalance"))
+            .header(SECRET_HEADER, "s3cret")
+            .body(vec![b' '; MAX_BODY + 1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(huge.status(), 413);
+    }
+}

@@ -525,7 +525,6 @@ pub(super) async fn supervisor_heartbeat(
     if beat.id.is_empty() {
         return Err(bad_request("a supervisor heartbeat needs an id"));
     }
-    nimbus.observed.running(&beat.id, &beat.running);
     let mut inner = nimbus.lock();
     let now = Instant::now();
     let previous = inner
@@ -539,6 +538,9 @@ pub(super) async fn supervisor_heartbeat(
         Some(_) => {}
     }
     inner.reconcile();
+    let current =
+        |topology: &str, version| inner.topologies.get(topology).is_some_and(|r| r.version() == version);
+    nimbus.observed.running(&beat.id, &beat.running, current);
     let mut workers = Vec::new();
     for record in inner.topologies.values() {
         let Some(a) = &record.assignment else { continue };

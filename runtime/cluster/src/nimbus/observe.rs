@@ -26,13 +26,17 @@ pub(super) struct Observed {
 }
 
 impl Observed {
-    /// Notes the workers a supervisor runs now, counting those started again.
-    pub(super) fn running(&self, supervisor: &str, running: &[RunningWorker]) {
+    /// Notes the workers a supervisor runs now, counting those started again with a new pid
+    /// (a crashed worker is absent from a heartbeat or two while it waits to restart, so it
+    /// is remembered until its assignment is no longer `current`).
+    pub(super) fn running(
+        &self,
+        supervisor: &str,
+        running: &[RunningWorker],
+        current: impl Fn(&str, u64) -> bool,
+    ) {
         let mut pids = self.pids.lock().unwrap_or_else(|p| p.into_inner());
-        pids.retain(|k, _| {
-            k.0 != supervisor
-                || running.iter().any(|r| r.topology == k.1 && r.version == k.2 && r.worker == k.3)
-        });
+        pids.retain(|k, _| current(&k.1, k.2));
         for r in running {
             let key = (supervisor.to_string(), r.topology.clone(), r.version, r.worker);
             if let Some(before) = pids.insert(key, r.pid) {
