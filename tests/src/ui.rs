@@ -71,3 +71,76 @@ pub fn wait_for(deadline: Duration, what: &str, mut done: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Headless Chromium (Debian's `chromium`, installed once if missing) with a fresh profile in
+/// `dir`, given `args` and then `url`; its stdout. Panics if it fails or takes over 3 minutes.
+pub fn chromium(dir: &TempDir, args: &[&str], url: &str) -> String {
+    let bin = squall_testkit::tools::require(&squall_testkit::tools::CHROMIUM)
+        .unwrap_or_else(|e| panic!("the web UI's tests need Chromium: {e}"));
+    let profile = dir.join(format!("chromium-profile-{}", next_profile()));
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start chromium: {e}"));
+    let stdout = child.stdout.take().map(|mut out| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        })
+    });
+    let stderr = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        })
+    });
+    let end = std::time::Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium took over 3 minutes on {url}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = stdout.and_then(|t| t.join().ok()).unwrap_or_default();
+    let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    assert!(status.success(), "chromium on {url}: {status}\n{err}");
+    out
+}
+
+/// A name no other test of this process uses.
+fn next_profile() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The number in attribute `attr` of the first element whose tag holds `marker`.
+pub fn attr_of(dom: &str, marker: &str, attr: &str) -> Option<f64> {
+    let at = dom.find(marker)?;
+    let tag_start = dom[..at].rfind('<')?;
+    let tag = &dom[tag_start..at + dom[at..].find('>')?];
+    let value = tag.split(&format!("{attr}=\"")).nth(1)?.split('"').next()?;
+    value.parse().ok()
+}

@@ -81,6 +81,9 @@ pub struct TopologyPage {
     pub bolts: Vec<BoltEntry>,
     pub workers: Vec<WorkerEntry>,
     pub edges: Vec<EdgeEntry>,
+    /// When these figures were read (ms since the Unix epoch, the server's clock): rates are
+    /// differences of two pages over the difference of their `sampledAtMs`.
+    pub sampled_at_ms: u64,
 }
 
 /// The topology's totals over one window (Squall keeps one: all time).
@@ -337,6 +340,9 @@ pub fn topology_page(t: &TopologyView) -> TopologyPage {
         bolts,
         workers,
         edges: t.edges.iter().map(edge_entry).collect(),
+        sampled_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
     }
 }
 

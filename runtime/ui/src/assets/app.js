@@ -108,20 +108,26 @@ async function clusterPage() {
   )}`;
 }
 
-// Per component: tuples emitted per second since the previous refresh.
+// Per component: tuples emitted per second between the two latest pages of the topology
+// (timed by the server's clock, so a slow or throttled page still shows true rates); on the
+// first page, the mean since the topology started.
 function rates(page) {
-  const now = Date.now();
+  const now = page.sampledAtMs;
   const emitted = {};
   for (const s of page.spouts) emitted[s.spoutId] = s.emitted;
   for (const b of page.bolts) emitted[b.boltId] = b.emitted;
   const prev = previous[page.name];
+  if (prev && now - prev.at < 250) return prev.rates;
   const out = {};
   for (const id in emitted) {
-    out[id] = prev && prev.emitted[id] != null && now > prev.at ? Math.max(0, (emitted[id] - prev.emitted[id]) / ((now - prev.at) / 1000)) : null;
+    if (prev && prev.emitted[id] != null && now > prev.at) {
+      out[id] = Math.max(0, (emitted[id] - prev.emitted[id]) / ((now - prev.at) / 1000));
+    } else {
+      // No earlier page yet: the mean since the topology started.
+      out[id] = page.uptimeSeconds > 0 ? emitted[id] / page.uptimeSeconds : null;
+    }
   }
-  if (!prev || now - prev.at >= REFRESH_MS / 2) previous[page.name] = { at: now, emitted };
-  else return prev.rates || out;
-  previous[page.name].rates = out;
+  previous[page.name] = { at: now, emitted, rates: out };
   return out;
 }
 
@@ -237,8 +243,8 @@ async function topologyPage(name) {
         { title: "supervisor", cell: (w) => esc(w.supervisorId) },
         { title: "address", cell: (w) => esc(w.host) + (w.port ? ":" + w.port : "") },
         { title: "reporting", cell: (w) => (w.reporting ? "yes" : `<span class="error">no</span>`) },
-        { title: "components", cls: "text", cell: (w) => esc(w.components.join(", ")) },
-        { title: "tasks", cls: "text", cell: (w) => esc(w.tasks.join(" ")) },
+        { title: "components", text: true, cls: "text", cell: (w) => esc(w.components.join(", ")) },
+        { title: "tasks", text: true, cls: "text", cell: (w) => esc(w.tasks.join(" ")) },
       ],
       page.workers,
     )}`;
