@@ -184,6 +184,10 @@ fn check_metrics_move(addr: &str, name: &str) {
     assert!(sample(&first, "squall_failed_total", &complete) > Some(0.0));
     assert!(sample(&first, "squall_capacity", &labels).is_some());
     assert!(
+        sample(&first, "squall_execute_latency_seconds", &labels) > Some(0.0),
+        "no sampled execute latency"
+    );
+    assert!(
         sample(&first, "squall_errors_total", &[("topology", name), ("component", "lines")]) >= Some(1.0)
     );
     wait_for(LONG, "squall_executed_total of flaky grows", || {
@@ -250,6 +254,20 @@ fn nimbus_serves_the_rest_api_and_metrics_of_a_cluster_and_takes_actions_with_th
     assert_eq!(task["supervisorId"], "sup-0");
     assert!(task["port"].as_u64() > Some(0), "{task:#}");
     check_metrics_move(&addr, "observed");
+
+    // `squall errors` shows each component's errors with time, task and worker.
+    let errors = cluster.squall(["errors", "observed"]).run();
+    errors.assert_success();
+    assert!(errors.stdout.contains("numbers: no errors"), "{errors}");
+    let lines = errors.stdout.lines().skip_while(|l| !l.starts_with("lines: ")).nth(1).unwrap_or_default();
+    assert!(lines.contains("worker 0 (127.0.0.1:") && lines.contains("malformed"), "{errors}");
+    let json = cluster.squall(["errors", "observed", "--json"]).run();
+    json.assert_success();
+    let json: Value = serde_json::from_str(json.stdout.trim()).expect("errors --json prints one JSON object");
+    assert_eq!(json, get_json(&addr, "/api/v1/topology/observed/errors"));
+    let unknown = cluster.squall(["errors", "nope"]).run();
+    unknown.assert_failure();
+    assert!(unknown.stderr.contains("no topology named `nope`"), "{unknown}");
 
     let summary = get_json(&addr, "/api/v1/cluster/summary");
     let slots = |s: &Value| (s["supervisors"].as_u64(), s["slotsTotal"].as_u64(), s["slotsUsed"].as_u64());

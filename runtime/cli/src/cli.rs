@@ -73,6 +73,10 @@ enum Command {
     #[cfg(feature = "cluster")]
     #[command(flatten)]
     Cluster(cluster_verbs::ClusterCommand),
+    /// A running topology's errors: per component its count and each task's latest, with
+    /// time and worker
+    #[cfg(feature = "cluster")]
+    Errors(crate::errors::ErrorsArgs),
     /// Serve the embedded log over TCP
     Broker(topic::BrokerArgs),
     /// Create, fill, read and describe the log's topics
@@ -339,6 +343,8 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
         },
         #[cfg(feature = "cluster")]
         Command::Cluster(command) => done(cluster_verbs::run(command, registry).await),
+        #[cfg(feature = "cluster")]
+        Command::Errors(args) => done(crate::errors::run(args).await),
         Command::Broker(args) => done(topic::broker(args).await),
         Command::Topic { verb } => done(topic::topic(verb).await),
         Command::Bench { workload } => {

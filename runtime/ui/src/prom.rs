@@ -6,7 +6,8 @@
 //! too when per-task series are asked for): `squall_emitted_total`,
 //! `squall_transferred_total`, `squall_executed_total`, `squall_acked_total`,
 //! `squall_failed_total`, `squall_errors_total`, gauges `squall_capacity`,
-//! `squall_queue_depth`, `squall_execute_latency_mean_seconds`, `squall_tasks`, and for
+//! `squall_queue_depth`, `squall_execute_latency_mean_seconds`, `squall_tasks`, for bolts the
+//! histogram `squall_execute_latency_seconds` (of the sampled tuples, one in 64), and for
 //! spouts the histogram `squall_complete_latency_seconds`. Per topology (`topology`):
 //! `squall_topology_workers`, `squall_topology_workers_reporting`,
 //! `squall_topology_uptime_seconds`, `squall_topology_status` (1 for its `status`). The
@@ -19,7 +20,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use squall_engine::metrics::{new_histogram, ComponentStats, Snapshot, TaskFigures};
+use squall_engine::metrics::{
+    new_histogram, ComponentStats, Snapshot, TaskFigures, EXECUTE_BUCKETS, EXECUTE_BUCKETS_NS,
+};
 
 use crate::rest;
 use crate::view::{ClusterView, ComponentView, TopologyView};
@@ -52,6 +55,9 @@ struct Row {
     stats: ComponentStats,
     /// Complete latency (µs value, count) pairs of the tasks summed.
     complete_us: Vec<(u64, u64)>,
+    /// Sampled execute latencies per bucket of [`EXECUTE_BUCKETS_NS`], summed over the tasks.
+    execute_buckets: [u64; EXECUTE_BUCKETS],
+    execute_ns: u64,
 }
 
 fn rows(cluster: &ClusterView, per_task: bool) -> Vec<Row> {
@@ -82,6 +88,14 @@ fn row(t: &TopologyView, c: &ComponentView, labels: Labels, figures: Vec<TaskFig
         }
     }
     let complete_us = complete.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
+    let mut execute_buckets = [0u64; EXECUTE_BUCKETS];
+    let mut execute_ns = 0;
+    for f in &figures {
+        execute_ns += f.execute_ns;
+        for (sum, &n) in execute_buckets.iter_mut().zip(&f.execute_buckets) {
+            *sum += n;
+        }
+    }
     let role = if c.spout { squall_api::Role::Spout } else { squall_api::Role::Bolt };
     let tasks = figures.len().max(1);
     let stats =
@@ -89,7 +103,7 @@ fn row(t: &TopologyView, c: &ComponentView, labels: Labels, figures: Vec<TaskFig
             .components
             .remove(&c.id)
             .unwrap_or_else(|| unreachable!("Snapshot::sum lists every component it is given"));
-    Row { labels, spout: c.spout, stats, complete_us }
+    Row { labels, spout: c.spout, stats, complete_us, execute_buckets, execute_ns }
 }
 
 #[derive(Debug)]
@@ -130,13 +144,17 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, samples: Sampl
     Ok(())
 }
 
-/// A histogram of (µs value, count) pairs in [`LATENCY_BUCKETS`].
-struct Latency<'a>(&'a [(u64, u64)]);
+/// A histogram: per bucket (upper bound in seconds, the last `f64::MAX` for `+Inf`) its own
+/// count (the encoder makes them cumulative), the sum in seconds and the count.
+struct Histogram {
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
 
-impl EncodeMetric for Latency<'_> {
+impl EncodeMetric for Histogram {
     fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
-        let (buckets, sum, count) = bucketize(self.0);
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -144,9 +162,16 @@ impl EncodeMetric for Latency<'_> {
     }
 }
 
-/// Per bucket of [`LATENCY_BUCKETS`] and `+Inf`, its own count (the encoder accumulates);
-/// the sum in seconds and the count.
-fn bucketize(values_us: &[(u64, u64)]) -> (Vec<(f64, u64)>, f64, u64) {
+/// The sampled execute latencies of a row.
+fn execute_histogram(r: &Row) -> Histogram {
+    let bounds = EXECUTE_BUCKETS_NS.iter().map(|&ns| ns as f64 / 1e9).chain([f64::MAX]);
+    let buckets: Vec<(f64, u64)> = bounds.zip(r.execute_buckets).collect();
+    let count = buckets.iter().map(|b| b.1).sum();
+    Histogram { buckets, sum: r.execute_ns as f64 / 1e9, count }
+}
+
+/// (µs value, count) pairs in [`LATENCY_BUCKETS`] and `+Inf`.
+fn bucketize(values_us: &[(u64, u64)]) -> Histogram {
     let mut buckets: Vec<(f64, u64)> =
         LATENCY_BUCKETS.iter().map(|&b| (b, 0)).chain([(f64::MAX, 0)]).collect();
     let (mut sum, mut count) = (0.0, 0u64);
@@ -157,7 +182,7 @@ fn bucketize(values_us: &[(u64, u64)]) -> (Vec<(f64, u64)>, f64, u64) {
         let i = buckets.iter().position(|&(le, _)| secs <= le).unwrap_or(buckets.len() - 1);
         buckets[i].1 += n;
     }
-    (buckets, sum, count)
+    Histogram { buckets, sum, count }
 }
 
 impl Collector for Exposition {
@@ -201,7 +226,18 @@ impl Collector for Exposition {
                 MetricType::Histogram,
             )?;
             for r in self.rows.iter().filter(|r| r.spout) {
-                Latency(&r.complete_us).encode(family.encode_family(&r.labels)?)?;
+                bucketize(&r.complete_us).encode(family.encode_family(&r.labels)?)?;
+            }
+        }
+        {
+            let mut family = e.encode_descriptor(
+                "squall_execute_latency_seconds",
+                "Time in a bolt's execute, sampled on one tuple in 64 (bolts).",
+                None,
+                MetricType::Histogram,
+            )?;
+            for r in self.rows.iter().filter(|r| !r.spout) {
+                execute_histogram(r).encode(family.encode_family(&r.labels)?)?;
             }
         }
         let topologies = &self.cluster.topologies;
@@ -286,7 +322,14 @@ mod tests {
                         complete_us: vec![(200, 2), (3_000_000, 1)],
                         ..Default::default()
                     },
-                    TaskFigures { task: 1, executed: 4, ..Default::default() },
+                    TaskFigures {
+                        task: 1,
+                        executed: 4,
+                        execute_ns: 3_000,
+                        execute_samples: 2,
+                        execute_buckets: vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        ..Default::default()
+                    },
                     TaskFigures { task: 2, executed: 6, ..Default::default() },
                 ],
                 elapsed_secs: 1.0,
@@ -323,6 +366,23 @@ mod tests {
         assert!(
             line("squall_complete_latency_seconds_count{topology=\"wc\",component=\"src\"}").ends_with(" 3")
         );
+    }
+
+    #[test]
+    fn execute_latency_is_a_histogram_of_the_sampled_tuples() {
+        let text = render(&cluster(), false);
+        let line = |needle: &str| text.lines().find(|l| l.contains(needle)).unwrap_or_default().to_string();
+        let labels = "topology=\"wc\",component=\"count\"";
+        assert!(
+            line(&format!("squall_execute_latency_seconds_bucket{{le=\"0.000001\",{labels}}}"))
+                .ends_with(" 1"),
+            "{text}"
+        );
+        assert!(
+            line(&format!("squall_execute_latency_seconds_bucket{{le=\"+Inf\",{labels}}}")).ends_with(" 2"),
+            "{text}"
+        );
+        assert!(line(&format!("squall_execute_latency_seconds_count{{{labels}}}")).ends_with(" 2"), "{text}");
     }
 
     #[test]

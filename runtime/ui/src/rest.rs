@@ -219,6 +219,23 @@ pub struct ErrorEntry {
     pub port: u16,
 }
 
+/// `GET /api/v1/topology/NAME/errors` (and `squall errors NAME`): per component, in the
+/// topology's order, its error count and each task's latest error, the newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopologyErrors {
+    pub topology: String,
+    pub components: Vec<ComponentErrors>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentErrors {
+    pub id: String,
+    /// Every error its tasks reported (logged or not).
+    pub errors: u64,
+    pub component_errors: Vec<ErrorEntry>,
+}
+
 /// What an action answers (Storm's shape).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -413,22 +430,7 @@ pub fn component_page(t: &TopologyView, id: &str) -> Option<ComponentPage> {
     let stats = snapshot(t).components.remove(id)?;
     let figures = t.figures_of(&c.tasks);
     let executor_stats = c.tasks.iter().map(|&task| executor_entry(t, c, task, &figures)).collect();
-    let mut component_errors: Vec<ErrorEntry> = figures
-        .iter()
-        .filter_map(|f| {
-            let e = f.last_error.as_ref()?;
-            let worker = t.worker_of(f.task);
-            Some(ErrorEntry {
-                error: e.message.clone(),
-                error_time: e.time_ms / 1000,
-                task: f.task,
-                worker: worker.map(|w| w.index),
-                host: worker.map(|w| w.host.clone()).unwrap_or_default(),
-                port: worker.map_or(0, |w| w.port),
-            })
-        })
-        .collect();
-    component_errors.sort_by_key(|e| std::cmp::Reverse(e.error_time));
+    let component_errors = errors_of(t, &figures);
     let (last_error, _) = error_text(&stats.last_error);
     let stats_json = match c.spout {
         true => serde_json::to_value(spout_entry(c, &stats)),
@@ -453,6 +455,43 @@ pub fn component_page(t: &TopologyView, id: &str) -> Option<ComponentPage> {
         last_error,
         component_errors,
     })
+}
+
+/// Each task's latest error, the newest first, with where the task runs.
+fn errors_of(t: &TopologyView, figures: &[TaskFigures]) -> Vec<ErrorEntry> {
+    let mut errors: Vec<ErrorEntry> = figures
+        .iter()
+        .filter_map(|f| {
+            let e = f.last_error.as_ref()?;
+            let worker = t.worker_of(f.task);
+            Some(ErrorEntry {
+                error: e.message.clone(),
+                error_time: e.time_ms / 1000,
+                task: f.task,
+                worker: worker.map(|w| w.index),
+                host: worker.map(|w| w.host.clone()).unwrap_or_default(),
+                port: worker.map_or(0, |w| w.port),
+            })
+        })
+        .collect();
+    errors.sort_by_key(|e| std::cmp::Reverse(e.error_time));
+    errors
+}
+
+pub fn topology_errors(t: &TopologyView) -> TopologyErrors {
+    let components = t
+        .components
+        .iter()
+        .map(|c| {
+            let figures = t.figures_of(&c.tasks);
+            ComponentErrors {
+                id: c.id.clone(),
+                errors: figures.iter().map(|f| f.errors).sum(),
+                component_errors: errors_of(t, &figures),
+            }
+        })
+        .collect();
+    TopologyErrors { topology: t.name.clone(), components }
 }
 
 fn executor_entry(t: &TopologyView, c: &ComponentView, task: u32, figures: &[TaskFigures]) -> ExecutorEntry {
@@ -595,6 +634,11 @@ mod tests {
         assert_eq!(page.component_errors[0].error_time, 5);
         assert_eq!(page.inputs.len(), 1);
         assert!(component_page(&view(), "nope").is_none());
+        let errors = topology_errors(&view());
+        assert_eq!(errors.components.len(), 2);
+        assert_eq!((errors.components[1].id.as_str(), errors.components[1].errors), ("split", 1));
+        assert_eq!(errors.components[1].component_errors[0].error, "bad tuple");
+        assert!(errors.components[0].component_errors.is_empty());
     }
 
     #[test]

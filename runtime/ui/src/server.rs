@@ -10,6 +10,7 @@
 //! | `GET /api/v1/topology/summary` | [`rest::TopologySummary`] |
 //! | `GET /api/v1/topology/{name}` | [`rest::TopologyPage`] (404 if unknown) |
 //! | `GET /api/v1/topology/{name}/component/{id}` | [`rest::ComponentPage`] (404 if unknown) |
+//! | `GET /api/v1/topology/{name}/errors` | [`rest::TopologyErrors`] (404 if unknown) |
 //! | `POST /api/v1/topology/{name}/activate`, `…/deactivate` | [`rest::ActionReply`] |
 //! | `POST /api/v1/topology/{name}/kill` (body `{"wait_secs": N}`), `…/kill/{wait}` | same |
 //! | `POST /api/v1/topology/{name}/rebalance` (body `{"workers": N, "parallelism": {"ID": N}, "wait_secs": N}`), `…/rebalance/{wait}` | same |
@@ -83,6 +84,7 @@ pub fn router(source: Arc<dyn Source>, options: UiOptions) -> Router {
         .route("/api/v1/topology/summary", get(topology_summary))
         .route("/api/v1/topology/{name}", get(topology))
         .route("/api/v1/topology/{name}/component/{id}", get(component))
+        .route("/api/v1/topology/{name}/errors", get(errors))
         .route("/api/v1/topology/{name}/activate", post(activate))
         .route("/api/v1/topology/{name}/deactivate", post(deactivate))
         .route("/api/v1/topology/{name}/kill", post(kill))
@@ -158,6 +160,13 @@ async fn component(State(ui): Shared, Path((name, id)): Path<(String, String)>) 
     match rest::component_page(&t, &id) {
         Some(page) => Json(page).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("topology `{name}` has no component `{id}`")),
+    }
+}
+
+async fn errors(State(ui): Shared, Path(name): Path<String>) -> Response {
+    match ui.source.topology(&name) {
+        Some(t) => Json(rest::topology_errors(&t)).into_response(),
+        None => no_topology(&name),
     }
 }
 

@@ -18,6 +18,7 @@ pub(super) fn router(nimbus: Arc<Nimbus>) -> Router {
         )
         .route("/v1/topologies", post(submit).get(list))
         .route("/v1/topologies/{name}", get(status))
+        .route("/v1/topologies/{name}/errors", get(errors))
         .route("/v1/topologies/{name}/activate", post(activate))
         .route("/v1/topologies/{name}/deactivate", post(deactivate))
         .route("/v1/topologies/{name}/kill", post(kill))
@@ -402,6 +403,15 @@ pub(super) async fn status(
     let snapshot = Snapshot::sum(&name, components, elapsed);
     let order = record.layout.components.iter().map(|c| c.id.clone()).collect();
     Ok(Json(TopologyStatus { info, workers_reporting, order, snapshot }))
+}
+
+pub(super) async fn errors(
+    State(nimbus): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<Json<squall_ui::rest::TopologyErrors>> {
+    let inner = nimbus.lock();
+    let record = inner.record(&name)?;
+    Ok(Json(squall_ui::rest::topology_errors(&super::observe::view(&inner, record))))
 }
 
 pub(super) async fn activate(nimbus: Shared, name: Path<String>) -> ApiResult<Json<TopologyInfo>> {

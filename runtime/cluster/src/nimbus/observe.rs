@@ -95,7 +95,7 @@ impl Source for NimbusSource {
 }
 
 /// The view of one topology.
-fn view(inner: &Inner, record: &TopologyRecord) -> TopologyView {
+pub(super) fn view(inner: &Inner, record: &TopologyRecord) -> TopologyView {
     let now = Instant::now();
     let mut first: TaskId = 0;
     let components = record
