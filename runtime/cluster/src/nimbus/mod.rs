@@ -144,7 +144,7 @@ async fn serve_ui(
     let addr = listener.local_addr().map_err(NimbusError::LocalAddr)?;
     eprintln!("ui listening on http://{addr}/");
     let options =
-        squall_ui::UiOptions { secret: config.cluster.secret.clone(), public_read: config.ui.public_read };
+        squall_ui::UiOptions { secret: config.cluster.secret.clone(), public_read: config.ui.public_read() };
     let router = squall_ui::router(Arc::new(observe::NimbusSource(nimbus.clone())), options);
     Ok(tokio::spawn(async move {
         if let Err(e) = squall_ui::serve(listener, router, std::future::pending()).await {
