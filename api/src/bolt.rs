@@ -40,6 +40,12 @@ pub trait BoltCollector: Send {
     /// Reports an error to the topology's log and metrics; the bolt keeps running.
     fn report_error(&mut self, error: &str);
 
+    /// The tasks the last successful emit went to (what Storm's `emit` returns), for a
+    /// collector that routes; empty for one that does not know (a test collector).
+    fn last_targets(&self) -> &[TaskId] {
+        &[]
+    }
+
     /// Emits on the default stream, anchored to `anchor`.
     fn emit(&mut self, anchor: &Tuple, values: Values) -> Result<(), EmitError> {
         self.emit_to(DEFAULT_STREAM, &[anchor], values, None)

@@ -3,10 +3,13 @@
 //! Contract: every spout and bolt gets a [`TopologyContext`] in `open` / `prepare`: the
 //! topology's name, its own component id, task id, index among its component's tasks and
 //! their count, the task ids of every component (for direct grouping), its component's
-//! `config` table from the topology file, and the topology-wide settings.
+//! `config` table from the topology file, and the topology-wide settings; where its topology's
+//! `resources/` folder is, if it has one, and the `tick_secs` the topology file set for it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::tuple::TaskId;
 
@@ -20,6 +23,8 @@ pub struct TopologyContext {
     component_tasks: Arc<BTreeMap<String, Vec<TaskId>>>,
     config: toml::Table,
     settings: Arc<toml::Table>,
+    resources: Option<Arc<Path>>,
+    tick: Option<Duration>,
 }
 
 impl TopologyContext {
@@ -43,6 +48,8 @@ impl TopologyContext {
             component_tasks,
             config,
             settings,
+            resources: None,
+            tick: None,
         }
     }
 
@@ -102,5 +109,34 @@ impl TopologyContext {
     /// The topology's `[settings]` table.
     pub fn settings(&self) -> &toml::Table {
         &self.settings
+    }
+
+    /// Every component's id with its task ids (ackers included), sorted by id.
+    pub fn components(&self) -> impl Iterator<Item = (&str, &[TaskId])> {
+        self.component_tasks.iter().map(|(c, ts)| (c.as_str(), ts.as_slice()))
+    }
+
+    /// The topology's `resources/` folder (beside its file in a local run, unpacked by the
+    /// supervisor in a cluster), if it has one: what relative paths of components resolve
+    /// against, as Storm resolves them against the jar's `resources/`.
+    pub fn resources_dir(&self) -> Option<&Path> {
+        self.resources.as_deref()
+    }
+
+    /// This context, with the topology's `resources/` folder at `dir`.
+    pub fn with_resources_dir(mut self, dir: Option<Arc<Path>>) -> Self {
+        self.resources = dir;
+        self
+    }
+
+    /// The tick interval the topology file sets for this component (`tick_secs`), if any.
+    pub fn tick_secs(&self) -> Option<Duration> {
+        self.tick
+    }
+
+    /// This context, with the topology file's `tick_secs` for this component.
+    pub fn with_tick_secs(mut self, tick: Option<Duration>) -> Self {
+        self.tick = tick;
+        self
     }
 }

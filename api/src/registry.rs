@@ -193,6 +193,8 @@ pub enum Emits {
     Fields(&'static [&'static str]),
     /// Its input's fields, whatever they are.
     Passthrough,
+    /// The streams and fields its config declares (`fields` / `streams` keys).
+    Configured,
 }
 
 impl fmt::Display for Emits {
@@ -201,6 +203,7 @@ impl fmt::Display for Emits {
             Emits::Nothing => f.write_str("nothing"),
             Emits::Fields(fields) => f.write_str(&fields.join(", ")),
             Emits::Passthrough => f.write_str("its input's fields"),
+            Emits::Configured => f.write_str("the fields its config declares"),
         }
     }
 }

@@ -36,6 +36,12 @@ pub trait SpoutCollector: Send {
     /// Reports an error to the topology's log and metrics; the spout keeps running.
     fn report_error(&mut self, error: &str);
 
+    /// The tasks the last successful emit went to (what Storm's `emit` returns), for a
+    /// collector that routes; empty for one that does not know (a test collector).
+    fn last_targets(&self) -> &[TaskId] {
+        &[]
+    }
+
     /// Emits an unreliable tuple on the default stream.
     fn emit(&mut self, values: Values) -> Result<(), EmitError> {
         self.emit_to(DEFAULT_STREAM, values, None, None)

@@ -263,6 +263,11 @@ impl Tuple {
         self.values
     }
 
+    /// Takes the tree ids out: what a runtime keeps of an input it holds past its values.
+    pub fn into_tree(self) -> TreeIds {
+        self.tree
+    }
+
     #[inline]
     pub fn fields(&self) -> &Fields {
         &self.meta.fields

@@ -136,6 +136,8 @@ fn kinds_lists_every_shipped_kind_with_role_and_summary() {
             "random-sentence",
             "random-word",
             "sequence",
+            "shell-bolt",
+            "shell-spout",
             "split-sentence",
             "window-count",
             "word-count"
@@ -173,8 +175,8 @@ fn kinds_of_an_unknown_kind_is_one_line_naming_the_known() {
     assert_eq!(
         out.stderr_lines(),
         ["error: unknown kind \"nope\"; known kinds: exclamation, file-sink, file-spout, flaky, kafka-sink, \
-          kafka-spout, log, log-sink, log-spout, random-sentence, random-word, sequence, split-sentence, \
-          window-count, word-count"],
+          kafka-spout, log, log-sink, log-spout, random-sentence, random-word, sequence, shell-bolt, shell-spout, \
+          split-sentence, window-count, word-count"],
         "{out}"
     );
     assert!(out.stdout.is_empty(), "{out}");

@@ -54,3 +54,12 @@ fn readme_shows_the_shout_example_as_it_is() {
         "README's Cargo.toml differs from the example's"
     );
 }
+
+#[test]
+fn readme_shows_the_python_word_count_as_it_is() {
+    let readme = read("README.md");
+    let bolt = read("config/resources/split_sentence.py");
+    assert!(blocks(&readme, "python").contains(&bolt.as_str()), "README's Python bolt differs from the file");
+    let topology = read("config/wordcount-python.toml");
+    assert!(blocks(&readme, "toml").contains(&topology.as_str()), "README's topology differs from the file");
+}

@@ -282,6 +282,55 @@ pub const KAFKA_SINK: KindDoc = KindDoc {
     emits: Emits::Nothing,
 };
 
+const SHELL_KEYS: [ConfigKey; 8] = [
+    ConfigKey::required(
+        "command",
+        r#"["python3", "split.py"]"#,
+        "the child process to run per task: a program on PATH or a path relative to the topology's resources/ folder, and its arguments",
+    ),
+    ConfigKey::required(
+        "fields",
+        r#"["word"]"#,
+        "the fields of the default stream it emits on (may be left out if `streams` names every stream)",
+    ),
+    ConfigKey::unset(
+        "streams",
+        "only the default stream",
+        r#"{ picked = { fields = ["word"], direct = true } }"#,
+        "more output streams: name = [fields], or name = { fields = [...], direct = true } for a direct stream",
+    ),
+    ConfigKey::unset(
+        "dir",
+        "the resources/ folder",
+        r#""py""#,
+        "the child's working directory, relative to the resources/ folder beside the topology file",
+    ),
+    ConfigKey::value("env", "{}", "environment variables added to the child's"),
+    ConfigKey::value("conf", "{}", "keys added to the conf the child gets in the handshake"),
+    ConfigKey::value(
+        "max_pending",
+        "100",
+        "bolts: inputs handed to the child and not yet acked or failed before the bolt waits for it",
+    ),
+    ConfigKey::value(
+        "timeout_secs",
+        "30",
+        "a child silent this long (no answer to a heartbeat or command) is stopped, its tuples failed, and started again",
+    ),
+];
+
+pub const SHELL_BOLT: KindDoc = KindDoc {
+    summary: "Runs a bolt written for Storm in another language (pystorm, storm.py, …) as a child process per task, over Storm's multi-lang protocol.",
+    config: &SHELL_KEYS,
+    emits: Emits::Configured,
+};
+
+pub const SHELL_SPOUT: KindDoc = KindDoc {
+    summary: "Runs a spout written for Storm in another language (pystorm, storm.py, …) as a child process per task, over Storm's multi-lang protocol.",
+    config: &SHELL_KEYS,
+    emits: Emits::Configured,
+};
+
 #[cfg(test)]
 mod tests {
     use crate::registry;
@@ -371,6 +420,17 @@ mod tests {
                     assert!(!streams[0].passthrough, "{kind}");
                     let names: Vec<&str> = streams[0].fields.iter().collect();
                     assert_eq!(names, fields, "{kind}");
+                }
+                Emits::Configured => {
+                    // Built from its required keys at their examples: the example fields.
+                    let fields = doc.config.iter().find(|k| k.name == "fields").map(|k| k.default.example());
+                    assert_eq!(streams.len(), 1, "{kind}: {streams:?}");
+                    let names: Vec<&str> = streams[0].fields.iter().collect();
+                    assert_eq!(
+                        fields.map(|f| f.replace(' ', "")),
+                        Some(format!("{names:?}").replace(' ', "")),
+                        "{kind}"
+                    );
                 }
                 Emits::Passthrough => {
                     assert_eq!(streams.len(), 1, "{kind}: {streams:?}");

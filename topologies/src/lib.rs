@@ -44,6 +44,8 @@ pub fn registry() -> Registry {
         .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()))
         .spout("log-spout", squall_broker::spout::build)
         .bolt("log-sink", squall_broker::sink::build)
+        .spout("shell-spout", squall_multilang::build_spout)
+        .bolt("shell-bolt", squall_multilang::build_bolt)
         .describe("random-sentence", docs::RANDOM_SENTENCE)
         .describe("random-word", docs::RANDOM_WORD)
         .describe("sequence", docs::SEQUENCE)
@@ -56,7 +58,9 @@ pub fn registry() -> Registry {
         .describe("window-count", docs::WINDOW_COUNT)
         .describe("log", docs::LOG)
         .describe("log-spout", docs::LOG_SPOUT)
-        .describe("log-sink", docs::LOG_SINK);
+        .describe("log-sink", docs::LOG_SINK)
+        .describe("shell-spout", docs::SHELL_SPOUT)
+        .describe("shell-bolt", docs::SHELL_BOLT);
     #[cfg(feature = "kafka")]
     registry
         .spout("kafka-spout", squall_kafka::spout::build)
@@ -73,7 +77,7 @@ mod tests {
     use squall_api::Role;
 
     /// Each kind with the least config it builds from.
-    const KINDS: [(&str, Role, &str); 15] = [
+    const KINDS: [(&str, Role, &str); 17] = [
         ("exclamation", Role::Bolt, ""),
         ("file-sink", Role::Bolt, r#"path = "out.jsonl""#),
         ("file-spout", Role::Spout, r#"path = "events.jsonl""#),
@@ -86,6 +90,18 @@ mod tests {
         ("random-sentence", Role::Spout, ""),
         ("random-word", Role::Spout, ""),
         ("sequence", Role::Spout, "count = 1"),
+        (
+            "shell-bolt",
+            Role::Bolt,
+            r#"command = ["python3", "split.py"]
+                                      fields = ["word"]"#,
+        ),
+        (
+            "shell-spout",
+            Role::Spout,
+            r#"command = ["python3", "spout.py"]
+                                        fields = ["word"]"#,
+        ),
         ("split-sentence", Role::Bolt, ""),
         ("window-count", Role::Bolt, ""),
         ("word-count", Role::Bolt, ""),

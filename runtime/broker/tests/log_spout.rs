@@ -126,7 +126,8 @@ async fn run(spout_config: toml::Table, output: &str, failures: &[(&str, u32)]) 
             ComponentDef::new("sink", "log-sink").set("topic", output).input("picky", GroupingDef::Shuffle),
         ],
     };
-    let opts = LocalOptions { duration: Some(Duration::from_secs(120)), progress: false };
+    let opts =
+        LocalOptions { duration: Some(Duration::from_secs(120)), progress: false, ..Default::default() };
     let result = local::run(&def, &registry, &opts).await.unwrap();
     assert!(!result.stopped, "the run ended by itself, not after 120 s");
     result

@@ -106,6 +106,9 @@ enum Workload {
         /// Worker processes
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// The split bolt: Rust, or pystorm through shell-bolt (`$SQUALL_PYTHON`, else python3)
+        #[arg(long, value_enum, default_value_t = SplitIn::Rust)]
+        split: SplitIn,
     },
     /// LAT-1: complete latency of word count at a fixed sentence rate
     Lat1 {
@@ -153,6 +156,13 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+}
+
+/// The language of WC-1's split bolt.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SplitIn {
+    Rust,
+    Python,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -301,7 +311,8 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                 Ok(def) => def,
                 Err(diagnostics) => return report_mistakes(&file, &diagnostics),
             };
-            let opts = LocalOptions { duration, progress: true };
+            let resources = squall_engine::resources::beside(&file);
+            let opts = LocalOptions { duration, progress: true, resources };
             let run = match ui {
                 None => local::run(&def, &registry, &opts).await,
                 Some(addr) => match local_ui(&addr).await {
@@ -349,8 +360,9 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
         Command::Topic { verb } => done(topic::topic(verb).await),
         Command::Bench { workload } => {
             let line = match workload {
-                Workload::Wc1 { n, p, acking, workers } => {
-                    bench::wc1(&bench::Wc1 { n, p, acking: acking == OnOff::On, workers }).await
+                Workload::Wc1 { n, p, acking, workers, split } => {
+                    let python_split = split == SplitIn::Python;
+                    bench::wc1(&bench::Wc1 { n, p, acking: acking == OnOff::On, workers, python_split }).await
                 }
                 Workload::Lat1 { rate, p, workers, seconds } => {
                     bench::lat1(&bench::Lat1 { rate, p, workers, seconds, warmup: 5 }).await

@@ -247,8 +247,9 @@ pub async fn submit(
     if !client.has_artifact(&hash).await.map_err(err)? {
         client.upload_artifact(&hash, bytes).await.map_err(err)?;
     }
-    let info =
-        client.submit(&SubmitRequest { name, text, layout, artifact: hash.clone() }).await.map_err(err)?;
+    let resources = client.upload_resources(file).await?;
+    let request = SubmitRequest { name, text, layout, artifact: hash.clone(), resources };
+    let info = client.submit(&request).await.map_err(err)?;
     let placed = if info.version == 0 {
         "waiting for free slots".to_string()
     } else {

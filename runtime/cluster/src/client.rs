@@ -115,6 +115,20 @@ impl Client {
         }
     }
 
+    /// Packs the `resources/` folder beside the topology file `file`, if there is one, and
+    /// uploads it as an artifact unless nimbus has it; its sha256.
+    pub async fn upload_resources(&self, file: &std::path::Path) -> Result<Option<String>, String> {
+        let Some(dir) = squall_engine::resources::beside(file) else {
+            return Ok(None);
+        };
+        let bytes = squall_engine::resources::pack(&dir)?;
+        let sha256 = crate::artifacts::sha256_hex(&bytes);
+        if !self.has_artifact(&sha256).await.map_err(|e| e.to_string())? {
+            self.upload_artifact(&sha256, bytes).await.map_err(|e| e.to_string())?;
+        }
+        Ok(Some(sha256))
+    }
+
     pub async fn download_artifact(&self, sha256: &str) -> Result<Bytes, ClientError> {
         let request = self.request(Method::GET, &format!("/v1/artifacts/{sha256}")).timeout(ARTIFACT_TIMEOUT);
         let response = self.send(request).await?;

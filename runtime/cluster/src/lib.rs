@@ -143,6 +143,9 @@ pub struct SubmitRequest {
     pub layout: Layout,
     /// sha256 (lowercase hex) of the executable holding the components, uploaded first.
     pub artifact: String,
+    /// sha256 of the topology's packed `resources/` folder, uploaded first as an artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +199,9 @@ pub struct Assignment {
     #[serde(default)]
     pub submitted_ms: u64,
     pub artifact: String,
+    /// sha256 of the topology's packed `resources/` folder, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<String>,
     pub text: String,
     pub layout: Layout,
     pub workers: Vec<WorkerSlot>,
@@ -263,6 +269,9 @@ pub struct WorkerOrder {
     pub port: u16,
     /// sha256 of the executable to run.
     pub artifact: String,
+    /// sha256 of the packed `resources/` folder to unpack for it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

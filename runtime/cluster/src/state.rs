@@ -35,6 +35,9 @@ pub struct TopologyRecord {
     pub layout: Layout,
     /// sha256 of its executable.
     pub artifact: String,
+    /// sha256 of its packed `resources/` folder, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<String>,
     pub status: Status,
     /// When it was submitted (ms since the epoch).
     pub submitted_ms: u64,
@@ -254,6 +257,7 @@ pub(crate) mod tests {
             text: "name = \"x\"\n".into(),
             layout: layout.clone(),
             artifact: artifact.clone(),
+            resources: None,
             status: Status::Rebalancing,
             submitted_ms: 1234,
             assignment: Some(Assignment {
@@ -261,6 +265,7 @@ pub(crate) mod tests {
                 version: 3,
                 submitted_ms: 1234,
                 artifact,
+                resources: None,
                 text: "name = \"x\"\n".into(),
                 layout,
                 workers: vec![WorkerSlot { supervisor: "a".into(), slot: 1, port: 0, tasks: vec![0, 1] }],

@@ -90,6 +90,9 @@ pub struct WorkerArgs {
     /// The address to bind and to advertise to the other workers
     #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
     pub host: String,
+    /// The topology's unpacked `resources/` folder, if it carries one
+    #[arg(long, value_name = "DIR")]
+    pub resources: Option<std::path::PathBuf>,
 }
 
 /// A heartbeat request on its way.
@@ -191,7 +194,8 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
             return Ok(());
         }
     };
-    let (plan, hosted) = prepare(&assignment, args.worker, registry)?;
+    let (mut plan, hosted) = prepare(&assignment, args.worker, registry)?;
+    plan.resources = args.resources.as_deref().map(Into::into);
     let spout_tasks = hosted.iter().filter(|&&t| plan_role(&plan, t) == Some(Role::Spout)).count();
 
     let (peers_tx, peers_rx) = watch::channel(vec![None; assignment.workers.len()]);
@@ -621,6 +625,7 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
             version: 3,
             submitted_ms: 1,
             artifact: "0".repeat(64),
+            resources: None,
             text: TEXT.into(),
             layout: Layout::of(&def),
             workers: placement

@@ -5,8 +5,8 @@
 //! → [`launch`] (start [`executor`]s with their [`grouping`] routers and the [`acker`]) →
 //! [`metrics`]; [`local`] runs a whole plan in this process. What the subsystems above share
 //! lives here too: [`partitioned`] (what spouts and sinks over partitioned logs share),
-//! [`frame`] (length-prefixed MessagePack frames over TCP) and [`config_file`] (reading a
-//! settings file with `${VAR}` substitution).
+//! [`frame`] (length-prefixed MessagePack frames over TCP) [`config_file`] (reading a
+//! settings file with `${VAR}` substitution) and [`resources`] (a topology's `resources/` folder).
 
 pub mod acker;
 pub mod config_file;
@@ -18,5 +18,7 @@ pub mod local;
 pub mod metrics;
 pub mod partitioned;
 pub mod plan;
+pub mod prefetch;
+pub mod resources;
 pub mod topology;
 pub mod window;

@@ -41,6 +41,8 @@ pub struct LocalOptions {
     pub duration: Option<Duration>,
     /// Print per-component rates to stderr about once a second.
     pub progress: bool,
+    /// The topology's `resources/` folder (see [`squall_api::TopologyContext::resources_dir`]).
+    pub resources: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -78,7 +80,8 @@ pub async fn run_observed(
     // arrives while the loop below is busy is then kept, not lost.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(RunError::Interrupts)?;
-    let plan = Plan::new(def)?;
+    let mut plan = Plan::new(def)?;
+    plan.resources = opts.resources.as_deref().map(Into::into);
     let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
     let Running { mut tasks, control, metrics } = launch::start(&plan, registry, &hosted, None)?;
     on_start(Started { plan: plan.clone(), metrics: metrics.clone(), control: control.clone() });

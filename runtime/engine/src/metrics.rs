@@ -399,7 +399,8 @@ impl Snapshot {
             "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12}",
             "component", "kind", "tasks", "emitted", "transferred", "executed", "acked", "failed", "latency"
         );
-        for (id, role) in order {
+        let order: Vec<(&str, Role)> = order.into_iter().collect();
+        for &(id, role) in &order {
             let Some(s) = self.components.get(id) else { continue };
             let latency = match role {
                 Role::Spout if s.acked > 0 => format!(
@@ -415,6 +416,23 @@ impl Snapshot {
                 "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12}",
                 id, s.kind, s.tasks, s.emitted, s.transferred, s.executed, s.acked, s.failed, latency
             );
+        }
+        // Windowed bolts, once they have anything to show: a second, narrower table.
+        let windowed: Vec<(&str, &ComponentStats)> = order
+            .iter()
+            .filter_map(|&(id, _)| Some((id, self.components.get(id)?)))
+            .filter(|(_, s)| s.windows_fired > 0 || s.late > 0 || s.watermark_lag_ms > 0)
+            .collect();
+        if !windowed.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<16} {:>14} {:>12} {:>16}",
+                "windowed", "windows fired", "late", "event-time lag"
+            );
+            for (id, s) in windowed {
+                let lag = fmt_us(s.watermark_lag_ms as f64 * 1000.0);
+                let _ = writeln!(out, "{:<16} {:>14} {:>12} {:>16}", id, s.windows_fired, s.late, lag);
+            }
         }
         out
     }

@@ -9,6 +9,7 @@
 //! here: `task_worker` is all zeros (one process) until a scheduler fills it in.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ pub struct Plan {
     pub acker_tasks: Vec<TaskId>,
     /// Task ids by component id, ackers included (as [`ACKER_COMPONENT`]).
     pub component_tasks: Arc<BTreeMap<String, Vec<TaskId>>>,
+    /// The topology's `resources/` folder, handed to components in their context; `None`
+    /// until the runner (local run, worker) sets it.
+    pub resources: Option<Arc<Path>>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +144,7 @@ impl Plan {
             task_component,
             acker_tasks,
             component_tasks: Arc::new(component_tasks),
+            resources: None,
         };
         for (bolt_index, bolt) in def.bolts.iter().enumerate() {
             let component = def.spouts.len() + bolt_index;

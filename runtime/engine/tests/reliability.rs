@@ -247,8 +247,12 @@ async fn unacked_tuple_times_out_and_is_failed_once() {
     // The spout replays the failed id, which times out again: stop after the first failure.
     let registry = registry(&seen);
     let run = tokio::spawn(async move {
-        local::run(&def, &registry, &LocalOptions { duration: Some(Duration::from_secs(4)), progress: false })
-            .await
+        local::run(
+            &def,
+            &registry,
+            &LocalOptions { duration: Some(Duration::from_secs(4)), progress: false, ..Default::default() },
+        )
+        .await
     });
     let result = run.await.unwrap().unwrap();
     let fails = seen.fails.lock().unwrap();
@@ -281,8 +285,12 @@ async fn slow_bolt_bounds_memory() {
     let def = topology(numbers(0, false), vec![component("sink", "sink", 1, Some("numbers"))], settings);
     let registry = registry(&seen);
     let run = tokio::spawn(async move {
-        local::run(&def, &registry, &LocalOptions { duration: Some(Duration::from_secs(3)), progress: false })
-            .await
+        local::run(
+            &def,
+            &registry,
+            &LocalOptions { duration: Some(Duration::from_secs(3)), progress: false, ..Default::default() },
+        )
+        .await
     });
     // Queued between the spout and the sink: one inbox, the spout's batch, the sink's batch.
     let bound = ((INBOX_BATCHES + 2) * BATCH) as u64;

@@ -196,7 +196,11 @@ async fn tick_tuples_arrive_at_the_requested_frequency() {
         let mut sink = bolt("sink", "sink", 1, "counter", "default", GroupingDef::Shuffle);
         sink.tick_secs = Some(1);
         let def = topology(counter(count, false), vec![sink]);
-        let opts = LocalOptions { duration: Some(Duration::from_millis(3500)), progress: false };
+        let opts = LocalOptions {
+            duration: Some(Duration::from_millis(3500)),
+            progress: false,
+            ..Default::default()
+        };
         local::run(&def, &registry(&seen), &opts).await.unwrap();
         let ticks = seen.ticks.load(SeqCst);
         // Ticks at about 1 s, 2 s, 3 s; a loaded machine may delay one, never add any.

@@ -310,7 +310,7 @@ fn topology(spouts: usize, windows: Vec<(&str, &str, WindowSpec)>, sink: &str) -
 }
 
 async fn run(def: &TopologyDef, seen: &Arc<Seen>, script: Script, duration: Option<Duration>) -> RunResult {
-    let opts = LocalOptions { duration, progress: false };
+    let opts = LocalOptions { duration, progress: false, ..Default::default() };
     tokio::time::timeout(DEADLINE, local::run(def, &registry(seen, script), &opts))
         .await
         .expect("the run ends")

@@ -2,9 +2,11 @@
 //!
 //! What Squall's tests and benchmarks run against, kept out of every library's public
 //! surface: [`tools`] finds or installs outside programs once, [`tansu`] starts a private
-//! Tansu broker (Kafka API) on 127.0.0.1 in a directory of the caller's, and [`kafka`]
-//! creates, fills and reads back Kafka topics around a topology.
+//! Tansu broker (Kafka API) on 127.0.0.1 in a directory of the caller's, [`kafka`]
+//! creates, fills and reads back Kafka topics around a topology, and [`python`] makes a
+//! Python with pystorm for the multi-lang tests.
 
 pub mod kafka;
+pub mod python;
 pub mod tansu;
 pub mod tools;

@@ -185,10 +185,10 @@ fn run(mut command: Command, tool: &Tool) -> Result<(), String> {
 }
 
 /// An exclusive `flock` on a file, released on drop.
-struct FileLock(File);
+pub(crate) struct FileLock(File);
 
 impl FileLock {
-    fn acquire(path: &Path) -> Result<FileLock, String> {
+    pub(crate) fn acquire(path: &Path) -> Result<FileLock, String> {
         let file = File::options()
             .create(true)
             .truncate(false)

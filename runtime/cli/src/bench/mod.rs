@@ -17,6 +17,7 @@ mod cluster;
 mod log1;
 #[cfg(feature = "kafka")]
 mod log1_kafka;
+mod wc1_python;
 mod win1;
 
 pub use log1::{log1, Log1};
@@ -48,6 +49,8 @@ pub struct Wc1 {
     pub p: usize,
     pub acking: bool,
     pub workers: usize,
+    /// The split bolt in Python (pystorm, through `shell-bolt`) instead of Rust.
+    pub python_split: bool,
 }
 
 /// LAT-1's parameters.
@@ -243,7 +246,9 @@ impl BasicBolt for Count {
 
 /// The benchmarks' component kinds, for worker processes of a benchmark run in cluster mode.
 pub fn worker_registry() -> Registry {
-    registry(&Arc::new(Shared::default()))
+    let mut r = registry(&Arc::new(Shared::default()));
+    r.merge(&win1::worker_registry());
+    r
 }
 
 fn registry(shared: &Arc<Shared>) -> Registry {
@@ -307,7 +312,7 @@ fn topology(
 fn single_process(workers: usize) -> Result<(), BoxError> {
     if workers != 1 {
         return Err(format!(
-            "--workers {workers}: only wc1 runs across worker processes so far; use --workers 1"
+            "--workers {workers}: only wc1 and win1 run across worker processes so far; use --workers 1"
         )
         .into());
     }
@@ -335,12 +340,25 @@ pub async fn wc1(b: &Wc1) -> Result<String, BoxError> {
     if b.p == 0 || b.workers == 0 {
         return Err("--p and --workers must be at least 1".into());
     }
+    if b.workers > 1 && b.python_split {
+        return Err("--split python runs in one process; use --workers 1".into());
+    }
     if b.workers > 1 {
         return wc1_across_workers(b).await;
     }
     let shared = Arc::new(Shared::default());
-    let def = topology("wc1", b.n, 0, 0, b.p, b.acking, 8192);
-    let result = local::run(&def, &registry(&shared), &LocalOptions::default()).await?;
+    let mut def = topology("wc1", b.n, 0, 0, b.p, b.acking, 8192);
+    let mut registry = registry(&shared);
+    let mut opts = LocalOptions::default();
+    let _resources = match b.python_split {
+        true => {
+            let dir = wc1_python::use_python_split(&mut def, &mut registry)?;
+            opts.resources = Some(dir.0.clone());
+            Some(dir)
+        }
+        false => None,
+    };
+    let result = local::run(&def, &registry, &opts).await?;
     let counts = shared.counts.lock().map_err(|_| "count lock poisoned")?;
     let words: u64 = counts.values().sum();
     let the = counts.get("the").copied().unwrap_or(0);
@@ -354,11 +372,12 @@ pub async fn wc1(b: &Wc1) -> Result<String, BoxError> {
 
 fn wc1_line(b: &Wc1, secs: f64, words: u64, ok: bool) -> String {
     format!(
-        "squall wc1 N={} P={} workers={} acking={} seconds={:.3} words_per_s={:.0} ok={}",
+        "squall wc1 N={} P={} workers={} acking={}{} seconds={:.3} words_per_s={:.0} ok={}",
         b.n,
         b.p,
         b.workers,
         if b.acking { "on" } else { "off" },
+        if b.python_split { " split=python" } else { "" },
         secs,
         words as f64 / secs,
         ok

@@ -8,7 +8,9 @@
 //! ends by itself once the spout is finished (the windows fire at the end of the stream). It
 //! checks that the counts of all windows sum to N, that every (key, window) count equals the
 //! one computed from the formula, and that no event was late; peak RSS is the process's
-//! high-water mark.
+//! high-water mark. With `--workers W` (W > 1) the same topology runs in W worker processes of
+//! a private cluster (see `cluster.rs`): each sink task writes what it gathered to a file when
+//! the topology is killed, and peak RSS is the sum of the workers' high-water marks.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -140,13 +142,28 @@ impl WindowAggregate for WindowCount {
     }
 }
 
+#[derive(Deserialize)]
+struct SinkConfig {
+    /// Where the task writes its counts at cleanup (in a worker process), instead of into the
+    /// process's [`Gathered`].
+    #[serde(default)]
+    report_dir: Option<std::path::PathBuf>,
+}
+
 struct Sink {
     gathered: Arc<Gathered>,
     counts: Counts,
+    report_dir: Option<std::path::PathBuf>,
+    task: u32,
 }
 
 #[async_trait]
 impl BasicBolt for Sink {
+    async fn prepare(&mut self, ctx: &squall_api::TopologyContext) -> Result<(), BoxError> {
+        self.task = ctx.task_id();
+        Ok(())
+    }
+
     async fn execute(&mut self, input: &Tuple, _out: &mut BasicCollector<'_>) -> Result<(), BoxError> {
         let key = input.get_str(0)?;
         let index: u64 = key.strip_prefix('w').and_then(|k| k.parse().ok()).ok_or("a key not of WIN-1")?;
@@ -157,12 +174,30 @@ impl BasicBolt for Sink {
     }
 
     async fn cleanup(&mut self) {
+        if let Some(dir) = &self.report_dir {
+            let report: Vec<(u64, i64, u64)> = self.counts.iter().map(|(&(k, s), &c)| (k, s, c)).collect();
+            let path = dir.join(format!("sink-{}.json", self.task));
+            let tmp = path.with_extension("tmp");
+            let written = serde_json::to_vec(&report)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| std::fs::write(&tmp, bytes))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                tracing::error!("cannot write the window counts to {}: {e}", path.display());
+            }
+            return;
+        }
         if let Ok(mut all) = self.gathered.counts.lock() {
             for (window, count) in self.counts.drain() {
                 *all.entry(window).or_default() += count;
             }
         }
     }
+}
+
+/// WIN-1's component kinds, for the worker processes of a run across workers.
+pub fn worker_registry() -> Registry {
+    registry(&Arc::new(Gathered::default()))
 }
 
 fn registry(gathered: &Arc<Gathered>) -> Registry {
@@ -173,8 +208,8 @@ fn registry(gathered: &Arc<Gathered>) -> Registry {
     });
     r.aggregate_bolt("win1-count", |_: squall_api::NoConfig| Ok(WindowCount));
     let g = gathered.clone();
-    r.basic_bolt("win1-sink", move |_: squall_api::NoConfig| {
-        Ok(Sink { gathered: g.clone(), counts: Counts::default() })
+    r.basic_bolt("win1-sink", move |c: SinkConfig| {
+        Ok(Sink { gathered: g.clone(), counts: Counts::default(), report_dir: c.report_dir, task: 0 })
     });
     r
 }
@@ -216,7 +251,12 @@ fn expected(n: u64, k: u64) -> Counts {
 
 /// The process's peak resident set, in MiB (Linux; 0 elsewhere).
 fn peak_rss_mb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    peak_rss_mb_of("/proc/self/status")
+}
+
+/// The peak resident set in a `/proc/PID/status` file, in MiB (0 if it cannot be read).
+fn peak_rss_mb_of(status: &str) -> u64 {
+    let status = std::fs::read_to_string(status).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -226,9 +266,11 @@ fn peak_rss_mb() -> u64 {
 
 /// Runs WIN-1 and returns its line.
 pub async fn win1(b: &Win1) -> Result<String, BoxError> {
-    super::single_process(b.workers)?;
-    if b.p == 0 || b.k == 0 {
-        return Err("--p and --k must be at least 1".into());
+    if b.p == 0 || b.k == 0 || b.workers == 0 {
+        return Err("--p, --k and --workers must be at least 1".into());
+    }
+    if b.workers > 1 {
+        return across_workers(b).await;
     }
     let gathered = Arc::new(Gathered::default());
     let result = local::run(&topology(b), &registry(&gathered), &LocalOptions::default()).await?;
@@ -239,14 +281,92 @@ pub async fn win1(b: &Win1) -> Result<String, BoxError> {
     let late = result.snapshot.components["count"].late;
     let spout = &result.snapshot.components["events"];
     let ok = total == b.n && late == 0 && spout.acked == b.n && counts == expected(b.n, b.k);
-    Ok(format!(
-        "squall win1 N={} P={} K={} workers={} seconds={secs:.3} events_per_s={:.0} peak_rss_mb={rss} ok={ok}",
+    Ok(line(b, secs, rss, ok))
+}
+
+fn line(b: &Win1, secs: f64, rss_mb: u64, ok: bool) -> String {
+    format!(
+        "squall win1 N={} P={} K={} workers={} seconds={secs:.3} events_per_s={:.0} peak_rss_mb={rss_mb} ok={ok}",
         b.n,
         b.p,
         b.k,
         b.workers,
         b.n as f64 / secs
-    ))
+    )
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn across_workers(_: &Win1) -> Result<String, BoxError> {
+    Err("--workers above 1 needs the cluster, and this build has none (feature `cluster`)".into())
+}
+
+/// WIN-1 over `b.workers` worker processes of a private cluster.
+#[cfg(feature = "cluster")]
+async fn across_workers(b: &Win1) -> Result<String, BoxError> {
+    let cluster = super::cluster::PrivateCluster::start("win1", b.workers).await?;
+    let result = run_across_workers(b, &cluster).await;
+    cluster.stop().await;
+    result
+}
+
+#[cfg(feature = "cluster")]
+async fn run_across_workers(b: &Win1, cluster: &super::cluster::PrivateCluster) -> Result<String, BoxError> {
+    let reports = cluster.dir.0.join("windows");
+    std::fs::create_dir_all(&reports)?;
+    cluster.submit("win1", topology_text(b, &reports)).await?;
+    let acked = |s: &squall_engine::metrics::Snapshot| s.components.get("events").map_or(0, |c| c.acked);
+    let elapsed = cluster.time_run("win1", "events", acked, |s| acked(s) >= b.n).await?;
+    let status = cluster.client.status("win1").await?;
+    let late = status.snapshot.components.get("count").map_or(0, |c| c.late);
+    let rss: u64 =
+        cluster.worker_pids().into_iter().map(|pid| peak_rss_mb_of(&format!("/proc/{pid}/status"))).sum();
+    cluster.kill("win1").await?;
+    let mut counts = Counts::default();
+    for path in super::cluster::wait_for_reports(&reports, 1).await? {
+        let part: Vec<(u64, i64, u64)> = serde_json::from_slice(&std::fs::read(&path)?)?;
+        for (key, start, count) in part {
+            *counts.entry((key, start)).or_default() += count;
+        }
+    }
+    let total: u64 = counts.values().sum();
+    let ok = total == b.n && late == 0 && counts == expected(b.n, b.k);
+    Ok(line(b, elapsed.as_secs_f64(), rss, ok))
+}
+
+/// WIN-1 as a topology file over `b.workers` workers, the sink writing to `reports`.
+#[cfg(feature = "cluster")]
+fn topology_text(b: &Win1, reports: &std::path::Path) -> String {
+    format!(
+        r#"name = "win1"
+workers = {workers}
+
+[settings]
+max_spout_pending = {MAX_PENDING}
+
+[[spouts]]
+id = "events"
+kind = "win1-events"
+config = {{ n = {n}, k = {k} }}
+
+[[bolts]]
+id = "count"
+kind = "win1-count"
+parallelism = {p}
+window = {{ length = "1s", timestamp_field = "ts", lag = "200ms" }}
+inputs = [{{ from = "events", grouping = {{ fields = ["key"] }} }}]
+
+[[bolts]]
+id = "sink"
+kind = "win1-sink"
+inputs = [{{ from = "count", grouping = "shuffle" }}]
+config = {{ report_dir = "{reports}" }}
+"#,
+        workers = b.workers,
+        n = b.n,
+        k = b.k,
+        p = b.p,
+        reports = reports.display()
+    )
 }
 
 #[cfg(test)]

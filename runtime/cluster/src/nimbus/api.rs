@@ -336,6 +336,9 @@ pub(super) async fn submit(State(nimbus): Shared, body: Bytes) -> ApiResult<Json
             request.artifact
         )));
     }
+    if let Some(resources) = request.resources.as_ref().filter(|r| !nimbus.state.artifacts().has(r)) {
+        return Err(bad_request(format!("nimbus has no resources archive {resources}: upload it first")));
+    }
     let mut inner = nimbus.lock();
     if let Some(existing) = inner.topologies.get(&request.name) {
         return Err(conflict(format!(
@@ -348,6 +351,7 @@ pub(super) async fn submit(State(nimbus): Shared, body: Bytes) -> ApiResult<Json
         text: request.text,
         layout: request.layout,
         artifact: request.artifact,
+        resources: request.resources,
         status: Status::Active,
         submitted_ms: state::now_ms(),
         assignment: None,
@@ -562,6 +566,7 @@ pub(super) async fn supervisor_heartbeat(
                 slot: w.slot,
                 port: w.port,
                 artifact: a.artifact.clone(),
+                resources: a.resources.clone(),
             });
         }
     }

@@ -66,6 +66,7 @@ fn submission(name: &str, workers: usize, artifact: &str) -> SubmitRequest {
         text: format!("name = \"{name}\"\n"),
         layout: layout(workers),
         artifact: artifact.into(),
+        resources: None,
     }
 }
 

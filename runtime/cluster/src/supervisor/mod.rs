@@ -13,7 +13,9 @@
 //!   worker runs as `<artifact> worker --nimbus … --topology … --version … --worker … --port
 //!   … --host …`, with the secret in `SQUALL_SECRET` (not on the command line), its own pid
 //!   in `SQUALL_SUPERVISOR_PID`, and stdout and stderr appended to
-//!   `<data_dir>/logs/<topology>-w<worker>.log`;
+//!   `<data_dir>/logs/<topology>-w<worker>.log`; a topology that carries a `resources/`
+//!   folder has its archive fetched the same way (an artifact by its sha256), unpacked once
+//!   into `<data_dir>/resources/<sha256>/`, and its workers get `--resources` that folder;
 //! - a worker that exited (crashed, killed) is restarted, after 1 s, doubling up to 30 s
 //!   while it keeps exiting within 30 s of its start.
 //!
@@ -409,7 +411,14 @@ impl Supervisor {
             let Some(path) = self.artifact(&order.artifact, now) else {
                 continue;
             };
-            match self.start_worker(&path, &order) {
+            let resources = match &order.resources {
+                None => None,
+                Some(sha256) => match self.resources(sha256, now) {
+                    Some(dir) => Some(dir),
+                    None => continue,
+                },
+            };
+            match self.start_worker(&path, resources.as_deref(), &order) {
                 Ok(p) => {
                     info!("started {} (pid {}) on port {}", describe(&order), p.pid, order.port);
                     self.running.insert(order, p);
@@ -425,7 +434,11 @@ impl Supervisor {
         let ordered: HashSet<&WorkerOrder> = orders.iter().collect();
         self.backoff.retain(|o, _| ordered.contains(o));
         self.warned.retain(|o| ordered.contains(o));
-        let artifacts: HashSet<&str> = orders.iter().map(|o| o.artifact.as_str()).collect();
+        let artifacts: HashSet<&str> = orders
+            .iter()
+            .flat_map(|o| [Some(o.artifact.as_str()), o.resources.as_deref()])
+            .flatten()
+            .collect();
         self.download_backoff.retain(|a, _| artifacts.contains(a.as_str()));
         if changed {
             self.save_pids();
@@ -491,7 +504,46 @@ impl Supervisor {
         None
     }
 
-    fn start_worker(&self, artifact: &Path, order: &WorkerOrder) -> Result<Proc, SupervisorError> {
+    /// The unpacked `resources/` folder of archive `sha256` (`<data_dir>/resources/<sha256>`)
+    /// once its archive is here (see [`Self::artifact`]) and unpacked; else `None`.
+    fn resources(&mut self, sha256: &str, now: Instant) -> Option<PathBuf> {
+        let archive = self.artifact(sha256, now)?;
+        let dir = self.data_dir.join("resources").join(sha256);
+        if dir.is_dir() {
+            return Some(dir);
+        }
+        let unpacked = std::fs::read(&archive)
+            .map_err(|e| format!("cannot read {}: {e}", archive.display()))
+            .and_then(|bytes| {
+                std::fs::create_dir_all(self.data_dir.join("resources")).map_err(|e| {
+                    format!("cannot create {}: {e}", self.data_dir.join("resources").display())
+                })?;
+                squall_engine::resources::unpack(&bytes, &dir)
+            });
+        match unpacked {
+            Ok(()) => {
+                info!("resources {sha256} unpacked into {}", dir.display());
+                Some(dir)
+            }
+            Err(e) => {
+                if !self.download_backoff.contains_key(sha256) {
+                    error!("cannot unpack resources {sha256}: {e}; not starting its workers");
+                }
+                self.download_backoff.insert(
+                    sha256.to_string(),
+                    Backoff { delay: MAX_BACKOFF, not_before: now + MAX_BACKOFF },
+                );
+                None
+            }
+        }
+    }
+
+    fn start_worker(
+        &self,
+        artifact: &Path,
+        resources: Option<&Path>,
+        order: &WorkerOrder,
+    ) -> Result<Proc, SupervisorError> {
         let log_path = self.logs.join(format!("{}-w{}.log", file_safe(&order.topology), order.worker));
         let mut log = std::fs::OpenOptions::new()
             .create(true)
@@ -509,8 +561,13 @@ impl Supervisor {
             order.port
         );
         let err = log.try_clone().map_err(|source| SupervisorError::OpenLog { path: log_path, source })?;
-        let child = Command::new(artifact)
-            .arg("worker")
+        let mut command = Command::new(artifact);
+        if let Some(dir) = resources {
+            command.arg("worker").arg("--resources").arg(dir);
+        } else {
+            command.arg("worker");
+        }
+        let child = command
             .args(["--nimbus", self.client.addr()])
             .args(["--topology", &order.topology])
             .args(["--version", &order.version.to_string()])

@@ -20,6 +20,7 @@ fn order(topology: &str, worker: usize, slot: usize) -> WorkerOrder {
         slot,
         port: 6700 + slot as u16,
         artifact: "a".repeat(64),
+        resources: None,
     }
 }
 
@@ -253,6 +254,7 @@ async fn runs_restarts_and_stops_what_nimbus_orders() {
         slot,
         port: 0,
         artifact: sha.clone(),
+        resources: None,
     };
     {
         let mut f = fake.lock().unwrap();

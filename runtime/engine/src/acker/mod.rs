@@ -120,6 +120,16 @@ impl Acker {
         &mut slab[index]
     }
 
+    /// Starts loading the slot of `root` into cache, for a [`handle`](Self::handle) soon.
+    #[inline]
+    pub fn prefetch(&self, root: u64) {
+        let slot = root_slot(root);
+        let index = if self.ackers == 1 { slot } else { slot / self.ackers } as usize;
+        if let Some(tree) = self.slabs.get(root_task(root) as usize).and_then(|slab| slab.get(index)) {
+            crate::prefetch::read(tree);
+        }
+    }
+
     /// Applies one message; `emit(spout_task, outcome)` is called for a tree that completes.
     #[inline]
     pub fn handle(&mut self, msg: AckerMsg, emit: &mut impl FnMut(TaskId, Outcome)) {
@@ -219,7 +229,13 @@ pub async fn run(
         tokio::select! {
             batch = inbox.recv() => {
                 let Some(batch) = batch else { break };
-                for msg in batch {
+                for msg in batch.iter().take(crate::prefetch::AHEAD) {
+                    acker.prefetch(msg.root());
+                }
+                for (i, &msg) in batch.iter().enumerate() {
+                    if let Some(ahead) = batch.get(i + crate::prefetch::AHEAD) {
+                        acker.prefetch(ahead.root());
+                    }
                     acker.handle(msg, &mut |task, o| emit(&mut out, task, o));
                 }
             }

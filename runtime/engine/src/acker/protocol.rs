@@ -23,6 +23,19 @@ pub enum AckerMsg {
     Reset { root: u64 },
 }
 
+impl AckerMsg {
+    /// The tree the message is about.
+    #[inline]
+    pub fn root(&self) -> u64 {
+        match *self {
+            AckerMsg::Init { root, .. }
+            | AckerMsg::Ack { root, .. }
+            | AckerMsg::Fail { root }
+            | AckerMsg::Reset { root } => root,
+        }
+    }
+}
+
 /// What the acker tells a spout task about one of its trees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {

@@ -71,6 +71,10 @@ impl BoltCollector for Collector<'_> {
     fn report_error(&mut self, error: &str) {
         self.out.report_error(error)
     }
+
+    fn last_targets(&self) -> &[TaskId] {
+        self.out.last_targets()
+    }
 }
 
 impl BoltExecutor {

@@ -9,6 +9,11 @@
 //! generation steps each time its tuple is removed (that is, once the acker reported its
 //! outcome), as the acker steps its own, so both tell a late message for a reused slot from
 //! one for its current tuple.
+//!
+//! The table is as large as the spout's pending bound (2^18 slots of 64 bytes for a windowed
+//! topology that holds a few seconds of input): the free list keeps the roots to hand out, so
+//! naming the next root touches no slot, and [`InFlight::prefetch`] lets a batch of outcomes
+//! overlap its cache misses.
 
 use std::time::Instant;
 
@@ -19,7 +24,8 @@ use crate::acker::{make_root, next_generation, root_slot};
 pub struct InFlight {
     spout_task: TaskId,
     slots: Vec<Slot>,
-    free: Vec<u32>,
+    /// The roots that free slots take next (their next generation), reused last-freed first.
+    free: Vec<u64>,
     len: usize,
 }
 
@@ -54,7 +60,7 @@ impl InFlight {
     #[inline]
     pub fn next_root(&self) -> u64 {
         match self.free.last() {
-            Some(&index) => self.slots[index as usize].root,
+            Some(&root) => root,
             None => make_root(self.spout_task, 0, self.slots.len() as u32),
         }
     }
@@ -65,10 +71,15 @@ impl InFlight {
     pub fn insert(&mut self, root: u64, msg_id: MessageId, emitted: Instant) {
         let index = root_slot(root);
         let slot = Slot { root, busy: true, msg_id, emitted };
-        if self.free.last() == Some(&index) {
+        if self.free.last() == Some(&root) {
             self.free.pop();
             debug_assert_eq!(self.slots[index as usize].root, root, "root not from next_root");
             self.slots[index as usize] = slot;
+            // A slot a few inserts ahead, so that its miss overlaps the emits before it.
+            let ahead = self.free.len().checked_sub(crate::prefetch::AHEAD).and_then(|i| self.free.get(i));
+            if let Some(&next) = ahead {
+                crate::prefetch::read(&self.slots[root_slot(next) as usize]);
+            }
         } else {
             debug_assert_eq!(index as usize, self.slots.len(), "root not from next_root");
             assert!(index < u32::MAX, "more than 2^32 - 1 tuples in flight");
@@ -84,9 +95,17 @@ impl InFlight {
         let slot = self.slots.get_mut(index as usize).filter(|s| s.busy && s.root == root)?;
         slot.busy = false;
         slot.root = next_generation(root);
-        self.free.push(index);
+        self.free.push(slot.root);
         self.len -= 1;
         Some((std::mem::take(&mut slot.msg_id), slot.emitted))
+    }
+
+    /// Starts loading the slot of `root` into cache, for a [`remove`](Self::remove) soon.
+    #[inline]
+    pub fn prefetch(&self, root: u64) {
+        if let Some(slot) = self.slots.get(root_slot(root) as usize) {
+            crate::prefetch::read(slot);
+        }
     }
 }
 
@@ -94,11 +113,11 @@ impl InFlight {
     /// Takes every tuple emitted before `cutoff` out of flight, handing its message id to
     /// `expired`: the spout's own timeout, for trees whose outcome was lost with a worker.
     pub fn expire(&mut self, cutoff: Instant, mut expired: impl FnMut(MessageId)) {
-        for (index, slot) in self.slots.iter_mut().enumerate() {
+        for slot in self.slots.iter_mut() {
             if slot.busy && slot.emitted < cutoff {
                 slot.busy = false;
                 slot.root = next_generation(slot.root);
-                self.free.push(index as u32);
+                self.free.push(slot.root);
                 self.len -= 1;
                 expired(std::mem::take(&mut slot.msg_id));
             }

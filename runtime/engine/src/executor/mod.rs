@@ -56,4 +56,6 @@ pub fn context(plan: &Plan, component: usize, task: u32) -> TopologyContext {
         Arc::new(plan.settings.raw.clone()),
     )
     .with_topology_id(&plan.id)
+    .with_resources_dir(plan.resources.clone())
+    .with_tick_secs(c.tick)
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use squall_api::{BoxError, EmitError, Registry, TaskId, Tuple, Value, Values};
+use squall_api::{BoxError, EmitError, Registry, TaskId, TreeIds, Tuple, Value, Values};
 use tokio::sync::mpsc;
 
 use crate::acker::{acker_of, AckerMsg, IdGen, Outcome};
@@ -196,6 +196,11 @@ impl Output {
         })
     }
 
+    /// The tasks the last successful emit went to.
+    pub fn last_targets(&self) -> &[TaskId] {
+        &self.targets
+    }
+
     /// Checks an emit and fills `self.targets` with its receiving tasks.
     #[inline]
     fn route(&mut self, stream: &str, values: &[Value], direct: Option<TaskId>) -> Result<usize, EmitError> {
@@ -272,15 +277,28 @@ impl Output {
         values: Values,
         direct: Option<TaskId>,
     ) -> Result<(), EmitError> {
+        self.emit_anchored(stream, anchors.iter().map(|a| a.tree()), values, direct)
+    }
+
+    /// Emits a bolt tuple anchored to the inputs whose tree ids are `anchors`: what a task
+    /// that keeps its inputs' trees but not their values (a window) emits through.
+    #[inline]
+    pub fn emit_anchored<'t>(
+        &mut self,
+        stream: &str,
+        anchors: impl Iterator<Item = &'t TreeIds> + Clone,
+        values: Values,
+        direct: Option<TaskId>,
+    ) -> Result<(), EmitError> {
         let s = self.route(stream, &values, direct)?;
         let sid = self.streams[s].sid;
         let n = self.targets.len();
-        let tracked = self.acking && anchors.iter().any(|a| !a.tree().anchors.is_empty());
+        let tracked = self.acking && anchors.clone().any(|a| !a.anchors.is_empty());
         self.counters.emitted += 1;
         self.counters.transferred += n as u64;
         let Some(last) = n.checked_sub(1) else { return Ok(()) };
         for i in 0..last {
-            let anchors = if tracked { self.new_edges(anchors) } else { Anchors::new() };
+            let anchors = if tracked { self.new_edges(anchors.clone()) } else { Anchors::new() };
             let env = Envelope { stream: sid, source_task: self.task, values: values.clone(), anchors };
             self.push(self.targets[i], env);
         }
@@ -291,32 +309,27 @@ impl Output {
 
     /// One new edge per anchor, in every tree of that anchor: the anchors of one delivery.
     #[inline]
-    fn new_edges(&mut self, anchors: &[&Tuple]) -> Anchors {
+    fn new_edges<'t>(&mut self, anchors: impl Iterator<Item = &'t TreeIds> + Clone) -> Anchors {
+        let mut out = Anchors::new();
         // The common case: one input, in one tree.
-        if let [a] = anchors {
-            if let [(root, _)] = a.tree().anchors[..] {
+        let mut rest = anchors.clone();
+        if let (Some(tree), None) = (rest.next(), rest.next()) {
+            if let [(root, _)] = tree.anchors[..] {
                 let edge = self.ids.next_id();
-                a.tree().xor_ack_val(edge);
-                let mut out = Anchors::new();
+                tree.xor_ack_val(edge);
                 out.push((root, edge));
                 return out;
             }
         }
-        let mut out = Anchors::new();
-        for a in anchors {
-            let tree = a.tree();
+        for tree in anchors {
             if tree.anchors.is_empty() {
                 continue;
             }
             let edge = self.ids.next_id();
             tree.xor_ack_val(edge);
-            for &(root, _) in &tree.anchors {
-                match out.iter_mut().find(|(r, _)| *r == root) {
-                    Some((_, e)) => *e ^= edge,
-                    None => out.push((root, edge)),
-                }
-            }
+            out.extend(tree.anchors.iter().map(|&(root, _)| (root, edge)));
         }
+        merge_same_trees(&mut out);
         out
     }
 
@@ -336,12 +349,7 @@ impl Output {
     /// sees the same XOR with fewer messages.
     #[inline]
     pub fn to_acker(&mut self, msg: AckerMsg) {
-        let root = match msg {
-            AckerMsg::Init { root, .. }
-            | AckerMsg::Ack { root, .. }
-            | AckerMsg::Fail { root }
-            | AckerMsg::Reset { root } => root,
-        };
+        let root = msg.root();
         if self.ackers.is_empty() {
             return;
         }
@@ -364,7 +372,12 @@ impl Output {
     /// Acks an input: for each of its trees, its edge XOR the edges anchored to it.
     #[inline]
     pub fn ack(&mut self, input: &Tuple) {
-        let tree = input.tree();
+        self.ack_tree(input.tree())
+    }
+
+    /// Acks the input whose tree ids are `tree`.
+    #[inline]
+    pub fn ack_tree(&mut self, tree: &TreeIds) {
         if self.acking {
             let ack_val = tree.ack_val();
             for &(root, edge) in &tree.anchors {
@@ -477,5 +490,39 @@ impl Output {
                 self.full = true;
             }
         }
+    }
+}
+
+/// A tree reached through several anchors gets the XOR of their edges, once: the anchors of a
+/// delivery name each tree once (sorted by root), or the acker would see its edge twice.
+fn merge_same_trees(anchors: &mut Anchors) {
+    if anchors.len() > 1 {
+        anchors.sort_unstable_by_key(|&(root, _)| root);
+        anchors.dedup_by(|(root, edge), (kept_root, kept_edge)| {
+            let same = root == kept_root;
+            if same {
+                *kept_edge ^= *edge;
+            }
+            same
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchors_in_the_same_tree_become_one_edge_with_the_xor_of_theirs() {
+        let mut anchors: Anchors = [(7, 0b001), (3, 0b100), (7, 0b010), (7, 0b1000)].into_iter().collect();
+        merge_same_trees(&mut anchors);
+        assert_eq!(anchors.as_slice(), &[(3, 0b100), (7, 0b1011)]);
+        let mut one: Anchors = [(9, 5)].into_iter().collect();
+        merge_same_trees(&mut one);
+        assert_eq!(one.as_slice(), &[(9, 5)]);
+        let mut distinct: Anchors = (0..100u64).rev().map(|r| (r, r + 1000)).collect();
+        merge_same_trees(&mut distinct);
+        assert_eq!(distinct.len(), 100, "distinct trees stay, one edge each");
+        assert!(distinct.iter().all(|&(r, e)| e == r + 1000));
     }
 }

@@ -82,6 +82,10 @@ impl SpoutCollector for Collector<'_> {
     fn report_error(&mut self, error: &str) {
         self.out.report_error(error)
     }
+
+    fn last_targets(&self) -> &[TaskId] {
+        self.out.last_targets()
+    }
 }
 
 impl SpoutExecutor {
@@ -227,7 +231,13 @@ impl SpoutExecutor {
         histogram: &mut hdrhistogram::Histogram<u64>,
     ) {
         let now = Instant::now();
-        for o in batch {
+        for o in batch.iter().take(crate::prefetch::AHEAD) {
+            pending.prefetch(o.root);
+        }
+        for (i, o) in batch.iter().enumerate() {
+            if let Some(ahead) = batch.get(i + crate::prefetch::AHEAD) {
+                pending.prefetch(ahead.root);
+            }
             // An outcome for a root no longer pending was already reported: ignore it.
             let Some((msg_id, emitted)) = pending.remove(o.root) else {
                 continue;

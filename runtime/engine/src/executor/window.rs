@@ -34,10 +34,11 @@
 //! keys the window has. The aggregate form keeps its inputs as value-less tuples with their
 //! keys in a [`Windower`] (same alignment, same firing as the accumulators), grouped by key
 //! when their window fires; that gives each window's inputs for sliding windows as well as
-//! tumbling ones. In event time, inputs replayed after their window
+//! tumbling ones. Without acking the aggregate form keeps no input at all (nothing to anchor
+//! or ack): its memory is one accumulator per key and open window. In event time, inputs
+//! replayed after their window
 //! fired are behind the watermark: they are late, not counted again.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
@@ -78,11 +79,68 @@ impl Held {
     }
 }
 
-/// An aggregate's input as its windows hold it: its key and its tree (its values are folded
-/// into the accumulators already).
+/// An aggregate's input as its windows hold it: its key, as the accumulators index it, and
+/// its tree ids (its values are folded into the accumulators already): 40 bytes an input.
 struct KeyedInput {
-    key: Key,
-    tuple: Tuple,
+    key: u32,
+    tree: TreeIds,
+}
+
+/// Groups a fired window's inputs by key, for anchoring each key's result to that key's inputs
+/// only: a counting sort by the key's position among the window's results, linear in the
+/// window's keys and inputs, with its buffers kept from window to window.
+#[derive(Default)]
+struct KeyGroups {
+    /// By key index: 1 + the key's position among the results, 0 for none.
+    position: Vec<u32>,
+    /// Where each result's inputs start in the grouped order, and one past the last.
+    starts: Vec<u32>,
+}
+
+impl KeyGroups {
+    /// The trees of `inputs`, grouped so that result `i`'s inputs (the key `keys[i]`) are
+    /// [`of(i)`](Self::of) of the returned vector; inputs of a key without a result are left out.
+    fn group<'a>(&mut self, keys: &[u32], inputs: Items<'a, KeyedInput>) -> Vec<&'a TreeIds> {
+        let most = keys.iter().map(|&k| k as usize + 1).max().unwrap_or(0);
+        if self.position.len() < most {
+            self.position.resize(most, 0);
+        }
+        for (i, &k) in keys.iter().enumerate() {
+            self.position[k as usize] = i as u32 + 1;
+        }
+        let position = |input: &KeyedInput| match self.position.get(input.key as usize) {
+            Some(&p) if p > 0 => Some(p as usize - 1),
+            _ => None,
+        };
+        self.starts.clear();
+        self.starts.resize(keys.len() + 1, 0);
+        for p in inputs.iter().filter_map(position) {
+            self.starts[p + 1] += 1;
+        }
+        for i in 1..self.starts.len() {
+            self.starts[i] += self.starts[i - 1];
+        }
+        let mut grouped = match inputs.iter().next() {
+            Some(first) => vec![&first.tree; self.starts[keys.len()] as usize],
+            None => Vec::new(),
+        };
+        let mut next = self.starts.clone();
+        for input in inputs.iter() {
+            if let Some(p) = position(input) {
+                grouped[next[p] as usize] = &input.tree;
+                next[p] += 1;
+            }
+        }
+        for &k in keys {
+            self.position[k as usize] = 0;
+        }
+        grouped
+    }
+
+    /// The range of the grouped inputs of result `i` (after [`group`](Self::group)).
+    fn of(&self, i: usize) -> std::ops::Range<usize> {
+        self.starts[i] as usize..self.starts[i + 1] as usize
+    }
 }
 
 /// Held tuples as a window lists them to a bolt.
@@ -139,8 +197,11 @@ enum State {
         /// Created on a key's first add in a window.
         accs: Box<Aggregates<Key, Option<Accumulator>>>,
         /// The inputs, without their values but with their keys: each key's result is
-        /// anchored to that key's inputs, and every input is acked once released.
-        handles: Windower<KeyedInput>,
+        /// anchored to that key's inputs, and every input is acked once released. Without
+        /// acking there is nothing to anchor or ack: none are kept, and memory is the
+        /// accumulators' alone.
+        handles: Option<Windower<KeyedInput>>,
+        groups: KeyGroups,
     },
 }
 
@@ -150,7 +211,9 @@ impl State {
             State::Whole { windows, .. } => windows.advance(watermark),
             State::Aggregate { accs, handles, .. } => {
                 accs.advance(watermark);
-                handles.advance(watermark);
+                if let Some(handles) = handles {
+                    handles.advance(watermark);
+                }
             }
         }
     }
@@ -210,7 +273,12 @@ impl WindowExecutor {
             WindowForm::Aggregate(agg) => {
                 let accs = Aggregates::from_spec(&spec, || None)
                     .ok_or("an aggregate needs a window whose length and slide are durations")?;
-                State::Aggregate { agg, accs: Box::new(accs), handles: Windower::from_spec(&spec) }
+                State::Aggregate {
+                    agg,
+                    accs: Box::new(accs),
+                    handles: out.acking.then(|| Windower::from_spec(&spec)),
+                    groups: KeyGroups::default(),
+                }
             }
         };
         let upstream = upstream_tasks(plan, component);
@@ -277,7 +345,7 @@ impl WindowExecutor {
                         let tree = TreeIds { anchors: env.anchors, ..TreeIds::default() };
                         let tuple = Tuple::with_tree(meta, env.source_task, env.values, tree);
                         self.out.counters.executed += 1;
-                        self.insert(meta, tuple, now);
+                        self.insert(tuple, now);
                         if self.out.has_full() {
                             self.out.flush_full().await;
                         }
@@ -312,7 +380,7 @@ impl WindowExecutor {
 
     /// Takes one input into the windows, or out as late.
     #[inline]
-    fn insert(&mut self, meta: &'static StreamMeta, tuple: Tuple, now: Instant) {
+    fn insert(&mut self, tuple: Tuple, now: Instant) {
         let sample = self.out.counters.executed.is_multiple_of(SAMPLE_EVERY);
         let started = sample.then(Instant::now);
         let ts = match &self.spec.timestamp_field {
@@ -334,9 +402,10 @@ impl WindowExecutor {
                 Insert::Accepted => None,
                 Insert::Late(held) => Some(held.tuple),
             },
-            State::Aggregate { agg, accs, handles } => {
+            State::Aggregate { accs, .. } if accs.is_late(ts) => Some(tuple),
+            State::Aggregate { agg, accs, handles, .. } => {
                 let key = match agg.key(&tuple) {
-                    Ok(key) => Key(key),
+                    Ok(key) => accs.key_index(&Key(key)),
                     Err(e) => {
                         self.out.report_error(&format!("key failed: {e}"));
                         self.fail_input(&tuple);
@@ -344,29 +413,26 @@ impl WindowExecutor {
                     }
                 };
                 let mut failed = None;
-                let inserted = accs.insert(ts, &key, (), |acc| {
+                accs.insert_indexed(ts, key, (), |acc| {
                     let acc = acc.get_or_insert_with(|| agg.create());
                     if let Err(e) = agg.add(acc, &tuple) {
                         failed.get_or_insert(e);
                     }
                 });
-                match inserted {
-                    Insert::Late(()) => Some(tuple),
-                    Insert::Accepted => {
-                        if let Some(e) = failed {
-                            self.out.report_error(&format!("add failed: {e}"));
-                        }
-                        // The values are folded in: the handle keeps the tree only.
-                        let tree = tuple.tree().clone();
-                        let handle = Tuple::with_tree(meta, tuple.source_task(), Values::new(), tree);
-                        match handles.insert(ts, KeyedInput { key, tuple: handle }) {
-                            Insert::Accepted => None,
-                            // Not reached: both have the same watermark.
-                            Insert::Late(input) => {
-                                self.out.ack(&input.tuple);
-                                None
-                            }
-                        }
+                if let Some(e) = failed {
+                    self.out.report_error(&format!("add failed: {e}"));
+                }
+                // The values are folded in: the windows keep the tree only.
+                let Some(handles) = handles else {
+                    self.out.ack(&tuple);
+                    return;
+                };
+                match handles.insert(ts, KeyedInput { key, tree: tuple.into_tree() }) {
+                    Insert::Accepted => None,
+                    // Not reached: both have the same watermark.
+                    Insert::Late(input) => {
+                        self.out.ack_tree(&input.tree);
+                        None
                     }
                 }
             }
@@ -467,35 +533,33 @@ impl WindowExecutor {
                     }
                 }
             }
-            State::Aggregate { agg, accs, handles } => {
+            State::Aggregate { agg, accs, handles, groups } => {
                 loop {
                     // The results first: an accumulator may not be held across an await.
-                    let Some((start, end, results)) = accs.next_window().map(|w| {
+                    let Some((keys, results)) = accs.next_window().map(|w| {
                         let (start, end) = (w.start(), w.end());
-                        let results: Vec<(Key, Values)> = w
-                            .iter()
-                            .filter_map(|(key, acc)| {
-                                Some((key.clone(), agg.result(&key.0, acc.as_ref()?, start, end)))
+                        w.indexed()
+                            .filter_map(|(index, key, acc)| {
+                                Some((index, agg.result(&key.0, acc.as_ref()?, start, end)))
                             })
-                            .collect();
-                        (start, end, results)
+                            .unzip::<_, _, Vec<u32>, Vec<Values>>()
                     }) else {
                         break;
                     };
-                    let inputs = handles.next_window();
-                    debug_assert!(
-                        inputs.as_ref().is_some_and(|i| (i.start(), i.end()) == (start, end)),
-                        "the handles fire the accumulators' windows"
-                    );
+                    let kept = handles.is_some();
+                    let inputs = handles.as_mut().and_then(|h| h.next_window());
+                    debug_assert!(!kept || inputs.is_some(), "the handles fire the accumulators' windows");
                     // Each key's result joins the trees of that key's inputs only: one edge per
                     // input, not one per input per key.
-                    let mut by_key: HashMap<&Key, Vec<&Tuple>> = HashMap::new();
-                    for input in inputs.iter().flat_map(|i| i.items().iter()) {
-                        by_key.entry(&input.key).or_default().push(&input.tuple);
-                    }
-                    for (key, values) in results {
-                        let anchors = by_key.get(&key).map_or(&[][..], Vec::as_slice);
-                        if let Err(e) = out.emit_bolt(DEFAULT_STREAM, anchors, values, None) {
+                    let grouped = match &inputs {
+                        Some(inputs) => groups.group(&keys, inputs.items()),
+                        None => Vec::new(),
+                    };
+                    for (i, values) in results.into_iter().enumerate() {
+                        let anchors = grouped.get(groups.of(i)).unwrap_or_default();
+                        if let Err(e) =
+                            out.emit_anchored(DEFAULT_STREAM, anchors.iter().copied(), values, None)
+                        {
                             out.report_error(&format!("result: {e}"));
                         }
                         if out.has_full() {
@@ -504,8 +568,8 @@ impl WindowExecutor {
                     }
                     out.counters.windows_fired += 1;
                 }
-                for input in handles.take_released() {
-                    out.ack(&input.tuple);
+                for input in handles.iter_mut().flat_map(|h| h.take_released()) {
+                    out.ack_tree(&input.tree);
                 }
             }
         }
@@ -516,6 +580,32 @@ impl WindowExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fired_windows_inputs_are_grouped_by_the_key_of_each_result() {
+        let tree = |root: u64| TreeIds { anchors: [(root, 1)].into_iter().collect(), ..TreeIds::default() };
+        let mut windows: Windower<KeyedInput> = Windower::new(
+            crate::window::Size::Time(Duration::from_secs(1)),
+            crate::window::Size::Time(Duration::from_secs(1)),
+        );
+        // Keys 0, 5 and 2 (as the accumulators index them); root = 10 × key + n.
+        for (ts, key, root) in [(1, 5, 50), (2, 0, 0), (3, 5, 51), (4, 2, 20), (5, 5, 52), (6, 0, 1)] {
+            assert!(!windows.insert(ts, KeyedInput { key, tree: tree(root) }).is_late());
+        }
+        windows.advance(1_000);
+        let fired = windows.next_window().expect("the window fires");
+        let mut groups = KeyGroups::default();
+        // The results name keys 5 and 0 only: key 2's input has no result to anchor.
+        let grouped = groups.group(&[5, 0], fired.items());
+        let roots = |i: usize| -> Vec<u64> { grouped[groups.of(i)].iter().map(|t| t.anchors[0].0).collect() };
+        assert_eq!(roots(0), vec![50, 51, 52], "key 5's inputs, in the window's order");
+        assert_eq!(roots(1), vec![0, 1], "key 0's inputs");
+        assert_eq!(grouped.len(), 5);
+        // The buffers are reused: a later window with other keys starts clean.
+        let again = groups.group(&[2], fired.items());
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[groups.of(0)][0].anchors[0].0, 20);
+    }
 
     #[test]
     fn keys_are_equal_by_value_with_floats_by_bits() {

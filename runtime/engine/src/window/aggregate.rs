@@ -129,15 +129,34 @@ impl<K: Hash + Eq + Clone, A, T> Aggregates<K, A, T> {
     /// Folds an item at `ts_ms` of `key` into each of its windows with `add`, and holds its
     /// `handle` until the last of them fires; behind the watermark, hands `handle` back.
     #[inline]
-    pub fn insert<Q>(&mut self, ts_ms: i64, key: &Q, handle: T, mut add: impl FnMut(&mut A)) -> Insert<T>
+    pub fn insert<Q>(&mut self, ts_ms: i64, key: &Q, handle: T, add: impl FnMut(&mut A)) -> Insert<T>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        if self.watermark.is_some_and(|w| ts_ms < w) {
+        if self.is_late(ts_ms) {
             return Insert::Late(handle);
         }
-        let key_idx = match self.keys.get(key) {
+        let key = self.key_index(key);
+        self.insert_indexed(ts_ms, key, handle, add)
+    }
+
+    /// Whether an item at `ts_ms` is behind the watermark.
+    #[inline]
+    pub fn is_late(&self, ts_ms: i64) -> bool {
+        self.watermark.is_some_and(|w| ts_ms < w)
+    }
+
+    /// The index of `key` among the keys seen (the order they were first met), made the first
+    /// time: what [`insert_indexed`](Self::insert_indexed) and [`AggWindow::indexed`] name a
+    /// key by.
+    #[inline]
+    pub fn key_index<Q>(&mut self, key: &Q) -> u32
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        match self.keys.get(key) {
             Some(&i) => i,
             None => {
                 let i = u32::try_from(self.key_list.len()).expect("more than 2^32 keys");
@@ -146,7 +165,21 @@ impl<K: Hash + Eq + Clone, A, T> Aggregates<K, A, T> {
                 self.keys.insert(owned, i);
                 i
             }
-        };
+        }
+    }
+
+    /// [`insert`](Self::insert) of the key whose [`key_index`](Self::key_index) is `key_idx`.
+    #[inline]
+    pub fn insert_indexed(
+        &mut self,
+        ts_ms: i64,
+        key_idx: u32,
+        handle: T,
+        mut add: impl FnMut(&mut A),
+    ) -> Insert<T> {
+        if self.is_late(ts_ms) {
+            return Insert::Late(handle);
+        }
         let last_k = ts_ms.div_euclid(self.slide);
         let first_k = ts_ms.saturating_sub(self.length).div_euclid(self.slide) + 1;
         let first_pos = self.pos(first_k);
@@ -244,6 +277,12 @@ impl<'a, K, A, T> AggWindow<'a, K, A, T> {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'a K, &'a A)> + 'a {
         let keys = self.keys;
         self.window.entries.iter().map(move |(k, a)| (&keys[*k as usize], a))
+    }
+    /// Each key of the window as its [`key_index`](Aggregates::key_index), with the key and
+    /// its accumulator, in the order the keys met the window.
+    pub fn indexed(&self) -> impl ExactSizeIterator<Item = (u32, &'a K, &'a A)> + 'a {
+        let keys = self.keys;
+        self.window.entries.iter().map(move |(k, a)| (*k, &keys[*k as usize], a))
     }
     /// The handles of the items whose last window this is: the caller acks them now.
     pub fn released(&self) -> &'a [T] {
