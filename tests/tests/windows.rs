@@ -80,8 +80,12 @@ inputs = [{{ from = "count", stream = "late" }}]
     )
 }
 
-/// (key, window start, count) of every result, sorted; the late events' (word, ts), sorted.
-fn results(out: &std::path::Path) -> (Vec<(String, i64, u64)>, Vec<(String, i64)>) {
+/// (key, window start, count) of every result, sorted.
+type Counts = Vec<(String, i64, u64)>;
+/// The late events' (word, ts), sorted.
+type Late = Vec<(String, i64)>;
+
+fn results(out: &std::path::Path) -> (Counts, Late) {
     let read = |name: &str| {
         let path = out.join(name);
         if path.exists() {
@@ -90,7 +94,7 @@ fn results(out: &std::path::Path) -> (Vec<(String, i64, u64)>, Vec<(String, i64)
             Vec::new()
         }
     };
-    let mut counts: Vec<(String, i64, u64)> = read("window-counts.jsonl")
+    let mut counts: Counts = read("window-counts.jsonl")
         .iter()
         .map(|r| {
             let key = r["key"].as_str().expect("a key").to_string();
@@ -98,7 +102,7 @@ fn results(out: &std::path::Path) -> (Vec<(String, i64, u64)>, Vec<(String, i64)
         })
         .collect();
     counts.sort();
-    let mut late: Vec<(String, i64)> = read("late.jsonl")
+    let mut late: Late = read("late.jsonl")
         .iter()
         .map(|r| (r["word"].as_str().expect("a word").to_string(), r["ts"].as_i64().expect("a ts")))
         .collect();
