@@ -26,13 +26,21 @@ pub struct Cluster<'a> {
     nimbus_addr: String,
     supervisors: Vec<Option<Running>>,
     slots: usize,
+    /// Where nimbus serves the web UI, REST API and metrics (`host:port`).
+    ui_addr: String,
 }
 
 impl<'a> Cluster<'a> {
     /// Nimbus and `supervisors` supervisors of `slots` slots each, in `dir`.
     pub fn start(dir: &'a TempDir, supervisors: usize, slots: usize) -> Cluster<'a> {
-        let mut cluster =
-            Cluster { dir, nimbus: None, nimbus_addr: "127.0.0.1:0".into(), supervisors: Vec::new(), slots };
+        let mut cluster = Cluster {
+            dir,
+            nimbus: None,
+            nimbus_addr: "127.0.0.1:0".into(),
+            supervisors: Vec::new(),
+            slots,
+            ui_addr: String::new(),
+        };
         cluster.start_nimbus();
         for i in 0..supervisors {
             cluster.supervisors.push(None);
@@ -53,7 +61,7 @@ impl<'a> Cluster<'a> {
         let dir = self.dir.path().display();
         let mut text = format!(
             "[cluster]\nsecret = \"{SECRET}\"\nnimbus = \"{}\"\n\n[nimbus]\nstate_dir = \"{dir}/nimbus\"\n\
-             supervisor_timeout_secs = {SUPERVISOR_TIMEOUT_SECS}\n",
+             supervisor_timeout_secs = {SUPERVISOR_TIMEOUT_SECS}\n\n[ui]\nlisten = \"127.0.0.1:0\"\n",
             self.nimbus_addr
         );
         if let Some(i) = supervisor {
@@ -82,6 +90,11 @@ impl<'a> Cluster<'a> {
         let addr = line.rsplit("nimbus listening on ").next().unwrap_or_default();
         self.nimbus_addr =
             addr.split_whitespace().next().unwrap_or_default().trim_end_matches(',').to_string();
+        let ui =
+            running.wait_for_stderr_line(Duration::from_secs(60), |l| l.contains("ui listening on http://"));
+        let ui = ui.unwrap_or_else(|| panic!("nimbus did not say where its ui listens"));
+        let ui = ui.rsplit("ui listening on http://").next().unwrap_or_default();
+        self.ui_addr = ui.trim().trim_end_matches('/').to_string();
         self.write_config("cluster.toml", None);
         self.nimbus = Some(running);
     }
@@ -177,6 +190,11 @@ impl<'a> Cluster<'a> {
             Ok(Value::Array(items)) => items.iter().filter(|s| s["alive"] == true).count(),
             _ => 0,
         }
+    }
+
+    /// Where nimbus serves the web UI, REST API and metrics (`host:port`).
+    pub fn ui_addr(&self) -> &str {
+        &self.ui_addr
     }
 
     pub fn nimbus_addr(&self) -> &str {

@@ -9,9 +9,11 @@
 //! - [`Summary`] reads the JSON summary of `squall local --json`; [`read_json_lines`] reads
 //!   what a `file-sink` wrote.
 //! - [`tansu::TansuBroker`] runs a Tansu broker (Kafka API) for the Kafka tests.
+//! - [`ui`]: HTTP requests to the web UI, REST API and metrics, and `squall local --ui`.
 
 pub mod pipeline;
 pub mod tansu;
+pub mod ui;
 
 use std::ffi::OsStr;
 use std::fmt;

@@ -51,6 +51,10 @@ enum Command {
         /// [default: $SQUALL_DATA_DIR, else ./squall-data]
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Serve the web UI, REST API and /metrics of this run on ADDR (host:port, as nimbus's
+        /// [ui] listen); actions need $SQUALL_SECRET, else a secret printed at start
+        #[arg(long, value_name = "ADDR")]
+        ui: Option<String>,
     },
     /// Check a topology file and print every mistake with file:line:col
     Validate {
@@ -69,6 +73,10 @@ enum Command {
     #[cfg(feature = "cluster")]
     #[command(flatten)]
     Cluster(cluster_verbs::ClusterCommand),
+    /// A running topology's errors: per component its count and each task's latest, with
+    /// time and worker
+    #[cfg(feature = "cluster")]
+    Errors(crate::errors::ErrorsArgs),
     /// Serve the embedded log over TCP
     Broker(topic::BrokerArgs),
     /// Create, fill, read and describe the log's topics
@@ -231,6 +239,32 @@ fn done(result: Result<(), String>) -> ExitCode {
     }
 }
 
+/// Binds `squall local --ui ADDR` and says where it listens; the UI is served once the run
+/// has started.
+#[cfg(feature = "ui")]
+async fn local_ui(addr: &str) -> Result<impl FnOnce(local::Started), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("--ui cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("--ui cannot listen on {addr}: {e}"))?;
+    let secret = match std::env::var("SQUALL_SECRET") {
+        Ok(s) if !s.is_empty() => s,
+        _ => {
+            let s = format!("{:016x}", fastrand::u64(..));
+            eprintln!("the ui's actions need the secret {s} (or set SQUALL_SECRET)");
+            s
+        }
+    };
+    eprintln!("ui listening on http://{bound}/");
+    Ok(squall_ui::local::serve_when_started(listener, squall_ui::UiOptions { secret, public_read: true }))
+}
+
+/// Without the `ui` feature, `--ui` is refused.
+#[cfg(not(feature = "ui"))]
+async fn local_ui(_addr: &str) -> Result<fn(local::Started), String> {
+    Err("this squall was built without the web UI (feature `ui`)".into())
+}
+
 fn fail(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
@@ -269,7 +303,7 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
             }
             Err(diagnostics) => report_mistakes(&file, &diagnostics),
         },
-        Command::Local { file, duration, json, data_dir } => {
+        Command::Local { file, duration, json, data_dir, ui } => {
             if let Some(dir) = data_dir {
                 squall_broker::set_data_dir(dir);
             }
@@ -279,7 +313,14 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
             };
             let resources = squall_engine::resources::beside(&file);
             let opts = LocalOptions { duration, progress: true, resources };
-            match local::run(&def, &registry, &opts).await {
+            let run = match ui {
+                None => local::run(&def, &registry, &opts).await,
+                Some(addr) => match local_ui(&addr).await {
+                    Ok(on_start) => local::run_observed(&def, &registry, &opts, on_start).await,
+                    Err(e) => return fail(&e),
+                },
+            };
+            match run {
                 Ok(result) => {
                     if json {
                         match serde_json::to_string(&result.snapshot) {
@@ -313,6 +354,8 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
         },
         #[cfg(feature = "cluster")]
         Command::Cluster(command) => done(cluster_verbs::run(command, registry).await),
+        #[cfg(feature = "cluster")]
+        Command::Errors(args) => done(crate::errors::run(args).await),
         Command::Broker(args) => done(topic::broker(args).await),
         Command::Topic { verb } => done(topic::topic(verb).await),
         Command::Bench { workload } => {

@@ -15,6 +15,8 @@ mod broken_pipe;
 pub mod cli;
 #[cfg(feature = "cluster")]
 mod cluster_verbs;
+#[cfg(feature = "cluster")]
+mod errors;
 mod kinds;
 mod topic;
 

@@ -153,6 +153,11 @@ impl Client {
         self.json(self.request(Method::GET, &format!("/v1/topologies/{name}"))).await
     }
 
+    /// Each component's error count and each task's latest error (`squall errors`).
+    pub async fn errors(&self, name: &str) -> Result<squall_ui::rest::TopologyErrors, ClientError> {
+        self.json(self.request(Method::GET, &format!("/v1/topologies/{name}/errors"))).await
+    }
+
     pub async fn activate(&self, name: &str) -> Result<TopologyInfo, ClientError> {
         self.json(self.request(Method::POST, &format!("/v1/topologies/{name}/activate"))).await
     }

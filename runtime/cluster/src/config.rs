@@ -7,7 +7,7 @@
 //! docs/cluster-file.md lists: secret `change-me`, nimbus 127.0.0.1:6627, state_dir
 //! squall-state/nimbus, supervisor_timeout_secs 10, supervisor id from the host name and its
 //! first slot, data_dir squall-state/supervisor, slots 6700–6703, heartbeat_secs 1, host
-//! 127.0.0.1. A nimbus address with port 0 makes nimbus listen on any free port (it prints the
+//! 127.0.0.1, ui listen 127.0.0.1:8080, public_read true on a loopback listen address, else false. A nimbus address with port 0 makes nimbus listen on any free port (it prints the
 //! one it got).
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ pub struct ClusterConfig {
     pub nimbus: NimbusTable,
     #[serde(default)]
     pub supervisor: SupervisorTable,
+    #[serde(default)]
+    pub ui: UiTable,
     /// `squall broker`'s table, read by it alone.
     #[serde(default, rename = "broker")]
     _broker: Option<IgnoredAny>,
@@ -115,6 +117,36 @@ fn slots<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
         )));
     }
     Ok(slots)
+}
+
+/// `[ui]`: nimbus's web UI, REST API and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiTable {
+    /// Where nimbus serves them (`host:port`; port 0: any free port).
+    pub listen: String,
+    /// Reading without the secret (actions always need it); unset: only on loopback (see
+    /// [`UiTable::public_read`]).
+    pub public_read: Option<bool>,
+}
+
+impl Default for UiTable {
+    fn default() -> Self {
+        UiTable { listen: "127.0.0.1:8080".into(), public_read: None }
+    }
+}
+
+impl UiTable {
+    /// Whether reading needs no secret: as set, else true when `listen` is a loopback
+    /// address (`127.0.0.0/8`, `::1`, `localhost`), so a UI opened to the network is not
+    /// readable by everyone on it unless asked for.
+    pub fn public_read(&self) -> bool {
+        self.public_read.unwrap_or_else(|| {
+            let host = self.listen.rsplit_once(':').map_or(self.listen.as_str(), |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        })
+    }
 }
 
 impl ClusterConfig {
@@ -221,6 +253,22 @@ listen = "127.0.0.1:6650"
         assert_eq!(c.supervisor.slots, vec![0, 0, 6701]);
         assert_eq!(c.supervisor_id(), "sup-a");
         assert_eq!(c.supervisor.heartbeat_secs, 1);
+        assert_eq!(c.ui, UiTable::default());
+    }
+
+    #[test]
+    fn ui_table_sets_where_the_ui_listens_and_who_may_read() {
+        let text = "[ui]\nlisten = \"127.0.0.1:0\"\npublic_read = false\n";
+        let c = parse("cluster.toml", text, &env).unwrap();
+        assert_eq!(c.ui, UiTable { listen: "127.0.0.1:0".into(), public_read: Some(false) });
+        assert!(!c.ui.public_read());
+        let open = |listen: &str| UiTable { listen: listen.into(), public_read: None }.public_read();
+        assert!(open("127.0.0.1:8080") && open("localhost:80") && open("[::1]:8080"));
+        assert!(!open("0.0.0.0:8080") && !open("10.1.2.3:8080") && !open("ui.example:8080"));
+        let forced = UiTable { listen: "0.0.0.0:8080".into(), public_read: Some(true) };
+        assert!(forced.public_read());
+        let err = parse("cluster.toml", "[ui]\nport = 80\n", &env).unwrap_err().to_string();
+        assert!(err.contains("cluster.toml:2:1: unknown field `port`"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! | `POST /v1/topologies` | [`SubmitRequest`] → [`TopologyInfo`] (409 if the name runs) |
 //! | `GET /v1/topologies` | → `Vec<TopologyInfo>` |
 //! | `GET /v1/topologies/{name}` | → [`TopologyStatus`] (404 if unknown) |
+//! | `GET /v1/topologies/{name}/errors` | → `squall_ui::rest::TopologyErrors` (`squall errors`) |
 //! | `POST /v1/topologies/{name}/activate` and `…/deactivate` | → [`TopologyInfo`] |
 //! | `POST /v1/topologies/{name}/kill` | [`KillRequest`] → [`TopologyInfo`] |
 //! | `POST /v1/topologies/{name}/rebalance` | [`RebalanceRequest`] → [`TopologyInfo`] |

@@ -57,6 +57,25 @@ pub struct RunResult {
 
 /// Runs a topology in this process until it ends (see the module docs).
 pub async fn run(def: &TopologyDef, registry: &Registry, opts: &LocalOptions) -> Result<RunResult, RunError> {
+    run_observed(def, registry, opts, |_| {}).await
+}
+
+/// What a watcher of a local run gets once every task has started (`squall local --ui`).
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub plan: Plan,
+    pub metrics: crate::metrics::TopologyMetrics,
+    /// Spouts' state: `Active`, `Inactive`, or `Stop` to end the run as Ctrl-C does.
+    pub control: tokio::sync::watch::Sender<Control>,
+}
+
+/// As [`run`], calling `on_start` once every task has started.
+pub async fn run_observed(
+    def: &TopologyDef,
+    registry: &Registry,
+    opts: &LocalOptions,
+    on_start: impl FnOnce(Started),
+) -> Result<RunResult, RunError> {
     // Listen before anything starts, and with one listener for the whole run: a Ctrl-C that
     // arrives while the loop below is busy is then kept, not lost.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -65,6 +84,7 @@ pub async fn run(def: &TopologyDef, registry: &Registry, opts: &LocalOptions) ->
     plan.resources = opts.resources.as_deref().map(Into::into);
     let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
     let Running { mut tasks, control, metrics } = launch::start(&plan, registry, &hosted, None)?;
+    on_start(Started { plan: plan.clone(), metrics: metrics.clone(), control: control.clone() });
     let started = Instant::now();
     let mut progress = tokio::time::interval(Duration::from_secs(1));
     progress.tick().await;

@@ -26,6 +26,27 @@ use crate::plan::Plan;
 /// Execute latency is measured on one tuple in this many.
 pub const SAMPLE_EVERY: u64 = 64;
 
+/// Upper bounds (ns) of the execute-latency histogram's buckets; one more bucket holds the
+/// rest. Fixed, so recording a sample is a short scan and an increment.
+pub const EXECUTE_BUCKETS_NS: [u64; 14] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+/// Buckets of the execute-latency histogram: one per bound and one above them all.
+pub const EXECUTE_BUCKETS: usize = EXECUTE_BUCKETS_NS.len() + 1;
+
 /// A task's figures, written by its executor, read by reporters.
 #[derive(Debug)]
 pub struct TaskMetrics {
@@ -47,6 +68,35 @@ pub struct TaskMetrics {
     pub late: AtomicU64,
     /// Processing time minus the watermark at its last advance, in ms (windowed bolts).
     pub watermark_lag_ms: AtomicU64,
+    /// The latest error the task reported (written only when one is reported).
+    pub last_error: Mutex<Option<ErrorNote>>,
+    /// Sampled execute latencies per bucket of [`EXECUTE_BUCKETS_NS`] (bolts).
+    pub execute_buckets: [AtomicU64; EXECUTE_BUCKETS],
+}
+
+/// An error a component reported (`report_error`), and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorNote {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub message: String,
+}
+
+/// The longest error text kept (longer ones are cut at a character boundary).
+pub const MAX_ERROR_NOTE: usize = 1024;
+
+impl ErrorNote {
+    /// `message` (cut to [`MAX_ERROR_NOTE`] bytes) at the current time.
+    pub fn now(message: &str) -> ErrorNote {
+        let mut end = message.len().min(MAX_ERROR_NOTE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        ErrorNote { time_ms, message: message[..end].to_string() }
+    }
 }
 
 impl Default for TaskMetrics {
@@ -65,6 +115,8 @@ impl Default for TaskMetrics {
             windows_fired: AtomicU64::new(0),
             late: AtomicU64::new(0),
             watermark_lag_ms: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            execute_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -87,10 +139,27 @@ pub struct Counters {
     pub windows_fired: u64,
     pub late: u64,
     pub watermark_lag_ms: u64,
+    /// Sampled execute latencies per bucket of [`EXECUTE_BUCKETS_NS`].
+    pub execute_buckets: [u64; EXECUTE_BUCKETS],
 }
 
 impl Counters {
+    /// Records one sampled execute latency: its sum, its count and its bucket.
+    #[inline]
+    pub fn sample_execute(&mut self, ns: u64) {
+        self.execute_ns += ns;
+        self.execute_samples += 1;
+        let bucket = EXECUTE_BUCKETS_NS.iter().position(|&le| ns <= le).unwrap_or(EXECUTE_BUCKETS_NS.len());
+        self.execute_buckets[bucket] += 1;
+    }
+
     pub fn publish(&self, m: &TaskMetrics) {
+        // The buckets change only with a new sample: stored only then.
+        if m.execute_samples.load(Relaxed) != self.execute_samples {
+            for (shared, &own) in m.execute_buckets.iter().zip(&self.execute_buckets) {
+                shared.store(own, Relaxed);
+            }
+        }
         m.emitted.store(self.emitted, Relaxed);
         m.transferred.store(self.transferred, Relaxed);
         m.executed.store(self.executed, Relaxed);
@@ -135,6 +204,9 @@ pub struct ComponentStats {
     /// Event-time lag: processing time minus the watermark, the max over the tasks.
     #[serde(default)]
     pub watermark_lag_ms: u64,
+    /// The latest error of any of its tasks (absent if none reported one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorNote>,
 }
 
 /// A topology's figures at one moment.
@@ -197,6 +269,12 @@ pub struct TaskFigures {
     pub late: u64,
     #[serde(default)]
     pub watermark_lag_ms: u64,
+    /// The latest error the task reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorNote>,
+    /// Sampled execute latencies per bucket of [`EXECUTE_BUCKETS_NS`] (empty: none sampled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub execute_buckets: Vec<u64>,
 }
 
 impl TaskMetrics {
@@ -222,6 +300,11 @@ impl TaskMetrics {
             windows_fired: self.windows_fired.load(Relaxed),
             late: self.late.load(Relaxed),
             watermark_lag_ms: self.watermark_lag_ms.load(Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            execute_buckets: match self.execute_samples.load(Relaxed) {
+                0 => Vec::new(),
+                _ => self.execute_buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            },
         }
     }
 }
@@ -260,6 +343,7 @@ impl Snapshot {
                 windows_fired: 0,
                 late: 0,
                 watermark_lag_ms: 0,
+                last_error: None,
             };
             let (mut ns, mut samples) = (0u64, 0u64);
             let mut complete = new_histogram();
@@ -274,6 +358,11 @@ impl Snapshot {
                 s.windows_fired += f.windows_fired;
                 s.late += f.late;
                 s.watermark_lag_ms = s.watermark_lag_ms.max(f.watermark_lag_ms);
+                if let Some(e) = &f.last_error {
+                    if s.last_error.as_ref().is_none_or(|l| l.time_ms <= e.time_ms) {
+                        s.last_error = Some(e.clone());
+                    }
+                }
                 ns += f.execute_ns;
                 samples += f.execute_samples;
                 for &(value, count) in &f.complete_us {
@@ -368,5 +457,42 @@ pub fn human(x: f64) -> String {
         format!("{:.1}k", x / 1e3)
     } else {
         format!("{:.2}M", x / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampled_execute_latencies_land_in_their_buckets_and_reach_the_figures() {
+        let mut counters = Counters::default();
+        for ns in [500, 1_000, 30_000, 5_000_000_000] {
+            counters.sample_execute(ns);
+        }
+        assert_eq!(counters.execute_samples, 4);
+        assert_eq!(counters.execute_buckets[0], 2, "≤ 1 µs");
+        assert_eq!(counters.execute_buckets[5], 1, "≤ 50 µs");
+        assert_eq!(counters.execute_buckets[EXECUTE_BUCKETS - 1], 1, "above every bound");
+        let shared = TaskMetrics::default();
+        assert!(shared.figures(3).execute_buckets.is_empty(), "nothing sampled yet");
+        counters.publish(&shared);
+        let figures = shared.figures(3);
+        assert_eq!(figures.execute_buckets, counters.execute_buckets.to_vec());
+        assert_eq!(figures.execute_samples, 4);
+    }
+
+    #[test]
+    fn a_component_keeps_the_latest_error_of_its_tasks() {
+        let old = ErrorNote { time_ms: 1, message: "old".into() };
+        let new = ErrorNote { time_ms: 2, message: "new".into() };
+        let figures = vec![
+            TaskFigures { task: 0, last_error: Some(new.clone()), ..Default::default() },
+            TaskFigures { task: 1, last_error: Some(old), ..Default::default() },
+        ];
+        let s = Snapshot::sum("t", [("b", "k", Role::Bolt, 2, figures)], 1.0);
+        assert_eq!(s.components["b"].last_error, Some(new));
+        let long = "é".repeat(MAX_ERROR_NOTE);
+        assert!(ErrorNote::now(&long).message.len() <= MAX_ERROR_NOTE);
     }
 }

@@ -1,4 +1,4 @@
-//! The outside programs the tests and benchmarks run against (Tansu today), found where a
+//! The outside programs the tests and benchmarks run against (Tansu, Chromium), found where a
 //! user may already have them, or installed once on first use.
 //!
 //! Contract: [`find`] looks for a [`Tool`]'s binary, in this order: the path in its
@@ -44,6 +44,10 @@ pub const TANSU: Tool = Tool {
         args: &["--locked", "--no-default-features", "--features", "libsql"],
     },
 };
+
+/// Debian's Chromium: the web UI's tests load the page in it, headless.
+pub const CHROMIUM: Tool =
+    Tool { bin: "chromium", env: "SQUALL_CHROMIUM", install: Install::Apt { package: "chromium" } };
 
 impl Tool {
     /// How to install it by hand, for messages.

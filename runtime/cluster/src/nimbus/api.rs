@@ -18,6 +18,7 @@ pub(super) fn router(nimbus: Arc<Nimbus>) -> Router {
         )
         .route("/v1/topologies", post(submit).get(list))
         .route("/v1/topologies/{name}", get(status))
+        .route("/v1/topologies/{name}/errors", get(errors))
         .route("/v1/topologies/{name}/activate", post(activate))
         .route("/v1/topologies/{name}/deactivate", post(deactivate))
         .route("/v1/topologies/{name}/kill", post(kill))
@@ -62,6 +63,13 @@ pub(super) fn internal(message: impl Into<String>) -> ApiError {
     let message = message.into();
     tracing::error!("{message}");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
+impl ApiError {
+    /// The same refusal, as the UI's actions report it.
+    pub(super) fn into_action_error(self) -> squall_ui::ActionError {
+        squall_ui::ActionError { status: self.status.as_u16(), message: self.message }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -251,9 +259,34 @@ impl Inner {
         }
     }
 
+    /// Per worker of the current assignment: its latest heartbeat, if any.
+    pub(super) fn beats(&self, record: &TopologyRecord) -> Vec<Option<&WorkerBeat>> {
+        let workers = record.assignment.as_ref().map_or(0, |a| a.workers.len());
+        let mut key = (record.name.clone(), record.version(), 0);
+        (0..workers)
+            .map(|worker| {
+                key.2 = worker;
+                self.workers.get(&key)
+            })
+            .collect()
+    }
+
     fn record(&self, name: &str) -> ApiResult<&TopologyRecord> {
         check_name(name)?;
         self.topologies.get(name).ok_or_else(|| not_found(format!("no topology named `{name}`")))
+    }
+}
+
+/// A worker heard from within [`REPORTING_WITHIN`].
+pub(super) fn reporting(beat: &WorkerBeat, now: Instant) -> bool {
+    now.saturating_duration_since(beat.last_seen) < REPORTING_WITHIN
+}
+
+/// How long the current assignment's tasks have run, in seconds (for capacity).
+pub(super) fn running_secs(record: &TopologyRecord) -> f64 {
+    match record.assignment {
+        Some(_) => state::now_ms().saturating_sub(record.assigned_ms) as f64 / 1000.0,
+        None => 0.0,
     }
 }
 
@@ -373,21 +406,15 @@ pub(super) async fn status(
     let record = inner.record(&name)?;
     let info = inner.info(record);
     let now = Instant::now();
-    let version = record.version();
     let mut figures: HashMap<TaskId, &TaskFigures> = HashMap::new();
     let mut workers_reporting = 0;
-    for worker in 0..info.workers {
-        if let Some(beat) = inner.workers.get(&(name.clone(), version, worker)) {
-            if now.saturating_duration_since(beat.last_seen) < REPORTING_WITHIN {
-                workers_reporting += 1;
-            }
-            figures.extend(beat.tasks.iter().map(|f| (f.task, f)));
+    for beat in inner.beats(record).into_iter().flatten() {
+        if reporting(beat, now) {
+            workers_reporting += 1;
         }
+        figures.extend(beat.tasks.iter().map(|f| (f.task, f)));
     }
-    let elapsed = match record.assignment {
-        Some(_) => state::now_ms().saturating_sub(record.assigned_ms) as f64 / 1000.0,
-        None => 0.0,
-    };
+    let elapsed = running_secs(record);
     let mut first: TaskId = 0;
     let components: Vec<_> = record
         .layout
@@ -405,6 +432,15 @@ pub(super) async fn status(
     let snapshot = Snapshot::sum(&name, components, elapsed);
     let order = record.layout.components.iter().map(|c| c.id.clone()).collect();
     Ok(Json(TopologyStatus { info, workers_reporting, order, snapshot }))
+}
+
+pub(super) async fn errors(
+    State(nimbus): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<Json<squall_ui::rest::TopologyErrors>> {
+    let inner = nimbus.lock();
+    let record = inner.record(&name)?;
+    Ok(Json(squall_ui::rest::topology_errors(&super::observe::view(&inner, record))))
 }
 
 pub(super) async fn activate(nimbus: Shared, name: Path<String>) -> ApiResult<Json<TopologyInfo>> {
@@ -444,9 +480,14 @@ pub(super) async fn kill(
     body: Bytes,
 ) -> ApiResult<Json<TopologyInfo>> {
     let request: KillRequest = parse(&body)?;
+    kill_topology(&nimbus, &name, request).map(Json)
+}
+
+/// Kills the topology `name` (see the module docs of [`super`]).
+pub(super) fn kill_topology(nimbus: &Nimbus, name: &str, request: KillRequest) -> ApiResult<TopologyInfo> {
     check_wait(request.wait_secs)?;
     let mut inner = nimbus.lock();
-    let mut record = inner.record(&name)?.clone();
+    let mut record = inner.record(name)?.clone();
     let wait = request.wait_secs.unwrap_or(record.layout.message_timeout_secs);
     record.status = Status::Killing;
     record.rebalance = None;
@@ -454,13 +495,13 @@ pub(super) async fn kill(
     record.deadline_ms = Some(state::now_ms().saturating_add(wait.saturating_mul(1000)));
     let info = inner.info(&record);
     if wait == 0 {
-        inner.remove(&name)?;
+        inner.remove(name)?;
         tracing::info!("topology {name} killed and removed");
     } else {
         inner.commit(record)?;
         tracing::info!("topology {name} killed: deactivated, removed in {wait}s");
     }
-    Ok(Json(info))
+    Ok(info)
 }
 
 pub(super) async fn rebalance(
@@ -469,8 +510,17 @@ pub(super) async fn rebalance(
     body: Bytes,
 ) -> ApiResult<Json<TopologyInfo>> {
     let request: RebalanceRequest = parse(&body)?;
+    rebalance_topology(&nimbus, &name, request).map(Json)
+}
+
+/// Rebalances the topology `name` (see the module docs of [`super`]).
+pub(super) fn rebalance_topology(
+    nimbus: &Nimbus,
+    name: &str,
+    request: RebalanceRequest,
+) -> ApiResult<TopologyInfo> {
     let mut inner = nimbus.lock();
-    let mut record = inner.record(&name)?.clone();
+    let mut record = inner.record(name)?.clone();
     match record.status {
         Status::Killing => return Err(conflict(format!("topology `{name}` is being killed"))),
         Status::Rebalancing => {
@@ -478,7 +528,7 @@ pub(super) async fn rebalance(
         }
         _ => {}
     }
-    check_rebalance(&name, &record.layout, &request)?;
+    check_rebalance(name, &record.layout, &request)?;
     let wait = request.wait_secs.unwrap_or(record.layout.message_timeout_secs);
     record.resume_status = Some(record.status);
     record.status = Status::Rebalancing;
@@ -492,7 +542,7 @@ pub(super) async fn rebalance(
     }
     let info = inner.info(&record);
     inner.commit(record)?;
-    Ok(Json(info))
+    Ok(info)
 }
 
 pub(super) async fn assignment(
@@ -528,6 +578,9 @@ pub(super) async fn supervisor_heartbeat(
         Some(_) => {}
     }
     inner.reconcile();
+    let current =
+        |topology: &str, version| inner.topologies.get(topology).is_some_and(|r| r.version() == version);
+    nimbus.observed.running(&beat.id, &beat.running, current);
     let mut workers = Vec::new();
     for record in inner.topologies.values() {
         let Some(a) = &record.assignment else { continue };
@@ -547,17 +600,20 @@ pub(super) async fn supervisor_heartbeat(
 }
 
 pub(super) async fn supervisors(State(nimbus): Shared) -> Json<Vec<SupervisorInfo>> {
-    let inner = nimbus.lock();
-    let now = Instant::now();
-    let mut used: HashMap<&str, usize> = HashMap::new();
-    for a in inner.topologies.values().filter_map(|r| r.assignment.as_ref()) {
-        for w in &a.workers {
-            *used.entry(w.supervisor.as_str()).or_default() += 1;
+    Json(nimbus.lock().supervisor_infos())
+}
+
+impl Inner {
+    /// Every supervisor heard from, with the slots current assignments use.
+    pub(super) fn supervisor_infos(&self) -> Vec<SupervisorInfo> {
+        let now = Instant::now();
+        let mut used: HashMap<&str, usize> = HashMap::new();
+        for a in self.topologies.values().filter_map(|r| r.assignment.as_ref()) {
+            for w in &a.workers {
+                *used.entry(w.supervisor.as_str()).or_default() += 1;
+            }
         }
-    }
-    Json(
-        inner
-            .supervisors
+        self.supervisors
             .iter()
             .map(|(id, s)| SupervisorInfo {
                 id: id.clone(),
@@ -565,10 +621,10 @@ pub(super) async fn supervisors(State(nimbus): Shared) -> Json<Vec<SupervisorInf
                 slots: s.slots.as_ref().map_or(0, Vec::len),
                 used_slots: used.get(id.as_str()).copied().unwrap_or(0),
                 last_heartbeat_secs: now.saturating_duration_since(s.last_seen).as_secs_f64(),
-                alive: inner.alive(s, now),
+                alive: self.alive(s, now),
             })
-            .collect(),
-    )
+            .collect()
+    }
 }
 
 pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiResult<Json<WorkerReply>> {

@@ -7,7 +7,9 @@
 //! [`SECRET_HEADER`] (compared in constant time), else 401. Errors are one-line JSON
 //! `{"error": …}`: 400 for a bad request, 401, 404 for an unknown topology or artifact, 409
 //! for a state conflict, 413 for an artifact over [`MAX_ARTIFACT_BYTES`], 500 if the state
-//! directory cannot be written.
+//! directory cannot be written. [`run`] also binds `[ui] listen`, prints `ui listening on
+//! http://<addr>/`, and serves there the web UI, the Storm-style REST API and `/metrics`
+//! (`squall_ui`, over the views of [`observe`]); [`serve`] serves the API alone.
 //!
 //! Storm's nimbus semantics:
 //! - Topologies, their assignments and artifacts live in the state directory
@@ -70,6 +72,7 @@ use super::*;
 mod api;
 mod coordinator;
 mod http;
+mod observe;
 #[cfg(test)]
 mod tests;
 
@@ -122,13 +125,36 @@ pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
         .map_err(|source| NimbusError::Bind { addr: config.cluster.nimbus.clone(), source })?;
     let addr = listener.local_addr().map_err(NimbusError::LocalAddr)?;
     eprintln!("nimbus listening on {addr}");
+    let ui = serve_ui(&nimbus, &config).await?;
     let shutdown = async move {
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
     };
-    serve_nimbus(nimbus, listener, shutdown).await
+    let served = serve_nimbus(nimbus, listener, shutdown).await;
+    ui.abort();
+    served
+}
+
+/// Starts serving the web UI, REST API and metrics on `[ui] listen` (see [`observe`]).
+async fn serve_ui(
+    nimbus: &Arc<Nimbus>,
+    config: &ClusterConfig,
+) -> Result<tokio::task::JoinHandle<()>, NimbusError> {
+    let listener = TcpListener::bind(&config.ui.listen)
+        .await
+        .map_err(|source| NimbusError::Bind { addr: config.ui.listen.clone(), source })?;
+    let addr = listener.local_addr().map_err(NimbusError::LocalAddr)?;
+    eprintln!("ui listening on http://{addr}/");
+    let options =
+        squall_ui::UiOptions { secret: config.cluster.secret.clone(), public_read: config.ui.public_read() };
+    let router = squall_ui::router(Arc::new(observe::NimbusSource(nimbus.clone())), options);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = squall_ui::serve(listener, router, std::future::pending()).await {
+            tracing::error!("the ui stopped serving: {e}");
+        }
+    }))
 }
 
 /// Serves nimbus on `listener` until `shutdown` completes (see the module docs). Loads the
@@ -168,6 +194,8 @@ struct Nimbus {
     secret: [u8; 32],
     state: Arc<StateDir>,
     inner: Mutex<Inner>,
+    /// What the UI alone needs (worker restarts).
+    observed: observe::Observed,
 }
 
 /// The coordinator and the state directory its changes are persisted to, under one mutex.
@@ -246,6 +274,7 @@ impl Nimbus {
             secret: Sha256::digest(config.cluster.secret.as_bytes()).into(),
             state,
             inner: Mutex::new(inner),
+            observed: observe::Observed::default(),
         }))
     }
 

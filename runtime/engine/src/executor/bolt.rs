@@ -190,8 +190,7 @@ impl BoltExecutor {
             }
         }
         if let Some(started) = started {
-            self.out.counters.execute_ns += started.elapsed().as_nanos() as u64;
-            self.out.counters.execute_samples += 1;
+            self.out.counters.sample_execute(started.elapsed().as_nanos() as u64);
         }
     }
 }

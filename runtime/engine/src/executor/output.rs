@@ -90,6 +90,8 @@ pub struct Output {
     targets: Vec<TaskId>,
     pub counters: Counters,
     error_log: ErrorLog,
+    /// This task's own metrics (its latest error is kept there).
+    own: Arc<TaskMetrics>,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -177,6 +179,7 @@ impl Output {
             targets: Vec::new(),
             counters: Counters::default(),
             error_log: ErrorLog { window_start: Instant::now(), logged: 0, suppressed: 0 },
+            own: metrics[task as usize].clone(),
         })
     }
 
@@ -415,6 +418,9 @@ impl Output {
     /// (Storm's error throttling): a component failing on every tuple must not flood the log.
     pub fn report_error(&mut self, error: &str) {
         self.counters.errors += 1;
+        if let Ok(mut last) = self.own.last_error.lock() {
+            *last = Some(crate::metrics::ErrorNote::now(error));
+        }
         let now = Instant::now();
         let log = &mut self.error_log;
         if now.duration_since(log.window_start) >= ERROR_WINDOW {

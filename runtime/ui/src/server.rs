@@ -1,0 +1,344 @@
+//! The UI's HTTP server: the REST API, `/metrics` and the page, on one axum router.
+//!
+//! Contract (every reply JSON unless said otherwise; errors are one-line `{"error": …}`):
+//!
+//! | method and path | reply |
+//! |---|---|
+//! | `GET /` | the web UI's page (HTML; its script and style under `/ui/`) |
+//! | `GET /api/v1/cluster/summary` | [`rest::ClusterSummary`] |
+//! | `GET /api/v1/supervisor/summary` | [`rest::SupervisorSummary`] |
+//! | `GET /api/v1/topology/summary` | [`rest::TopologySummary`] |
+//! | `GET /api/v1/topology/{name}` | [`rest::TopologyPage`] (404 if unknown) |
+//! | `GET /api/v1/topology/{name}/component/{id}` | [`rest::ComponentPage`] (404 if unknown) |
+//! | `GET /api/v1/topology/{name}/errors` | [`rest::TopologyErrors`] (404 if unknown) |
+//! | `POST /api/v1/topology/{name}/activate`, `…/deactivate` | [`rest::ActionReply`] |
+//! | `POST /api/v1/topology/{name}/kill` (body `{"wait_secs": N}`), `…/kill/{wait}` | same |
+//! | `POST /api/v1/topology/{name}/rebalance` (body `{"workers": N, "parallelism": {"ID": N}, "wait_secs": N}`), `…/rebalance/{wait}` | same |
+//! | `GET /metrics` (`?per_task=true` for per-task series) | Prometheus text ([`prom`]) |
+//!
+//! Reading (every GET) needs the cluster secret in [`SECRET_HEADER`] unless `public_read`;
+//! every POST needs it always (compared as sha256 digests in constant time), else 401.
+//! A custom header cannot be sent cross-origin without the server's consent (which it never
+//! gives), so another site's page cannot act through a visitor's browser. Bodies over
+//! [`MAX_BODY`] are refused; a refused action answers with the source's status and reason.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use crate::view::{Action, ActionError, Source};
+use crate::{assets, prom, rest};
+
+/// The header that carries the cluster secret (the same as nimbus's API).
+pub const SECRET_HEADER: &str = "x-squall-secret";
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 << 10;
+
+/// Who may read and act.
+#[derive(Debug, Clone)]
+pub struct UiOptions {
+    /// The cluster secret: every action carries it, and reading too unless `public_read`.
+    pub secret: String,
+    pub public_read: bool,
+}
+
+struct Ui {
+    source: Arc<dyn Source>,
+    /// sha256 of the secret.
+    secret: [u8; 32],
+    public_read: bool,
+}
+
+impl Ui {
+    fn secret_matches(&self, given: &[u8]) -> bool {
+        let given: [u8; 32] = Sha256::digest(given).into();
+        given.iter().zip(self.secret.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+type Shared = State<Arc<Ui>>;
+
+/// The UI's routes over `source`.
+pub fn router(source: Arc<dyn Source>, options: UiOptions) -> Router {
+    let ui = Arc::new(Ui {
+        source,
+        secret: Sha256::digest(options.secret.as_bytes()).into(),
+        public_read: options.public_read,
+    });
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/ui/{file}", get(assets::file))
+        .route("/api/v1/cluster/summary", get(cluster_summary))
+        .route("/api/v1/supervisor/summary", get(supervisor_summary))
+        .route("/api/v1/topology/summary", get(topology_summary))
+        .route("/api/v1/topology/{name}", get(topology))
+        .route("/api/v1/topology/{name}/component/{id}", get(component))
+        .route("/api/v1/topology/{name}/errors", get(errors))
+        .route("/api/v1/topology/{name}/activate", post(activate))
+        .route("/api/v1/topology/{name}/deactivate", post(deactivate))
+        .route("/api/v1/topology/{name}/kill", post(kill))
+        .route("/api/v1/topology/{name}/kill/{wait}", post(kill_after))
+        .route("/api/v1/topology/{name}/rebalance", post(rebalance))
+        .route("/api/v1/topology/{name}/rebalance/{wait}", post(rebalance_after))
+        .route("/metrics", get(metrics))
+        .fallback(|request: Request| async move {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {} {}", request.method(), request.uri().path()),
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(ui.clone(), authorize))
+        .with_state(ui)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let message: String = message.into();
+    (status, Json(serde_json::json!({ "error": message.replace(['\n', '\r'], " ") }))).into_response()
+}
+
+async fn authorize(State(ui): Shared, request: Request, next: Next) -> Response {
+    let reading = request.method() == axum::http::Method::GET || request.method() == axum::http::Method::HEAD;
+    if !(reading && ui.public_read) {
+        let given = request.headers().get(SECRET_HEADER).map_or(&b""[..], |v| v.as_bytes());
+        if !ui.secret_matches(given) {
+            let what = if reading { "reading" } else { "every action" };
+            return error(
+                StatusCode::UNAUTHORIZED,
+                format!("missing or wrong cluster secret ({SECRET_HEADER}): {what} needs it"),
+            );
+        }
+    }
+    next.run(request).await
+}
+
+async fn cluster_summary(State(ui): Shared) -> Json<rest::ClusterSummary> {
+    Json(rest::cluster_summary(&ui.source.cluster()))
+}
+
+async fn supervisor_summary(State(ui): Shared) -> Json<rest::SupervisorSummary> {
+    Json(rest::supervisor_summary(&ui.source.cluster()))
+}
+
+async fn topology_summary(State(ui): Shared) -> Json<rest::TopologySummary> {
+    Json(rest::topology_summary(&ui.source.cluster()))
+}
+
+fn no_topology(name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no topology named `{name}`"))
+}
+
+async fn topology(State(ui): Shared, Path(name): Path<String>) -> Response {
+    match ui.source.topology(&name) {
+        Some(t) => Json(rest::topology_page(&t)).into_response(),
+        None => no_topology(&name),
+    }
+}
+
+async fn component(State(ui): Shared, Path((name, id)): Path<(String, String)>) -> Response {
+    let Some(t) = ui.source.topology(&name) else { return no_topology(&name) };
+    match rest::component_page(&t, &id) {
+        Some(page) => Json(page).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("topology `{name}` has no component `{id}`")),
+    }
+}
+
+async fn errors(State(ui): Shared, Path(name): Path<String>) -> Response {
+    match ui.source.topology(&name) {
+        Some(t) => Json(rest::topology_errors(&t)).into_response(),
+        None => no_topology(&name),
+    }
+}
+
+fn act(ui: &Ui, name: &str, action: Action) -> Response {
+    let operation = action.name();
+    match ui.source.act(name, action) {
+        Ok(()) => Json(rest::ActionReply {
+            topology_operation: operation.into(),
+            topology_id: name.into(),
+            status: "success".into(),
+        })
+        .into_response(),
+        Err(ActionError { status, message }) => {
+            error(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message)
+        }
+    }
+}
+
+async fn activate(State(ui): Shared, Path(name): Path<String>) -> Response {
+    act(&ui, &name, Action::Activate)
+}
+
+async fn deactivate(State(ui): Shared, Path(name): Path<String>) -> Response {
+    act(&ui, &name, Action::Deactivate)
+}
+
+/// A kill's body (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillBody {
+    #[serde(alias = "wait")]
+    wait_secs: Option<u64>,
+}
+
+/// A rebalance's body (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebalanceBody {
+    workers: Option<usize>,
+    #[serde(default)]
+    parallelism: BTreeMap<String, usize>,
+    #[serde(alias = "wait")]
+    wait_secs: Option<u64>,
+}
+
+/// Parses a JSON body; an empty one reads as `{}`.
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, String> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| format!("bad request body: {e}"))
+}
+
+async fn kill(State(ui): Shared, Path(name): Path<String>, body: Bytes) -> Response {
+    match parse::<KillBody>(&body) {
+        Ok(b) => act(&ui, &name, Action::Kill { wait_secs: b.wait_secs }),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn kill_after(State(ui): Shared, Path((name, wait)): Path<(String, u64)>) -> Response {
+    act(&ui, &name, Action::Kill { wait_secs: Some(wait) })
+}
+
+async fn rebalance(State(ui): Shared, Path(name): Path<String>, body: Bytes) -> Response {
+    match parse::<RebalanceBody>(&body) {
+        Ok(b) => act(
+            &ui,
+            &name,
+            Action::Rebalance { workers: b.workers, parallelism: b.parallelism, wait_secs: b.wait_secs },
+        ),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn rebalance_after(
+    State(ui): Shared,
+    Path((name, wait)): Path<(String, u64)>,
+    body: Bytes,
+) -> Response {
+    match parse::<RebalanceBody>(&body) {
+        Ok(b) => act(
+            &ui,
+            &name,
+            Action::Rebalance { workers: b.workers, parallelism: b.parallelism, wait_secs: Some(wait) },
+        ),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MetricsQuery {
+    #[serde(default)]
+    per_task: bool,
+}
+
+async fn metrics(State(ui): Shared, Query(q): Query<MetricsQuery>) -> Response {
+    let text = prom::render(&ui.source.cluster(), q.per_task);
+    ([(header::CONTENT_TYPE, prom::CONTENT_TYPE)], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::LocalSource;
+    use squall_engine::executor::Control;
+    use squall_engine::metrics::TopologyMetrics;
+    use squall_engine::plan::Plan;
+    use squall_engine::topology::{ComponentDef, GroupingDef, Settings, TopologyDef};
+
+    /// A UI over a local run's source (nothing running) on a real port, and a client.
+    async fn start(public_read: bool) -> (String, reqwest::Client, tokio::sync::watch::Receiver<Control>) {
+        let def = TopologyDef {
+            name: "t".into(),
+            workers: 1,
+            settings: Settings::default(),
+            spouts: vec![ComponentDef::new("s", "sequence")],
+            bolts: vec![ComponentDef::new("b", "log").input("s", GroupingDef::Shuffle)],
+        };
+        let plan = Plan::new(&def).unwrap();
+        let metrics = TopologyMetrics::new(plan.task_count());
+        let (control, watch) = tokio::sync::watch::channel(Control::Active);
+        let source = Arc::new(LocalSource::new(plan, metrics, control));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(source, UiOptions { secret: "s3cret".into(), public_read });
+        tokio::spawn(serve(listener, app, std::future::pending()));
+        (format!("http://{addr}"), reqwest::Client::new(), watch)
+    }
+
+    #[tokio::test]
+    async fn reading_needs_the_secret_unless_public_read() {
+        let (base, client, _) = start(false).await;
+        for path in ["/api/v1/cluster/summary", "/api/v1/topology/t", "/metrics"] {
+            let refused = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(refused.status(), 401, "{path}");
+            let read =
+                client.get(format!("{base}{path}")).header(SECRET_HEADER, "s3cret").send().await.unwrap();
+            assert_eq!(read.status(), 200, "{path}");
+        }
+        let (base, client, _) = start(true).await;
+        let read = client.get(format!("{base}/api/v1/topology/t")).send().await.unwrap();
+        assert_eq!(read.status(), 200);
+        let page = client.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("/ui/app.js"), "{page}");
+        let missing = client.get(format!("{base}/ui/nope.js")).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn actions_need_the_secret_even_when_reading_is_public() {
+        let (base, client, watch) = start(true).await;
+        let url = format!("{base}/api/v1/topology/t/deactivate");
+        assert_eq!(client.post(&url).send().await.unwrap().status(), 401);
+        assert_eq!(client.post(&url).header(SECRET_HEADER, "wrong").send().await.unwrap().status(), 401);
+        assert_eq!(*watch.borrow(), Control::Active);
+        let done = client.post(&url).header(SECRET_HEADER, "s3cret").send().await.unwrap();
+        assert_eq!(done.status(), 200);
+        assert_eq!(*watch.borrow(), Control::Inactive);
+        let bad = client
+            .post(format!("{base}/api/v1/topology/t/kill"))
+            .header(SECRET_HEADER, "s3cret")
+            .body("{\"wait\": \"soon\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        let huge = client
+            .post(format!("{base}/api/v1/topology/t/rebalance"))
+            .header(SECRET_HEADER, "s3cret")
+            .body(vec![b' '; MAX_BODY + 1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(huge.status(), 413);
+    }
+}
