@@ -441,8 +441,7 @@ impl WindowExecutor {
             self.late(tuple);
         }
         if let Some(started) = started {
-            self.out.counters.execute_ns += started.elapsed().as_nanos() as u64;
-            self.out.counters.execute_samples += 1;
+            self.out.counters.sample_execute(started.elapsed().as_nanos() as u64);
         }
     }
 
