@@ -225,15 +225,7 @@ impl BasicBolt for Count {
 
     async fn cleanup(&mut self) {
         if let Some(dir) = &self.report_dir {
-            let path = dir.join(format!("count-{}.json", self.task));
-            let tmp = path.with_extension("tmp");
-            let written = serde_json::to_vec(&self.counts)
-                .map_err(std::io::Error::other)
-                .and_then(|bytes| std::fs::write(&tmp, bytes))
-                .and_then(|()| std::fs::rename(&tmp, &path));
-            if let Err(e) = written {
-                tracing::error!("cannot write the counts to {}: {e}", path.display());
-            }
+            write_report(&dir.join(format!("count-{}.json", self.task)), &self.counts);
             return;
         }
         if let Ok(mut all) = self.shared.counts.lock() {
@@ -241,6 +233,19 @@ impl BasicBolt for Count {
                 *all.entry(w).or_default() += c;
             }
         }
+    }
+}
+
+/// Writes what a task gathered in a run across workers, for the benchmark's process to read
+/// once the topology is killed: the file appears whole (written aside, then renamed) or not.
+fn write_report(path: &std::path::Path, report: &impl serde::Serialize) {
+    let tmp = path.with_extension("tmp");
+    let written = serde_json::to_vec(report)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        tracing::error!("cannot write the results to {}: {e}", path.display());
     }
 }
 

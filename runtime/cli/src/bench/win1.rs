@@ -176,15 +176,7 @@ impl BasicBolt for Sink {
     async fn cleanup(&mut self) {
         if let Some(dir) = &self.report_dir {
             let report: Vec<(u64, i64, u64)> = self.counts.iter().map(|(&(k, s), &c)| (k, s, c)).collect();
-            let path = dir.join(format!("sink-{}.json", self.task));
-            let tmp = path.with_extension("tmp");
-            let written = serde_json::to_vec(&report)
-                .map_err(std::io::Error::other)
-                .and_then(|bytes| std::fs::write(&tmp, bytes))
-                .and_then(|()| std::fs::rename(&tmp, &path));
-            if let Err(e) = written {
-                tracing::error!("cannot write the window counts to {}: {e}", path.display());
-            }
+            super::write_report(&dir.join(format!("sink-{}.json", self.task)), &report);
             return;
         }
         if let Ok(mut all) = self.gathered.counts.lock() {
