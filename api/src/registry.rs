@@ -106,6 +106,8 @@ struct Entry {
     role: Role,
     /// Built as [`Component::Windowed`] or [`Component::Aggregate`].
     windowed: bool,
+    /// Built as [`Component::Aggregate`]: its windows are time windows.
+    aggregate: bool,
     factory: ComponentFactory,
     doc: Option<KindDoc>,
 }
@@ -270,7 +272,7 @@ impl Registry {
     {
         let factory: ComponentFactory =
             Arc::new(move |t| Ok(Component::Windowed(Box::new(build(config_of(t)?)?))));
-        self.insert_windowed(kind, factory)
+        self.insert_windowed(kind, false, factory)
     }
 
     /// Registers an aggregate bolt kind built from config type `C`: a windowed bolt that
@@ -285,7 +287,7 @@ impl Registry {
             let aggregate: Box<dyn DynAggregate> = Box::new(build(config_of(t)?)?);
             Ok(Component::Aggregate(aggregate))
         });
-        self.insert_windowed(kind, factory)
+        self.insert_windowed(kind, true, factory)
     }
 
     /// Registers a custom grouping kind built from config type `C`.
@@ -301,13 +303,13 @@ impl Registry {
     }
 
     fn insert(&mut self, kind: &str, role: Role, factory: ComponentFactory) -> &mut Self {
-        let entry = Entry { role, windowed: false, factory, doc: None };
+        let entry = Entry { role, windowed: false, aggregate: false, factory, doc: None };
         self.components.insert(kind.to_string(), Arc::new(entry));
         self
     }
 
-    fn insert_windowed(&mut self, kind: &str, factory: ComponentFactory) -> &mut Self {
-        let entry = Entry { role: Role::Bolt, windowed: true, factory, doc: None };
+    fn insert_windowed(&mut self, kind: &str, aggregate: bool, factory: ComponentFactory) -> &mut Self {
+        let entry = Entry { role: Role::Bolt, windowed: true, aggregate, factory, doc: None };
         self.components.insert(kind.to_string(), Arc::new(entry));
         self
     }
@@ -346,6 +348,12 @@ impl Registry {
     /// [`Registry::aggregate_bolt`]); false if it is not registered.
     pub fn is_windowed(&self, kind: &str) -> bool {
         self.components.get(kind).is_some_and(|e| e.windowed)
+    }
+
+    /// Whether `kind` is registered as an aggregate bolt ([`Registry::aggregate_bolt`]): it
+    /// keeps accumulators per key and time window, so it takes time windows only.
+    pub fn is_aggregate(&self, kind: &str) -> bool {
+        self.components.get(kind).is_some_and(|e| e.aggregate)
     }
 
     /// Registered windowed bolt kinds, sorted.

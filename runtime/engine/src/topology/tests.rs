@@ -909,9 +909,9 @@ fn windowed(kind: &str, window: &str) -> String {
     )
 }
 
-/// The window "w" of `windowed("window-count", window)` gets.
+/// The window "w" of `windowed("window-join", window)` gets.
 fn spec_of(window: &str) -> WindowSpec {
-    let def = load(&windowed("window-count", window)).expect("valid");
+    let def = load(&windowed("window-join", window)).expect("valid");
     def.component("w").and_then(|w| w.window.clone()).expect("a window")
 }
 
@@ -940,7 +940,7 @@ fn a_window_without_slide_tumbles_with_defaults() {
     assert_eq!(spec.lag, Duration::ZERO);
     assert_eq!(spec.watermark_interval, crate::window::DEFAULT_WATERMARK_INTERVAL);
     assert_eq!((spec.idle_timeout, spec.late_stream, spec.timestamp_field), (None, None, None));
-    let def = load(&windowed("window-count", "{ length = 100 }")).expect("valid");
+    let def = load(&windowed("window-join", "{ length = 100 }")).expect("valid");
     assert_eq!(def.component("e").expect("e").window, None, "only windowed bolts have one");
 }
 
@@ -1007,7 +1007,7 @@ fn reports_a_windowed_kind_without_a_window() {
 
 #[test]
 fn reports_a_window_on_a_spout() {
-    let source = windowed("window-count", "{ length = 10 }")
+    let source = windowed("window-join", "{ length = 10 }")
         .replace("kind = \"events\"\n", "kind = \"events\"\nwindow = { length = 10 }\n");
     assert_eq!(
         errors(&source),
@@ -1105,6 +1105,36 @@ fn reports_a_slide_longer_than_its_length() {
 }
 
 #[test]
+fn reports_a_count_window_on_an_aggregate_kind() {
+    for window in ["{ length = 100 }", r#"{ length = "10s", slide = 10 }"#] {
+        assert_eq!(
+            errors(&windowed("window-count", window)),
+            ["8:1: \"window-count\" aggregates each key as tuples come, per time window: give \
+              `length` (and `slide`) as durations, e.g. window = { length = \"10s\" }"],
+            "{window}"
+        );
+    }
+    load(&windowed("window-count", r#"{ length = "10s", slide = "5s" }"#)).expect("time windows");
+}
+
+#[test]
+fn reports_a_count_window_the_spouts_can_never_fill() {
+    let source = windowed("window-join", "{ length = 2500 }");
+    assert_eq!(
+        errors(&source),
+        ["8:1: a count window of `length` 2500 fires once it holds 2500 tuples, and holds them \
+          unacked, but the spouts may have only 1000 in flight (max_spout_pending = 1000 in \
+          [settings], times 1 spout task(s)): it would never fill; set max_spout_pending to at \
+          least 2500 (0: no bound)"]
+    );
+    load(&format!("{source}[settings]\nmax_spout_pending = 2500\n")).expect("room for the window");
+    load(&format!("{source}[settings]\nmax_spout_pending = 0\n")).expect("no bound");
+    load(&format!("{source}[settings]\nacking = false\n")).expect("nothing held unacked");
+    let three_spouts = source.replace("kind = \"events\"\n", "kind = \"events\"\nparallelism = 3\n");
+    load(&three_spouts).expect("three spout tasks may have 3000 in flight");
+}
+
+#[test]
 fn reports_a_time_window_longer_than_the_message_timeout() {
     let source = windowed("window-count", r#"{ length = "25s", lag = "10s" }"#);
     assert_eq!(
@@ -1121,7 +1151,9 @@ fn reports_a_time_window_longer_than_the_message_timeout() {
           message_timeout_secs = 30 in [settings]: they would time out first; shorten the window \
           or set message_timeout_secs to at least 60"]
     );
-    load(&windowed("window-count", "{ length = 1000000 }")).expect("a count window has no duration");
+    let long_count = windowed("window-join", "{ length = 1000000 }");
+    load(&format!("{long_count}[settings]\nmax_spout_pending = 0\n"))
+        .expect("a count window has no duration");
 }
 
 #[test]

@@ -6,9 +6,11 @@
 //! declare, a fields or partial_key grouping on a field the stream lacks, a direct grouping
 //! on a non-direct stream or the reverse, a custom grouping that is not registered or whose
 //! config is rejected, cycles, and windows: a `window` on a kind that is not windowed or a
-//! windowed kind without one, a `timestamp_field` some input lacks, a `late_stream` named
-//! like a stream the bolt declares, or inputs of different fields when late tuples go out
-//! (the late stream is then declared, with the inputs' fields). It learns each component's streams by building it once,
+//! windowed kind without one, a count window on an aggregate kind (its accumulators are per
+//! time window), a count window longer than the spouts may have in flight with acking on (it
+//! could never fill), a `timestamp_field` some input lacks, a `late_stream` named like a
+//! stream the bolt declares, or inputs of different fields when late tuples go out (the late
+//! stream is then declared, with the inputs' fields). It learns each component's streams by building it once,
 //! and resolves `passthrough` streams to the fields of the component's inputs, upstream
 //! first. A check that depends on something already reported as wrong is skipped, so one
 //! mistake is not reported again in other words. The returned [`TopologyDef`] is complete
@@ -23,7 +25,8 @@ use squall_api::{BoxError, Fields, Registry, Role, StreamDecl};
 
 use super::parse::{Config, FileDef, RawComponent, RawInput, RawWindow};
 use super::report::{Problems, Span};
-use super::{ComponentDef, GroupingDef, InputDef, TopologyDef};
+use super::{ComponentDef, GroupingDef, InputDef, Settings, TopologyDef};
+use crate::window::Size;
 
 /// Checks `file` against `registry` (see the module docs).
 pub(crate) fn validate(file: FileDef, registry: &Registry, p: &mut Problems) -> TopologyDef {
@@ -32,6 +35,7 @@ pub(crate) fn validate(file: FileDef, registry: &Registry, p: &mut Problems) -> 
     let mut streams: Vec<Option<Vec<StreamDecl>>> =
         components.iter().map(|c| build(c, registry, p)).collect();
     let windowed = check_window_kinds(components, registry, &mut streams, p);
+    check_count_windows(components, &windowed, &file.settings, registry, p);
     let graph = Graph::new(components, &ids, p);
     check_subscriptions(components, &graph, &streams, registry, p);
     let order = graph.check_cycles(components, p);
@@ -169,14 +173,18 @@ fn check_window_kinds<'f>(
         }
         let window = component.window.as_ref();
         match (registry.is_windowed(&kind.value), window) {
-            (true, None) => p.error(
-                &kind.span,
-                format!(
-                    "\"{}\" is a windowed bolt kind: give it a `window`, e.g. \
-                     window = {{ length = \"10s\" }} or window = {{ length = 100 }}",
-                    kind.value
-                ),
-            ),
+            (true, None) => {
+                let count =
+                    if registry.is_aggregate(&kind.value) { "" } else { " or window = { length = 100 }" };
+                p.error(
+                    &kind.span,
+                    format!(
+                        "\"{}\" is a windowed bolt kind: give it a `window`, e.g. \
+                         window = {{ length = \"10s\" }}{count}",
+                        kind.value
+                    ),
+                )
+            }
             (false, Some(window)) => {
                 let kinds: Vec<&str> = registry.windowed_kinds().collect();
                 let valid = if kinds.is_empty() {
@@ -234,6 +242,50 @@ fn free_name(declared: &[StreamDecl]) -> String {
         .map(|i| if i == 1 { "late".to_string() } else { format!("late-{i}") })
         .find(|name| declared.iter().all(|s| &s.name != name))
         .expect("some name is free")
+}
+
+/// Checks the count windows: an aggregate kind takes none (its accumulators are per time
+/// window), and with acking none may be longer than the spout tasks may have in flight in all:
+/// a window's tuples are acked only once it has fired, so it would never fill.
+fn check_count_windows(
+    components: &[RawComponent],
+    windowed: &[Option<&RawWindow>],
+    settings: &Settings,
+    registry: &Registry,
+    p: &mut Problems,
+) {
+    let spout_tasks: usize = components.iter().filter(|c| c.role == Role::Spout).map(|c| c.parallelism).sum();
+    let in_flight = settings.max_spout_pending.saturating_mul(spout_tasks);
+    for (component, window) in components.iter().zip(windowed) {
+        let (Some(window), Some(kind)) = (window, &component.kind) else { continue };
+        let Some(spec) = &window.spec else { continue };
+        let counts = [spec.length, spec.slide].iter().any(|s| matches!(s, Size::Count(_)));
+        if counts && registry.is_aggregate(&kind.value) {
+            p.error(
+                &window.key_span,
+                format!(
+                    "\"{}\" aggregates each key as tuples come, per time window: give `length` \
+                     (and `slide`) as durations, e.g. window = {{ length = \"10s\" }}",
+                    kind.value
+                ),
+            );
+            continue;
+        }
+        let Size::Count(length) = spec.length else { continue };
+        if settings.acking && settings.max_spout_pending > 0 && length as usize > in_flight {
+            let per_task = (length as usize).div_ceil(spout_tasks.max(1));
+            p.error(
+                &window.key_span,
+                format!(
+                    "a count window of `length` {length} fires once it holds {length} tuples, and \
+                     holds them unacked, but the spouts may have only {in_flight} in flight \
+                     (max_spout_pending = {} in [settings], times {spout_tasks} spout task(s)): it \
+                     would never fill; set max_spout_pending to at least {per_task} (0: no bound)",
+                    settings.max_spout_pending
+                ),
+            );
+        }
+    }
 }
 
 /// Checks that every input of a windowed bolt with event time carries its
