@@ -167,14 +167,15 @@ fn the_text_summary_shows_windows_fired_late_and_lag() {
 /// `squall local` of a count per 1 s event-time window over `count` numbers, each number its
 /// own timestamp in ms (1,000 events a window); returns its JSON summary's window figures and
 /// its peak resident memory in KiB, as sampled from /proc while it ran.
-fn count_windows_over_numbers(dir: &TempDir, count: u64) -> (squall_tests::Outcome, u64) {
+fn count_windows_over_numbers(dir: &TempDir, count: u64, acking: bool) -> (squall_tests::Outcome, u64) {
     let file = dir.topology(
-        &format!("numbers-{count}.toml"),
+        &format!("numbers-{count}-{acking}.toml"),
         &format!(
             r#"
 name = "numbers-{count}"
 
 [settings]
+acking = {acking}
 max_spout_pending = 5000
 
 [[spouts]]
@@ -207,8 +208,8 @@ inputs = [{{ from = "numbers" }}]
 #[test]
 fn the_aggregate_form_keeps_memory_flat_over_millions_of_events() {
     let dir = TempDir::new("windows-memory");
-    let (small, small_kb) = count_windows_over_numbers(&dir, 200_000);
-    let (large, large_kb) = count_windows_over_numbers(&dir, 2_000_000);
+    let (small, small_kb) = count_windows_over_numbers(&dir, 200_000, true);
+    let (large, large_kb) = count_windows_over_numbers(&dir, 2_000_000, true);
     for (out, windows) in [(&small, 200), (&large, 2_000)] {
         out.assert_success();
         let summary = out.summary();
@@ -223,4 +224,15 @@ fn the_aggregate_form_keeps_memory_flat_over_millions_of_events() {
         large_kb < small_kb + 32 * 1024,
         "peak RSS {large_kb} KiB over 2,000,000 events against {small_kb} KiB over 200,000"
     );
+}
+
+#[test]
+fn without_acking_the_aggregate_form_fires_every_window_from_accumulators_alone() {
+    let dir = TempDir::new("windows-unacked");
+    let (out, _) = count_windows_over_numbers(&dir, 100_000, false);
+    out.assert_success();
+    let summary = out.summary();
+    assert_eq!(summary.component("count").count("windows_fired"), 100, "{out}");
+    assert_eq!(summary.component("count").count("executed"), 100_000, "{out}");
+    assert_eq!(summary.component("count").count("emitted"), 100, "one result a window: {out}");
 }

@@ -555,7 +555,8 @@ impl WindowExecutor {
                         None => Vec::new(),
                     };
                     for (i, values) in results.into_iter().enumerate() {
-                        let anchors = grouped.get(groups.of(i)).unwrap_or_default();
+                        // No inputs kept (no acking): nothing to anchor to.
+                        let anchors = if grouped.is_empty() { &[][..] } else { &grouped[groups.of(i)] };
                         if let Err(e) =
                             out.emit_anchored(DEFAULT_STREAM, anchors.iter().copied(), values, None)
                         {
