@@ -396,3 +396,43 @@ fn exclamation_file_runs() {
     assert_eq!(summary.component("exclaim2").executed(), 5000, "{out}");
     assert_eq!(summary.component("exclaim2").count("tasks"), 2, "{out}");
 }
+
+#[test]
+fn the_text_summary_shows_each_components_errors_and_each_bolts_capacity() {
+    let dir = TempDir::new("local-text-summary");
+    let events = dir.write("events.jsonl", "{\"word\": \"a\"}\nnot json\n{\"word\": \"b\"}\n");
+    let file = dir.topology(
+        "errors.toml",
+        &format!(
+            r#"
+name = "errors"
+
+[[spouts]]
+id = "lines"
+kind = "file-spout"
+config = {{ path = "{}", format = "jsonl", fields = ["word"] }}
+
+[[bolts]]
+id = "shout"
+kind = "exclamation"
+inputs = [{{ from = "lines" }}]
+"#,
+            events.display()
+        ),
+    );
+    let out = local(&dir, &file.display().to_string(), &[], &[]);
+    out.assert_success();
+    let header = out.stdout.lines().next().unwrap_or_default();
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    let column =
+        |name: &str| columns.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no {name}: {out}"));
+    let row = |id: &str| -> Vec<&str> {
+        let line = out.stdout.lines().find(|l| l.split_whitespace().next() == Some(id));
+        line.unwrap_or_else(|| panic!("no row for {id}: {out}")).split_whitespace().collect()
+    };
+    assert_eq!(row("lines")[column("errors")], "1", "the malformed line is an error of the spout: {out}");
+    assert_eq!(row("lines")[column("capacity")], "-", "spouts have no capacity: {out}");
+    assert_eq!(row("shout")[column("errors")], "0", "{out}");
+    let capacity: f64 = row("shout")[column("capacity")].parse().expect("a bolt's capacity is a number");
+    assert!((0.0..=1.0).contains(&capacity), "{out}");
+}

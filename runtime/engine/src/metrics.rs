@@ -396,8 +396,18 @@ impl Snapshot {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12}",
-            "component", "kind", "tasks", "emitted", "transferred", "executed", "acked", "failed", "latency"
+            "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>7} {:>8} {:>12}",
+            "component",
+            "kind",
+            "tasks",
+            "emitted",
+            "transferred",
+            "executed",
+            "acked",
+            "failed",
+            "errors",
+            "capacity",
+            "latency"
         );
         let order: Vec<(&str, Role)> = order.into_iter().collect();
         for &(id, role) in &order {
@@ -411,10 +421,25 @@ impl Snapshot {
                 Role::Spout => "-".to_string(),
                 Role::Bolt => format!("exec {}", fmt_us(s.execute_latency_us)),
             };
+            // Storm's capacity: the share of the time the bolt's tasks spent executing.
+            let capacity = match role {
+                Role::Spout => "-".to_string(),
+                Role::Bolt => format!("{:.3}", s.capacity),
+            };
             let _ = writeln!(
                 out,
-                "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>12}",
-                id, s.kind, s.tasks, s.emitted, s.transferred, s.executed, s.acked, s.failed, latency
+                "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>7} {:>8} {:>12}",
+                id,
+                s.kind,
+                s.tasks,
+                s.emitted,
+                s.transferred,
+                s.executed,
+                s.acked,
+                s.failed,
+                s.errors,
+                capacity,
+                latency
             );
         }
         // Windowed bolts, once they have anything to show: a second, narrower table.
