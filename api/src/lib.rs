@@ -33,6 +33,7 @@ pub mod context;
 pub mod grouping;
 pub mod registry;
 pub mod spout;
+pub mod state;
 pub mod stream;
 pub mod tuple;
 pub mod value;
@@ -44,6 +45,10 @@ pub use context::TopologyContext;
 pub use grouping::CustomGrouping;
 pub use registry::{Component, ConfigKey, Emits, KeyDefault, KindDoc, NoConfig, Registry, Role};
 pub use spout::{MessageId, Spout, SpoutCollector};
+pub use state::{
+    BackendConfig, Change, Committed, DynStateful, Guarantee, KeyValueState, MemoryBackend, Participant,
+    StateBackend, StatefulBolt,
+};
 pub use stream::{EmitError, OutputDeclarer, StreamDecl, DEFAULT_STREAM};
 pub use tuple::{
     FieldError, FieldRef, Fields, StreamMeta, TaskId, Tuple, Values, SYSTEM_COMPONENT, TICK_STREAM,

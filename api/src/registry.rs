@@ -26,6 +26,7 @@ use serde::Deserialize;
 use crate::bolt::{BasicBolt, Bolt};
 use crate::grouping::CustomGrouping;
 use crate::spout::Spout;
+use crate::state::{BackendConfig, DynStateful, MemoryBackend, StateBackend, StatefulBolt, WithState};
 use crate::stream::OutputDeclarer;
 use crate::window::{DynAggregate, WindowAggregate, WindowedBolt};
 use crate::BoxError;
@@ -39,6 +40,8 @@ pub enum Component {
     Windowed(Box<dyn WindowedBolt>),
     /// A bolt that aggregates each window incrementally, per key.
     Aggregate(Box<dyn DynAggregate>),
+    /// A bolt with a checkpointed key-value state.
+    Stateful(Box<dyn DynStateful>),
 }
 
 impl Component {
@@ -46,7 +49,7 @@ impl Component {
         match self {
             Component::Spout(_) => Role::Spout,
             Component::Bolt(_) | Component::BasicBolt(_) => Role::Bolt,
-            Component::Windowed(_) | Component::Aggregate(_) => Role::Bolt,
+            Component::Windowed(_) | Component::Aggregate(_) | Component::Stateful(_) => Role::Bolt,
         }
     }
 
@@ -64,13 +67,17 @@ impl Component {
             Component::BasicBolt(b) => b.declare_outputs(&mut d),
             Component::Windowed(b) => b.declare_outputs(&mut d),
             Component::Aggregate(a) => a.declare_outputs(&mut d),
+            Component::Stateful(b) => b.declare_outputs(&mut d),
         }
         d
     }
 
     pub fn tick_interval(&self) -> Option<std::time::Duration> {
         match self {
-            Component::Spout(_) | Component::Windowed(_) | Component::Aggregate(_) => None,
+            Component::Spout(_)
+            | Component::Windowed(_)
+            | Component::Aggregate(_)
+            | Component::Stateful(_) => None,
             Component::Bolt(b) => b.tick_interval(),
             Component::BasicBolt(b) => b.tick_interval(),
         }
@@ -100,6 +107,8 @@ pub struct NoConfig {}
 
 type ComponentFactory = Arc<dyn Fn(&toml::Table) -> Result<Component, BoxError> + Send + Sync>;
 type GroupingFactory = Arc<dyn Fn(&toml::Table) -> Result<Box<dyn CustomGrouping>, BoxError> + Send + Sync>;
+type BackendFactory =
+    Arc<dyn Fn(&BackendConfig<'_>) -> Result<Arc<dyn StateBackend>, BoxError> + Send + Sync>;
 
 #[derive(Clone)]
 struct Entry {
@@ -108,6 +117,10 @@ struct Entry {
     windowed: bool,
     /// Built as [`Component::Aggregate`]: its windows are time windows.
     aggregate: bool,
+    /// Built as [`Component::Stateful`].
+    stateful: bool,
+    /// A spout that can rewind to a checkpointed position.
+    rewindable: bool,
     factory: ComponentFactory,
     doc: Option<KindDoc>,
 }
@@ -215,6 +228,7 @@ impl fmt::Display for Emits {
 pub struct Registry {
     components: BTreeMap<String, Arc<Entry>>,
     groupings: BTreeMap<String, GroupingFactory>,
+    backends: BTreeMap<String, BackendFactory>,
 }
 
 fn config_of<C: DeserializeOwned>(table: &toml::Table) -> Result<C, BoxError> {
@@ -236,6 +250,71 @@ impl Registry {
         let factory: ComponentFactory =
             Arc::new(move |t| Ok(Component::Spout(Box::new(build(config_of(t)?)?))));
         self.insert(kind, Role::Spout, factory)
+    }
+
+    /// Registers a spout kind that can rewind ([`Spout::position`], [`Spout::rewind`]): the
+    /// kinds a topology with `guarantee = "exactly_once"` may use.
+    pub fn rewindable_spout<C, S, F>(&mut self, kind: &str, build: F) -> &mut Self
+    where
+        C: DeserializeOwned,
+        S: Spout,
+        F: Fn(C) -> Result<S, BoxError> + Send + Sync + 'static,
+    {
+        self.spout(kind, build);
+        Arc::make_mut(self.components.get_mut(kind).expect("just inserted")).rewindable = true;
+        self
+    }
+
+    /// Registers a stateful bolt kind built from config type `C`.
+    pub fn stateful_bolt<C, B, F>(&mut self, kind: &str, build: F) -> &mut Self
+    where
+        C: DeserializeOwned,
+        B: StatefulBolt,
+        F: Fn(C) -> Result<B, BoxError> + Send + Sync + 'static,
+    {
+        let factory: ComponentFactory = Arc::new(move |t| {
+            let bolt: Box<dyn DynStateful> = Box::new(WithState::new(build(config_of(t)?)?));
+            Ok(Component::Stateful(bolt))
+        });
+        self.insert(kind, Role::Bolt, factory);
+        Arc::make_mut(self.components.get_mut(kind).expect("just inserted")).stateful = true;
+        self
+    }
+
+    /// Registers a state backend under `name` (`[settings] state = { backend = "name", … }`).
+    /// `memory` is always there.
+    pub fn state_backend<F>(&mut self, name: &str, build: F) -> &mut Self
+    where
+        F: Fn(&BackendConfig<'_>) -> Result<Arc<dyn StateBackend>, BoxError> + Send + Sync + 'static,
+    {
+        self.backends.insert(name.to_string(), Arc::new(build));
+        self
+    }
+
+    /// Registered state backends' names, `memory` included, sorted.
+    pub fn state_backends(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+        if !self.backends.contains_key("memory") {
+            names.push("memory");
+            names.sort_unstable();
+        }
+        names
+    }
+
+    /// Opens the state backend `name` for a topology.
+    pub fn build_state_backend(
+        &self,
+        name: &str,
+        config: &BackendConfig<'_>,
+    ) -> Result<Arc<dyn StateBackend>, BoxError> {
+        match self.backends.get(name) {
+            Some(factory) => factory(config),
+            None if name == "memory" => Ok(Arc::new(MemoryBackend::new())),
+            None => {
+                Err(format!("unknown state backend \"{name}\" (known: {})", self.state_backends().join(", "))
+                    .into())
+            }
+        }
     }
 
     /// Registers a bolt kind built from config type `C`.
@@ -303,13 +382,29 @@ impl Registry {
     }
 
     fn insert(&mut self, kind: &str, role: Role, factory: ComponentFactory) -> &mut Self {
-        let entry = Entry { role, windowed: false, aggregate: false, factory, doc: None };
+        let entry = Entry {
+            role,
+            windowed: false,
+            aggregate: false,
+            stateful: false,
+            rewindable: false,
+            factory,
+            doc: None,
+        };
         self.components.insert(kind.to_string(), Arc::new(entry));
         self
     }
 
     fn insert_windowed(&mut self, kind: &str, aggregate: bool, factory: ComponentFactory) -> &mut Self {
-        let entry = Entry { role: Role::Bolt, windowed: true, aggregate, factory, doc: None };
+        let entry = Entry {
+            role: Role::Bolt,
+            windowed: true,
+            aggregate,
+            stateful: false,
+            rewindable: false,
+            factory,
+            doc: None,
+        };
         self.components.insert(kind.to_string(), Arc::new(entry));
         self
     }
@@ -336,6 +431,7 @@ impl Registry {
     pub fn merge(&mut self, other: &Registry) -> &mut Self {
         self.components.extend(other.components.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.groupings.extend(other.groupings.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.backends.extend(other.backends.iter().map(|(k, v)| (k.clone(), v.clone())));
         self
     }
 
@@ -354,6 +450,16 @@ impl Registry {
     /// keeps accumulators per key and time window, so it takes time windows only.
     pub fn is_aggregate(&self, kind: &str) -> bool {
         self.components.get(kind).is_some_and(|e| e.aggregate)
+    }
+
+    /// Whether `kind` is registered as a stateful bolt ([`Registry::stateful_bolt`]).
+    pub fn is_stateful(&self, kind: &str) -> bool {
+        self.components.get(kind).is_some_and(|e| e.stateful)
+    }
+
+    /// Whether `kind` is registered as a spout that can rewind ([`Registry::rewindable_spout`]).
+    pub fn is_rewindable(&self, kind: &str) -> bool {
+        self.components.get(kind).is_some_and(|e| e.rewindable)
     }
 
     /// Registered windowed bolt kinds, sorted.

@@ -13,6 +13,7 @@
 use async_trait::async_trait;
 
 use crate::context::TopologyContext;
+use crate::state::Guarantee;
 use crate::stream::{EmitError, OutputDeclarer, DEFAULT_STREAM};
 use crate::tuple::{TaskId, Values};
 use crate::value::Value;
@@ -116,5 +117,20 @@ pub trait Spout: Send + 'static {
     /// a window that already passed its time treats it as late. By default, [`Self::is_finished`].
     fn is_exhausted(&self) -> bool {
         self.is_finished()
+    }
+
+    /// For checkpoints: where to start again so that everything not yet in the checkpoint
+    /// being taken is emitted again. With [`Guarantee::ExactlyOnce`], everything emitted so
+    /// far is in it (the position is past the last emitted message); with
+    /// [`Guarantee::AtLeastOnce`], only what has been acked is (the position is the first
+    /// message not acked). `None`: this spout cannot rewind (the default).
+    fn position(&self, _guarantee: Guarantee) -> Option<Value> {
+        None
+    }
+
+    /// Starts again from `position` (one [`Self::position`] returned): forgets every message
+    /// in flight or waiting to be replayed; their acks and fails are not delivered.
+    async fn rewind(&mut self, _position: &Value) -> Result<(), BoxError> {
+        Err("this spout cannot rewind".into())
     }
 }

@@ -53,6 +53,10 @@ pub struct Settings {
     pub message_timeout_secs: u64,
     /// In-flight reliable messages per spout task; 0 = unlimited; default 1000.
     pub max_spout_pending: usize,
+    /// `guarantee`: what stateful bolts promise; default at least once.
+    pub guarantee: squall_api::Guarantee,
+    /// `state`: where stateful bolts' checkpoints go and how often they are taken.
+    pub state: StateSettings,
     /// The whole `[settings]` table as written, handed to components in their context.
     pub raw: toml::Table,
 }
@@ -64,7 +68,30 @@ impl Default for Settings {
             ackers: 1,
             message_timeout_secs: 30,
             max_spout_pending: 1000,
+            guarantee: squall_api::Guarantee::AtLeastOnce,
+            state: StateSettings::default(),
             raw: toml::Table::new(),
+        }
+    }
+}
+
+/// The `[settings] state` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSettings {
+    /// `backend`: the name of a registered state backend; default "memory".
+    pub backend: String,
+    /// `checkpoint_interval_ms`; default 1000.
+    pub checkpoint_interval: std::time::Duration,
+    /// The table as written (the backend's own keys: `broker`, `url`), for its factory.
+    pub table: toml::Table,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            backend: "memory".to_string(),
+            checkpoint_interval: std::time::Duration::from_millis(1000),
+            table: toml::Table::new(),
         }
     }
 }

@@ -24,7 +24,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::report::{Problems, Span};
-use super::{GroupingDef, Settings};
+use super::{GroupingDef, Settings, StateSettings};
 use crate::window::{Size, WindowSpec, DEFAULT_WATERMARK_INTERVAL};
 
 /// A value and where it was written.
@@ -115,7 +115,11 @@ pub(crate) struct RawGrouping {
 }
 
 const TOP_KEYS: &[&str] = &["name", "workers", "settings", "spouts", "bolts"];
-const SETTINGS_KEYS: &[&str] = &["acking", "ackers", "message_timeout_secs", "max_spout_pending"];
+const SETTINGS_KEYS: &[&str] =
+    &["acking", "ackers", "message_timeout_secs", "max_spout_pending", "guarantee", "state"];
+const STATE_KEYS: &[&str] = &["backend", "checkpoint_interval_ms", "broker", "url"];
+/// The longest `checkpoint_interval_ms`: one day.
+pub const MAX_CHECKPOINT_INTERVAL_MS: usize = 24 * 3600 * 1000;
 const SPOUT_KEYS: &[&str] = &["id", "kind", "parallelism", "config", "tick_secs"];
 const BOLT_KEYS: &[&str] = &["id", "kind", "parallelism", "config", "tick_secs", "inputs", "window"];
 const WINDOW_KEYS: &[&str] =
@@ -237,15 +241,55 @@ fn settings(value: &Value, p: &mut Problems) -> Settings {
         .get("max_spout_pending")
         .and_then(|v| count("max_spout_pending", v, 0..=MAX_SPOUT_PENDING, p))
         .unwrap_or(defaults.max_spout_pending);
+    let guarantee = table.get("guarantee").and_then(|v| guarantee(v, p)).unwrap_or(defaults.guarantee);
+    let state = table.get("state").map_or(defaults.state, |v| state_settings(v, p));
     Settings {
         acking,
         ackers,
         message_timeout_secs,
         max_spout_pending,
+        guarantee,
+        state,
         // Every key is known and checked above, so a value that does not convert was
         // reported already.
         raw: to_toml_table(value).unwrap_or_default(),
     }
+}
+
+fn guarantee(value: &Value, p: &mut Problems) -> Option<squall_api::Guarantee> {
+    use squall_api::Guarantee;
+    let text = string("guarantee", value, p)?;
+    match text.value.as_str() {
+        "at_least_once" => Some(Guarantee::AtLeastOnce),
+        "exactly_once" => Some(Guarantee::ExactlyOnce),
+        other => {
+            p.error(
+                &text.span,
+                format!("unknown guarantee \"{other}\"; expected \"at_least_once\" or \"exactly_once\""),
+            );
+            None
+        }
+    }
+}
+
+fn state_settings(value: &Value, p: &mut Problems) -> StateSettings {
+    let defaults = StateSettings::default();
+    let Some(table) = table("state", value, p) else {
+        return defaults;
+    };
+    check_keys(table, STATE_KEYS, "in [settings] state", p);
+    let backend =
+        table.get("backend").and_then(|v| string("backend", v, p)).map_or(defaults.backend, |s| s.value);
+    for key in ["broker", "url"] {
+        if let Some(v) = table.get(key) {
+            string(key, v, p);
+        }
+    }
+    let checkpoint_interval = table
+        .get("checkpoint_interval_ms")
+        .and_then(|v| count("checkpoint_interval_ms", v, 1..=MAX_CHECKPOINT_INTERVAL_MS, p))
+        .map_or(defaults.checkpoint_interval, |ms| Duration::from_millis(ms as u64));
+    StateSettings { backend, checkpoint_interval, table: to_toml_table(value).unwrap_or_default() }
 }
 
 fn component(role: Role, value: &Value, settings: &Settings, p: &mut Problems) -> Option<RawComponent> {
