@@ -139,20 +139,29 @@ impl StatefulBolt for Count {
     }
 }
 
-/// Fails the `nth` tuple it gets, once; acks the rest.
+/// Fails the `nth` tuple it gets, once; acks the rest, passing them on (anchored).
 struct FailOnce {
     nth: u64,
     seen: Arc<AtomicU64>,
     done: Arc<AtomicBool>,
+    /// Drop it instead (neither ack nor fail): its tree times out.
+    drop: bool,
 }
 
 #[async_trait]
 impl Bolt for FailOnce {
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        out.declare(["word", "n"]);
+    }
+
     async fn execute(&mut self, input: Tuple, out: &mut dyn BoltCollector) -> Result<(), BoxError> {
         let seen = self.seen.fetch_add(1, SeqCst) + 1;
         if seen >= self.nth && !self.done.swap(true, SeqCst) {
-            out.fail(input);
+            if !self.drop {
+                out.fail(input);
+            }
         } else {
+            out.emit_to("default", &[&input], input.values().iter().cloned().collect(), None)?;
             out.ack(input);
         }
         Ok(())
@@ -168,11 +177,15 @@ fn registry(setup: &Setup, count: u64, fail_at: u64, pace: Duration, slow: Durat
     let mut registry = Registry::new();
     let backend = setup.backend.clone();
     let (seen, done) = (Arc::new(AtomicU64::new(0)), setup.failures.clone());
+    let (seen2, done2) = (seen.clone(), done.clone());
     registry
         .rewindable_spout("numbers", move |_: squall_api::NoConfig| Ok(Numbers::new(count, pace)))
         .stateful_bolt("count", move |_: squall_api::NoConfig| Ok(Count { slow }))
         .bolt("fail-once", move |_: squall_api::NoConfig| {
-            Ok(FailOnce { nth: fail_at, seen: seen.clone(), done: done.clone() })
+            Ok(FailOnce { nth: fail_at, seen: seen.clone(), done: done.clone(), drop: false })
+        })
+        .bolt("drop-once", move |_: squall_api::NoConfig| {
+            Ok(FailOnce { nth: fail_at, seen: seen2.clone(), done: done2.clone(), drop: true })
         })
         .state_backend("shared", move |_| Ok(Arc::new(backend.clone()) as Arc<dyn StateBackend>));
     registry
@@ -199,9 +212,29 @@ fn topology(guarantee: Guarantee, interval_ms: u64) -> TopologyDef {
                 .stateful()
                 .input("numbers", GroupingDef::Fields(vec!["word".into()]))
                 .emits(["word", "count"]),
-            ComponentDef::new("sink", "fail-once").parallelism(1).input("count", GroupingDef::Shuffle),
+            ComponentDef::new("sink", "fail-once")
+                .parallelism(1)
+                .input("count", GroupingDef::Shuffle)
+                .emits(["word", "n"]),
         ],
     }
+}
+
+/// numbers → fail-once → count: the failure comes before the state.
+fn failing_first(guarantee: Guarantee, interval_ms: u64) -> TopologyDef {
+    let mut def = topology(guarantee, interval_ms);
+    def.bolts = vec![
+        ComponentDef::new("gate", "fail-once")
+            .parallelism(2)
+            .input("numbers", GroupingDef::Shuffle)
+            .emits(["word", "n"]),
+        ComponentDef::new("count", "count")
+            .parallelism(2)
+            .stateful()
+            .input("gate", GroupingDef::Fields(vec!["word".into()]))
+            .emits(["word", "count"]),
+    ];
+    def
 }
 
 async fn run(def: &TopologyDef, registry: &Registry, duration: Option<Duration>) -> RunResult {
@@ -255,6 +288,30 @@ async fn exactly_once_counts_every_record_once_though_a_tree_failed() {
     let registry = registry(&setup, 6_000, 3_000, Duration::from_micros(200), Duration::ZERO);
     run(&topology(Guarantee::ExactlyOnce, 50), &registry, None).await;
     assert!(setup.failures.load(SeqCst), "the sink failed a tree");
+    assert_eq!(committed_counts(&setup.backend).await, true_counts(6_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_counts_every_record_once_though_a_tree_failed_before_the_state() {
+    let setup = Setup { backend: MemoryBackend::new(), failures: Arc::new(AtomicBool::new(false)) };
+    // The failed record never reached the state: no commit may cover it, or it is lost.
+    let registry = registry(&setup, 6_000, 3_000, Duration::from_micros(200), Duration::ZERO);
+    run(&failing_first(Guarantee::ExactlyOnce, 20), &registry, None).await;
+    assert!(setup.failures.load(SeqCst), "the gate failed a tree");
+    assert_eq!(committed_counts(&setup.backend).await, true_counts(6_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_never_commits_past_a_record_whose_tree_is_still_open() {
+    let setup = Setup { backend: MemoryBackend::new(), failures: Arc::new(AtomicBool::new(false)) };
+    // The gate drops one record: its tree stays open until the 2 s timeout, while many
+    // checkpoints are due. None may commit a position past it.
+    let registry = registry(&setup, 6_000, 2_000, Duration::from_micros(300), Duration::ZERO);
+    let mut def = failing_first(Guarantee::ExactlyOnce, 20);
+    def.bolts[0].kind = "drop-once".into();
+    def.settings.message_timeout_secs = 2;
+    run(&def, &registry, None).await;
+    assert!(setup.failures.load(SeqCst), "the gate dropped a record");
     assert_eq!(committed_counts(&setup.backend).await, true_counts(6_000));
 }
 

@@ -1,5 +1,6 @@
 //! The spout executor. See the module docs of `executor` for its contract.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -49,6 +50,18 @@ pub struct SpoutCheckpoint {
     pub tasks: usize,
     /// The next checkpoint id this task may send.
     pub next: u64,
+    /// Exactly once: barriers sent whose report waits until every tree emitted before them
+    /// completed (a commit must not cover a record whose tree may still fail), oldest first.
+    waiting: VecDeque<Waiting>,
+}
+
+/// A barrier's report, held back (see [`SpoutCheckpoint`]).
+struct Waiting {
+    saved: Envelope,
+    /// When the barrier went out: trees emitted at or before it count.
+    at: Instant,
+    /// Trees emitted before it still in flight.
+    remaining: usize,
 }
 
 impl SpoutCheckpoint {
@@ -66,6 +79,7 @@ impl SpoutCheckpoint {
             index: c.tasks.iter().position(|&t| t == task).unwrap_or(0),
             tasks: c.tasks.len(),
             next: 0,
+            waiting: VecDeque::new(),
         }
     }
 }
@@ -190,7 +204,7 @@ impl SpoutExecutor {
                         last_expire = now;
                         self.expire(&mut pending, now).await;
                     }
-                    self.barrier(false).await;
+                    self.barrier(false, pending.len()).await;
                 }
             }
             if emitted {
@@ -209,13 +223,13 @@ impl SpoutExecutor {
                 last_expire = now;
                 self.expire(&mut pending, now).await;
             }
-            self.barrier(false).await;
+            self.barrier(false, pending.len()).await;
             let stopping = state == Control::Stop || !control_open;
             if !ended && (stopping || self.spout.is_exhausted()) {
                 // It emits no more: downstream windows may fire what they hold, and what
                 // stateful bolts hold is checkpointed.
                 ended = true;
-                self.barrier(true).await;
+                self.barrier(true, pending.len()).await;
                 self.out.end_of_stream();
                 self.out.flush_all().await;
             }
@@ -240,7 +254,7 @@ impl SpoutExecutor {
         }
         self.spout.close().await;
         if !ended {
-            self.barrier(true).await;
+            self.barrier(true, pending.len()).await;
             self.out.end_of_stream();
         }
         self.out.flush_all().await;
@@ -284,6 +298,10 @@ impl SpoutExecutor {
             let Some((msg_id, emitted)) = pending.remove(o.root) else {
                 continue;
             };
+            // A failed tree never settles a barrier: exactly once, it restarts the topology.
+            if o.acked && self.checkpoint.is_some() {
+                self.settled(emitted).await;
+            }
             if o.acked {
                 let us = now.saturating_duration_since(emitted).as_micros() as u64;
                 let _ = histogram.record(us.max(1));
@@ -344,9 +362,23 @@ impl SpoutExecutor {
             .map_err(|e| self.fail(format!("cannot rewind to checkpoint {}: {e}", committed.id)))
     }
 
+    /// A tree emitted at `emitted` completed: reports the barriers that waited only for it.
+    async fn settled(&mut self, emitted: Instant) {
+        let Some(c) = &mut self.checkpoint else { return };
+        for w in c.waiting.iter_mut().filter(|w| emitted <= w.at) {
+            w.remaining = w.remaining.saturating_sub(1);
+        }
+        while c.waiting.front().is_some_and(|w| w.remaining == 0) {
+            let saved = c.waiting.pop_front().expect("checked above").saved;
+            if let Some(coordinator) = &c.coordinator {
+                let _ = coordinator.send(vec![saved]).await;
+            }
+        }
+    }
+
     /// Sends a barrier downstream and reports its position if a checkpoint is due (`last`:
-    /// this task's last one, due or not).
-    async fn barrier(&mut self, last: bool) {
+    /// this task's last one, due or not); `in_flight` trees were emitted before it.
+    async fn barrier(&mut self, last: bool, in_flight: usize) {
         let Some(c) = &mut self.checkpoint else { return };
         let due = c.checkpointing.due(SystemTime::now());
         if due < c.next && !last {
@@ -357,8 +389,11 @@ impl SpoutExecutor {
         let position = self.spout.position(c.checkpointing.guarantee).unwrap_or(Value::Null);
         self.out.broadcast(&marker(BARRIER, self.out.task, id, []));
         self.out.flush_all().await;
-        if let Some(coordinator) = &c.coordinator {
-            let saved = marker(SAVED, self.out.task, id, [position, Value::Bool(last)]);
+        let saved = marker(SAVED, self.out.task, id, [position, Value::Bool(last)]);
+        let exactly_once = c.checkpointing.guarantee == Guarantee::ExactlyOnce;
+        if exactly_once && (in_flight > 0 || !c.waiting.is_empty()) {
+            c.waiting.push_back(Waiting { saved, at: Instant::now(), remaining: in_flight });
+        } else if let Some(coordinator) = &c.coordinator {
             let _ = coordinator.send(vec![saved]).await;
         }
     }
