@@ -175,7 +175,8 @@ pub fn start(
                 };
                 let checkpoint =
                     checkpointing.map(|c| BoltCheckpoint::new(plan, t, c.clone(), &links, stateful));
-                let exec = BoltExecutor::new(bolt, ctx, out, inbox, task_metrics, plan, tick, checkpoint);
+                let exec = BoltExecutor::new(bolt, ctx, out, inbox, task_metrics, plan, tick)
+                    .checkpointed(checkpoint);
                 tasks.spawn(exec.run());
             }
             (instance @ (Component::Windowed(_) | Component::Aggregate(_)), Inbox::Bolt(inbox)) => {

@@ -125,10 +125,25 @@ impl BoltExecutor {
         metrics: Arc<TaskMetrics>,
         plan: &crate::plan::Plan,
         tick: Option<Duration>,
-        checkpoint: Option<BoltCheckpoint>,
     ) -> Self {
         let ends = Ends::new(&upstream_tasks(plan, plan.task_component[out.task as usize].unwrap_or(0)));
-        BoltExecutor { bolt, ctx, out, inbox, metrics, metas: plan.stream_metas(), tick, ends, checkpoint }
+        BoltExecutor {
+            bolt,
+            ctx,
+            out,
+            inbox,
+            metrics,
+            metas: plan.stream_metas(),
+            tick,
+            ends,
+            checkpoint: None,
+        }
+    }
+
+    /// Takes part in checkpoints (a topology with stateful bolts).
+    pub fn checkpointed(mut self, checkpoint: Option<BoltCheckpoint>) -> Self {
+        self.checkpoint = checkpoint;
+        self
     }
 
     fn fail(&self, message: String) -> TaskError {
@@ -265,7 +280,7 @@ impl BoltExecutor {
             task: self.out.task,
             message: format!("cannot restore its state from {}: {e}", backend.describe()),
         })?;
-        self.metrics.state_entries.store(bolt.len() as u64, Relaxed);
+        self.metrics.state_entries.store(bolt.entries() as u64, Relaxed);
         Ok(())
     }
 
@@ -282,7 +297,7 @@ impl BoltExecutor {
             backend.prepare(&component, task, id, &c.uncommitted.all()).await.map_err(|e| {
                 task_error(format!("checkpoint {id} could not be saved in {}: {e}", backend.describe()))
             })?;
-            self.metrics.state_entries.store(bolt.len() as u64, Relaxed);
+            self.metrics.state_entries.store(bolt.entries() as u64, Relaxed);
             let saved = marker(SAVED, self.out.task, id, [Value::Null, Value::Bool(false)]);
             // A coordinator that ended (the run is ending) needs no report.
             let _ = coordinator.send(vec![saved]).await;
