@@ -26,7 +26,7 @@ parallelism = 2
 inputs = [{ from = "numbers", grouping = "shuffle" }]
 "#,
     );
-    let (mut run, addr) = local_ui(&dir, &file);
+    let (run, addr) = local_ui(&dir, &file);
     let mut shown = String::new();
     wait_for(Duration::from_secs(120), "top shows the sink executing", || {
         let out =
