@@ -69,7 +69,11 @@ fn kill_9_of_a_kafka_pipeline_redoes_a_bounded_number_of_records_whatever_the_co
     let mut first = dir.squall(["local", &endless]).timeout(DEADLINE).spawn();
     let until = Instant::now() + DEADLINE;
     while committed(&tansu) < 3 * COMMIT_EVERY {
-        assert!(Instant::now() < until, "nothing committed before the timer\n{}", first.stderr_seen().join("\n"));
+        assert!(
+            Instant::now() < until,
+            "nothing committed before the timer\n{}",
+            first.stderr_seen().join("\n")
+        );
         assert!(!first.has_exited(), "the first run ended by itself");
         std::thread::sleep(Duration::from_millis(200));
     }
