@@ -17,7 +17,8 @@
 //!   sealed segment's log file.
 //! - Only the active segment keeps its own file handle; a sealed one is opened through the
 //!   process's bounded cache of open files (`open_files.rs`), so a reader may find it closed
-//!   and reopened since its last read.
+//!   and reopened since its last read; dropping a sealed segment (its log closed, or
+//!   retention) drops its cache entry.
 //! - Offsets are consecutive within a segment, but the next segment may start above this
 //!   one's end: recovery leaves such a gap after cutting a corrupt tail (see `partition.rs`).
 //!   A sealed segment's end is therefore what its frames say (found by scanning from its last
@@ -418,6 +419,17 @@ impl Segment {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => tracing::warn!(file = %path.display(), "could not delete segment file: {e}"),
             }
+        }
+    }
+}
+
+impl Drop for Segment {
+    /// A sealed segment's file leaves the cache with it: a later segment of the same name (the
+    /// directory removed and made again while the process runs) is never read through the old
+    /// file.
+    fn drop(&mut self) {
+        if self.file.is_none() {
+            open_files::forget(&self.log_path);
         }
     }
 }
