@@ -94,7 +94,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::ClientConfig;
-use squall_api::{async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext};
+use rdkafka::Offset;
+use squall_api::{async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, Value};
 
 use crate::client::{self, off_runtime, Throttle, SETUP_TIMEOUT};
 use crate::error::Error;
@@ -376,6 +377,59 @@ impl Spout for KafkaSpout {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("kafka-spout: the last commit failed: {e}"),
             Err(e) => tracing::warn!("{e}"),
+        }
+    }
+
+    /// With `guarantee = "at_least_once"` (its own, the default): per partition of this task,
+    /// the offset to read from again: the next one to emit (exactly once) or the lowest not
+    /// yet acked (at least once). Its other guarantees cannot rewind.
+    fn position(&self, guarantee: squall_api::Guarantee) -> Option<Value> {
+        if self.config.guarantee != Guarantee::AtLeastOnce {
+            return None;
+        }
+        let state = self.state.as_ref()?;
+        let offsets = state.partitions.iter().map(|p| {
+            let offset = match guarantee {
+                squall_api::Guarantee::ExactlyOnce => p.offsets.next_offset(),
+                squall_api::Guarantee::AtLeastOnce => p.offsets.frontier(),
+            };
+            (p.number.to_string(), Value::from(offset as i64))
+        });
+        Some(Value::Map(offsets.collect()))
+    }
+
+    /// Seeks every partition of this task that `position` names back to its offset there,
+    /// forgetting what was polled, in flight or waiting for a retry. librdkafka drops what it
+    /// fetched before the seek.
+    async fn rewind(&mut self, position: &Value) -> Result<(), BoxError> {
+        let Some(state) = self.state.as_mut() else { return Err("kafka-spout: rewind before open".into()) };
+        let Value::Map(offsets) = position else {
+            return Err(format!("kafka-spout: a position is a map of partition to offset, not {position:?}").into());
+        };
+        let Some(consumer) = state.consumer.clone() else { return Err("kafka-spout: rewind after close".into()) };
+        let mut seeks = Vec::new();
+        for p in state.partitions.iter_mut() {
+            let Some(offset) = offsets.get(&p.number.to_string()).and_then(Value::as_i64) else { continue };
+            let offset = u64::try_from(offset).map_err(|_| format!("kafka-spout: offset {offset} is negative"))?;
+            seeks.push((p.number, offset));
+            p.buffered.clear();
+            p.received = offset;
+            p.offsets = PartitionOffsets::new(offset);
+            p.at_end = false;
+        }
+        let topic = state.topic.clone();
+        let seek = move || -> Result<(), String> {
+            for (partition, offset) in seeks {
+                consumer
+                    .seek(&topic, partition, Offset::Offset(offset as i64), Duration::from_secs(10))
+                    .map_err(|e| format!("cannot seek `{topic}` partition {partition} to {offset}: {e}"))?;
+            }
+            Ok(())
+        };
+        match off_runtime("kafka-spout: rewinding", SETUP_TIMEOUT, seek).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("kafka-spout: {e}").into()),
+            Err(e) => Err(e.to_string().into()),
         }
     }
 
