@@ -6,7 +6,10 @@
 //! too when per-task series are asked for): `squall_emitted_total`,
 //! `squall_transferred_total`, `squall_executed_total`, `squall_acked_total`,
 //! `squall_failed_total`, `squall_errors_total`, gauges `squall_capacity`,
-//! `squall_queue_depth`, `squall_execute_latency_mean_seconds`, `squall_tasks`, for bolts the
+//! `squall_queue_depth`, `squall_execute_latency_mean_seconds`, `squall_tasks`,
+//! `squall_busy_ratio`, `squall_idle_ratio`, `squall_backpressured_ratio` (Flink's split of
+//! the tasks' time), for stateful bolts `squall_checkpoints_total` and
+//! `squall_last_checkpoint_seconds`, for bolts the
 //! histogram `squall_execute_latency_seconds` (of the sampled tuples, one in 64), and for
 //! spouts the histogram `squall_complete_latency_seconds`. Per topology (`topology`):
 //! `squall_topology_workers`, `squall_topology_workers_reporting`,
@@ -204,6 +207,26 @@ impl Collector for Exposition {
             "squall_capacity",
             "Share of the time a task spent executing (bolts; near 1: the bottleneck).",
             per_f(&|r| (!r.spout).then_some(r.stats.capacity)),
+        )?;
+        for (name, help, share) in [
+            ("squall_busy_ratio", "Share of the tasks' time spent executing (or producing).", 0),
+            ("squall_idle_ratio", "Share of the tasks' time spent waiting for input.", 1),
+            ("squall_backpressured_ratio", "Share of the tasks' time spent waiting for room downstream.", 2),
+        ] {
+            let pick = move |r: &Row| Some([r.stats.busy, r.stats.idle, r.stats.backpressured][share]);
+            gauge(&mut e, name, help, per_f(&pick))?;
+        }
+        counter(
+            &mut e,
+            "squall_checkpoints",
+            "Checkpoints committed (stateful bolts).",
+            per(&|s| s.checkpoints),
+        )?;
+        gauge(
+            &mut e,
+            "squall_last_checkpoint_seconds",
+            "How long the last committed checkpoint took, from due to committed (stateful bolts).",
+            per_f(&|r| (r.stats.checkpoints > 0).then_some(r.stats.last_checkpoint_ms as f64 / 1000.0)),
         )?;
         gauge(
             &mut e,

@@ -116,6 +116,14 @@ pub struct SpoutEntry {
     pub errors: u64,
     pub last_error: String,
     pub last_error_time: Option<u64>,
+    /// The spout tasks' time: producing, with nothing to emit, held back by
+    /// `max_spout_pending` (0 to 1 each).
+    #[serde(default)]
+    pub busy: f64,
+    #[serde(default)]
+    pub idle: f64,
+    #[serde(default)]
+    pub backpressured: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +146,21 @@ pub struct BoltEntry {
     pub errors: u64,
     pub last_error: String,
     pub last_error_time: Option<u64>,
+    /// Flink's split of the tasks' time (0 to 1 each): executing, waiting for input, waiting
+    /// for room downstream.
+    #[serde(default)]
+    pub busy: f64,
+    #[serde(default)]
+    pub idle: f64,
+    #[serde(default)]
+    pub backpressured: f64,
+    /// Stateful bolts: checkpoints committed, the last one's duration (ms), state entries.
+    #[serde(default)]
+    pub checkpoints: u64,
+    #[serde(default)]
+    pub last_checkpoint_ms: u64,
+    #[serde(default)]
+    pub state_entries: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -399,6 +422,9 @@ fn spout_entry(c: &ComponentView, s: &ComponentStats) -> SpoutEntry {
         errors: s.errors,
         last_error,
         last_error_time,
+        busy: s.busy,
+        idle: s.idle,
+        backpressured: s.backpressured,
     }
 }
 
@@ -421,6 +447,12 @@ fn bolt_entry(c: &ComponentView, s: &ComponentStats) -> BoltEntry {
         errors: s.errors,
         last_error,
         last_error_time,
+        busy: s.busy,
+        idle: s.idle,
+        backpressured: s.backpressured,
+        checkpoints: s.checkpoints,
+        last_checkpoint_ms: s.last_checkpoint_ms,
+        state_entries: s.state_entries,
     }
 }
 
