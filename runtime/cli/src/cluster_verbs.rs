@@ -292,8 +292,13 @@ pub async fn status(config: &ConfigArg, name: &str, json: bool) -> Result<(), St
         return Ok(());
     }
     let i = &status.info;
+    let restarts = match status.worker_restarts {
+        0 => String::new(),
+        1 => ", 1 worker restart".to_string(),
+        n => format!(", {n} worker restarts"),
+    };
     println!(
-        "topology {}: {}, {} workers ({} reporting), {} tasks, up {}, assignment version {}",
+        "topology {}: {}, {} workers ({} reporting{restarts}), {} tasks, up {}, assignment version {}",
         i.name,
         i.status,
         i.workers,

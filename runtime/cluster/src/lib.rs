@@ -195,6 +195,10 @@ pub struct TopologyStatus {
     pub info: TopologyInfo,
     /// Workers of the current assignment that sent figures recently.
     pub workers_reporting: usize,
+    /// Times a worker of the current assignment started again (its figures carry on: the
+    /// totals include what it counted before).
+    #[serde(default)]
+    pub worker_restarts: u64,
     /// The components in the topology file's order (spouts, then bolts).
     #[serde(default)]
     pub order: Vec<String>,

@@ -328,6 +328,52 @@ pub struct TaskFigures {
     pub backpressured_ns: u64,
 }
 
+impl TaskFigures {
+    /// Whether these figures come from a task started again since `before` (a restarted
+    /// worker): a counter went back.
+    pub fn restarted_since(&self, before: &TaskFigures) -> bool {
+        self.emitted < before.emitted
+            || self.transferred < before.transferred
+            || self.executed < before.executed
+            || self.acked < before.acked
+            || self.failed < before.failed
+            || self.errors < before.errors
+            || self.execute_samples < before.execute_samples
+    }
+
+    /// These figures with `earlier` (what the task's previous runs counted) added: counters
+    /// and histograms summed; gauges (queue depth, lag, state entries, the last checkpoint)
+    /// are this run's; the last error is this run's, else the earlier one.
+    pub fn plus(&self, earlier: &TaskFigures) -> TaskFigures {
+        let mut out = self.clone();
+        out.emitted += earlier.emitted;
+        out.transferred += earlier.transferred;
+        out.executed += earlier.executed;
+        out.acked += earlier.acked;
+        out.failed += earlier.failed;
+        out.errors += earlier.errors;
+        out.execute_ns += earlier.execute_ns;
+        out.execute_samples += earlier.execute_samples;
+        out.complete_us.extend(earlier.complete_us.iter().copied());
+        out.windows_fired += earlier.windows_fired;
+        out.late += earlier.late;
+        out.checkpoints += earlier.checkpoints;
+        out.idle_ns += earlier.idle_ns;
+        out.backpressured_ns += earlier.backpressured_ns;
+        if out.last_error.is_none() {
+            out.last_error = earlier.last_error.clone();
+        }
+        if out.execute_buckets.is_empty() {
+            out.execute_buckets = earlier.execute_buckets.clone();
+        } else {
+            for (b, e) in out.execute_buckets.iter_mut().zip(&earlier.execute_buckets) {
+                *b += e;
+            }
+        }
+        out
+    }
+}
+
 impl TaskMetrics {
     pub fn figures(&self, task: TaskId) -> TaskFigures {
         let complete_us = match self.complete_us.lock() {
@@ -643,5 +689,24 @@ mod tests {
         )
         .render_rows([("b", Role::Bolt)]);
         assert!(table.contains("80/20/0%"), "{table}");
+    }
+
+    #[test]
+    fn a_restarted_tasks_figures_carry_what_its_earlier_runs_counted() {
+        let before = TaskFigures {
+            task: 2,
+            emitted: 100,
+            acked: 90,
+            complete_us: vec![(10, 5)],
+            last_error: Some(ErrorNote { time_ms: 1, message: "old".into() }),
+            ..Default::default()
+        };
+        let now = TaskFigures { task: 2, emitted: 7, acked: 6, queued: 3, ..Default::default() };
+        assert!(now.restarted_since(&before));
+        assert!(!now.plus(&before).restarted_since(&before), "the sum never goes back");
+        let total = now.plus(&before);
+        assert_eq!((total.emitted, total.acked, total.queued), (107, 96, 3));
+        assert_eq!(total.complete_us, vec![(10, 5)]);
+        assert_eq!(total.last_error.map(|e| e.message), Some("old".into()));
     }
 }

@@ -408,10 +408,12 @@ pub(super) async fn status(
     let now = Instant::now();
     let mut figures: HashMap<TaskId, &TaskFigures> = HashMap::new();
     let mut workers_reporting = 0;
+    let mut worker_restarts = 0;
     for beat in inner.beats(record).into_iter().flatten() {
         if reporting(beat, now) {
             workers_reporting += 1;
         }
+        worker_restarts += beat.restarts;
         figures.extend(beat.tasks.iter().map(|f| (f.task, f)));
     }
     let elapsed = running_secs(record);
@@ -431,7 +433,7 @@ pub(super) async fn status(
         .collect();
     let snapshot = Snapshot::sum(&name, components, elapsed);
     let order = record.layout.components.iter().map(|c| c.id.clone()).collect();
-    Ok(Json(TopologyStatus { info, workers_reporting, order, snapshot }))
+    Ok(Json(TopologyStatus { info, workers_reporting, worker_restarts, order, snapshot }))
 }
 
 pub(super) async fn errors(
@@ -656,9 +658,7 @@ pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiR
     };
     let count = a.workers.len();
     let key = (beat.topology, beat.version, beat.worker);
-    inner
-        .workers
-        .insert(key.clone(), WorkerBeat { addr: beat.addr, tasks: beat.tasks, last_seen: Instant::now() });
+    inner.heartbeat(key.clone(), beat.addr, beat.tasks, Instant::now());
     let (topology, version, _) = key;
     let mut key = (topology, version, 0);
     let peers = (0..count)

@@ -36,8 +36,16 @@ pub(super) struct Supervisor {
 /// A worker's latest heartbeat.
 pub(super) struct WorkerBeat {
     pub(super) addr: SocketAddr,
+    /// Its tasks' figures since the assignment started: what the worker reported, plus what
+    /// its earlier runs counted if it was restarted.
     pub(super) tasks: Vec<TaskFigures>,
+    /// What the worker itself reported last.
+    reported: Vec<TaskFigures>,
+    /// By task: what earlier runs of the worker counted.
+    carried: HashMap<squall_api::TaskId, TaskFigures>,
     pub(super) last_seen: Instant,
+    /// How often the worker was seen starting again (its counters went back).
+    pub(super) restarts: u64,
 }
 
 /// A change to the stored topologies, made durable (by the caller's `persist`) before the
@@ -113,6 +121,47 @@ impl Coordinator {
         self.topologies.remove(name);
         self.forget_stale_workers();
         Ok(())
+    }
+
+    /// Takes a worker's heartbeat: its figures replace the last ones, and a task whose
+    /// counters went back (the worker was restarted) keeps what it counted before, so a
+    /// component's totals never go back while its assignment lasts.
+    pub(super) fn heartbeat(
+        &mut self,
+        key: (String, u64, usize),
+        addr: SocketAddr,
+        reported: Vec<TaskFigures>,
+        now: Instant,
+    ) {
+        let beat = self.workers.entry(key).or_insert_with(|| WorkerBeat {
+            addr,
+            tasks: Vec::new(),
+            reported: Vec::new(),
+            carried: HashMap::new(),
+            last_seen: now,
+            restarts: 0,
+        });
+        let mut restarted = false;
+        for f in &reported {
+            if let Some(before) = beat.reported.iter().find(|b| b.task == f.task) {
+                if f.restarted_since(before) {
+                    restarted = true;
+                    let carried = beat.carried.entry(f.task).or_default();
+                    *carried = before.plus(carried);
+                }
+            }
+        }
+        beat.restarts += u64::from(restarted);
+        beat.tasks = reported
+            .iter()
+            .map(|f| match beat.carried.get(&f.task) {
+                Some(carried) => f.plus(carried),
+                None => f.clone(),
+            })
+            .collect();
+        beat.reported = reported;
+        beat.addr = addr;
+        beat.last_seen = now;
     }
 
     /// Drops worker heartbeats of topologies or versions that are gone.
@@ -424,5 +473,22 @@ mod tests {
         let err = core.remove("t", &mut |_| Err(disk_full())).unwrap_err();
         assert_eq!(err.to_string(), disk_full().to_string());
         assert!(core.topologies.contains_key("t"));
+    }
+
+    #[test]
+    fn a_restarted_workers_totals_carry_on_from_what_it_counted_before() {
+        let t0 = Instant::now();
+        let mut core = Coordinator::new(vec![record("t", 1)], TIMEOUT, t0);
+        let key = ("t".to_string(), 1, 0);
+        let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let figures = |emitted| vec![TaskFigures { task: 0, emitted, ..Default::default() }];
+        core.heartbeat(key.clone(), addr, figures(500), t0);
+        core.heartbeat(key.clone(), addr, figures(800), t0);
+        // Restarted: its own counter starts again.
+        core.heartbeat(key.clone(), addr, figures(30), t0);
+        core.heartbeat(key.clone(), addr, figures(90), t0);
+        let beat = &core.workers[&key];
+        assert_eq!(beat.tasks[0].emitted, 890, "800 before the restart, 90 since");
+        assert_eq!(beat.restarts, 1);
     }
 }
