@@ -9,6 +9,7 @@
 //! settings file with `${VAR}` substitution) and [`resources`] (a topology's `resources/` folder).
 
 pub mod acker;
+pub mod auth;
 pub mod config_file;
 pub mod executor;
 pub mod frame;
