@@ -145,9 +145,7 @@ pub fn check_acceptor(secret: &Secret, context: &[u8], a: &[u8], c: &[u8], tag: 
     proof_mac(secret, b"acceptor", context, a, c).verify_slice(tag).is_ok()
 }
 
-async fn within<T>(
-    step: impl std::future::Future<Output = Result<T, AuthError>>,
-) -> Result<T, AuthError> {
+async fn within<T>(step: impl std::future::Future<Output = Result<T, AuthError>>) -> Result<T, AuthError> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, step).await.unwrap_or(Err(AuthError::Timeout))
 }
 
@@ -290,7 +288,14 @@ pub enum HttpAuthError {
 }
 
 impl HttpSignature {
-    fn mac(secret: &Secret, method: &str, path: &str, timestamp: u64, nonce: &[u8], body: &[u8]) -> HmacSha256 {
+    fn mac(
+        secret: &Secret,
+        method: &str,
+        path: &str,
+        timestamp: u64,
+        nonce: &[u8],
+        body: &[u8],
+    ) -> HmacSha256 {
         let mut mac = secret.mac();
         mac.update(b"squall-http-v1\n");
         for part in [method.as_bytes(), path.as_bytes(), timestamp.to_string().as_bytes()] {
@@ -311,12 +316,18 @@ impl HttpSignature {
         timestamp: u64,
         nonce: [u8; REQUEST_NONCE_LEN],
     ) -> HttpSignature {
-        let tag = Self::mac(secret, method, path, timestamp, &nonce, &body_sha256).finalize().into_bytes().into();
+        let tag =
+            Self::mac(secret, method, path, timestamp, &nonce, &body_sha256).finalize().into_bytes().into();
         HttpSignature { timestamp, nonce, body_sha256, tag }
     }
 
     /// Signs a request made now with a fresh nonce: the value of [`SIGNATURE_HEADER`].
-    pub fn header(secret: &Secret, method: &str, path: &str, body_sha256: [u8; 32]) -> Result<String, AuthError> {
+    pub fn header(
+        secret: &Secret,
+        method: &str,
+        path: &str,
+        body_sha256: [u8; 32],
+    ) -> Result<String, AuthError> {
         Ok(Self::sign_with(secret, method, path, body_sha256, unix_now(), random()?).to_string())
     }
 
