@@ -269,11 +269,18 @@ fn requests_without_the_secret_are_refused() {
 fn log_pipeline_across_workers_loses_nothing_when_a_worker_is_killed() {
     let _serial = serial();
     let dir = TempDir::new("cluster-log");
-    let broker = BrokerServer::start(&dir, &dir.join("broker-data"));
+    // The broker, its workers' clients and the CLI share the cluster's secret.
+    let data = dir.join("broker-data").display().to_string();
+    let broker = BrokerServer::spawn(
+        dir.squall(["broker", "--listen", "127.0.0.1:0", "--data-dir", &data]).env("SQUALL_SECRET", SECRET),
+    );
     let addr = broker.addr().to_string();
     let records = 20_000u64;
     for topic in ["in", "out"] {
-        dir.squall(["topic", "create", topic, "--partitions", "3", "--broker", &addr]).run().assert_success();
+        dir.squall(["topic", "create", topic, "--partitions", "3", "--broker", &addr])
+            .env("SQUALL_SECRET", SECRET)
+            .run()
+            .assert_success();
     }
     dir.squall([
         "topic",
@@ -286,6 +293,7 @@ fn log_pipeline_across_workers_loses_nothing_when_a_worker_is_killed() {
         "--broker",
         &addr,
     ])
+    .env("SQUALL_SECRET", SECRET)
     .run()
     .assert_success();
     let cluster = Cluster::start(&dir, 2, 2);
@@ -324,7 +332,10 @@ config = {{ topic = "out", broker = "{addr}" }}
     );
     submit(&cluster, &file);
     let describe = |topic: &str| -> serde_json::Value {
-        let out = dir.squall(["topic", "describe", topic, "--json", "--broker", &addr]).run();
+        let out = dir
+            .squall(["topic", "describe", topic, "--json", "--broker", &addr])
+            .env("SQUALL_SECRET", SECRET)
+            .run();
         out.assert_success();
         serde_json::from_str(out.stdout.trim()).expect("describe --json prints JSON")
     };

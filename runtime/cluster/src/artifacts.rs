@@ -18,16 +18,24 @@ use tokio::io::AsyncWriteExt;
 
 /// The sha256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    squall_engine::auth::hex(&Sha256::digest(bytes))
 }
 
 /// True for 64 lowercase hex digits.
 pub fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The bytes of a sha256 given as 64 lowercase hex digits.
+pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    if !is_sha256(s) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Checks that `bytes` hash to `sha256`.
@@ -177,7 +185,7 @@ impl ArtifactWriter<'_> {
     /// Checks the hash of what was written, makes it durable (and executable if the store
     /// is for executables) and puts it in place.
     pub async fn finish(mut self) -> Result<(), ArtifactError> {
-        let got = hex(&std::mem::take(&mut self.hasher).finalize());
+        let got = squall_engine::auth::hex(&std::mem::take(&mut self.hasher).finalize());
         if got != self.sha256 {
             return Err(ArtifactError::Mismatch { expected: self.sha256.clone(), got, len: self.len });
         }

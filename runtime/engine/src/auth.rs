@@ -62,6 +62,40 @@ pub const MAX_REMEMBERED: usize = 1 << 18;
 /// The bytes of a request nonce.
 pub const REQUEST_NONCE_LEN: usize = 16;
 
+/// The secret every component takes when none is configured: good on one machine only.
+pub const DEFAULT_SECRET: &str = "change-me";
+
+/// Whether `host` (an address, `host:port`, `[v6]:port` or a name) is loopback only:
+/// `127.0.0.0/8`, `::1` or `localhost`. An unspecified address (`0.0.0.0`) is not.
+pub fn is_loopback(host: &str) -> bool {
+    use std::net::{IpAddr, SocketAddr};
+    if let Ok(addr) = host.parse::<SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return ip.is_loopback();
+    }
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What a server that listens on `listen` with `secret` must do about the default secret:
+/// nothing (`Ok(None)`), warn (`Ok(Some(line))`, on loopback) or refuse to start (`Err(line)`,
+/// off loopback: anyone who can reach it would know the secret). `who` names the server.
+pub fn check_default_secret(secret: &str, who: &str, listen: &str) -> Result<Option<String>, String> {
+    if secret != DEFAULT_SECRET {
+        return Ok(None);
+    }
+    if is_loopback(listen) {
+        return Ok(Some(format!(
+            "{who}: warning: [cluster] secret is the default `{DEFAULT_SECRET}`: fine on loopback ({listen}), set it (or SQUALL_SECRET) before listening elsewhere"
+        )));
+    }
+    Err(format!(
+        "{who}: refusing to listen on {listen} with the default [cluster] secret `{DEFAULT_SECRET}`: set [cluster] secret in the cluster file (or SQUALL_SECRET), or listen on loopback only"
+    ))
+}
+
 /// The cluster secret, as an HMAC key. Its `Debug` never shows it.
 #[derive(Clone)]
 pub struct Secret(Arc<[u8]>);
@@ -441,6 +475,24 @@ mod tests {
         let q = acceptor_proof(&secret(), WORKER, &a, &c);
         assert!(check_acceptor(&secret(), WORKER, &a, &c, &q));
         assert_ne!(p, q);
+    }
+
+    #[test]
+    fn the_default_secret_is_refused_off_loopback_and_warned_on_it() {
+        for listen in
+            ["127.0.0.1:6627", "127.0.0.1:0", "[::1]:1", "localhost:80", "localhost", "::1", "127.0.0.2"]
+        {
+            assert!(is_loopback(listen), "{listen}");
+            let warning = check_default_secret(DEFAULT_SECRET, "nimbus", listen).unwrap().unwrap();
+            assert!(warning.contains("warning") && warning.contains("[cluster] secret"), "{warning}");
+        }
+        for listen in ["0.0.0.0:6627", "10.0.0.1:1", "[::]:1", "example.com:1", "::", "host"] {
+            assert!(!is_loopback(listen), "{listen}");
+            let error = check_default_secret(DEFAULT_SECRET, "nimbus", listen).unwrap_err();
+            assert!(error.contains("[cluster] secret") && error.contains("SQUALL_SECRET"), "{error}");
+            assert!(!error.contains('\n'));
+            assert_eq!(check_default_secret("s3cret", "nimbus", listen), Ok(None));
+        }
     }
 
     #[test]

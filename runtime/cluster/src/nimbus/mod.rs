@@ -3,8 +3,11 @@
 //! Contract: [`run`] binds `[cluster] nimbus` (port 0: any free port), prints one line
 //! `nimbus listening on <addr>` to stderr, and serves the HTTP API of [`crate`]
 //! until SIGINT or SIGTERM; [`serve`] does the same on a given listener until a given future
-//! ends (for in-process use). Every request must carry `[cluster] secret` in
-//! [`SECRET_HEADER`] (compared in constant time), else 401. Errors are one-line JSON
+//! ends (for in-process use). Every request must be signed with `[cluster] secret` as
+//! [`squall_engine::auth`] says (the secret itself never travels): a missing, wrong, stale
+//! (clock skew over [`squall_engine::auth::MAX_SKEW`]) or replayed signature, or a body that
+//! is not the one signed, is refused with 401 and a one-line reason; so is the secret in
+//! clear in [`SECRET_HEADER`], as older clients sent it. Errors are one-line JSON
 //! `{"error": …}`: 400 for a bad request, 401, 404 for an unknown topology or artifact, 409
 //! for a state conflict, 413 for an artifact over [`MAX_ARTIFACT_BYTES`], 500 if the state
 //! directory cannot be written. [`run`] also binds `[ui] listen`, prints `ui listening on
@@ -59,7 +62,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use squall_api::{Role, TaskId};
 use tokio::net::TcpListener;
 
@@ -190,8 +192,10 @@ async fn serve_nimbus(
 }
 
 struct Nimbus {
-    /// sha256 of the secret: compared digest to digest, in constant time.
-    secret: [u8; 32],
+    /// What requests are signed with.
+    secret: squall_engine::auth::Secret,
+    /// The nonces of the signed requests within the allowed skew.
+    replays: Mutex<squall_engine::auth::ReplayGuard>,
     state: Arc<StateDir>,
     inner: Mutex<Inner>,
     /// What the UI alone needs (worker restarts).
@@ -271,7 +275,8 @@ impl Nimbus {
         let timeout = Duration::from_secs(config.nimbus.supervisor_timeout_secs.max(1));
         let inner = Inner { state: state.clone(), core: Coordinator::new(records, timeout, Instant::now()) };
         Ok(Arc::new(Nimbus {
-            secret: Sha256::digest(config.cluster.secret.as_bytes()).into(),
+            secret: squall_engine::auth::Secret::new(&config.cluster.secret),
+            replays: Mutex::default(),
             state,
             inner: Mutex::new(inner),
             observed: observe::Observed::default(),
@@ -280,10 +285,5 @@ impl Nimbus {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn secret_matches(&self, given: &[u8]) -> bool {
-        let given: [u8; 32] = Sha256::digest(given).into();
-        given.iter().zip(self.secret.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }
