@@ -1,6 +1,8 @@
 //! Nimbus: the cluster's coordinator (`squall nimbus`).
 //!
-//! Contract: [`run`] binds `[cluster] nimbus` (port 0: any free port), prints one line
+//! Contract: [`run`] refuses to start with the default secret `change-me` unless both
+//! `[cluster] nimbus` and `[ui] listen` are loopback addresses (and warns on loopback); it
+//! binds `[cluster] nimbus` (port 0: any free port), prints one line
 //! `nimbus listening on <addr>` to stderr, and serves the HTTP API of [`crate`]
 //! until SIGINT or SIGTERM; [`serve`] does the same on a given listener until a given future
 //! ends (for in-process use). Every request must be signed with `[cluster] secret` as
@@ -97,6 +99,9 @@ const MAX_NAME_LEN: usize = 200;
 pub enum NimbusError {
     #[error("[cluster] secret must not be empty")]
     EmptySecret,
+    /// The default secret off loopback: the line says what to set.
+    #[error("{0}")]
+    DefaultSecret(String),
     /// The state directory cannot be opened or read.
     #[error(transparent)]
     State(#[from] StateError),
@@ -116,6 +121,14 @@ pub enum NimbusError {
 /// Runs nimbus as `squall nimbus` does (see the module docs).
 pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Off loopback, anyone who can reach nimbus (or its UI's actions) would know the default.
+    for (who, listen) in [("nimbus", &config.cluster.nimbus), ("nimbus's ui ([ui] listen)", &config.ui.listen)] {
+        match squall_engine::auth::check_default_secret(&config.cluster.secret, who, listen) {
+            Ok(Some(warning)) => eprintln!("{warning}"),
+            Ok(None) => {}
+            Err(refusal) => return Err(NimbusError::DefaultSecret(refusal)),
+        }
+    }
     let nimbus = Nimbus::open(&config)?;
     let listen = |kind, name: &'static str| {
         signal(kind).map_err(|source| NimbusError::Signal { signal: name, source })

@@ -1,6 +1,8 @@
 //! `squall supervisor`: runs the worker processes nimbus assigns to this machine's slots.
 //!
-//! Contract: [`run`] prints `supervisor <id> started with N slots, nimbus at ADDR` to stderr,
+//! Contract: [`run`] refuses to start with the default secret `change-me` unless
+//! `[supervisor] host` (where its workers listen) is loopback (and warns there); it prints
+//! `supervisor <id> started with N slots, nimbus at ADDR` to stderr,
 //! then every `heartbeat_secs` sends nimbus a [`SupervisorHeartbeat`] (its id, host, slot
 //! ports and the workers it runs with their pids); the reply lists exactly the workers it
 //! must run ([`WorkerOrder`]s), and it reconciles what runs with that list:
@@ -68,6 +70,9 @@ const LEFTOVER_WAIT: Duration = Duration::from_secs(3);
 /// fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
+    /// The default secret with workers listening off loopback: the line says what to set.
+    #[error("{0}")]
+    DefaultSecret(String),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
     /// `[supervisor] data_dir` cannot be made absolute.
@@ -105,6 +110,13 @@ pub enum SupervisorError {
 
 /// Runs the supervisor until SIGINT or SIGTERM (see the module docs).
 pub async fn run(config: ClusterConfig) -> Result<(), SupervisorError> {
+    // Its workers listen on [supervisor] host: with the default secret, loopback only.
+    let who = "supervisor (its workers listen on [supervisor] host)";
+    match squall_engine::auth::check_default_secret(&config.cluster.secret, who, &config.supervisor.host) {
+        Ok(Some(warning)) => eprintln!("{warning}"),
+        Ok(None) => {}
+        Err(refusal) => return Err(SupervisorError::DefaultSecret(refusal)),
+    }
     let listen = |kind| signal(kind).map_err(SupervisorError::Signals);
     let mut term = listen(SignalKind::terminate())?;
     let mut int = listen(SignalKind::interrupt())?;
