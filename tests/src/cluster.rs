@@ -281,7 +281,8 @@ pub fn http_get(addr: &str, path: &str, secret: Option<&str>) -> std::io::Result
 /// The header line (CRLF-terminated) that signs a GET of `path` with `secret` now.
 pub fn signed_get_header(secret: &str, path: &str) -> String {
     use squall_engine::auth::{body_sha256, HttpSignature, Secret, SIGNATURE_HEADER};
-    let signature = HttpSignature::header(&Secret::new(secret), "GET", path, body_sha256(b"")).expect("a nonce");
+    let signature =
+        HttpSignature::header(&Secret::new(secret), "GET", path, body_sha256(b"")).expect("a nonce");
     format!("{SIGNATURE_HEADER}: {signature}\r\n")
 }
 

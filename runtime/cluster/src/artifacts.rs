@@ -114,6 +114,19 @@ impl ArtifactStore {
         is_sha256(sha256) && self.path(sha256).is_file()
     }
 
+    /// Deletes the stored artifact `sha256`, if it is stored (a name that is not a sha256 is
+    /// never touched); true if it was. A running executable deleted keeps running.
+    pub fn remove(&self, sha256: &str) -> std::io::Result<bool> {
+        if !is_sha256(sha256) {
+            return Ok(false);
+        }
+        match fs::remove_file(self.path(sha256)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The size of the stored artifact `sha256`, if it is stored.
     pub fn len_of(&self, sha256: &str) -> Option<u64> {
         if !is_sha256(sha256) {

@@ -257,6 +257,12 @@ impl Inner {
             tasks: record.layout.task_count(),
             uptime_secs: state::now_ms().saturating_sub(record.submitted_ms) / 1000,
             version: record.version(),
+            drain_secs: match record.status {
+                Status::Killing | Status::Rebalancing => {
+                    record.deadline_ms.map(|d| d.saturating_sub(state::now_ms()).div_ceil(1000))
+                }
+                _ => None,
+            },
         }
     }
 

@@ -19,7 +19,8 @@
 //! Storm's nimbus semantics:
 //! - Topologies, their assignments and artifacts live in the state directory
 //!   ([`super::state`]); every change is persisted before it is answered or acted on, and a
-//!   restarted nimbus resumes from it. Supervisors and worker heartbeats are memory only.
+//!   restarted nimbus resumes from it. When a topology is removed, the artifacts (and
+//!   resources) no remaining topology refers to are deleted. Supervisors and worker heartbeats are memory only.
 //! - Submit refuses a name already present in any status (409) and an artifact not uploaded
 //!   (400); the topology is scheduled at once if slots are free (else it waits at version 0).
 //! - activate / deactivate set the status (workers learn it from their heartbeat replies).
@@ -122,7 +123,9 @@ pub enum NimbusError {
 pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
     use tokio::signal::unix::{signal, SignalKind};
     // Off loopback, anyone who can reach nimbus (or its UI's actions) would know the default.
-    for (who, listen) in [("nimbus", &config.cluster.nimbus), ("nimbus's ui ([ui] listen)", &config.ui.listen)] {
+    for (who, listen) in
+        [("nimbus", &config.cluster.nimbus), ("nimbus's ui ([ui] listen)", &config.ui.listen)]
+    {
         match squall_engine::auth::check_default_secret(&config.cluster.secret, who, listen) {
             Ok(Some(warning)) => eprintln!("{warning}"),
             Ok(None) => {}
@@ -253,14 +256,40 @@ impl Inner {
 
     /// Removes the topology `name` durably.
     fn remove(&mut self, name: &str) -> Result<(), StateError> {
+        let before = self.artifacts_in_use();
         let state = &self.state;
-        self.core.remove(name, &mut |c| persist(state, c))
+        let removed = self.core.remove(name, &mut |c| persist(state, c));
+        self.delete_artifacts_no_longer_used(before);
+        removed
     }
 
     /// A reconcile pass now (see [`Coordinator::reconcile`]).
     fn reconcile(&mut self) {
+        let (count, before) = (self.core.topologies.len(), self.artifacts_in_use());
         let state = &self.state;
         self.core.reconcile(Instant::now(), state::now_ms(), &mut |c| persist(state, c));
+        if self.core.topologies.len() < count {
+            self.delete_artifacts_no_longer_used(before);
+        }
+    }
+
+    /// The artifacts and resources the topologies refer to.
+    fn artifacts_in_use(&self) -> HashSet<String> {
+        let records = self.core.topologies.values();
+        records.flat_map(|r| [Some(&r.artifact), r.resources.as_ref()]).flatten().cloned().collect()
+    }
+
+    /// Deletes those of `before` that no topology refers to any more (several may share one).
+    /// Artifacts uploaded for a submit still to come are not in `before`, so never deleted.
+    fn delete_artifacts_no_longer_used(&self, before: HashSet<String>) {
+        let now = self.artifacts_in_use();
+        for sha256 in before.difference(&now) {
+            match self.state.artifacts().remove(sha256) {
+                Ok(true) => tracing::info!("artifact {sha256} deleted: no topology refers to it"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot delete artifact {sha256}: {e}"),
+            }
+        }
     }
 }
 

@@ -651,3 +651,28 @@ async fn kill_and_rebalance_waits_and_workers_past_their_maximum_are_refused() {
     assert_eq!(listed[0].status, Status::Active, "nothing changed");
     nimbus.stop().await;
 }
+
+#[tokio::test]
+async fn the_artifact_of_killed_topologies_is_deleted_once_no_topology_refers_to_it() {
+    let dir = TempDir::new("nimbus");
+    let nimbus = Served::start(&dir, 10).await;
+    let client = nimbus.client();
+    // Two topologies share one artifact; a third artifact is uploaded for a submit to come.
+    submit(&client, "a", 1).await;
+    let shared = submit(&client, "b", 1).await;
+    assert_eq!(shared.name, "b");
+    let sha = upload(&client).await;
+    let pending = b"#!/bin/true\n".to_vec();
+    let pending_sha = artifacts::sha256_hex(&pending);
+    client.upload_artifact(&pending_sha, pending).await.unwrap();
+    let stored = |sha: &str| dir.path().join("artifacts").join(sha).is_file();
+
+    client.kill("a", &KillRequest { wait_secs: Some(0) }).await.unwrap();
+    assert!(stored(&sha), "b still refers to it");
+    // A kill that waits: the topology is removed by a reconcile pass at its deadline.
+    client.kill("b", &KillRequest { wait_secs: Some(1) }).await.unwrap();
+    eventually("b is removed", async || client.list().await.unwrap().is_empty().then_some(())).await;
+    eventually("its artifact is deleted", async || (!stored(&sha)).then_some(())).await;
+    assert!(stored(&pending_sha), "an artifact no topology referred to yet is kept");
+    nimbus.stop().await;
+}
