@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use squall_broker::log::Log;
-use squall_tests::cluster::{alive, http_get, kill9, numbers_in, Cluster, SECRET};
+use squall_tests::cluster::{
+    alive, http_get, http_get_raw, kill9, numbers_in, signed_get_header, Cluster, SECRET,
+};
 use squall_tests::{BrokerServer, TempDir};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -272,7 +274,7 @@ fn a_nimbus_restart_keeps_the_topology_listed_and_running() {
 }
 
 #[test]
-fn requests_without_the_secret_are_refused() {
+fn requests_not_signed_with_the_secret_or_replayed_are_refused() {
     let _serial = serial();
     let dir = TempDir::new("cluster-secret");
     let cluster = Cluster::start(&dir, 1, 1);
@@ -283,6 +285,23 @@ fn requests_without_the_secret_are_refused() {
     assert_eq!(status, 401);
     let (status, _) = http_get(cluster.nimbus_addr(), "/v1/topologies", Some(SECRET)).expect("answers");
     assert_eq!(status, 200);
+    // The secret in clear, as clients before signatures sent it, is refused.
+    let clear = format!("x-squall-secret: {SECRET}\r\n");
+    let (status, body) = http_get_raw(cluster.nimbus_addr(), "/v1/topologies", &clear).expect("answers");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no longer accepted"), "{body}");
+    // A signed request sent twice: the second is a replay.
+    let signed = signed_get_header(SECRET, "/v1/topologies");
+    let (status, _) = http_get_raw(cluster.nimbus_addr(), "/v1/topologies", &signed).expect("answers");
+    assert_eq!(status, 200);
+    let (status, body) = http_get_raw(cluster.nimbus_addr(), "/v1/topologies", &signed).expect("answers");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("replayed"), "{body}");
+    // Signed for another path.
+    let (status, body) =
+        http_get_raw(cluster.nimbus_addr(), "/v1/supervisors", &signed_get_header(SECRET, "/v1/topologies"))
+            .expect("answers");
+    assert_eq!(status, 401, "{body}");
 
     let wrong = dir.write(
         "wrong.toml",
