@@ -123,14 +123,16 @@ pub enum NimbusError {
 pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
     use tokio::signal::unix::{signal, SignalKind};
     // Off loopback, anyone who can reach nimbus (or its UI's actions) would know the default.
+    let mut warnings = Vec::new();
     for (who, listen) in
         [("nimbus", &config.cluster.nimbus), ("nimbus's ui ([ui] listen)", &config.ui.listen)]
     {
-        match squall_engine::auth::check_default_secret(&config.cluster.secret, who, listen) {
-            Ok(Some(warning)) => eprintln!("{warning}"),
-            Ok(None) => {}
-            Err(refusal) => return Err(NimbusError::DefaultSecret(refusal)),
-        }
+        let checked = squall_engine::auth::check_default_secret(&config.cluster.secret, who, listen);
+        warnings.extend(checked.map_err(NimbusError::DefaultSecret)?);
+    }
+    // Refused before any warning; the same default on both addresses is one warning.
+    if let Some(warning) = warnings.first() {
+        eprintln!("{warning}");
     }
     let nimbus = Nimbus::open(&config)?;
     let listen = |kind, name: &'static str| {
