@@ -73,8 +73,14 @@ impl Client {
 
     /// A request whose body hashes to `body`, signed.
     fn signed(&self, method: Method, path: &str, body: [u8; 32]) -> RequestBuilder {
-        let request = self.http.request(method.clone(), format!("{}{path}", self.base));
-        match HttpSignature::header(&self.secret, method.as_str(), path, body) {
+        let url = format!("{}{path}", self.base);
+        // Signed as it travels (percent-encoded), which is what nimbus sees.
+        let sent = match reqwest::Url::parse(&url) {
+            Ok(u) => u.query().map_or_else(|| u.path().to_string(), |q| format!("{}?{q}", u.path())),
+            Err(_) => path.to_string(),
+        };
+        let request = self.http.request(method.clone(), url);
+        match HttpSignature::header(&self.secret, method.as_str(), &sent, body) {
             Ok(signature) => request.header(SIGNATURE_HEADER, signature),
             // Unsigned, nimbus refuses it and says why; this side logs why it is unsigned.
             Err(e) => {

@@ -189,6 +189,10 @@ async fn requests_without_the_right_signature_are_refused() {
 
     let client = nimbus.client();
     assert!(client.list().await.unwrap().is_empty());
+    // A name that travels percent-encoded is signed as it travels: nimbus reads the request.
+    let err = client.status("no such name").await.unwrap_err();
+    assert_eq!(status_of(&err), 400, "{err}");
+    assert!(err.to_string().contains("not a valid topology name"), "{err}");
     let err = error_of_unknown_path(&client).await;
     assert!(err.contains("no such endpoint"), "{err}");
     nimbus.stop().await;
