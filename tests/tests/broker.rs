@@ -383,10 +383,22 @@ fn an_unreachable_server_is_a_clear_error() {
     assert_error(&out, &format!("broker {addr}: cannot connect"));
 }
 
-/// A raw connection to the server, reading with a deadline.
+/// A raw connection to the server, reading with a deadline, past the handshake with the
+/// secret the servers of these tests have: `$SQUALL_SECRET`, else the default.
 fn raw(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connects");
+    use squall_engine::auth;
+    let mut stream = TcpStream::connect(addr).expect("connects");
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut challenge = [0u8; 40];
+    stream.read_exact(&mut challenge).expect("a challenge");
+    let c = [7u8; auth::NONCE_LEN];
+    let secret = std::env::var("SQUALL_SECRET").ok().filter(|s| !s.is_empty());
+    let secret = auth::Secret::new(secret.as_deref().unwrap_or(auth::DEFAULT_SECRET));
+    stream.write_all(&c).unwrap();
+    stream.write_all(&auth::connector_proof(&secret, auth::BROKER, &challenge[8..], &c)).unwrap();
+    let mut answer = [0u8; 1 + auth::TAG_LEN];
+    stream.read_exact(&mut answer).expect("the server's proof");
+    assert!(answer[0] == 1 && auth::check_acceptor(&secret, auth::BROKER, &challenge[8..], &c, &answer[1..]));
     stream
 }
 
@@ -624,7 +636,11 @@ listen = \"127.0.0.1:0\"
     let out = dir.squall(["broker", "--config", "missing.toml"]).timeout(DEADLINE).run();
     assert_error(&out, "cannot read missing.toml");
     // An address it cannot listen on.
-    let out = dir.squall(["broker", "--listen", "256.0.0.1:1", "--data-dir", "d"]).timeout(DEADLINE).run();
+    let out = dir
+        .squall(["broker", "--listen", "256.0.0.1:1", "--data-dir", "d"])
+        .env("SQUALL_SECRET", "not-the-default")
+        .timeout(DEADLINE)
+        .run();
     assert_error(&out, "cannot listen on 256.0.0.1:1");
 }
 
