@@ -42,7 +42,7 @@ pub fn registry() -> Registry {
         .basic_bolt("file-sink", file_sink::build)
         .aggregate_bolt("window-count", window_count::build)
         .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()))
-        .spout("log-spout", squall_broker::spout::build)
+        .rewindable_spout("log-spout", squall_broker::spout::build)
         .bolt("log-sink", squall_broker::sink::build)
         .spout("shell-spout", squall_multilang::build_spout)
         .bolt("shell-bolt", squall_multilang::build_bolt)

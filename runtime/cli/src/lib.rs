@@ -18,6 +18,8 @@ mod cluster_verbs;
 #[cfg(feature = "cluster")]
 mod errors;
 mod kinds;
+#[cfg(feature = "cluster")]
+mod top;
 mod topic;
 
 pub use squall_broker as broker;

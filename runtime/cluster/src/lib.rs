@@ -63,6 +63,14 @@ pub struct Layout {
     pub components: Vec<ComponentLayout>,
     pub ackers: usize,
     pub message_timeout_secs: u64,
+    /// Whether the topology has a checkpoint coordinator task (it has stateful bolts): the
+    /// last task.
+    #[serde(default)]
+    pub coordinator: bool,
+    /// Stateful bolts with `guarantee = "exactly_once"`: a worker that exits makes every
+    /// worker start again from the last committed checkpoint.
+    #[serde(default)]
+    pub exactly_once: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,12 +100,16 @@ impl Layout {
                 .collect(),
             ackers: if def.settings.acking { def.settings.ackers.max(1) } else { 0 },
             message_timeout_secs: def.settings.message_timeout_secs,
+            coordinator: def.checkpoints(),
+            exactly_once: def.checkpoints() && def.settings.guarantee == squall_api::Guarantee::ExactlyOnce,
         }
     }
 
     /// Every task id, in order: components' tasks, then the ackers'.
     pub fn task_count(&self) -> usize {
-        self.components.iter().map(|c| c.parallelism).sum::<usize>() + self.ackers
+        self.components.iter().map(|c| c.parallelism).sum::<usize>()
+            + self.ackers
+            + usize::from(self.coordinator)
     }
 
     /// Makes `def` what this layout says (after a rebalance changed workers or parallelism).
@@ -297,6 +309,10 @@ pub struct WorkerHeartbeat {
     pub addr: SocketAddr,
     /// The figures of every task it hosts.
     pub tasks: Vec<TaskFigures>,
+    /// A worker of an exactly-once topology started again after it exited: it runs no task,
+    /// and nimbus restarts every worker of the topology from the last committed checkpoint.
+    #[serde(default)]
+    pub restarted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -97,6 +97,8 @@ mod tests {
                 .collect(),
             ackers,
             message_timeout_secs: 30,
+            coordinator: false,
+            exactly_once: false,
         }
     }
 

@@ -45,6 +45,7 @@ use tracing::{error, info, warn};
 use super::client::{Client, ClientError};
 use super::transport::Transport;
 use super::{Assignment, WorkerControl, WorkerHeartbeat, WorkerReply};
+use squall_engine::checkpoint::Checkpointing;
 use squall_engine::executor::{Control, TaskError};
 use squall_engine::launch::{self, Running};
 use squall_engine::plan::{Plan, PlanError};
@@ -55,6 +56,9 @@ pub const SECRET_ENV: &str = "SQUALL_SECRET";
 /// Set by the supervisor to its own pid: a worker whose parent is not that pid at start is
 /// already an orphan and exits.
 pub const SUPERVISOR_PID_ENV: &str = "SQUALL_SUPERVISOR_PID";
+
+/// Set (to `1`) by the supervisor when it starts a worker again after that worker exited.
+pub const RESTARTED_ENV: &str = "SQUALL_WORKER_RESTARTED";
 /// Overrides the heartbeat period (milliseconds; benchmarks use it).
 pub const HEARTBEAT_ENV: &str = "SQUALL_WORKER_HEARTBEAT_MS";
 
@@ -122,6 +126,13 @@ impl std::fmt::Display for StopReason {
 pub enum WorkerError {
     #[error("{SECRET_ENV} is not set (a worker is started by a supervisor)")]
     NoSecret,
+    /// The state backend the topology names cannot be opened.
+    #[error("{worker}: cannot open the state backend \"{backend}\": {message}")]
+    State { worker: String, backend: String, message: String },
+    /// A tree failed with exactly-once state: the worker exits to start again from the last
+    /// committed checkpoint.
+    #[error("{worker}: a tuple tree failed with guarantee = \"exactly_once\"; exiting to restart from the last committed checkpoint")]
+    Rollback { worker: String },
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
     /// Nimbus answered the assignment request with a client error (4xx).
@@ -194,7 +205,12 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
             return Ok(());
         }
     };
+    if assignment.layout.exactly_once && std::env::var(RESTARTED_ENV).is_ok_and(|v| v == "1") {
+        return wait_for_restart(&client, &args, &name, &mut signals).await;
+    }
     let (mut plan, hosted) = prepare(&assignment, args.worker, registry)?;
+    let checkpointing = open_state(&assignment, registry)
+        .map_err(|(backend, message)| WorkerError::State { worker: name.clone(), backend, message })?;
     plan.resources = args.resources.as_deref().map(Into::into);
     let spout_tasks = hosted.iter().filter(|&&t| plan_role(&plan, t) == Some(Role::Spout)).count();
 
@@ -219,6 +235,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
         worker: args.worker,
         addr,
         tasks,
+        restarted: false,
     };
     let mut outage = Outage::default();
     match client.worker_heartbeat(&beat(Vec::new())).await {
@@ -232,7 +249,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
     }
 
     let Running { mut tasks, control, metrics } =
-        launch::start(&plan, registry, &hosted, Some(&mut transport))
+        launch::start(&plan, registry, &hosted, Some(&mut transport), checkpointing.as_ref())
             .map_err(|source| WorkerError::Start { worker: name.clone(), source })?;
     if follower.control == WorkerControl::Inactive {
         let _ = control.send(Control::Inactive);
@@ -255,6 +272,10 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
                         return Err(WorkerError::TaskFailed { worker: name, failure });
                     }
                 }
+            }
+            _ = rollback_asked(checkpointing.as_ref()) => {
+                tasks.abort_all();
+                return Err(WorkerError::Rollback { worker: name });
             }
             _ = heartbeat.tick() => {
                 if in_flight.is_none() {
@@ -349,6 +370,61 @@ async fn fetch_assignment(
 }
 
 /// The plan of `assignment` as worker `me` runs it, and the tasks it hosts.
+/// A restarted worker of an exactly-once topology: its tasks' state would be behind the
+/// others', so it runs none; it tells nimbus, which starts every worker of the topology again
+/// from the last committed checkpoint (a new assignment), and exits once nimbus says so.
+async fn wait_for_restart(
+    client: &Client,
+    args: &WorkerArgs,
+    name: &str,
+    signals: &mut Signals,
+) -> Result<(), WorkerError> {
+    warn!("{name}: restarted with exactly-once state; asking nimbus to restart the topology from its last checkpoint");
+    let beat = WorkerHeartbeat {
+        topology: args.topology.clone(),
+        version: args.version,
+        worker: args.worker,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tasks: Vec::new(),
+        restarted: true,
+    };
+    loop {
+        match client.worker_heartbeat(&beat).await {
+            Ok(reply) if reply.control == WorkerControl::Stop => return Ok(()),
+            Ok(_) => {}
+            Err(e) => warn!("{name}: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(heartbeat_every()) => {}
+            _ = signals.recv() => return Ok(()),
+        }
+    }
+}
+
+/// Resolves when a tree fails with exactly-once state (never otherwise).
+async fn rollback_asked(checkpointing: Option<&Checkpointing>) {
+    match checkpointing {
+        Some(c) if c.guarantee == squall_api::Guarantee::ExactlyOnce => c.restart.notified().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// The state backend of an assignment's topology, if it has stateful bolts.
+fn open_state(
+    assignment: &Assignment,
+    registry: &Registry,
+) -> Result<Option<Checkpointing>, (String, String)> {
+    let file = format!("{} (from nimbus)", assignment.topology);
+    match topology::load_str(&file, &assignment.text, &|_| None, registry) {
+        Ok(mut def) => {
+            assignment.layout.apply(&mut def);
+            Checkpointing::open(&def, registry)
+        }
+        // `prepare` reported it already.
+        Err(_) => Ok(None),
+    }
+}
+
 fn prepare(
     assignment: &Assignment,
     me: usize,
@@ -750,7 +826,7 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         .await
         .unwrap();
         let Running { tasks, control, metrics } =
-            launch::start(&plan, &registry, &hosted, Some(&mut transport)).unwrap();
+            launch::start(&plan, &registry, &hosted, Some(&mut transport), None).unwrap();
         let started = Instant::now();
         while seen.load(Ordering::Relaxed) < 100 {
             assert!(started.elapsed() < Duration::from_secs(10), "the topology does not run");

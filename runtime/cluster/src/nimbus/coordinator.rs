@@ -291,6 +291,8 @@ mod tests {
             }],
             ackers: 1,
             message_timeout_secs: 30,
+            coordinator: false,
+            exactly_once: false,
         };
         TopologyRecord {
             name: name.into(),

@@ -51,6 +51,8 @@ fn layout(workers: usize) -> Layout {
         components: vec![component("numbers", "sequence", true, 2), component("sink", "file-sink", false, 3)],
         ackers: 1,
         message_timeout_secs: 30,
+        coordinator: false,
+        exactly_once: false,
     }
 }
 
@@ -100,7 +102,7 @@ async fn worker_beat_with(
     tasks: Vec<TaskFigures>,
 ) -> WorkerReply {
     let addr: SocketAddr = format!("127.0.0.1:{}", 7000 + worker).parse().unwrap();
-    let beat = WorkerHeartbeat { topology: topology.into(), version, worker, addr, tasks };
+    let beat = WorkerHeartbeat { topology: topology.into(), version, worker, addr, tasks, restarted: false };
     client.worker_heartbeat(&beat).await.unwrap()
 }
 
