@@ -272,13 +272,26 @@ pub fn kill9(pid: u32) {
 }
 
 /// A plain HTTP/1.1 GET (no client library: the tests check what nimbus does with raw
-/// requests too). Returns (status, body).
+/// requests too), signed with `secret` if given. Returns (status, body).
 pub fn http_get(addr: &str, path: &str, secret: Option<&str>) -> std::io::Result<(u16, String)> {
+    let header = secret.map(|s| signed_get_header(s, path)).unwrap_or_default();
+    http_get_raw(addr, path, &header)
+}
+
+/// The header line (CRLF-terminated) that signs a GET of `path` with `secret` now.
+pub fn signed_get_header(secret: &str, path: &str) -> String {
+    use squall_engine::auth::{body_sha256, HttpSignature, Secret, SIGNATURE_HEADER};
+    let signature =
+        HttpSignature::header(&Secret::new(secret), "GET", path, body_sha256(b"")).expect("a nonce");
+    format!("{SIGNATURE_HEADER}: {signature}\r\n")
+}
+
+/// A plain HTTP/1.1 GET with `headers` (each line CRLF-terminated) as given.
+pub fn http_get_raw(addr: &str, path: &str, headers: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let header = secret.map(|s| format!("x-squall-secret: {s}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{header}connection: close\r\n\r\n")?;
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}connection: close\r\n\r\n")?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
     let status = reply.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);

@@ -383,10 +383,22 @@ fn an_unreachable_server_is_a_clear_error() {
     assert_error(&out, &format!("broker {addr}: cannot connect"));
 }
 
-/// A raw connection to the server, reading with a deadline.
+/// A raw connection to the server, reading with a deadline, past the handshake with the
+/// secret the servers of these tests have: `$SQUALL_SECRET`, else the default.
 fn raw(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connects");
+    use squall_engine::auth;
+    let mut stream = TcpStream::connect(addr).expect("connects");
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut challenge = [0u8; 40];
+    stream.read_exact(&mut challenge).expect("a challenge");
+    let c = [7u8; auth::NONCE_LEN];
+    let secret = std::env::var("SQUALL_SECRET").ok().filter(|s| !s.is_empty());
+    let secret = auth::Secret::new(secret.as_deref().unwrap_or(auth::DEFAULT_SECRET));
+    stream.write_all(&c).unwrap();
+    stream.write_all(&auth::connector_proof(&secret, auth::BROKER, &challenge[8..], &c)).unwrap();
+    let mut answer = [0u8; 1 + auth::TAG_LEN];
+    stream.read_exact(&mut answer).expect("the server's proof");
+    assert!(answer[0] == 1 && auth::check_acceptor(&secret, auth::BROKER, &challenge[8..], &c, &answer[1..]));
     stream
 }
 
@@ -624,6 +636,64 @@ listen = \"127.0.0.1:0\"
     let out = dir.squall(["broker", "--config", "missing.toml"]).timeout(DEADLINE).run();
     assert_error(&out, "cannot read missing.toml");
     // An address it cannot listen on.
-    let out = dir.squall(["broker", "--listen", "256.0.0.1:1", "--data-dir", "d"]).timeout(DEADLINE).run();
+    let out = dir
+        .squall(["broker", "--listen", "256.0.0.1:1", "--data-dir", "d"])
+        .env("SQUALL_SECRET", "not-the-default")
+        .timeout(DEADLINE)
+        .run();
     assert_error(&out, "cannot listen on 256.0.0.1:1");
+}
+
+#[test]
+fn a_client_without_the_secret_stores_nothing_in_and_reads_nothing_from_a_broker_server() {
+    const SECRET: &str = "broker-e2e-secret";
+    let dir = TempDir::new("broker-auth");
+    let data = dir.join("data").display().to_string();
+    let server = BrokerServer::spawn(
+        dir.squall(["broker", "--listen", "127.0.0.1:0", "--data-dir", &data])
+            .env_remove("SQUALL_DATA_DIR")
+            .env("SQUALL_SECRET", SECRET),
+    );
+    let addr = server.addr().to_string();
+    let cli = |args: &[&str], secret: &str| {
+        let mut all = vec!["topic"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--broker", &addr]);
+        dir.squall(all).env("SQUALL_SECRET", secret).timeout(DEADLINE)
+    };
+    cli(&["create", "t", "--partitions", "1"], SECRET).run().assert_success();
+    cli(&["produce", "t"], SECRET).stdin("private-1\nprivate-2\nprivate-3\n").run().assert_success();
+
+    // A stranger speaking the protocol without the handshake: a produce and a fetch.
+    let record = NewRecord { key: None, value: bytes::Bytes::from_static(b"intruder"), timestamp: None };
+    let produce = Op::Produce { topic: "t".into(), partition: 0, records: vec![record] };
+    let fetch = Op::Fetch { topic: "t".into(), partition: 0, offset: 0, max_bytes: 1 << 20, wait_ms: 0 };
+    let mut requests = frame::encode(&Request { id: 1, op: produce }, MAX_FRAME).unwrap();
+    requests.extend(frame::encode(&Request { id: 2, op: fetch }, MAX_FRAME).unwrap());
+    let mut stranger = TcpStream::connect(&addr).unwrap();
+    stranger.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = stranger.write_all(&requests);
+    let mut seen = Vec::new();
+    let _ = stranger.read_to_end(&mut seen);
+    assert!(
+        seen.starts_with(b"SQAUTH1\n") && seen.len() <= 41,
+        "the server sent more than its challenge: {seen:?}"
+    );
+    assert!(!seen.windows(7).any(|w| w == b"private"), "{seen:?}");
+
+    // The CLI with another secret: one line naming the cause, nothing stored or read.
+    for args in [&["produce", "t"][..], &["describe", "t"], &["tail", "t", "--count", "1"]] {
+        let out = cli(args, "a-guess").stdin("intruder\n").run();
+        out.assert_failure();
+        let err = out.stderr.trim();
+        assert!(
+            err.lines().count() == 1 && err.contains("cannot authenticate") && err.contains("SQUALL_SECRET"),
+            "{out}"
+        );
+    }
+    let out = cli(&["describe", "t", "--json"], SECRET).run();
+    out.assert_success();
+    let info: Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    assert_eq!(info["partitions"][0]["high_watermark"], 3, "only the three records with the secret: {info}");
+    server.stop().assert_success();
 }

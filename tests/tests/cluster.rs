@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use squall_broker::log::Log;
-use squall_tests::cluster::{alive, http_get, kill9, numbers_in, Cluster, SECRET};
+use squall_tests::cluster::{
+    alive, http_get, http_get_raw, kill9, numbers_in, signed_get_header, Cluster, SECRET,
+};
 use squall_tests::{BrokerServer, TempDir};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -127,12 +129,30 @@ fn numbers_reach_the_sink_across_workers_and_kill_removes_everything() {
     assert!(again.stderr.contains("numbers") && again.stderr.lines().count() == 1, "{again}");
 
     let workers = cluster.worker_pids();
+    let stores = ["nimbus/artifacts", "sup-0/artifacts", "sup-1/artifacts"].map(|d| dir.join(d));
+    for store in &stores {
+        assert_eq!(artifacts_in(store).len(), 1, "the topology's executable is in {}", store.display());
+    }
     kill_topology(&cluster, "numbers");
     assert!(cluster.listed("numbers").is_none(), "killed topologies are not listed");
     cluster.wait_until(LONG, "every worker process of the killed topology has ended", |_| {
         workers.iter().all(|&w| !alive(w))
     });
     assert!(cluster.worker_pids().is_empty());
+    // No topology refers to its artifact any more: nimbus and both supervisors delete it.
+    cluster.wait_until(LONG, "the killed topology's artifact is deleted everywhere", |_| {
+        stores.iter().all(|store| artifacts_in(store).is_empty())
+    });
+}
+
+/// The artifacts (files named by a sha256) in `store`.
+fn artifacts_in(store: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(store) else { return Vec::new() };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect()
 }
 
 #[test]
@@ -192,7 +212,21 @@ fn rebalance_to_more_workers_and_parallelism_loses_nothing() {
         .run();
     out_rebalance.assert_success();
     assert!(out_rebalance.stdout.contains("rebalanced topology numbers: 3 workers"), "{out_rebalance}");
+    assert!(
+        out_rebalance.stderr.contains("waiting up to 1s for in-flight tuples to drain"),
+        "{out_rebalance}"
+    );
     cluster.wait_until(LONG, "three workers run after the rebalance", |c| c.worker_pids().len() == 3);
+    // More workers than slots: it says it got fewer than asked, and why.
+    let out_rebalance = cluster.squall(["rebalance", "numbers", "--workers", "9", "--wait", "1"]).run();
+    out_rebalance.assert_success();
+    assert!(
+        out_rebalance
+            .stdout
+            .contains("rebalanced topology numbers: 6 workers (asked for 9; only 6 slots free"),
+        "{out_rebalance}"
+    );
+    cluster.wait_until(LONG, "six workers run after the second rebalance", |c| c.worker_pids().len() == 6);
     cluster.wait_until(LONG, "status shows flaky with 4 tasks", |c| {
         c.status("numbers").is_some_and(|s| s["components"]["flaky"]["tasks"] == 4)
     });
@@ -240,7 +274,7 @@ fn a_nimbus_restart_keeps_the_topology_listed_and_running() {
 }
 
 #[test]
-fn requests_without_the_secret_are_refused() {
+fn requests_not_signed_with_the_secret_or_replayed_are_refused() {
     let _serial = serial();
     let dir = TempDir::new("cluster-secret");
     let cluster = Cluster::start(&dir, 1, 1);
@@ -251,6 +285,23 @@ fn requests_without_the_secret_are_refused() {
     assert_eq!(status, 401);
     let (status, _) = http_get(cluster.nimbus_addr(), "/v1/topologies", Some(SECRET)).expect("answers");
     assert_eq!(status, 200);
+    // The secret in clear, as clients before signatures sent it, is refused.
+    let clear = format!("x-squall-secret: {SECRET}\r\n");
+    let (status, body) = http_get_raw(cluster.nimbus_addr(), "/v1/topologies", &clear).expect("answers");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no longer accepted"), "{body}");
+    // A signed request sent twice: the second is a replay.
+    let signed = signed_get_header(SECRET, "/v1/topologies");
+    let (status, _) = http_get_raw(cluster.nimbus_addr(), "/v1/topologies", &signed).expect("answers");
+    assert_eq!(status, 200);
+    let (status, body) = http_get_raw(cluster.nimbus_addr(), "/v1/topologies", &signed).expect("answers");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("replayed"), "{body}");
+    // Signed for another path.
+    let (status, body) =
+        http_get_raw(cluster.nimbus_addr(), "/v1/supervisors", &signed_get_header(SECRET, "/v1/topologies"))
+            .expect("answers");
+    assert_eq!(status, 401, "{body}");
 
     let wrong = dir.write(
         "wrong.toml",
@@ -269,11 +320,18 @@ fn requests_without_the_secret_are_refused() {
 fn log_pipeline_across_workers_loses_nothing_when_a_worker_is_killed() {
     let _serial = serial();
     let dir = TempDir::new("cluster-log");
-    let broker = BrokerServer::start(&dir, &dir.join("broker-data"));
+    // The broker, its workers' clients and the CLI share the cluster's secret.
+    let data = dir.join("broker-data").display().to_string();
+    let broker = BrokerServer::spawn(
+        dir.squall(["broker", "--listen", "127.0.0.1:0", "--data-dir", &data]).env("SQUALL_SECRET", SECRET),
+    );
     let addr = broker.addr().to_string();
     let records = 20_000u64;
     for topic in ["in", "out"] {
-        dir.squall(["topic", "create", topic, "--partitions", "3", "--broker", &addr]).run().assert_success();
+        dir.squall(["topic", "create", topic, "--partitions", "3", "--broker", &addr])
+            .env("SQUALL_SECRET", SECRET)
+            .run()
+            .assert_success();
     }
     dir.squall([
         "topic",
@@ -286,6 +344,7 @@ fn log_pipeline_across_workers_loses_nothing_when_a_worker_is_killed() {
         "--broker",
         &addr,
     ])
+    .env("SQUALL_SECRET", SECRET)
     .run()
     .assert_success();
     let cluster = Cluster::start(&dir, 2, 2);
@@ -324,7 +383,10 @@ config = {{ topic = "out", broker = "{addr}" }}
     );
     submit(&cluster, &file);
     let describe = |topic: &str| -> serde_json::Value {
-        let out = dir.squall(["topic", "describe", topic, "--json", "--broker", &addr]).run();
+        let out = dir
+            .squall(["topic", "describe", topic, "--json", "--broker", &addr])
+            .env("SQUALL_SECRET", SECRET)
+            .run();
         out.assert_success();
         serde_json::from_str(out.stdout.trim()).expect("describe --json prints JSON")
     };
@@ -365,4 +427,144 @@ config = {{ topic = "out", broker = "{addr}" }}
     }
     let missing = (0..records).filter(|k| !seen.contains(&k.to_string())).count();
     assert_eq!(missing, 0, "every input key is in the output topic");
+}
+
+/// Where the workers listen, from their logs (`…: listening on ADDR, hosting …`).
+fn worker_ports(dir: &TempDir, supervisor: usize) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join(format!("sup-{supervisor}/logs"))) else {
+        return Vec::new();
+    };
+    let mut addrs = Vec::new();
+    for e in entries.flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Some((_, rest)) = line.split_once(": listening on ") {
+                addrs.extend(rest.split_once(", hosting").map(|(addr, _)| addr.to_string()));
+            }
+        }
+    }
+    addrs
+}
+
+/// What a worker sends a peer after the handshake: a hello for `topology` version `version`
+/// as worker 0, then for every task id below 16 a batch of one tuple on stream 0 from task 0
+/// whose one value is `n`.
+fn hello_and_batches(topology: &str, version: u64, n: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut frame = |body: Vec<u8>| {
+        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&body);
+    };
+    let mut hello = vec![0x81, 0xa1, b'H', 0x95, 0x01, 0xa0 | topology.len() as u8];
+    hello.extend_from_slice(topology.as_bytes());
+    hello.push(0xcf);
+    hello.extend_from_slice(&version.to_be_bytes());
+    hello.extend_from_slice(&[0x00, 0x00]);
+    frame(hello);
+    for task in 0..16u8 {
+        let mut batch = vec![0x81, 0xa1, b'B', 0x93, task, 0xc2, 0x91, 0x94, 0x00, 0x00, 0x91, 0xce];
+        batch.extend_from_slice(&n.to_be_bytes());
+        batch.push(0x90);
+        frame(batch);
+    }
+    bytes
+}
+
+/// Sends `bytes` to `addr` after answering the challenge with `secret` (none: sends them as
+/// the answer), and returns everything the worker sent back until it closed the connection.
+fn knock(addr: &str, secret: Option<&str>, bytes: &[u8]) -> Vec<u8> {
+    use squall_engine::auth;
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the worker's port accepts");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut seen = Vec::new();
+    if let Some(secret) = secret {
+        let mut challenge = [0u8; 40];
+        stream.read_exact(&mut challenge).expect("a challenge");
+        seen.extend_from_slice(&challenge);
+        let c = [9u8; auth::NONCE_LEN];
+        let proof = auth::connector_proof(&auth::Secret::new(secret), auth::WORKER, &challenge[8..], &c);
+        stream.write_all(&c).unwrap();
+        stream.write_all(&proof).unwrap();
+    }
+    let _ = stream.write_all(bytes);
+    let _ = stream.read_to_end(&mut seen);
+    seen
+}
+
+#[test]
+fn a_stranger_on_a_workers_port_gets_nothing_delivered_and_the_worker_stays_up() {
+    let _serial = serial();
+    let dir = TempDir::new("cluster-stranger");
+    let cluster = Cluster::start(&dir, 1, 2);
+    let out = dir.join("out.jsonl");
+    submit(&cluster, &numbers_topology(&dir, "numbers", 200, 200, 2, &out));
+    wait_for_every_number(&cluster, &out, 200);
+    let version = cluster.listed("numbers").expect("listed")["version"].as_u64().expect("a version");
+    let workers = cluster.worker_pids();
+    let ports = worker_ports(&dir, 0);
+    assert_eq!(ports.len(), 2, "two workers said where they listen: {ports:?}");
+
+    let intruding = hello_and_batches("numbers", version, 999_999);
+    for addr in &ports {
+        // No handshake: the hello and batches are taken as a (wrong) answer to the challenge.
+        let seen = knock(addr, None, &intruding);
+        assert!(seen.len() <= 41 && seen.starts_with(b"SQAUTH1\n"), "{addr} sent {seen:?}");
+        // A wrong secret: refused before any frame is read.
+        let seen = knock(addr, Some("not-the-secret"), &intruding);
+        assert!(seen.len() <= 41, "{addr} sent more than a refusal: {seen:?}");
+    }
+    // Nothing of theirs reached the sink, and the workers are the same processes, up.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(numbers_in(&out), all_numbers(200), "the strangers' tuple (999999) was never delivered");
+    assert_eq!(cluster.worker_pids(), workers);
+    assert!(workers.iter().all(|&w| alive(w)));
+    let logs = cluster.logs();
+    assert!(logs.contains("closed the connection from") && logs.contains("unread"), "{logs}");
+    kill_topology(&cluster, "numbers");
+}
+
+#[test]
+fn the_default_secret_is_refused_off_loopback_and_warned_about_on_it() {
+    let dir = TempDir::new("cluster-default-secret");
+    let refusals = [
+        ("nimbus.toml", "[cluster]\nnimbus = \"0.0.0.0:0\"\n[ui]\nlisten = \"127.0.0.1:0\"\n", "nimbus"),
+        ("ui.toml", "[cluster]\nnimbus = \"127.0.0.1:0\"\n[ui]\nlisten = \"0.0.0.0:0\"\n", "nimbus"),
+        (
+            "supervisor.toml",
+            "[cluster]\nnimbus = \"127.0.0.1:9\"\n[supervisor]\nhost = \"0.0.0.0\"\n",
+            "supervisor",
+        ),
+    ];
+    for (file, text, verb) in refusals {
+        let config = dir.write(file, text);
+        let out = dir.squall([verb, "--config"]).arg(&config).env_remove("SQUALL_SECRET").run();
+        out.assert_failure();
+        let err = out.stderr.trim();
+        assert!(
+            err.lines().count() == 1 && err.contains("[cluster] secret") && err.contains("SQUALL_SECRET"),
+            "{out}"
+        );
+    }
+    let out = dir
+        .squall(["broker", "--listen", "0.0.0.0:0", "--data-dir", "data"])
+        .env_remove("SQUALL_SECRET")
+        .run();
+    out.assert_failure();
+    assert!(out.stderr.trim().lines().count() == 1 && out.stderr.contains("[cluster] secret"), "{out}");
+
+    // On loopback, it starts with a warning.
+    let config = dir.write(
+        "loopback.toml",
+        &format!("[cluster]\nnimbus = \"127.0.0.1:0\"\n[nimbus]\nstate_dir = \"{}\"\n[ui]\nlisten = \"127.0.0.1:0\"\n", dir.join("state").display()),
+    );
+    let mut nimbus = dir.squall(["nimbus", "--config"]).arg(&config).env_remove("SQUALL_SECRET").spawn();
+    let listening =
+        nimbus.wait_for_stderr_line(Duration::from_secs(60), |l| l.contains("nimbus listening on "));
+    assert!(listening.is_some(), "{:?}", nimbus.stderr_seen());
+    assert!(
+        nimbus.stderr_seen().iter().any(|l| l.contains("warning") && l.contains("change-me")),
+        "{:?}",
+        nimbus.stderr_seen()
+    );
 }

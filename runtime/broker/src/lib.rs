@@ -122,6 +122,21 @@ pub struct Fetched {
     pub log_start: u64,
 }
 
+static SECRET: OnceLock<squall_engine::auth::Secret> = OnceLock::new();
+
+/// Sets the cluster secret this process proves to `squall broker` servers (and a server's
+/// default). Only the first call counts, and only before the first connection.
+pub fn set_secret(secret: &str) {
+    let _ = SECRET.set(squall_engine::auth::Secret::new(secret));
+}
+
+/// The cluster secret of this process's broker connections: as set, else `$SQUALL_SECRET`
+/// (what a supervisor gives its workers), else `[cluster] secret` of config/cluster.toml if
+/// it exists, else the default `change-me`.
+pub fn secret() -> squall_engine::auth::Secret {
+    SECRET.get_or_init(|| squall_engine::auth::Secret::new(&settings::secret_from(None))).clone()
+}
+
 /// How long a fetch at the end of a partition waits for new records by default.
 pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(100);
 

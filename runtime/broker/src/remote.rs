@@ -16,6 +16,11 @@
 //! fails with [`BrokerError::Connection`]; the next call connects again, trying a few times
 //! with a short backoff, so a client outlives a restart of its server. Dropping the last
 //! clone closes the connection once the replies already asked for have arrived.
+//!
+//! Every connection starts with [`squall_engine::auth`]'s handshake on [`crate::secret`]
+//! (`SQUALL_SECRET`, else `[cluster] secret` of config/cluster.toml, else the default): a
+//! server that cannot prove it knows the secret is sent nothing, and a failed handshake is a
+//! [`BrokerError::Connection`] naming the cause, not retried.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +37,7 @@ use tokio::time::Instant;
 use super::error::ErrorKind;
 use super::protocol::{response_id, Op, Reply, Request, Response, MAX_FRAME, UNKNOWN_ID};
 use super::{BrokerError, Fetched, NewRecord, Result, TopicConfig, TopicInfo};
+use squall_engine::auth;
 use squall_engine::frame::{self, FrameError};
 
 /// Connection attempts per (re)connect, and the backoff between them (doubling up to
@@ -330,6 +336,12 @@ async fn open(addr: &str, reply_timeout: Duration) -> Result<Conn> {
         attempt += 1;
     };
     frame::tune(&stream);
+    // Nothing is sent to a server that cannot prove it knows the secret, and a server that
+    // refuses this side's proof is not retried: the secrets differ.
+    let mut stream = stream;
+    auth::connect(&mut stream, &crate::secret(), auth::BROKER).await.map_err(|e| {
+        BrokerError::Connection { addr: addr.to_string(), message: format!("cannot authenticate: {e}") }
+    })?;
     tracing::debug!(%addr, "connected to the broker");
     let (read, write) = stream.into_split();
     let shared = Arc::new(Shared { addr: addr.to_string(), state: Mutex::new(State::default()) });
@@ -516,6 +528,13 @@ mod tests {
     use bytes::Bytes;
     use tokio::net::TcpListener;
 
+    /// The next connection to `listener`, past the handshake.
+    async fn accepted(listener: &TcpListener) -> (TcpStream, std::net::SocketAddr) {
+        let (mut stream, from) = listener.accept().await.unwrap();
+        auth::accept(&mut stream, &crate::secret(), auth::BROKER).await.unwrap();
+        (stream, from)
+    }
+
     async fn listener() -> (TcpListener, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -525,7 +544,7 @@ mod tests {
     /// The client's next call makes a new connection, which works.
     async fn assert_reconnects(client: &RemoteClient, listener: TcpListener) {
         let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (stream, _) = accepted(&listener).await;
             let (mut r, mut w) = split(stream);
             let request = frame::read_message::<_, Request>(&mut r, MAX_FRAME).await.unwrap().unwrap();
             reply(&mut w, request.id, Ok(Reply::Topics(vec!["again".into()]))).await;
@@ -552,7 +571,7 @@ mod tests {
     async fn replies_are_matched_by_id_whatever_their_order() {
         let (listener, addr) = listener().await;
         let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (stream, _) = accepted(&listener).await;
             let (mut r, mut w) = split(stream);
             let mut requests = Vec::new();
             for _ in 0..3 {
@@ -584,7 +603,7 @@ mod tests {
     async fn produces_are_sent_in_call_order() {
         let (listener, addr) = listener().await;
         let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (stream, _) = accepted(&listener).await;
             let (mut r, mut w) = split(stream);
             let mut next = 0u64;
             let mut seen = Vec::new();
@@ -614,8 +633,8 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_connection_fails_pending_calls_and_the_next_call_reconnects() {
         let (listener, addr) = listener().await;
-        let client = RemoteClient::connect(&addr).await.unwrap();
-        let (first, _) = listener.accept().await.unwrap();
+        let (client, (first, _)) = tokio::join!(RemoteClient::connect(&addr), accepted(&listener));
+        let client = client.unwrap();
         let pending = tokio::spawn({
             let client = client.clone();
             async move { client.fetch("t", 0, 0, 1024, Duration::from_secs(30)).await }
@@ -664,8 +683,9 @@ mod tests {
     #[tokio::test]
     async fn a_call_without_a_reply_fails_at_its_deadline_and_the_next_call_reconnects() {
         let (listener, addr) = listener().await;
-        let client = RemoteClient::connect_with(&addr, Duration::from_millis(300)).await.unwrap();
-        let (first, _) = listener.accept().await.unwrap();
+        let (client, (first, _)) =
+            tokio::join!(RemoteClient::connect_with(&addr, Duration::from_millis(300)), accepted(&listener));
+        let client = client.unwrap();
         // The server reads the request and never answers (its host is gone, say).
         let (mut r, _w) = split(first);
         let (request, result) =
@@ -686,8 +706,9 @@ mod tests {
     #[tokio::test]
     async fn a_produce_never_acknowledged_fails_at_its_deadline() {
         let (listener, addr) = listener().await;
-        let client = RemoteClient::connect_with(&addr, Duration::from_millis(300)).await.unwrap();
-        let (first, _) = listener.accept().await.unwrap();
+        let (client, (first, _)) =
+            tokio::join!(RemoteClient::connect_with(&addr, Duration::from_millis(300)), accepted(&listener));
+        let client = client.unwrap();
         let (mut r, _w) = split(first);
         let record = NewRecord { key: None, value: Bytes::from_static(b"v"), timestamp: None };
         let rx = client.produce("t", 0, vec![record]).await.unwrap();
@@ -705,9 +726,8 @@ mod tests {
         let (listener, addr) = listener().await;
         // A fetch waiting 4s, answered after 2s: late for the reply timeout alone (1s), not
         // for the fetch's deadline (5s).
-        let client = RemoteClient::connect_with(&addr, Duration::from_secs(1)).await.unwrap();
         let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (stream, _) = accepted(&listener).await;
             let (mut r, mut w) = split(stream);
             let request = frame::read_message::<_, Request>(&mut r, MAX_FRAME).await.unwrap().unwrap();
             assert!(matches!(request.op, Op::Fetch { wait_ms: 4000, .. }), "{request:?}");
@@ -715,6 +735,7 @@ mod tests {
             let fetched = FetchedRecords { records: Vec::new(), high_watermark: 0, log_start: 0 };
             reply(&mut w, request.id, Ok(Reply::Fetched(fetched))).await;
         });
+        let client = RemoteClient::connect_with(&addr, Duration::from_secs(1)).await.unwrap();
         let fetched = soon(client.fetch("t", 0, 0, 1024, Duration::from_secs(4))).await.unwrap();
         assert!(fetched.records.is_empty());
         server.await.unwrap();
@@ -724,7 +745,7 @@ mod tests {
     async fn an_undecodable_reply_fails_its_caller_and_the_connection_goes_on() {
         let (listener, addr) = listener().await;
         let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (stream, _) = accepted(&listener).await;
             let (mut r, mut w) = split(stream);
             let topics = frame::read_message::<_, Request>(&mut r, MAX_FRAME).await.unwrap().unwrap();
             assert_eq!(topics.op, Op::Topics);
@@ -755,8 +776,8 @@ mod tests {
     #[tokio::test]
     async fn a_reply_without_a_readable_id_fails_every_call_in_flight_and_the_next_call_reconnects() {
         let (listener, addr) = listener().await;
-        let client = RemoteClient::connect(&addr).await.unwrap();
-        let (first, _) = listener.accept().await.unwrap();
+        let (client, (first, _)) = tokio::join!(RemoteClient::connect(&addr), accepted(&listener));
+        let client = client.unwrap();
         let (mut r, mut w) = split(first);
         let calls = tokio::spawn({
             let client = client.clone();
@@ -784,7 +805,7 @@ mod tests {
     async fn an_error_without_an_id_is_reported_when_the_connection_closes() {
         let (listener, addr) = listener().await;
         let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (stream, _) = accepted(&listener).await;
             let (mut r, mut w) = split(stream);
             let _ = frame::read_frame(&mut r, MAX_FRAME).await.unwrap();
             let error =

@@ -1,7 +1,10 @@
 //! The log over TCP: what `squall broker` runs. Clients speak [`protocol`](super::protocol)
 //! messages in [`frame`]s; [`RemoteClient`](super::remote::RemoteClient) is one.
 //!
-//! Contract, per connection: requests are read and applied in the order they arrive, so
+//! Contract, per connection: it starts with [`squall_engine::auth`]'s handshake on the
+//! cluster secret, both ways; a client that cannot prove it knows the secret is closed before
+//! any of its requests is read (logged, at powers of two once many), so it can neither store
+//! nor read anything. Then requests are read and applied in the order they arrive, so
 //! appends to a partition keep their order; each gets exactly one response with its id. A
 //! produce is answered once its records are durable and a fetch at the end of a partition
 //! waits for records, both without holding up the requests behind them: responses may go
@@ -40,6 +43,7 @@ use super::error::{ErrorKind, WireError};
 use super::log::Log;
 use super::protocol::{request_id, Op, Reply, Request, Response, MAX_FRAME, UNKNOWN_ID};
 use super::{BrokerError, FsyncPolicy, NewRecord};
+use squall_engine::auth::{self, Secret};
 use squall_engine::frame::{self, FrameError};
 
 /// A fetch returns at most this many bytes of records (about), whatever it asks for.
@@ -119,19 +123,22 @@ impl Default for Budgets {
     }
 }
 
-/// Serves `log` to every client of `listener` until `shutdown` completes, then closes every
-/// connection (requests being waited on are dropped; appends already made stay).
-pub async fn serve(log: Arc<Log>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    serve_with(log, listener, shutdown, Limits::default()).await
+/// Serves `log` to every client of `listener` that proves it knows `secret` until `shutdown`
+/// completes, then closes every connection (requests being waited on are dropped; appends
+/// already made stay).
+pub async fn serve(log: Arc<Log>, listener: TcpListener, secret: Secret, shutdown: impl Future<Output = ()>) {
+    serve_with(log, listener, secret, shutdown, Limits::default()).await
 }
 
 /// [`serve`] within `limits`.
 pub async fn serve_with(
     log: Arc<Log>,
     listener: TcpListener,
+    secret: Secret,
     shutdown: impl Future<Output = ()>,
     limits: Limits,
 ) {
+    let failures = Arc::new(AtomicUsize::new(0));
     tokio::pin!(shutdown);
     let mut connections = JoinSet::new();
     let total = Arc::new(Semaphore::new(limits.queued_bytes.div_ceil(PERMIT_BYTES).max(QUEUED_PERMITS)));
@@ -148,8 +155,21 @@ pub async fn serve_with(
                     }
                     drop(stream);
                 }
-                Ok((stream, peer)) => {
-                    connections.spawn(connection(log.clone(), stream, peer, Arc::default(), budgets.clone()));
+                Ok((mut stream, peer)) => {
+                    let (log, budgets, secret, failures) = (log.clone(), budgets.clone(), secret.clone(), failures.clone());
+                    connections.spawn(async move {
+                        match auth::accept(&mut stream, &secret, auth::BROKER).await {
+                            Ok(()) => connection(log, stream, peer, Arc::default(), budgets).await,
+                            Err(e) => {
+                                let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
+                                if n.is_power_of_two() {
+                                    tracing::warn!(%peer, "broker: closed a connection unread: {e} ({n} so far)");
+                                } else {
+                                    tracing::debug!(%peer, "broker: closed a connection unread: {e}");
+                                }
+                            }
+                        }
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors, say: this connection is lost, not the server.
@@ -535,7 +555,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(log, listener, async {
+        let server = tokio::spawn(serve(log, listener, crate::secret(), async {
             let _ = stopped.await;
         }));
         (addr, stop, server)
@@ -748,12 +768,20 @@ mod tests {
         tokio::spawn(serve_with(
             log,
             listener,
+            crate::secret(),
             async {
                 let _ = stopped.await;
             },
             limits,
         ));
         (addr, stop)
+    }
+
+    /// A connection to `addr` that has passed the handshake.
+    async fn authenticated(addr: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        auth::connect(&mut stream, &crate::secret(), auth::BROKER).await.unwrap();
+        stream
     }
 
     /// Waits (generously) for the server to close `stream`: a read of 0 bytes or an error.
@@ -777,9 +805,9 @@ mod tests {
         let log = Log::open(&dir.0).unwrap();
         let limits = Limits { idle: Duration::from_millis(300), ..Limits::default() };
         let (addr, _stop) = serve_limited(log, limits).await;
-        let mut idle = TcpStream::connect(&addr).await.unwrap();
+        let mut idle = authenticated(&addr).await;
         // Half a frame: a length that promises more than ever comes.
-        let mut half = TcpStream::connect(&addr).await.unwrap();
+        let mut half = authenticated(&addr).await;
         half.write_all(&[0, 0, 0, 100, 0x92]).await.unwrap();
         let client = RemoteClient::connect(&addr).await.unwrap();
         client.create_topic("t", TopicConfig::new(1)).await.unwrap();
@@ -809,9 +837,11 @@ mod tests {
         // Once the others are gone, there is room again.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let client = RemoteClient::connect(&addr).await.unwrap();
-            if client.topics().await.is_ok() {
-                break;
+            // Until then, a connection is closed before its handshake ends.
+            if let Ok(client) = RemoteClient::connect(&addr).await {
+                if client.topics().await.is_ok() {
+                    break;
+                }
             }
             assert!(tokio::time::Instant::now() < deadline, "no room after the clients left");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -828,7 +858,7 @@ mod tests {
         let limits =
             Limits { queued_bytes: MAX_QUEUED_BYTES, write: Duration::from_secs(1), ..Limits::default() };
         let (addr, _stop) = serve_limited(log, limits).await;
-        let mut greedy = TcpStream::connect(&addr).await.unwrap();
+        let mut greedy = authenticated(&addr).await;
         let mut requests = Vec::new();
         for id in 1..=12 {
             let op = Op::Fetch {
@@ -850,6 +880,73 @@ mod tests {
             assert_eq!(fetched.records.len(), 15);
         }
         expect_closed(&mut greedy).await;
+    }
+
+    /// A produce and a fetch of topic `t`, framed, as a client would send them.
+    fn produce_and_fetch() -> Vec<u8> {
+        let record = NewRecord { key: None, value: Bytes::from_static(b"intruder"), timestamp: None };
+        let produce = Op::Produce { topic: "t".into(), partition: 0, records: vec![record] };
+        let fetch = Op::Fetch { topic: "t".into(), partition: 0, offset: 0, max_bytes: 1 << 20, wait_ms: 0 };
+        let mut bytes = frame::encode(&Request { id: 1, op: produce }, MAX_FRAME).unwrap();
+        bytes.extend(frame::encode(&Request { id: 2, op: fetch }, MAX_FRAME).unwrap());
+        bytes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_without_the_secret_stores_nothing_and_reads_nothing() {
+        let dir = Dir::new();
+        let log = Log::open(&dir.0).unwrap();
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        log.append(
+            "t",
+            0,
+            &[NewRecord { key: None, value: Bytes::from_static(b"private"), timestamp: None }],
+        )
+        .unwrap();
+        let (addr, _stop, _server) = serve_log(log.clone()).await;
+
+        // Skipping the handshake: the requests are read as a wrong answer to the challenge.
+        let mut stranger = TcpStream::connect(&addr).await.unwrap();
+        let _ = stranger.write_all(&produce_and_fetch()).await;
+        let mut seen = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), stranger.read_to_end(&mut seen)).await;
+        // The challenge (magic and nonce), perhaps the refusal byte (closing with the rest
+        // unread may reset the connection first): no response, no record.
+        let challenge = auth::MAGIC.len() + auth::NONCE_LEN;
+        assert!(
+            seen.starts_with(auth::MAGIC) && (challenge..=challenge + 1).contains(&seen.len()),
+            "{seen:?}"
+        );
+        assert!(!seen.windows(7).any(|w| w == b"private"));
+        // With a wrong secret: refused, told so, and closed before the requests are read.
+        let mut wrong = TcpStream::connect(&addr).await.unwrap();
+        let refused = auth::connect(&mut wrong, &Secret::new("a guess"), auth::BROKER).await;
+        assert!(matches!(refused, Err(auth::AuthError::Refused)), "{refused:?}");
+        let _ = wrong.write_all(&produce_and_fetch()).await;
+        expect_closed(&mut wrong).await;
+
+        assert_eq!(log.describe("t").unwrap().partitions[0].high_watermark, 1, "nothing was stored");
+        // A client with the secret is served as ever.
+        let client = RemoteClient::connect(&addr).await.unwrap();
+        let fetched = client.fetch("t", 0, 0, 1 << 20, Duration::ZERO).await.unwrap();
+        assert_eq!(fetched.records.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_is_told_in_one_line_that_the_server_refused_its_secret() {
+        let dir = Dir::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(serve(
+            Log::open(&dir.0).unwrap(),
+            listener,
+            Secret::new("the server's"),
+            std::future::pending(),
+        ));
+        let err = RemoteClient::connect(&addr).await.err().expect("refused");
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("broker {addr}: cannot authenticate: ")), "{text}");
+        assert!(text.contains("SQUALL_SECRET") && !text.contains('\n'), "{text}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,8 @@
 //!
 //! Contract: [`load`] reads the file `--config` names, else config/cluster.toml if it exists,
 //! else nothing (built-in defaults). The text gets the topology files' `${VAR:-default}`
-//! substitution, then only its `[broker]` table is read: other tables are someone else's and
-//! ignored, an unknown key inside `[broker]` is a mistake. Every mistake is one line,
+//! substitution, then only its `[broker]` table and `[cluster] secret` are read: other tables
+//! and keys are someone else's and ignored, an unknown key inside `[broker]` is a mistake. Every mistake is one line,
 //! `FILE:LINE:COL: what is wrong`. Flags given on the command line override the file
 //! ([`BrokerSettings::resolve`]); what neither sets is the default: data_dir
 //! `$SQUALL_DATA_DIR` else squall-data, listen 127.0.0.1:6650.
@@ -31,6 +31,38 @@ pub struct BrokerTable {
 struct ClusterFile {
     #[serde(default)]
     broker: BrokerTable,
+    #[serde(default)]
+    cluster: SecretOnly,
+}
+
+/// The one key of `[cluster]` the broker reads; the others are nimbus's.
+#[derive(Default, Deserialize)]
+struct SecretOnly {
+    secret: Option<String>,
+}
+
+/// `[cluster] secret` of `file`, else of [`DEFAULT_CLUSTER_FILE`] if it exists (`None`: not
+/// set there).
+pub fn load_secret(file: Option<&Path>) -> Result<Option<String>, ConfigFileError> {
+    let parsed: ClusterFile = squall_engine::config_file::load(file)?;
+    Ok(parsed.cluster.secret)
+}
+
+/// The secret of a process that reads `file` (see [`crate::secret`]): `$SQUALL_SECRET` if
+/// set, else the file's `[cluster] secret`, else the default. A file that cannot be read is
+/// logged and passed over.
+pub fn secret_from(file: Option<&Path>) -> String {
+    if let Some(secret) = std::env::var("SQUALL_SECRET").ok().filter(|s| !s.is_empty()) {
+        return secret;
+    }
+    match load_secret(file) {
+        Ok(Some(secret)) => secret,
+        Ok(None) => squall_engine::auth::DEFAULT_SECRET.to_string(),
+        Err(e) => {
+            tracing::warn!("cannot read the cluster secret: {e}; using the default");
+            squall_engine::auth::DEFAULT_SECRET.to_string()
+        }
+    }
 }
 
 /// What `squall broker` runs with.

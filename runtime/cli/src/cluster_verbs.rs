@@ -362,8 +362,13 @@ pub async fn rebalance(
         parallelism: parallelism.into_iter().collect::<BTreeMap<_, _>>(),
         wait_secs: wait,
     };
-    client.rebalance(name, &request).await.map_err(err)?;
-    eprintln!("rebalancing topology {name}: spouts deactivated while in-flight tuples drain");
+    let started = client.rebalance(name, &request).await.map_err(err)?;
+    match started.drain_secs {
+        Some(secs) if secs > 0 => eprintln!(
+            "rebalancing topology {name}: deactivated; waiting up to {secs}s for in-flight tuples to drain (--wait SECS to change)"
+        ),
+        _ => eprintln!("rebalancing topology {name}: deactivated; re-assigning now"),
+    }
     let deadline = Instant::now() + Duration::from_secs(wait.unwrap_or(0).min(1 << 32)) + SLACK;
     loop {
         let info = client.status(name).await.map_err(err)?.info;
@@ -374,8 +379,21 @@ pub async fn rebalance(
             return Ok(());
         }
         if info.version > before.version && info.status != Status::Rebalancing {
+            let fewer = match workers {
+                Some(asked) if info.workers < asked && info.workers >= info.tasks => {
+                    format!(
+                        " (asked for {asked}; {} tasks run on at most {} workers)",
+                        info.tasks, info.tasks
+                    )
+                }
+                // Nimbus grows it once slots free up.
+                Some(asked) if info.workers < asked => {
+                    format!(" (asked for {asked}; only {} slots free: more as slots free up)", info.workers)
+                }
+                _ => String::new(),
+            };
             println!(
-                "rebalanced topology {name}: {} workers, {} tasks (assignment version {})",
+                "rebalanced topology {name}: {} workers{fewer}, {} tasks (assignment version {})",
                 info.workers, info.tasks, info.version
             );
             return Ok(());

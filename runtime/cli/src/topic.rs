@@ -36,6 +36,7 @@ use squall_broker::{
     server, Broker, BrokerError, FsyncPolicy, NewRecord, Pending, Record, TopicConfig, TopicInfo,
     DEFAULT_FSYNC_INTERVAL_MS,
 };
+use squall_engine::auth;
 use squall_engine::metrics::human;
 
 /// `squall broker`'s flags.
@@ -166,6 +167,20 @@ pub async fn broker(args: BrokerArgs) -> Result<(), String> {
     let table = settings::load(args.config.as_deref()).map_err(|e| e.to_string())?;
     let settings = BrokerSettings::resolve(table, args.data_dir, args.listen);
     squall_broker::set_data_dir(settings.data_dir.clone());
+    // The file's [cluster] secret, else $SQUALL_SECRET, else the default (loopback only).
+    let secret = match settings::load_secret(args.config.as_deref()).map_err(|e| e.to_string())? {
+        Some(secret) => secret,
+        None => std::env::var("SQUALL_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| auth::DEFAULT_SECRET.to_string()),
+    };
+    if secret.is_empty() {
+        return Err("[cluster] secret must not be empty".into());
+    }
+    if let Some(warning) = auth::check_default_secret(&secret, "squall broker", &settings.listen)? {
+        eprintln!("{warning}");
+    }
     // Listening before anything starts, so that a signal that comes early is not lost.
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| format!("cannot listen for SIGINT: {e}"))?;
@@ -183,7 +198,7 @@ pub async fn broker(args: BrokerArgs) -> Result<(), String> {
             _ = terminate.recv() => {}
         }
     };
-    server::serve(log.clone(), listener, stop).await;
+    server::serve(log.clone(), listener, auth::Secret::new(&secret), stop).await;
     log.flush().map_err(|e| format!("cannot flush the log: {e}"))?;
     eprintln!("squall broker: stopped");
     Ok(())

@@ -18,16 +18,24 @@ use tokio::io::AsyncWriteExt;
 
 /// The sha256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    squall_engine::auth::hex(&Sha256::digest(bytes))
 }
 
 /// True for 64 lowercase hex digits.
 pub fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The bytes of a sha256 given as 64 lowercase hex digits.
+pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    if !is_sha256(s) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Checks that `bytes` hash to `sha256`.
@@ -106,6 +114,19 @@ impl ArtifactStore {
         is_sha256(sha256) && self.path(sha256).is_file()
     }
 
+    /// Deletes the stored artifact `sha256`, if it is stored (a name that is not a sha256 is
+    /// never touched); true if it was. A running executable deleted keeps running.
+    pub fn remove(&self, sha256: &str) -> std::io::Result<bool> {
+        if !is_sha256(sha256) {
+            return Ok(false);
+        }
+        match fs::remove_file(self.path(sha256)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The size of the stored artifact `sha256`, if it is stored.
     pub fn len_of(&self, sha256: &str) -> Option<u64> {
         if !is_sha256(sha256) {
@@ -177,7 +198,7 @@ impl ArtifactWriter<'_> {
     /// Checks the hash of what was written, makes it durable (and executable if the store
     /// is for executables) and puts it in place.
     pub async fn finish(mut self) -> Result<(), ArtifactError> {
-        let got = hex(&std::mem::take(&mut self.hasher).finalize());
+        let got = squall_engine::auth::hex(&std::mem::take(&mut self.hasher).finalize());
         if got != self.sha256 {
             return Err(ArtifactError::Mismatch { expected: self.sha256.clone(), got, len: self.len });
         }

@@ -1,7 +1,8 @@
 //! The HTTP client of nimbus's API, used by the CLI, supervisors and workers.
 //!
-//! Contract: every request carries the cluster's secret in [`SECRET_HEADER`] and has a
-//! deadline (connect 3 s; 30 s per request, 10 min for artifacts). Every failure is a
+//! Contract: every request is signed with the cluster's secret (a fresh nonce, the time and
+//! the body's sha256 under an HMAC, in [`squall_engine::auth::SIGNATURE_HEADER`]; the secret
+//! itself never travels) and has a deadline (connect 3 s; 30 s per request, 10 min for artifacts). Every failure is a
 //! [`ClientError`] whose text is one line: nimbus unreachable (with its address), or what
 //! nimbus said when it refused (its `{"error": …}` text and the HTTP status).
 
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use squall_engine::auth::{body_sha256, HttpSignature, Secret, SIGNATURE_HEADER};
 
 /// A failed request to nimbus.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +43,7 @@ pub struct Client {
     http: reqwest::Client,
     addr: String,
     base: String,
-    secret: String,
+    secret: Secret,
 }
 
 const ARTIFACT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -57,15 +59,43 @@ impl Client {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
-        Client { http, addr: addr.to_string(), base: format!("http://{addr}"), secret: secret.to_string() }
+        Client { http, addr: addr.to_string(), base: format!("http://{addr}"), secret: Secret::new(secret) }
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
+    /// A request without a body, signed.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).header(SECRET_HEADER, &self.secret)
+        self.signed(method, path, body_sha256(b""))
+    }
+
+    /// A request whose body hashes to `body`, signed.
+    fn signed(&self, method: Method, path: &str, body: [u8; 32]) -> RequestBuilder {
+        let url = format!("{}{path}", self.base);
+        // Signed as it travels (percent-encoded), which is what nimbus sees.
+        let sent = match reqwest::Url::parse(&url) {
+            Ok(u) => u.query().map_or_else(|| u.path().to_string(), |q| format!("{}?{q}", u.path())),
+            Err(_) => path.to_string(),
+        };
+        let request = self.http.request(method.clone(), url);
+        match HttpSignature::header(&self.secret, method.as_str(), &sent, body) {
+            Ok(signature) => request.header(SIGNATURE_HEADER, signature),
+            // Unsigned, nimbus refuses it and says why; this side logs why it is unsigned.
+            Err(e) => {
+                tracing::error!("cannot sign a request to nimbus: {e}");
+                request
+            }
+        }
+    }
+
+    /// A request with a JSON body, signed.
+    fn with_json(&self, method: Method, path: &str, body: &impl Serialize) -> RequestBuilder {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        self.signed(method, path, body_sha256(&bytes))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bytes)
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
@@ -102,8 +132,12 @@ impl Client {
 
     /// Uploads an executable under its sha256 (lowercase hex).
     pub async fn upload_artifact(&self, sha256: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
+        // The artifact's address is its sha256: nimbus checks the bytes against it.
+        let Some(hash) = crate::artifacts::parse_sha256(sha256) else {
+            return Err(ClientError::Refused { status: 400, message: format!("`{sha256}` is not a sha256") });
+        };
         let request = self
-            .request(Method::PUT, &format!("/v1/artifacts/{sha256}"))
+            .signed(Method::PUT, &format!("/v1/artifacts/{sha256}"), hash)
             .timeout(ARTIFACT_TIMEOUT)
             .body(bytes);
         self.send(request).await.map(|_| ())
@@ -142,7 +176,7 @@ impl Client {
     }
 
     pub async fn submit(&self, request: &SubmitRequest) -> Result<TopologyInfo, ClientError> {
-        self.json(self.request(Method::POST, "/v1/topologies").json(request)).await
+        self.json(self.with_json(Method::POST, "/v1/topologies", request)).await
     }
 
     pub async fn list(&self) -> Result<Vec<TopologyInfo>, ClientError> {
@@ -167,7 +201,7 @@ impl Client {
     }
 
     pub async fn kill(&self, name: &str, request: &KillRequest) -> Result<TopologyInfo, ClientError> {
-        self.json(self.request(Method::POST, &format!("/v1/topologies/{name}/kill")).json(request)).await
+        self.json(self.with_json(Method::POST, &format!("/v1/topologies/{name}/kill"), request)).await
     }
 
     pub async fn rebalance(
@@ -175,7 +209,7 @@ impl Client {
         name: &str,
         request: &RebalanceRequest,
     ) -> Result<TopologyInfo, ClientError> {
-        self.json(self.request(Method::POST, &format!("/v1/topologies/{name}/rebalance")).json(request)).await
+        self.json(self.with_json(Method::POST, &format!("/v1/topologies/{name}/rebalance"), request)).await
     }
 
     pub async fn assignment(&self, name: &str) -> Result<Assignment, ClientError> {
@@ -190,11 +224,11 @@ impl Client {
         &self,
         beat: &SupervisorHeartbeat,
     ) -> Result<SupervisorReply, ClientError> {
-        self.json(self.request(Method::POST, "/v1/supervisors/heartbeat").json(beat)).await
+        self.json(self.with_json(Method::POST, "/v1/supervisors/heartbeat", beat)).await
     }
 
     pub async fn worker_heartbeat(&self, beat: &WorkerHeartbeat) -> Result<WorkerReply, ClientError> {
-        self.json(self.request(Method::POST, "/v1/workers/heartbeat").json(beat)).await
+        self.json(self.with_json(Method::POST, "/v1/workers/heartbeat", beat)).await
     }
 }
 

@@ -187,6 +187,9 @@ pub struct TopologyInfo {
     pub uptime_secs: u64,
     /// The current assignment's version (0 while none could be made).
     pub version: u64,
+    /// While killing or rebalancing: seconds left for in-flight tuples to drain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_secs: Option<u64>,
 }
 
 /// `squall status NAME`: the topology and its per-component figures summed over workers.

@@ -216,9 +216,11 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
 
     let (peers_tx, peers_rx) = watch::channel(vec![None; assignment.workers.len()]);
     let bind_addr = resolve(&args.host, args.port).await?;
-    let mut transport = Transport::bind(bind_addr, &args.topology, args.version, args.worker, peers_rx)
-        .await
-        .map_err(|source| WorkerError::Bind { worker: name.clone(), addr: bind_addr, source })?;
+    let link_secret = squall_engine::auth::Secret::new(&secret);
+    let mut transport =
+        Transport::bind(bind_addr, &link_secret, &args.topology, args.version, args.worker, peers_rx)
+            .await
+            .map_err(|source| WorkerError::Bind { worker: name.clone(), addr: bind_addr, source })?;
     let addr = transport.local_addr();
     info!(
         "{name}: listening on {addr}, hosting {} of {} tasks ({spout_tasks} spout tasks)",
@@ -813,8 +815,16 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         let a = assignment(&registry, &[&[0, 1, 2, 3, 4]]);
         let (plan, hosted) = prepare(&a, 0, &registry).unwrap();
         let (_peers_tx, peers_rx) = watch::channel(vec![None]);
-        let mut transport =
-            Transport::bind("127.0.0.1:0".parse().unwrap(), "t", 3, 0, peers_rx).await.unwrap();
+        let mut transport = Transport::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &squall_engine::auth::Secret::new("s"),
+            "t",
+            3,
+            0,
+            peers_rx,
+        )
+        .await
+        .unwrap();
         let Running { tasks, control, metrics } =
             launch::start(&plan, &registry, &hosted, Some(&mut transport), None).unwrap();
         let started = Instant::now();

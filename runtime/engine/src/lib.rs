@@ -6,10 +6,12 @@
 //! stateful bolts, [`checkpoint`]s) →
 //! [`metrics`]; [`local`] runs a whole plan in this process. What the subsystems above share
 //! lives here too: [`partitioned`] (what spouts and sinks over partitioned logs share),
-//! [`frame`] (length-prefixed MessagePack frames over TCP) [`config_file`] (reading a
+//! [`frame`] (length-prefixed MessagePack frames over TCP), [`auth`] (proving the cluster
+//! secret on every link), [`config_file`] (reading a
 //! settings file with `${VAR}` substitution) and [`resources`] (a topology's `resources/` folder).
 
 pub mod acker;
+pub mod auth;
 pub mod checkpoint;
 pub mod config_file;
 pub mod executor;

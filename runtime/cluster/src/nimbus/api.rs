@@ -7,6 +7,7 @@
 
 use super::coordinator::{apply_rebalance, describe, Supervisor, WorkerBeat};
 use super::*;
+use squall_engine::auth::{HttpAuthError, HttpSignature, SIGNATURE_HEADER};
 use squall_engine::metrics::Snapshot;
 
 /// Nimbus's routes, every one behind the secret check.
@@ -256,6 +257,12 @@ impl Inner {
             tasks: record.layout.task_count(),
             uptime_secs: state::now_ms().saturating_sub(record.submitted_ms) / 1000,
             version: record.version(),
+            drain_secs: match record.status {
+                Status::Killing | Status::Rebalancing => {
+                    record.deadline_ms.map(|d| d.saturating_sub(state::now_ms()).div_ceil(1000))
+                }
+                _ => None,
+            },
         }
     }
 
@@ -292,18 +299,59 @@ pub(super) fn running_secs(record: &TopologyRecord) -> f64 {
 
 pub(super) type Shared = State<Arc<Nimbus>>;
 
+/// Lets a request through only if it is signed with the cluster secret (see
+/// [`squall_engine::auth`]): the signature checks in constant time, its time is within the
+/// skew, its nonce was not seen, and the body is the one it signs. An artifact's body is not
+/// read here: its signed hash must be the sha256 it is uploaded under, which the store checks
+/// as it writes. Else 401 with the reason.
 pub(super) async fn authorize(State(nimbus): Shared, request: Request, next: Next) -> Response {
-    let given = request.headers().get(SECRET_HEADER).map_or(&b""[..], |v| v.as_bytes());
-    if !nimbus.secret_matches(given) {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "missing or wrong cluster secret ({SECRET_HEADER}); see [cluster] secret in the cluster file"
-            ),
-        )
-        .into_response();
+    match verify_signed(&nimbus, request).await {
+        Ok(request) => next.run(request).await,
+        Err(e) => e.into_response(),
     }
-    next.run(request).await
+}
+
+async fn verify_signed(nimbus: &Nimbus, request: Request) -> Result<Request, ApiError> {
+    let unauthorized = |e: HttpAuthError| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string());
+    let signature = match request.headers().get(SIGNATURE_HEADER) {
+        Some(value) => value.to_str().map_err(|_| HttpAuthError::Malformed("it is not text".into())),
+        None if request.headers().contains_key(SECRET_HEADER) => Err(HttpAuthError::ClearSecret),
+        None => Err(HttpAuthError::Missing),
+    }
+    .and_then(HttpSignature::parse)
+    .map_err(unauthorized)?;
+    let uri = request.uri();
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    signature.verify(&nimbus.secret, request.method().as_str(), path).map_err(unauthorized)?;
+    let artifact = (request.method() == axum::http::Method::PUT)
+        .then(|| uri.path().strip_prefix("/v1/artifacts/"))
+        .flatten()
+        .map(str::to_string);
+    let (parts, body) = request.into_parts();
+    let body = match artifact {
+        Some(sha256) => {
+            if squall_engine::auth::hex(&signature.body_sha256) != sha256 {
+                return Err(unauthorized(HttpAuthError::Body));
+            }
+            body
+        }
+        None => {
+            let bytes = axum::body::to_bytes(body, MAX_JSON_BYTES).await.map_err(|e| {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the request's body: {e}"))
+            })?;
+            if squall_engine::auth::body_sha256(&bytes) != signature.body_sha256 {
+                return Err(unauthorized(HttpAuthError::Body));
+            }
+            Body::from(bytes)
+        }
+    };
+    let admitted = nimbus
+        .replays
+        .lock()
+        .map_err(|_| internal("the replay guard is poisoned"))?
+        .admit(&signature, squall_engine::auth::unix_now());
+    admitted.map_err(unauthorized)?;
+    Ok(Request::from_parts(parts, body))
 }
 
 pub(super) async fn put_artifact(

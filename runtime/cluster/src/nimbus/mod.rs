@@ -1,10 +1,15 @@
 //! Nimbus: the cluster's coordinator (`squall nimbus`).
 //!
-//! Contract: [`run`] binds `[cluster] nimbus` (port 0: any free port), prints one line
+//! Contract: [`run`] refuses to start with the default secret `change-me` unless both
+//! `[cluster] nimbus` and `[ui] listen` are loopback addresses (and warns on loopback); it
+//! binds `[cluster] nimbus` (port 0: any free port), prints one line
 //! `nimbus listening on <addr>` to stderr, and serves the HTTP API of [`crate`]
 //! until SIGINT or SIGTERM; [`serve`] does the same on a given listener until a given future
-//! ends (for in-process use). Every request must carry `[cluster] secret` in
-//! [`SECRET_HEADER`] (compared in constant time), else 401. Errors are one-line JSON
+//! ends (for in-process use). Every request must be signed with `[cluster] secret` as
+//! [`squall_engine::auth`] says (the secret itself never travels): a missing, wrong, stale
+//! (clock skew over [`squall_engine::auth::MAX_SKEW`]) or replayed signature, or a body that
+//! is not the one signed, is refused with 401 and a one-line reason; so is the secret in
+//! clear in [`SECRET_HEADER`], as older clients sent it. Errors are one-line JSON
 //! `{"error": …}`: 400 for a bad request, 401, 404 for an unknown topology or artifact, 409
 //! for a state conflict, 413 for an artifact over [`MAX_ARTIFACT_BYTES`], 500 if the state
 //! directory cannot be written. [`run`] also binds `[ui] listen`, prints `ui listening on
@@ -14,7 +19,8 @@
 //! Storm's nimbus semantics:
 //! - Topologies, their assignments and artifacts live in the state directory
 //!   ([`super::state`]); every change is persisted before it is answered or acted on, and a
-//!   restarted nimbus resumes from it. Supervisors and worker heartbeats are memory only.
+//!   restarted nimbus resumes from it. When a topology is removed, the artifacts (and
+//!   resources) no remaining topology refers to are deleted. Supervisors and worker heartbeats are memory only.
 //! - Submit refuses a name already present in any status (409) and an artifact not uploaded
 //!   (400); the topology is scheduled at once if slots are free (else it waits at version 0).
 //! - activate / deactivate set the status (workers learn it from their heartbeat replies).
@@ -59,7 +65,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use squall_api::{Role, TaskId};
 use tokio::net::TcpListener;
 
@@ -95,6 +100,9 @@ const MAX_NAME_LEN: usize = 200;
 pub enum NimbusError {
     #[error("[cluster] secret must not be empty")]
     EmptySecret,
+    /// The default secret off loopback: the line says what to set.
+    #[error("{0}")]
+    DefaultSecret(String),
     /// The state directory cannot be opened or read.
     #[error(transparent)]
     State(#[from] StateError),
@@ -114,6 +122,18 @@ pub enum NimbusError {
 /// Runs nimbus as `squall nimbus` does (see the module docs).
 pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Off loopback, anyone who can reach nimbus (or its UI's actions) would know the default.
+    let mut warnings = Vec::new();
+    for (who, listen) in
+        [("nimbus", &config.cluster.nimbus), ("nimbus's ui ([ui] listen)", &config.ui.listen)]
+    {
+        let checked = squall_engine::auth::check_default_secret(&config.cluster.secret, who, listen);
+        warnings.extend(checked.map_err(NimbusError::DefaultSecret)?);
+    }
+    // Refused before any warning; the same default on both addresses is one warning.
+    if let Some(warning) = warnings.first() {
+        eprintln!("{warning}");
+    }
     let nimbus = Nimbus::open(&config)?;
     let listen = |kind, name: &'static str| {
         signal(kind).map_err(|source| NimbusError::Signal { signal: name, source })
@@ -190,8 +210,10 @@ async fn serve_nimbus(
 }
 
 struct Nimbus {
-    /// sha256 of the secret: compared digest to digest, in constant time.
-    secret: [u8; 32],
+    /// What requests are signed with.
+    secret: squall_engine::auth::Secret,
+    /// The nonces of the signed requests within the allowed skew.
+    replays: Mutex<squall_engine::auth::ReplayGuard>,
     state: Arc<StateDir>,
     inner: Mutex<Inner>,
     /// What the UI alone needs (worker restarts).
@@ -236,14 +258,40 @@ impl Inner {
 
     /// Removes the topology `name` durably.
     fn remove(&mut self, name: &str) -> Result<(), StateError> {
+        let before = self.artifacts_in_use();
         let state = &self.state;
-        self.core.remove(name, &mut |c| persist(state, c))
+        let removed = self.core.remove(name, &mut |c| persist(state, c));
+        self.delete_artifacts_no_longer_used(before);
+        removed
     }
 
     /// A reconcile pass now (see [`Coordinator::reconcile`]).
     fn reconcile(&mut self) {
+        let (count, before) = (self.core.topologies.len(), self.artifacts_in_use());
         let state = &self.state;
         self.core.reconcile(Instant::now(), state::now_ms(), &mut |c| persist(state, c));
+        if self.core.topologies.len() < count {
+            self.delete_artifacts_no_longer_used(before);
+        }
+    }
+
+    /// The artifacts and resources the topologies refer to.
+    fn artifacts_in_use(&self) -> HashSet<String> {
+        let records = self.core.topologies.values();
+        records.flat_map(|r| [Some(&r.artifact), r.resources.as_ref()]).flatten().cloned().collect()
+    }
+
+    /// Deletes those of `before` that no topology refers to any more (several may share one).
+    /// Artifacts uploaded for a submit still to come are not in `before`, so never deleted.
+    fn delete_artifacts_no_longer_used(&self, before: HashSet<String>) {
+        let now = self.artifacts_in_use();
+        for sha256 in before.difference(&now) {
+            match self.state.artifacts().remove(sha256) {
+                Ok(true) => tracing::info!("artifact {sha256} deleted: no topology refers to it"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot delete artifact {sha256}: {e}"),
+            }
+        }
     }
 }
 
@@ -271,7 +319,8 @@ impl Nimbus {
         let timeout = Duration::from_secs(config.nimbus.supervisor_timeout_secs.max(1));
         let inner = Inner { state: state.clone(), core: Coordinator::new(records, timeout, Instant::now()) };
         Ok(Arc::new(Nimbus {
-            secret: Sha256::digest(config.cluster.secret.as_bytes()).into(),
+            secret: squall_engine::auth::Secret::new(&config.cluster.secret),
+            replays: Mutex::default(),
             state,
             inner: Mutex::new(inner),
             observed: observe::Observed::default(),
@@ -280,10 +329,5 @@ impl Nimbus {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn secret_matches(&self, given: &[u8]) -> bool {
-        let given: [u8; 32] = Sha256::digest(given).into();
-        given.iter().zip(self.secret.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::client::{Client, ClientError};
 use crate::state::tests::TempDir;
+use squall_engine::auth::{self, HttpSignature, Secret};
 use tokio::sync::oneshot;
 
 const SECRET: &str = "s3cret";
@@ -128,15 +129,48 @@ fn status_of(e: &ClientError) -> u16 {
     }
 }
 
+/// A request to nimbus signed with `secret` at `timestamp` with `nonce`, whose signature
+/// names `signed_body` (and carries `body`).
+fn signed_request(
+    addr: &str,
+    path: &str,
+    secret: &str,
+    timestamp: u64,
+    nonce: u8,
+    signed_body: &[u8],
+    body: &[u8],
+) -> reqwest::RequestBuilder {
+    let signature = HttpSignature::sign_with(
+        &Secret::new(secret),
+        "POST",
+        path,
+        auth::body_sha256(signed_body),
+        timestamp,
+        [nonce; auth::REQUEST_NONCE_LEN],
+    );
+    reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header(auth::SIGNATURE_HEADER, signature.to_string())
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+}
+
+async fn refusal(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    (status, body["error"].as_str().unwrap_or_default().to_string())
+}
+
 #[tokio::test]
-async fn requests_without_the_right_secret_are_refused() {
+async fn requests_without_the_right_signature_are_refused() {
     let dir = TempDir::new("nimbus");
     let nimbus = Served::start(&dir, 10).await;
     let wrong = Client::new(&nimbus.addr, "not-it");
     let err = wrong.list().await.unwrap_err();
     assert_eq!(status_of(&err), 401);
     assert!(
-        err.to_string().contains("x-squall-secret") && err.to_string().contains("[cluster] secret"),
+        err.to_string().contains("wrong signature") && err.to_string().contains("[cluster] secret"),
         "{err}"
     );
     let sha = artifacts::sha256_hex(b"x");
@@ -144,32 +178,75 @@ async fn requests_without_the_right_secret_are_refused() {
     assert_eq!(status_of(&wrong.has_artifact(&sha).await.unwrap_err()), 401);
 
     let plain = reqwest::Client::new();
-    let response = plain.get(format!("http://{}/v1/topologies", nimbus.addr)).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 401);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("missing or wrong cluster secret"), "{body}");
-    let response = plain.get(format!("http://{}/v1/nothing", nimbus.addr)).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 401, "unknown paths are refused too");
+    let (status, error) = refusal(plain.get(format!("http://{}/v1/topologies", nimbus.addr))).await;
+    assert_eq!(status, 401);
+    assert!(error.contains("unsigned request") && error.contains("[cluster] secret"), "{error}");
+    // The secret in clear, as clients before signatures sent it, is no longer enough.
+    let clear = plain.get(format!("http://{}/v1/topologies", nimbus.addr)).header(SECRET_HEADER, SECRET);
+    let (status, error) = refusal(clear).await;
+    assert_eq!(status, 401);
+    assert!(error.contains("no longer accepted"), "{error}");
+    let (status, _) = refusal(plain.get(format!("http://{}/v1/nothing", nimbus.addr))).await;
+    assert_eq!(status, 401, "unknown paths are refused too");
 
     let client = nimbus.client();
     assert!(client.list().await.unwrap().is_empty());
+    // A name that travels percent-encoded is signed as it travels: nimbus reads the request.
+    let err = client.status("no such name").await.unwrap_err();
+    assert_eq!(status_of(&err), 400, "{err}");
+    assert!(err.to_string().contains("not a valid topology name"), "{err}");
     let err = error_of_unknown_path(&client).await;
     assert!(err.contains("no such endpoint"), "{err}");
     nimbus.stop().await;
 }
 
+#[tokio::test]
+async fn a_replayed_stale_or_altered_signed_request_is_refused() {
+    let dir = TempDir::new("nimbus");
+    let nimbus = Served::start(&dir, 10).await;
+    let path = "/v1/topologies/nope/activate";
+    let now = auth::unix_now();
+    // Well signed: it reaches the handler (no such topology).
+    let (status, error) = refusal(signed_request(&nimbus.addr, path, SECRET, now, 1, b"", b"")).await;
+    assert_eq!(status, 404, "{error}");
+    // The same request again, byte for byte: a replay.
+    let (status, error) = refusal(signed_request(&nimbus.addr, path, SECRET, now, 1, b"", b"")).await;
+    assert_eq!((status, error.contains("replayed")), (401, true), "{error}");
+    // Signed ten minutes ago, or from a clock ten minutes ahead.
+    for timestamp in [now - 600, now + 600] {
+        let (status, error) =
+            refusal(signed_request(&nimbus.addr, path, SECRET, timestamp, 2, b"", b"")).await;
+        assert_eq!((status, error.contains("clock")), (401, true), "{error}");
+    }
+    // A body other than the one signed.
+    let kill = "/v1/topologies/nope/kill";
+    let altered =
+        signed_request(&nimbus.addr, kill, SECRET, now, 3, b"{\"wait_secs\":30}", b"{\"wait_secs\":0}");
+    let (status, error) = refusal(altered).await;
+    assert_eq!((status, error.contains("body")), (401, true), "{error}");
+    // Another path than the one signed.
+    let signature =
+        HttpSignature::sign_with(&Secret::new(SECRET), "POST", path, auth::body_sha256(b""), now, [4; 16]);
+    let moved = reqwest::Client::new()
+        .post(format!("http://{}{kill}", nimbus.addr))
+        .header(auth::SIGNATURE_HEADER, signature.to_string());
+    let (status, error) = refusal(moved).await;
+    assert_eq!((status, error.contains("wrong signature")), (401, true), "{error}");
+    nimbus.stop().await;
+}
+
 /// The error of a request to a path nimbus does not serve.
 async fn error_of_unknown_path(client: &Client) -> String {
-    {
-        let response = reqwest::Client::new()
-            .get(format!("http://{}/v1/nothing", client.addr()))
-            .header(SECRET_HEADER, SECRET)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 404);
-        response.json::<ErrorBody>().await.unwrap().error
-    }
+    let path = "/v1/nothing";
+    let signature = HttpSignature::header(&Secret::new(SECRET), "GET", path, auth::body_sha256(b"")).unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("http://{}{path}", client.addr()))
+        .header(auth::SIGNATURE_HEADER, signature)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    response.json::<ErrorBody>().await.unwrap().error
 }
 
 #[tokio::test]
@@ -578,5 +655,30 @@ async fn kill_and_rebalance_waits_and_workers_past_their_maximum_are_refused() {
     assert_eq!(status_of(&err), 400, "{err}");
     let listed = client.list().await.unwrap();
     assert_eq!(listed[0].status, Status::Active, "nothing changed");
+    nimbus.stop().await;
+}
+
+#[tokio::test]
+async fn the_artifact_of_killed_topologies_is_deleted_once_no_topology_refers_to_it() {
+    let dir = TempDir::new("nimbus");
+    let nimbus = Served::start(&dir, 10).await;
+    let client = nimbus.client();
+    // Two topologies share one artifact; a third artifact is uploaded for a submit to come.
+    submit(&client, "a", 1).await;
+    let shared = submit(&client, "b", 1).await;
+    assert_eq!(shared.name, "b");
+    let sha = upload(&client).await;
+    let pending = b"#!/bin/true\n".to_vec();
+    let pending_sha = artifacts::sha256_hex(&pending);
+    client.upload_artifact(&pending_sha, pending).await.unwrap();
+    let stored = |sha: &str| dir.path().join("artifacts").join(sha).is_file();
+
+    client.kill("a", &KillRequest { wait_secs: Some(0) }).await.unwrap();
+    assert!(stored(&sha), "b still refers to it");
+    // A kill that waits: the topology is removed by a reconcile pass at its deadline.
+    client.kill("b", &KillRequest { wait_secs: Some(1) }).await.unwrap();
+    eventually("b is removed", async || client.list().await.unwrap().is_empty().then_some(())).await;
+    eventually("its artifact is deleted", async || (!stored(&sha)).then_some(())).await;
+    assert!(stored(&pending_sha), "an artifact no topology referred to yet is kept");
     nimbus.stop().await;
 }

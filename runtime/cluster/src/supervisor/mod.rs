@@ -1,6 +1,11 @@
 //! `squall supervisor`: runs the worker processes nimbus assigns to this machine's slots.
 //!
-//! Contract: [`run`] prints `supervisor <id> started with N slots, nimbus at ADDR` to stderr,
+//! Artifacts and unpacked resources that no order, running or stopping worker, or download
+//! refers to any more are deleted at the end of the round that let go of them.
+//!
+//! Contract: [`run`] refuses to start with the default secret `change-me` unless
+//! `[supervisor] host` (where its workers listen) is loopback (and warns there); it prints
+//! `supervisor <id> started with N slots, nimbus at ADDR` to stderr,
 //! then every `heartbeat_secs` sends nimbus a [`SupervisorHeartbeat`] (its id, host, slot
 //! ports and the workers it runs with their pids); the reply lists exactly the workers it
 //! must run ([`WorkerOrder`]s), and it reconciles what runs with that list:
@@ -68,6 +73,9 @@ const LEFTOVER_WAIT: Duration = Duration::from_secs(3);
 /// fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
+    /// The default secret with workers listening off loopback: the line says what to set.
+    #[error("{0}")]
+    DefaultSecret(String),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
     /// `[supervisor] data_dir` cannot be made absolute.
@@ -105,6 +113,13 @@ pub enum SupervisorError {
 
 /// Runs the supervisor until SIGINT or SIGTERM (see the module docs).
 pub async fn run(config: ClusterConfig) -> Result<(), SupervisorError> {
+    // Its workers listen on [supervisor] host: with the default secret, loopback only.
+    let who = "supervisor (its workers listen on [supervisor] host)";
+    match squall_engine::auth::check_default_secret(&config.cluster.secret, who, &config.supervisor.host) {
+        Ok(Some(warning)) => eprintln!("{warning}"),
+        Ok(None) => {}
+        Err(refusal) => return Err(SupervisorError::DefaultSecret(refusal)),
+    }
     let listen = |kind| signal(kind).map_err(SupervisorError::Signals);
     let mut term = listen(SignalKind::terminate())?;
     let mut int = listen(SignalKind::interrupt())?;
@@ -227,6 +242,9 @@ struct Supervisor {
     nimbus_down: bool,
     /// Woken when a download ends.
     wake: Arc<Notify>,
+    /// The artifacts (and resources) ordered, run or downloaded at the last round: one of
+    /// them that no longer is gets deleted.
+    in_use: HashSet<String>,
 }
 
 /// What a reconcile round does, decided from the orders and what runs.
@@ -302,6 +320,7 @@ impl Supervisor {
             warned: HashSet::new(),
             nimbus_down: false,
             wake: Arc::new(Notify::new()),
+            in_use: HashSet::new(),
         })
     }
 
@@ -440,9 +459,34 @@ impl Supervisor {
             .flatten()
             .collect();
         self.download_backoff.retain(|a, _| artifacts.contains(a.as_str()));
+        self.collect_artifacts(&orders);
         if changed {
             self.save_pids();
         }
+    }
+
+    /// Deletes the artifacts and unpacked resources that were in use at the last round and
+    /// are no longer: no order, running or stopping worker, or download refers to them (one
+    /// artifact may serve several topologies).
+    fn collect_artifacts(&mut self, orders: &[WorkerOrder]) {
+        let workers = orders.iter().chain(self.running.keys()).chain(self.stopping.iter().map(|s| &s.order));
+        let mut in_use: HashSet<String> =
+            workers.flat_map(|o| [Some(&o.artifact), o.resources.as_ref()]).flatten().cloned().collect();
+        in_use.extend(self.downloads.keys().cloned());
+        for sha256 in self.in_use.difference(&in_use) {
+            match self.artifacts.remove(sha256) {
+                Ok(true) => info!("artifact {sha256} deleted: no worker here uses it any more"),
+                Ok(false) => {}
+                Err(e) => warn!("cannot delete artifact {sha256}: {e}"),
+            }
+            let unpacked = self.data_dir.join("resources").join(sha256);
+            if is_sha256(sha256) && unpacked.is_dir() {
+                if let Err(e) = std::fs::remove_dir_all(&unpacked) {
+                    warn!("cannot delete {}: {e}", unpacked.display());
+                }
+            }
+        }
+        self.in_use = in_use;
     }
 
     /// The path of the artifact `sha256` if it is here; else starts (or follows) its

@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use super::*;
 use crate::artifacts::sha256_hex;
 use crate::{SupervisorReply, SECRET_HEADER};
+use squall_engine::auth::{HttpSignature, Secret, SIGNATURE_HEADER};
 
 fn order(topology: &str, worker: usize, slot: usize) -> WorkerOrder {
     WorkerOrder {
@@ -196,7 +197,10 @@ async fn fake_nimbus(fake: Shared) -> String {
         headers: HeaderMap,
         Json(beat): Json<SupervisorHeartbeat>,
     ) -> Result<Json<SupervisorReply>, StatusCode> {
-        if headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok()) != Some("s3cret") {
+        let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let signed = HttpSignature::parse(signature)
+            .and_then(|s| s.verify(&Secret::new("s3cret"), "POST", "/v1/supervisors/heartbeat"));
+        if signed.is_err() || headers.contains_key(SECRET_HEADER) {
             return Err(StatusCode::UNAUTHORIZED);
         }
         let mut fake = fake.lock().unwrap();

@@ -88,6 +88,9 @@ pub(super) enum ConnError {
     /// The hello was for another topology, version or protocol.
     #[error("refused: {0}")]
     Refused(String),
+    /// The peer did not prove it knows the cluster secret (or this side's proof was refused).
+    #[error("authentication failed: {0}")]
+    Auth(#[from] squall_engine::auth::AuthError),
 }
 
 impl From<FrameError> for ConnError {

@@ -1,6 +1,9 @@
 //! The accepting side of the transport: batches in, credits out.
 //!
-//! Contract: a connection a peer opens starts with its hello, checked against this worker's
+//! Contract: a connection a peer opens starts with the handshake of
+//! [`squall_engine::auth`] (the peer proves it knows the cluster secret, and this worker
+//! proves it back): a peer that cannot is closed before any of its frames is read, counted as
+//! refused and logged. Then comes its hello, checked against this worker's
 //! topology, version and protocol (refused with the reason otherwise); then it carries
 //! batches one way and credits the other. The reader never waits for a task: it hands each
 //! whole batch (parts joined) to the task's delivery queue, whose drainer waits for room in
@@ -20,7 +23,7 @@ use squall_api::TaskId;
 use squall_engine::acker::{AckerMsg, Outcome, RootBounds};
 use squall_engine::checkpoint::is_system_stream;
 use squall_engine::executor::Envelope;
-use squall_engine::frame;
+use squall_engine::{auth, frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -126,6 +129,17 @@ fn log_inbound_end(shared: &Shared, from: SocketAddr, result: Result<(), ConnErr
         Ok(()) => tracing::debug!("transport: connection from {from} closed"),
         Err(ConnError::Io(e)) => tracing::debug!("transport: connection from {from} lost: {e}"),
         Err(ConnError::Refused(_)) => Counters::add(&shared.counters.refused, 1),
+        Err(ConnError::Auth(e)) => {
+            Counters::add(&shared.counters.refused, 1);
+            let failures = shared.auth_failures.fetch_add(1, Relaxed) + 1;
+            if failures.is_power_of_two() {
+                tracing::warn!(
+                    "transport: closed the connection from {from} unread: {e} ({failures} so far)"
+                );
+            } else {
+                tracing::debug!("transport: closed the connection from {from} unread: {e}");
+            }
+        }
         Err(e @ (ConnError::Protocol(_) | ConnError::Codec(_))) => {
             Counters::add(&shared.counters.refused, 1);
             tracing::warn!("transport: closing the connection from {from}: {e}");
@@ -134,8 +148,9 @@ fn log_inbound_end(shared: &Shared, from: SocketAddr, result: Result<(), ConnErr
 }
 
 /// Serves one accepted connection until it closes.
-async fn serve(shared: &Shared, stream: TcpStream, from: SocketAddr) -> Result<(), ConnError> {
+async fn serve(shared: &Shared, mut stream: TcpStream, from: SocketAddr) -> Result<(), ConnError> {
     squall_engine::frame::tune(&stream);
+    auth::accept(&mut stream, &shared.secret, auth::WORKER).await?;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(64 << 10, rd);
     let mut body = Vec::new();

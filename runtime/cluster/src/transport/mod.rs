@@ -12,6 +12,11 @@
 //!   closes its connection with a logged error, never a panic; other connections go on. A
 //!   batch that would encode past the limit travels as several frames marked "more follows"
 //!   and is delivered whole; a single tuple past the limit is dropped with an error.
+//! - Authentication: every connection starts with [`squall_engine::auth`]'s handshake on
+//!   the cluster secret, both ways: a peer that cannot prove it knows the secret is closed
+//!   before any frame of it is read (counted as refused, logged), and a worker never sends a
+//!   frame to a listener that cannot prove it back (an impostor on a restarted peer's port).
+//!   A stranger learns nothing but that a squall worker listens there.
 //! - Connections: worker `i` connects to every worker `j` hosting a task it may send to, as
 //!   soon as `peers[j]` is known (and until no local task can send there any more), and uses
 //!   that connection one way: `i` sends batches, `j` sends back
@@ -77,6 +82,7 @@ use frames::{Batch, Hello};
 use inbound::{accept, drain, Bounds, Inbound, Route};
 use outbound::{Forwarder, LinkState, Manager};
 use squall_engine::acker::RootBounds;
+use squall_engine::auth::Secret;
 
 /// Where every worker of the assignment listens, indexed by worker (`None`: not yet known).
 pub type Peers = watch::Receiver<Vec<Option<SocketAddr>>>;
@@ -137,7 +143,8 @@ pub struct TransportStats {
     pub batches_dropped: u64,
     /// Connections to peers established (reconnections included).
     pub connects: u64,
-    /// Accepted connections refused (wrong hello) or closed for breaking the protocol.
+    /// Accepted connections refused (no proof of the secret, wrong hello) or closed for
+    /// breaking the protocol.
     pub refused: u64,
 }
 
@@ -198,6 +205,10 @@ struct Shared {
     inbound: watch::Receiver<Option<Arc<Inbound>>>,
     /// (topology, version, worker) of hellos already refused with a log line.
     refusals: Mutex<HashSet<(String, u64, u32)>>,
+    /// What connections prove they know, both ways.
+    secret: Secret,
+    /// Accepted connections that failed the handshake (logged at powers of two).
+    auth_failures: AtomicU64,
 }
 
 impl Shared {
@@ -255,20 +266,23 @@ pub struct Transport {
 
 impl Transport {
     /// Binds `addr` (port 0: any free port) for the worker `me` of `topology`'s assignment
-    /// `version`; peers of another topology or version are refused.
+    /// `version`; peers that do not know `secret`, or of another topology or version, are
+    /// refused.
     pub async fn bind(
         addr: SocketAddr,
+        secret: &Secret,
         topology: &str,
         version: u64,
         me: usize,
         peers: Peers,
     ) -> std::io::Result<Transport> {
-        Self::bind_with(addr, topology, version, me, peers, TransportOptions::default()).await
+        Self::bind_with(addr, secret, topology, version, me, peers, TransportOptions::default()).await
     }
 
     /// [`bind`](Self::bind) with options.
     pub async fn bind_with(
         addr: SocketAddr,
+        secret: &Secret,
         topology: &str,
         version: u64,
         me: usize,
@@ -287,6 +301,8 @@ impl Transport {
             counters: Arc::default(),
             inbound,
             refusals: Mutex::default(),
+            secret: secret.clone(),
+            auth_failures: AtomicU64::new(0),
         });
         let (shutdown, stop) = watch::channel(());
         tokio::spawn(accept(listener, shared.clone(), stop));

@@ -3,7 +3,9 @@
 //! Contract: per peer hosting a task this worker may send to, a [`Manager`] keeps one
 //! connection while any of its forwarders lives: it connects as soon as the peer's address
 //! is known, exchanges hellos, and reconnects after a failure (50 ms doubling to 1 s, at once
-//! on a new address), logging a failure once until it changes. Per remote task, a
+//! on a new address), logging a failure once until it changes. A connection starts with the
+//! handshake of [`squall_engine::auth`]: a peer that cannot prove it knows the cluster secret
+//! is sent nothing. Per remote task, a
 //! [`Forwarder`] moves batches from the task's local queue to the connection: for a bolt or
 //! acker task, one credit per batch; while the peer is down, a batch waits up to the hold,
 //! then is dropped. The writer sends everything queued in one write; the reader returns the
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use squall_api::TaskId;
 use squall_engine::acker::Outcome;
+use squall_engine::auth;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -230,10 +233,12 @@ async fn connect(
     peer: usize,
     addr: SocketAddr,
 ) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf, u32), ConnError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnError::Io(std::io::ErrorKind::TimedOut.into()))??;
     squall_engine::frame::tune(&stream);
+    // Nothing is sent to a peer that cannot prove it knows the secret.
+    auth::connect(&mut stream, &shared.secret, auth::WORKER).await?;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(16 << 10, rd);
     write_frame(&mut wr, &Frame::Hello(shared.hello())).await?;

@@ -1,7 +1,8 @@
 //! What a hostile or broken peer sends to a worker's real port: tuples on streams or from
 //! tasks the plan lacks, acker messages for roots no spout can make, frames that would decode
-//! into far more memory than they take, and hellos fishing for the topology. Each closes that
-//! connection (counted, logged); the worker's own connection and its tasks never notice.
+//! into far more memory than they take, hellos fishing for the topology, and strangers that do
+//! not know the cluster secret. Each closes that connection (counted, logged); the worker's own
+//! connection and its tasks never notice.
 
 use super::*;
 use crate::transport::codec as wire;
@@ -132,7 +133,7 @@ async fn a_refused_hello_does_not_name_this_workers_topology_or_version() {
     let (_peers, peers_rx) = watch::channel(vec![None, None]);
     let w1 = Worker::attach(&plan, 1, Worker::bind(1, peers_rx).await);
     let addr = w1.transport.local_addr();
-    let stream = TcpStream::connect(addr).await.unwrap();
+    let stream = authenticated(addr).await;
     let (rd, mut wr) = stream.into_split();
     let hello = Hello { protocol: PROTOCOL, topology: "guess".into(), version: 1, worker: 0, credits: 0 };
     write_frame(&mut wr, &Frame::Hello(hello)).await.unwrap();
@@ -147,4 +148,55 @@ async fn a_refused_hello_does_not_name_this_workers_topology_or_version() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     expect_closed(&mut rd).await;
+}
+
+/// A well-formed hello and batch for bolt task 3, as a peer would send them after the handshake.
+async fn hello_and_batch() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let hello = Hello { protocol: PROTOCOL, topology: "t".into(), version: VERSION, worker: 0, credits: 0 };
+    put_frame(&mut bytes, &Frame::Hello(hello), MAX_FRAME).unwrap();
+    let frame = Frame::Bolts { task: 3, more: false, batch: Cow::Owned(batch(1000, 5)) };
+    put_frame(&mut bytes, &frame, MAX_FRAME).unwrap();
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stranger_without_the_secret_is_closed_before_its_hello_and_batch_are_read() {
+    let plan = plan();
+    let (w0, mut w1, _peers) = pair(&plan).await;
+    still_serves(&w0, &mut w1, 0).await;
+    let addr = w1.transport.local_addr();
+
+    // Skipping the handshake: the hello and batch are taken as a (wrong) answer to it.
+    let mut stranger = TcpStream::connect(addr).await.unwrap();
+    let _ = stranger.write_all(&hello_and_batch().await).await;
+    expect_closed(&mut stranger).await;
+    // Answering the challenge with another secret: refused, told so, closed unread.
+    let mut wrong = TcpStream::connect(addr).await.unwrap();
+    let refused =
+        squall_engine::auth::connect(&mut wrong, &Secret::new("a guess"), squall_engine::auth::WORKER).await;
+    assert!(matches!(refused, Err(squall_engine::auth::AuthError::Refused)), "{refused:?}");
+    let _ = wrong.write_all(&hello_and_batch().await).await;
+    expect_closed(&mut wrong).await;
+
+    wait_until("two refusals", || w1.transport.stats().refused == 2).await;
+    assert!(w1.rx.bolts[3].as_mut().unwrap().try_recv().is_err(), "nothing of theirs reached the bolt");
+    still_serves(&w0, &mut w1, 100).await;
+    assert!(w1.rx.bolts[3].as_mut().unwrap().try_recv().is_err(), "nothing of theirs reached the bolt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_sends_nothing_to_a_listener_that_cannot_prove_the_secret() {
+    let plan = plan();
+    let (peers, peers_rx) = watch::channel(vec![None, None]);
+    let t0 = Worker::bind(0, peers_rx.clone()).await;
+    // An impostor on worker 1's address: a transport that knows another secret.
+    let t1 = Transport::bind(any_port(), &Secret::new("impostor"), "t", VERSION, 1, peers_rx).await.unwrap();
+    peers.send_replace(vec![Some(t0.local_addr()), Some(t1.local_addr())]);
+    let (w0, mut w1) = (Worker::attach(&plan, 0, t0), Worker::attach(&plan, 1, t1));
+    w0.bolt(3).send(batch(0, 1)).await.unwrap();
+    wait_until("the impostor refused twice", || w1.transport.stats().refused >= 2).await;
+    assert_eq!(w0.transport.stats().connects, 0, "no connection to the impostor was established");
+    assert_eq!(w0.transport.stats().bytes_sent, 0, "no frame was sent to it");
+    assert!(w1.rx.bolts[3].as_mut().unwrap().try_recv().is_err());
 }

@@ -32,6 +32,23 @@ use tokio::net::TcpStream;
 const DEADLINE: Duration = Duration::from_secs(30);
 const VERSION: u64 = 7;
 
+/// The secret of the workers of these tests.
+fn secret() -> Secret {
+    Secret::new("transport-test-secret")
+}
+
+/// A connection to `addr` that has passed the handshake with the workers' secret.
+async fn authenticated(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    within(
+        "the handshake",
+        squall_engine::auth::connect(&mut stream, &secret(), squall_engine::auth::WORKER),
+    )
+    .await
+    .unwrap();
+    stream
+}
+
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
@@ -98,7 +115,7 @@ struct Worker {
 
 impl Worker {
     async fn bind(me: usize, peers: Peers) -> Transport {
-        Transport::bind(any_port(), "t", VERSION, me, peers).await.unwrap()
+        Transport::bind(any_port(), &secret(), "t", VERSION, me, peers).await.unwrap()
     }
 
     fn attach(plan: &Plan, me: usize, mut transport: Transport) -> Worker {
@@ -302,7 +319,7 @@ async fn raw_hello(
     version: u64,
     worker: u32,
 ) -> (BufReader<OwnedReadHalf>, OwnedWriteHalf, Frame<'static>) {
-    let stream = TcpStream::connect(addr).await.unwrap();
+    let stream = authenticated(addr).await;
     let (rd, mut wr) = stream.into_split();
     let hello = Hello { protocol: PROTOCOL, topology: "t".into(), version, worker, credits: 0 };
     write_frame(&mut wr, &Frame::Hello(hello)).await.unwrap();
@@ -343,7 +360,7 @@ async fn a_hello_for_another_version_is_refused() {
     // A worker of the old assignment never gets a connection to it.
     peers.send_replace(vec![None, Some(addr)]);
     let (old_peers, old_peers_rx) = watch::channel(vec![None, Some(addr)]);
-    let old = Transport::bind(any_port(), "t", VERSION + 1, 0, old_peers_rx).await.unwrap();
+    let old = Transport::bind(any_port(), &secret(), "t", VERSION + 1, 0, old_peers_rx).await.unwrap();
     let old = Worker::attach(&plan, 0, old);
     old.bolt(3).send(batch(0, 1)).await.unwrap();
     wait_until("refused reconnects", || w1.transport.stats().refused >= 3).await;
@@ -415,7 +432,7 @@ async fn batches_for_a_peer_down_longer_than_the_hold_are_dropped_not_waited_for
     // Worker 1 never comes up: its address is not known, then it is one nobody listens on.
     let (peers, peers_rx) = watch::channel(vec![None, None]);
     let opts = TransportOptions { hold: Duration::from_millis(100), ..TransportOptions::default() };
-    let t0 = Transport::bind_with(any_port(), "t", VERSION, 0, peers_rx, opts).await.unwrap();
+    let t0 = Transport::bind_with(any_port(), &secret(), "t", VERSION, 0, peers_rx, opts).await.unwrap();
     let w0 = Worker::attach(&plan, 0, t0);
     let gone = TcpListener::bind(any_port()).await.unwrap().local_addr().unwrap();
     peers.send_replace(vec![Some(w0.transport.local_addr()), Some(gone)]);
