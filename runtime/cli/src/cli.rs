@@ -21,6 +21,7 @@ use crate::bench;
 #[cfg(feature = "cluster")]
 use crate::cluster_verbs;
 use crate::kinds;
+use crate::state;
 use crate::topic;
 
 #[derive(Parser, Debug)]
@@ -83,6 +84,11 @@ enum Command {
     Topic {
         #[command(subcommand)]
         verb: topic::TopicCommand,
+    },
+    /// Read stateful components' checkpointed state
+    State {
+        #[command(subcommand)]
+        verb: state::StateCommand,
     },
     /// Run a benchmark workload and print its result line
     Bench {
@@ -358,6 +364,7 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
         Command::Errors(args) => done(crate::errors::run(args).await),
         Command::Broker(args) => done(topic::broker(args).await),
         Command::Topic { verb } => done(topic::topic(verb).await),
+        Command::State { verb } => done(state::state(verb, &registry).await),
         Command::Bench { workload } => {
             let line = match workload {
                 Workload::Wc1 { n, p, acking, workers, split } => {

@@ -18,6 +18,7 @@ mod cluster_verbs;
 #[cfg(feature = "cluster")]
 mod errors;
 mod kinds;
+mod state;
 mod topic;
 
 pub use squall_broker as broker;
