@@ -86,7 +86,11 @@ mod tests {
         }
     }
 
-    async fn run(bolt: &mut dyn DynStateful, out: &mut FakeBoltCollector, word: Value) -> Result<(), BoxError> {
+    async fn run(
+        bolt: &mut dyn DynStateful,
+        out: &mut FakeBoltCollector,
+        word: Value,
+    ) -> Result<(), BoxError> {
         let input = Tuple::for_test(["word", "n"], values![word, 1]);
         let result = bolt.execute(&input, &mut BasicCollector::new(out, &input)).await;
         match &result {

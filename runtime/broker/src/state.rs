@@ -193,7 +193,8 @@ impl Replay {
     pub fn record(&mut self, key: Option<&[u8]>, value: &[u8]) -> Result<(), String> {
         match key {
             Some(k) if k == COMMIT_KEY => {
-                let commit: CommitIn = rmp_serde::from_slice(value).map_err(|e| format!("bad commit: {e}"))?;
+                let commit: CommitIn =
+                    rmp_serde::from_slice(value).map_err(|e| format!("bad commit: {e}"))?;
                 let mine: HashSet<u32> = commit
                     .participants
                     .iter()
@@ -346,10 +347,7 @@ impl StateBackend for LogBackend {
             let record = PrepareOut {
                 id,
                 task,
-                changes: chunk
-                    .iter()
-                    .map(|c| (Bin(&c.key), c.value.as_deref().map(Bin)))
-                    .collect(),
+                changes: chunk.iter().map(|c| (Bin(&c.key), c.value.as_deref().map(Bin))).collect(),
             };
             let value = rmp_serde::to_vec_named(&record)?;
             if frame_len(Some(&key), &value) > MAX_FRAME_LEN {
@@ -375,8 +373,11 @@ impl StateBackend for LogBackend {
         };
         let value = rmp_serde::to_vec_named(&record)?;
         if frame_len(Some(COMMIT_KEY), &value) > MAX_FRAME_LEN {
-            return Err(format!("checkpoint {id}'s commit takes {} bytes, more than a record holds", value.len())
-                .into());
+            return Err(format!(
+                "checkpoint {id}'s commit takes {} bytes, more than a record holds",
+                value.len()
+            )
+            .into());
         }
         self.append(vec![NewRecord {
             key: Some(Bytes::from_static(COMMIT_KEY)),
@@ -437,7 +438,8 @@ mod tests {
     }
 
     fn commit(id: u64, participants: &[(&str, u32)]) -> Vec<u8> {
-        rmp_serde::to_vec_named(&CommitOut { id, participants: participants.to_vec(), meta: Bin(b"m") }).unwrap()
+        rmp_serde::to_vec_named(&CommitOut { id, participants: participants.to_vec(), meta: Bin(b"m") })
+            .unwrap()
     }
 
     fn sorted(mut entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(String, String)> {
@@ -460,7 +462,11 @@ mod tests {
         r.record(Some(p), &prepare(2, 0, &[change("a", Some("99"))])).unwrap();
         r.record(Some(p), &prepare(3, 0, &[change("a", Some("2")), change("b", None)])).unwrap();
         r.record(Some(b"commit"), &commit(3, &[("count", 0)])).unwrap();
-        assert_eq!(sorted(r.finish()), [("a".into(), "2".into())], "task 7 was not named, id 2 never committed");
+        assert_eq!(
+            sorted(r.finish()),
+            [("a".into(), "2".into())],
+            "task 7 was not named, id 2 never committed"
+        );
     }
 
     #[test]

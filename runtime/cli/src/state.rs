@@ -53,7 +53,12 @@ pub async fn state(command: StateCommand, registry: &Registry) -> Result<(), Str
     }
 }
 
-async fn dump(file: &std::path::Path, component: &str, json: bool, registry: &Registry) -> Result<(), String> {
+async fn dump(
+    file: &std::path::Path,
+    component: &str,
+    json: bool,
+    registry: &Registry,
+) -> Result<(), String> {
     let def = topology::load(file, registry).map_err(|d| {
         let first = d.0.first().map_or_else(String::new, ToString::to_string);
         match d.0.len() {

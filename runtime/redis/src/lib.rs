@@ -97,7 +97,10 @@ impl RedisStateConfig {
         }
         match table.get("url") {
             Some(toml::Value::String(url)) if !url.is_empty() => Ok(RedisStateConfig { url: url.clone() }),
-            Some(other) => Err(format!("`url` of the redis state backend must be redis://host:port, found {other}").into()),
+            Some(other) => {
+                Err(format!("`url` of the redis state backend must be redis://host:port, found {other}")
+                    .into())
+            }
             None => Err("the redis state backend needs `url`, e.g. url = \"redis://127.0.0.1:6379\"".into()),
         }
     }
@@ -216,7 +219,9 @@ impl StateBackend for RedisBackend {
             .await
             .map_err(|e| self.error(e))?;
         let Some(id) = id else { return Ok(None) };
-        let id = id.parse::<u64>().map_err(|_| format!("redis at {}: a committed id \"{id}\" that is not one", self.url))?;
+        let id = id
+            .parse::<u64>()
+            .map_err(|_| format!("redis at {}: a committed id \"{id}\" that is not one", self.url))?;
         Ok(Some(Committed { id, meta: meta.unwrap_or_default() }))
     }
 

@@ -43,7 +43,8 @@ impl Redis {
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let mut last = String::new();
         for _ in 0..PORT_TRIES {
-            let mut redis = Redis { bin: bin.clone(), dir: dir.clone(), port: crate::tansu::free_port()?, child: None };
+            let mut redis =
+                Redis { bin: bin.clone(), dir: dir.clone(), port: crate::tansu::free_port()?, child: None };
             match redis.spawn() {
                 Ok(()) => return Ok(redis),
                 Err(e) => {

@@ -50,8 +50,11 @@ pub const CHROMIUM: Tool =
     Tool { bin: "chromium", env: "SQUALL_CHROMIUM", install: Install::Apt { package: "chromium" } };
 
 /// Debian's Redis server: the `redis` state backend's tests run against it.
-pub const REDIS_SERVER: Tool =
-    Tool { bin: "redis-server", env: "SQUALL_REDIS_SERVER", install: Install::Apt { package: "redis-server" } };
+pub const REDIS_SERVER: Tool = Tool {
+    bin: "redis-server",
+    env: "SQUALL_REDIS_SERVER",
+    install: Install::Apt { package: "redis-server" },
+};
 
 impl Tool {
     /// How to install it by hand, for messages.
