@@ -339,6 +339,10 @@ pub trait DynStateful: Send + 'static {
     fn checkpoint(&mut self, id: u64) -> Result<Vec<Change>, BoxError>;
     /// Live entries of the state.
     fn len(&self) -> usize;
+    /// No live entries.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     async fn cleanup(&mut self);
 }
 
