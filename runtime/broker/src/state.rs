@@ -121,11 +121,14 @@ struct PrepareOut<'a> {
     changes: Vec<(Bin<'a>, Option<Bin<'a>>)>,
 }
 
+/// Changes as a prepare record holds them: key, and value or None for a deletion.
+type Changes = Vec<(Bytes, Option<Bytes>)>;
+
 #[derive(Deserialize)]
 struct PrepareIn {
     id: u64,
     task: u32,
-    changes: Vec<(Bytes, Option<Bytes>)>,
+    changes: Changes,
 }
 
 #[derive(Serialize)]
@@ -180,7 +183,7 @@ fn change_size(c: &Change) -> usize {
 pub struct Replay {
     component: String,
     /// By checkpoint id: (task, its changes) prepared by this component's tasks.
-    pending: HashMap<u64, Vec<(u32, Vec<(Bytes, Option<Bytes>)>)>>,
+    pending: HashMap<u64, Vec<(u32, Changes)>>,
     state: HashMap<Bytes, Bytes>,
 }
 
