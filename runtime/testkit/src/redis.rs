@@ -73,10 +73,7 @@ impl Redis {
 
     /// Kills the server at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::tansu::kill(&mut self.child);
     }
 
     /// Kills the server and starts it again on the same port with the same data.
@@ -87,9 +84,7 @@ impl Redis {
 
     /// The last lines of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        crate::tansu::tail(&self.dir.join("redis.log"))
     }
 
     fn spawn(&mut self) -> Result<(), String> {

@@ -86,10 +86,7 @@ impl Tansu {
 
     /// Kills the broker at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Kills the broker and starts it again on the same port with the same data.
@@ -100,9 +97,7 @@ impl Tansu {
 
     /// The last lines of the broker's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        tail(&self.dir.join("tansu.log"))
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -162,6 +157,21 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Kills a server process (SIGKILL) and reaps it, if there is one.
+pub(crate) fn kill(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The last 20 lines of a server's log file, for error messages.
+pub(crate) fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// A port of 127.0.0.1 that was free a moment ago.
