@@ -146,6 +146,20 @@ async fn log_backend_on_the_embedded_log_keeps_the_contract_and_its_state_across
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_backend_that_snapshots_after_every_commit_keeps_the_contract() {
+    let dir = TempDir::new("state-log-snapshots");
+    let data = dir.join("data");
+    let open = || -> Arc<dyn StateBackend> {
+        let backend = LogBackend::with_broker(Broker::Embedded(Log::open(&data).unwrap()), "wc").unwrap();
+        Arc::new(backend.snapshot_every(1))
+    };
+    contract(open(), open).await;
+    let log = Log::open(&data).unwrap();
+    let snapshots = log.describe("squall-state.wc.snapshots").unwrap();
+    assert!(snapshots.partitions[0].high_watermark > 0, "snapshots were written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_backend_through_a_broker_server_survives_its_kill_9() {
     let dir = TempDir::new("state-log-server");
     let data = dir.join("data");
