@@ -31,8 +31,8 @@
 //!   id never committed, or by a task the commit does not name, are never applied.
 //! - After a commit, once the delta topic has grown since the latest snapshot by more than
 //!   that snapshot's size and at least [`SNAPSHOT_BYTES`], the committing backend writes a new
-//!   snapshot before `commit` returns, so loading reads about twice the state at most, not the
-//!   whole history. A failed snapshot is logged and changes nothing (the commit stands). Old
+//!   snapshot before `commit` returns, so a load reads the snapshot and at most the larger of
+//!   its size and [`SNAPSHOT_BYTES`] of changes, not the whole history. A failed snapshot is logged and changes nothing (the commit stands). Old
 //!   records stay on disk: the log has no compaction.
 //! - [`LogBackend::last_committed`] is the last commit; the backend remembers how far it has
 //!   read, so each call reads only what was appended since.
