@@ -32,8 +32,9 @@
 //! - After a commit, once the delta topic has grown since the latest snapshot by more than
 //!   that snapshot's size and at least [`SNAPSHOT_BYTES`], the committing backend writes a new
 //!   snapshot before `commit` returns, so a load reads the snapshot and at most the larger of
-//!   its size and [`SNAPSHOT_BYTES`] of changes, not the whole history. A failed snapshot is logged and changes nothing (the commit stands). Old
-//!   records stay on disk: the log has no compaction.
+//!   its size and [`SNAPSHOT_BYTES`] of changes, not the whole history. A failed snapshot is
+//!   logged and changes nothing (the commit stands). Old records stay on disk: the log has no
+//!   compaction.
 //! - [`LogBackend::last_committed`] is the last commit; the backend remembers how far it has
 //!   read, so each call reads only what was appended since.
 //! - A topology that never checkpointed has no topics: `load` is empty, `last_committed`
@@ -415,7 +416,7 @@ impl StateBackend for LogBackend {
         }
         self.append(Bytes::from_static(COMMIT_KEY), value).await?;
         if let Err(e) = self.maybe_snapshot().await {
-            tracing::warn!(topic = %self.topic, "writing a snapshot of the state failed (the commit stands): {e}");
+            tracing::warn!(topic = %self.topic, "state snapshot failed (the commit stands): {e}");
         }
         Ok(())
     }
