@@ -25,6 +25,7 @@
 //!   under the topic's fsync policy (appends to the one partition keep their order).
 //! - A commit is one record, so after a crash it is wholly there or not at all; it makes
 //!   visible the changes that its participants prepared under its id earlier in the log.
+//! - Reads stop at the durable end of a topic (what a crash cannot take back).
 //! - [`LogBackend::load`] starts from the latest snapshot, if any, then reads the delta topic
 //!   from where the snapshot ends: the changes of every committed checkpoint of the component
 //!   in commit order (a later commit wins, a `nil` value deletes); changes prepared under an
@@ -216,17 +217,22 @@ impl LogBackend {
         Ok(())
     }
 
-    /// The high watermark and size of `topic`'s partition (0, 0 if it does not exist).
+    /// The durable end and size of `topic`'s partition (0, 0 if it does not exist). Reads stop
+    /// at the durable end: what is past it may be lost in a crash, and a snapshot must never
+    /// stand for offsets that a crash could give to other records.
     async fn extent(&self, topic: &str) -> Result<(u64, u64), BoxError> {
         match self.broker().await?.describe(topic).await {
-            Ok(info) => Ok(info.partitions.first().map_or((0, 0), |p| (p.high_watermark, p.size_bytes))),
+            Ok(info) => {
+                let end = |p: &super::PartitionInfo| p.durable.min(p.high_watermark);
+                Ok(info.partitions.first().map_or((0, 0), |p| (end(p), p.size_bytes)))
+            }
             Err(e) if e.kind() == ErrorKind::UnknownTopic => Ok((0, 0)),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Calls `each` with every record of `topic` from `from` up to its end when the read
-    /// began, until `each` says stop (true); returns that end.
+    /// Calls `each` with every record of `topic` from `from` up to its durable end when the
+    /// read began, until `each` says stop (true); returns that end.
     async fn read(
         &self,
         topic: &str,
