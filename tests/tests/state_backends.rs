@@ -340,6 +340,22 @@ fn state_dump_refuses_plainly() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     topology(&dir, "redis", &format!(", url = \"redis://127.0.0.1:{port}\""));
     one_line_error(&["state", "dump", "wc.toml", "count"], &format!("redis at redis://127.0.0.1:{port}"));
+    // A record of the state topic that is not one: an error naming its place, never data.
+    topology(&dir, "log", "");
+    let log = Log::open(&dir.join("data")).unwrap();
+    log.create_topic("squall-state.wc", squall_broker::TopicConfig::new(1)).unwrap();
+    let garbage = squall_broker::NewRecord {
+        key: Some(bytes::Bytes::from_static(b"commit")),
+        value: bytes::Bytes::from_static(b"\xc1\xc1"),
+        timestamp: None,
+    };
+    log.append("squall-state.wc", 0, &[garbage]).unwrap();
+    log.flush().unwrap();
+    drop(log);
+    one_line_error(
+        &["state", "dump", "wc.toml", "count", "--data-dir", "data"],
+        "squall-state.wc` offset 0: bad commit record",
+    );
     dir.write("bad.toml", "name = \"wc\"\n[[spouts]]\nid = \"w\"\nkind = \"nope\"\n");
     one_line_error(&["state", "dump", "bad.toml", "count"], "bad.toml:");
     one_line_error(&["state", "dump", "missing.toml", "count"], "missing.toml");
