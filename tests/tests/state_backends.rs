@@ -297,6 +297,19 @@ async fn state_dump_prints_the_committed_state_of_the_log_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_dump_reads_the_log_backend_through_a_broker_server() {
+    let dir = TempDir::new("state-dump-server");
+    let server = BrokerServer::start(&dir, &dir.join("data"));
+    topology(&dir, "log", &format!(", broker = \"{}\"", server.addr()));
+    populate(&LogBackend::open(server.addr(), "wc").unwrap()).await;
+    let out = dir.squall(["state", "dump", "wc.toml", "count"]).run();
+    out.assert_success();
+    assert_eq!(out.stdout, PRETTY, "{out}");
+    let expected = format!("committed in topic squall-state.wc of the broker at {}", server.addr());
+    assert!(out.stderr.trim_end().ends_with(&expected), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_dump_reads_the_redis_backend() {
     let redis = Redis::start().unwrap_or_else(|e| panic!("{e}"));
     let dir = TempDir::new("state-dump-redis");
