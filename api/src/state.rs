@@ -338,11 +338,7 @@ pub trait DynStateful: Send + 'static {
     /// Calls `pre_checkpoint`, then hands over what changed since the last checkpoint.
     fn checkpoint(&mut self, id: u64) -> Result<Vec<Change>, BoxError>;
     /// Live entries of the state.
-    fn len(&self) -> usize;
-    /// No live entries.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    fn entries(&self) -> usize;
     async fn cleanup(&mut self);
 }
 
@@ -387,7 +383,7 @@ impl<B: StatefulBolt> DynStateful for WithState<B> {
         self.state.take_changes()
     }
 
-    fn len(&self) -> usize {
+    fn entries(&self) -> usize {
         self.state.len()
     }
 

@@ -47,7 +47,7 @@ pub fn registry() -> Registry {
         .state_backend("log", squall_broker::state::factory)
         .state_backend("redis", squall_redis::factory)
         .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()))
-        .spout("log-spout", squall_broker::spout::build)
+        .rewindable_spout("log-spout", squall_broker::spout::build)
         .bolt("log-sink", squall_broker::sink::build)
         .spout("shell-spout", squall_multilang::build_spout)
         .bolt("shell-bolt", squall_multilang::build_bolt)

@@ -130,7 +130,7 @@ mod tests {
         run(bolt.as_mut(), &mut out, "moon".into()).await.unwrap();
         assert_eq!(changes(bolt.as_mut(), 2), BTreeMap::from([("moon".to_string(), Some(2))]), "deltas only");
         assert!(changes(bolt.as_mut(), 3).is_empty());
-        assert_eq!(bolt.len(), 3);
+        assert_eq!(bolt.entries(), 3);
     }
 
     #[tokio::test]

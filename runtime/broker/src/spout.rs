@@ -26,7 +26,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use squall_api::{async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext};
+use squall_api::{
+    async_trait, BoxError, Guarantee, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext,
+    Value,
+};
 use tokio::sync::mpsc;
 
 use super::error::ErrorKind;
@@ -257,6 +260,51 @@ impl Spout for LogSpout {
 
     async fn close(&mut self) {
         self.commit_now().await;
+    }
+
+    /// Per partition of this task, the offset to read from again: the next one to emit
+    /// (exactly once), or the lowest not yet acked (at least once).
+    fn position(&self, guarantee: Guarantee) -> Option<Value> {
+        let state = self.state.as_ref()?;
+        let offsets = state.partitions.iter().map(|p| {
+            let offset = match guarantee {
+                Guarantee::ExactlyOnce => p.offsets.next_offset(),
+                Guarantee::AtLeastOnce => p.offsets.frontier(),
+            };
+            (p.number.to_string(), Value::from(offset as i64))
+        });
+        Some(Value::Map(offsets.collect()))
+    }
+
+    /// Reads every partition of this task that `position` names from its offset there again,
+    /// forgetting what was fetched, in flight or waiting for a retry.
+    async fn rewind(&mut self, position: &Value) -> Result<(), BoxError> {
+        let Some(state) = self.state.as_mut() else { return Err("log-spout: rewind before open".into()) };
+        let Value::Map(offsets) = position else {
+            return Err(
+                format!("log-spout: a position is a map of partition to offset, not {position:?}").into()
+            );
+        };
+        for p in state.partitions.iter_mut() {
+            let Some(offset) = offsets.get(&p.number.to_string()).and_then(Value::as_i64) else { continue };
+            let offset =
+                u64::try_from(offset).map_err(|_| format!("log-spout: offset {offset} is negative"))?;
+            let (tx, rx) = mpsc::channel(PREFETCH);
+            tokio::spawn(fetch_loop(
+                state.broker.clone(),
+                state.topic.clone(),
+                p.number,
+                offset,
+                p.end,
+                self.config.fetch_max_bytes,
+                tx,
+            ));
+            // The old fetcher ends once it finds its channel closed.
+            p.fetched = rx;
+            p.buffered.clear();
+            p.offsets = PartitionOffsets::new(offset);
+        }
+        Ok(())
     }
 
     fn is_finished(&self) -> bool {

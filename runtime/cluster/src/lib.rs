@@ -63,6 +63,10 @@ pub struct Layout {
     pub components: Vec<ComponentLayout>,
     pub ackers: usize,
     pub message_timeout_secs: u64,
+    /// Whether the topology has a checkpoint coordinator task (it has stateful bolts): the
+    /// last task.
+    #[serde(default)]
+    pub coordinator: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,12 +96,15 @@ impl Layout {
                 .collect(),
             ackers: if def.settings.acking { def.settings.ackers.max(1) } else { 0 },
             message_timeout_secs: def.settings.message_timeout_secs,
+            coordinator: def.checkpoints(),
         }
     }
 
     /// Every task id, in order: components' tasks, then the ackers'.
     pub fn task_count(&self) -> usize {
-        self.components.iter().map(|c| c.parallelism).sum::<usize>() + self.ackers
+        self.components.iter().map(|c| c.parallelism).sum::<usize>()
+            + self.ackers
+            + usize::from(self.coordinator)
     }
 
     /// Makes `def` what this layout says (after a rebalance changed workers or parallelism).

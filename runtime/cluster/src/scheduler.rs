@@ -97,6 +97,7 @@ mod tests {
                 .collect(),
             ackers,
             message_timeout_secs: 30,
+            coordinator: false,
         }
     }
 

@@ -250,6 +250,7 @@ pub(crate) mod tests {
             }],
             ackers: 1,
             message_timeout_secs: 30,
+            coordinator: false,
         };
         let artifact = sha256_hex(b"exe");
         TopologyRecord {

@@ -45,6 +45,7 @@ use tracing::{error, info, warn};
 use super::client::{Client, ClientError};
 use super::transport::Transport;
 use super::{Assignment, WorkerControl, WorkerHeartbeat, WorkerReply};
+use squall_engine::checkpoint::Checkpointing;
 use squall_engine::executor::{Control, TaskError};
 use squall_engine::launch::{self, Running};
 use squall_engine::plan::{Plan, PlanError};
@@ -122,6 +123,13 @@ impl std::fmt::Display for StopReason {
 pub enum WorkerError {
     #[error("{SECRET_ENV} is not set (a worker is started by a supervisor)")]
     NoSecret,
+    /// The state backend the topology names cannot be opened.
+    #[error("{worker}: cannot open the state backend \"{backend}\": {message}")]
+    State { worker: String, backend: String, message: String },
+    /// A tree failed with exactly-once state: the worker exits to start again from the last
+    /// committed checkpoint.
+    #[error("{worker}: a tuple tree failed with guarantee = \"exactly_once\"; exiting to restart from the last committed checkpoint")]
+    Rollback { worker: String },
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
     /// Nimbus answered the assignment request with a client error (4xx).
@@ -195,6 +203,8 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
         }
     };
     let (mut plan, hosted) = prepare(&assignment, args.worker, registry)?;
+    let checkpointing = open_state(&assignment, registry)
+        .map_err(|(backend, message)| WorkerError::State { worker: name.clone(), backend, message })?;
     plan.resources = args.resources.as_deref().map(Into::into);
     let spout_tasks = hosted.iter().filter(|&&t| plan_role(&plan, t) == Some(Role::Spout)).count();
 
@@ -230,7 +240,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
     }
 
     let Running { mut tasks, control, metrics } =
-        launch::start(&plan, registry, &hosted, Some(&mut transport))
+        launch::start(&plan, registry, &hosted, Some(&mut transport), checkpointing.as_ref())
             .map_err(|source| WorkerError::Start { worker: name.clone(), source })?;
     if follower.control == WorkerControl::Inactive {
         let _ = control.send(Control::Inactive);
@@ -253,6 +263,10 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
                         return Err(WorkerError::TaskFailed { worker: name, failure });
                     }
                 }
+            }
+            _ = rollback_asked(checkpointing.as_ref()) => {
+                tasks.abort_all();
+                return Err(WorkerError::Rollback { worker: name });
             }
             _ = heartbeat.tick() => {
                 if in_flight.is_none() {
@@ -347,6 +361,30 @@ async fn fetch_assignment(
 }
 
 /// The plan of `assignment` as worker `me` runs it, and the tasks it hosts.
+/// Resolves when a tree fails with exactly-once state (never otherwise).
+async fn rollback_asked(checkpointing: Option<&Checkpointing>) {
+    match checkpointing {
+        Some(c) if c.guarantee == squall_api::Guarantee::ExactlyOnce => c.restart.notified().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// The state backend of an assignment's topology, if it has stateful bolts.
+fn open_state(
+    assignment: &Assignment,
+    registry: &Registry,
+) -> Result<Option<Checkpointing>, (String, String)> {
+    let file = format!("{} (from nimbus)", assignment.topology);
+    match topology::load_str(&file, &assignment.text, &|_| None, registry) {
+        Ok(mut def) => {
+            assignment.layout.apply(&mut def);
+            Checkpointing::open(&def, registry)
+        }
+        // `prepare` reported it already.
+        Err(_) => Ok(None),
+    }
+}
+
 fn prepare(
     assignment: &Assignment,
     me: usize,
@@ -740,7 +778,7 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         let mut transport =
             Transport::bind("127.0.0.1:0".parse().unwrap(), "t", 3, 0, peers_rx).await.unwrap();
         let Running { tasks, control, metrics } =
-            launch::start(&plan, &registry, &hosted, Some(&mut transport)).unwrap();
+            launch::start(&plan, &registry, &hosted, Some(&mut transport), None).unwrap();
         let started = Instant::now();
         while seen.load(Ordering::Relaxed) < 100 {
             assert!(started.elapsed() < Duration::from_secs(10), "the topology does not run");

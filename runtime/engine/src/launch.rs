@@ -15,9 +15,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::acker::{self, AckerMsg, Outcome};
-use crate::executor::bolt::{AnyBolt, BoltExecutor};
+use crate::checkpoint::coordinator::Coordinator;
+use crate::checkpoint::Checkpointing;
+use crate::executor::bolt::{AnyBolt, BoltCheckpoint, BoltExecutor};
 use crate::executor::output::INBOX_BATCHES;
-use crate::executor::spout::SpoutExecutor;
+use crate::executor::spout::{SpoutCheckpoint, SpoutExecutor};
 use crate::executor::window::{WindowExecutor, WindowForm};
 use crate::executor::{context, Control, Envelope, Links, Output, TaskError};
 use crate::metrics::TopologyMetrics;
@@ -45,13 +47,26 @@ pub trait Remote {
 }
 
 /// Starts the tasks `hosted` of `plan` (all of them in local mode). In a worker, `remote`
-/// is handed the inboxes of the hosted tasks and wires every other task to its worker.
+/// is handed the inboxes of the hosted tasks and wires every other task to its worker. A
+/// plan with checkpoints needs `checkpointing` (the backend this process uses).
 pub fn start(
     plan: &Plan,
     registry: &Registry,
     hosted: &[TaskId],
     remote: Option<&mut dyn Remote>,
+    checkpointing: Option<&Checkpointing>,
 ) -> Result<Running, TaskError> {
+    let checkpointing = match (plan.coordinator, checkpointing) {
+        (Some(_), None) => {
+            return Err(TaskError {
+                component: crate::plan::COORDINATOR_COMPONENT.into(),
+                task: 0,
+                message: "the topology has stateful bolts but no state backend was opened".into(),
+            })
+        }
+        (Some(_), Some(c)) => Some(c),
+        (None, _) => None,
+    };
     let n = plan.task_count();
     let metrics = TopologyMetrics::new(n);
     // Every inbox first, so that each output can be wired to the tasks it sends to.
@@ -59,7 +74,13 @@ pub fn start(
     let mut inboxes: Vec<Option<Inbox>> = (0..n).map(|_| None).collect();
     for &t in hosted {
         let i = t as usize;
-        inboxes[i] = Some(match plan.task_component[i].map(|c| plan.components[c].role) {
+        let role = match plan.task_component[i] {
+            Some(c) => Some(plan.components[c].role),
+            // The coordinator takes envelopes, as a bolt.
+            None if plan.coordinator == Some(t) => Some(Role::Bolt),
+            None => None,
+        };
+        inboxes[i] = Some(match role {
             Some(Role::Bolt) => {
                 let (tx, rx) = mpsc::channel(INBOX_BATCHES);
                 links.bolts[i] = Some(tx);
@@ -89,6 +110,19 @@ pub fn start(
         let i = t as usize;
         let inbox = inboxes[i].take().expect("every hosted task got an inbox above");
         let (component, inbox) = match (plan.task_component[i], inbox) {
+            (None, Inbox::Bolt(inbox)) => {
+                let Some(checkpointing) = checkpointing else { unreachable!("only the coordinator") };
+                let coordinator = Coordinator::new(
+                    plan,
+                    t,
+                    inbox,
+                    checkpointing.clone(),
+                    &links.bolts,
+                    metrics.tasks[i].clone(),
+                );
+                tasks.spawn(coordinator.run());
+                continue;
+            }
             (None, Inbox::Acker(inbox)) => {
                 let spouts = links.spouts.clone();
                 let ackers = plan.acker_tasks.len();
@@ -125,15 +159,24 @@ pub fn start(
                     drain: timeout + Duration::from_secs(2),
                     // Later than the acker's own timeout, which normally reports first.
                     expire_after: across_workers.then(|| timeout + Duration::from_secs(2)),
+                    checkpoint: checkpointing.map(|c| SpoutCheckpoint::new(plan, t, c.clone(), &links)),
                 };
                 tasks.spawn(exec.run());
             }
-            (Component::Bolt(b), Inbox::Bolt(inbox)) => {
-                let exec = BoltExecutor::new(AnyBolt::Plain(b), ctx, out, inbox, task_metrics, plan, tick);
-                tasks.spawn(exec.run());
-            }
-            (Component::BasicBolt(b), Inbox::Bolt(inbox)) => {
-                let exec = BoltExecutor::new(AnyBolt::Basic(b), ctx, out, inbox, task_metrics, plan, tick);
+            (
+                instance @ (Component::Bolt(_) | Component::BasicBolt(_) | Component::Stateful(_)),
+                Inbox::Bolt(inbox),
+            ) => {
+                let (bolt, stateful) = match instance {
+                    Component::Bolt(b) => (AnyBolt::Plain(b), false),
+                    Component::BasicBolt(b) => (AnyBolt::Basic(b), false),
+                    Component::Stateful(b) => (AnyBolt::Stateful(b), true),
+                    _ => unreachable!("matched above"),
+                };
+                let checkpoint =
+                    checkpointing.map(|c| BoltCheckpoint::new(plan, t, c.clone(), &links, stateful));
+                let exec = BoltExecutor::new(bolt, ctx, out, inbox, task_metrics, plan, tick)
+                    .checkpointed(checkpoint);
                 tasks.spawn(exec.run());
             }
             (instance @ (Component::Windowed(_) | Component::Aggregate(_)), Inbox::Bolt(inbox)) => {

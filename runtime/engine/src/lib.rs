@@ -2,13 +2,15 @@
 //!
 //! Runs topologies written against `squall-api`, in one process. Data flows one way:
 //! topology file → [`topology`] (parse, validate) → [`plan`] (tasks, streams, subscriptions)
-//! → [`launch`] (start [`executor`]s with their [`grouping`] routers and the [`acker`]) →
+//! → [`launch`] (start [`executor`]s with their [`grouping`] routers, the [`acker`] and, for
+//! stateful bolts, [`checkpoint`]s) →
 //! [`metrics`]; [`local`] runs a whole plan in this process. What the subsystems above share
 //! lives here too: [`partitioned`] (what spouts and sinks over partitioned logs share),
 //! [`frame`] (length-prefixed MessagePack frames over TCP) [`config_file`] (reading a
 //! settings file with `${VAR}` substitution) and [`resources`] (a topology's `resources/` folder).
 
 pub mod acker;
+pub mod checkpoint;
 pub mod config_file;
 pub mod executor;
 pub mod frame;

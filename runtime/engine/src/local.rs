@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use squall_api::{Registry, Role, TaskId};
 
+use crate::checkpoint::Checkpointing;
 use crate::executor::{Control, TaskError};
 use crate::launch::{self, Running};
 use crate::metrics::{human, Snapshot};
@@ -33,6 +34,9 @@ pub enum RunError {
     Panicked(String),
     #[error("cannot listen for Ctrl-C: {0}")]
     Interrupts(std::io::Error),
+    /// The state backend the topology names cannot be opened.
+    #[error("cannot open the state backend \"{backend}\": {message}")]
+    State { backend: String, message: String },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -82,58 +86,84 @@ pub async fn run_observed(
         .map_err(RunError::Interrupts)?;
     let mut plan = Plan::new(def)?;
     plan.resources = opts.resources.as_deref().map(Into::into);
+    let checkpointing = Checkpointing::open(def, registry)
+        .map_err(|(backend, message)| RunError::State { backend, message })?;
     let hosted: Vec<TaskId> = (0..plan.task_count() as TaskId).collect();
-    let Running { mut tasks, control, metrics } = launch::start(&plan, registry, &hosted, None)?;
-    on_start(Started { plan: plan.clone(), metrics: metrics.clone(), control: control.clone() });
+    let mut on_start = Some(on_start);
     let started = Instant::now();
-    let mut progress = tokio::time::interval(Duration::from_secs(1));
-    progress.tick().await;
-    let mut reporter = ProgressReporter::new(&plan);
     // A duration past what the clock can hold (centuries) is no deadline at all.
     let deadline = opts.duration.and_then(|d| tokio::time::Instant::now().checked_add(d));
     let mut stopped = false;
     let mut interrupts = 0;
-    loop {
-        tokio::select! {
-            joined = tasks.join_next() => match joined {
-                None => break,
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(e))) => {
-                    tasks.abort_all();
-                    return Err(e.into());
+    let mut reporter = ProgressReporter::new(&plan);
+    // Exactly once, a failed tree restarts every task from the last committed checkpoint.
+    'incarnation: loop {
+        let Running { mut tasks, control, metrics } =
+            launch::start(&plan, registry, &hosted, None, checkpointing.as_ref())?;
+        if let Some(on_start) = on_start.take() {
+            on_start(Started { plan: plan.clone(), metrics: metrics.clone(), control: control.clone() });
+        }
+        if stopped {
+            let _ = control.send(Control::Stop);
+        }
+        let mut progress = tokio::time::interval(Duration::from_secs(1));
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => {
+                        tasks.abort_all();
+                        return Err(e.into());
+                    }
+                    Some(Err(e)) if e.is_panic() => {
+                        tasks.abort_all();
+                        let message = panic_message(e.into_panic());
+                        return Err(RunError::Panicked(message));
+                    }
+                    Some(Err(_)) => {}
+                },
+                _ = restart_asked(checkpointing.as_ref()), if !stopped => {
+                    eprintln!(
+                        "a tuple tree failed with guarantee = \"exactly_once\": restarting every task \
+                         from the last committed checkpoint"
+                    );
+                    tasks.shutdown().await;
+                    continue 'incarnation;
                 }
-                Some(Err(e)) if e.is_panic() => {
-                    tasks.abort_all();
-                    let message = panic_message(e.into_panic());
-                    return Err(RunError::Panicked(message));
+                _ = progress.tick(), if opts.progress => {
+                    reporter.print(&plan, &metrics.snapshot(&plan), started.elapsed());
                 }
-                Some(Err(_)) => {}
-            },
-            _ = progress.tick(), if opts.progress => {
-                reporter.print(&plan, &metrics.snapshot(&plan), started.elapsed());
-            }
-            _ = sleep_until(deadline), if !stopped => {
-                stopped = true;
-                let _ = control.send(Control::Stop);
-            }
-            _ = interrupt.recv() => {
-                interrupts += 1;
-                stopped = true;
-                if interrupts > 1 {
-                    eprintln!("second interrupt: stopping now, in-flight tuples are not drained");
-                    tasks.abort_all();
-                    break;
+                _ = sleep_until(deadline), if !stopped => {
+                    stopped = true;
+                    let _ = control.send(Control::Stop);
                 }
-                eprintln!("interrupted: deactivating spouts and draining in-flight tuples (Ctrl-C again to stop now)");
-                let _ = control.send(Control::Stop);
+                _ = interrupt.recv() => {
+                    interrupts += 1;
+                    stopped = true;
+                    if interrupts > 1 {
+                        eprintln!("second interrupt: stopping now, in-flight tuples are not drained");
+                        tasks.abort_all();
+                        break;
+                    }
+                    eprintln!("interrupted: deactivating spouts and draining in-flight tuples (Ctrl-C again to stop now)");
+                    let _ = control.send(Control::Stop);
+                }
             }
         }
+        let elapsed = started.elapsed();
+        let snapshot = metrics.snapshot(&plan);
+        return Ok(RunResult { plan, snapshot, elapsed, stopped });
     }
-    let elapsed = started.elapsed();
-    let snapshot = metrics.snapshot(&plan);
-    Ok(RunResult { plan, snapshot, elapsed, stopped })
 }
 
+async fn restart_asked(checkpointing: Option<&Checkpointing>) {
+    match checkpointing {
+        Some(c) if c.guarantee == squall_api::Guarantee::ExactlyOnce => c.restart.notified().await,
+        _ => std::future::pending().await,
+    }
+}
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,

@@ -72,6 +72,12 @@ pub struct TaskMetrics {
     pub last_error: Mutex<Option<ErrorNote>>,
     /// Sampled execute latencies per bucket of [`EXECUTE_BUCKETS_NS`] (bolts).
     pub execute_buckets: [AtomicU64; EXECUTE_BUCKETS],
+    /// Checkpoints of this task committed (stateful bolts).
+    pub checkpoints: AtomicU64,
+    /// The last committed checkpoint's duration, from when it was due to its commit, in ms.
+    pub checkpoint_ms: AtomicU64,
+    /// Entries in the task's state (stateful bolts).
+    pub state_entries: AtomicU64,
 }
 
 /// An error a component reported (`report_error`), and when.
@@ -117,6 +123,9 @@ impl Default for TaskMetrics {
             watermark_lag_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
             execute_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            checkpoints: AtomicU64::new(0),
+            checkpoint_ms: AtomicU64::new(0),
+            state_entries: AtomicU64::new(0),
         }
     }
 }
@@ -198,6 +207,17 @@ pub struct ComponentStats {
     /// Windows fired (windowed bolts; 0 elsewhere).
     #[serde(default)]
     pub windows_fired: u64,
+    /// Checkpoints committed (stateful bolts: the fewest of any task; 0 elsewhere).
+    #[serde(default)]
+    pub checkpoints: u64,
+    /// The last committed checkpoint's duration in ms, from when it was due to its commit
+    /// (stateful bolts: the longest over the tasks).
+    #[serde(default)]
+    pub last_checkpoint_ms: u64,
+    /// Entries in the state (stateful bolts: summed over the tasks, each holding the whole
+    /// committed state it restored plus its own changes).
+    #[serde(default)]
+    pub state_entries: u64,
     /// Late tuples: behind the watermark when they came (windowed bolts; 0 elsewhere).
     #[serde(default)]
     pub late: u64,
@@ -275,6 +295,12 @@ pub struct TaskFigures {
     /// Sampled execute latencies per bucket of [`EXECUTE_BUCKETS_NS`] (empty: none sampled).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub execute_buckets: Vec<u64>,
+    #[serde(default)]
+    pub checkpoints: u64,
+    #[serde(default)]
+    pub checkpoint_ms: u64,
+    #[serde(default)]
+    pub state_entries: u64,
 }
 
 impl TaskMetrics {
@@ -305,6 +331,9 @@ impl TaskMetrics {
                 0 => Vec::new(),
                 _ => self.execute_buckets.iter().map(|b| b.load(Relaxed)).collect(),
             },
+            checkpoints: self.checkpoints.load(Relaxed),
+            checkpoint_ms: self.checkpoint_ms.load(Relaxed),
+            state_entries: self.state_entries.load(Relaxed),
         }
     }
 }
@@ -341,6 +370,9 @@ impl Snapshot {
                 queue_depth: 0,
                 capacity: 0.0,
                 windows_fired: 0,
+                checkpoints: 0,
+                last_checkpoint_ms: 0,
+                state_entries: 0,
                 late: 0,
                 watermark_lag_ms: 0,
                 last_error: None,
@@ -356,6 +388,10 @@ impl Snapshot {
                 s.errors += f.errors;
                 s.queue_depth += f.queued.max(0);
                 s.windows_fired += f.windows_fired;
+                s.checkpoints =
+                    if s.checkpoints == 0 { f.checkpoints } else { s.checkpoints.min(f.checkpoints) };
+                s.last_checkpoint_ms = s.last_checkpoint_ms.max(f.checkpoint_ms);
+                s.state_entries += f.state_entries;
                 s.late += f.late;
                 s.watermark_lag_ms = s.watermark_lag_ms.max(f.watermark_lag_ms);
                 if let Some(e) = &f.last_error {
@@ -448,6 +484,23 @@ impl Snapshot {
             .filter_map(|&(id, _)| Some((id, self.components.get(id)?)))
             .filter(|(_, s)| s.windows_fired > 0 || s.late > 0 || s.watermark_lag_ms > 0)
             .collect();
+        let stateful: Vec<(&str, &ComponentStats)> = order
+            .iter()
+            .filter_map(|&(id, _)| Some((id, self.components.get(id)?)))
+            .filter(|(_, s)| s.checkpoints > 0)
+            .collect();
+        if !stateful.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<16} {:>12} {:>16} {:>14}",
+                "stateful", "checkpoints", "last checkpoint", "state entries"
+            );
+            for (id, s) in stateful {
+                let last = fmt_us(s.last_checkpoint_ms as f64 * 1000.0);
+                let _ =
+                    writeln!(out, "{:<16} {:>12} {:>16} {:>14}", id, s.checkpoints, last, s.state_entries);
+            }
+        }
         if !windowed.is_empty() {
             let _ = writeln!(
                 out,

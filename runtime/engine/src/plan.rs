@@ -21,6 +21,8 @@ use crate::window::WindowSpec;
 
 /// The component id under which acker tasks appear.
 pub const ACKER_COMPONENT: &str = "__acker";
+/// The component id under which the checkpoint coordinator's task appears.
+pub const COORDINATOR_COMPONENT: &str = "__checkpoint";
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -33,11 +35,14 @@ pub struct Plan {
     /// Spouts first, then bolts, in file order.
     pub components: Vec<ComponentPlan>,
     pub streams: Vec<StreamPlan>,
-    /// Per task: its component index, or `None` for an acker task.
+    /// Per task: its component index, or `None` for a system task (an acker, the coordinator).
     pub task_component: Vec<Option<usize>>,
     /// Per task: the worker (process) that hosts it.
     pub task_worker: Vec<usize>,
     pub acker_tasks: Vec<TaskId>,
+    /// The checkpoint coordinator's task (after the ackers), in a topology with a stateful
+    /// bolt (see [`crate::checkpoint`]).
+    pub coordinator: Option<TaskId>,
     /// Task ids by component id, ackers included (as [`ACKER_COMPONENT`]).
     pub component_tasks: Arc<BTreeMap<String, Vec<TaskId>>>,
     /// The topology's `resources/` folder, handed to components in their context; `None`
@@ -55,6 +60,8 @@ pub struct ComponentPlan {
     pub tick: Option<Duration>,
     /// A windowed bolt's window.
     pub window: Option<WindowSpec>,
+    /// A stateful bolt: its state is checkpointed.
+    pub stateful: bool,
     pub tasks: Vec<TaskId>,
     /// Global stream ids of the streams this component declares, in declaration order.
     pub streams: Vec<u32>,
@@ -130,6 +137,7 @@ impl Plan {
                 config: c.config.clone(),
                 tick: c.tick_secs.map(Duration::from_secs),
                 window: c.window.clone(),
+                stateful: c.stateful,
                 tasks,
                 streams: stream_ids,
             });
@@ -138,6 +146,12 @@ impl Plan {
         let acker_tasks: Vec<TaskId> = (first..first + ackers as TaskId).collect();
         task_component.extend(acker_tasks.iter().map(|_| None));
         component_tasks.insert(ACKER_COMPONENT.to_string(), acker_tasks.clone());
+        let coordinator = def.checkpoints().then(|| {
+            task_component.push(None);
+            let t = task_component.len() as TaskId - 1;
+            component_tasks.insert(COORDINATOR_COMPONENT.to_string(), vec![t]);
+            t
+        });
 
         let mut plan = Plan {
             name: def.name.clone(),
@@ -149,6 +163,7 @@ impl Plan {
             streams,
             task_component,
             acker_tasks,
+            coordinator,
             component_tasks: Arc::new(component_tasks),
             resources: None,
         };
@@ -180,6 +195,11 @@ impl Plan {
     /// Spout tasks: the plan's first task ids.
     pub fn spout_task_count(&self) -> usize {
         self.components.iter().filter(|c| c.role == Role::Spout).map(|c| c.tasks.len()).sum()
+    }
+
+    /// Whether task `t` is an acker task (not the coordinator, the other system task).
+    pub fn is_acker(&self, t: TaskId) -> bool {
+        self.task_component[t as usize].is_none() && Some(t) != self.coordinator
     }
 
     pub fn task_count(&self) -> usize {

@@ -192,6 +192,7 @@ fn component(id: &str, kind: &str, parallelism: usize, from: Option<&str>) -> Co
         config: toml::Table::new(),
         tick_secs: None,
         window: None,
+        stateful: false,
         inputs: from
             .map(|f| {
                 vec![InputDef { from: f.into(), stream: "default".into(), grouping: GroupingDef::Shuffle }]

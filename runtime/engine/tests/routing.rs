@@ -153,6 +153,7 @@ fn counter(count: i64, direct: bool) -> ComponentDef {
         config,
         tick_secs: None,
         window: None,
+        stateful: false,
         inputs: vec![],
         streams: vec![stream("default", false), stream("to-last", true)],
     }
@@ -173,6 +174,7 @@ fn bolt(
         config: toml::Table::new(),
         tick_secs: None,
         window: None,
+        stateful: false,
         inputs: vec![InputDef { from: from.into(), stream: stream_name.into(), grouping }],
         streams: vec![stream("default", false)],
     }

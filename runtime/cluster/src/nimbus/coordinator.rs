@@ -291,6 +291,7 @@ mod tests {
             }],
             ackers: 1,
             message_timeout_secs: 30,
+            coordinator: false,
         };
         TopologyRecord {
             name: name.into(),

@@ -50,6 +50,7 @@ fn layout(workers: usize) -> Layout {
         components: vec![component("numbers", "sequence", true, 2), component("sink", "file-sink", false, 3)],
         ackers: 1,
         message_timeout_secs: 30,
+        coordinator: false,
     }
 }
 

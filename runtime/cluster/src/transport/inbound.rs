@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use squall_api::TaskId;
 use squall_engine::acker::{AckerMsg, Outcome, RootBounds};
-use squall_engine::executor::end_of_stream::END_OF_STREAM;
+use squall_engine::checkpoint::is_system_stream;
 use squall_engine::executor::Envelope;
 use squall_engine::frame;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -55,7 +55,7 @@ pub(super) struct Bounds {
 impl Bounds {
     fn check_tuples(&self, batch: &[Envelope]) -> Result<(), ConnError> {
         for e in batch {
-            if (e.stream >= self.streams && e.stream != END_OF_STREAM) || e.source_task >= self.tasks {
+            if (e.stream >= self.streams && !is_system_stream(e.stream)) || e.source_task >= self.tasks {
                 return Err(ConnError::Protocol(format!(
                     "a tuple on stream {} from task {}, which the topology does not have",
                     e.stream, e.source_task

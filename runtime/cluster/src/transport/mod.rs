@@ -357,7 +357,7 @@ impl Remote for Transport {
                 continue;
             }
             let slot = placement.slot[t];
-            let route = match (plan.task_component[t].is_none(), role(plan, t)) {
+            let route = match (plan.is_acker(t as TaskId), role(plan, t)) {
                 (_, Role::Spout) => links.spouts[t].clone().map(|tx| {
                     *spout = Some(tx);
                     Route::Spout
@@ -407,7 +407,7 @@ impl Remote for Transport {
                     counters: counters.clone(),
                     _alive: alive.clone(),
                 };
-                match (plan.task_component[t].is_none(), role(plan, t)) {
+                match (plan.is_acker(t as TaskId), role(plan, t)) {
                     (_, Role::Spout) => {
                         let (tx, rx) = mpsc::unbounded_channel();
                         links.spouts[t] = Some(tx);

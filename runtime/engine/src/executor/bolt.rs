@@ -6,22 +6,59 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use squall_api::{
-    BasicBolt, BasicCollector, Bolt, BoltCollector, EmitError, Fields, StreamMeta, TaskId, TopologyContext,
-    TreeIds, Tuple, Values, SYSTEM_COMPONENT, TICK_STREAM,
+    BasicBolt, BasicCollector, Bolt, BoltCollector, DynStateful, EmitError, Fields, StreamMeta, TaskId,
+    TopologyContext, TreeIds, Tuple, Value, Values, SYSTEM_COMPONENT, TICK_STREAM,
 };
 use tokio::sync::mpsc;
 
 use super::end_of_stream::{upstream_tasks, Ends, END_OF_STREAM};
 use super::{Envelope, Output, TaskError};
+use crate::checkpoint::align::{Alignment, Item};
+use crate::checkpoint::pending::Uncommitted;
+use crate::checkpoint::{marker, marker_id, Checkpointing, BARRIER, COMMITTED, SAVED};
 use crate::metrics::{TaskMetrics, SAMPLE_EVERY};
 
 /// Batches are flushed at least this often while a bolt is busy.
 const MAX_LINGER: Duration = Duration::from_millis(1);
 
-/// A bolt of either flavour.
+/// A bolt of any flavour but windowed.
 pub enum AnyBolt {
     Plain(Box<dyn Bolt>),
     Basic(Box<dyn BasicBolt>),
+    Stateful(Box<dyn DynStateful>),
+}
+
+/// A bolt task's part in checkpoints (see [`crate::checkpoint`]).
+pub struct BoltCheckpoint {
+    pub align: Alignment<Envelope>,
+    pub checkpointing: Checkpointing,
+    /// A stateful task's way to report to the coordinator.
+    pub coordinator: Option<mpsc::Sender<Vec<Envelope>>>,
+    pub uncommitted: Uncommitted,
+}
+
+impl BoltCheckpoint {
+    /// For task `task` of `plan`; `stateful` tasks report to the coordinator through `links`.
+    pub fn new(
+        plan: &crate::plan::Plan,
+        task: TaskId,
+        checkpointing: Checkpointing,
+        links: &super::Links,
+        stateful: bool,
+    ) -> Self {
+        let component = plan.task_component[task as usize].unwrap_or(0);
+        let aligned = checkpointing.guarantee == squall_api::Guarantee::ExactlyOnce;
+        let coordinator = match (stateful, plan.coordinator) {
+            (true, Some(c)) => links.bolts.get(c as usize).cloned().flatten(),
+            _ => None,
+        };
+        BoltCheckpoint {
+            align: Alignment::new(&upstream_tasks(plan, component), aligned),
+            checkpointing,
+            coordinator,
+            uncommitted: Uncommitted::default(),
+        }
+    }
 }
 
 pub struct BoltExecutor {
@@ -35,6 +72,8 @@ pub struct BoltExecutor {
     pub tick: Option<Duration>,
     /// The end-of-stream markers of the upstream tasks, forwarded once all came.
     pub ends: Ends,
+    /// In a topology with checkpoints.
+    pub checkpoint: Option<BoltCheckpoint>,
 }
 
 /// The collector handed to `execute`.
@@ -88,7 +127,23 @@ impl BoltExecutor {
         tick: Option<Duration>,
     ) -> Self {
         let ends = Ends::new(&upstream_tasks(plan, plan.task_component[out.task as usize].unwrap_or(0)));
-        BoltExecutor { bolt, ctx, out, inbox, metrics, metas: plan.stream_metas(), tick, ends }
+        BoltExecutor {
+            bolt,
+            ctx,
+            out,
+            inbox,
+            metrics,
+            metas: plan.stream_metas(),
+            tick,
+            ends,
+            checkpoint: None,
+        }
+    }
+
+    /// Takes part in checkpoints (a topology with stateful bolts).
+    pub fn checkpointed(mut self, checkpoint: Option<BoltCheckpoint>) -> Self {
+        self.checkpoint = checkpoint;
+        self
     }
 
     fn fail(&self, message: String) -> TaskError {
@@ -99,8 +154,10 @@ impl BoltExecutor {
         let prepared = match &mut self.bolt {
             AnyBolt::Plain(b) => b.prepare(&self.ctx).await,
             AnyBolt::Basic(b) => b.prepare(&self.ctx).await,
+            AnyBolt::Stateful(b) => b.prepare(&self.ctx).await,
         };
         prepared.map_err(|e| self.fail(format!("prepare failed: {e}")))?;
+        self.restore().await?;
         let tick_meta = StreamMeta::intern(SYSTEM_COMPONENT, TICK_STREAM, &Fields::empty());
         let mut ticker = self.tick.map(|every| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -124,20 +181,14 @@ impl BoltExecutor {
                     let Some(batch) = batch else { break };
                     self.metrics.queued.fetch_sub(batch.len() as i64, Relaxed);
                     for env in batch {
-                        if env.stream == END_OF_STREAM {
-                            if self.ends.end(env.source_task) {
-                                self.out.end_of_stream();
-                            }
-                            continue;
-                        }
-                        let meta = self.metas[env.stream as usize];
-                        let tree = TreeIds { anchors: env.anchors, ..TreeIds::default() };
-                        let tuple = Tuple::with_tree(meta, env.source_task, env.values, tree);
-                        // Counted here: tick tuples are the system's, not the topology's.
-                        self.out.counters.executed += 1;
-                        self.execute(tuple).await;
-                        if self.out.has_full() {
-                            self.out.flush_full().await;
+                        self.receive(env).await?;
+                        while let Some((from, item)) = self.checkpoint.as_mut().and_then(|c| c.align.next_ready()) {
+                            let env = match item {
+                                Item::Tuple(env) => env,
+                                Item::Barrier(id) => marker(BARRIER, from, id, []),
+                                Item::End => super::end_of_stream::marker(from),
+                            };
+                            self.receive(env).await?;
                         }
                     }
                 }
@@ -153,9 +204,108 @@ impl BoltExecutor {
         match &mut self.bolt {
             AnyBolt::Plain(b) => b.cleanup().await,
             AnyBolt::Basic(b) => b.cleanup().await,
+            AnyBolt::Stateful(b) => b.cleanup().await,
         }
         self.out.flush_all().await;
         self.out.counters.publish(&self.metrics);
+        Ok(())
+    }
+
+    /// One envelope from the inbox: a tuple to execute, or a marker (end of stream,
+    /// checkpoints) to follow.
+    #[inline]
+    async fn receive(&mut self, env: Envelope) -> Result<(), TaskError> {
+        match env.stream {
+            END_OF_STREAM => {
+                if let Some(c) = &mut self.checkpoint {
+                    let (passed, completed) = c.align.end(env.source_task);
+                    if let Some(id) = completed {
+                        self.complete(id).await?;
+                    }
+                    if !passed {
+                        return Ok(());
+                    }
+                }
+                if self.ends.end(env.source_task) {
+                    self.out.end_of_stream();
+                }
+            }
+            BARRIER => {
+                let (Some(c), Some(id)) = (&mut self.checkpoint, marker_id(&env)) else { return Ok(()) };
+                if let Some(id) = c.align.barrier(env.source_task, id) {
+                    self.complete(id).await?;
+                }
+            }
+            COMMITTED => {
+                let (Some(c), Some(id)) = (&mut self.checkpoint, marker_id(&env)) else { return Ok(()) };
+                c.uncommitted.committed(id);
+                self.metrics.checkpoints.fetch_add(1, Relaxed);
+                let took = c.checkpointing.due_at(id).elapsed().unwrap_or_default();
+                self.metrics.checkpoint_ms.store(took.as_millis() as u64, Relaxed);
+            }
+            SAVED => {}
+            _ => {
+                let env = match &mut self.checkpoint {
+                    Some(c) => match c.align.tuple(env.source_task, env) {
+                        Some(env) => env,
+                        None => return Ok(()),
+                    },
+                    None => env,
+                };
+                let meta = self.metas[env.stream as usize];
+                let tree = TreeIds { anchors: env.anchors, ..TreeIds::default() };
+                let tuple = Tuple::with_tree(meta, env.source_task, env.values, tree);
+                // Counted here: tick tuples are the system's, not the topology's.
+                self.out.counters.executed += 1;
+                self.execute(tuple).await;
+                if self.out.has_full() {
+                    self.out.flush_full().await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Before the first tuple: a stateful task's committed state.
+    async fn restore(&mut self) -> Result<(), TaskError> {
+        let (AnyBolt::Stateful(bolt), Some(c)) = (&mut self.bolt, &self.checkpoint) else { return Ok(()) };
+        let backend = &c.checkpointing.backend;
+        let entries = backend.load(self.out.component()).await.map_err(|e| TaskError {
+            component: self.out.component().to_string(),
+            task: self.out.task,
+            message: format!("cannot load its state from {}: {e}", backend.describe()),
+        })?;
+        bolt.restore(entries, false).map_err(|e| TaskError {
+            component: self.out.component().to_string(),
+            task: self.out.task,
+            message: format!("cannot restore its state from {}: {e}", backend.describe()),
+        })?;
+        self.metrics.state_entries.store(bolt.entries() as u64, Relaxed);
+        Ok(())
+    }
+
+    /// Checkpoint `id` completed at this task: a stateful task prepares its changes and
+    /// reports; every task passes the barrier on.
+    async fn complete(&mut self, id: u64) -> Result<(), TaskError> {
+        let Some(c) = &mut self.checkpoint else { return Ok(()) };
+        if let (AnyBolt::Stateful(bolt), Some(coordinator)) = (&mut self.bolt, &c.coordinator) {
+            let (component, task) = (self.out.component().to_string(), self.out.task);
+            let task_error = |message: String| TaskError { component: component.clone(), task, message };
+            let changes = bolt.checkpoint(id).map_err(|e| task_error(format!("checkpoint {id}: {e}")))?;
+            c.uncommitted.add(id, changes);
+            let backend = &c.checkpointing.backend;
+            backend.prepare(&component, task, id, &c.uncommitted.all()).await.map_err(|e| {
+                task_error(format!("checkpoint {id} could not be saved in {}: {e}", backend.describe()))
+            })?;
+            self.metrics.state_entries.store(bolt.entries() as u64, Relaxed);
+            let saved = marker(SAVED, self.out.task, id, [Value::Null, Value::Bool(false)]);
+            // A coordinator that ended (the run is ending) needs no report.
+            let _ = coordinator.send(vec![saved]).await;
+        }
+        self.out.broadcast(&marker(BARRIER, self.out.task, id, []));
+        if self.out.has_full() {
+            self.out.flush_full().await;
+        }
         Ok(())
     }
 
@@ -164,6 +314,17 @@ impl BoltExecutor {
         let sample = self.out.counters.executed.is_multiple_of(SAMPLE_EVERY);
         let started = sample.then(Instant::now);
         match &mut self.bolt {
+            AnyBolt::Stateful(b) => {
+                let mut collector = Collector { out: &mut self.out };
+                let result = b.execute(&tuple, &mut BasicCollector::new(&mut collector, &tuple)).await;
+                match result {
+                    Ok(()) => self.out.ack(&tuple),
+                    Err(e) => {
+                        self.out.report_error(&format!("execute failed: {e}"));
+                        self.out.fail_roots(tuple.tree().anchors.iter().map(|(r, _)| *r));
+                    }
+                }
+            }
             AnyBolt::Basic(b) => {
                 let mut collector = Collector { out: &mut self.out };
                 let result = b.execute(&tuple, &mut BasicCollector::new(&mut collector, &tuple)).await;

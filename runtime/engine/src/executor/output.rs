@@ -484,8 +484,14 @@ impl Output {
     /// Queues one end-of-stream marker for every task subscribed to any stream of this task
     /// (see [`super::end_of_stream`]); the caller flushes. Counted nowhere.
     pub fn end_of_stream(&mut self) {
+        self.broadcast(&super::end_of_stream::marker(self.task));
+    }
+
+    /// Queues a marker (end of stream, a barrier) for every task this output sends to, behind
+    /// everything emitted before it.
+    pub fn broadcast(&mut self, marker: &Envelope) {
         for d in &mut self.dests {
-            d.buf.push(super::end_of_stream::marker(self.task));
+            d.buf.push(marker.clone());
             if d.buf.len() >= BATCH {
                 self.full = true;
             }

@@ -1,14 +1,18 @@
 //! The spout executor. See the module docs of `executor` for its contract.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use squall_api::{EmitError, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Values};
+use squall_api::{
+    EmitError, Guarantee, MessageId, Spout, SpoutCollector, TaskId, TopologyContext, Value, Values,
+};
 use tokio::sync::{mpsc, watch};
 
 use super::in_flight::InFlight;
-use super::{Control, Output, TaskError};
+use super::{Control, Envelope, Output, TaskError};
 use crate::acker::{AckerMsg, Outcome};
+use crate::checkpoint::{marker, Checkpointing, Meta, BARRIER, SAVED};
 use crate::metrics::{new_histogram, TaskMetrics};
 
 /// How long an idle spout waits before asking again.
@@ -32,6 +36,52 @@ pub struct SpoutExecutor {
     /// holding a tuple past it gets the tuple replayed. None in one process, where the
     /// acker always reports.
     pub expire_after: Option<Duration>,
+    /// In a topology with checkpoints.
+    pub checkpoint: Option<SpoutCheckpoint>,
+}
+
+/// A spout task's part in checkpoints (see [`crate::checkpoint`]).
+pub struct SpoutCheckpoint {
+    pub checkpointing: Checkpointing,
+    pub coordinator: Option<mpsc::Sender<Vec<Envelope>>>,
+    /// Its component, its index in it, and the component's task count.
+    pub component: String,
+    pub index: usize,
+    pub tasks: usize,
+    /// The next checkpoint id this task may send.
+    pub next: u64,
+    /// Exactly once: barriers sent whose report waits until every tree emitted before them
+    /// completed (a commit must not cover a record whose tree may still fail), oldest first.
+    waiting: VecDeque<Waiting>,
+}
+
+/// A barrier's report, held back (see [`SpoutCheckpoint`]).
+struct Waiting {
+    saved: Envelope,
+    /// When the barrier went out: trees emitted at or before it count.
+    at: Instant,
+    /// Trees emitted before it still in flight.
+    remaining: usize,
+}
+
+impl SpoutCheckpoint {
+    pub fn new(
+        plan: &crate::plan::Plan,
+        task: TaskId,
+        checkpointing: Checkpointing,
+        links: &super::Links,
+    ) -> Self {
+        let c = &plan.components[plan.task_component[task as usize].unwrap_or(0)];
+        SpoutCheckpoint {
+            checkpointing,
+            coordinator: plan.coordinator.and_then(|t| links.bolts.get(t as usize).cloned().flatten()),
+            component: c.id.clone(),
+            index: c.tasks.iter().position(|&t| t == task).unwrap_or(0),
+            tasks: c.tasks.len(),
+            next: 0,
+            waiting: VecDeque::new(),
+        }
+    }
 }
 
 /// How often a spout looks for trees past `expire_after`.
@@ -95,6 +145,7 @@ impl SpoutExecutor {
 
     pub async fn run(mut self) -> Result<(), TaskError> {
         self.spout.open(&self.ctx).await.map_err(|e| self.fail(format!("open failed: {e}")))?;
+        self.restore().await?;
         let mut pending = InFlight::new(self.out.task);
         let mut instant_acks: Vec<MessageId> = Vec::new();
         let mut histogram = new_histogram();
@@ -153,6 +204,7 @@ impl SpoutExecutor {
                         last_expire = now;
                         self.expire(&mut pending, now).await;
                     }
+                    self.barrier(false, pending.len()).await;
                 }
             }
             if emitted {
@@ -171,10 +223,13 @@ impl SpoutExecutor {
                 last_expire = now;
                 self.expire(&mut pending, now).await;
             }
+            self.barrier(false, pending.len()).await;
             let stopping = state == Control::Stop || !control_open;
             if !ended && (stopping || self.spout.is_exhausted()) {
-                // It emits no more: downstream windows may fire what they hold.
+                // It emits no more: downstream windows may fire what they hold, and what
+                // stateful bolts hold is checkpointed.
                 ended = true;
+                self.barrier(true, pending.len()).await;
                 self.out.end_of_stream();
                 self.out.flush_all().await;
             }
@@ -199,6 +254,7 @@ impl SpoutExecutor {
         }
         self.spout.close().await;
         if !ended {
+            self.barrier(true, pending.len()).await;
             self.out.end_of_stream();
         }
         self.out.flush_all().await;
@@ -242,6 +298,10 @@ impl SpoutExecutor {
             let Some((msg_id, emitted)) = pending.remove(o.root) else {
                 continue;
             };
+            // A failed tree never settles a barrier: exactly once, it restarts the topology.
+            if o.acked && self.checkpoint.is_some() {
+                self.settled(emitted).await;
+            }
             if o.acked {
                 let us = now.saturating_duration_since(emitted).as_micros() as u64;
                 let _ = histogram.record(us.max(1));
@@ -249,7 +309,7 @@ impl SpoutExecutor {
                 self.spout.ack(msg_id).await;
             } else {
                 self.out.counters.failed += 1;
-                self.spout.fail(msg_id).await;
+                self.failed(msg_id).await;
             }
         }
     }
@@ -261,7 +321,80 @@ impl SpoutExecutor {
         pending.expire(cutoff, |id| expired.push(id));
         for id in expired {
             self.out.counters.failed += 1;
-            self.spout.fail(id).await;
+            self.failed(id).await;
+        }
+    }
+
+    /// A tree failed: the spout replays it, or, exactly once, the topology restarts from the
+    /// last committed checkpoint (the state may hold part of the tree).
+    async fn failed(&mut self, msg_id: MessageId) {
+        match &self.checkpoint {
+            Some(c) if c.checkpointing.guarantee == Guarantee::ExactlyOnce => {
+                c.checkpointing.restart.notify_one()
+            }
+            _ => self.spout.fail(msg_id).await,
+        }
+    }
+
+    /// Before the first emit: a spout that can rewind starts from its position in the last
+    /// committed checkpoint.
+    async fn restore(&mut self) -> Result<(), TaskError> {
+        let Some(c) = &mut self.checkpoint else { return Ok(()) };
+        let backend = c.checkpointing.backend.clone();
+        let committed = backend.last_committed().await.map_err(|e| {
+            self.fail(format!("cannot read the last checkpoint from {}: {e}", backend.describe()))
+        })?;
+        let Some(c) = &mut self.checkpoint else { return Ok(()) };
+        c.next = c.checkpointing.due(SystemTime::now()) + 1;
+        let Some(committed) = committed else { return Ok(()) };
+        c.next = c.next.max(committed.id + 1);
+        let meta = Meta::decode(&committed.meta).map_err(|e| {
+            self.fail(format!("the last checkpoint in {} is unreadable: {e}", backend.describe()))
+        })?;
+        let Some(c) = &self.checkpoint else { return Ok(()) };
+        let Some(position) = meta.position_of(&c.component, c.index, c.tasks) else { return Ok(()) };
+        if self.spout.position(c.checkpointing.guarantee).is_none() {
+            return Ok(());
+        }
+        self.spout
+            .rewind(&position)
+            .await
+            .map_err(|e| self.fail(format!("cannot rewind to checkpoint {}: {e}", committed.id)))
+    }
+
+    /// A tree emitted at `emitted` completed: reports the barriers that waited only for it.
+    async fn settled(&mut self, emitted: Instant) {
+        let Some(c) = &mut self.checkpoint else { return };
+        for w in c.waiting.iter_mut().filter(|w| emitted <= w.at) {
+            w.remaining = w.remaining.saturating_sub(1);
+        }
+        while c.waiting.front().is_some_and(|w| w.remaining == 0) {
+            let saved = c.waiting.pop_front().expect("checked above").saved;
+            if let Some(coordinator) = &c.coordinator {
+                let _ = coordinator.send(vec![saved]).await;
+            }
+        }
+    }
+
+    /// Sends a barrier downstream and reports its position if a checkpoint is due (`last`:
+    /// this task's last one, due or not); `in_flight` trees were emitted before it.
+    async fn barrier(&mut self, last: bool, in_flight: usize) {
+        let Some(c) = &mut self.checkpoint else { return };
+        let due = c.checkpointing.due(SystemTime::now());
+        if due < c.next && !last {
+            return;
+        }
+        let id = due.max(c.next);
+        c.next = id + 1;
+        let position = self.spout.position(c.checkpointing.guarantee).unwrap_or(Value::Null);
+        self.out.broadcast(&marker(BARRIER, self.out.task, id, []));
+        self.out.flush_all().await;
+        let saved = marker(SAVED, self.out.task, id, [position, Value::Bool(last)]);
+        let exactly_once = c.checkpointing.guarantee == Guarantee::ExactlyOnce;
+        if exactly_once && (in_flight > 0 || !c.waiting.is_empty()) {
+            c.waiting.push_back(Waiting { saved, at: Instant::now(), remaining: in_flight });
+        } else if let Some(coordinator) = &c.coordinator {
+            let _ = coordinator.send(vec![saved]).await;
         }
     }
 

@@ -54,6 +54,7 @@ use tokio::sync::mpsc;
 
 use super::end_of_stream::{upstream_tasks, Ends, END_OF_STREAM};
 use super::{Envelope, Output, TaskError};
+use crate::checkpoint::{self, align::Alignment};
 use crate::metrics::{TaskMetrics, SAMPLE_EVERY};
 use crate::plan::Plan;
 use crate::window::{Aggregates, Insert, Items, Watermarks, WindowSpec, Windower, END_OF_TIME};
@@ -247,6 +248,8 @@ pub struct WindowExecutor {
     /// Event time only.
     watermarks: Option<Watermarks>,
     ends: Ends,
+    /// In a topology with checkpoints: the barriers it passes on.
+    barriers: Option<Alignment<()>>,
     /// Every window fired for the end of the stream.
     finished: bool,
     /// The clock: ms since the epoch at `started`, never going back.
@@ -297,6 +300,7 @@ impl WindowExecutor {
             spec,
             watermarks,
             ends: Ends::new(&upstream),
+            barriers: plan.coordinator.map(|_| Alignment::new(&upstream, false)),
             finished: false,
             epoch_ms,
             started,
@@ -336,8 +340,22 @@ impl WindowExecutor {
                             if let Some(w) = &mut self.watermarks {
                                 w.finish(env.source_task);
                             }
+                            if let Some(id) = self.barriers.as_mut().and_then(|b| b.end(env.source_task).1) {
+                                self.out.broadcast(&checkpoint::marker(checkpoint::BARRIER, self.out.task, id, []));
+                            }
                             if self.ends.end(env.source_task) {
                                 self.end_of_stream().await;
+                            }
+                            continue;
+                        }
+                        if checkpoint::is_system_stream(env.stream) {
+                            // Windows are not checkpointed: barriers only pass through
+                            // (at least once; exactly once refuses windowed bolts).
+                            let barrier = (env.stream == checkpoint::BARRIER).then(|| checkpoint::marker_id(&env));
+                            if let (Some(b), Some(Some(id))) = (&mut self.barriers, barrier) {
+                                if let Some(id) = b.barrier(env.source_task, id) {
+                                    self.out.broadcast(&checkpoint::marker(checkpoint::BARRIER, self.out.task, id, []));
+                                }
                             }
                             continue;
                         }

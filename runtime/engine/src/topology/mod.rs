@@ -108,6 +108,8 @@ pub struct ComponentDef {
     pub tick_secs: Option<u64>,
     /// The `window` table of a windowed bolt; None for every other component.
     pub window: Option<WindowSpec>,
+    /// A stateful bolt (its kind is registered as one): its state is checkpointed.
+    pub stateful: bool,
     /// Empty for spouts.
     pub inputs: Vec<InputDef>,
     /// The streams the component declares (learned by building it once from the registry),
@@ -151,6 +153,7 @@ impl ComponentDef {
             config: toml::Table::new(),
             tick_secs: None,
             window: None,
+            stateful: false,
             inputs: Vec::new(),
             streams: Vec::new(),
         }
@@ -174,6 +177,12 @@ impl ComponentDef {
         self
     }
 
+    /// Marks a bolt as stateful: a kind registered with `Registry::stateful_bolt`.
+    pub fn stateful(mut self) -> Self {
+        self.stateful = true;
+        self
+    }
+
     /// Subscribes to the default stream of `from`.
     pub fn input(mut self, from: &str, grouping: GroupingDef) -> Self {
         self.inputs.push(InputDef { from: from.into(), stream: squall_api::DEFAULT_STREAM.into(), grouping });
@@ -193,6 +202,11 @@ impl ComponentDef {
 }
 
 impl TopologyDef {
+    /// Whether the topology takes checkpoints: it has a stateful bolt.
+    pub fn checkpoints(&self) -> bool {
+        self.bolts.iter().any(|b| b.stateful)
+    }
+
     /// Spouts then bolts, in file order.
     pub fn components(&self) -> impl Iterator<Item = &ComponentDef> {
         self.spouts.iter().chain(self.bolts.iter())

@@ -42,6 +42,7 @@ pub(crate) fn validate(file: FileDef, registry: &Registry, p: &mut Problems) -> 
     resolve_passthrough(components, &graph, &order, &mut streams, p);
     check_grouping_fields(components, &graph, &streams, p);
     check_timestamp_fields(components, &graph, &streams, &windowed, p);
+    check_guarantee(components, &file.settings, registry, p);
 
     let mut def = TopologyDef {
         name: file.name,
@@ -51,6 +52,7 @@ pub(crate) fn validate(file: FileDef, registry: &Registry, p: &mut Problems) -> 
         bolts: Vec::new(),
     };
     for (c, streams) in file.components.into_iter().zip(streams) {
+        let stateful = c.kind.as_ref().is_some_and(|k| registry.is_stateful(&k.value));
         let component = ComponentDef {
             id: c.id.map(|id| id.value).unwrap_or_default(),
             kind: c.kind.map(|k| k.value).unwrap_or_default(),
@@ -58,6 +60,7 @@ pub(crate) fn validate(file: FileDef, registry: &Registry, p: &mut Problems) -> 
             config: c.config.map(|c| c.table).unwrap_or_default(),
             tick_secs: c.tick_secs,
             window: c.window.and_then(|w| w.spec),
+            stateful,
             inputs: c
                 .inputs
                 .into_iter()
@@ -247,6 +250,69 @@ fn free_name(declared: &[StreamDecl]) -> String {
 /// Checks the count windows: an aggregate kind takes none (its accumulators are per time
 /// window), and with acking none may be longer than the spout tasks may have in flight in all:
 /// a window's tuples are acked only once it has fired, so it would never fill.
+/// With `guarantee = "exactly_once"`, a topology with stateful bolts needs spouts that can
+/// rewind to a checkpoint, acking (a lost tuple must be noticed to roll back), and no windowed
+/// bolts (windows are not checkpointed). A stateful kind needs a backend that is registered.
+fn check_guarantee(components: &[RawComponent], settings: &Settings, registry: &Registry, p: &mut Problems) {
+    let stateful = components.iter().any(|c| c.kind.as_ref().is_some_and(|k| registry.is_stateful(&k.value)));
+    if !stateful {
+        return;
+    }
+    if let Some(first) = components.first() {
+        let backends = registry.state_backends();
+        if !backends.contains(&settings.state.backend.as_str()) {
+            p.error(
+                &first.span,
+                format!(
+                    "[settings] state: unknown backend \"{}\"; this binary knows {}",
+                    settings.state.backend,
+                    backends.join(", ")
+                ),
+            );
+        }
+    }
+    if settings.guarantee != squall_api::Guarantee::ExactlyOnce {
+        return;
+    }
+    for c in components {
+        let Some(kind) = &c.kind else { continue };
+        if c.role == Role::Spout
+            && registry.role(&kind.value).is_some()
+            && !registry.is_rewindable(&kind.value)
+        {
+            p.error(
+                &kind.span,
+                format!(
+                    "spout kind \"{}\" cannot rewind to a checkpoint, which guarantee = \"exactly_once\" \
+                     needs; use a spout that reads a replayable broker (log-spout, kafka-spout), or \
+                     guarantee = \"at_least_once\"",
+                    kind.value
+                ),
+            );
+        }
+        if c.role == Role::Bolt && registry.is_windowed(&kind.value) {
+            p.error(
+                &kind.span,
+                format!(
+                    "windowed bolt \"{}\" keeps its windows outside checkpoints, so it cannot take part \
+                     in guarantee = \"exactly_once\"; use guarantee = \"at_least_once\"",
+                    kind.value
+                ),
+            );
+        }
+    }
+    if !settings.acking {
+        if let Some(first) = components.first() {
+            p.error(
+                &first.span,
+                "guarantee = \"exactly_once\" needs acking = true in [settings]: a lost tuple is how a \
+                 failure is noticed and rolled back"
+                    .to_string(),
+            );
+        }
+    }
+}
+
 fn check_count_windows(
     components: &[RawComponent],
     windowed: &[Option<&RawWindow>],

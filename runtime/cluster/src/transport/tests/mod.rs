@@ -72,7 +72,7 @@ fn inboxes(plan: &Plan, worker: usize) -> (Links, Inboxes) {
         spouts: (0..n).map(|_| None).collect(),
     };
     for t in (0..n).filter(|&t| plan.task_worker[t] == worker) {
-        match (plan.task_component[t].is_none(), role(plan, t)) {
+        match (plan.is_acker(t as TaskId), role(plan, t)) {
             (true, _) => {
                 let (tx, r) = mpsc::channel(INBOX_BATCHES);
                 (links.ackers[t], rx.ackers[t]) = (Some(tx), Some(r));

@@ -121,8 +121,8 @@ async fn a_topology_split_over_two_workers_acks_every_message() {
     let hosted = |w: usize| {
         (0..plan.task_count() as TaskId).filter(|&t| plan.task_worker[t as usize] == w).collect::<Vec<_>>()
     };
-    let r0 = squall_engine::launch::start(&plan, &registry, &hosted(0), Some(&mut t0)).unwrap();
-    let r1 = squall_engine::launch::start(&plan, &registry, &hosted(1), Some(&mut t1)).unwrap();
+    let r0 = squall_engine::launch::start(&plan, &registry, &hosted(0), Some(&mut t0), None).unwrap();
+    let r1 = squall_engine::launch::start(&plan, &registry, &hosted(1), Some(&mut t1), None).unwrap();
 
     let total = 2 * PER_SPOUT;
     wait_until("every message to be acked", || tally.acked.load(Relaxed) == total).await;
