@@ -373,3 +373,56 @@ fn state_dump_refuses_plainly() {
     one_line_error(&["state", "dump", "bad.toml", "count"], "bad.toml:");
     one_line_error(&["state", "dump", "missing.toml", "count"], "missing.toml");
 }
+
+// --- `squall local` runs that keep their counts, then `squall state dump`.
+
+const COUNTED: u64 = 3000;
+
+/// Runs `state-count` over the numbers 0..COUNTED twice, with the state in `state`, and
+/// checks that the dump shows every number counted twice.
+fn two_runs_then_dump(dir: &TempDir, state: &str) {
+    let file = format!(
+        r#"
+name = "runs"
+
+[settings]
+state = {{ {state}, checkpoint_interval_ms = 100 }}
+
+[[spouts]]
+id = "numbers"
+kind = "sequence"
+config = {{ count = {COUNTED} }}
+
+[[bolts]]
+id = "count"
+kind = "state-count"
+parallelism = 2
+config = {{ key = "n" }}
+inputs = [{{ from = "numbers", grouping = {{ fields = ["n"] }} }}]
+"#
+    );
+    dir.topology("runs.toml", &file);
+    for run in 1..=2u64 {
+        dir.squall(["local", "runs.toml", "--data-dir", "data"]).run().assert_success();
+        let out = dir.squall(["state", "dump", "runs.toml", "count", "--json", "--data-dir", "data"]).run();
+        out.assert_success();
+        let counts: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(counts.len() as u64, COUNTED, "{out}");
+        for n in 0..COUNTED {
+            assert_eq!(counts.get(&n.to_string()).and_then(|c| c.as_u64()), Some(run), "{n} after run {run}");
+        }
+    }
+}
+
+#[test]
+fn local_runs_keep_their_counts_in_the_log_backend_and_state_dump_shows_them() {
+    let dir = TempDir::new("state-runs-log");
+    two_runs_then_dump(&dir, r#"backend = "log""#);
+}
+
+#[test]
+fn local_runs_keep_their_counts_in_redis_and_state_dump_shows_them() {
+    let redis = Redis::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = TempDir::new("state-runs-redis");
+    two_runs_then_dump(&dir, &format!(r#"backend = "redis", url = "{}""#, redis.url()));
+}
