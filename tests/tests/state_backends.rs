@@ -344,7 +344,7 @@ fn state_dump_refuses_plainly() {
         "\"words\" of topology wc is a random-word (not a stateful bolt)",
     );
     topology(&dir, "nosuch", "");
-    one_line_error(&["state", "dump", "wc.toml", "count"], "unknown state backend \"nosuch\"");
+    one_line_error(&["state", "dump", "wc.toml", "count"], "unknown backend \"nosuch\"");
     topology(&dir, "redis", "");
     one_line_error(&["state", "dump", "wc.toml", "count"], "needs `url`");
     topology(&dir, "log", ", url = \"redis://127.0.0.1:1\"");
