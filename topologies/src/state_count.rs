@@ -62,10 +62,16 @@ impl StatefulBolt for StateCount {
         }
         let value = input.get(self.key.as_str()).map_err(|e| format!("state-count: {e}"))?;
         let key = key_text(value);
-        let count = state.get_mut_or_insert_with(key.clone(), || 0);
+        // A string key is emitted as the input's own value (a cheap clone), not a copy of
+        // the text the state keeps.
+        let emitted = match value {
+            Value::Str(_) => value.clone(),
+            _ => Value::from(key.as_str()),
+        };
+        let count = state.get_mut_or_insert_with(key, || 0);
         *count += 1;
         let count = *count;
-        out.emit(values![key, count])?;
+        out.emit(values![emitted, count])?;
         Ok(())
     }
 }

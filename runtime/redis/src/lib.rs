@@ -115,11 +115,24 @@ pub fn factory(config: &BackendConfig<'_>) -> Result<Arc<dyn StateBackend>, BoxE
 /// Checkpoints of one topology in a Redis server. See the crate docs.
 pub struct RedisBackend {
     client: redis::Client,
+    /// The URL for messages, its password hidden.
     url: String,
     /// `squall:{topology}:`
     prefix: String,
     connection: OnceCell<ConnectionManager>,
     script: redis::Script,
+}
+
+/// `url` with the password of its user info (`redis://user:PASSWORD@host`) replaced by `***`,
+/// for messages.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None if scheme.starts_with("redis") && !userinfo.is_empty() => format!("{scheme}://***@{host}"),
+        None => url.to_string(),
+    }
 }
 
 /// A checkpoint id as the keys write it: 20 digits, so that ids compare as text.
@@ -143,10 +156,11 @@ fn marked(change: &Change) -> Vec<u8> {
 impl RedisBackend {
     /// The backend of `topology` on the server at `url` (checked now; connected on first use).
     pub fn open(url: &str, topology: &str) -> Result<RedisBackend, BoxError> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url \"{url}\": {e}"))?;
+        let shown = redacted(url);
+        let client = redis::Client::open(url).map_err(|e| format!("redis url \"{shown}\": {e}"))?;
         Ok(RedisBackend {
             client,
-            url: url.to_string(),
+            url: shown,
             prefix: format!("squall:{{{topology}}}:"),
             connection: OnceCell::new(),
             script: redis::Script::new(COMMIT_SCRIPT),
@@ -246,6 +260,16 @@ mod tests {
         assert_eq!(id_text(7), "00000000000000000007");
         assert!(id_text(9) < id_text(10) && id_text(u64::MAX - 1) < id_text(u64::MAX));
         assert_eq!(id_text(u64::MAX).len(), 20);
+    }
+
+    #[test]
+    fn messages_never_show_a_password() {
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redacted("redis://me:s3cret@h:1/0"), "redis://me:***@h:1/0");
+        assert_eq!(redacted("rediss://:s3cret@h:1"), "rediss://:***@h:1");
+        assert_eq!(redacted("redis://s3cret@h:1"), "redis://***@h:1");
+        let backend = RedisBackend::open("redis://me:s3cret@127.0.0.1:1", "t").unwrap();
+        assert!(!backend.describe().contains("s3cret"), "{}", backend.describe());
     }
 
     #[test]
