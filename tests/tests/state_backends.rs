@@ -1,6 +1,7 @@
 //! The state backends' contract, against every backend as users run it: memory, the log
 //! (embedded in a directory, and through a real `squall broker` server), and Redis (a real
-//! `redis-server`, installed once if needed); and `squall state dump` with the real binary.
+//! `redis-server`, installed once if needed); `squall state dump` with the real binary; and
+//! `squall local` runs of `state-count` whose counts the dump then shows.
 //!
 //! The contract (squall_api::state): prepared changes are invisible until their checkpoint is
 //! committed; a commit applies what the tasks it names prepared, all or nothing; commits apply
