@@ -24,6 +24,7 @@
 //! - [`MemoryBackend`] keeps everything in this process: state survives a rollback, not the
 //!   process. Other backends are registered by name with [`crate::Registry::state_backend`].
 
+use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
@@ -163,8 +164,30 @@ impl<K: Eq + Hash + Clone, V> KeyValueState<K, V> {
         Self::default()
     }
 
-    pub fn get(&self, key: &K) -> Option<&V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.map.get(key).and_then(|s| s.value.as_ref())
+    }
+
+    /// The value of `key` to change in place (marks `key` changed); `None` if it has none.
+    /// Looks a key up by reference (a `&str` for a `String` key), so an existing key costs
+    /// no allocation.
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (k, slot) = self.map.get_key_value(key)?;
+        slot.value.as_ref()?;
+        if !slot.dirty {
+            self.dirty.push(k.clone());
+        }
+        let slot = self.map.get_mut(key)?;
+        slot.dirty = true;
+        slot.value.as_mut()
     }
 
     /// Sets `key` to `value`, returning the old value.
@@ -214,13 +237,18 @@ impl<K: Eq + Hash + Clone, V> KeyValueState<K, V> {
     }
 
     /// Deletes `key`, returning its value.
-    pub fn delete(&mut self, key: &K) -> Option<V> {
+    pub fn delete<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let slot = self.map.get_mut(key)?;
         let old = slot.value.take()?;
         self.live -= 1;
         if !slot.dirty {
             slot.dirty = true;
-            self.dirty.push(key.clone());
+            let key = self.map.get_key_value(key).map(|(k, _)| k.clone())?;
+            self.dirty.push(key);
         }
         Some(old)
     }
@@ -461,5 +489,71 @@ impl StateBackend for MemoryBackend {
 
     fn durable(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(state: &mut KeyValueState<String, u64>) -> Vec<(String, Option<u64>)> {
+        let mut out: Vec<(String, Option<u64>)> = state
+            .take_changes()
+            .unwrap()
+            .into_iter()
+            .map(|c| (decode(&c.key).unwrap(), c.value.map(|v| decode(&v).unwrap())))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_state_hands_over_each_changed_key_once_with_its_latest_value() {
+        let mut state = KeyValueState::new();
+        state.put("a".to_string(), 1);
+        state.put("a".to_string(), 2);
+        *state.get_mut_or_insert_with("b".to_string(), || 0) += 5;
+        assert_eq!(changes(&mut state), [("a".into(), Some(2)), ("b".into(), Some(5))]);
+        assert!(changes(&mut state).is_empty(), "nothing changed since");
+        *state.get_mut("a").unwrap() += 1;
+        assert_eq!(state.get("a"), Some(&3));
+        assert_eq!(state.delete("b"), Some(5));
+        assert_eq!(state.get_mut("b"), None, "a deleted key has no value to change");
+        assert_eq!(state.len(), 1);
+        assert_eq!(changes(&mut state), [("a".into(), Some(3)), ("b".into(), None)]);
+        assert_eq!(state.iter().count(), 1, "the deletion was handed over and forgotten");
+    }
+
+    #[test]
+    fn a_restored_state_holds_the_entries_and_counts_nothing_as_changed() {
+        let mut state: KeyValueState<String, u64> = KeyValueState::new();
+        state.put("gone".into(), 1);
+        state.restore(vec![(encode("x").unwrap(), encode(&7u64).unwrap())]).unwrap();
+        assert_eq!(state.get("x"), Some(&7));
+        assert_eq!(state.get("gone"), None);
+        assert!(changes(&mut state).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_memory_backend_shows_only_committed_changes() {
+        let backend = MemoryBackend::new();
+        let put = |k: &str, v: u64| Change { key: encode(k).unwrap(), value: Some(encode(&v).unwrap()) };
+        let who = |task| Participant { component: "count".into(), task };
+        backend.prepare("count", 1, 5, &[put("a", 1)]).await.unwrap();
+        backend.prepare("count", 2, 5, &[put("b", 1)]).await.unwrap();
+        assert!(backend.load("count").await.unwrap().is_empty(), "prepared is not committed");
+        backend.commit(5, &[who(1), who(2)], b"meta").await.unwrap();
+        assert_eq!(backend.load("count").await.unwrap().len(), 2);
+        backend.prepare("count", 1, 6, &[put("a", 9)]).await.unwrap();
+        backend.prepare("count", 1, 7, &[Change { key: encode("a").unwrap(), value: None }]).await.unwrap();
+        backend.commit(7, &[who(1)], b"m7").await.unwrap();
+        let entries = backend.load("count").await.unwrap();
+        assert_eq!(
+            entries,
+            vec![(encode("b").unwrap(), encode(&1u64).unwrap())],
+            "7 deleted a; 6 never committed"
+        );
+        assert_eq!(backend.last_committed().await.unwrap(), Some(Committed { id: 7, meta: b"m7".to_vec() }));
+        assert!(!backend.durable());
     }
 }

@@ -199,6 +199,24 @@ impl Squall {
         self
     }
 
+    /// Runs the command with at most `n` open files (RLIMIT_NOFILE, soft and hard, set in the
+    /// child before it execs `squall`).
+    #[cfg(unix)]
+    pub fn max_open_files(mut self, n: u64) -> Squall {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+        // SAFETY: between fork and exec the closure only makes one async-signal-safe call.
+        unsafe {
+            self.command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// Kill the command and fail the test if it runs longer than this.
     pub fn timeout(mut self, timeout: Duration) -> Squall {
         self.timeout = timeout;

@@ -69,7 +69,7 @@ pub fn registry() -> Registry {
         .describe("shell-bolt", docs::SHELL_BOLT);
     #[cfg(feature = "kafka")]
     registry
-        .spout("kafka-spout", squall_kafka::spout::build)
+        .rewindable_spout("kafka-spout", squall_kafka::spout::build)
         .bolt("kafka-sink", squall_kafka::sink::build)
         .describe("kafka-spout", docs::KAFKA_SPOUT)
         .describe("kafka-sink", docs::KAFKA_SINK);

@@ -78,6 +78,10 @@ enum Command {
     /// time and worker
     #[cfg(feature = "cluster")]
     Errors(crate::errors::ErrorsArgs),
+    /// A live view of a running topology in the terminal (a cluster's, or a local run's with
+    /// --ui): per component its rate, acks, failures, capacity and latency; q quits
+    #[cfg(feature = "cluster")]
+    Top(crate::top::TopArgs),
     /// Serve the embedded log over TCP
     Broker(topic::BrokerArgs),
     /// Create, fill, read and describe the log's topics
@@ -362,6 +366,8 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
         Command::Cluster(command) => done(cluster_verbs::run(command, registry).await),
         #[cfg(feature = "cluster")]
         Command::Errors(args) => done(crate::errors::run(args).await),
+        #[cfg(feature = "cluster")]
+        Command::Top(args) => done(crate::top::run(args).await),
         Command::Broker(args) => done(topic::broker(args).await),
         Command::Topic { verb } => done(topic::topic(verb).await),
         Command::State { verb } => done(state::state(verb, &registry).await),

@@ -19,6 +19,8 @@ mod cluster_verbs;
 mod errors;
 mod kinds;
 mod state;
+#[cfg(feature = "cluster")]
+mod top;
 mod topic;
 
 pub use squall_broker as broker;

@@ -67,6 +67,10 @@ pub struct Layout {
     /// last task.
     #[serde(default)]
     pub coordinator: bool,
+    /// Stateful bolts with `guarantee = "exactly_once"`: a worker that exits makes every
+    /// worker start again from the last committed checkpoint.
+    #[serde(default)]
+    pub exactly_once: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +101,7 @@ impl Layout {
             ackers: if def.settings.acking { def.settings.ackers.max(1) } else { 0 },
             message_timeout_secs: def.settings.message_timeout_secs,
             coordinator: def.checkpoints(),
+            exactly_once: def.checkpoints() && def.settings.guarantee == squall_api::Guarantee::ExactlyOnce,
         }
     }
 
@@ -301,6 +306,10 @@ pub struct WorkerHeartbeat {
     pub addr: SocketAddr,
     /// The figures of every task it hosts.
     pub tasks: Vec<TaskFigures>,
+    /// A worker of an exactly-once topology started again after it exited: it runs no task,
+    /// and nimbus restarts every worker of the topology from the last committed checkpoint.
+    #[serde(default)]
+    pub restarted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -98,6 +98,7 @@ mod tests {
             ackers,
             message_timeout_secs: 30,
             coordinator: false,
+            exactly_once: false,
         }
     }
 

@@ -251,6 +251,7 @@ pub(crate) mod tests {
             ackers: 1,
             message_timeout_secs: 30,
             coordinator: false,
+            exactly_once: false,
         };
         let artifact = sha256_hex(b"exe");
         TopologyRecord {

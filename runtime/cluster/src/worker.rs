@@ -56,6 +56,9 @@ pub const SECRET_ENV: &str = "SQUALL_SECRET";
 /// Set by the supervisor to its own pid: a worker whose parent is not that pid at start is
 /// already an orphan and exits.
 pub const SUPERVISOR_PID_ENV: &str = "SQUALL_SUPERVISOR_PID";
+
+/// Set (to `1`) by the supervisor when it starts a worker again after that worker exited.
+pub const RESTARTED_ENV: &str = "SQUALL_WORKER_RESTARTED";
 /// Overrides the heartbeat period (milliseconds; benchmarks use it).
 pub const HEARTBEAT_ENV: &str = "SQUALL_WORKER_HEARTBEAT_MS";
 
@@ -202,6 +205,9 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
             return Ok(());
         }
     };
+    if assignment.layout.exactly_once && std::env::var(RESTARTED_ENV).is_ok_and(|v| v == "1") {
+        return wait_for_restart(&client, &args, &name, &mut signals).await;
+    }
     let (mut plan, hosted) = prepare(&assignment, args.worker, registry)?;
     let checkpointing = open_state(&assignment, registry)
         .map_err(|(backend, message)| WorkerError::State { worker: name.clone(), backend, message })?;
@@ -227,6 +233,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
         worker: args.worker,
         addr,
         tasks,
+        restarted: false,
     };
     let mut outage = Outage::default();
     match client.worker_heartbeat(&beat(Vec::new())).await {
@@ -361,6 +368,37 @@ async fn fetch_assignment(
 }
 
 /// The plan of `assignment` as worker `me` runs it, and the tasks it hosts.
+/// A restarted worker of an exactly-once topology: its tasks' state would be behind the
+/// others', so it runs none; it tells nimbus, which starts every worker of the topology again
+/// from the last committed checkpoint (a new assignment), and exits once nimbus says so.
+async fn wait_for_restart(
+    client: &Client,
+    args: &WorkerArgs,
+    name: &str,
+    signals: &mut Signals,
+) -> Result<(), WorkerError> {
+    warn!("{name}: restarted with exactly-once state; asking nimbus to restart the topology from its last checkpoint");
+    let beat = WorkerHeartbeat {
+        topology: args.topology.clone(),
+        version: args.version,
+        worker: args.worker,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tasks: Vec::new(),
+        restarted: true,
+    };
+    loop {
+        match client.worker_heartbeat(&beat).await {
+            Ok(reply) if reply.control == WorkerControl::Stop => return Ok(()),
+            Ok(_) => {}
+            Err(e) => warn!("{name}: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(heartbeat_every()) => {}
+            _ = signals.recv() => return Ok(()),
+        }
+    }
+}
+
 /// Resolves when a tree fails with exactly-once state (never otherwise).
 async fn rollback_asked(checkpointing: Option<&Checkpointing>) {
     match checkpointing {

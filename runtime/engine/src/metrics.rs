@@ -78,6 +78,10 @@ pub struct TaskMetrics {
     pub checkpoint_ms: AtomicU64,
     /// Entries in the task's state (stateful bolts).
     pub state_entries: AtomicU64,
+    /// Time waiting for input with nothing to do (bolts), ns.
+    pub idle_ns: AtomicU64,
+    /// Time blocked on a full downstream queue, ns.
+    pub backpressured_ns: AtomicU64,
 }
 
 /// An error a component reported (`report_error`), and when.
@@ -126,6 +130,8 @@ impl Default for TaskMetrics {
             checkpoints: AtomicU64::new(0),
             checkpoint_ms: AtomicU64::new(0),
             state_entries: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
         }
     }
 }
@@ -150,6 +156,10 @@ pub struct Counters {
     pub watermark_lag_ms: u64,
     /// Sampled execute latencies per bucket of [`EXECUTE_BUCKETS_NS`].
     pub execute_buckets: [u64; EXECUTE_BUCKETS],
+    /// Time spent waiting for input with nothing to do (bolts), in ns.
+    pub idle_ns: u64,
+    /// Time spent waiting for room in a full downstream queue, in ns.
+    pub backpressured_ns: u64,
 }
 
 impl Counters {
@@ -178,6 +188,8 @@ impl Counters {
         m.execute_ns.store(self.execute_ns, Relaxed);
         m.execute_samples.store(self.execute_samples, Relaxed);
         m.windows_fired.store(self.windows_fired, Relaxed);
+        m.idle_ns.store(self.idle_ns, Relaxed);
+        m.backpressured_ns.store(self.backpressured_ns, Relaxed);
         m.late.store(self.late, Relaxed);
         m.watermark_lag_ms.store(self.watermark_lag_ms, Relaxed);
     }
@@ -207,6 +219,15 @@ pub struct ComponentStats {
     /// Windows fired (windowed bolts; 0 elsewhere).
     #[serde(default)]
     pub windows_fired: u64,
+    /// Flink's split of a task's time, averaged over the component's tasks since they started
+    /// (each 0 to 1, summing to 1): busy (executing, or a spout producing), idle (waiting for
+    /// input) and backpressured (waiting for room in a full downstream queue).
+    #[serde(default)]
+    pub busy: f64,
+    #[serde(default)]
+    pub idle: f64,
+    #[serde(default)]
+    pub backpressured: f64,
     /// Checkpoints committed (stateful bolts: the fewest of any task; 0 elsewhere).
     #[serde(default)]
     pub checkpoints: u64,
@@ -301,6 +322,10 @@ pub struct TaskFigures {
     pub checkpoint_ms: u64,
     #[serde(default)]
     pub state_entries: u64,
+    #[serde(default)]
+    pub idle_ns: u64,
+    #[serde(default)]
+    pub backpressured_ns: u64,
 }
 
 impl TaskMetrics {
@@ -334,6 +359,8 @@ impl TaskMetrics {
             checkpoints: self.checkpoints.load(Relaxed),
             checkpoint_ms: self.checkpoint_ms.load(Relaxed),
             state_entries: self.state_entries.load(Relaxed),
+            idle_ns: self.idle_ns.load(Relaxed),
+            backpressured_ns: self.backpressured_ns.load(Relaxed),
         }
     }
 }
@@ -370,6 +397,9 @@ impl Snapshot {
                 queue_depth: 0,
                 capacity: 0.0,
                 windows_fired: 0,
+                busy: 0.0,
+                idle: 0.0,
+                backpressured: 0.0,
                 checkpoints: 0,
                 last_checkpoint_ms: 0,
                 state_entries: 0,
@@ -378,6 +408,7 @@ impl Snapshot {
                 last_error: None,
             };
             let (mut ns, mut samples) = (0u64, 0u64);
+            let (mut idle_ns, mut backpressured_ns) = (0u64, 0u64);
             let mut complete = new_histogram();
             for f in &figures {
                 s.emitted += f.emitted;
@@ -401,6 +432,8 @@ impl Snapshot {
                 }
                 ns += f.execute_ns;
                 samples += f.execute_samples;
+                idle_ns += f.idle_ns;
+                backpressured_ns += f.backpressured_ns;
                 for &(value, count) in &f.complete_us {
                     let _ = complete.record_n(value, count);
                 }
@@ -411,6 +444,10 @@ impl Snapshot {
                 let elapsed_ns = elapsed_secs * 1e9 * s.tasks as f64;
                 s.capacity = (busy_ns / elapsed_ns.max(1.0)).min(1.0);
             }
+            let task_ns = (elapsed_secs * 1e9 * s.tasks as f64).max(1.0);
+            s.idle = (idle_ns as f64 / task_ns).min(1.0);
+            s.backpressured = (backpressured_ns as f64 / task_ns).min(1.0 - s.idle);
+            s.busy = (1.0 - s.idle - s.backpressured).max(0.0);
             if !complete.is_empty() {
                 s.complete_latency_p50_us = complete.value_at_quantile(0.5) as f64;
                 s.complete_latency_p99_us = complete.value_at_quantile(0.99) as f64;
@@ -432,7 +469,7 @@ impl Snapshot {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>7} {:>8} {:>12}",
+            "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>7} {:>8} {:>15} {:>12}",
             "component",
             "kind",
             "tasks",
@@ -443,6 +480,7 @@ impl Snapshot {
             "failed",
             "errors",
             "capacity",
+            "busy/idle/bp",
             "latency"
         );
         let order: Vec<(&str, Role)> = order.into_iter().collect();
@@ -462,9 +500,12 @@ impl Snapshot {
                 Role::Spout => "-".to_string(),
                 Role::Bolt => format!("{:.3}", s.capacity),
             };
+            // Flink's split: where the component's time goes.
+            let split =
+                format!("{:.0}/{:.0}/{:.0}%", s.busy * 100.0, s.idle * 100.0, s.backpressured * 100.0);
             let _ = writeln!(
                 out,
-                "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>7} {:>8} {:>12}",
+                "{:<16} {:<16} {:>5} {:>12} {:>12} {:>12} {:>12} {:>9} {:>7} {:>8} {:>15} {:>12}",
                 id,
                 s.kind,
                 s.tasks,
@@ -475,6 +516,7 @@ impl Snapshot {
                 s.failed,
                 s.errors,
                 capacity,
+                split,
                 latency
             );
         }
@@ -572,5 +614,34 @@ mod tests {
         assert_eq!(s.components["b"].last_error, Some(new));
         let long = "é".repeat(MAX_ERROR_NOTE);
         assert!(ErrorNote::now(&long).message.len() <= MAX_ERROR_NOTE);
+    }
+
+    #[test]
+    fn a_components_time_splits_into_busy_idle_and_backpressured_shares_of_its_tasks_time() {
+        // Two tasks over 10 s: 20 s of task time, 5 s idle and 3 s backpressured in all.
+        let figures = vec![
+            TaskFigures {
+                task: 0,
+                idle_ns: 4_000_000_000,
+                backpressured_ns: 1_000_000_000,
+                ..Default::default()
+            },
+            TaskFigures {
+                task: 1,
+                idle_ns: 1_000_000_000,
+                backpressured_ns: 2_000_000_000,
+                ..Default::default()
+            },
+        ];
+        let s = &Snapshot::sum("t", [("b", "k", Role::Bolt, 2, figures)], 10.0).components["b"];
+        assert!((s.idle - 0.25).abs() < 1e-9 && (s.backpressured - 0.15).abs() < 1e-9, "{s:?}");
+        assert!((s.busy - 0.60).abs() < 1e-9, "{s:?}");
+        let table = Snapshot::sum(
+            "t",
+            [("b", "k", Role::Bolt, 2, vec![TaskFigures { idle_ns: 4_000_000_000, ..Default::default() }])],
+            10.0,
+        )
+        .render_rows([("b", Role::Bolt)]);
+        assert!(table.contains("80/20/0%"), "{table}");
     }
 }

@@ -7,12 +7,14 @@
 //! derived from those views by pure functions: the REST API's JSON ([`rest`], field names as
 //! Storm UI's wherever the concept is the same) and the Prometheus exposition ([`prom`]).
 //! [`server`] serves both, and the page of [`assets`], on one axum router: reading is open
-//! when `public_read` is set, and every action needs the cluster secret.
+//! when `public_read` is set, and every action needs the cluster secret; [`bounded`] serves
+//! it with a header timeout and a bound on connections.
 //!
 //! Crates depend one way: this one on the engine and the API alone, so both the cluster and
 //! the CLI's local runner can serve it.
 
 pub mod assets;
+pub mod bounded;
 pub mod local;
 pub mod prom;
 pub mod rest;

@@ -21,6 +21,7 @@
 //! A custom header cannot be sent cross-origin without the server's consent (which it never
 //! gives), so another site's page cannot act through a visitor's browser. Bodies over
 //! [`MAX_BODY`] are refused; a refused action answers with the source's status and reason.
+//! [`serve`] bounds connections and header time ([`crate::bounded`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -37,6 +38,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
+use crate::bounded::{self, Limits};
 use crate::view::{Action, ActionError, Source};
 use crate::{assets, prom, rest};
 
@@ -103,13 +105,14 @@ pub fn router(source: Arc<dyn Source>, options: UiOptions) -> Router {
         .with_state(ui)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` until `shutdown` completes, within the default [`Limits`]
+/// (a 10 s header timeout and 1,024 connections, as nimbus's API port; see `bounded.rs`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    bounded::serve(listener, router, Limits::default(), shutdown).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

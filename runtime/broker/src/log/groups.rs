@@ -7,10 +7,12 @@
 //!   stops at a torn or corrupt tail, which is cut off (with a warning).
 //! - A commit appends one record, durable under the topic's [`FsyncPolicy`] like an append
 //!   (`Always`: fsynced before `commit` returns; `Interval`: by the flusher; `Never`: not).
-//! - When the topic is opened, a committed offset beyond its partition's recovered high
-//!   watermark (a crash kept the commit but lost records: the two are fsynced independently) is
-//!   lowered to that high watermark, with a warning, and the lowered offset is committed like
-//!   any other (and fsynced unless `Never`), so no commit is ever beyond the end.
+//! - A crash can keep a commit but lose the records under it (the two are fsynced
+//!   independently): the topic's partitions are opened with every group's highest commit as
+//!   the floor of their next offset ([`Groups::floors`]), so the offsets below a commit are
+//!   never handed out again and the commit stays valid. Should a commit still be beyond its
+//!   partition's next offset, it is lowered to it, with a warning, and the lowered offset is
+//!   committed like any other (and fsynced unless `Never`), so no commit is ever beyond the end.
 //! - Past [`COMPACT_BYTES`] the file is rewritten with one record per partition (temp file,
 //!   fsync, rename, fsync of the directory), so it never loses the latest offsets.
 
@@ -159,8 +161,19 @@ impl Groups {
         Ok(group)
     }
 
-    /// Lowers every committed offset beyond its partition's end (`ends`, the high watermarks)
-    /// to that end, durably unless `Never`.
+    /// The highest offset any group committed, per partition (0 for none).
+    pub(crate) fn floors(&self) -> Vec<u64> {
+        let mut floors = vec![0; self.partitions as usize];
+        for group in lock(&self.map).values() {
+            for (floor, offset) in floors.iter_mut().zip(&lock(&group.state).offsets) {
+                *floor = (*floor).max(offset.unwrap_or(0));
+            }
+        }
+        floors
+    }
+
+    /// Lowers every committed offset beyond its partition's end (`ends`, the next offsets to be
+    /// handed out) to that end, durably unless `Never`.
     pub(crate) fn clamp_to(&self, topic: &str, ends: &[u64]) -> Result<()> {
         let groups: Vec<Arc<Group>> = lock(&self.map).values().cloned().collect();
         groups.iter().try_for_each(|g| g.clamp_to(topic, ends))

@@ -15,7 +15,9 @@
 //! - Topic and group names are 1–200 of `A-Za-z0-9._-`, not `.` or `..`; a topic has
 //!   1..=1024 partitions. Unknown topics, partitions out of range and existing topics are
 //!   reported as such; every I/O error names its file.
-//! - Offsets of a partition are dense from 0 and stay below [`MAX_OFFSET`]; a read returns only whole, checksummed records
+//! - Offsets of a partition grow from 0, are never handed out twice and stay below
+//!   [`MAX_OFFSET`]; they are dense but for the gaps recovery leaves after cutting a damaged
+//!   segment (see `partition.rs`), which reads skip. A read returns only whole, checksummed records
 //!   below the high watermark (see `partition.rs` and `segment.rs`), at least one if there is one
 //!   at the offset; nothing bad on disk ever panics or comes back as data.
 //! - Durability follows the topic's [`FsyncPolicy`] for appends and group commits alike;
@@ -26,8 +28,12 @@
 //!   fsyncs and periodic retention; it stops when the log is dropped, and dropping the log
 //!   flushes everything (best effort).
 //! - Opening recovers every partition after a crash: nothing written completely is lost, a
-//!   torn or corrupt tail of an active segment is cut off, and a group's committed offset
-//!   beyond its partition's recovered end is lowered to that end (see `groups.rs`).
+//!   torn or corrupt tail of an active segment is cut off, and the next offset is above
+//!   every offset the cut records may have had and every group's committed offset (see
+//!   `partition.rs`, `groups.rs`).
+//! - Sealed segments are read through a process-wide cache of at most 256 open files
+//!   ([`open_files::set_capacity`] changes it), so many small segments never run the process
+//!   out of file descriptors.
 //! - A topic whose files cannot be opened (a corrupt `meta.json`, a segment file with an
 //!   impossible name, a directory where a file should be…) is left out, logged: every request
 //!   naming it fails with [`BrokerError::Damaged`] saying why, and creating it again is
@@ -36,6 +42,7 @@
 mod flusher;
 mod groups;
 mod lock;
+pub mod open_files;
 mod partition;
 mod segment;
 mod util;
@@ -153,12 +160,18 @@ impl Topic {
         })?;
         let config = Arc::new(config);
         let topic: Arc<str> = name.into();
-        let partitions = (0..config.partitions)
-            .map(|p| Partition::open(topic.clone(), p, dir.join(p.to_string()), config.clone()).map(Arc::new))
-            .collect::<Result<Vec<_>>>()?;
         let groups = Groups::open(dir.join("groups"), config.partitions, config.fsync)?;
-        // Group and partition fsyncs are independent: a crash can keep a commit beyond the end.
-        let ends: Vec<u64> = partitions.iter().map(|p| p.high_watermark()).collect();
+        // Group and partition fsyncs are independent: a crash can keep a commit beyond the
+        // records; no offset below it is handed out again.
+        let floors = groups.floors();
+        let partitions = (0..config.partitions)
+            .map(|p| {
+                let floor = floors.get(p as usize).copied().unwrap_or(0);
+                Partition::open(topic.clone(), p, dir.join(p.to_string()), config.clone(), floor)
+                    .map(Arc::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ends: Vec<u64> = partitions.iter().map(|p| p.next_offset()).collect();
         groups.clamp_to(name, &ends)?;
         Ok(Topic { config, partitions, groups })
     }
@@ -350,9 +363,8 @@ impl Log {
         validate_name("group", group)?;
         let t = self.topic(topic)?;
         let p = t.partition(topic, partition)?;
-        let hw = p.high_watermark();
-        if offset > hw {
-            return Err(p.beyond_end(offset, hw));
+        if offset > p.next_offset() {
+            return Err(p.beyond_end(offset, p.high_watermark()));
         }
         t.groups.commit(group, partition, offset, &self.flusher)
     }

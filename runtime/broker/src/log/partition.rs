@@ -2,9 +2,19 @@
 //! active (appended to), the others sealed.
 //!
 //! Contract:
-//! - Offsets are dense: an append gets the high watermark as its first offset, and the high
-//!   watermark moves past the records only once they are wholly written, so a reader never
-//!   sees part of an append. One append takes the partition's lock once, encodes into one
+//! - An offset is never handed out twice, even across a crash that damaged the active
+//!   segment: an append gets the active segment's next offset as its first offset, and the
+//!   high watermark (the offset after the last record) moves past the records only once they
+//!   are wholly written, so a reader never sees part of an append.
+//! - Offsets are dense except for gaps recovery leaves: when it cuts a torn or corrupt tail off
+//!   the active segment, offsets up to what the cut bytes could have held (one per
+//!   [`FRAME_HEADER_LEN`] bytes, the smallest frame) may have been handed out (and consumed,
+//!   and committed past), so the next append starts a new segment above them; likewise above
+//!   every group's committed offset (a crash can keep a commit but lose the records under it,
+//!   the two being fsynced independently). The new segment's name keeps that floor on disk.
+//!   A read from an offset in a gap returns the records after it; a read beyond the high
+//!   watermark but not beyond the next offset to be handed out is at the end (empty), and a
+//!   group may commit up to that next offset. One append takes the partition's lock once, encodes into one
 //!   reused buffer and writes it with one positional write.
 //! - Offsets stay below [`MAX_OFFSET`]: an append that would give a record that offset is
 //!   refused, and opening refuses a segment file whose name puts its base there or beyond.
@@ -25,8 +35,10 @@
 //!   `sync` and every append return that failure (an I/O error naming the file). Reopening the
 //!   log (after a restart) recovers the partition from what is on disk.
 //! - Opening recovers: sealed segments are loaded, the active one is checked frame by frame and
-//!   cut at the first torn or corrupt frame; a missing or empty directory is an empty
-//!   partition.
+//!   cut at the first torn or corrupt frame (then sealed, and a new active segment starts
+//!   above the gap); a missing or empty directory is an empty partition.
+//! - A sealed segment keeps no file handle of its own (see `open_files.rs`): the process holds
+//!   one per partition (its active segment) plus a bounded number for reads.
 //! - Retention deletes the oldest sealed segments (never the active one) while the partition is
 //!   over `retention_bytes` or the segment's newest record is older than `retention_secs`;
 //!   `log_start` becomes the first remaining segment's base.
@@ -44,7 +56,7 @@ use super::flusher::{FlushItem, Flusher};
 use super::segment::{self, parse_file_name, Segment};
 use super::util::{io_err, lock, now_ms};
 use super::{MAX_APPEND_BYTES, MAX_OFFSET};
-use crate::record::{encode_into, frame_len, MAX_FRAME_LEN};
+use crate::record::{encode_into, frame_len, FRAME_HEADER_LEN, MAX_FRAME_LEN};
 use crate::{BrokerError, Fetched, FsyncPolicy, NewRecord, PartitionInfo, Result, TopicConfig};
 
 /// An encode buffer bigger than this is not kept between appends.
@@ -56,7 +68,8 @@ pub(crate) struct Partition {
     dir: PathBuf,
     config: Arc<TopicConfig>,
     state: Mutex<State>,
-    /// The offset the next append gets; readable without the lock.
+    /// The offset after the last record (the next append's first offset, unless recovery left
+    /// a gap there); readable without the lock.
     hw: AtomicU64,
     /// Every offset below this was fsynced. Moves only under `sync_lock`, never once `failed`
     /// is set.
@@ -105,19 +118,22 @@ struct Appended {
 }
 
 struct State {
-    /// Sorted by base; the last one is active. Empty until the first append.
+    /// Sorted by base; the last one is active. Empty until the first append. A segment's
+    /// `next_offset` may be below the next one's base: a gap.
     segments: Vec<Segment>,
     log_start: u64,
     buf: Vec<u8>,
 }
 
 impl Partition {
-    /// Opens (recovering) partition `id` in `dir`.
+    /// Opens (recovering) partition `id` in `dir`; no append gets an offset below `floor`
+    /// (the highest offset a group committed).
     pub(crate) fn open(
         topic: Arc<str>,
         id: u32,
         dir: PathBuf,
         config: Arc<TopicConfig>,
+        floor: u64,
     ) -> Result<Partition> {
         let mut bases = Vec::new();
         let mut indexes = Vec::new();
@@ -150,13 +166,17 @@ impl Partition {
             }
         }
         let mut segments = Vec::with_capacity(bases.len());
+        let mut floor = floor;
         for (i, &base) in bases.iter().enumerate() {
             segments.push(match bases.get(i + 1) {
                 Some(&next) => Segment::load_sealed(&dir, base, next)?,
-                None => Segment::recover(&dir, base)?,
+                None => {
+                    let (segment, cut) = Segment::recover(&dir, base)?;
+                    floor = floor.max(floor_after_cut(segment.next_offset, cut));
+                    segment
+                }
             });
         }
-        let hw = segments.last().map_or(0, |s| s.next_offset);
         if config.fsync != FsyncPolicy::Never {
             // What survived a crash in the page cache becomes durable now.
             if let Some(file) = segments.last().and_then(Segment::file) {
@@ -164,6 +184,11 @@ impl Partition {
                 file.sync_data().map_err(io_err("syncing", path))?;
             }
         }
+        let next = segments.last().map_or(0, |s| s.next_offset);
+        if floor > next {
+            start_above_gap(&mut segments, &dir, &config, &topic, id, floor)?;
+        }
+        let hw = readable_end(&segments);
         let log_start = segments.first().map_or(0, |s| s.base);
         Ok(Partition {
             topic,
@@ -185,6 +210,13 @@ impl Partition {
 
     pub(crate) fn high_watermark(&self) -> u64 {
         self.hw.load(Ordering::Acquire)
+    }
+
+    /// The offset the next append gets: the high watermark, or above it after a gap recovery
+    /// left. A group may commit up to it.
+    pub(crate) fn next_offset(&self) -> u64 {
+        let state = lock(&self.state);
+        next_offset(&state.segments, self.high_watermark())
     }
 
     /// Every offset below this is durable under the topic's policy; the failure instead once an
@@ -266,7 +298,7 @@ impl Partition {
         let mut guard = lock(&self.state);
         self.check_failed()?;
         let state = &mut *guard;
-        let first = self.hw.load(Ordering::Acquire);
+        let first = next_offset(&state.segments, self.hw.load(Ordering::Acquire));
         let count = records.len() as u64;
         if first + count > MAX_OFFSET {
             return Err(BrokerError::InvalidRequest(format!(
@@ -337,6 +369,10 @@ impl Partition {
         };
         // In the state as soon as it is on disk: whatever fails next, the two agree.
         state.segments.push(Segment::create(&self.dir, base)?);
+        let sealed = state.segments.len().checked_sub(2);
+        if let Some(sealed) = sealed.and_then(|i| state.segments.get_mut(i)) {
+            sealed.release_file();
+        }
         if let Some(dir) = dir {
             // Until its name is durable, nothing fsynced into the new segment is: a failure
             // fails the partition like any failed fsync.
@@ -369,6 +405,8 @@ impl Partition {
         let removed: Vec<Segment> = state.segments.drain(..n).collect();
         if let Some(first) = state.segments.first() {
             state.log_start = state.log_start.max(first.base);
+            // Only a gap can put the start above the end: the end moves up to the start.
+            self.hw.fetch_max(state.log_start, Ordering::AcqRel);
         }
         for s in &removed {
             tracing::info!(
@@ -393,8 +431,8 @@ impl Partition {
 
     /// Whole records from `offset` on, about `max_bytes` of them (at least one if any).
     pub(crate) fn read(&self, offset: u64, max_bytes: usize) -> Result<Fetched> {
-        let (view, high_watermark, log_start) = {
-            let mut state = lock(&self.state);
+        let (view, from, high_watermark, log_start) = {
+            let state = lock(&self.state);
             let hw = self.hw.load(Ordering::Acquire);
             let log_start = state.log_start;
             if offset < log_start {
@@ -405,24 +443,40 @@ impl Partition {
                     log_start,
                 });
             }
-            if offset > hw {
-                return Err(self.beyond_end(offset, hw));
-            }
-            if offset == hw {
+            if offset >= hw {
+                // Up to the next offset to be handed out (above a gap recovery left) is the end.
+                if offset > next_offset(&state.segments, hw) {
+                    return Err(self.beyond_end(offset, hw));
+                }
                 return Ok(Fetched { records: Vec::new(), high_watermark: hw, log_start });
             }
             let i = state.segments.partition_point(|s| s.base <= offset);
-            let Some(segment) = i.checked_sub(1).and_then(|i| state.segments.get_mut(i)) else {
-                return Err(BrokerError::Corrupt {
-                    file: self.dir.clone(),
-                    position: 0,
-                    why: format!("no segment holds offset {offset}"),
-                });
+            let Some(mut i) = i.checked_sub(1) else {
+                return Err(self.no_segment(offset));
             };
-            (segment.view(offset)?, hw, log_start)
+            // In a gap: the records after it.
+            while state.segments.get(i).is_some_and(|s| offset >= s.next_offset)
+                && i + 1 < state.segments.len()
+            {
+                i += 1;
+            }
+            let segment = state.segments.get(i).ok_or_else(|| self.no_segment(offset))?;
+            let from = offset.max(segment.base);
+            if from >= segment.next_offset {
+                return Ok(Fetched { records: Vec::new(), high_watermark: hw, log_start });
+            }
+            (segment.view(from)?, from, hw, log_start)
         };
-        let records = segment::read(&view, offset, max_bytes)?;
+        let records = segment::read(&view, from, max_bytes)?;
         Ok(Fetched { records, high_watermark, log_start })
+    }
+
+    fn no_segment(&self, offset: u64) -> BrokerError {
+        BrokerError::Corrupt {
+            file: self.dir.clone(),
+            position: 0,
+            why: format!("no segment holds offset {offset}"),
+        }
     }
 
     pub(crate) fn beyond_end(&self, offset: u64, high_watermark: u64) -> BrokerError {
@@ -573,4 +627,65 @@ impl Partition {
             segments: state.segments.len() as u32,
         }
     }
+}
+
+/// The offset an append gets next: the active segment's next offset (above the high watermark
+/// `hw` after a gap), or `hw` before the first segment.
+fn next_offset(segments: &[Segment], hw: u64) -> u64 {
+    segments.last().map_or(hw, |s| s.next_offset.max(hw))
+}
+
+/// The offset after the last record: the end of the newest segment holding any, else the
+/// first segment's base (0 for none).
+fn readable_end(segments: &[Segment]) -> u64 {
+    segments
+        .iter()
+        .rev()
+        .find(|s| s.next_offset > s.base)
+        .or(segments.first())
+        .map_or(0, |s| s.next_offset.max(s.base))
+}
+
+/// The lowest offset no record cut off a segment (`cut` bytes after offset `end`) can have
+/// had: each frame takes at least [`FRAME_HEADER_LEN`] bytes.
+fn floor_after_cut(end: u64, cut: u64) -> u64 {
+    let most = cut.div_ceil(FRAME_HEADER_LEN as u64);
+    end.saturating_add(most).min(MAX_OFFSET - 1)
+}
+
+/// Seals the active segment (if any) and starts a new, empty one at `floor`, durably (unless
+/// the topic never fsyncs): the new segment's name is what keeps the floor across restarts.
+fn start_above_gap(
+    segments: &mut Vec<Segment>,
+    dir: &Path,
+    config: &TopicConfig,
+    topic: &str,
+    id: u32,
+    floor: u64,
+) -> Result<()> {
+    let sync = config.fsync != FsyncPolicy::Never;
+    let from = segments.last().map_or(0, |s| s.next_offset);
+    tracing::warn!(
+        topic,
+        partition = id,
+        "offsets {from}..{floor} may have been handed out before a crash lost or cut them: the next \
+         append gets offset {floor}, and readers skip the gap"
+    );
+    match segments.last_mut() {
+        Some(active) => {
+            if sync {
+                if let Some(file) = active.file() {
+                    file.sync_data().map_err(io_err("syncing", active.log_path()))?;
+                }
+            }
+            active.seal(sync)?;
+            active.release_file();
+        }
+        None => std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?,
+    }
+    segments.push(Segment::create(dir, floor)?);
+    if sync {
+        super::util::fsync_dir(dir)?;
+    }
+    Ok(())
 }

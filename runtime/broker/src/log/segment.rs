@@ -15,6 +15,15 @@
 //! - [`Segment::recover`] (the active segment after a crash) keeps the longest prefix of whole,
 //!   valid, consecutive frames and cuts the file there; [`Segment::load_sealed`] never changes a
 //!   sealed segment's log file.
+//! - Only the active segment keeps its own file handle; a sealed one is opened through the
+//!   process's bounded cache of open files (`open_files.rs`), so a reader may find it closed
+//!   and reopened since its last read; dropping a sealed segment (its log closed, or
+//!   retention) drops its cache entry.
+//! - Offsets are consecutive within a segment, but the next segment may start above this
+//!   one's end: recovery leaves such a gap after cutting a corrupt tail (see `partition.rs`).
+//!   A sealed segment's end is therefore what its frames say (found by scanning from its last
+//!   index entry), not the next segment's base — unless a frame before that end is bad: then
+//!   its end is the next base, so that reads reaching the damage report it.
 //! - A sealed segment's newest timestamp (for retention by age) is tracked while it is written
 //!   and stored as the file's mtime when it is sealed; a segment loaded from disk takes its
 //!   mtime.
@@ -27,6 +36,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::open_files;
 use super::util::{io_err, system_time_ms};
 use super::MAX_OFFSET;
 use crate::record::{check_frame, FrameCheck, FRAME_HEADER_LEN};
@@ -81,7 +91,7 @@ pub(crate) struct Segment {
     pub(crate) base: u64,
     log_path: Arc<Path>,
     index_path: PathBuf,
-    /// Open for the active segment; opened on first read for a sealed one.
+    /// Open for the active segment; a sealed one is opened through `open_files`.
     file: Option<Arc<File>>,
     index: Vec<IndexEntry>,
     /// Entries of `index` already in the index file.
@@ -156,8 +166,8 @@ impl Segment {
     }
 
     /// The active segment after a restart: every frame is checked; the file is cut at the first
-    /// torn or corrupt one and its index rebuilt.
-    pub(crate) fn recover(dir: &Path, base: u64) -> Result<Segment> {
+    /// torn or corrupt one and its index rebuilt. Also returns how many bytes were cut off.
+    pub(crate) fn recover(dir: &Path, base: u64) -> Result<(Segment, u64)> {
         let log_path: Arc<Path> = dir.join(file_name(base, "log")).into();
         let index_path = dir.join(file_name(base, "index"));
         let file = OpenOptions::new()
@@ -167,12 +177,12 @@ impl Segment {
             .map_err(io_err("opening segment", &log_path))?;
         let len = file.metadata().map_err(io_err("reading metadata of", &log_path))?.len();
         let scan = scan(&file, &log_path, base, ScanStart::at_base(base), len)?;
+        let cut = len - scan.valid_len;
         if let Some((position, why)) = &scan.problem {
             tracing::warn!(
                 file = %log_path.display(),
                 position,
-                "cutting off a torn or corrupt tail of {} bytes: {why}",
-                len - position
+                "cutting off a torn or corrupt tail of {cut} bytes: {why}",
             );
             file.set_len(scan.valid_len).map_err(io_err("truncating", &log_path))?;
             file.sync_all().map_err(io_err("syncing", &log_path))?;
@@ -191,7 +201,7 @@ impl Segment {
             max_timestamp: scan.max_timestamp,
         };
         segment.write_index(false)?;
-        Ok(segment)
+        Ok((segment, cut))
     }
 
     /// A sealed segment (`next_base` is the next segment's base): its index file if sane, else
@@ -223,13 +233,13 @@ impl Segment {
                 };
                 let tail = scan(&f, &log_path, base, start, size)?;
                 let complete =
-                    tail.problem.is_none() && tail.index.is_empty() && tail.next_offset == next_base;
-                complete.then_some(index)
+                    tail.problem.is_none() && tail.index.is_empty() && tail.next_offset <= next_base;
+                complete.then_some((index, tail.next_offset))
             }
             None => None,
         };
-        let index = match index {
-            Some(index) => index,
+        let (index, end) = match index {
+            Some(found) => found,
             None => {
                 let scan = scan(&f, &log_path, base, ScanStart::at_base(base), size)?;
                 if let Some((position, why)) = &scan.problem {
@@ -238,10 +248,11 @@ impl Segment {
                         position,
                         "sealed segment has a bad record; reads reaching it will fail: {why}"
                     );
-                } else if scan.next_offset != next_base {
+                } else if scan.next_offset > next_base {
                     tracing::warn!(
                         file = %log_path.display(),
-                        "sealed segment ends at offset {} but the next one starts at {next_base}",
+                        "sealed segment ends at offset {} but the next one starts at {next_base}: \
+                         reads stop at {next_base}",
                         scan.next_offset
                     );
                 }
@@ -250,9 +261,18 @@ impl Segment {
                 if let Err(e) = std::fs::write(&index_path, &bytes) {
                     tracing::warn!(file = %index_path.display(), "could not rewrite index: {e}");
                 }
-                scan.index
+                // A bad frame: reads must reach it (and say where it is), so the segment runs to
+                // the next base. Otherwise its frames say where it ends.
+                let end = if scan.problem.is_some() { next_base } else { scan.next_offset.min(next_base) };
+                (scan.index, end)
             }
         };
+        if end < next_base {
+            tracing::info!(
+                file = %log_path.display(),
+                "offsets {end}..{next_base} are a gap (left by recovery after a cut): reads skip it"
+            );
+        }
         Ok(Segment {
             base,
             log_path,
@@ -262,7 +282,7 @@ impl Segment {
             last_indexed: index.last().map_or(0, |e| u64::from(e.pos)),
             index,
             size,
-            next_offset: next_base,
+            next_offset: end,
             max_timestamp,
         })
     }
@@ -362,15 +382,17 @@ impl Segment {
         self.write_index(sync)
     }
 
+    /// Closes the file handle of a sealed segment (its reads go through the cache of open
+    /// files from now on).
+    pub(crate) fn release_file(&mut self) {
+        self.file = None;
+    }
+
     /// A view for reading from `offset` (which this segment holds) on.
-    pub(crate) fn view(&mut self, offset: u64) -> Result<ReadView> {
+    pub(crate) fn view(&self, offset: u64) -> Result<ReadView> {
         let file = match &self.file {
             Some(file) => file.clone(),
-            None => {
-                let file = Arc::new(File::open(&self.log_path).map_err(io_err("opening", &self.log_path))?);
-                self.file = Some(file.clone());
-                file
-            }
+            None => open_files::get(&self.log_path).map_err(io_err("opening", &self.log_path))?,
         };
         let rel = offset.saturating_sub(self.base);
         let i = self.index.partition_point(|e| u64::from(e.rel) <= rel);
@@ -390,12 +412,24 @@ impl Segment {
 
     /// Removes both files (best effort, logged).
     pub(crate) fn delete_files(&self) {
+        open_files::forget(&self.log_path);
         for path in [&*self.log_path, self.index_path.as_path()] {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => tracing::warn!(file = %path.display(), "could not delete segment file: {e}"),
             }
+        }
+    }
+}
+
+impl Drop for Segment {
+    /// A sealed segment's file leaves the cache with it: a later segment of the same name (the
+    /// directory removed and made again while the process runs) is never read through the old
+    /// file.
+    fn drop(&mut self) {
+        if self.file.is_none() {
+            open_files::forget(&self.log_path);
         }
     }
 }

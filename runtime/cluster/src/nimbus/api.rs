@@ -636,6 +636,20 @@ pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiR
     if beat.worker >= a.workers.len() {
         return Ok(stop);
     }
+    if beat.restarted && record.layout.exactly_once && record.status != Status::Killing {
+        // Its tasks' state is behind the others': every worker starts again from the last
+        // committed checkpoint, under a new assignment version.
+        let mut record = record.clone();
+        inner.reassign(&mut record, Instant::now(), state::now_ms());
+        tracing::warn!(
+            "topology {}: worker {} restarted; restarting every worker from the last committed checkpoint ({})",
+            record.name,
+            beat.worker,
+            super::coordinator::describe(&record)
+        );
+        inner.commit(record)?;
+        return Ok(stop);
+    }
     let control = match record.status {
         Status::Active => WorkerControl::Active,
         Status::Inactive | Status::Killing | Status::Rebalancing => WorkerControl::Inactive,

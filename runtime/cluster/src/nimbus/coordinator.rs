@@ -292,6 +292,7 @@ mod tests {
             ackers: 1,
             message_timeout_secs: 30,
             coordinator: false,
+            exactly_once: false,
         };
         TopologyRecord {
             name: name.into(),

@@ -51,6 +51,7 @@ fn layout(workers: usize) -> Layout {
         ackers: 1,
         message_timeout_secs: 30,
         coordinator: false,
+        exactly_once: false,
     }
 }
 
@@ -100,7 +101,7 @@ async fn worker_beat_with(
     tasks: Vec<TaskFigures>,
 ) -> WorkerReply {
     let addr: SocketAddr = format!("127.0.0.1:{}", 7000 + worker).parse().unwrap();
-    let beat = WorkerHeartbeat { topology: topology.into(), version, worker, addr, tasks };
+    let beat = WorkerHeartbeat { topology: topology.into(), version, worker, addr, tasks, restarted: false };
     client.worker_heartbeat(&beat).await.unwrap()
 }
 

@@ -46,7 +46,7 @@ use tracing::{error, info, warn};
 use super::artifacts::{self, is_sha256, ArtifactError, ArtifactStore};
 use super::client::{Client, ClientError};
 use super::config::ClusterConfig;
-use super::worker::{SECRET_ENV, SUPERVISOR_PID_ENV};
+use super::worker::{RESTARTED_ENV, SECRET_ENV, SUPERVISOR_PID_ENV};
 use super::{RunningWorker, SupervisorHeartbeat, WorkerOrder};
 
 /// SIGTERM to SIGKILL.
@@ -576,6 +576,7 @@ impl Supervisor {
             .args(["--host", &self.host])
             .env(SECRET_ENV, &self.secret)
             .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
+            .env(RESTARTED_ENV, if self.backoff.contains_key(order) { "1" } else { "0" })
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

@@ -170,15 +170,23 @@ impl BoltExecutor {
             self.out.end_of_stream();
         }
         loop {
+            // Idle time: from here to the next batch or tick, when the inbox is empty.
+            let waiting = self.inbox.is_empty().then(Instant::now);
             // Ticks first: they are rare, and a busy inbox must not starve them.
             tokio::select! {
                 biased;
                 _ = tick(&mut ticker) => {
+                    if let Some(waiting) = waiting {
+                        self.out.counters.idle_ns += waiting.elapsed().as_nanos() as u64;
+                    }
                     let tuple = Tuple::new(tick_meta, TaskId::MAX, Values::new());
                     self.execute(tuple).await;
                 }
                 batch = self.inbox.recv() => {
                     let Some(batch) = batch else { break };
+                    if let Some(waiting) = waiting {
+                        self.out.counters.idle_ns += waiting.elapsed().as_nanos() as u64;
+                    }
                     self.metrics.queued.fetch_sub(batch.len() as i64, Relaxed);
                     for env in batch {
                         self.receive(env).await?;

@@ -465,14 +465,13 @@ impl Output {
             if d.buf.len() >= at_least {
                 let batch = std::mem::replace(&mut d.buf, Vec::with_capacity(BATCH_ROOM));
                 d.metrics.queued.fetch_add(batch.len() as i64, Relaxed);
-                // A closed inbox means its task has ended (shutdown or failure): drop.
-                let _ = d.tx.send(batch).await;
+                self.counters.backpressured_ns += send(&d.tx, batch).await;
             }
         }
         for a in &mut self.ackers {
             if a.buf.len() >= at_least {
                 let batch = std::mem::replace(&mut a.buf, Vec::with_capacity(BATCH_ROOM));
-                let _ = a.tx.send(batch).await;
+                self.counters.backpressured_ns += send(&a.tx, batch).await;
             }
         }
     }
@@ -495,6 +494,20 @@ impl Output {
             if d.buf.len() >= BATCH {
                 self.full = true;
             }
+        }
+    }
+}
+
+/// Sends `batch`, waiting while the receiver's queue is full; returns how long it waited (ns;
+/// the clock is read only when it must wait). A closed queue means its task has ended
+/// (shutdown or failure): the batch is dropped.
+async fn send<T>(tx: &mpsc::Sender<T>, batch: T) -> u64 {
+    match tx.try_send(batch) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => 0,
+        Err(mpsc::error::TrySendError::Full(batch)) => {
+            let started = Instant::now();
+            let _ = tx.send(batch).await;
+            started.elapsed().as_nanos() as u64
         }
     }
 }

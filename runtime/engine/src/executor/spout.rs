@@ -240,6 +240,7 @@ impl SpoutExecutor {
                 break;
             }
             let wait = if state == Control::Active && room { IDLE_WAIT } else { Duration::from_millis(50) };
+            let waiting = Instant::now();
             tokio::select! {
                 batch = self.inbox.recv(), if inbox_open => match batch {
                     Some(batch) => self.apply(batch, &mut pending, &mut histogram).await,
@@ -250,6 +251,14 @@ impl SpoutExecutor {
                     Err(_) => control_open = false,
                 },
                 _ = tokio::time::sleep(wait) => {}
+            }
+            // Held back by max_spout_pending is backpressure (trees downstream are slow to
+            // complete); nothing to emit is idle.
+            let waited = waiting.elapsed().as_nanos() as u64;
+            if room {
+                self.out.counters.idle_ns += waited;
+            } else {
+                self.out.counters.backpressured_ns += waited;
             }
         }
         self.spout.close().await;

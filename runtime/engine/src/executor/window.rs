@@ -328,11 +328,20 @@ impl WindowExecutor {
         }
         let mut last_flush = Instant::now();
         loop {
+            let waiting = self.inbox.is_empty().then(Instant::now);
             tokio::select! {
                 biased;
-                _ = ticker.tick() => self.advance().await,
+                _ = ticker.tick() => {
+                    if let Some(waiting) = waiting {
+                        self.out.counters.idle_ns += waiting.elapsed().as_nanos() as u64;
+                    }
+                    self.advance().await
+                }
                 batch = self.inbox.recv() => {
                     let Some(batch) = batch else { break };
+                    if let Some(waiting) = waiting {
+                        self.out.counters.idle_ns += waiting.elapsed().as_nanos() as u64;
+                    }
                     self.metrics.queued.fetch_sub(batch.len() as i64, Relaxed);
                     let now = Instant::now();
                     for env in batch {

@@ -423,7 +423,7 @@ inputs = [{ from = "s", grouping = { fields = ["sentence"], sort = true }, strem
             "1:1: unknown key `colour` at the top level; valid keys: name, workers, settings, \
              spouts, bolts",
             "5:1: unknown key `acks` in [settings] (did you mean `ackers`?); valid keys: acking, \
-             ackers, message_timeout_secs, max_spout_pending",
+             ackers, message_timeout_secs, max_spout_pending, guarantee, state",
             "9:1: unknown key `paralelism` in [[spouts]] (did you mean `parallelism`?); valid \
              keys: id, kind, parallelism, config, tick_secs",
             "13:61: unknown key `sort` in a grouping; valid keys: fields, partial_key, custom, \

@@ -36,7 +36,8 @@
 //! - `at_least_once` (default): each record is emitted with (partition, offset) as its message
 //!   id; a partition's offset is committed (manually; librdkafka's auto-commit is off) only up
 //!   to the lowest offset not yet acked (or given up), at least every `commit_interval_ms`,
-//!   when the uncommitted bound is reached, on deactivate and on close; failed and timed-out
+//!   as soon as [`COMMIT_EVERY`] records are done past the committed offset, when the
+//!   uncommitted bound is reached, on deactivate and on close; failed and timed-out
 //!   records are re-emitted after their backoff until `retry_limit`. After any crash nothing
 //!   is lost; duplicates are at most the records that were uncommitted. At most
 //!   `max_uncommitted` records of a partition lie past its committed offset, except that
@@ -93,7 +94,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::ClientConfig;
-use squall_api::{async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext};
+use rdkafka::Offset;
+use squall_api::{async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, Value};
 
 use crate::client::{self, off_runtime, Throttle, SETUP_TIMEOUT};
 use crate::error::Error;
@@ -113,6 +115,10 @@ const POLL_BATCH: usize = 1024;
 /// A partition's queue is polled only while fewer records than this wait to be emitted; the
 /// rest wait in librdkafka's queue for the partition, whose fetcher stops once that is full.
 const BUFFER_MAX: usize = 1024;
+/// A partition with this many records done past its committed offset commits at once, not
+/// only every `commit_interval_ms`: what a crash redoes stays small at any rate (as in
+/// `log-spout`).
+pub const COMMIT_EVERY: u64 = 1024;
 /// A commit with no answer after this long is taken as lost, and another may go out.
 const COMMIT_STALE: Duration = Duration::from_secs(30);
 /// The pause after a failed commit before the next try.
@@ -374,6 +380,59 @@ impl Spout for KafkaSpout {
         }
     }
 
+    /// With `guarantee = "at_least_once"` (its own, the default): per partition of this task,
+    /// the offset to read from again: the next one to emit (exactly once) or the lowest not
+    /// yet acked (at least once). Its other guarantees cannot rewind.
+    fn position(&self, guarantee: squall_api::Guarantee) -> Option<Value> {
+        if self.config.guarantee != Guarantee::AtLeastOnce {
+            return None;
+        }
+        let state = self.state.as_ref()?;
+        let offsets = state.partitions.iter().map(|p| {
+            let offset = match guarantee {
+                squall_api::Guarantee::ExactlyOnce => p.offsets.next_offset(),
+                squall_api::Guarantee::AtLeastOnce => p.offsets.frontier(),
+            };
+            (p.number.to_string(), Value::from(offset as i64))
+        });
+        Some(Value::Map(offsets.collect()))
+    }
+
+    /// Seeks every partition of this task that `position` names back to its offset there,
+    /// forgetting what was polled, in flight or waiting for a retry. librdkafka drops what it
+    /// fetched before the seek.
+    async fn rewind(&mut self, position: &Value) -> Result<(), BoxError> {
+        let Some(state) = self.state.as_mut() else { return Err("kafka-spout: rewind before open".into()) };
+        let Value::Map(offsets) = position else {
+            return Err(format!("kafka-spout: a position is a map of partition to offset, not {position:?}").into());
+        };
+        let Some(consumer) = state.consumer.clone() else { return Err("kafka-spout: rewind after close".into()) };
+        let mut seeks = Vec::new();
+        for p in state.partitions.iter_mut() {
+            let Some(offset) = offsets.get(&p.number.to_string()).and_then(Value::as_i64) else { continue };
+            let offset = u64::try_from(offset).map_err(|_| format!("kafka-spout: offset {offset} is negative"))?;
+            seeks.push((p.number, offset));
+            p.buffered.clear();
+            p.received = offset;
+            p.offsets = PartitionOffsets::new(offset);
+            p.at_end = false;
+        }
+        let topic = state.topic.clone();
+        let seek = move || -> Result<(), String> {
+            for (partition, offset) in seeks {
+                consumer
+                    .seek(&topic, partition, Offset::Offset(offset as i64), Duration::from_secs(10))
+                    .map_err(|e| format!("cannot seek `{topic}` partition {partition} to {offset}: {e}"))?;
+            }
+            Ok(())
+        };
+        match off_runtime("kafka-spout: rewinding", SETUP_TIMEOUT, seek).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("kafka-spout: {e}").into()),
+            Err(e) => Err(e.to_string().into()),
+        }
+    }
+
     fn is_finished(&self) -> bool {
         match &self.state {
             Some(state) if self.config.stop_at_end => {
@@ -542,8 +601,10 @@ impl Open {
         if self.commit_in_flight.is_some_and(|at| now < at + COMMIT_STALE) || now < self.commit_not_before {
             return false;
         }
-        let full =
-            c.guarantee == Guarantee::AtLeastOnce && self.partitions.commit_at_bound(c.max_uncommitted);
+        // At least once: also as soon as a partition has COMMIT_EVERY records done past its
+        // committed offset (or a useful stretch at its bound), as log-spout does.
+        let full = c.guarantee == Guarantee::AtLeastOnce
+            && self.partitions.commit_due(c.max_uncommitted, COMMIT_EVERY);
         let wanted = || self.partitions.iter().any(|p| p.commit_target(c.guarantee).is_some());
         match c.guarantee {
             // Nothing is emitted before its commit: commit as soon as records wait for one.
@@ -737,6 +798,26 @@ mod tests {
         state.emit_reliable(&mut out, now, 4).unwrap();
         assert_eq!(out.offsets()[5..], [4, 5, 6, 7]);
         assert!(!state.partitions[0].drained(Guarantee::AtLeastOnce));
+    }
+
+    #[test]
+    fn at_least_once_commits_as_soon_as_commit_every_records_are_acked_not_only_on_the_timer() {
+        let total = 3 * COMMIT_EVERY;
+        let mut state = open_with(0, 0..total);
+        let now = Instant::now();
+        state.next_commit = now + Duration::from_secs(3600);
+        let c: Config = toml::from_str(r#"topic = "t""#).unwrap();
+        let mut out = Collector::default();
+        while state.partitions[0].offsets.next_offset() < total {
+            state.emit_reliable(&mut out, now, c.max_uncommitted).unwrap();
+        }
+        for o in 0..COMMIT_EVERY - 1 {
+            state.partitions[0].offsets.ack(o);
+        }
+        assert!(!state.commit_due(&c, now), "fewer than COMMIT_EVERY done, timer not due");
+        state.partitions[0].offsets.ack(COMMIT_EVERY - 1);
+        assert!(state.commit_due(&c, now), "COMMIT_EVERY done: commit at once");
+        assert_eq!(state.partitions[0].commit_target(Guarantee::AtLeastOnce), Some(COMMIT_EVERY));
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn reopen_keeps_everything() {
 }
 
 #[test]
-fn torn_tail_is_cut_off_on_reopen() {
+fn torn_tail_is_cut_off_on_reopen_and_no_offset_it_may_have_held_is_reused() {
     let dir = TempDir::new();
     let frame = frame_len(Some(b"k"), value(0).as_bytes()) as u64;
     {
@@ -48,34 +48,105 @@ fn torn_tail_is_cut_off_on_reopen() {
         append_values(&log, "t", 0, 0..5);
     }
     let path = segment_path(dir.path(), "t", 0, 0, "log");
-    // Half of the next frame, as a crash in the middle of a write leaves it.
+    // Half of the next frame, as a crash in the middle of a write leaves it: it may have been
+    // offset 5 (the smallest frame is FRAME_HEADER_LEN bytes, so 20 bytes held one at most).
     let mut next = Vec::new();
     crate::record::encode_into(&mut next, 5, 1005, Some(b"k"), value(5).as_bytes());
-    append_bytes(&path, &next[..next.len() / 2]);
+    let half = &next[..next.len() / 2];
+    assert!(half.len() <= FRAME_HEADER_LEN);
+    append_bytes(&path, half);
     {
         let log = Log::open(dir.path()).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 5 * frame, "cut at the torn frame");
         assert_eq!(log.describe("t").unwrap().partitions[0].high_watermark, 5);
-        let all = read_all(&log, "t", 0, 0, 1 << 20);
-        assert_eq!(all.len(), 5);
-        assert_eq!(log.append("t", 0, &[rec(Some("k"), &value(5), Some(1005))]).unwrap(), 5);
+        assert_eq!(read_all(&log, "t", 0, 0, 1 << 20).len(), 5);
+        assert_eq!(log.read("t", 0, 6, 1024).unwrap().records, [], "up to the next offset is the end");
+        assert_eq!(log.append("t", 0, &[rec(Some("k"), &value(5), Some(1005))]).unwrap(), 6);
     }
-    // Garbage after whole frames, and a header that claims more bytes than there are.
-    append_bytes(&path, &[0xAB; 7]);
+    // Garbage after whole frames of the new active segment (7 bytes: at most one offset).
+    append_bytes(&segment_path(dir.path(), "t", 0, 6, "log"), &[0xAB; 7]);
     {
         let log = Log::open(dir.path()).unwrap();
-        assert_eq!(log.describe("t").unwrap().partitions[0].high_watermark, 6);
-        assert_eq!(read_all(&log, "t", 0, 0, 1 << 20).len(), 6);
+        assert_eq!(log.describe("t").unwrap().partitions[0].high_watermark, 7);
+        assert_eq!(log.append("t", 0, &[rec(None, "eight", None)]).unwrap(), 8);
     }
-    append_bytes(&path, &(1000u32).to_le_bytes());
-    append_bytes(&path, &[0; FRAME_HEADER_LEN]);
+    // A header that claims more bytes than there are (32 bytes cut: at most two offsets).
+    let active = segment_path(dir.path(), "t", 0, 8, "log");
+    append_bytes(&active, &(1000u32).to_le_bytes());
+    append_bytes(&active, &[0; FRAME_HEADER_LEN]);
     let log = Log::open(dir.path()).unwrap();
-    assert_eq!(log.describe("t").unwrap().partitions[0].high_watermark, 6);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 6 * frame);
-    assert_eq!(log.append("t", 0, &[rec(None, "after", None)]).unwrap(), 6);
+    assert_eq!(log.describe("t").unwrap().partitions[0].high_watermark, 9);
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), frame_len(None, b"eight") as u64);
+    assert_eq!(log.append("t", 0, &[rec(None, "after", None)]).unwrap(), 11);
     let all = read_all(&log, "t", 0, 0, 1 << 20);
-    assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5, 6]);
-    assert_eq!(&all[6].value[..], b"after");
+    assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 6, 8, 11]);
+    assert_eq!(&all[7].value[..], b"after");
+    // Reads from inside a gap get the records after it.
+    let from_gap: Vec<u64> = log.read("t", 0, 9, 1 << 20).unwrap().records.iter().map(|r| r.offset).collect();
+    assert_eq!(from_gap, [11]);
+    drop(log);
+    // A clean reopen adds no gap.
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(log.append("t", 0, &[rec(None, "twelve", None)]).unwrap(), 12);
+}
+
+#[test]
+fn an_append_after_a_cut_never_reuses_an_offset_and_commits_past_the_cut_stay_valid() {
+    let dir = TempDir::new();
+    let frame = frame_len(Some(b"k"), value(0).as_bytes()) as u64;
+    {
+        let log = Log::open(dir.path()).unwrap();
+        log.create_topic("t", config(1, FsyncPolicy::Interval { ms: 10 })).unwrap();
+        append_values(&log, "t", 0, 0..10);
+        // A consumer read all ten and committed past them.
+        log.commit("g", "t", 0, 10).unwrap();
+        log.flush().unwrap();
+    }
+    // The disk damaged the tail of the active segment: offset 7 on is unreadable.
+    let path = segment_path(dir.path(), "t", 0, 0, "log");
+    flip_byte(&path, 7 * frame + frame - 2);
+    {
+        let log = Log::open(dir.path()).unwrap();
+        assert_eq!(log.high_watermark("t", 0).unwrap(), 7, "cut at the damage");
+        assert_eq!(log.committed("g", "t").unwrap(), [Some(10)], "the commit stays where it was");
+        let first = log.append("t", 0, &[rec(None, "new-a", None), rec(None, "new-b", None)]).unwrap();
+        assert!(first >= 10, "the new records' offsets ({first}…) are above every one handed out");
+        let all = read_all(&log, "t", 0, 0, 1 << 20);
+        let offsets: Vec<u64> = all.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [0, 1, 2, 3, 4, 5, 6, first, first + 1], "good records, then the new ones");
+        assert_eq!(&all[7].value[..], b"new-a");
+        // The consumer resumes from its commit and gets exactly the new records.
+        let resumed: Vec<u64> = read_all(&log, "t", 0, 10, 1 << 20).iter().map(|r| r.offset).collect();
+        assert_eq!(resumed, [first, first + 1]);
+        log.commit("g", "t", 0, first + 2).unwrap();
+    }
+    // And all of it holds after another reopen.
+    let log = Log::open(dir.path()).unwrap();
+    let offsets: Vec<u64> = read_all(&log, "t", 0, 0, 1 << 20).iter().map(|r| r.offset).collect();
+    let first = offsets[7];
+    assert_eq!(offsets.len(), 9);
+    assert_eq!(log.append("t", 0, &[rec(None, "later", None)]).unwrap(), first + 2);
+    assert_eq!(log.committed("g", "t").unwrap(), [Some(first + 2)]);
+}
+
+#[test]
+fn many_small_segments_are_read_through_a_bounded_number_of_open_files() {
+    let dir = TempDir::new();
+    let log = Log::open(dir.path()).unwrap();
+    let frame = frame_len(Some(b"k"), value(0).as_bytes()) as u64;
+    log.create_topic("t", small_segments(frame)).unwrap();
+    let n = 3 * crate::log::open_files::capacity() as u64;
+    append_values(&log, "t", 0, 0..n);
+    assert_eq!(log.describe("t").unwrap().partitions[0].segments as u64, n);
+    for _ in 0..2 {
+        let all = read_all(&log, "t", 0, 0, 1 << 20);
+        assert_eq!(all.len() as u64, n);
+        assert!(crate::log::open_files::open_count() <= crate::log::open_files::capacity());
+    }
+    // Reopened: sealed segments are loaded without keeping their files open.
+    drop(log);
+    let log = Log::open(dir.path()).unwrap();
+    assert_eq!(read_all(&log, "t", 0, n - 5, 1 << 20).len(), 5);
 }
 
 #[test]
@@ -120,7 +191,9 @@ fn corrupt_record_is_never_returned() {
     assert!(matches!(log.read("t", 0, 3, 1 << 20), Err(BrokerError::Corrupt { .. })));
     let after = read_all(&log, "t", 0, 4, 1 << 20);
     assert_eq!(after.iter().map(|r| r.offset).collect::<Vec<_>>(), [4, 5, 6, 7, 8]);
-    assert_eq!(log.append("t", 0, &[rec(None, "new", None)]).unwrap(), 9);
+    // The cut frame (offset 9, 41 bytes: room for two of the smallest frames) may have been
+    // handed out: the next append is above what it could have held.
+    assert_eq!(log.append("t", 0, &[rec(None, "new", None)]).unwrap(), 11);
 }
 
 #[test]
@@ -298,7 +371,7 @@ fn damage_to_one_topic_stays_with_it_and_the_others_work() {
 }
 
 #[test]
-fn a_commit_beyond_the_recovered_end_is_lowered_to_it_and_stays_lowered() {
+fn a_commit_beyond_the_recovered_end_keeps_its_offsets_from_being_handed_out_again() {
     let dir = TempDir::new();
     let frame = frame_len(Some(b"k"), value(0).as_bytes()) as u64;
     {
@@ -316,13 +389,17 @@ fn a_commit_beyond_the_recovered_end_is_lowered_to_it_and_stays_lowered() {
     {
         let log = Log::open(dir.path()).unwrap();
         assert_eq!(log.high_watermark("t", 0).unwrap(), 6);
-        assert_eq!(log.committed("g", "t").unwrap(), [Some(6), Some(3)], "lowered to the end");
-        assert_eq!(log.committed("h", "t").unwrap(), [Some(4), None], "within the end: kept");
-        // The partition grows past the old commit again; the lowered one must stick.
-        append_values(&log, "t", 0, 6..20);
+        assert_eq!(log.committed("g", "t").unwrap(), [Some(10), Some(3)], "kept: offsets below it stay used");
+        assert_eq!(log.committed("h", "t").unwrap(), [Some(4), None]);
+        assert_eq!(log.read("t", 0, 10, 1024).unwrap().records, [], "g resumes at the end");
+        // The partition grows from the commit on.
+        append_values(&log, "t", 0, 10..20);
+        let offsets: Vec<u64> = read_all(&log, "t", 0, 0, 1 << 20).iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..6).chain(10..20).collect::<Vec<_>>());
     }
     let log = Log::open(dir.path()).unwrap();
     assert_eq!(log.high_watermark("t", 0).unwrap(), 20);
-    assert_eq!(log.committed("g", "t").unwrap(), [Some(6), Some(3)]);
+    assert_eq!(log.committed("g", "t").unwrap(), [Some(10), Some(3)]);
     assert_eq!(log.committed("h", "t").unwrap(), [Some(4), None]);
+    assert_eq!(read_all(&log, "t", 0, 10, 1 << 20).len(), 10);
 }
