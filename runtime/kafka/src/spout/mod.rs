@@ -95,7 +95,9 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::ClientConfig;
 use rdkafka::Offset;
-use squall_api::{async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, Value};
+use squall_api::{
+    async_trait, BoxError, MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, Value,
+};
 
 use crate::client::{self, off_runtime, Throttle, SETUP_TIMEOUT};
 use crate::error::Error;
@@ -404,13 +406,18 @@ impl Spout for KafkaSpout {
     async fn rewind(&mut self, position: &Value) -> Result<(), BoxError> {
         let Some(state) = self.state.as_mut() else { return Err("kafka-spout: rewind before open".into()) };
         let Value::Map(offsets) = position else {
-            return Err(format!("kafka-spout: a position is a map of partition to offset, not {position:?}").into());
+            return Err(
+                format!("kafka-spout: a position is a map of partition to offset, not {position:?}").into()
+            );
         };
-        let Some(consumer) = state.consumer.clone() else { return Err("kafka-spout: rewind after close".into()) };
+        let Some(consumer) = state.consumer.clone() else {
+            return Err("kafka-spout: rewind after close".into());
+        };
         let mut seeks = Vec::new();
         for p in state.partitions.iter_mut() {
             let Some(offset) = offsets.get(&p.number.to_string()).and_then(Value::as_i64) else { continue };
-            let offset = u64::try_from(offset).map_err(|_| format!("kafka-spout: offset {offset} is negative"))?;
+            let offset =
+                u64::try_from(offset).map_err(|_| format!("kafka-spout: offset {offset} is negative"))?;
             seeks.push((p.number, offset));
             p.buffered.clear();
             p.received = offset;
