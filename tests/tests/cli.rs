@@ -139,6 +139,7 @@ fn kinds_lists_every_shipped_kind_with_role_and_summary() {
             "shell-bolt",
             "shell-spout",
             "split-sentence",
+            "state-count",
             "window-count",
             "word-count"
         ],
@@ -176,7 +177,7 @@ fn kinds_of_an_unknown_kind_is_one_line_naming_the_known() {
         out.stderr_lines(),
         ["error: unknown kind \"nope\"; known kinds: exclamation, file-sink, file-spout, flaky, kafka-sink, \
           kafka-spout, log, log-sink, log-spout, random-sentence, random-word, sequence, shell-bolt, shell-spout, \
-          split-sentence, window-count, word-count"],
+          split-sentence, state-count, window-count, word-count"],
         "{out}"
     );
     assert!(out.stdout.is_empty(), "{out}");

@@ -89,7 +89,7 @@ fn unknown_kind_lists_valid_kinds() {
     assert_eq!(
         message,
         "unknown bolt kind \"split-sentance\"; valid bolt kinds: exclamation, file-sink, flaky, \
-         kafka-sink, log, log-sink, shell-bolt, split-sentence, window-count, word-count"
+         kafka-sink, log, log-sink, shell-bolt, split-sentence, state-count, window-count, word-count"
     );
 }
 

@@ -95,6 +95,17 @@ pub const WORD_COUNT: KindDoc = KindDoc {
     emits: Emits::Fields(&["word", "count"]),
 };
 
+pub const STATE_COUNT: KindDoc = KindDoc {
+    summary: "Counts inputs per key in a checkpointed state (restored after a restart); emits each key \
+              with its running count.",
+    config: &[ConfigKey::required(
+        "key",
+        r#""word""#,
+        "the input field to count by (its value as text); group the input by this field",
+    )],
+    emits: Emits::Fields(&["key", "count"]),
+};
+
 pub const EXCLAMATION: KindDoc = KindDoc {
     summary: "Appends a suffix to a string field of each input.",
     config: &[

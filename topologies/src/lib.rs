@@ -3,7 +3,8 @@
 //! Contract: [`registry`] names every shipped spout and bolt under the kind a topology file
 //! uses (`random-sentence`, `split-sentence`, …), each with its [`docs`] — summary, config
 //! keys with their defaults, emitted fields — which `squall kinds [KIND]` prints; each kind's
-//! module says more about its guarantees. `window-count` is a windowed bolt (an aggregate):
+//! module says more about its guarantees. `state-count` is a stateful bolt; the registry also names the `log` and `redis` state
+//! backends. `window-count` is a windowed bolt (an aggregate):
 //! a topology file gives it a `window` table (docs/topology-file.md). Every config rejects unknown keys, and every
 //! factory rejects bad values with a one-line message.
 
@@ -19,6 +20,7 @@ pub mod random_word;
 pub mod replay;
 pub mod sequence;
 pub mod split_sentence;
+pub mod state_count;
 pub mod window_count;
 pub mod word_count;
 
@@ -41,6 +43,9 @@ pub fn registry() -> Registry {
         .bolt("flaky", flaky::build)
         .basic_bolt("file-sink", file_sink::build)
         .aggregate_bolt("window-count", window_count::build)
+        .stateful_bolt("state-count", state_count::build)
+        .state_backend("log", squall_broker::state::factory)
+        .state_backend("redis", squall_redis::factory)
         .basic_bolt("log", |_: NoConfig| Ok(log::Log::default()))
         .rewindable_spout("log-spout", squall_broker::spout::build)
         .bolt("log-sink", squall_broker::sink::build)
@@ -56,6 +61,7 @@ pub fn registry() -> Registry {
         .describe("file-sink", docs::FILE_SINK)
         .describe("file-spout", docs::FILE_SPOUT)
         .describe("window-count", docs::WINDOW_COUNT)
+        .describe("state-count", docs::STATE_COUNT)
         .describe("log", docs::LOG)
         .describe("log-spout", docs::LOG_SPOUT)
         .describe("log-sink", docs::LOG_SINK)
@@ -77,7 +83,7 @@ mod tests {
     use squall_api::Role;
 
     /// Each kind with the least config it builds from.
-    const KINDS: [(&str, Role, &str); 17] = [
+    const KINDS: [(&str, Role, &str); 18] = [
         ("exclamation", Role::Bolt, ""),
         ("file-sink", Role::Bolt, r#"path = "out.jsonl""#),
         ("file-spout", Role::Spout, r#"path = "events.jsonl""#),
@@ -103,6 +109,7 @@ mod tests {
                                         fields = ["word"]"#,
         ),
         ("split-sentence", Role::Bolt, ""),
+        ("state-count", Role::Bolt, r#"key = "word""#),
         ("window-count", Role::Bolt, ""),
         ("word-count", Role::Bolt, ""),
     ];

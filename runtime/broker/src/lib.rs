@@ -4,7 +4,8 @@
 //! Data flows: [`log`] (the storage engine: topics of partitions of segment files, consumer
 //! group offsets, fsync policy, retention, crash recovery) ← [`server`] (the same operations
 //! over TCP, length-prefixed MessagePack [`frame`]s of [`protocol`] messages) ← [`client`]
-//! ([`Broker`]: one handle over either the in-process log or a server).
+//! ([`Broker`]: one handle over either the in-process log or a server). [`state`] keeps
+//! stateful bolts' checkpoints in a topic (the `log` state backend).
 //!
 //! Contract, for every way in: offsets of a partition are dense and start at 0; a record is
 //! returned only whole and with a matching checksum; an append is durable once the topic's
@@ -22,6 +23,7 @@ pub mod server;
 pub mod settings;
 pub mod sink;
 pub mod spout;
+pub mod state;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -32,6 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use client::{Broker, Pending};
 pub use error::BrokerError;
 pub use record::{NewRecord, Record};
+pub use state::LogBackend;
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 

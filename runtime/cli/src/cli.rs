@@ -21,6 +21,7 @@ use crate::bench;
 #[cfg(feature = "cluster")]
 use crate::cluster_verbs;
 use crate::kinds;
+use crate::state;
 use crate::topic;
 
 #[derive(Parser, Debug)]
@@ -87,6 +88,11 @@ enum Command {
     Topic {
         #[command(subcommand)]
         verb: topic::TopicCommand,
+    },
+    /// Read stateful components' checkpointed state
+    State {
+        #[command(subcommand)]
+        verb: state::StateCommand,
     },
     /// Run a benchmark workload and print its result line
     Bench {
@@ -364,6 +370,7 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
         Command::Top(args) => done(crate::top::run(args).await),
         Command::Broker(args) => done(topic::broker(args).await),
         Command::Topic { verb } => done(topic::topic(verb).await),
+        Command::State { verb } => done(state::state(verb, &registry).await),
         Command::Bench { workload } => {
             let line = match workload {
                 Workload::Wc1 { n, p, acking, workers, split } => {

@@ -18,6 +18,7 @@ mod cluster_verbs;
 #[cfg(feature = "cluster")]
 mod errors;
 mod kinds;
+mod state;
 #[cfg(feature = "cluster")]
 mod top;
 mod topic;

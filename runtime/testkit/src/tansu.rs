@@ -86,10 +86,7 @@ impl Tansu {
 
     /// Kills the broker at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Kills the broker and starts it again on the same port with the same data.
@@ -100,9 +97,7 @@ impl Tansu {
 
     /// The last lines of the broker's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        tail(&self.dir.join("tansu.log"))
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -164,8 +159,23 @@ impl Drop for Tansu {
     }
 }
 
+/// Kills a server process (SIGKILL) and reaps it, if there is one.
+pub(crate) fn kill(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The last 20 lines of a server's log file, for error messages.
+pub(crate) fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
 /// A port of 127.0.0.1 that was free a moment ago.
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("cannot find a free port: {e}"))?;
     listener.local_addr().map(|a| a.port()).map_err(|e| format!("cannot find a free port: {e}"))

@@ -1,4 +1,4 @@
-//! The outside programs the tests and benchmarks run against (Tansu, Chromium), found where a
+//! The outside programs the tests and benchmarks run against (Tansu, Chromium, Redis), found where a
 //! user may already have them, or installed once on first use.
 //!
 //! Contract: [`find`] looks for a [`Tool`]'s binary, in this order: the path in its
@@ -48,6 +48,13 @@ pub const TANSU: Tool = Tool {
 /// Debian's Chromium: the web UI's tests load the page in it, headless.
 pub const CHROMIUM: Tool =
     Tool { bin: "chromium", env: "SQUALL_CHROMIUM", install: Install::Apt { package: "chromium" } };
+
+/// Debian's Redis server: the `redis` state backend's tests run against it.
+pub const REDIS_SERVER: Tool = Tool {
+    bin: "redis-server",
+    env: "SQUALL_REDIS_SERVER",
+    install: Install::Apt { package: "redis-server" },
+};
 
 impl Tool {
     /// How to install it by hand, for messages.
