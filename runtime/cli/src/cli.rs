@@ -151,6 +151,18 @@ enum Workload {
         #[arg(long, value_name = "HOST:PORT")]
         bootstrap: Option<String>,
     },
+    /// STATE-1: M records of a topic counted into checkpointed state (log backend)
+    State1 {
+        /// Records
+        #[arg(long, default_value_t = 1_000_000)]
+        m: u64,
+        /// What the counts promise
+        #[arg(long, default_value = "exactly_once", value_parser = ["at_least_once", "exactly_once"])]
+        guarantee: String,
+        /// Worker processes
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
     /// WIN-1: N events counted per key on 1 s event-time windows
     Win1 {
         /// Events
@@ -384,6 +396,13 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
                     bench::log1(&bench::Log1 { m, workers, broker, bootstrap }).await
                 }
                 Workload::Win1 { n, p, k, workers } => bench::win1(&bench::Win1 { n, p, k, workers }).await,
+                Workload::State1 { m, guarantee, workers } => {
+                    let guarantee = match guarantee.as_str() {
+                        "at_least_once" => squall_api::Guarantee::AtLeastOnce,
+                        _ => squall_api::Guarantee::ExactlyOnce,
+                    };
+                    bench::state1(&bench::State1 { m, guarantee, workers }).await
+                }
             };
             match line {
                 Ok(line) => {

@@ -1,4 +1,5 @@
-//! Benchmarks: `squall bench wc1`, `lat1`, `log1` and `win1`, each printing one result line.
+//! Benchmarks: `squall bench wc1`, `lat1`, `log1`, `win1` and `state1`, each printing one
+//! result line.
 //!
 //! Contract: each workload builds its topology in code from components private to this module
 //! (a sentence spout cycling through WC-1's five sentences, a splitter, and a counter keeping
@@ -17,10 +18,12 @@ mod cluster;
 mod log1;
 #[cfg(feature = "kafka")]
 mod log1_kafka;
+mod state1;
 mod wc1_python;
 mod win1;
 
 pub use log1::{log1, Log1};
+pub use state1::{state1, State1};
 pub use win1::{win1, Win1};
 
 use hdrhistogram::Histogram;
