@@ -84,8 +84,14 @@ pub const FILE_SPOUT: KindDoc = KindDoc {
 };
 
 pub const SPLIT_SENTENCE: KindDoc = KindDoc {
-    summary: "Splits its input's first field, a string, on whitespace and emits each word.",
-    config: &[],
+    summary:
+        "Splits a string field of its input (the first, else `field`) on whitespace and emits each word.",
+    config: &[ConfigKey::unset(
+        "field",
+        "none",
+        r#""value""#,
+        "the input field to split; without it, the first — e.g. `value` after a log-spout",
+    )],
     emits: Emits::Fields(&["word"]),
 };
 

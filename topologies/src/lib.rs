@@ -37,7 +37,7 @@ pub fn registry() -> Registry {
         .spout("random-word", random_word::build)
         .spout("sequence", sequence::build)
         .spout("file-spout", file_spout::build)
-        .basic_bolt("split-sentence", |_: NoConfig| Ok(split_sentence::SplitSentence))
+        .basic_bolt("split-sentence", split_sentence::build)
         .basic_bolt("word-count", |_: NoConfig| Ok(word_count::WordCount::default()))
         .basic_bolt("exclamation", exclamation::build)
         .bolt("flaky", flaky::build)
