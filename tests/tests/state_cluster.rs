@@ -33,7 +33,12 @@ fn truth() -> BTreeMap<String, u64> {
 /// A broker server holding topic `in` (3 partitions, RECORDS words), and the topology file:
 /// records (log-spout) → count (state-count, 2 tasks), the state on that server, 3 workers.
 fn setup(dir: &TempDir) -> (BrokerServer, PathBuf) {
-    let server = BrokerServer::start(dir, &dir.join("broker-data"));
+    let data = dir.join("broker-data").display().to_string();
+    let server = BrokerServer::spawn(
+        dir.squall(["broker", "--listen", "127.0.0.1:0", "--data-dir", &data])
+            .env("SQUALL_SECRET", SECRET)
+            .env_remove("SQUALL_DATA_DIR"),
+    );
     let addr = server.addr().to_string();
     let topic = |args: &[&str], stdin: Option<String>| {
         let mut command = dir
