@@ -4,7 +4,7 @@
 //! state dump` equal to the true counts, and no committed count is ever above the truth.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -84,7 +84,7 @@ inputs = [{{ from = "records", grouping = {{ fields = ["value"] }} }}]
 }
 
 /// The committed counts, as `squall state dump` prints them.
-fn dump(dir: &TempDir, file: &PathBuf) -> BTreeMap<String, u64> {
+fn dump(dir: &TempDir, file: &Path) -> BTreeMap<String, u64> {
     let file = file.display().to_string();
     let out = dir.squall(["state", "dump", &file, "count", "--json"]).env("SQUALL_SECRET", SECRET).run();
     out.assert_success();
@@ -92,7 +92,7 @@ fn dump(dir: &TempDir, file: &PathBuf) -> BTreeMap<String, u64> {
 }
 
 /// Waits until something is committed but not everything: mid-stream.
-fn wait_mid_stream(dir: &TempDir, file: &PathBuf) {
+fn wait_mid_stream(dir: &TempDir, file: &Path) {
     let end = Instant::now() + DEADLINE;
     loop {
         let total: u64 = dump(dir, file).values().sum();
@@ -106,7 +106,7 @@ fn wait_mid_stream(dir: &TempDir, file: &PathBuf) {
 }
 
 /// Polls the committed counts until they equal the truth; none may ever be above it.
-fn wait_for_exact_counts(dir: &TempDir, file: &PathBuf, cluster: &Cluster) {
+fn wait_for_exact_counts(dir: &TempDir, file: &Path, cluster: &Cluster) {
     let truth = truth();
     let end = Instant::now() + DEADLINE;
     loop {
@@ -124,7 +124,7 @@ fn wait_for_exact_counts(dir: &TempDir, file: &PathBuf, cluster: &Cluster) {
     }
 }
 
-fn submit(cluster: &Cluster, file: &PathBuf) {
+fn submit(cluster: &Cluster, file: &Path) {
     cluster.squall(["submit"]).arg(file).run().assert_success();
 }
 
