@@ -136,3 +136,25 @@ fn exactly_once_counts_in_redis_equal_the_truth_after_two_kill_9() {
     eprintln!("{crashes} kill -9");
     assert_eq!(dump(&dir, &data, &file), truth(), "after {crashes} kill -9");
 }
+
+#[test]
+fn readme_stateful_word_count_commands_count_each_word_exactly_once_across_a_kill_9() {
+    let dir = TempDir::new("state-readme");
+    let data = dir.join("data").display().to_string();
+    let file = squall_tests::repo_file("config/stateful-wordcount.toml").display().to_string();
+    let squall = |args: &[&str]| dir.squall(args.iter().chain(&["--data-dir", data.as_str()])).timeout(DEADLINE);
+    squall(&["topic", "create", "sentences", "--partitions", "3"]).run().assert_success();
+    squall(&["topic", "produce", "sentences"]).stdin("the cow jumped over the moon\nthe moon\n").run().assert_success();
+    // Killed mid-way (it follows the topic forever), then run as the README says, twice.
+    let mut endless = squall(&["local", &file]).env("STOP_AT_END", "false").spawn();
+    endless.wait_for_stderr_line(DEADLINE, |l| l.contains("sentences: ")).expect("the run is under way");
+    assert!(!endless.kill_hard().status.success());
+    squall(&["local", &file]).run().assert_success();
+    squall(&["local", &file]).run().assert_success();
+    let out = squall(&["state", "dump", &file, "count"]).run();
+    out.assert_success();
+    let counts: BTreeMap<String, u64> = serde_json::from_str(&out.stdout).expect("a JSON object");
+    let expected: BTreeMap<String, u64> =
+        [("cow", 1), ("jumped", 1), ("moon", 2), ("over", 1), ("the", 3)].map(|(w, n)| (w.to_string(), n)).into();
+    assert_eq!(counts, expected);
+}
