@@ -166,4 +166,8 @@ fn rebalancing_the_stateful_count_from_2_to_3_tasks_mid_stream_keeps_exact_count
     wait_for_exact_counts(&dir, &file, &cluster);
     let status = cluster.status("counts").expect("the topology runs");
     assert_eq!(status["components"]["count"]["tasks"], 3, "{status}");
+    assert!(status["components"]["count"]["checkpoints"].as_u64() > Some(0), "{status}");
+    let text = cluster.squall(["status", "counts"]).run();
+    text.assert_success();
+    assert!(text.stdout.contains("last checkpoint"), "the summary shows the checkpoints\n{}", text.stdout);
 }

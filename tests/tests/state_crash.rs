@@ -142,9 +142,13 @@ fn readme_stateful_word_count_commands_count_each_word_exactly_once_across_a_kil
     let dir = TempDir::new("state-readme");
     let data = dir.join("data").display().to_string();
     let file = squall_tests::repo_file("config/stateful-wordcount.toml").display().to_string();
-    let squall = |args: &[&str]| dir.squall(args.iter().chain(&["--data-dir", data.as_str()])).timeout(DEADLINE);
+    let squall =
+        |args: &[&str]| dir.squall(args.iter().chain(&["--data-dir", data.as_str()])).timeout(DEADLINE);
     squall(&["topic", "create", "sentences", "--partitions", "3"]).run().assert_success();
-    squall(&["topic", "produce", "sentences"]).stdin("the cow jumped over the moon\nthe moon\n").run().assert_success();
+    squall(&["topic", "produce", "sentences"])
+        .stdin("the cow jumped over the moon\nthe moon\n")
+        .run()
+        .assert_success();
     // Killed mid-way (it follows the topic forever), then run as the README says, twice.
     let mut endless = squall(&["local", &file]).env("STOP_AT_END", "false").spawn();
     endless.wait_for_stderr_line(DEADLINE, |l| l.contains("sentences: ")).expect("the run is under way");
@@ -154,7 +158,8 @@ fn readme_stateful_word_count_commands_count_each_word_exactly_once_across_a_kil
     let out = squall(&["state", "dump", &file, "count"]).run();
     out.assert_success();
     let counts: BTreeMap<String, u64> = serde_json::from_str(&out.stdout).expect("a JSON object");
-    let expected: BTreeMap<String, u64> =
-        [("cow", 1), ("jumped", 1), ("moon", 2), ("over", 1), ("the", 3)].map(|(w, n)| (w.to_string(), n)).into();
+    let expected: BTreeMap<String, u64> = [("cow", 1), ("jumped", 1), ("moon", 2), ("over", 1), ("the", 3)]
+        .map(|(w, n)| (w.to_string(), n))
+        .into();
     assert_eq!(counts, expected);
 }

@@ -228,7 +228,7 @@ pub struct ComponentStats {
     pub idle: f64,
     #[serde(default)]
     pub backpressured: f64,
-    /// Checkpoints committed (stateful bolts: the fewest of any task; 0 elsewhere).
+    /// Checkpoints committed (stateful bolts: the most any task heard of; 0 elsewhere).
     #[serde(default)]
     pub checkpoints: u64,
     /// The last committed checkpoint's duration in ms, from when it was due to its commit
@@ -465,8 +465,7 @@ impl Snapshot {
                 s.errors += f.errors;
                 s.queue_depth += f.queued.max(0);
                 s.windows_fired += f.windows_fired;
-                s.checkpoints =
-                    if s.checkpoints == 0 { f.checkpoints } else { s.checkpoints.min(f.checkpoints) };
+                s.checkpoints = s.checkpoints.max(f.checkpoints);
                 s.last_checkpoint_ms = s.last_checkpoint_ms.max(f.checkpoint_ms);
                 s.state_entries += f.state_entries;
                 s.late += f.late;
