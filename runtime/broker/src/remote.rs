@@ -220,18 +220,8 @@ impl RemoteClient {
         }
     }
 
-    /// Sends `op` and waits for its reply. A request that only reads (topics, describe,
-    /// committed) is sent once more on a new connection if the first one was lost under it: a
-    /// server closing an idle connection can cross a request sent on it.
+    /// Sends `op` and waits for its reply.
     async fn call(&self, op: Op) -> Result<Reply> {
-        let again = matches!(op, Op::Topics | Op::Describe { .. } | Op::Committed { .. }).then(|| op.clone());
-        match (self.call_once(op).await, again) {
-            (Err(BrokerError::Connection { .. }), Some(op)) => self.call_once(op).await,
-            (result, _) => result,
-        }
-    }
-
-    async fn call_once(&self, op: Op) -> Result<Reply> {
         let (tx, rx) = oneshot::channel();
         self.send(op, Waiter::Reply(tx)).await?;
         rx.await.unwrap_or_else(|_| Err(self.connection_error("the connection closed before the reply")))
