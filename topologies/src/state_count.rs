@@ -61,14 +61,22 @@ impl StatefulBolt for StateCount {
             return Ok(());
         }
         let value = input.get(self.key.as_str()).map_err(|e| format!("state-count: {e}"))?;
-        let key = key_text(value);
-        // A string key is emitted as the input's own value (a cheap clone), not a copy of
-        // the text the state keeps.
-        let emitted = match value {
-            Value::Str(_) => value.clone(),
-            _ => Value::from(key.as_str()),
+        // A string key is looked up by reference (no allocation once the key is known) and
+        // emitted as the input's own value (a cheap clone).
+        let (count, emitted) = match value {
+            Value::Str(text) => {
+                let count = match state.get_mut(text.as_str()) {
+                    Some(count) => count,
+                    None => state.get_mut_or_insert_with(text.to_string(), || 0),
+                };
+                (count, value.clone())
+            }
+            _ => {
+                let key = key_text(value);
+                let emitted = Value::from(key.as_str());
+                (state.get_mut_or_insert_with(key, || 0), emitted)
+            }
         };
-        let count = state.get_mut_or_insert_with(key, || 0);
         *count += 1;
         let count = *count;
         out.emit(values![emitted, count])?;

@@ -45,8 +45,8 @@
 //!   not current, Inactive while the topology is not Active, else Active, with the address
 //!   each worker of the current assignment last reported.
 //!
-//! Connections are bounded as [`http`] says: a client that sends no request headers within
-//! [`http::HEADER_TIMEOUT`] is closed.
+//! Connections are bounded as [`squall_ui::bounded`] says, as on the UI's port: a client that
+//! sends no request headers within 10 s is closed, at most 1,024 are open at once.
 //!
 //! One mutex guards the state; it is never held across an await (state files are written
 //! with blocking calls inside it: they are small and requests are rare).
@@ -76,7 +76,6 @@ use super::*;
 
 mod api;
 mod coordinator;
-mod http;
 mod observe;
 #[cfg(test)]
 mod tests;
@@ -204,7 +203,8 @@ async fn serve_nimbus(
             }
         })
     };
-    let served = http::serve(listener, router(nimbus), shutdown).await;
+    let limits = squall_ui::bounded::Limits::default();
+    let served = squall_ui::bounded::serve(listener, router(nimbus), limits, shutdown).await;
     ticker.abort();
     served.map_err(NimbusError::Serve)
 }

@@ -623,7 +623,7 @@ async fn idle_and_half_sent_connections_are_closed_while_requests_are_served() {
     let mut half = tokio::net::TcpStream::connect(&nimbus.addr).await.unwrap();
     half.write_all(b"GET /v1/topologies HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     assert!(client.list().await.unwrap().is_empty(), "served meanwhile");
-    let closed = tokio::time::timeout(http::HEADER_TIMEOUT * 4, async {
+    let closed = tokio::time::timeout(squall_ui::bounded::Limits::default().header_timeout * 4, async {
         for stream in silent.iter_mut().chain([&mut half]) {
             let mut buf = [0u8; 256];
             // A timed-out connection may get a 408 before it closes.
