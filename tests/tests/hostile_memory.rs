@@ -8,8 +8,8 @@
 //!   within [`WORKER_GROWTH_MIB`], and its topology keeps counting.
 //!
 //! The hostile bytes go out after a correct connection setup made in one place per port
-//! ([`connect_hostile`], [`connect_worker`]), where an authentication step belongs once the
-//! port asks for one.
+//! ([`connect_hostile`], [`connect_worker`]), which prove the cluster secret first: the
+//! hostile part comes from a peer that did authenticate.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -40,9 +40,28 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 /// A connection to the broker server, set up as a client's would be (the server asks for no
 /// handshake today); what a test writes next is the hostile part.
 fn connect_hostile(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connects");
+    let mut stream = TcpStream::connect(addr).expect("connects");
     stream.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    authenticate(&mut stream, &squall_broker::secret(), squall_engine::auth::BROKER);
     stream
+}
+
+/// Proves the cluster secret on a fresh connection as every Squall client does (the
+/// engine's challenge and HMAC, over a blocking socket), so that what the test sends next is
+/// read by the server: the hostile part comes from a peer that did authenticate.
+fn authenticate(stream: &mut TcpStream, secret: &squall_engine::auth::Secret, service: &[u8]) {
+    use squall_engine::auth;
+    use std::io::Read;
+    let mut opening = [0u8; auth::MAGIC.len() + auth::NONCE_LEN];
+    stream.read_exact(&mut opening).expect("the server opens with its challenge");
+    let c = [7u8; auth::NONCE_LEN];
+    let proof = auth::connector_proof(secret, service, &opening[auth::MAGIC.len()..], &c);
+    stream.write_all(&c).unwrap();
+    stream.write_all(&proof).unwrap();
+    let mut reply = [0u8; 1 + auth::TAG_LEN];
+    stream.read_exact(&mut reply).expect("the server answers the proof");
+    assert_eq!(reply[0], 1, "the server accepted the proof of the secret");
 }
 
 fn fetch_request(id: u64, topic: &str, offset: u64, max_bytes: u64, wait_ms: u64) -> Vec<u8> {
@@ -205,13 +224,15 @@ fn framed(body: &[u8]) -> Vec<u8> {
 }
 
 /// A connection to a worker's port that passed the transport's hello as worker 0 of the
-/// topology's `version` would (and got the worker's hello back); what a test writes next is
-/// the hostile part. The one place for an authentication step once worker ports ask for one.
+/// topology's `version` would, after proving the cluster secret (and got the worker's hello
+/// back); what a test writes next is the hostile part.
 fn connect_worker(addr: &str, version: u64) -> TcpStream {
     use std::io::Read;
     let mut stream = TcpStream::connect(addr).expect("connects to the worker");
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     stream.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    let secret = squall_engine::auth::Secret::new(squall_tests::cluster::SECRET);
+    authenticate(&mut stream, &secret, squall_engine::auth::WORKER);
     // {"H": [protocol 1, topology, version, worker 0, credits 0]}
     let mut hello = vec![0x81, 0xa1, b'H', 0x95, 0x01];
     msgpack_str(&mut hello, TOPOLOGY);
