@@ -164,9 +164,13 @@ fn rebalancing_the_stateful_count_from_2_to_3_tasks_mid_stream_keeps_exact_count
     wait_mid_stream(&dir, &file);
     cluster.squall(["rebalance", "counts", "--parallelism", "count=3", "--wait", "0"]).run().assert_success();
     wait_for_exact_counts(&dir, &file, &cluster);
-    let status = cluster.status("counts").expect("the topology runs");
-    assert_eq!(status["components"]["count"]["tasks"], 3, "{status}");
-    assert!(status["components"]["count"]["checkpoints"].as_u64() > Some(0), "{status}");
+    // The workers' figures come with their heartbeats: polled, not read once.
+    cluster.wait_until(DEADLINE, "status shows 3 count tasks that committed checkpoints", |c| {
+        c.status("counts").is_some_and(|s| {
+            s["components"]["count"]["tasks"] == 3
+                && s["components"]["count"]["checkpoints"].as_u64() > Some(0)
+        })
+    });
     let text = cluster.squall(["status", "counts"]).run();
     text.assert_success();
     assert!(text.stdout.contains("last checkpoint"), "the summary shows the checkpoints\n{}", text.stdout);
