@@ -322,20 +322,16 @@ impl BoltExecutor {
         let sample = self.out.counters.executed.is_multiple_of(SAMPLE_EVERY);
         let started = sample.then(Instant::now);
         match &mut self.bolt {
-            AnyBolt::Stateful(b) => {
+            AnyBolt::Stateful(_) | AnyBolt::Basic(_) => {
+                // Both take the input by reference, anchor every emit to it, and have it
+                // acked on Ok and failed on Err.
                 let mut collector = Collector { out: &mut self.out };
-                let result = b.execute(&tuple, &mut BasicCollector::new(&mut collector, &tuple)).await;
-                match result {
-                    Ok(()) => self.out.ack(&tuple),
-                    Err(e) => {
-                        self.out.report_error(&format!("execute failed: {e}"));
-                        self.out.fail_roots(tuple.tree().anchors.iter().map(|(r, _)| *r));
-                    }
-                }
-            }
-            AnyBolt::Basic(b) => {
-                let mut collector = Collector { out: &mut self.out };
-                let result = b.execute(&tuple, &mut BasicCollector::new(&mut collector, &tuple)).await;
+                let mut basic = BasicCollector::new(&mut collector, &tuple);
+                let result = match &mut self.bolt {
+                    AnyBolt::Stateful(b) => b.execute(&tuple, &mut basic).await,
+                    AnyBolt::Basic(b) => b.execute(&tuple, &mut basic).await,
+                    AnyBolt::Plain(_) => unreachable!("matched above"),
+                };
                 match result {
                     Ok(()) => self.out.ack(&tuple),
                     Err(e) => {
