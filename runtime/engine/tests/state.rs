@@ -265,13 +265,10 @@ fn true_counts(count: u64) -> BTreeMap<String, u64> {
 async fn a_bounded_run_commits_its_final_state() {
     let setup = Setup { backend: MemoryBackend::new(), failures: Arc::new(AtomicBool::new(true)) };
     let registry = registry(&setup, 20_000, u64::MAX, Duration::ZERO, Duration::ZERO);
-    let result = run(&topology(Guarantee::AtLeastOnce, 100), &registry, None).await;
+    // The tasks' checkpoint figure is not checked here: a run shorter than the interval
+    // commits only its final checkpoint, whose notice may reach the tasks after they ended.
+    run(&topology(Guarantee::AtLeastOnce, 100), &registry, None).await;
     assert_eq!(committed_counts(&setup.backend).await, true_counts(20_000));
-    assert!(
-        result.snapshot.components["count"].checkpoints >= 1,
-        "{:?}",
-        result.snapshot.components["count"]
-    );
     let last = setup.backend.last_committed().await.unwrap().expect("a checkpoint was committed");
     let meta = squall_engine::checkpoint::Meta::decode(&last.meta).unwrap();
     assert_eq!(
