@@ -50,7 +50,10 @@ pub async fn run(args: TapArgs) -> Result<(), String> {
         None => {
             let config = args.config.load()?;
             let client = Client::new(&config.cluster.nimbus, &config.cluster.secret);
-            client.tap(&args.name, &args.component, args.stream.as_deref()).await.map_err(|e| e.to_string())?
+            client
+                .tap(&args.name, &args.component, args.stream.as_deref())
+                .await
+                .map_err(|e| e.to_string())?
         }
     };
     copy_lines(response, args.count).await
@@ -64,9 +67,12 @@ async fn open_local(args: &TapArgs, addr: &str) -> Result<reqwest::Response, Str
         .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
     let mut url = reqwest::Url::parse(&format!("http://{addr}/api/v1/topology"))
         .map_err(|e| format!("--ui {addr}: not a HOST:PORT ({e})"))?;
-    url.path_segments_mut()
-        .map_err(|_| format!("--ui {addr}: not a HOST:PORT"))?
-        .extend([args.name.as_str(), "component", args.component.as_str(), "tap"]);
+    url.path_segments_mut().map_err(|_| format!("--ui {addr}: not a HOST:PORT"))?.extend([
+        args.name.as_str(),
+        "component",
+        args.component.as_str(),
+        "tap",
+    ]);
     if let Some(stream) = &args.stream {
         url.query_pairs_mut().append_pair("stream", stream);
     }
@@ -139,7 +145,13 @@ mod tests {
 
     #[test]
     fn an_error_line_is_told_from_a_tuple_line() {
-        assert_eq!(error_of(r#"{"error":"component `x` emits no stream `y`"}"#).as_deref(), Some("component `x` emits no stream `y`"));
-        assert_eq!(error_of(r#"{"component":"x","task":1,"stream":"default","timestamp":1,"tuple":{"error":"no"}}"#), None);
+        assert_eq!(
+            error_of(r#"{"error":"component `x` emits no stream `y`"}"#).as_deref(),
+            Some("component `x` emits no stream `y`")
+        );
+        assert_eq!(
+            error_of(r#"{"component":"x","task":1,"stream":"default","timestamp":1,"tuple":{"error":"no"}}"#),
+            None
+        );
     }
 }

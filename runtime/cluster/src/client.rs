@@ -202,16 +202,11 @@ impl Client {
         component: &str,
         stream: Option<&str>,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut url = reqwest::Url::parse("http://nimbus/v1/topologies").map_err(|e| ClientError::Refused {
-            status: 400,
-            message: e.to_string(),
-        })?;
-        url.path_segments_mut().map_err(|_| ClientError::Refused { status: 400, message: "bad url".into() })?.extend([
-            name,
-            "components",
-            component,
-            "tap",
-        ]);
+        let mut url = reqwest::Url::parse("http://nimbus/v1/topologies")
+            .map_err(|e| ClientError::Refused { status: 400, message: e.to_string() })?;
+        url.path_segments_mut()
+            .map_err(|_| ClientError::Refused { status: 400, message: "bad url".into() })?
+            .extend([name, "components", component, "tap"]);
         if let Some(stream) = stream {
             url.query_pairs_mut().append_pair("stream", stream);
         }

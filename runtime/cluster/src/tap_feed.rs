@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use squall_api::TaskId;
 use squall_engine::plan::Plan;
-use squall_engine::tap::{TapError, TapSession, Taps};
+use squall_engine::tap::{TapSession, Taps};
 
 use super::{TapBatch, TapWant};
 
@@ -57,7 +57,7 @@ impl TapFeed {
                 Ok(session) => {
                     self.open.insert(want.id, session);
                 }
-                Err(e @ (TapError::NoStream { .. } | TapError::NoComponent(_))) => {
+                Err(e) => {
                     self.refused.push((want.id, e.to_string()));
                     self.done.push(want.id);
                 }

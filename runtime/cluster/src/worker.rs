@@ -43,8 +43,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
 
 use super::client::{Client, ClientError};
-use super::transport::Transport;
 use super::tap_feed::TapFeed;
+use super::transport::Transport;
 use super::{Assignment, WorkerControl, WorkerHeartbeat, WorkerReply};
 use squall_engine::checkpoint::Checkpointing;
 use squall_engine::executor::{Control, TaskError};
@@ -780,7 +780,8 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         let (tx, mut rx) = watch::channel(vec![None, None]);
         let mut f = Follower::new(tx);
         let a: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-        let reply = |control, peers: Vec<Option<SocketAddr>>| WorkerReply { control, peers, taps: Vec::new() };
+        let reply =
+            |control, peers: Vec<Option<SocketAddr>>| WorkerReply { control, peers, taps: Vec::new() };
 
         assert_eq!(f.apply(reply(WorkerControl::Active, vec![None, None])), None);
         assert!(!rx.has_changed().unwrap(), "the same peers are not published again");

@@ -103,7 +103,12 @@ pub async fn run_observed(
         let Running { mut tasks, control, metrics, taps } =
             launch::start(&plan, registry, &hosted, None, checkpointing.as_ref())?;
         if let Some(on_start) = on_start.take() {
-            on_start(Started { plan: plan.clone(), metrics: metrics.clone(), control: control.clone(), taps });
+            on_start(Started {
+                plan: plan.clone(),
+                metrics: metrics.clone(),
+                control: control.clone(),
+                taps,
+            });
         }
         if stopped {
             let _ = control.send(Control::Stop);

@@ -127,6 +127,8 @@ pub enum TapError {
     NoComponent(String),
     #[error("component `{component}` emits no stream `{stream}` (it emits: {emits})")]
     NoStream { component: String, stream: String, emits: String },
+    #[error("component `{0}` emits no tuples: there is nothing to tap")]
+    EmitsNothing(String),
 }
 
 /// The stream names and fields of one component, for naming samples.
@@ -248,6 +250,9 @@ impl Taps {
             .position(|c| c.id == id)
             .ok_or_else(|| TapError::NoComponent(id.to_owned()))?;
         let streams = &self.components[c].streams;
+        if streams.is_empty() {
+            return Err(TapError::EmitsNothing(id.to_owned()));
+        }
         let want = match stream {
             None => streams.iter().enumerate().fold(0, |bits, (i, _)| bits | stream_bit(i)),
             Some(name) => match streams.iter().position(|(n, _)| n == name) {
@@ -257,7 +262,7 @@ impl Taps {
                     return Err(TapError::NoStream {
                         component: id.to_owned(),
                         stream: name.to_owned(),
-                        emits: if emits.is_empty() { "nothing".into() } else { emits.join(", ") },
+                        emits: emits.join(", "),
                     });
                 }
             },
@@ -330,8 +335,10 @@ impl Taps {
 
     fn name(&self, component: usize, sample: &Sample) -> TapTuple {
         let c = &self.components[component];
-        let (stream, fields) =
-            c.streams.get(sample.stream).map_or_else(|| (String::new(), Vec::new()), |(n, f)| (n.clone(), f.clone()));
+        let (stream, fields) = c
+            .streams
+            .get(sample.stream)
+            .map_or_else(|| (String::new(), Vec::new()), |(n, f)| (n.clone(), f.clone()));
         TapTuple {
             component: c.id.clone(),
             task: sample.task,

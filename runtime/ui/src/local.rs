@@ -153,7 +153,12 @@ pub fn serve_when_started(
     options: crate::UiOptions,
 ) -> impl FnOnce(squall_engine::local::Started) {
     move |started| {
-        let source = std::sync::Arc::new(LocalSource::new(started.plan, started.metrics, started.control, started.taps));
+        let source = std::sync::Arc::new(LocalSource::new(
+            started.plan,
+            started.metrics,
+            started.control,
+            started.taps,
+        ));
         let router = crate::router(source, options);
         tokio::spawn(async move {
             if let Err(e) = crate::serve(listener, router, std::future::pending()).await {

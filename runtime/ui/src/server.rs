@@ -124,7 +124,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn authorize(State(ui): Shared, request: Request, next: Next) -> Response {
-    let reading = (request.method() == axum::http::Method::GET || request.method() == axum::http::Method::HEAD)
+    let reading = (request.method() == axum::http::Method::GET
+        || request.method() == axum::http::Method::HEAD)
         && !request.uri().path().ends_with("/tap");
     if !(reading && ui.public_read) {
         let given = request.headers().get(SECRET_HEADER).map_or(&b""[..], |v| v.as_bytes());
@@ -292,7 +293,11 @@ impl futures_core::Stream for TapLines {
     }
 }
 
-async fn tap(State(ui): Shared, Path((name, id)): Path<(String, String)>, Query(q): Query<TapQuery>) -> Response {
+async fn tap(
+    State(ui): Shared,
+    Path((name, id)): Path<(String, String)>,
+    Query(q): Query<TapQuery>,
+) -> Response {
     tap_reply(ui.source.tap(&name, &id, q.stream.as_deref()))
 }
 

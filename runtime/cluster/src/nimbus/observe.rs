@@ -11,8 +11,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use squall_ui::view::{edges_of_toml, ClusterView, ComponentView, SupervisorView, TopologyView, WorkerView};
 use squall_engine::tap::TapSession;
+use squall_ui::view::{edges_of_toml, ClusterView, ComponentView, SupervisorView, TopologyView, WorkerView};
 use squall_ui::{Action, ActionError, Source};
 
 use super::api::{kill_topology, rebalance_topology, reporting, running_secs, set_status};

@@ -108,7 +108,10 @@ mod tests {
         assert_eq!(wants.len(), 1);
         assert_eq!(wants[0].component, "split");
         assert!(relay.wants("other").is_empty());
-        relay.deliver("wc", vec![TapBatch { id: wants[0].id, tuples: vec![tuple(3), tuple(4)], refused: None }]);
+        relay.deliver(
+            "wc",
+            vec![TapBatch { id: wants[0].id, tuples: vec![tuple(3), tuple(4)], refused: None }],
+        );
         assert_eq!(session.recv().await.unwrap().unwrap().task, 3);
         assert_eq!(session.recv().await.unwrap().unwrap().task, 4);
         drop(session);
@@ -120,7 +123,8 @@ mod tests {
         let relay = TapRelay::default();
         let mut refused = relay.open("wc", "split", Some("nope"));
         let id = relay.wants("wc")[0].id;
-        relay.deliver("wc", vec![TapBatch { id, tuples: Vec::new(), refused: Some("no stream nope".into()) }]);
+        relay
+            .deliver("wc", vec![TapBatch { id, tuples: Vec::new(), refused: Some("no stream nope".into()) }]);
         assert_eq!(refused.recv().await, Some(Err("no stream nope".into())));
         assert_eq!(refused.recv().await, None);
         let mut gone = relay.open("wc", "split", None);
