@@ -121,11 +121,14 @@ pub struct TransportOptions {
     /// How long a batch for a peer that is down waits for a connection before it is dropped.
     /// Default 10 s.
     pub hold: Duration,
+    /// `[cluster] tls`: every connection, both ways, is TLS checked against its CA (the
+    /// secret's handshake runs inside). Default none: plain TCP.
+    pub tls: Option<squall_engine::tls::Tls>,
 }
 
 impl Default for TransportOptions {
     fn default() -> Self {
-        TransportOptions { credits: INBOX_BATCHES as u32, hold: Duration::from_secs(10) }
+        TransportOptions { credits: INBOX_BATCHES as u32, hold: Duration::from_secs(10), tls: None }
     }
 }
 
