@@ -194,8 +194,8 @@ pub async fn broker(args: BrokerArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let local = listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    let over = if tls.is_some() { " (TLS)" } else { "" };
-    eprintln!("squall broker: listening on {local}{over}, data in {}", settings.data_dir.display());
+    let over = if tls.is_some() { ", over TLS" } else { "" };
+    eprintln!("squall broker: listening on {local}, data in {}{over}", settings.data_dir.display());
     let stop = async {
         tokio::select! {
             _ = interrupt.recv() => {}
