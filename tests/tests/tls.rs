@@ -122,7 +122,7 @@ fn a_tls_cluster_counts_words_like_a_local_run_and_its_cli_and_https_ui_work() {
         c.status("wordcount")
             .is_some_and(|s| s["components"]["sentences"]["acked"].as_u64() >= Some(SENTENCES))
     });
-    let top = cluster.squall(["top", "wordcount", "--once"]).run();
+    let top = cluster.squall(["top", "wordcount", "--once", "--ui", cluster.ui_addr()]).run();
     top.assert_success();
     assert!(top.stdout.contains("count"), "{top}");
 
