@@ -242,8 +242,8 @@ pub fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
     let host = match addr.parse::<SocketAddr>() {
         Ok(socket) => socket.ip().to_string(),
         Err(_) => {
-            let host = if addr.starts_with('[') {
-                addr[1..].split(']').next().unwrap_or_default()
+            let host = if let Some(bracketed) = addr.strip_prefix('[') {
+                bracketed.split(']').next().unwrap_or_default()
             } else {
                 addr.rsplit_once(':').map_or(addr, |(h, _)| h)
             };
