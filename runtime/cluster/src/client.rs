@@ -4,7 +4,10 @@
 //! the body's sha256 under an HMAC, in [`squall_engine::auth::SIGNATURE_HEADER`]; the secret
 //! itself never travels) and has a deadline (connect 3 s; 30 s per request, 10 min for artifacts). Every failure is a
 //! [`ClientError`] whose text is one line: nimbus unreachable (with its address), or what
-//! nimbus said when it refused (its `{"error": …}` text and the HTTP status).
+//! nimbus said when it refused (its `{"error": …}` text and the HTTP status). With
+//! `[cluster] tls` ([`Client::with_tls`]) requests go over HTTPS: rustls, nimbus's
+//! certificate checked against the cluster's CA and the host of its address, this side's
+//! own certificate shown; no system roots.
 
 use std::time::Duration;
 

@@ -2,7 +2,8 @@
 //! (never by hand).
 //!
 //! Contract: [`run`] reads the cluster's secret from `SQUALL_SECRET` (never the command
-//! line, which `ps` shows) and fetches its topology's [`Assignment`] from nimbus, retrying
+//! line, which `ps` shows), and `[cluster] tls` from `SQUALL_TLS_*` (its links to nimbus,
+//! its peers and brokers are then TLS), and fetches its topology's [`Assignment`] from nimbus, retrying
 //! for up to a minute while nimbus is unreachable. An assignment of another version than
 //! `--version` (or a topology nimbus no longer knows) means this worker is stale: it exits 0
 //! at once. Otherwise it loads the topology from the assignment's text with this binary's
