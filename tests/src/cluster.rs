@@ -28,12 +28,25 @@ pub struct Cluster<'a> {
     slots: usize,
     /// Where nimbus serves the web UI, REST API and metrics (`host:port`).
     ui_addr: String,
+    /// `[cluster] tls` of every daemon and client, if on.
+    tls: Option<squall_engine::tls::TlsFiles>,
 }
 
 impl<'a> Cluster<'a> {
     /// Nimbus and `supervisors` supervisors of `slots` slots each, in `dir`.
     pub fn start(dir: &'a TempDir, supervisors: usize, slots: usize) -> Cluster<'a> {
+        Cluster::start_with_tls(dir, supervisors, slots, None)
+    }
+
+    /// [`Cluster::start`] with `[cluster] tls` set to `tls` in every cluster file.
+    pub fn start_with_tls(
+        dir: &'a TempDir,
+        supervisors: usize,
+        slots: usize,
+        tls: Option<squall_engine::tls::TlsFiles>,
+    ) -> Cluster<'a> {
         let mut cluster = Cluster {
+            tls,
             dir,
             nimbus: None,
             nimbus_addr: "127.0.0.1:0".into(),
@@ -64,6 +77,9 @@ impl<'a> Cluster<'a> {
              supervisor_timeout_secs = {SUPERVISOR_TIMEOUT_SECS}\n\n[ui]\nlisten = \"127.0.0.1:0\"\n",
             self.nimbus_addr
         );
+        if let Some(tls) = &self.tls {
+            text = text.replacen("\n\n[nimbus]", &format!("\n{}\n[nimbus]", crate::tls::toml_line(tls)), 1);
+        }
         if let Some(i) = supervisor {
             let slots = vec!["0"; self.slots].join(", ");
             text.push_str(&format!(
@@ -90,10 +106,10 @@ impl<'a> Cluster<'a> {
         let addr = line.rsplit("nimbus listening on ").next().unwrap_or_default();
         self.nimbus_addr =
             addr.split_whitespace().next().unwrap_or_default().trim_end_matches(',').to_string();
-        let ui =
-            running.wait_for_stderr_line(Duration::from_secs(60), |l| l.contains("ui listening on http://"));
+        let ui = running.wait_for_stderr_line(Duration::from_secs(60), |l| l.contains("ui listening on "));
         let ui = ui.unwrap_or_else(|| panic!("nimbus did not say where its ui listens"));
-        let ui = ui.rsplit("ui listening on http://").next().unwrap_or_default();
+        let ui = ui.rsplit("ui listening on ").next().unwrap_or_default();
+        let ui = ui.trim_start_matches("http://").trim_start_matches("https://");
         self.ui_addr = ui.trim().trim_end_matches('/').to_string();
         self.write_config("cluster.toml", None);
         self.nimbus = Some(running);
@@ -185,7 +201,14 @@ impl<'a> Cluster<'a> {
 
     /// How many supervisors nimbus counts as alive (from its API).
     pub fn supervisors_alive(&self) -> usize {
-        let Ok(reply) = http_get(&self.nimbus_addr, "/v1/supervisors", Some(SECRET)) else { return 0 };
+        let reply = match &self.tls {
+            Some(tls) => {
+                let header = signed_get_header(SECRET, "/v1/supervisors");
+                crate::tls::https_get(&self.nimbus_addr, "/v1/supervisors", &crate::tls::load(tls), &header)
+            }
+            None => http_get(&self.nimbus_addr, "/v1/supervisors", Some(SECRET)),
+        };
+        let Ok(reply) = reply else { return 0 };
         match serde_json::from_str::<Value>(&reply.1) {
             Ok(Value::Array(items)) => items.iter().filter(|s| s["alive"] == true).count(),
             _ => 0,
@@ -306,4 +329,45 @@ pub fn numbers_in(path: &Path) -> std::collections::BTreeSet<u64> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| v["n"].as_u64())
         .collect()
+}
+
+/// Where the workers listen, from their logs (`…: listening on ADDR, hosting …`).
+pub fn worker_ports(dir: &TempDir, supervisor: usize) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join(format!("sup-{supervisor}/logs"))) else {
+        return Vec::new();
+    };
+    let mut addrs = Vec::new();
+    for e in entries.flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Some((_, rest)) = line.split_once(": listening on ") {
+                addrs.extend(rest.split_once(", hosting").map(|(addr, _)| addr.to_string()));
+            }
+        }
+    }
+    addrs
+}
+
+/// What a worker sends a peer after the handshake: a hello for `topology` version `version`
+/// as worker 0, then for every task id below 16 a batch of one tuple on stream 0 from task 0
+/// whose one value is `n`.
+pub fn hello_and_batches(topology: &str, version: u64, n: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut frame = |body: Vec<u8>| {
+        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&body);
+    };
+    let mut hello = vec![0x81, 0xa1, b'H', 0x95, 0x01, 0xa0 | topology.len() as u8];
+    hello.extend_from_slice(topology.as_bytes());
+    hello.push(0xcf);
+    hello.extend_from_slice(&version.to_be_bytes());
+    hello.extend_from_slice(&[0x00, 0x00]);
+    frame(hello);
+    for task in 0..16u8 {
+        let mut batch = vec![0x81, 0xa1, b'B', 0x93, task, 0xc2, 0x91, 0x94, 0x00, 0x00, 0x91, 0xce];
+        batch.extend_from_slice(&n.to_be_bytes());
+        batch.push(0x90);
+        frame(batch);
+    }
+    bytes
 }

@@ -10,9 +10,11 @@
 //!   what a `file-sink` wrote.
 //! - [`tansu::TansuBroker`] runs a Tansu broker (Kafka API) for the Kafka tests.
 //! - [`ui`]: HTTP requests to the web UI, REST API and metrics, and `squall local --ui`.
+//! - [`tls`]: certificates made at test time, HTTPS and raw TLS connections.
 
 pub mod pipeline;
 pub mod tansu;
+pub mod tls;
 pub mod ui;
 
 use std::ffi::OsStr;

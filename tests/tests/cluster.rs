@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use squall_broker::log::Log;
 use squall_tests::cluster::{
-    alive, http_get, http_get_raw, kill9, numbers_in, signed_get_header, Cluster, SECRET,
+    alive, hello_and_batches, http_get, http_get_raw, kill9, numbers_in, signed_get_header, worker_ports,
+    Cluster, SECRET,
 };
 use squall_tests::{BrokerServer, TempDir};
 
@@ -427,47 +428,6 @@ config = {{ topic = "out", broker = "{addr}" }}
     }
     let missing = (0..records).filter(|k| !seen.contains(&k.to_string())).count();
     assert_eq!(missing, 0, "every input key is in the output topic");
-}
-
-/// Where the workers listen, from their logs (`…: listening on ADDR, hosting …`).
-fn worker_ports(dir: &TempDir, supervisor: usize) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir.join(format!("sup-{supervisor}/logs"))) else {
-        return Vec::new();
-    };
-    let mut addrs = Vec::new();
-    for e in entries.flatten() {
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        for line in text.lines() {
-            if let Some((_, rest)) = line.split_once(": listening on ") {
-                addrs.extend(rest.split_once(", hosting").map(|(addr, _)| addr.to_string()));
-            }
-        }
-    }
-    addrs
-}
-
-/// What a worker sends a peer after the handshake: a hello for `topology` version `version`
-/// as worker 0, then for every task id below 16 a batch of one tuple on stream 0 from task 0
-/// whose one value is `n`.
-fn hello_and_batches(topology: &str, version: u64, n: u32) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let mut frame = |body: Vec<u8>| {
-        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(&body);
-    };
-    let mut hello = vec![0x81, 0xa1, b'H', 0x95, 0x01, 0xa0 | topology.len() as u8];
-    hello.extend_from_slice(topology.as_bytes());
-    hello.push(0xcf);
-    hello.extend_from_slice(&version.to_be_bytes());
-    hello.extend_from_slice(&[0x00, 0x00]);
-    frame(hello);
-    for task in 0..16u8 {
-        let mut batch = vec![0x81, 0xa1, b'B', 0x93, task, 0xc2, 0x91, 0x94, 0x00, 0x00, 0x91, 0xce];
-        batch.extend_from_slice(&n.to_be_bytes());
-        batch.push(0x90);
-        frame(batch);
-    }
-    bytes
 }
 
 /// Sends `bytes` to `addr` after answering the challenge with `secret` (none: sends them as

@@ -140,6 +140,21 @@ pub fn secret() -> squall_engine::auth::Secret {
     SECRET.get_or_init(|| squall_engine::auth::Secret::new(&settings::secret_from(None))).clone()
 }
 
+static TLS: OnceLock<Result<Option<squall_engine::tls::Tls>, String>> = OnceLock::new();
+
+/// Sets the `[cluster] tls` of this process's connections to `squall broker` servers (`None`:
+/// plain TCP). Only the first call counts, and only before the first connection.
+pub fn set_tls(tls: Option<squall_engine::tls::Tls>) {
+    let _ = TLS.set(Ok(tls));
+}
+
+/// The TLS of this process's broker connections: as set, else `SQUALL_TLS_*` (what a
+/// supervisor gives its workers), else `[cluster] tls` of config/cluster.toml if it exists,
+/// else none. A file that cannot be loaded is the one-line error of every connection.
+pub fn tls() -> std::result::Result<Option<squall_engine::tls::Tls>, String> {
+    TLS.get_or_init(|| settings::tls_from(None)).clone()
+}
+
 /// How long a fetch at the end of a partition waits for new records by default.
 pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(100);
 

@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -39,6 +38,7 @@ use super::protocol::{response_id, Op, Reply, Request, Response, MAX_FRAME, UNKN
 use super::{BrokerError, Fetched, NewRecord, Result, TopicConfig, TopicInfo};
 use squall_engine::auth;
 use squall_engine::frame::{self, FrameError};
+use squall_engine::tls::{ReadHalf, WriteHalf};
 
 /// Connection attempts per (re)connect, and the backoff between them (doubling up to
 /// [`MAX_BACKOFF`]).
@@ -336,9 +336,15 @@ async fn open(addr: &str, reply_timeout: Duration) -> Result<Conn> {
         attempt += 1;
     };
     frame::tune(&stream);
+    // With `[cluster] tls`, the server's certificate must chain to the CA and name the host
+    // dialed; a failed handshake is not retried either (the certificates will not change).
+    let connection_error = |message: String| BrokerError::Connection { addr: addr.to_string(), message };
+    let tls = crate::tls().map_err(&connection_error)?;
+    let mut stream = squall_engine::tls::connect(tls.as_ref(), stream, addr)
+        .await
+        .map_err(|e| connection_error(e.to_string()))?;
     // Nothing is sent to a server that cannot prove it knows the secret, and a server that
     // refuses this side's proof is not retried: the secrets differ.
-    let mut stream = stream;
     auth::connect(&mut stream, &crate::secret(), auth::BROKER).await.map_err(|e| {
         BrokerError::Connection { addr: addr.to_string(), message: format!("cannot authenticate: {e}") }
     })?;
@@ -358,7 +364,7 @@ async fn open(addr: &str, reply_timeout: Duration) -> Result<Conn> {
 /// Writes queued frames, flushing whenever the queue is empty; half-closes the connection
 /// once every sender is gone.
 async fn write_frames(
-    mut out: BufWriter<OwnedWriteHalf>,
+    mut out: BufWriter<WriteHalf>,
     mut queue: mpsc::Receiver<Vec<u8>>,
     shared: Arc<Shared>,
 ) {
@@ -413,7 +419,7 @@ async fn watch_deadlines(shared: Arc<Shared>, min_timeout: Duration) {
 }
 
 /// Hands each response to its waiter until the connection ends.
-async fn read_responses(mut input: BufReader<OwnedReadHalf>, shared: Arc<Shared>) {
+async fn read_responses(mut input: BufReader<ReadHalf>, shared: Arc<Shared>) {
     loop {
         match frame::read_frame(&mut input, MAX_FRAME).await {
             Ok(Some(body)) => match frame::decode::<Response>(&body) {
@@ -526,6 +532,7 @@ mod tests {
     use crate::error::{ErrorKind, WireError};
     use crate::protocol::FetchedRecords;
     use bytes::Bytes;
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::net::TcpListener;
 
     /// The next connection to `listener`, past the handshake.

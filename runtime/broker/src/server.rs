@@ -1,8 +1,10 @@
 //! The log over TCP: what `squall broker` runs. Clients speak [`protocol`](super::protocol)
 //! messages in [`frame`]s; [`RemoteClient`](super::remote::RemoteClient) is one.
 //!
-//! Contract, per connection: it starts with [`squall_engine::auth`]'s handshake on the
-//! cluster secret, both ways; a client that cannot prove it knows the secret is closed before
+//! Contract, per connection: with `[cluster] tls` ([`serve_tls`]) it starts with a TLS
+//! handshake that requires a client certificate signed by the cluster's CA (a client without
+//! one is refused there, logged in one line, and nothing it sends is read); then, inside TLS
+//! or not, with [`squall_engine::auth`]'s handshake on the cluster secret, both ways; a client that cannot prove it knows the secret is closed before
 //! any of its requests is read (logged, at powers of two once many), so it can neither store
 //! nor read anything. Then requests are read and applied in the order they arrive, so
 //! appends to a partition keep their order; each gets exactly one response with its id. A
@@ -34,8 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -45,6 +46,7 @@ use super::protocol::{request_id, Op, Reply, Request, Response, MAX_FRAME, UNKNO
 use super::{BrokerError, FsyncPolicy, NewRecord};
 use squall_engine::auth::{self, Secret};
 use squall_engine::frame::{self, FrameError};
+use squall_engine::tls::{self, Stream, Tls, WriteHalf};
 
 /// A fetch returns at most this many bytes of records (about), whatever it asks for.
 pub const MAX_FETCH_BYTES: usize = 16 << 20;
@@ -130,11 +132,33 @@ pub async fn serve(log: Arc<Log>, listener: TcpListener, secret: Secret, shutdow
     serve_with(log, listener, secret, shutdown, Limits::default()).await
 }
 
+/// [`serve`], over TLS when `tls` is set (`[cluster] tls`: see the module docs).
+pub async fn serve_tls(
+    log: Arc<Log>,
+    listener: TcpListener,
+    secret: Secret,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_secured(log, listener, secret, tls, shutdown, Limits::default()).await
+}
+
 /// [`serve`] within `limits`.
 pub async fn serve_with(
     log: Arc<Log>,
     listener: TcpListener,
     secret: Secret,
+    shutdown: impl Future<Output = ()>,
+    limits: Limits,
+) {
+    serve_secured(log, listener, secret, None, shutdown, limits).await
+}
+
+async fn serve_secured(
+    log: Arc<Log>,
+    listener: TcpListener,
+    secret: Secret,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()>,
     limits: Limits,
 ) {
@@ -155,11 +179,16 @@ pub async fn serve_with(
                     }
                     drop(stream);
                 }
-                Ok((mut stream, peer)) => {
+                Ok((stream, peer)) => {
                     let (log, budgets, secret, failures) = (log.clone(), budgets.clone(), secret.clone(), failures.clone());
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        match auth::accept(&mut stream, &secret, auth::BROKER).await {
-                            Ok(()) => connection(log, stream, peer, Arc::default(), budgets).await,
+                        let secured = match tls::accept(tls.as_ref(), stream, peer).await {
+                            Ok(mut stream) => auth::accept(&mut stream, &secret, auth::BROKER).await.map(|()| stream).map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        match secured {
+                            Ok(stream) => connection(log, stream, peer, Arc::default(), budgets).await,
                             Err(e) => {
                                 let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
                                 if n.is_power_of_two() {
@@ -193,13 +222,13 @@ pub async fn serve_with(
 /// the bytes of its queued responses.
 async fn connection(
     log: Arc<Log>,
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     stats: Arc<QueueStats>,
     budgets: Budgets,
 ) {
     tracing::debug!(%peer, "broker: connection opened");
-    frame::tune(&stream);
+    frame::tune(stream.tcp());
     let (read, write) = stream.into_split();
     let (queue, queued) = mpsc::channel(QUEUE);
     let budget = Arc::new(Semaphore::new(QUEUED_PERMITS));
@@ -464,7 +493,7 @@ fn encode_response(response: &Response) -> Vec<u8> {
 /// Writes queued responses, flushing whenever the queue is empty; half-closes the connection
 /// once every sender is gone. Ends early if the client is gone.
 async fn write_responses(
-    mut out: BufWriter<OwnedWriteHalf>,
+    mut out: BufWriter<WriteHalf>,
     mut queue: mpsc::Receiver<Queued>,
     peer: SocketAddr,
     timeout: Duration,
@@ -506,6 +535,7 @@ mod tests {
 
     use bytes::Bytes;
     use tokio::io::AsyncReadExt as _;
+    use tokio::net::TcpStream;
     use tokio::sync::oneshot;
 
     use super::*;
@@ -663,7 +693,13 @@ mod tests {
         let mut greedy = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let stats = Arc::new(QueueStats::default());
-        let served = tokio::spawn(connection(log.clone(), stream, peer, stats.clone(), Budgets::default()));
+        let served = tokio::spawn(connection(
+            log.clone(),
+            Stream::Plain(stream),
+            peer,
+            stats.clone(),
+            Budgets::default(),
+        ));
         const FETCHES: u64 = 12;
         let mut requests = Vec::new();
         for id in 1..=FETCHES {
@@ -719,7 +755,13 @@ mod tests {
         let mut greedy = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let stats = Arc::new(QueueStats::default());
-        let served = tokio::spawn(connection(log.clone(), stream, peer, stats.clone(), Budgets::default()));
+        let served = tokio::spawn(connection(
+            log.clone(),
+            Stream::Plain(stream),
+            peer,
+            stats.clone(),
+            Budgets::default(),
+        ));
         // 12 fetches at the end of the partition, each waiting for up to 15 MiB.
         const FETCHES: u64 = 12;
         let mut requests = Vec::new();

@@ -2,7 +2,7 @@
 //!
 //! Contract: [`load`] reads the file `--config` names, else config/cluster.toml if it exists,
 //! else nothing (built-in defaults). The text gets the topology files' `${VAR:-default}`
-//! substitution, then only its `[broker]` table and `[cluster] secret` are read: other tables
+//! substitution, then only its `[broker]` table and `[cluster] secret` and `tls` are read: other tables
 //! and keys are someone else's and ignored, an unknown key inside `[broker]` is a mistake. Every mistake is one line,
 //! `FILE:LINE:COL: what is wrong`. Flags given on the command line override the file
 //! ([`BrokerSettings::resolve`]); what neither sets is the default: data_dir
@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use squall_engine::config_file::ConfigFileError;
 pub use squall_engine::config_file::DEFAULT_CLUSTER_FILE;
+use squall_engine::tls::{Tls, TlsFiles};
 /// Where `squall broker` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6650";
 
@@ -35,10 +36,27 @@ struct ClusterFile {
     cluster: SecretOnly,
 }
 
-/// The one key of `[cluster]` the broker reads; the others are nimbus's.
+/// The keys of `[cluster]` the broker reads; the others are nimbus's.
 #[derive(Default, Deserialize)]
 struct SecretOnly {
     secret: Option<String>,
+    tls: Option<TlsFiles>,
+}
+
+/// `[cluster] tls` of `file`, else of [`DEFAULT_CLUSTER_FILE`] if it exists (`None`: not set).
+pub fn load_tls(file: Option<&Path>) -> Result<Option<TlsFiles>, ConfigFileError> {
+    let parsed: ClusterFile = squall_engine::config_file::load(file)?;
+    Ok(parsed.cluster.tls)
+}
+
+/// The TLS of a process that reads `file` (see [`crate::tls`]): `SQUALL_TLS_*` if set, else
+/// the file's `[cluster] tls`, else none; loaded, or one line saying why not.
+pub fn tls_from(file: Option<&Path>) -> Result<Option<Tls>, String> {
+    let files = match TlsFiles::from_env().map_err(|e| e.to_string())? {
+        Some(files) => Some(files),
+        None => load_tls(file).map_err(|e| e.to_string())?,
+    };
+    Tls::load_optional(files.as_ref()).map_err(|e| e.to_string())
 }
 
 /// `[cluster] secret` of `file`, else of [`DEFAULT_CLUSTER_FILE`] if it exists (`None`: not

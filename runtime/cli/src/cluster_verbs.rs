@@ -40,7 +40,7 @@ impl ConfigArg {
 
     fn client(&self) -> Result<(ClusterConfig, Client), String> {
         let config = self.load()?;
-        let client = Client::new(&config.cluster.nimbus, &config.cluster.secret);
+        let client = Client::for_config(&config).map_err(|e| e.to_string())?;
         Ok((config, client))
     }
 }

@@ -29,7 +29,7 @@ pub struct ErrorsArgs {
 
 pub async fn run(args: ErrorsArgs) -> Result<(), String> {
     let config = args.config.load()?;
-    let client = Client::new(&config.cluster.nimbus, &config.cluster.secret);
+    let client = Client::for_config(&config).map_err(|e| e.to_string())?;
     let errors = client.errors(&args.name).await.map_err(|e| e.to_string())?;
     if args.json {
         println!("{}", serde_json::to_string(&errors).map_err(|e| e.to_string())?);

@@ -49,7 +49,7 @@ pub async fn run(args: TapArgs) -> Result<(), String> {
         Some(addr) => open_local(&args, addr).await?,
         None => {
             let config = args.config.load()?;
-            let client = Client::new(&config.cluster.nimbus, &config.cluster.secret);
+            let client = Client::for_config(&config).map_err(|e| e.to_string())?;
             client
                 .tap(&args.name, &args.component, args.stream.as_deref())
                 .await

@@ -184,18 +184,22 @@ impl Source {
 }
 
 pub async fn run(args: TopArgs) -> Result<(), String> {
+    // The cluster file's `[cluster] tls` applies to --ui too: a TLS cluster's UI is HTTPS only.
+    let config = args.config.load()?;
     let (ui, secret) = match &args.ui {
         Some(addr) => (addr.clone(), std::env::var("SQUALL_SECRET").ok()),
-        None => {
-            let config = args.config.load()?;
-            (config.ui.listen.clone(), Some(config.cluster.secret.clone()))
-        }
+        None => (config.ui.listen.clone(), Some(config.cluster.secret.clone())),
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
-    let source = Source { http, url: format!("http://{ui}/api/v1/topology/{}", args.name), secret };
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    let scheme = match config.tls().map_err(|e| e.to_string())? {
+        Some(tls) => {
+            http = http.use_preconfigured_tls(tls.client_config());
+            "https"
+        }
+        None => "http",
+    };
+    let http = http.build().map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+    let source = Source { http, url: format!("{scheme}://{ui}/api/v1/topology/{}", args.name), secret };
     let first = source.read().await?;
     if args.once {
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -181,6 +181,9 @@ pub async fn broker(args: BrokerArgs) -> Result<(), String> {
     if let Some(warning) = auth::check_default_secret(&secret, "squall broker", &settings.listen)? {
         eprintln!("{warning}");
     }
+    // `[cluster] tls` of the same file: clients must show a certificate signed by its CA.
+    let tls = settings::load_tls(args.config.as_deref()).map_err(|e| e.to_string())?;
+    let tls = squall_engine::tls::Tls::load_optional(tls.as_ref()).map_err(|e| e.to_string())?;
     // Listening before anything starts, so that a signal that comes early is not lost.
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| format!("cannot listen for SIGINT: {e}"))?;
@@ -191,14 +194,15 @@ pub async fn broker(args: BrokerArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let local = listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    eprintln!("squall broker: listening on {local}, data in {}", settings.data_dir.display());
+    let over = if tls.is_some() { ", over TLS" } else { "" };
+    eprintln!("squall broker: listening on {local}, data in {}{over}", settings.data_dir.display());
     let stop = async {
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
     };
-    server::serve(log.clone(), listener, auth::Secret::new(&secret), stop).await;
+    server::serve_tls(log.clone(), listener, auth::Secret::new(&secret), tls, stop).await;
     log.flush().map_err(|e| format!("cannot flush the log: {e}"))?;
     eprintln!("squall broker: stopped");
     Ok(())

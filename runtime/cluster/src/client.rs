@@ -4,7 +4,10 @@
 //! the body's sha256 under an HMAC, in [`squall_engine::auth::SIGNATURE_HEADER`]; the secret
 //! itself never travels) and has a deadline (connect 3 s; 30 s per request, 10 min for artifacts). Every failure is a
 //! [`ClientError`] whose text is one line: nimbus unreachable (with its address), or what
-//! nimbus said when it refused (its `{"error": …}` text and the HTTP status).
+//! nimbus said when it refused (its `{"error": …}` text and the HTTP status). With
+//! `[cluster] tls` ([`Client::with_tls`]) requests go over HTTPS: rustls, nimbus's
+//! certificate checked against the cluster's CA and the host of its address, this side's
+//! own certificate shown; no system roots.
 
 use std::time::Duration;
 
@@ -50,18 +53,42 @@ const ARTIFACT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a tap's reply may stream (a day: in effect, until its reader stops).
 const TAP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// What every nimbus client is built with: its deadlines and pool.
+fn http_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        // Well before nimbus closes a connection idle for its header timeout (10 s), so a
+        // pooled connection is never reused just as nimbus closes it.
+        .pool_idle_timeout(Duration::from_secs(4))
+        .timeout(Duration::from_secs(30))
+}
+
 impl Client {
     /// A client of the nimbus at `addr` (`host:port`).
     pub fn new(addr: &str, secret: &str) -> Client {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            // Well before nimbus closes a connection idle for its header timeout (10 s), so a
-            // pooled connection is never reused just as nimbus closes it.
-            .pool_idle_timeout(Duration::from_secs(4))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+        let http = http_builder().build().unwrap_or_default();
         Client { http, addr: addr.to_string(), base: format!("http://{addr}"), secret: Secret::new(secret) }
+    }
+
+    /// The same client over HTTPS when `tls` is set (`[cluster] tls`): nimbus's certificate
+    /// must chain to the cluster's CA and name the host of its address; this side shows its
+    /// own certificate. No system roots.
+    pub fn with_tls(mut self, tls: Option<&squall_engine::tls::Tls>) -> Client {
+        if let Some(tls) = tls {
+            self.http =
+                http_builder().use_preconfigured_tls(tls.client_config()).build().unwrap_or_else(|e| {
+                    // Only a reqwest built without rustls gets here; requests then fail to verify.
+                    tracing::error!("cannot set up TLS for nimbus's client: {}", one_line(&e));
+                    reqwest::Client::default()
+                });
+            self.base = format!("https://{}", self.addr);
+        }
+        self
+    }
+
+    /// The client of the cluster file's nimbus, with its secret and `[cluster] tls`.
+    pub fn for_config(config: &super::config::ClusterConfig) -> Result<Client, squall_engine::tls::TlsError> {
+        Ok(Client::new(&config.cluster.nimbus, &config.cluster.secret).with_tls(config.tls()?.as_ref()))
     }
 
     pub fn addr(&self) -> &str {

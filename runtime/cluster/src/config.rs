@@ -41,11 +41,13 @@ pub struct ClusterTable {
     pub secret: String,
     /// Where nimbus listens and where clients find it (`host:port`).
     pub nimbus: String,
+    /// `tls = { cert, key, ca }`: TLS on every daemon link, peers checked against `ca`.
+    pub tls: Option<squall_engine::tls::TlsFiles>,
 }
 
 impl Default for ClusterTable {
     fn default() -> Self {
-        ClusterTable { secret: "change-me".into(), nimbus: "127.0.0.1:6627".into() }
+        ClusterTable { secret: "change-me".into(), nimbus: "127.0.0.1:6627".into(), tls: None }
     }
 }
 
@@ -150,6 +152,11 @@ impl UiTable {
 }
 
 impl ClusterConfig {
+    /// `[cluster] tls`, loaded: `Ok(None)` without it; a bad PEM file is one line naming it.
+    pub fn tls(&self) -> Result<Option<squall_engine::tls::Tls>, squall_engine::tls::TlsError> {
+        squall_engine::tls::Tls::load_optional(self.cluster.tls.as_ref())
+    }
+
     /// The supervisor's id: as configured, else the host name and its first slot.
     pub fn supervisor_id(&self) -> String {
         if let Some(id) = &self.supervisor.id {
@@ -269,6 +276,26 @@ listen = "127.0.0.1:6650"
         assert!(forced.public_read());
         let err = parse("cluster.toml", "[ui]\nport = 80\n", &env).unwrap_err().to_string();
         assert!(err.contains("cluster.toml:2:1: unknown field `port`"), "{err}");
+    }
+
+    #[test]
+    fn tls_names_three_pem_files_with_variables_substituted() {
+        let text = "[cluster]\ntls = { cert = \"${SECRET}/node.pem\", key = \"k.pem\", ca = \"ca.pem\" }\n";
+        let c = parse("cluster.toml", text, &env).unwrap();
+        let files = c.cluster.tls.clone().unwrap();
+        assert_eq!(files.cert, Path::new("s3cret/node.pem"));
+        assert_eq!((files.key.as_path(), files.ca.as_path()), (Path::new("k.pem"), Path::new("ca.pem")));
+        // Loading reads the files: a missing one is one line naming the key and the file.
+        let err = c.tls().unwrap_err().to_string();
+        assert!(
+            err.starts_with("[cluster] tls cert = ") && err.contains("s3cret/node.pem: cannot read"),
+            "{err}"
+        );
+        assert!(parse("cluster.toml", "", &env).unwrap().tls().unwrap().is_none());
+        let err = parse("cluster.toml", "[cluster]\ntls = { cert = \"c\", key = \"k\" }\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cluster.toml:2:") && err.contains("missing field `ca`"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! (never by hand).
 //!
 //! Contract: [`run`] reads the cluster's secret from `SQUALL_SECRET` (never the command
-//! line, which `ps` shows) and fetches its topology's [`Assignment`] from nimbus, retrying
+//! line, which `ps` shows), and `[cluster] tls` from `SQUALL_TLS_*` (its links to nimbus,
+//! its peers and brokers are then TLS), and fetches its topology's [`Assignment`] from nimbus, retrying
 //! for up to a minute while nimbus is unreachable. An assignment of another version than
 //! `--version` (or a topology nimbus no longer knows) means this worker is stale: it exits 0
 //! at once. Otherwise it loads the topology from the assignment's text with this binary's
@@ -44,7 +45,7 @@ use tracing::{error, info, warn};
 
 use super::client::{Client, ClientError};
 use super::tap_feed::TapFeed;
-use super::transport::Transport;
+use super::transport::{Transport, TransportOptions};
 use super::{Assignment, WorkerControl, WorkerHeartbeat, WorkerReply};
 use squall_engine::checkpoint::Checkpointing;
 use squall_engine::executor::{Control, TaskError};
@@ -127,6 +128,9 @@ impl std::fmt::Display for StopReason {
 pub enum WorkerError {
     #[error("{SECRET_ENV} is not set (a worker is started by a supervisor)")]
     NoSecret,
+    /// `SQUALL_TLS_*` (the supervisor's `[cluster] tls`) cannot be loaded.
+    #[error(transparent)]
+    Tls(#[from] squall_engine::tls::TlsError),
     /// The state backend the topology names cannot be opened.
     #[error("{worker}: cannot open the state backend \"{backend}\": {message}")]
     State { worker: String, backend: String, message: String },
@@ -194,7 +198,10 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
         }
     }
     let mut signals = Signals::new()?;
-    let client = Client::new(&args.nimbus, &secret);
+    // `[cluster] tls` of the supervisor, in SQUALL_TLS_*: every link of this worker uses it.
+    let tls = squall_engine::tls::TlsFiles::from_env()
+        .and_then(|f| squall_engine::tls::Tls::load_optional(f.as_ref()))?;
+    let client = Client::new(&args.nimbus, &secret).with_tls(tls.as_ref());
 
     let assignment = tokio::select! {
         fetched = fetch_assignment(&client, &args, parent) => match fetched? {
@@ -218,10 +225,17 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
     let (peers_tx, peers_rx) = watch::channel(vec![None; assignment.workers.len()]);
     let bind_addr = resolve(&args.host, args.port).await?;
     let link_secret = squall_engine::auth::Secret::new(&secret);
-    let mut transport =
-        Transport::bind(bind_addr, &link_secret, &args.topology, args.version, args.worker, peers_rx)
-            .await
-            .map_err(|source| WorkerError::Bind { worker: name.clone(), addr: bind_addr, source })?;
+    let mut transport = Transport::bind_with(
+        bind_addr,
+        &link_secret,
+        &args.topology,
+        args.version,
+        args.worker,
+        peers_rx,
+        TransportOptions { tls, ..Default::default() },
+    )
+    .await
+    .map_err(|source| WorkerError::Bind { worker: name.clone(), addr: bind_addr, source })?;
     let addr = transport.local_addr();
     info!(
         "{name}: listening on {addr}, hosting {} of {} tasks ({spout_tasks} spout tasks)",

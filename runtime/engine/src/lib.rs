@@ -25,5 +25,6 @@ pub mod plan;
 pub mod prefetch;
 pub mod resources;
 pub mod tap;
+pub mod tls;
 pub mod topology;
 pub mod window;

@@ -96,6 +96,20 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tls(listener, router, limits, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is set (`[cluster] tls`): a client must present a
+/// certificate signed by the cluster's CA; one that does not is refused during the handshake
+/// (within the header timeout), logged in one line, and never reaches the router.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<squall_engine::tls::Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handshake_failures = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
     let open = Arc::new(Open::default());
     let running = Arc::new(AtomicUsize::new(0));
@@ -105,10 +119,10 @@ pub async fn serve(
     let mut next_id = 0u64;
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors and the like: try again shortly.
                     tracing::warn!("ui: accept failed: {e}");
@@ -149,20 +163,38 @@ pub async fn serve(
                 }
             })
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let (open, running, mut stop) = (open.clone(), running.clone(), stop_rx.clone());
+        let (builder, tls, failures) = (builder.clone(), tls.clone(), handshake_failures.clone());
         running.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            let stopping = async move { stop.wait_for(|&s| s).await.is_ok() };
-            let stopped = tokio::select! {
-                _ = connection.as_mut() => false,
-                _ = conn.evict.notified() => false,
-                stopped = stopping => stopped,
+            let handshake = tokio::select! {
+                accepted = squall_engine::tls::accept(tls.as_ref(), stream, peer) => Some(accepted),
+                _ = conn.evict.notified() => None,
             };
-            if stopped {
-                connection.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(DRAIN, connection).await;
+            match handshake {
+                Some(Ok(stream)) => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(connection);
+                    let stopping = async move { stop.wait_for(|&s| s).await.is_ok() };
+                    let stopped = tokio::select! {
+                        _ = connection.as_mut() => false,
+                        _ = conn.evict.notified() => false,
+                        stopped = stopping => stopped,
+                    };
+                    if stopped {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(DRAIN, connection).await;
+                    }
+                }
+                Some(Err(e)) => {
+                    let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!("http: refused a connection: {e} ({n} so far)");
+                    } else {
+                        tracing::debug!("http: refused a connection: {e}");
+                    }
+                }
+                None => {}
             }
             lock(&open.conns).remove(&id);
             running.fetch_sub(1, Ordering::AcqRel);

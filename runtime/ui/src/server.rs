@@ -118,6 +118,16 @@ pub async fn serve(
     bounded::serve(listener, router, Limits::default(), shutdown).await
 }
 
+/// [`serve`], over TLS when `tls` is set (see [`bounded::serve_tls`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<squall_engine::tls::Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    bounded::serve_tls(listener, router, Limits::default(), tls, shutdown).await
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let message: String = message.into();
     (status, Json(serde_json::json!({ "error": message.replace(['\n', '\r'], " ") }))).into_response()

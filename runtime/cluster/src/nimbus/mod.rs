@@ -14,7 +14,10 @@
 //! for a state conflict, 413 for an artifact over [`MAX_ARTIFACT_BYTES`], 500 if the state
 //! directory cannot be written. [`run`] also binds `[ui] listen`, prints `ui listening on
 //! http://<addr>/`, and serves there the web UI, the Storm-style REST API and `/metrics`
-//! (`squall_ui`, over the views of [`observe`]); [`serve`] serves the API alone.
+//! (`squall_ui`, over the views of [`observe`]); [`serve`] serves the API alone. With
+//! `[cluster] tls` both ports speak TLS only (`https://` in that line) and refuse, during the
+//! handshake, a client without a certificate signed by its `ca`; a bad PEM file stops [`run`]
+//! before it listens, with one line naming the key and the file.
 //!
 //! Storm's nimbus semantics:
 //! - Topologies, their assignments and artifacts live in the state directory
@@ -117,6 +120,9 @@ pub enum NimbusError {
     LocalAddr(std::io::Error),
     #[error("nimbus stopped serving: {0}")]
     Serve(std::io::Error),
+    /// `[cluster] tls` cannot be loaded: the line names the key and the file.
+    #[error(transparent)]
+    Tls(#[from] squall_engine::tls::TlsError),
 }
 
 /// Runs nimbus as `squall nimbus` does (see the module docs).
@@ -135,6 +141,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
         eprintln!("{warning}");
     }
     let nimbus = Nimbus::open(&config)?;
+    let tls = config.tls()?;
     let listen = |kind, name: &'static str| {
         signal(kind).map_err(|source| NimbusError::Signal { signal: name, source })
     };
@@ -145,14 +152,14 @@ pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
         .map_err(|source| NimbusError::Bind { addr: config.cluster.nimbus.clone(), source })?;
     let addr = listener.local_addr().map_err(NimbusError::LocalAddr)?;
     eprintln!("nimbus listening on {addr}");
-    let ui = serve_ui(&nimbus, &config).await?;
+    let ui = serve_ui(&nimbus, &config, tls.clone()).await?;
     let shutdown = async move {
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
     };
-    let served = serve_nimbus(nimbus, listener, shutdown).await;
+    let served = serve_nimbus(nimbus, listener, tls, shutdown).await;
     ui.abort();
     served
 }
@@ -161,17 +168,18 @@ pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
 async fn serve_ui(
     nimbus: &Arc<Nimbus>,
     config: &ClusterConfig,
+    tls: Option<squall_engine::tls::Tls>,
 ) -> Result<tokio::task::JoinHandle<()>, NimbusError> {
     let listener = TcpListener::bind(&config.ui.listen)
         .await
         .map_err(|source| NimbusError::Bind { addr: config.ui.listen.clone(), source })?;
     let addr = listener.local_addr().map_err(NimbusError::LocalAddr)?;
-    eprintln!("ui listening on http://{addr}/");
+    eprintln!("ui listening on {}://{addr}/", if tls.is_some() { "https" } else { "http" });
     let options =
         squall_ui::UiOptions { secret: config.cluster.secret.clone(), public_read: config.ui.public_read() };
     let router = squall_ui::router(Arc::new(observe::NimbusSource(nimbus.clone())), options);
     Ok(tokio::spawn(async move {
-        if let Err(e) = squall_ui::serve(listener, router, std::future::pending()).await {
+        if let Err(e) = squall_ui::server::serve_tls(listener, router, tls, std::future::pending()).await {
             tracing::error!("the ui stopped serving: {e}");
         }
     }))
@@ -184,12 +192,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NimbusError> {
-    serve_nimbus(Nimbus::open(&config)?, listener, shutdown).await
+    let tls = config.tls()?;
+    serve_nimbus(Nimbus::open(&config)?, listener, tls, shutdown).await
 }
 
 async fn serve_nimbus(
     nimbus: Arc<Nimbus>,
     listener: TcpListener,
+    tls: Option<squall_engine::tls::Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NimbusError> {
     let ticker = {
@@ -205,7 +215,7 @@ async fn serve_nimbus(
         })
     };
     let limits = squall_ui::bounded::Limits::default();
-    let served = squall_ui::bounded::serve(listener, router(nimbus), limits, shutdown).await;
+    let served = squall_ui::bounded::serve_tls(listener, router(nimbus), limits, tls, shutdown).await;
     ticker.abort();
     served.map_err(NimbusError::Serve)
 }

@@ -109,6 +109,9 @@ pub enum SupervisorError {
     /// Any other refusal of the artifact store.
     #[error(transparent)]
     Artifact(ArtifactError),
+    /// `[cluster] tls` cannot be loaded: the line names the key and the file.
+    #[error(transparent)]
+    Tls(#[from] squall_engine::tls::TlsError),
 }
 
 /// Runs the supervisor until SIGINT or SIGTERM (see the module docs).
@@ -224,6 +227,8 @@ struct Supervisor {
     host: String,
     slots: Vec<u16>,
     secret: String,
+    /// `[cluster] tls`, passed on to workers in their environment.
+    tls: Option<squall_engine::tls::Tls>,
     client: Client,
     data_dir: PathBuf,
     artifacts: ArtifactStore,
@@ -298,6 +303,7 @@ impl Supervisor {
         // Temporary files are hidden (dot) files of the artifacts directory itself.
         let artifacts =
             ArtifactStore::open(&artifacts_dir, &artifacts_dir, true).map_err(SupervisorError::Artifacts)?;
+        let tls = config.tls()?;
         let logs = data_dir.join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|source| SupervisorError::Create { path: logs.clone(), source })?;
@@ -306,7 +312,8 @@ impl Supervisor {
             host: config.supervisor.host.clone(),
             slots: config.supervisor.slots.clone(),
             secret: config.cluster.secret.clone(),
-            client: Client::new(&config.cluster.nimbus, &config.cluster.secret),
+            client: Client::new(&config.cluster.nimbus, &config.cluster.secret).with_tls(tls.as_ref()),
+            tls,
             data_dir,
             artifacts,
             logs,
@@ -610,6 +617,15 @@ impl Supervisor {
             command.arg("worker").arg("--resources").arg(dir);
         } else {
             command.arg("worker");
+        }
+        // `[cluster] tls` travels in the environment (and an inherited one is not passed on).
+        match &self.tls {
+            Some(tls) => tls.env().into_iter().for_each(|(name, path)| {
+                command.env(name, path);
+            }),
+            None => squall_engine::tls::ENV.into_iter().for_each(|name| {
+                command.env_remove(name);
+            }),
         }
         let child = command
             .args(["--nimbus", self.client.addr()])

@@ -91,6 +91,9 @@ pub(super) enum ConnError {
     /// The peer did not prove it knows the cluster secret (or this side's proof was refused).
     #[error("authentication failed: {0}")]
     Auth(#[from] squall_engine::auth::AuthError),
+    /// With `[cluster] tls`: the TLS handshake failed (no certificate signed by the CA, say).
+    #[error("{0}")]
+    Tls(#[from] squall_engine::tls::TlsError),
 }
 
 impl From<FrameError> for ConnError {
@@ -176,6 +179,8 @@ pub(super) async fn write_frame<W: AsyncWrite + Unpin>(
     let mut buf = Vec::with_capacity(64);
     put_frame(&mut buf, frame, MAX_FRAME)?;
     w.write_all(&buf).await?;
+    // TLS buffers records: without TLS a flush does nothing.
+    w.flush().await?;
     Ok(())
 }
 

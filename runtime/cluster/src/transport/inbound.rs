@@ -129,6 +129,15 @@ fn log_inbound_end(shared: &Shared, from: SocketAddr, result: Result<(), ConnErr
         Ok(()) => tracing::debug!("transport: connection from {from} closed"),
         Err(ConnError::Io(e)) => tracing::debug!("transport: connection from {from} lost: {e}"),
         Err(ConnError::Refused(_)) => Counters::add(&shared.counters.refused, 1),
+        Err(ConnError::Tls(e)) => {
+            Counters::add(&shared.counters.refused, 1);
+            let failures = shared.auth_failures.fetch_add(1, Relaxed) + 1;
+            if failures.is_power_of_two() {
+                tracing::warn!("transport: refused a connection: {e} ({failures} so far)");
+            } else {
+                tracing::debug!("transport: refused a connection: {e}");
+            }
+        }
         Err(ConnError::Auth(e)) => {
             Counters::add(&shared.counters.refused, 1);
             let failures = shared.auth_failures.fetch_add(1, Relaxed) + 1;
@@ -148,8 +157,9 @@ fn log_inbound_end(shared: &Shared, from: SocketAddr, result: Result<(), ConnErr
 }
 
 /// Serves one accepted connection until it closes.
-async fn serve(shared: &Shared, mut stream: TcpStream, from: SocketAddr) -> Result<(), ConnError> {
+async fn serve(shared: &Shared, stream: TcpStream, from: SocketAddr) -> Result<(), ConnError> {
     squall_engine::frame::tune(&stream);
+    let mut stream = squall_engine::tls::accept(shared.opts.tls.as_ref(), stream, from).await?;
     auth::accept(&mut stream, &shared.secret, auth::WORKER).await?;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(64 << 10, rd);
@@ -273,6 +283,7 @@ async fn write_credits<W: AsyncWrite + Unpin>(
         buf.clear();
         put_frame(&mut buf, &Frame::Credits(Cow::Borrowed(&credits)), MAX_FRAME)?;
         wr.write_all(&buf).await?;
+        wr.flush().await?;
         Counters::add(&shared.counters.bytes_sent, buf.len() as u64);
     }
     Ok(())

@@ -17,6 +17,10 @@
 //!   before any frame of it is read (counted as refused, logged), and a worker never sends a
 //!   frame to a listener that cannot prove it back (an impostor on a restarted peer's port).
 //!   A stranger learns nothing but that a squall worker listens there.
+//! - TLS ([`TransportOptions::tls`], `[cluster] tls`): the secret's handshake runs inside a
+//!   TLS connection ([`squall_engine::tls`]); a peer without a certificate signed by the CA
+//!   is refused during the TLS handshake (counted as refused, logged), and a worker dialing a
+//!   peer checks that the peer's certificate names the IP it dialed.
 //! - Connections: worker `i` connects to every worker `j` hosting a task it may send to, as
 //!   soon as `peers[j]` is known (and until no local task can send there any more), and uses
 //!   that connection one way: `i` sends batches, `j` sends back
@@ -121,11 +125,14 @@ pub struct TransportOptions {
     /// How long a batch for a peer that is down waits for a connection before it is dropped.
     /// Default 10 s.
     pub hold: Duration,
+    /// `[cluster] tls`: every connection, both ways, is TLS checked against its CA (the
+    /// secret's handshake runs inside). Default none: plain TCP.
+    pub tls: Option<squall_engine::tls::Tls>,
 }
 
 impl Default for TransportOptions {
     fn default() -> Self {
-        TransportOptions { credits: INBOX_BATCHES as u32, hold: Duration::from_secs(10) }
+        TransportOptions { credits: INBOX_BATCHES as u32, hold: Duration::from_secs(10), tls: None }
     }
 }
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 use squall_api::TaskId;
 use squall_engine::acker::Outcome;
 use squall_engine::auth;
+use squall_engine::tls::{ReadHalf, WriteHalf};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
@@ -232,11 +232,13 @@ async fn connect(
     shared: &Shared,
     peer: usize,
     addr: SocketAddr,
-) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf, u32), ConnError> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+) -> Result<(BufReader<ReadHalf>, WriteHalf, u32), ConnError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnError::Io(std::io::ErrorKind::TimedOut.into()))??;
     squall_engine::frame::tune(&stream);
+    // With TLS, the peer's certificate must name the address it advertised (its IP).
+    let mut stream = squall_engine::tls::connect(shared.opts.tls.as_ref(), stream, &addr.to_string()).await?;
     // Nothing is sent to a peer that cannot prove it knows the secret.
     auth::connect(&mut stream, &shared.secret, auth::WORKER).await?;
     let (rd, mut wr) = stream.into_split();
@@ -257,7 +259,7 @@ async fn connect(
 
 impl Manager {
     /// Runs one established connection until it ends.
-    async fn serve(&mut self, mut rd: BufReader<OwnedReadHalf>, mut wr: OwnedWriteHalf, credits: u32) -> End {
+    async fn serve(&mut self, mut rd: BufReader<ReadHalf>, mut wr: WriteHalf, credits: u32) -> End {
         let permits: Arc<[Semaphore]> = (0..self.slots).map(|_| Semaphore::new(credits as usize)).collect();
         let (queue, mut items) = mpsc::unbounded_channel();
         self.link.send_replace(LinkState::Up(Arc::new(OutConn { credits: permits.clone(), queue })));
@@ -329,6 +331,7 @@ async fn write_batches<W: AsyncWrite + Unpin>(
             }
         }
         wr.write_all(&buf).await?;
+        wr.flush().await?;
         Counters::add(&counters.bytes_sent, buf.len() as u64);
         if buf.capacity() > KEEP_BUFFER {
             buf = Vec::with_capacity(64 << 10);
