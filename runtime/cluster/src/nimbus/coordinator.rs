@@ -552,4 +552,54 @@ mod tests {
         assert_eq!(beat.tasks[0].emitted, 890, "800 before the restart, 90 since");
         assert_eq!(beat.restarts, 1);
     }
+
+    #[test]
+    fn a_lost_supervisors_replacements_start_anew_and_the_other_workers_keep_running() {
+        let t0 = Instant::now();
+        let mut core = Coordinator::new(vec![record("t", 2)], TIMEOUT, t0);
+        heard(&mut core, "sup-a", 1, t0);
+        heard(&mut core, "sup-b", 1, t0);
+        let mut saved = Vec::new();
+        core.reconcile(t0, 0, &mut log(&mut saved));
+        assert_eq!(supervisors_of(&core, "t"), ["sup-a", "sup-b"]);
+        let addr: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let figures = vec![TaskFigures { task: 1, emitted: 42, ..Default::default() }];
+        core.heartbeat(("t".into(), 1, 1), addr, figures, t0);
+
+        // sup-a goes silent; sup-c offers a slot.
+        let later = t0 + TIMEOUT;
+        heard(&mut core, "sup-b", 1, later);
+        heard(&mut core, "sup-c", 1, later);
+        core.reconcile(later, 0, &mut log(&mut saved));
+        assert_eq!(supervisors_of(&core, "t"), ["sup-c", "sup-b"]);
+        let a = core.topologies["t"].assignment.clone().unwrap();
+        assert_eq!((a.version, a.routing_version()), (2, 1), "a new version over the same routing");
+        assert_eq!((a.started_version(0), a.started_version(1)), (2, 1), "sup-b's worker runs on");
+        let beat = &core.workers[&("t".to_string(), 2, 1)];
+        assert_eq!((beat.addr, beat.tasks[0].emitted), (addr, 42), "its heartbeat carries over");
+    }
+
+    #[test]
+    fn a_changed_layout_or_exactly_once_state_starts_every_worker_again() {
+        let t0 = Instant::now();
+        let mut core = Coordinator::new(vec![record("t", 2)], TIMEOUT, t0);
+        heard(&mut core, "sup-a", 2, t0);
+        let mut saved = Vec::new();
+        core.reconcile(t0, 0, &mut log(&mut saved));
+        let mut r = core.topologies["t"].clone();
+        r.layout.components[0].parallelism = 3;
+        core.reassign(&mut r, t0, 0);
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!(a.routing_version(), 2, "task ids moved: a new routing");
+        assert!((0..a.workers.len()).all(|w| a.started_version(w) == 2));
+
+        let mut r = core.topologies["t"].clone();
+        core.reassign(&mut r, t0, 0);
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!((a.routing_version(), a.started_version(0), a.started_version(1)), (1, 1, 1));
+        r.layout.exactly_once = true;
+        core.reassign(&mut r, t0, 0);
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!((a.routing_version(), a.started_version(0)), (a.version, a.version));
+    }
 }
