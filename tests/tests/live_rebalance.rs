@@ -48,7 +48,7 @@ config = {{ fail_fraction = 0.0, seed = 7 }}
 id = "sink"
 kind = "file-sink"
 parallelism = 2
-inputs = [{{ from = "pass", grouping = "fields", fields = ["n"] }}]
+inputs = [{{ from = "pass", grouping = {{ fields = ["n"] }} }}]
 config = {{ path = "{}" }}
 "#,
             out.display()
