@@ -299,6 +299,7 @@ pub struct SupervisorHeartbeat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningWorker {
     pub topology: String,
+    /// The version the worker was started under ([`Assignment::started_version`]).
     pub version: u64,
     pub worker: usize,
     pub slot: usize,
@@ -314,6 +315,7 @@ pub struct SupervisorReply {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WorkerOrder {
     pub topology: String,
+    /// The version the worker was started under ([`Assignment::started_version`]).
     pub version: u64,
     /// The worker's index in the assignment.
     pub worker: usize,
@@ -340,6 +342,7 @@ pub struct SupervisorInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerHeartbeat {
     pub topology: String,
+    /// The version the worker was started under ([`Assignment::started_version`]).
     pub version: u64,
     pub worker: usize,
     /// Where its transport listens.
