@@ -82,6 +82,10 @@ enum Command {
     /// --ui): per component its rate, acks, failures, capacity and latency; q quits
     #[cfg(feature = "cluster")]
     Top(crate::top::TopArgs),
+    /// Live tuples sampled from what a running component emits, as JSON lines (a cluster's,
+    /// or a local run's with --ui)
+    #[cfg(feature = "cluster")]
+    Tap(crate::tap::TapArgs),
     /// Serve the embedded log over TCP
     Broker(topic::BrokerArgs),
     /// Create, fill, read and describe the log's topics
@@ -380,6 +384,8 @@ async fn run(cli: Cli, registry: Registry) -> ExitCode {
         Command::Errors(args) => done(crate::errors::run(args).await),
         #[cfg(feature = "cluster")]
         Command::Top(args) => done(crate::top::run(args).await),
+        #[cfg(feature = "cluster")]
+        Command::Tap(args) => done(crate::tap::run(args).await),
         Command::Broker(args) => done(topic::broker(args).await),
         Command::Topic { verb } => done(topic::topic(verb).await),
         Command::State { verb } => done(state::state(verb, &registry).await),

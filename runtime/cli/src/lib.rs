@@ -20,6 +20,8 @@ mod errors;
 mod kinds;
 mod state;
 #[cfg(feature = "cluster")]
+mod tap;
+#[cfg(feature = "cluster")]
 mod top;
 mod topic;
 

@@ -47,6 +47,8 @@ pub struct Client {
 }
 
 const ARTIFACT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a tap's reply may stream (a day: in effect, until its reader stops).
+const TAP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 impl Client {
     /// A client of the nimbus at `addr` (`host:port`).
@@ -190,6 +192,27 @@ impl Client {
     /// Each component's error count and each task's latest error (`squall errors`).
     pub async fn errors(&self, name: &str) -> Result<squall_ui::rest::TopologyErrors, ClientError> {
         self.json(self.request(Method::GET, &format!("/v1/topologies/{name}/errors"))).await
+    }
+
+    /// Opens a tap on `component` of `name` (`squall tap`): the reply streams JSON lines
+    /// (see `squall_ui::server`) for as long as it is read.
+    pub async fn tap(
+        &self,
+        name: &str,
+        component: &str,
+        stream: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut url = reqwest::Url::parse("http://nimbus/v1/topologies")
+            .map_err(|e| ClientError::Refused { status: 400, message: e.to_string() })?;
+        url.path_segments_mut()
+            .map_err(|_| ClientError::Refused { status: 400, message: "bad url".into() })?
+            .extend([name, "components", component, "tap"]);
+        if let Some(stream) = stream {
+            url.query_pairs_mut().append_pair("stream", stream);
+        }
+        let path = url.query().map_or_else(|| url.path().to_string(), |q| format!("{}?{q}", url.path()));
+        // A tap lasts as long as its reader wants.
+        self.send(self.request(Method::GET, &path).timeout(TAP_TIMEOUT)).await
     }
 
     pub async fn activate(&self, name: &str) -> Result<TopologyInfo, ClientError> {

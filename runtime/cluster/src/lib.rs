@@ -42,6 +42,7 @@ pub mod nimbus;
 pub mod scheduler;
 pub mod state;
 pub mod supervisor;
+pub mod tap_feed;
 pub mod transport;
 pub mod worker;
 
@@ -353,6 +354,9 @@ pub struct WorkerHeartbeat {
     /// and nimbus restarts every worker of the topology from the last committed checkpoint.
     #[serde(default)]
     pub restarted: bool,
+    /// What its tasks gave each tap nimbus asked for since its last heartbeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taps: Vec<TapBatch>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -361,6 +365,32 @@ pub struct WorkerReply {
     pub control: WorkerControl,
     /// Where each worker of the assignment listens (`None` until it has heartbeated).
     pub peers: Vec<Option<SocketAddr>>,
+    /// The taps open on the topology (`squall tap`): a worker feeds those on the components
+    /// it hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taps: Vec<TapWant>,
+}
+
+/// A tap a worker is asked to feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TapWant {
+    /// Nimbus's id of the tap.
+    pub id: u64,
+    pub component: String,
+    /// The stream to sample; every stream of the component if `None`.
+    #[serde(default)]
+    pub stream: Option<String>,
+}
+
+/// What a worker's tasks gave one tap since its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TapBatch {
+    pub id: u64,
+    #[serde(default)]
+    pub tuples: Vec<squall_engine::tap::TapTuple>,
+    /// Why the worker cannot feed it (no such stream): the tap ends with this.
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,6 +46,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
 
 use super::client::{Client, ClientError};
+use super::tap_feed::TapFeed;
 use super::transport::Transport;
 use super::{Assignment, WorkerControl, WorkerHeartbeat, WorkerReply};
 use squall_engine::checkpoint::Checkpointing;
@@ -238,16 +239,17 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
     );
 
     let mut follower = Follower::new(peers_tx);
-    let beat = |tasks| WorkerHeartbeat {
+    let beat = |tasks, taps| WorkerHeartbeat {
         topology: args.topology.clone(),
         version: args.version,
         worker: args.worker,
         addr,
         tasks,
         restarted: false,
+        taps,
     };
     let mut outage = Outage::default();
-    match client.worker_heartbeat(&beat(Vec::new())).await {
+    match client.worker_heartbeat(&beat(Vec::new(), Vec::new())).await {
         Ok(reply) => {
             if follower.apply(reply) == Some(WorkerControl::Stop) {
                 info!("{name}: nimbus says this assignment is over; exiting before starting");
@@ -257,9 +259,10 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
         Err(e) => outage.failed(&name, &e),
     }
 
-    let Running { mut tasks, control, metrics } =
+    let Running { mut tasks, control, metrics, taps } =
         launch::start(&plan, registry, &hosted, Some(&mut transport), checkpointing.as_ref())
             .map_err(|source| WorkerError::Start { worker: name.clone(), source })?;
+    let mut tap_feed = TapFeed::new(&plan, &hosted, taps);
     if follower.control == WorkerControl::Inactive {
         let _ = control.send(Control::Inactive);
     }
@@ -289,7 +292,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
             _ = heartbeat.tick() => {
                 if in_flight.is_none() {
                     let client = client.clone();
-                    let beat = beat(metrics.figures(&hosted));
+                    let beat = beat(metrics.figures(&hosted), tap_feed.take());
                     in_flight = Some(Box::pin(async move { client.worker_heartbeat(&beat).await }));
                 }
             }
@@ -298,6 +301,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
                 match reply {
                     Ok(reply) => {
                         outage.recovered(&name);
+                        tap_feed.follow(&reply.taps);
                         match follower.apply(reply) {
                             Some(WorkerControl::Stop) => break StopReason::Nimbus,
                             Some(WorkerControl::Active) => {
@@ -397,6 +401,7 @@ async fn wait_for_restart(
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         tasks: Vec::new(),
         restarted: true,
+        taps: Vec::new(),
     };
     loop {
         match client.worker_heartbeat(&beat).await {
@@ -787,7 +792,8 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         let (tx, mut rx) = watch::channel(vec![None, None]);
         let mut f = Follower::new(tx);
         let a: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-        let reply = |control, peers: Vec<Option<SocketAddr>>| WorkerReply { control, peers };
+        let reply =
+            |control, peers: Vec<Option<SocketAddr>>| WorkerReply { control, peers, taps: Vec::new() };
 
         assert_eq!(f.apply(reply(WorkerControl::Active, vec![None, None])), None);
         assert!(!rx.has_changed().unwrap(), "the same peers are not published again");
@@ -837,7 +843,7 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         )
         .await
         .unwrap();
-        let Running { tasks, control, metrics } =
+        let Running { tasks, control, metrics, .. } =
             launch::start(&plan, &registry, &hosted, Some(&mut transport), None).unwrap();
         let started = Instant::now();
         while seen.load(Ordering::Relaxed) < 100 {

@@ -8,6 +8,7 @@
 //! stops the spouts, and the tasks' metrics. A component that cannot be built, or whose kind
 //! builds another role than the topology gives it, is an error before anything runs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use squall_api::{Component, Registry, Role, TaskId};
@@ -24,12 +25,15 @@ use crate::executor::window::{WindowExecutor, WindowForm};
 use crate::executor::{context, Control, Envelope, Links, Output, TaskError};
 use crate::metrics::TopologyMetrics;
 use crate::plan::Plan;
+use crate::tap::Taps;
 
 /// The tasks of a plan, started.
 pub struct Running {
     pub tasks: JoinSet<Result<(), TaskError>>,
     pub control: watch::Sender<Control>,
     pub metrics: TopologyMetrics,
+    /// Where `squall tap` samples the hosted tasks' emits.
+    pub taps: Arc<Taps>,
 }
 
 /// A task's receiving end.
@@ -70,7 +74,13 @@ pub fn start(
     let n = plan.task_count();
     let metrics = TopologyMetrics::new(n);
     // Every inbox first, so that each output can be wired to the tasks it sends to.
-    let mut links = Links { bolts: vec![None; n], ackers: vec![None; n], spouts: vec![None; n] };
+    let taps = Taps::new(plan);
+    let mut links = Links {
+        bolts: vec![None; n],
+        ackers: vec![None; n],
+        spouts: vec![None; n],
+        taps: Some(taps.clone()),
+    };
     let mut inboxes: Vec<Option<Inbox>> = (0..n).map(|_| None).collect();
     for &t in hosted {
         let i = t as usize;
@@ -201,5 +211,5 @@ pub fn start(
             }
         }
     }
-    Ok(Running { tasks, control, metrics })
+    Ok(Running { tasks, control, metrics, taps })
 }

@@ -24,5 +24,6 @@ pub mod partitioned;
 pub mod plan;
 pub mod prefetch;
 pub mod resources;
+pub mod tap;
 pub mod topology;
 pub mod window;

@@ -71,6 +71,8 @@ pub struct Started {
     pub metrics: crate::metrics::TopologyMetrics,
     /// Spouts' state: `Active`, `Inactive`, or `Stop` to end the run as Ctrl-C does.
     pub control: tokio::sync::watch::Sender<Control>,
+    /// Where `squall tap` samples the run's emits.
+    pub taps: std::sync::Arc<crate::tap::Taps>,
 }
 
 /// As [`run`], calling `on_start` once every task has started.
@@ -98,10 +100,15 @@ pub async fn run_observed(
     let mut reporter = ProgressReporter::new(&plan);
     // Exactly once, a failed tree restarts every task from the last committed checkpoint.
     'incarnation: loop {
-        let Running { mut tasks, control, metrics } =
+        let Running { mut tasks, control, metrics, taps } =
             launch::start(&plan, registry, &hosted, None, checkpointing.as_ref())?;
         if let Some(on_start) = on_start.take() {
-            on_start(Started { plan: plan.clone(), metrics: metrics.clone(), control: control.clone() });
+            on_start(Started {
+                plan: plan.clone(),
+                metrics: metrics.clone(),
+                control: control.clone(),
+                taps,
+            });
         }
         if stopped {
             let _ = control.send(Control::Stop);

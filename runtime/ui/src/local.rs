@@ -6,13 +6,14 @@
 //! Ctrl-C does (spouts deactivated, in-flight trees drained); rebalance is refused (409): a
 //! local run has one process.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use squall_api::{Role, TaskId};
 use squall_engine::executor::Control;
 use squall_engine::metrics::TopologyMetrics;
 use squall_engine::plan::Plan;
+use squall_engine::tap::{TapSession, Taps};
 use tokio::sync::watch;
 
 use crate::view::{
@@ -25,13 +26,19 @@ pub struct LocalSource {
     plan: Plan,
     metrics: TopologyMetrics,
     control: watch::Sender<Control>,
+    taps: Arc<Taps>,
     status: Mutex<&'static str>,
     started: Instant,
 }
 
 impl LocalSource {
-    pub fn new(plan: Plan, metrics: TopologyMetrics, control: watch::Sender<Control>) -> LocalSource {
-        LocalSource { plan, metrics, control, status: Mutex::new("ACTIVE"), started: Instant::now() }
+    pub fn new(
+        plan: Plan,
+        metrics: TopologyMetrics,
+        control: watch::Sender<Control>,
+        taps: Arc<Taps>,
+    ) -> LocalSource {
+        LocalSource { plan, metrics, control, taps, status: Mutex::new("ACTIVE"), started: Instant::now() }
     }
 
     fn status(&self) -> &'static str {
@@ -129,6 +136,13 @@ impl Source for LocalSource {
         let _ = self.control.send(control);
         Ok(())
     }
+
+    fn tap(&self, name: &str, component: &str, stream: Option<&str>) -> Result<TapSession, ActionError> {
+        if name != self.plan.name && name != self.plan.id {
+            return Err(ActionError { status: 404, message: format!("no topology named `{name}`") });
+        }
+        self.taps.open(component, stream).map_err(|e| ActionError { status: 404, message: e.to_string() })
+    }
 }
 
 /// What `squall local --ui` hands [`squall_engine::local::run_observed`]: once the run has
@@ -139,7 +153,12 @@ pub fn serve_when_started(
     options: crate::UiOptions,
 ) -> impl FnOnce(squall_engine::local::Started) {
     move |started| {
-        let source = std::sync::Arc::new(LocalSource::new(started.plan, started.metrics, started.control));
+        let source = std::sync::Arc::new(LocalSource::new(
+            started.plan,
+            started.metrics,
+            started.control,
+            started.taps,
+        ));
         let router = crate::router(source, options);
         tokio::spawn(async move {
             if let Err(e) = crate::serve(listener, router, std::future::pending()).await {

@@ -14,10 +14,11 @@
 //! | `POST /api/v1/topology/{name}/activate`, `…/deactivate` | [`rest::ActionReply`] |
 //! | `POST /api/v1/topology/{name}/kill` (body `{"wait_secs": N}`), `…/kill/{wait}` | same |
 //! | `POST /api/v1/topology/{name}/rebalance` (body `{"workers": N, "parallelism": {"ID": N}, "wait_secs": N}`), `…/rebalance/{wait}` | same |
+//! | `GET /api/v1/topology/{name}/component/{id}/tap` (`?stream=S`) | tuples sampled from what the component emits, as JSON lines ([`TapLine`]), streamed until the client hangs up; a line `{"error": …}` ends it if a worker refused the tap |
 //! | `GET /metrics` (`?per_task=true` for per-task series) | Prometheus text ([`prom`]) |
 //!
-//! Reading (every GET) needs the cluster secret in [`SECRET_HEADER`] unless `public_read`;
-//! every POST needs it always (compared as sha256 digests in constant time), else 401.
+//! Reading (every GET but a tap) needs the cluster secret in [`SECRET_HEADER`] unless
+//! `public_read`; a tap (it shows the data itself) and every POST need it always (compared as sha256 digests in constant time), else 401.
 //! A custom header cannot be sent cross-origin without the server's consent (which it never
 //! gives), so another site's page cannot act through a visitor's browser. Bodies over
 //! [`MAX_BODY`] are refused; a refused action answers with the source's status and reason.
@@ -41,6 +42,7 @@ use tokio::net::TcpListener;
 use crate::bounded::{self, Limits};
 use crate::view::{Action, ActionError, Source};
 use crate::{assets, prom, rest};
+use squall_engine::tap::{TapLine, TapSession};
 
 /// The header that carries the cluster secret (the same as nimbus's API).
 pub const SECRET_HEADER: &str = "x-squall-secret";
@@ -87,6 +89,7 @@ pub fn router(source: Arc<dyn Source>, options: UiOptions) -> Router {
         .route("/api/v1/topology/{name}", get(topology))
         .route("/api/v1/topology/{name}/component/{id}", get(component))
         .route("/api/v1/topology/{name}/errors", get(errors))
+        .route("/api/v1/topology/{name}/component/{id}/tap", get(tap))
         .route("/api/v1/topology/{name}/activate", post(activate))
         .route("/api/v1/topology/{name}/deactivate", post(deactivate))
         .route("/api/v1/topology/{name}/kill", post(kill))
@@ -121,11 +124,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn authorize(State(ui): Shared, request: Request, next: Next) -> Response {
-    let reading = request.method() == axum::http::Method::GET || request.method() == axum::http::Method::HEAD;
+    let reading = (request.method() == axum::http::Method::GET
+        || request.method() == axum::http::Method::HEAD)
+        && !request.uri().path().ends_with("/tap");
     if !(reading && ui.public_read) {
         let given = request.headers().get(SECRET_HEADER).map_or(&b""[..], |v| v.as_bytes());
         if !ui.secret_matches(given) {
-            let what = if reading { "reading" } else { "every action" };
+            let what = if reading { "reading" } else { "every action and tap" };
             return error(
                 StatusCode::UNAUTHORIZED,
                 format!("missing or wrong cluster secret ({SECRET_HEADER}): {what} needs it"),
@@ -258,6 +263,57 @@ async fn rebalance_after(
     }
 }
 
+#[derive(Deserialize)]
+struct TapQuery {
+    stream: Option<String>,
+}
+
+/// A tap's replies: one JSON line per sampled tuple, as they come.
+struct TapLines(TapSession);
+
+impl futures_core::Stream for TapLines {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|event| {
+            event.map(|event| {
+                let mut line = match event {
+                    Ok(t) => serde_json::to_vec(&TapLine(&t)),
+                    // A refusal is the last line: the session's sender is gone after it.
+                    Err(e) => serde_json::to_vec(&serde_json::json!({ "error": e })),
+                }
+                .unwrap_or_default();
+                line.push(b'\n');
+                Ok(Bytes::from(line))
+            })
+        })
+    }
+}
+
+async fn tap(
+    State(ui): Shared,
+    Path((name, id)): Path<(String, String)>,
+    Query(q): Query<TapQuery>,
+) -> Response {
+    tap_reply(ui.source.tap(&name, &id, q.stream.as_deref()))
+}
+
+/// The reply to a tap request: the session's tuples streamed as JSON lines, or the refusal
+/// (nimbus's API answers taps with it too).
+pub fn tap_reply(opened: Result<TapSession, ActionError>) -> Response {
+    match opened {
+        Ok(session) => (
+            [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-store")],
+            axum::body::Body::from_stream(TapLines(session)),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), e.message),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct MetricsQuery {
     #[serde(default)]
@@ -290,7 +346,8 @@ mod tests {
         let plan = Plan::new(&def).unwrap();
         let metrics = TopologyMetrics::new(plan.task_count());
         let (control, watch) = tokio::sync::watch::channel(Control::Active);
-        let source = Arc::new(LocalSource::new(plan, metrics, control));
+        let taps = squall_engine::tap::Taps::new(&plan);
+        let source = Arc::new(LocalSource::new(plan, metrics, control, taps));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(source, UiOptions { secret: "s3cret".into(), public_read });

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use squall_api::TaskId;
 use squall_engine::metrics::TaskFigures;
+use squall_engine::tap::TapSession;
 
 /// The whole cluster (for a local run: one pseudo-supervisor and its one topology).
 #[derive(Debug, Clone, Default)]
@@ -145,6 +146,10 @@ pub trait Source: Send + Sync + 'static {
 
     /// Carries out `action` on the topology `name`.
     fn act(&self, name: &str, action: Action) -> Result<(), ActionError>;
+
+    /// Opens a tap on component `component` of topology `name`: samples of what it emits on
+    /// `stream` (every stream if `None`) until the session is dropped.
+    fn tap(&self, name: &str, component: &str, stream: Option<&str>) -> Result<TapSession, ActionError>;
 }
 
 /// A grouping as users write it: `shuffle`, `fields(word)`, …

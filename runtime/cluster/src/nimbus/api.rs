@@ -20,6 +20,7 @@ pub(super) fn router(nimbus: Arc<Nimbus>) -> Router {
         .route("/v1/topologies", post(submit).get(list))
         .route("/v1/topologies/{name}", get(status))
         .route("/v1/topologies/{name}/errors", get(errors))
+        .route("/v1/topologies/{name}/components/{component}/tap", get(tap))
         .route("/v1/topologies/{name}/activate", post(activate))
         .route("/v1/topologies/{name}/deactivate", post(deactivate))
         .route("/v1/topologies/{name}/kill", post(kill))
@@ -493,6 +494,22 @@ pub(super) async fn errors(
     Ok(Json(squall_ui::rest::topology_errors(&super::observe::view(&inner, record))))
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct TapQuery {
+    stream: Option<String>,
+}
+
+/// `squall tap`: the component's sampled tuples as JSON lines, until the client hangs up.
+pub(super) async fn tap(
+    State(nimbus): Shared,
+    Path((name, component)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<TapQuery>,
+) -> Response {
+    use squall_ui::Source;
+    let source = super::observe::NimbusSource(nimbus);
+    squall_ui::server::tap_reply(source.tap(&name, &component, q.stream.as_deref()))
+}
+
 pub(super) async fn activate(nimbus: Shared, name: Path<String>) -> ApiResult<Json<TopologyInfo>> {
     set_status(nimbus, name, Status::Active)
 }
@@ -685,9 +702,10 @@ impl Inner {
 }
 
 pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiResult<Json<WorkerReply>> {
-    let beat: WorkerHeartbeat = parse(&body)?;
+    let mut beat: WorkerHeartbeat = parse(&body)?;
     let mut inner = nimbus.lock();
-    let stop = Json(WorkerReply { control: WorkerControl::Stop, peers: Vec::new() });
+    let stop = Json(WorkerReply { control: WorkerControl::Stop, peers: Vec::new(), taps: Vec::new() });
+    nimbus.taps.retain(|t| inner.topologies.contains_key(t));
     let Some(record) = inner.topologies.get(&beat.topology) else { return Ok(stop) };
     // The worker runs under the version it was started with, which a kept worker carries on.
     let Some(a) = record
@@ -716,6 +734,8 @@ pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiR
         Status::Inactive | Status::Killing | Status::Rebalancing => WorkerControl::Inactive,
     };
     let count = a.workers.len();
+    nimbus.taps.deliver(&beat.topology, std::mem::take(&mut beat.taps));
+    let taps = nimbus.taps.wants(&beat.topology);
     let key = (beat.topology, a.version, beat.worker);
     inner.heartbeat(key.clone(), beat.addr, beat.tasks, Instant::now());
     let (topology, version, _) = key;
@@ -726,5 +746,5 @@ pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiR
             inner.workers.get(&key).map(|w| w.addr)
         })
         .collect();
-    Ok(Json(WorkerReply { control, peers }))
+    Ok(Json(WorkerReply { control, peers, taps }))
 }

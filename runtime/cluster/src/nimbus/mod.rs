@@ -83,6 +83,7 @@ use super::*;
 mod api;
 mod coordinator;
 mod observe;
+mod tap;
 #[cfg(test)]
 mod tests;
 
@@ -224,6 +225,8 @@ struct Nimbus {
     inner: Mutex<Inner>,
     /// What the UI alone needs (worker restarts).
     observed: observe::Observed,
+    /// The open `squall tap`s.
+    taps: tap::TapRelay,
 }
 
 /// The coordinator and the state directory its changes are persisted to, under one mutex.
@@ -330,6 +333,7 @@ impl Nimbus {
             state,
             inner: Mutex::new(inner),
             observed: observe::Observed::default(),
+            taps: tap::TapRelay::default(),
         }))
     }
 

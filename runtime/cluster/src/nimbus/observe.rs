@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use squall_engine::tap::TapSession;
 use squall_ui::view::{edges_of_toml, ClusterView, ComponentView, SupervisorView, TopologyView, WorkerView};
 use squall_ui::{Action, ActionError, Source};
 
@@ -91,6 +92,22 @@ impl Source for NimbusSource {
             }
         };
         done.map_err(|e| e.into_action_error())
+    }
+
+    fn tap(&self, name: &str, component: &str, stream: Option<&str>) -> Result<TapSession, ActionError> {
+        let inner = self.0.lock();
+        let Some(record) = inner.topologies.get(name) else {
+            return Err(ActionError { status: 404, message: format!("no topology named `{name}`") });
+        };
+        if !record.layout.components.iter().any(|c| c.id == component) {
+            return Err(ActionError {
+                status: 404,
+                message: format!("topology `{name}` has no component `{component}`"),
+            });
+        }
+        // Whether the stream exists only the workers know (they have the components): a
+        // worker refuses an unknown one with its first heartbeat.
+        Ok(self.0.taps.open(name, component, stream))
     }
 }
 

@@ -102,7 +102,15 @@ async fn worker_beat_with(
     tasks: Vec<TaskFigures>,
 ) -> WorkerReply {
     let addr: SocketAddr = format!("127.0.0.1:{}", 7000 + worker).parse().unwrap();
-    let beat = WorkerHeartbeat { topology: topology.into(), version, worker, addr, tasks, restarted: false };
+    let beat = WorkerHeartbeat {
+        topology: topology.into(),
+        version,
+        worker,
+        addr,
+        tasks,
+        restarted: false,
+        taps: Vec::new(),
+    };
     client.worker_heartbeat(&beat).await.unwrap()
 }
 

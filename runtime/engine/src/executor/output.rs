@@ -23,6 +23,7 @@ use crate::acker::{acker_of, AckerMsg, IdGen, Outcome};
 use crate::grouping::Router;
 use crate::metrics::{Counters, TaskMetrics};
 use crate::plan::Plan;
+use crate::tap::{stream_bit, TapPoint, Taps};
 
 /// Tuples per batch between two tasks.
 pub const BATCH: usize = 256;
@@ -53,6 +54,8 @@ pub struct Links {
     pub ackers: Vec<Option<mpsc::Sender<Vec<AckerMsg>>>>,
     /// Spout tasks hear their trees' outcomes on unbounded queues: an acker never waits.
     pub spouts: Vec<Option<mpsc::UnboundedSender<Vec<Outcome>>>>,
+    /// The process's taps (none: no task of it can be tapped).
+    pub taps: Option<Arc<Taps>>,
 }
 
 struct OutStream {
@@ -92,6 +95,8 @@ pub struct Output {
     error_log: ErrorLog,
     /// This task's own metrics (its latest error is kept there).
     own: Arc<TaskMetrics>,
+    /// Where `squall tap` samples this component's emits.
+    tap: Arc<TapPoint>,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -180,6 +185,7 @@ impl Output {
             counters: Counters::default(),
             error_log: ErrorLog { window_start: Instant::now(), logged: 0, suppressed: 0 },
             own: metrics[task as usize].clone(),
+            tap: links.taps.as_ref().map_or_else(Arc::default, |t| t.point(component)),
         })
     }
 
@@ -232,6 +238,14 @@ impl Output {
         Ok(s)
     }
 
+    /// Offers an emit on stream `s` to the tap: one relaxed load unless someone taps it.
+    #[inline]
+    fn tap(&self, s: usize, values: &Values) {
+        if self.tap.wants(stream_bit(s)) {
+            self.tap.offer(self.task, s, values);
+        }
+    }
+
     /// Emits a spout tuple; with `root`, every delivery becomes an edge of that tree. Returns
     /// the XOR of the edge ids created (0 if the tuple went nowhere).
     #[inline]
@@ -243,6 +257,7 @@ impl Output {
         direct: Option<TaskId>,
     ) -> Result<u64, EmitError> {
         let s = self.route(stream, &values, direct)?;
+        self.tap(s, &values);
         let sid = self.streams[s].sid;
         let n = self.targets.len();
         self.counters.emitted += 1;
@@ -291,6 +306,7 @@ impl Output {
         direct: Option<TaskId>,
     ) -> Result<(), EmitError> {
         let s = self.route(stream, &values, direct)?;
+        self.tap(s, &values);
         let sid = self.streams[s].sid;
         let n = self.targets.len();
         let tracked = self.acking && anchors.clone().any(|a| !a.anchors.is_empty());
