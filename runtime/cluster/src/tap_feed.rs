@@ -50,7 +50,7 @@ impl TapFeed {
             if self.open.contains_key(&want.id) || self.done.contains(&want.id) {
                 continue;
             }
-            if !self.hosted.iter().any(|c| *c == want.component) {
+            if !self.hosted.contains(&want.component) {
                 continue;
             }
             match self.taps.open(&want.component, want.stream.as_deref()) {
