@@ -9,9 +9,12 @@
 //! topology's assignment, hosts the tasks assigned to its index, talks to the other workers
 //! of that assignment over TCP ([`transport`]), and heartbeats its task figures, learning from
 //! the reply whether the topology is active and where its peers listen. An assignment has a
-//! version: every change (rebalance, a supervisor lost) makes a new version, and workers of
-//! an older version are stopped by their supervisors (and stop themselves when nimbus says
-//! they are superseded). Data flows one way: submit (CLI) → nimbus (state, [`scheduler`]) →
+//! version: every change (rebalance, a supervisor lost) makes a new version. A worker whose
+//! slot and tasks a new version keeps, while the routing (the layout and which worker hosts
+//! which task) stays the same, goes on running: it carries the version it was started under
+//! ([`Assignment::started`]), and workers' links speak the routing's version
+//! ([`Assignment::routing`]). Other workers of an older version are stopped by their
+//! supervisors (and stop themselves when nimbus says they are superseded). Data flows one way: submit (CLI) → nimbus (state, [`scheduler`]) →
 //! supervisor → worker → executors.
 //!
 //! The HTTP API (JSON bodies; errors are `{"error": "…"}` with a 4xx/5xx status):
@@ -225,9 +228,39 @@ pub struct Assignment {
     pub text: String,
     pub layout: Layout,
     pub workers: Vec<WorkerSlot>,
+    /// The version whose routing this one keeps (its layout and which worker index hosts
+    /// which task are the same since then; only the slots of some workers moved): the
+    /// version workers' links speak. 0 (an assignment stored before it was kept): `version`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub routing: u64,
+    /// Per worker: the version it was started under, which its supervisor runs it with (a
+    /// worker whose slot and tasks a new version keeps goes on running). Empty or 0: `version`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub started: Vec<u64>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Assignment {
+    /// The version worker links speak (see [`Self::routing`]).
+    pub fn routing_version(&self) -> u64 {
+        if self.routing == 0 {
+            self.version
+        } else {
+            self.routing
+        }
+    }
+
+    /// The version worker `worker` was started under (see [`Self::started`]).
+    pub fn started_version(&self, worker: usize) -> u64 {
+        match self.started.get(worker) {
+            Some(&v) if v != 0 => v,
+            _ => self.version,
+        }
+    }
+
     /// Per task: the index of the worker hosting it.
     pub fn task_worker(&self) -> Vec<usize> {
         let mut out = vec![0; self.layout.task_count()];
@@ -267,6 +300,7 @@ pub struct SupervisorHeartbeat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningWorker {
     pub topology: String,
+    /// The version the worker was started under ([`Assignment::started_version`]).
     pub version: u64,
     pub worker: usize,
     pub slot: usize,
@@ -282,6 +316,7 @@ pub struct SupervisorReply {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WorkerOrder {
     pub topology: String,
+    /// The version the worker was started under ([`Assignment::started_version`]).
     pub version: u64,
     /// The worker's index in the assignment.
     pub worker: usize,
@@ -308,6 +343,7 @@ pub struct SupervisorInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerHeartbeat {
     pub topology: String,
+    /// The version the worker was started under ([`Assignment::started_version`]).
     pub version: u64,
     pub worker: usize,
     /// Where its transport listens.

@@ -9,10 +9,24 @@
 //! (consecutive ids) land on different workers. Every task is in exactly one worker; no
 //! worker is empty. With no free slot at all it is an error. It decides nothing else: which
 //! slots are free, and when to (re)schedule, is nimbus's business.
+//!
+//! [`reschedule`] is the sticky form, given where the topology ran before: a task is known by
+//! its component and its index in it (an acker by its index), so a parallelism change of
+//! one component leaves every other task where it was. A previous worker whose slot is still
+//! free (its supervisor lives and offers it, with the same port) keeps its index, its slot
+//! and the tasks it held that still exist; the other tasks (new ones, and those of workers
+//! on a lost slot) go to replacement workers at the lost workers' indices, or to new slots
+//! taken in the spread order above (lowest id first, each to the worker with the fewest),
+//! and tasks move between workers only while one holds more than ⌈n/w⌉ + 1 or fewer than
+//! ⌊n/w⌋ − 1 tasks (or none): every worker stays within one task of its fair share. So
+//! the loss of a supervisor moves exactly its workers' tasks, each worker's set whole, to the
+//! same worker indices elsewhere.
 
 use std::collections::BTreeMap;
 
 use squall_api::TaskId;
+
+use squall_engine::plan::{ACKER_COMPONENT, COORDINATOR_COMPONENT};
 
 use super::{Layout, WorkerSlot};
 
@@ -75,6 +89,158 @@ pub fn schedule(layout: &Layout, free: &[FreeSlot]) -> Result<Vec<WorkerSlot>, S
         chosen[task % count].tasks.push(task as TaskId);
     }
     Ok(chosen)
+}
+
+/// Where a topology ran before: its previous layout and workers.
+#[derive(Debug, Clone, Copy)]
+pub struct Previous<'a> {
+    pub layout: &'a Layout,
+    pub workers: &'a [WorkerSlot],
+}
+
+/// A task as a rebalance sees it: its component (or system role) and its index there.
+type TaskKey<'a> = (&'a str, usize);
+
+/// Every task of `layout`, by task id, as its key.
+fn task_keys(layout: &Layout) -> Vec<TaskKey<'_>> {
+    let mut keys = Vec::with_capacity(layout.task_count());
+    for c in &layout.components {
+        keys.extend((0..c.parallelism).map(|i| (c.id.as_str(), i)));
+    }
+    keys.extend((0..layout.ackers).map(|i| (ACKER_COMPONENT, i)));
+    if layout.coordinator {
+        keys.push((COORDINATOR_COMPONENT, 0));
+    }
+    keys
+}
+
+/// Places `layout`'s tasks on `free` slots, keeping what can stay where `previous` put it
+/// (see the module docs). `free` includes the slots `previous` used that are still live.
+pub fn reschedule(
+    layout: &Layout,
+    free: &[FreeSlot],
+    previous: Option<Previous>,
+) -> Result<Vec<WorkerSlot>, ScheduleError> {
+    let Some(previous) = previous else { return schedule(layout, free) };
+    if free.is_empty() {
+        return Err(ScheduleError::NoFreeSlot);
+    }
+    let offered = |w: &WorkerSlot| {
+        free.iter().any(|f| f.supervisor == w.supervisor && f.slot == w.slot && f.port == w.port)
+    };
+    // Distinct free slots, in the spread order, for replacements and new workers.
+    let spread: Vec<FreeSlot> = {
+        let mut all = free.to_vec();
+        all.sort_by(|a, b| (&a.supervisor, a.slot).cmp(&(&b.supervisor, b.slot)));
+        all.dedup_by(|a, b| a.supervisor == b.supervisor && a.slot == b.slot);
+        let mut by_supervisor: BTreeMap<&str, Vec<&FreeSlot>> = BTreeMap::new();
+        for s in &all {
+            by_supervisor.entry(s.supervisor.as_str()).or_default().push(s);
+        }
+        let rounds = by_supervisor.values().map(Vec::len).max().unwrap_or(0);
+        (0..rounds)
+            .flat_map(|r| by_supervisor.values().filter_map(move |slots| slots.get(r).copied().cloned()))
+            .collect()
+    };
+    let count = wanted_workers(layout).min(spread.len());
+    // Previous workers that keep their slot, by previous index (the first `count` of them).
+    let kept: Vec<usize> =
+        (0..previous.workers.len()).filter(|&i| offered(&previous.workers[i])).take(count).collect();
+    // New index → previous index, for kept workers: their own index when it exists.
+    let mut from: Vec<Option<usize>> = vec![None; count];
+    let mut moved = Vec::new();
+    for &i in &kept {
+        if i < count {
+            from[i] = Some(i);
+        } else {
+            moved.push(i);
+        }
+    }
+    for i in moved {
+        if let Some(hole) = from.iter().position(Option::is_none) {
+            from[hole] = Some(i);
+        }
+    }
+    let mut fresh = spread.iter().filter(|f| {
+        !kept
+            .iter()
+            .any(|&i| previous.workers[i].supervisor == f.supervisor && previous.workers[i].slot == f.slot)
+    });
+    let mut chosen = Vec::with_capacity(count);
+    for f in &from {
+        let slot = match f {
+            Some(i) => {
+                let w = &previous.workers[*i];
+                WorkerSlot { supervisor: w.supervisor.clone(), slot: w.slot, port: w.port, tasks: Vec::new() }
+            }
+            None => {
+                let s = fresh.next().expect("count is at most the free slots");
+                WorkerSlot { supervisor: s.supervisor.clone(), slot: s.slot, port: s.port, tasks: Vec::new() }
+            }
+        };
+        chosen.push(slot);
+    }
+    // The new worker that a previous worker's tasks go back to: its own if kept, else the
+    // replacement at its index.
+    let mut home: Vec<Option<usize>> = vec![None; previous.workers.len()];
+    for (new, f) in from.iter().enumerate() {
+        if let Some(old) = f {
+            home[*old] = Some(new);
+        }
+    }
+    for (old, h) in home.iter_mut().enumerate() {
+        if h.is_none() && old < count && from[old].is_none() && !kept.contains(&old) {
+            *h = Some(old);
+        }
+    }
+    let old_keys = task_keys(previous.layout);
+    let mut was_on: BTreeMap<TaskKey, usize> = BTreeMap::new();
+    for (w, slot) in previous.workers.iter().enumerate() {
+        for &t in &slot.tasks {
+            if let Some(&key) = old_keys.get(t as usize) {
+                was_on.insert(key, w);
+            }
+        }
+    }
+    let mut orphans = Vec::new();
+    for (t, key) in task_keys(layout).into_iter().enumerate() {
+        match was_on.get(&key).and_then(|&w| home[w]) {
+            Some(new) => chosen[new].tasks.push(t as TaskId),
+            None => orphans.push(t as TaskId),
+        }
+    }
+    even_out(&mut chosen, orphans, layout.task_count());
+    for w in &mut chosen {
+        w.tasks.sort_unstable();
+    }
+    Ok(chosen)
+}
+
+/// Places the `orphans` (lowest id first) on the workers with the fewest tasks, then moves
+/// tasks (a largest worker's last, to a smallest worker) only while a worker holds more than
+/// ⌈n/w⌉ + 1 or fewer than ⌊n/w⌋ − 1 of the `n` tasks, or none: each worker ends within one
+/// task of its fair share, and tasks that could stay mostly do.
+fn even_out(workers: &mut [WorkerSlot], mut orphans: Vec<TaskId>, n: usize) {
+    let count = workers.len();
+    let (low, high) = (n / count, n.div_ceil(count));
+    let (floor, ceiling) = (low.saturating_sub(1).max(1), high + 1);
+    orphans.sort_unstable();
+    let smallest = |workers: &[WorkerSlot]| (0..count).min_by_key(|&i| (workers[i].tasks.len(), i));
+    for t in orphans {
+        let i = smallest(workers).expect("at least one worker");
+        workers[i].tasks.push(t);
+    }
+    loop {
+        let to = smallest(workers).expect("at least one worker");
+        let from =
+            (0..count).max_by_key(|&i| (workers[i].tasks.len(), count - i)).expect("at least one worker");
+        let (small, large) = (workers[to].tasks.len(), workers[from].tasks.len());
+        if large <= small + 1 || (large <= ceiling && small >= floor.min(n)) {
+            break;
+        }
+        let t = workers[from].tasks.pop().expect("the largest worker has tasks");
+        workers[to].tasks.push(t);
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +366,131 @@ mod tests {
                         .iter()
                         .fold((usize::MAX, 0), |(lo, hi), w| (lo.min(w.tasks.len()), hi.max(w.tasks.len())));
                     assert!(max - min <= 1, "{placed:?}");
+                }
+            }
+        }
+    }
+
+    /// Where each task key sits: key → (supervisor, slot, worker index).
+    fn placement(l: &Layout, workers: &[WorkerSlot]) -> BTreeMap<(String, usize), (String, usize, usize)> {
+        let keys = task_keys(l);
+        let mut out = BTreeMap::new();
+        for (i, w) in workers.iter().enumerate() {
+            for &t in &w.tasks {
+                let (c, n) = keys[t as usize];
+                out.insert((c.to_string(), n), (w.supervisor.clone(), w.slot, i));
+            }
+        }
+        out
+    }
+
+    /// Every worker within one task of its fair share, none empty.
+    fn assert_even(workers: &[WorkerSlot]) {
+        let n: usize = workers.iter().map(|w| w.tasks.len()).sum();
+        let (low, high) = (n / workers.len(), n.div_ceil(workers.len()));
+        for w in workers {
+            assert!(
+                !w.tasks.is_empty() && w.tasks.len() + 1 >= low && w.tasks.len() <= high + 1,
+                "{workers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_moves_when_nothing_changed() {
+        let l = layout(3, &[2, 4, 3], 1);
+        let slots = free(&["a", "b"], 2);
+        let before = schedule(&l, &slots).unwrap();
+        let after = reschedule(&l, &slots, Some(Previous { layout: &l, workers: &before })).unwrap();
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn a_lost_supervisor_moves_only_its_workers_tasks_to_the_same_indices() {
+        let l = layout(4, &[2, 4, 3], 2);
+        let before = schedule(&l, &free(&["a", "b"], 2)).unwrap();
+        // sup-a is gone; sup-c offers two slots.
+        let mut slots = free(&["b"], 2);
+        slots.extend(free(&["c"], 2));
+        let after = reschedule(&l, &slots, Some(Previous { layout: &l, workers: &before })).unwrap();
+        assert_eq!(after.len(), before.len());
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(a.tasks, b.tasks, "every worker index keeps its tasks");
+            if b.supervisor == "b" {
+                assert_eq!(a, b, "the workers of the live supervisor stay put");
+            } else {
+                assert_eq!(a.supervisor, "c", "the lost supervisor's workers move: {after:?}");
+            }
+        }
+        assert_each_task_once(&l, &after);
+    }
+
+    #[test]
+    fn a_parallelism_change_moves_only_that_components_tasks() {
+        let before_layout = layout(3, &[2, 4, 3], 1);
+        let slots = free(&["a", "b"], 2);
+        let before = schedule(&before_layout, &slots).unwrap();
+        let was = placement(&before_layout, &before);
+        for p in [1, 2, 6, 9] {
+            let mut l = before_layout.clone();
+            l.components[1].parallelism = p;
+            let after =
+                reschedule(&l, &slots, Some(Previous { layout: &before_layout, workers: &before })).unwrap();
+            assert_each_task_once(&l, &after);
+            assert_even(&after);
+            let is = placement(&l, &after);
+            let mut c1_moved = 0;
+            for (key, at) in &is {
+                match was.get(key) {
+                    Some(w) if key.0 != "c1" => assert_eq!(at, w, "{key:?} moved with c1 at {p}"),
+                    Some(w) => c1_moved += usize::from(at != w),
+                    None => assert_eq!(key.0, "c1", "only c1 has new tasks"),
+                }
+            }
+            assert_eq!(c1_moved, 0, "c1's remaining tasks stay where they were: {after:?}");
+            let slots_before: Vec<_> = before.iter().map(|w| (&w.supervisor, w.slot)).collect();
+            let slots_after: Vec<_> = after.iter().map(|w| (&w.supervisor, w.slot)).collect();
+            assert_eq!(slots_after, slots_before, "every worker keeps its slot");
+        }
+    }
+
+    #[test]
+    fn more_workers_take_new_slots_and_fewer_keep_the_first_ones() {
+        let l3 = layout(3, &[3, 3], 0);
+        let slots = free(&["a", "b"], 3);
+        let before = schedule(&l3, &slots).unwrap();
+        let l5 = layout(5, &[3, 3], 0);
+        let grown = reschedule(&l5, &slots, Some(Previous { layout: &l3, workers: &before })).unwrap();
+        assert_eq!(grown.len(), 5);
+        assert_eq!(
+            &grown[..3].iter().map(|w| (&w.supervisor, w.slot)).collect::<Vec<_>>(),
+            &before.iter().map(|w| (&w.supervisor, w.slot)).collect::<Vec<_>>()
+        );
+        assert_even(&grown);
+        assert_each_task_once(&l5, &grown);
+        let l2 = layout(2, &[3, 3], 0);
+        let shrunk = reschedule(&l2, &slots, Some(Previous { layout: &l3, workers: &before })).unwrap();
+        assert_eq!(shrunk.len(), 2);
+        assert_eq!((&shrunk[0].supervisor, shrunk[0].slot), (&before[0].supervisor, before[0].slot));
+        assert!(before[0].tasks.iter().all(|t| shrunk[0].tasks.contains(t)), "{shrunk:?}");
+        assert_each_task_once(&l2, &shrunk);
+    }
+
+    #[test]
+    fn rescheduling_is_even_and_complete_for_many_shapes() {
+        for workers in 1..6 {
+            for p in [1, 3, 8] {
+                let before_layout = layout(3, &[2, 5, 3], 1);
+                let before = schedule(&before_layout, &free(&["a", "b", "c"], 2)).unwrap();
+                let mut l = layout(workers, &[2, 5, 3], 1);
+                l.components[1].parallelism = p;
+                for slots in [free(&["a", "b", "c"], 2), free(&["b", "d"], 2), free(&["a"], 1)] {
+                    let after =
+                        reschedule(&l, &slots, Some(Previous { layout: &before_layout, workers: &before }))
+                            .unwrap();
+                    assert_eq!(after.len(), wanted_workers(&l).min(slots.len()));
+                    assert_each_task_once(&l, &after);
+                    assert_even(&after);
                 }
             }
         }

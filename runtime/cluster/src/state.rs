@@ -271,6 +271,8 @@ pub(crate) mod tests {
                 text: "name = \"x\"\n".into(),
                 layout,
                 workers: vec![WorkerSlot { supervisor: "a".into(), slot: 1, port: 0, tasks: vec![0, 1] }],
+                routing: 2,
+                started: vec![2],
             }),
             assigned_ms: 5678,
             next_version: 4,

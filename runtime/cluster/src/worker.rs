@@ -3,10 +3,13 @@
 //!
 //! Contract: [`run`] reads the cluster's secret from `SQUALL_SECRET` (never the command
 //! line, which `ps` shows), and `[cluster] tls` from `SQUALL_TLS_*` (its links to nimbus,
-//! its peers and brokers are then TLS), and fetches its topology's [`Assignment`] from nimbus, retrying
-//! for up to a minute while nimbus is unreachable. An assignment of another version than
-//! `--version` (or a topology nimbus no longer knows) means this worker is stale: it exits 0
-//! at once. Otherwise it loads the topology from the assignment's text with this binary's
+//! its peers and brokers are then TLS), and fetches its topology's [`Assignment`] from nimbus,
+//! retrying for up to a minute while nimbus is unreachable. An assignment that does not run
+//! this worker under `--version` (the version it was started with:
+//! [`Assignment::started_version`]), or a topology nimbus no longer knows, means this worker is
+//! stale: it exits 0 at once. Its links to the other workers speak the assignment's routing
+//! version, so a worker a later version keeps (same slot, same tasks, same routing) goes on
+//! talking with the replacements of the workers that moved. Otherwise it loads the topology from the assignment's text with this binary's
 //! registry (a load error ends it, as one line), applies the assignment's [`Layout`](super::Layout),
 //! plans it with the assignment's task placement, binds its [`Transport`] on `--host`:`--port`
 //! (port 0: any free port), heartbeats once to publish its address and learn its peers', and
@@ -229,7 +232,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
         bind_addr,
         &link_secret,
         &args.topology,
-        args.version,
+        assignment.routing_version(),
         args.worker,
         peers_rx,
         TransportOptions { tls, ..Default::default() },
@@ -354,7 +357,8 @@ async fn fetch_assignment(
     let mut warned = false;
     loop {
         match client.assignment(&args.topology).await {
-            Ok(a) if a.version != args.version => {
+            // A worker the current assignment kept runs under the version it was started with.
+            Ok(a) if args.worker >= a.workers.len() || a.started_version(args.worker) != args.version => {
                 info!(
                     "{name}: the current assignment is version {}; this worker is stale, exiting",
                     a.version
@@ -735,6 +739,8 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
                     tasks: tasks.to_vec(),
                 })
                 .collect(),
+            routing: 0,
+            started: Vec::new(),
         }
     }
 

@@ -645,8 +645,15 @@ pub(super) async fn supervisor_heartbeat(
         Some(_) => {}
     }
     inner.reconcile();
-    let current =
-        |topology: &str, version| inner.topologies.get(topology).is_some_and(|r| r.version() == version);
+    // A worker is current while the assignment runs it under that version (a kept worker
+    // runs under the version it was started with).
+    let current = |topology: &str, version| {
+        inner
+            .topologies
+            .get(topology)
+            .and_then(|r| r.assignment.as_ref())
+            .is_some_and(|a| (0..a.workers.len()).any(|w| a.started_version(w) == version))
+    };
     nimbus.observed.running(&beat.id, &beat.running, current);
     let mut workers = Vec::new();
     for record in inner.topologies.values() {
@@ -654,7 +661,7 @@ pub(super) async fn supervisor_heartbeat(
         for (worker, w) in a.workers.iter().enumerate().filter(|(_, w)| w.supervisor == beat.id) {
             workers.push(WorkerOrder {
                 topology: a.topology.clone(),
-                version: a.version,
+                version: a.started_version(worker),
                 worker,
                 slot: w.slot,
                 port: w.port,
@@ -700,10 +707,14 @@ pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiR
     let stop = Json(WorkerReply { control: WorkerControl::Stop, peers: Vec::new(), taps: Vec::new() });
     nimbus.taps.retain(|t| inner.topologies.contains_key(t));
     let Some(record) = inner.topologies.get(&beat.topology) else { return Ok(stop) };
-    let Some(a) = record.assignment.as_ref().filter(|a| a.version == beat.version) else { return Ok(stop) };
-    if beat.worker >= a.workers.len() {
+    // The worker runs under the version it was started with, which a kept worker carries on.
+    let Some(a) = record
+        .assignment
+        .as_ref()
+        .filter(|a| beat.worker < a.workers.len() && a.started_version(beat.worker) == beat.version)
+    else {
         return Ok(stop);
-    }
+    };
     if beat.restarted && record.layout.exactly_once && record.status != Status::Killing {
         // Its tasks' state is behind the others': every worker starts again from the last
         // committed checkpoint, under a new assignment version.
@@ -725,7 +736,7 @@ pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiR
     let count = a.workers.len();
     nimbus.taps.deliver(&beat.topology, std::mem::take(&mut beat.taps));
     let taps = nimbus.taps.wants(&beat.topology);
-    let key = (beat.topology, beat.version, beat.worker);
+    let key = (beat.topology, a.version, beat.worker);
     inner.heartbeat(key.clone(), beat.addr, beat.tasks, Instant::now());
     let (topology, version, _) = key;
     let mut key = (topology, version, 0);

@@ -7,7 +7,8 @@
 //! stored topology goes through a [`Persist`] before the coordinator applies it (a change
 //! that cannot be persisted is not applied). [`Coordinator::reconcile`] acts on due
 //! deadlines (a killing topology is removed, a rebalancing one gets its new layout and a new
-//! assignment), then reschedules (new version) every topology with a worker on a dead or
+//! assignment, which keeps every task it can where it was and the workers whose tasks do
+//! not move running), then reschedules (new version) every topology with a worker on a dead or
 //! unknown supervisor or on a slot its supervisor no longer offers, schedules topologies
 //! without an assignment when a slot is free, and grows topologies short of workers when a
 //! slot is free and all their supervisors have been heard from. Each condition is false
@@ -107,9 +108,24 @@ impl Coordinator {
         now.saturating_duration_since(s.last_seen) < self.supervisor_timeout
     }
 
-    /// Persists `record` and makes it the current one.
+    /// Persists `record` and makes it the current one. The heartbeats of workers the new
+    /// assignment keeps running are carried over to it (their figures and addresses go on).
     pub(super) fn commit(&mut self, record: TopologyRecord, persist: &mut Persist) -> Result<(), StateError> {
         persist(Change::Save(&record))?;
+        let before = self.topologies.get(&record.name).and_then(|r| r.assignment.as_ref());
+        if let (Some(old), Some(new)) = (before, record.assignment.as_ref()) {
+            if old.version != new.version {
+                for worker in 0..new.workers.len().min(old.workers.len()) {
+                    if new.started_version(worker) != old.started_version(worker) {
+                        continue;
+                    }
+                    let key = (record.name.clone(), old.version, worker);
+                    if let Some(beat) = self.workers.remove(&key) {
+                        self.workers.insert((record.name.clone(), new.version, worker), beat);
+                    }
+                }
+            }
+        }
         self.topologies.insert(record.name.clone(), record);
         self.forget_stale_workers();
         Ok(())
@@ -193,12 +209,17 @@ impl Coordinator {
     }
 
     /// Gives `record` a new assignment (a new version) over the free slots, or none if there
-    /// is no free slot.
+    /// is no free slot. Tasks stay where the current assignment has them when they can (see
+    /// [`scheduler::reschedule`]), and workers whose slot and tasks stay, under an unchanged
+    /// routing, keep running (see [`kept_workers`]); with exactly-once state every worker
+    /// starts again.
     pub(super) fn reassign(&self, record: &mut TopologyRecord, now: Instant, now_ms: u64) {
         let free = self.free_slots(Some(&record.name), now);
-        match scheduler::schedule(&record.layout, &free) {
+        let previous = record.assignment.as_ref();
+        let before = previous.map(|a| scheduler::Previous { layout: &a.layout, workers: &a.workers });
+        match scheduler::reschedule(&record.layout, &free, before) {
             Ok(workers) => {
-                record.assignment = Some(Assignment {
+                let mut next = Assignment {
                     topology: record.name.clone(),
                     version: record.next_version,
                     submitted_ms: record.submitted_ms,
@@ -207,7 +228,13 @@ impl Coordinator {
                     text: record.text.clone(),
                     layout: record.layout.clone(),
                     workers,
-                });
+                    routing: 0,
+                    started: Vec::new(),
+                };
+                if let Some(previous) = previous.filter(|_| !record.layout.exactly_once) {
+                    kept_workers(previous, &mut next);
+                }
+                record.assignment = Some(next);
                 record.next_version += 1;
                 record.assigned_ms = now_ms;
             }
@@ -304,10 +331,44 @@ pub(super) fn describe(record: &TopologyRecord) -> String {
     match &record.assignment {
         Some(a) => {
             let on: Vec<String> = a.workers.iter().map(|w| format!("{}#{}", w.supervisor, w.slot)).collect();
-            format!("version {}: {} workers on {}", a.version, a.workers.len(), on.join(", "))
+            let kept = (0..a.workers.len()).filter(|&i| a.started_version(i) != a.version).count();
+            let kept = if kept > 0 { format!(" ({kept} kept running)") } else { String::new() };
+            format!("version {}: {} workers on {}{kept}", a.version, a.workers.len(), on.join(", "))
         }
         None => "no assignment (no free worker slot)".to_string(),
     }
+}
+
+/// Marks the workers of `next` that go on running from `previous`: when the routing is the
+/// same (the same layout but for its worker count, the same number of workers, each index
+/// with the same tasks), `next` speaks `previous`'s routing version, and a worker on the
+/// same slot (supervisor, slot, port) keeps the version it was started under; every other
+/// worker is started under `next`'s version. Otherwise every worker starts again.
+pub(super) fn kept_workers(previous: &Assignment, next: &mut Assignment) {
+    let same_layout =
+        Layout { workers: 0, ..previous.layout.clone() } == Layout { workers: 0, ..next.layout.clone() };
+    let same_tasks = previous.workers.len() == next.workers.len()
+        && previous.workers.iter().zip(&next.workers).all(|(a, b)| {
+            let (mut a, mut b) = (a.tasks.clone(), b.tasks.clone());
+            a.sort_unstable();
+            b.sort_unstable();
+            a == b
+        });
+    if !(same_layout && same_tasks) {
+        return;
+    }
+    next.routing = previous.routing_version();
+    next.started = (0..next.workers.len())
+        .map(|i| {
+            let (a, b) = (&previous.workers[i], &next.workers[i]);
+            let same_slot = (&a.supervisor, a.slot, a.port) == (&b.supervisor, b.slot, b.port);
+            if same_slot {
+                previous.started_version(i)
+            } else {
+                next.version
+            }
+        })
+        .collect();
 }
 
 /// Applies a rebalance request to a layout.
@@ -490,5 +551,55 @@ mod tests {
         let beat = &core.workers[&key];
         assert_eq!(beat.tasks[0].emitted, 890, "800 before the restart, 90 since");
         assert_eq!(beat.restarts, 1);
+    }
+
+    #[test]
+    fn a_lost_supervisors_replacements_start_anew_and_the_other_workers_keep_running() {
+        let t0 = Instant::now();
+        let mut core = Coordinator::new(vec![record("t", 2)], TIMEOUT, t0);
+        heard(&mut core, "sup-a", 1, t0);
+        heard(&mut core, "sup-b", 1, t0);
+        let mut saved = Vec::new();
+        core.reconcile(t0, 0, &mut log(&mut saved));
+        assert_eq!(supervisors_of(&core, "t"), ["sup-a", "sup-b"]);
+        let addr: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let figures = vec![TaskFigures { task: 1, emitted: 42, ..Default::default() }];
+        core.heartbeat(("t".into(), 1, 1), addr, figures, t0);
+
+        // sup-a goes silent; sup-c offers a slot.
+        let later = t0 + TIMEOUT;
+        heard(&mut core, "sup-b", 1, later);
+        heard(&mut core, "sup-c", 1, later);
+        core.reconcile(later, 0, &mut log(&mut saved));
+        assert_eq!(supervisors_of(&core, "t"), ["sup-c", "sup-b"]);
+        let a = core.topologies["t"].assignment.clone().unwrap();
+        assert_eq!((a.version, a.routing_version()), (2, 1), "a new version over the same routing");
+        assert_eq!((a.started_version(0), a.started_version(1)), (2, 1), "sup-b's worker runs on");
+        let beat = &core.workers[&("t".to_string(), 2, 1)];
+        assert_eq!((beat.addr, beat.tasks[0].emitted), (addr, 42), "its heartbeat carries over");
+    }
+
+    #[test]
+    fn a_changed_layout_or_exactly_once_state_starts_every_worker_again() {
+        let t0 = Instant::now();
+        let mut core = Coordinator::new(vec![record("t", 2)], TIMEOUT, t0);
+        heard(&mut core, "sup-a", 2, t0);
+        let mut saved = Vec::new();
+        core.reconcile(t0, 0, &mut log(&mut saved));
+        let mut r = core.topologies["t"].clone();
+        r.layout.components[0].parallelism = 3;
+        core.reassign(&mut r, t0, 0);
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!(a.routing_version(), 2, "task ids moved: a new routing");
+        assert!((0..a.workers.len()).all(|w| a.started_version(w) == 2));
+
+        let mut r = core.topologies["t"].clone();
+        core.reassign(&mut r, t0, 0);
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!((a.routing_version(), a.started_version(0), a.started_version(1)), (1, 1, 1));
+        r.layout.exactly_once = true;
+        core.reassign(&mut r, t0, 0);
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!((a.routing_version(), a.started_version(0)), (a.version, a.version));
     }
 }

@@ -42,10 +42,16 @@
 //!   when a slot is free (never while one of their supervisors is still in grace). Each of
 //!   those conditions is false right after the action, so nothing is rescheduled in a loop.
 //!   A rescheduled topology's own slots count as free for it; slots of every other current
-//!   assignment (killing ones included) are taken.
+//!   assignment (killing ones included) are taken. A new assignment keeps every task it can
+//!   where it was ([`crate::scheduler::reschedule`]); when its routing is unchanged (a lost
+//!   supervisor's workers moved whole, a rebalance that moves no task), the workers that stay
+//!   on their slot keep running under the version they were started with (unless the
+//!   topology has exactly-once state, where every worker starts again from the last
+//!   checkpoint); a layout change (parallelism) starts every worker again.
 //! - A supervisor's heartbeat reply orders exactly the workers that current assignments place
-//!   on it. A worker's heartbeat reply says Stop if its topology is gone or its version is
-//!   not current, Inactive while the topology is not Active, else Active, with the address
+//!   on it (each under the version it was started with). A worker's heartbeat reply says
+//!   Stop if its topology is gone or the current assignment does not run it under its
+//!   version, Inactive while the topology is not Active, else Active, with the address
 //!   each worker of the current assignment last reported.
 //!
 //! Connections are bounded as [`squall_ui::bounded`] says, as on the UI's port: a client that

@@ -454,18 +454,25 @@ async fn a_lost_supervisor_has_its_workers_moved() {
     assert_eq!(on, vec!["sup-a", "sup-b"]);
     assert_eq!(worker_beat(&client, "moves", 1, 0).await.control, WorkerControl::Active);
 
-    // Only sup-b keeps heartbeating.
-    let orders = eventually("sup-b runs every worker of a newer version", async || {
+    // Only sup-b keeps heartbeating: sup-a's worker moves there, at the same index with the
+    // same tasks; sup-b's own worker keeps running under the version it was started with.
+    let orders = eventually("sup-b runs both workers", async || {
         let orders = beat(&client, "sup-b", 2).await;
-        (orders.len() == 2 && orders.iter().all(|o| o.version > 1)).then_some(orders)
+        (orders.len() == 2).then_some(orders)
     })
     .await;
     let now = client.assignment("moves").await.unwrap();
-    assert_eq!(now.version, orders[0].version);
+    assert!(now.version > 1);
     assert!(now.workers.iter().all(|w| w.supervisor == "sup-b"), "{now:?}");
+    let tasks = |a: &crate::Assignment| a.workers.iter().map(|w| w.tasks.clone()).collect::<Vec<_>>();
+    assert_eq!(tasks(&now), tasks(&first), "every worker index keeps its tasks");
+    let versions: Vec<(usize, u64)> = orders.iter().map(|o| (o.worker, o.version)).collect();
+    assert!(versions.contains(&(0, now.version)) && versions.contains(&(1, 1)), "{versions:?}");
+    assert_eq!(now.routing_version(), 1, "the routing did not change");
     assert_eq!(worker_beat(&client, "moves", 1, 0).await.control, WorkerControl::Stop);
-    assert_eq!(worker_beat(&client, "moves", 1, 1).await.control, WorkerControl::Stop);
-    assert_eq!(worker_beat(&client, "moves", now.version, 1).await.control, WorkerControl::Active);
+    assert_eq!(worker_beat(&client, "moves", 1, 1).await.control, WorkerControl::Active);
+    assert_eq!(worker_beat(&client, "moves", now.version, 1).await.control, WorkerControl::Stop);
+    assert_eq!(worker_beat(&client, "moves", now.version, 0).await.control, WorkerControl::Active);
     let supervisors = client.supervisors().await.unwrap();
     let a = supervisors.iter().find(|s| s.id == "sup-a").unwrap();
     assert!(!a.alive && a.used_slots == 0, "{a:?}");
@@ -552,7 +559,9 @@ async fn rebalance_makes_a_new_version_with_the_new_layout() {
     let a = client.assignment("grow").await.unwrap();
     assert_eq!(a.layout.workers, 3);
     assert_eq!(a.layout.components[1].parallelism, 5);
-    assert_eq!(a.workers.iter().map(|w| w.tasks.len()).collect::<Vec<_>>(), vec![3, 3, 2]);
+    let mut sizes: Vec<usize> = a.workers.iter().map(|w| w.tasks.len()).collect();
+    sizes.sort_unstable();
+    assert!(sizes == [2, 3, 3] || sizes == [2, 2, 4], "within a task of an even share: {sizes:?}");
     assert_eq!(worker_beat(&client, "grow", 1, 0).await.control, WorkerControl::Stop);
     assert_eq!(worker_beat(&client, "grow", 2, 2).await.control, WorkerControl::Active);
     let orders = [beat(&client, "sup-a", 2).await, beat(&client, "sup-b", 2).await].concat();

@@ -52,6 +52,17 @@ fn decide_starts_on_a_slot_only_once_its_old_worker_is_gone() {
 }
 
 #[test]
+fn decide_keeps_a_worker_a_new_assignment_keeps_and_starts_only_the_moved_one() {
+    // Version 2 moved worker 0 here (a lost supervisor's) and kept worker 1, which nimbus
+    // orders under the version it was started with.
+    let kept = order("t", 1, 1);
+    let mut moved = order("t", 0, 0);
+    moved.version = 2;
+    let d = decide(&[moved.clone(), kept.clone()], &[&kept], &[], 2);
+    assert_eq!(d, Decision { stop: vec![], start: vec![moved], refused: vec![] });
+}
+
+#[test]
 fn decide_refuses_slots_it_does_not_have_and_runs_one_worker_per_slot() {
     let (a, b, far) = (order("t", 0, 0), order("u", 0, 0), order("t", 1, 5));
     let d = decide(&[a.clone(), b, a.clone(), far.clone()], &[], &[], 2);

@@ -1,0 +1,116 @@
+//! Live rebalance end to end: one `squall nimbus`, three `squall supervisor`s and their worker
+//! processes on 127.0.0.1. A rebalance or the loss of a supervisor restarts only the workers
+//! whose tasks move: the others keep their process (same pid) and their tuples, and every
+//! number still reaches the sink. The topology is sequence → pass (a flaky bolt that fails
+//! nothing) → file-sink over four workers.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use squall_tests::cluster::{alive, numbers_in, Cluster};
+use squall_tests::TempDir;
+
+const LONG: Duration = Duration::from_secs(240);
+
+fn numbers_topology(
+    dir: &TempDir,
+    name: &str,
+    count: u64,
+    rate: u64,
+    workers: usize,
+    out: &Path,
+) -> std::path::PathBuf {
+    dir.topology(
+        &format!("{name}.toml"),
+        &format!(
+            r#"
+name = "{name}"
+workers = {workers}
+
+[settings]
+message_timeout_secs = 5
+max_spout_pending = 500
+
+[[spouts]]
+id = "numbers"
+kind = "sequence"
+config = {{ count = {count}, rate = {rate} }}
+
+[[bolts]]
+id = "pass"
+kind = "flaky"
+parallelism = 2
+inputs = [{{ from = "numbers", grouping = "shuffle" }}]
+config = {{ fail_fraction = 0.0, seed = 7 }}
+
+[[bolts]]
+id = "sink"
+kind = "file-sink"
+parallelism = 2
+inputs = [{{ from = "pass", grouping = {{ fields = ["n"] }} }}]
+config = {{ path = "{}" }}
+"#,
+            out.display()
+        ),
+    )
+}
+
+fn version(cluster: &Cluster, name: &str) -> u64 {
+    cluster.listed(name).and_then(|t| t["version"].as_u64()).unwrap_or(0)
+}
+
+fn pids(cluster: &Cluster, supervisor: usize) -> BTreeSet<u32> {
+    cluster.workers_of(supervisor).into_iter().collect()
+}
+
+#[test]
+fn a_rebalance_or_a_lost_supervisor_restarts_only_the_workers_whose_tasks_move() {
+    let dir = TempDir::new("live-rebalance");
+    let mut cluster = Cluster::start(&dir, 3, 2);
+    let out = dir.join("out.jsonl");
+    let count = 8000;
+    let file = numbers_topology(&dir, "numbers", count, 500, 4, &out);
+    let submitted = cluster.squall(["submit"]).arg(&file).run();
+    submitted.assert_success();
+    // Slots are taken spread over supervisors: sup-0, sup-1, sup-2, then sup-0 again.
+    cluster.wait_until(LONG, "four workers run: two on sup-0, one on each other", |c| {
+        c.workers_of(0).len() == 2 && c.workers_of(1).len() == 1 && c.workers_of(2).len() == 1
+    });
+    cluster.wait_until(LONG, "some numbers reach the sink", |_| numbers_in(&out).len() > 300);
+
+    // A rebalance that moves no task: a new version, and every worker runs on.
+    let before: Vec<BTreeSet<u32>> = (0..3).map(|i| pids(&cluster, i)).collect();
+    let v1 = version(&cluster, "numbers");
+    let rebalanced = cluster.squall(["rebalance", "numbers", "--workers", "4", "--wait", "1"]).run();
+    rebalanced.assert_success();
+    cluster.wait_until(LONG, "the rebalance makes a new version", |c| version(c, "numbers") > v1);
+    let seen = numbers_in(&out).len();
+    cluster
+        .wait_until(LONG, "numbers flow again after the rebalance", |_| numbers_in(&out).len() > seen + 300);
+    let after: Vec<BTreeSet<u32>> = (0..3).map(|i| pids(&cluster, i)).collect();
+    assert_eq!(after, before, "no worker was restarted by a rebalance that moves no task");
+
+    // sup-1 is lost with its worker: that worker's tasks move to the free slot of sup-2; the
+    // workers of sup-0 and sup-2 keep running.
+    let v2 = version(&cluster, "numbers");
+    assert_eq!(cluster.kill_supervisor_and_workers(1), 1, "sup-1 ran one worker");
+    cluster.wait_until(LONG, "nimbus moves the lost worker to sup-2", |c| {
+        version(c, "numbers") > v2 && c.workers_of(2).len() == 2
+    });
+    assert_eq!(pids(&cluster, 0), before[0], "sup-0's workers keep running");
+    assert!(pids(&cluster, 2).is_superset(&before[2]), "sup-2's worker keeps running");
+
+    cluster.wait_until(LONG, &format!("every number below {count} is in the sink"), |_| {
+        numbers_in(&out).len() as u64 == count
+    });
+    assert_eq!(numbers_in(&out), (0..count).collect::<BTreeSet<u64>>());
+    for &pid in before[0].iter().chain(&before[2]) {
+        assert!(alive(pid), "worker {pid} still runs at the end");
+    }
+    assert_eq!(pids(&cluster, 0), before[0], "sup-0's workers ran throughout");
+    let status = cluster.status("numbers").expect("status");
+    assert_eq!(status["components"]["pass"]["failed"].as_u64(), Some(0), "{status}");
+    let killed = cluster.squall(["kill", "numbers", "--wait", "1"]).run();
+    killed.assert_success();
+}
