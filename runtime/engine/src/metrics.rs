@@ -82,6 +82,32 @@ pub struct TaskMetrics {
     pub idle_ns: AtomicU64,
     /// Time blocked on a full downstream queue, ns.
     pub backpressured_ns: AtomicU64,
+    /// Failed trees by cause (spouts; written only when a tree fails).
+    pub failed_by: Mutex<Vec<FailedBy>>,
+}
+
+/// Why trees failed: a bolt failed them, or they timed out while a component held part of
+/// them (Storm's STORM-521). `component` is empty when no one is known (a spout gave up on a
+/// tree whose acker was lost).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FailedBy {
+    pub component: String,
+    /// [`FAILED`] or [`TIMEOUT`].
+    pub cause: String,
+    pub count: u64,
+}
+
+/// [`FailedBy::cause`]: a bolt failed the tree.
+pub const FAILED: &str = "failed";
+/// [`FailedBy::cause`]: the tree timed out.
+pub const TIMEOUT: &str = "timeout";
+
+/// Adds `count` trees failed by `cause` at `component` to `list` (kept sorted).
+pub fn add_failed_by(list: &mut Vec<FailedBy>, component: &str, cause: &str, count: u64) {
+    match list.binary_search_by(|f| (f.component.as_str(), f.cause.as_str()).cmp(&(component, cause))) {
+        Ok(i) => list[i].count += count,
+        Err(i) => list.insert(i, FailedBy { component: component.to_string(), cause: cause.to_string(), count }),
+    }
 }
 
 /// An error a component reported (`report_error`), and when.
@@ -132,6 +158,7 @@ impl Default for TaskMetrics {
             state_entries: AtomicU64::new(0),
             idle_ns: AtomicU64::new(0),
             backpressured_ns: AtomicU64::new(0),
+            failed_by: Mutex::new(Vec::new()),
         }
     }
 }
@@ -248,6 +275,9 @@ pub struct ComponentStats {
     /// The latest error of any of its tasks (absent if none reported one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorNote>,
+    /// A spout's failed trees by cause and component (see [`FailedBy`]), summed over its tasks.
+    #[serde(default)]
+    pub failed_by: Vec<FailedBy>,
 }
 
 /// A topology's figures at one moment.
@@ -326,6 +356,9 @@ pub struct TaskFigures {
     pub idle_ns: u64,
     #[serde(default)]
     pub backpressured_ns: u64,
+    /// Failed trees by cause (spouts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_by: Vec<FailedBy>,
 }
 
 impl TaskFigures {
@@ -362,6 +395,9 @@ impl TaskFigures {
         out.backpressured_ns += earlier.backpressured_ns;
         if out.last_error.is_none() {
             out.last_error = earlier.last_error.clone();
+        }
+        for f in &earlier.failed_by {
+            add_failed_by(&mut out.failed_by, &f.component, &f.cause, f.count);
         }
         if out.execute_buckets.is_empty() {
             out.execute_buckets = earlier.execute_buckets.clone();
@@ -407,6 +443,7 @@ impl TaskMetrics {
             state_entries: self.state_entries.load(Relaxed),
             idle_ns: self.idle_ns.load(Relaxed),
             backpressured_ns: self.backpressured_ns.load(Relaxed),
+            failed_by: self.failed_by.lock().map(|f| f.clone()).unwrap_or_default(),
         }
     }
 }
@@ -452,6 +489,7 @@ impl Snapshot {
                 late: 0,
                 watermark_lag_ms: 0,
                 last_error: None,
+                failed_by: Vec::new(),
             };
             let (mut ns, mut samples) = (0u64, 0u64);
             let (mut idle_ns, mut backpressured_ns) = (0u64, 0u64);
@@ -474,6 +512,9 @@ impl Snapshot {
                     if s.last_error.as_ref().is_none_or(|l| l.time_ms <= e.time_ms) {
                         s.last_error = Some(e.clone());
                     }
+                }
+                for by in &f.failed_by {
+                    add_failed_by(&mut s.failed_by, &by.component, &by.cause, by.count);
                 }
                 ns += f.execute_ns;
                 samples += f.execute_samples;

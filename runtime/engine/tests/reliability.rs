@@ -13,6 +13,7 @@ use squall_api::{
 };
 use squall_engine::executor::output::{BATCH, INBOX_BATCHES};
 use squall_engine::local::{self, LocalOptions};
+use squall_engine::metrics::FailedBy;
 use squall_engine::topology::{ComponentDef, GroupingDef, InputDef, Settings, TopologyDef};
 
 /// What the test components saw.
@@ -238,6 +239,9 @@ async fn replays_failed_tuples_until_every_id_is_acked_exactly_once() {
     let spout = &result.snapshot.components["numbers"];
     assert_eq!(spout.acked, 2000);
     assert_eq!(spout.failed as usize, fails.values().map(|&c| c as usize).sum::<usize>());
+    // Every failed tree is put down to the bolt that failed it.
+    let by = FailedBy { component: "flaky".into(), cause: "failed".into(), count: spout.failed };
+    assert_eq!(spout.failed_by, vec![by]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +265,11 @@ async fn unacked_tuple_times_out_and_is_failed_once() {
     assert!(fails.get(&0).copied().unwrap_or(0) >= 1, "the tuple timed out and failed");
     // Each emit of id 0 is failed exactly once: fails never exceed emits.
     assert!(fails[&0] as u64 <= seen.emitted.load(SeqCst));
-    assert_eq!(result.snapshot.components["numbers"].failed, fails[&0] as u64);
+    let spout = &result.snapshot.components["numbers"];
+    assert_eq!(spout.failed, fails[&0] as u64);
+    // Each timeout is put down to the bolt that held the tree.
+    let by = FailedBy { component: "hole".into(), cause: "timeout".into(), count: spout.failed };
+    assert_eq!(spout.failed_by, vec![by]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
