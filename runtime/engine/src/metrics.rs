@@ -640,6 +640,19 @@ impl Snapshot {
                 let _ = writeln!(out, "{:<16} {:>14} {:>12} {:>16}", id, s.windows_fired, s.late, lag);
             }
         }
+        // Failed trees by cause, once any failed: who failed them, who held them at timeout.
+        let failing: Vec<(&str, &FailedBy)> = order
+            .iter()
+            .filter_map(|&(id, _)| Some((id, self.components.get(id)?)))
+            .flat_map(|(id, s)| s.failed_by.iter().map(move |f| (id, f)))
+            .collect();
+        if !failing.is_empty() {
+            let _ = writeln!(out, "{:<16} {:<16} {:<8} {:>12}", "failed trees", "by", "cause", "count");
+            for (id, f) in failing {
+                let by = if f.component.is_empty() { "?" } else { f.component.as_str() };
+                let _ = writeln!(out, "{:<16} {:<16} {:<8} {:>12}", id, by, f.cause, f.count);
+            }
+        }
         out
     }
 }

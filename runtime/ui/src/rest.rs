@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 use squall_api::Role;
-use squall_engine::metrics::{ComponentStats, ErrorNote, Snapshot, TaskFigures};
+use squall_engine::metrics::{ComponentStats, ErrorNote, FailedBy, Snapshot, TaskFigures};
 
 use crate::view::{ClusterView, ComponentView, SupervisorView, TopologyView};
 
@@ -124,6 +124,11 @@ pub struct SpoutEntry {
     pub idle: f64,
     #[serde(default)]
     pub backpressured: f64,
+    /// Failed trees by cause (STORM-521): `{"component", "cause": "failed"|"timeout",
+    /// "count"}`, the bolt that failed them or each component that held part of a tree when
+    /// it timed out (empty when no one is known).
+    #[serde(default)]
+    pub failed_by: Vec<FailedBy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +176,9 @@ pub struct WorkerEntry {
     pub host: String,
     pub port: u16,
     pub reporting: bool,
+    /// Times the worker was seen starting again (its figures carry on from before).
+    #[serde(default)]
+    pub restarts: u64,
     pub tasks: Vec<u32>,
     /// The components it hosts tasks of, in topology order.
     pub components: Vec<String>,
@@ -363,6 +371,7 @@ pub fn topology_page(t: &TopologyView) -> TopologyPage {
             host: w.host.clone(),
             port: w.port,
             reporting: w.reporting,
+            restarts: w.restarts,
             tasks: w.tasks.clone(),
             components: t
                 .components
@@ -425,6 +434,7 @@ fn spout_entry(c: &ComponentView, s: &ComponentStats) -> SpoutEntry {
         busy: s.busy,
         idle: s.idle,
         backpressured: s.backpressured,
+        failed_by: s.failed_by.clone(),
     }
 }
 
@@ -588,6 +598,7 @@ mod tests {
                 port: 6700,
                 tasks: vec![0, 1, 2, 3],
                 reporting: true,
+                restarts: 0,
             }],
             components: vec![
                 ComponentView {

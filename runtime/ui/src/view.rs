@@ -60,6 +60,8 @@ pub struct WorkerView {
     pub tasks: Vec<TaskId>,
     /// Heard from recently.
     pub reporting: bool,
+    /// Times nimbus saw the worker start again (its counters went back).
+    pub restarts: u64,
 }
 
 #[derive(Debug, Clone, Default)]
