@@ -149,6 +149,17 @@ fn check_topology_page(page: &Value, name: &str) {
         assert!(flaky[key].is_f64(), "{key}: {flaky:#}");
     }
     assert!(flaky["failed"].as_u64() > Some(0), "{flaky:#}");
+    // Failure forensics: the spout's failed trees are put down to flaky, which failed them.
+    let failed_by = numbers["failedBy"].as_array().cloned().unwrap_or_default();
+    assert!(
+        failed_by.iter().any(|f| f["component"] == "flaky" && f["cause"] == "failed" && f["count"].as_u64() > Some(0)),
+        "{numbers:#}"
+    );
+    // Storm's windows: the page's own, and one entry of topologyStats per window.
+    assert_eq!((&page["window"], &page["windowPretty"]), (&Value::from(":all-time"), &Value::from("All time")));
+    let windows: Vec<&str> =
+        page["topologyStats"].as_array().into_iter().flatten().filter_map(|w| w["window"].as_str()).collect();
+    assert_eq!(windows, ["600", "10800", ":all-time"], "{page:#}");
     let edges = page["edges"].as_array().cloned().unwrap_or_default();
     let has = |from: &str, to: &str| edges.iter().any(|e| e["from"] == from && e["to"] == to);
     assert!(has("numbers", "flaky") && has("lines", "flaky") && has("flaky", "sink"), "{edges:?}");
@@ -168,6 +179,13 @@ fn check_component_page(addr: &str, name: &str) -> Value {
     );
     let (status, _) = http(addr, "GET", &format!("/api/v1/topology/{name}/component/nope"), None, "");
     assert_eq!(status, 404);
+    // A window Storm knows is taken; any other is refused with a one-line reason.
+    let last = get_json(addr, &format!("/api/v1/topology/{name}/component/flaky?window=600"));
+    assert_eq!((&last["window"], &last["windowPretty"]), (&Value::from("600"), &Value::from("10m 0s")));
+    assert_eq!(get_json(addr, &format!("/api/v1/topology/{name}?window=10800"))["window"], "10800");
+    let (status, body) = http(addr, "GET", &format!("/api/v1/topology/{name}?window=42"), None, "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("600, 10800 or :all-time") && body.lines().count() == 1, "{body}");
     let (status, _) = http(addr, "GET", "/api/v1/topology/nope", None, "");
     assert_eq!(status, 404);
     flaky
@@ -182,6 +200,8 @@ fn check_metrics_move(addr: &str, name: &str) {
     let complete = [("topology", name), ("component", "numbers")];
     assert!(sample(&first, "squall_complete_latency_seconds", &complete) > Some(0.0));
     assert!(sample(&first, "squall_failed_total", &complete) > Some(0.0));
+    let by_flaky = [("topology", name), ("component", "numbers"), ("cause", "failed"), ("by", "flaky")];
+    assert!(sample(&first, "squall_failed_trees_total", &by_flaky) > Some(0.0), "failed trees by cause");
     assert!(sample(&first, "squall_capacity", &labels).is_some());
     assert!(
         sample(&first, "squall_execute_latency_seconds", &labels) > Some(0.0),

@@ -410,6 +410,49 @@ impl TaskFigures {
     }
 }
 
+impl TaskFigures {
+    /// What the task counted since `earlier` (its figures at a window's start): counters,
+    /// histograms and failure causes less theirs then; gauges and the last error are now's.
+    /// Figures from a task that started again since `earlier` are all since then.
+    pub fn minus(&self, earlier: &TaskFigures) -> TaskFigures {
+        if self.restarted_since(earlier) {
+            return self.clone();
+        }
+        let mut out = self.clone();
+        out.emitted -= earlier.emitted;
+        out.transferred -= earlier.transferred;
+        out.executed -= earlier.executed;
+        out.acked -= earlier.acked;
+        out.failed -= earlier.failed;
+        out.errors -= earlier.errors;
+        out.execute_ns = out.execute_ns.saturating_sub(earlier.execute_ns);
+        out.execute_samples -= earlier.execute_samples;
+        out.windows_fired = out.windows_fired.saturating_sub(earlier.windows_fired);
+        out.late = out.late.saturating_sub(earlier.late);
+        out.checkpoints = out.checkpoints.saturating_sub(earlier.checkpoints);
+        out.idle_ns = out.idle_ns.saturating_sub(earlier.idle_ns);
+        out.backpressured_ns = out.backpressured_ns.saturating_sub(earlier.backpressured_ns);
+        for (b, e) in out.execute_buckets.iter_mut().zip(&earlier.execute_buckets) {
+            *b = b.saturating_sub(*e);
+        }
+        // Both lists are sorted by value (a histogram's recorded values, in order).
+        let before: BTreeMap<u64, u64> = earlier.complete_us.iter().copied().collect();
+        out.complete_us = self
+            .complete_us
+            .iter()
+            .map(|&(value, count)| (value, count.saturating_sub(before.get(&value).copied().unwrap_or(0))))
+            .filter(|&(_, count)| count > 0)
+            .collect();
+        for f in &mut out.failed_by {
+            if let Some(e) = earlier.failed_by.iter().find(|e| e.component == f.component && e.cause == f.cause) {
+                f.count = f.count.saturating_sub(e.count);
+            }
+        }
+        out.failed_by.retain(|f| f.count > 0);
+        out
+    }
+}
+
 impl TaskMetrics {
     pub fn figures(&self, task: TaskId) -> TaskFigures {
         let complete_us = match self.complete_us.lock() {
@@ -742,6 +785,26 @@ mod tests {
         )
         .render_rows([("b", Role::Bolt)]);
         assert!(table.contains("80/20/0%"), "{table}");
+    }
+
+    #[test]
+    fn a_window_of_a_tasks_figures_holds_only_what_it_counted_since_the_windows_start() {
+        let start = TaskFigures {
+            task: 1,
+            emitted: 100,
+            acked: 90,
+            complete_us: vec![(10, 5), (900_000, 1)],
+            failed_by: vec![FailedBy { component: "b".into(), cause: TIMEOUT.into(), count: 2 }],
+            ..Default::default()
+        };
+        let mut now = start.plus(&TaskFigures { emitted: 50, acked: 50, complete_us: vec![(10, 50)], ..Default::default() });
+        now.complete_us = vec![(10, 55), (900_000, 1)];
+        let window = now.minus(&start);
+        assert_eq!((window.emitted, window.acked), (50, 50));
+        assert_eq!(window.complete_us, vec![(10, 50)], "the start-up spike is outside the window");
+        assert!(window.failed_by.is_empty(), "no tree failed within the window");
+        let restarted = TaskFigures { task: 1, emitted: 3, ..Default::default() };
+        assert_eq!(restarted.minus(&start).emitted, 3, "a restarted task's figures are all new");
     }
 
     #[test]

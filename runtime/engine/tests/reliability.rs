@@ -124,6 +124,18 @@ impl Bolt for Sink {
     }
 }
 
+/// Reports an error for every input, naming it, and acks it.
+struct Complainer;
+
+#[async_trait]
+impl Bolt for Complainer {
+    async fn execute(&mut self, input: Tuple, out: &mut dyn BoltCollector) -> Result<(), BoxError> {
+        out.report_error(&format!("bad tuple {}", input.get_i64("n")?));
+        out.ack(input);
+        Ok(())
+    }
+}
+
 /// Never acks anything.
 struct BlackHole;
 
@@ -177,6 +189,7 @@ fn registry(seen: &Arc<Seen>) -> Registry {
     let s = seen.clone();
     r.bolt("sink", move |_: NoConfig| Ok(Sink { seen: s.clone() }));
     r.bolt("black-hole", |_: NoConfig| Ok(BlackHole));
+    r.bolt("complainer", |_: NoConfig| Ok(Complainer));
     r.bolt("patient", |_: NoConfig| Ok(Patient));
     r
 }
@@ -270,6 +283,22 @@ async fn unacked_tuple_times_out_and_is_failed_once() {
     // Each timeout is put down to the bolt that held the tree.
     let by = FailedBy { component: "hole".into(), cause: "timeout".into(), count: spout.failed };
     assert_eq!(spout.failed_by, vec![by]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_past_the_log_rate_limit_are_still_counted_and_the_latest_kept() {
+    let seen = Arc::new(Seen::default());
+    let def = topology(
+        numbers(50, true),
+        vec![component("complainer", "complainer", 1, Some("numbers"))],
+        Settings::default(),
+    );
+    let result = local::run(&def, &registry(&seen), &LocalOptions::default()).await.unwrap();
+    let bolt = &result.snapshot.components["complainer"];
+    // Only the first few of a window reach the log; every one is counted, the newest kept.
+    assert!(50 > squall_engine::executor::output::ERRORS_LOGGED);
+    assert_eq!(bolt.errors, 50);
+    assert_eq!(bolt.last_error.as_ref().map(|e| e.message.as_str()), Some("bad tuple 49"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,8 @@
 //! `bolts` with `boltId`, `emitted`, `transferred`, `acked`, `failed`, `completeLatency`,
 //! `capacity`, `executeLatency`, `processLatency`, `lastError`, …), so scripts written
 //! against Storm UI read them; Squall's own additions (`kind`, `queueDepth`, `edges`,
-//! `workers`, …) sit beside them. Figures are totals since the tasks started (Storm's
-//! `:all-time` window); latencies are in milliseconds, as Storm's, but JSON numbers rather
+//! `workers`, …) sit beside them. Figures are over the view's window (`window`,
+//! `windowPretty`: Storm's `600`, `10800` or `:all-time`, see [`crate::history`]); latencies are in milliseconds, as Storm's, but JSON numbers rather
 //! than strings. `processLatency` is the execute latency: Squall does not time from arrival
 //! to ack separately. An executor is a task (Squall runs one task per executor). Every
 //! function here is pure.
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use squall_api::Role;
 use squall_engine::metrics::{ComponentStats, ErrorNote, FailedBy, Snapshot, TaskFigures};
 
+use crate::history::Window;
 use crate::view::{ClusterView, ComponentView, SupervisorView, TopologyView};
 
 /// `GET /api/v1/cluster/summary`.
@@ -74,6 +75,9 @@ pub struct TopologyEntry {
 pub struct TopologyPage {
     #[serde(flatten)]
     pub entry: TopologyEntry,
+    /// The window the figures cover: `600`, `10800` or `:all-time`.
+    pub window: String,
+    pub window_pretty: String,
     /// The message timeout, seconds.
     pub msg_timeout: u64,
     pub topology_stats: Vec<WindowStats>,
@@ -86,7 +90,7 @@ pub struct TopologyPage {
     pub sampled_at_ms: u64,
 }
 
-/// The topology's totals over one window (Squall keeps one: all time).
+/// The topology's totals over one window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowStats {
@@ -211,6 +215,9 @@ pub struct ComponentPage {
     pub outputs: Vec<EdgeEntry>,
     pub last_error: String,
     pub component_errors: Vec<ErrorEntry>,
+    /// The window the figures cover: `600`, `10800` or `:all-time`.
+    pub window: String,
+    pub window_pretty: String,
 }
 
 /// One task of a component, and where it runs.
@@ -346,22 +353,30 @@ fn role(c: &ComponentView) -> Role {
     }
 }
 
-pub fn topology_page(t: &TopologyView) -> TopologyPage {
+/// The totals of `t` (its figures over `window`) as one entry of `topologyStats`.
+pub fn window_stats(t: &TopologyView, window: Window) -> WindowStats {
+    let snapshot = snapshot(t);
+    let spouts = || t.components.iter().filter(|c| c.spout).filter_map(|c| snapshot.components.get(&c.id));
+    WindowStats {
+        window: window.name(),
+        window_pretty: window.pretty(),
+        emitted: snapshot.components.values().map(|s| s.emitted).sum(),
+        transferred: snapshot.components.values().map(|s| s.transferred).sum(),
+        acked: spouts().map(|s| s.acked).sum(),
+        failed: spouts().map(|s| s.failed).sum(),
+        complete_latency: spouts().map(|s| ms(s.complete_latency_p50_us)).fold(0.0, f64::max),
+    }
+}
+
+/// The topology page of `t`, whose figures cover `window`; `topology_stats` has one entry
+/// per window (see [`window_stats`]).
+pub fn topology_page(t: &TopologyView, window: Window, topology_stats: Vec<WindowStats>) -> TopologyPage {
     let snapshot = snapshot(t);
     let stats = |c: &ComponentView| snapshot.components.get(&c.id).cloned();
     let spouts: Vec<SpoutEntry> =
         t.components.iter().filter(|c| c.spout).filter_map(|c| Some(spout_entry(c, &stats(c)?))).collect();
     let bolts =
         t.components.iter().filter(|c| !c.spout).filter_map(|c| Some(bolt_entry(c, &stats(c)?))).collect();
-    let all_time = WindowStats {
-        window: ":all-time".into(),
-        window_pretty: "All time".into(),
-        emitted: snapshot.components.values().map(|s| s.emitted).sum(),
-        transferred: snapshot.components.values().map(|s| s.transferred).sum(),
-        acked: spouts.iter().map(|s| s.acked).sum(),
-        failed: spouts.iter().map(|s| s.failed).sum(),
-        complete_latency: spouts.iter().map(|s| s.complete_latency).fold(0.0, f64::max),
-    };
     let workers = t
         .workers
         .iter()
@@ -383,8 +398,10 @@ pub fn topology_page(t: &TopologyView) -> TopologyPage {
         .collect();
     TopologyPage {
         entry: topology_entry(t),
+        window: window.name(),
+        window_pretty: window.pretty(),
         msg_timeout: t.message_timeout_secs,
-        topology_stats: vec![all_time],
+        topology_stats,
         spouts,
         bolts,
         workers,
@@ -467,7 +484,7 @@ fn bolt_entry(c: &ComponentView, s: &ComponentStats) -> BoltEntry {
 }
 
 /// The component page of `id`, if the topology has that component.
-pub fn component_page(t: &TopologyView, id: &str) -> Option<ComponentPage> {
+pub fn component_page(t: &TopologyView, id: &str, window: Window) -> Option<ComponentPage> {
     let c = t.component(id)?;
     let stats = snapshot(t).components.remove(id)?;
     let figures = t.figures_of(&c.tasks);
@@ -496,6 +513,8 @@ pub fn component_page(t: &TopologyView, id: &str) -> Option<ComponentPage> {
         outputs: edges(&|e| e.from == c.id),
         last_error,
         component_errors,
+        window: window.name(),
+        window_pretty: window.pretty(),
     })
 }
 
@@ -645,7 +664,9 @@ mod tests {
 
     #[test]
     fn topology_page_sums_tasks_per_component_under_storm_names() {
-        let page = serde_json::to_value(topology_page(&view())).unwrap();
+        let t = view();
+        let stats = Window::ALL.iter().map(|&w| window_stats(&t, w)).collect();
+        let page = serde_json::to_value(topology_page(&t, Window::AllTime, stats)).unwrap();
         assert_eq!(page["name"], "wc");
         assert_eq!(page["status"], "ACTIVE");
         assert_eq!(page["uptimeSeconds"], 3725);
@@ -659,14 +680,17 @@ mod tests {
         assert_eq!(page["bolts"][0]["executed"], 10);
         assert_eq!(page["bolts"][0]["emitted"], 20);
         assert_eq!(page["bolts"][0]["lastError"], "bad tuple");
-        assert_eq!(page["topologyStats"][0]["window"], ":all-time");
+        assert_eq!(page["window"], ":all-time");
+        assert_eq!(page["topologyStats"][2]["window"], ":all-time");
+        assert_eq!(page["topologyStats"][2]["acked"], 7);
+        assert_eq!(page["topologyStats"][0]["windowPretty"], "10m 0s");
         assert_eq!(page["workers"][0]["components"], serde_json::json!(["src", "split"]));
         assert_eq!(page["edges"][0]["grouping"], "shuffle");
     }
 
     #[test]
     fn component_page_lists_each_task_where_it_runs_and_its_errors() {
-        let page = component_page(&view(), "split").unwrap();
+        let page = component_page(&view(), "split", Window::AllTime).unwrap();
         assert_eq!(page.component_type, "bolt");
         assert_eq!(page.executor_stats.len(), 2);
         assert_eq!(page.executor_stats[0].id, "[1-1]");
@@ -676,7 +700,7 @@ mod tests {
         assert_eq!(page.component_errors[0].task, 1);
         assert_eq!(page.component_errors[0].error_time, 5);
         assert_eq!(page.inputs.len(), 1);
-        assert!(component_page(&view(), "nope").is_none());
+        assert!(component_page(&view(), "nope", Window::AllTime).is_none());
         let errors = topology_errors(&view());
         assert_eq!(errors.components.len(), 2);
         assert_eq!((errors.components[1].id.as_str(), errors.components[1].errors), ("split", 1));
