@@ -233,6 +233,15 @@ fn a_local_run_serves_the_rest_api_and_metrics_and_takes_actions_with_the_secret
     assert_eq!(flaky["executorStats"][0]["supervisorId"], "local");
     check_metrics_move(&addr, "observed");
 
+    // `squall errors --ui` reads a local run's errors as nimbus's.
+    let errors = dir.squall(["errors", "observed", "--ui", &addr]).run();
+    errors.assert_success();
+    let lines = errors.stdout.lines().skip_while(|l| !l.starts_with("lines: ")).nth(1).unwrap_or_default();
+    assert!(lines.contains("task ") && lines.contains("worker 0 (localhost)") && lines.contains("malformed"), "{errors}");
+    let unknown = dir.squall(["errors", "nope", "--ui", &addr]).run();
+    unknown.assert_failure();
+    assert!(unknown.stderr.contains("no topology named `nope`") && unknown.stderr.lines().count() == 1, "{unknown}");
+
     actions_need_the_secret(&addr, "observed");
     let (status, reply) = post(&addr, "/api/v1/topology/observed/deactivate", Some(LOCAL_SECRET), "");
     assert_eq!((status, &reply["status"]), (200, &Value::from("success")), "{reply}");
