@@ -298,6 +298,19 @@ fn nimbus_serves_the_rest_api_and_metrics_of_a_cluster_and_takes_actions_with_th
     unknown.assert_failure();
     assert!(unknown.stderr.contains("no topology named `nope`"), "{unknown}");
 
+    // `status --window` shows the figures over one of Storm's windows, and refuses others.
+    let last = cluster.squall(["status", "observed", "--window", "600", "--ui", &addr]).run();
+    last.assert_success();
+    assert!(last.stdout.lines().next().unwrap_or_default().ends_with("figures over: 10m 0s"), "{last}");
+    assert!(last.stdout.contains("failed trees") && last.stdout.contains("flaky"), "{last}");
+    let json = cluster.squall(["status", "observed", "--window", "10800", "--json", "--ui", &addr]).run();
+    json.assert_success();
+    let json: Value = serde_json::from_str(json.stdout.trim()).expect("status --json prints one JSON object");
+    assert!(json["components"]["numbers"]["acked"].as_u64() > Some(0), "{json}");
+    let bad = cluster.squall(["status", "observed", "--window", "7", "--ui", &addr]).run();
+    bad.assert_failure();
+    assert!(bad.stderr.contains("600, 10800 or :all-time") && bad.stderr.lines().count() == 1, "{bad}");
+
     let summary = get_json(&addr, "/api/v1/cluster/summary");
     let slots = |s: &Value| (s["supervisors"].as_u64(), s["slotsTotal"].as_u64(), s["slotsUsed"].as_u64());
     assert_eq!(slots(&summary), (Some(1), Some(2), Some(1)), "{summary:#}");

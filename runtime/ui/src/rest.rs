@@ -584,6 +584,84 @@ fn executor_entry(t: &TopologyView, c: &ComponentView, task: u32, figures: &[Tas
     }
 }
 
+/// The figures of a topology page as `squall status --json` shows them (what a page does not
+/// carry, as the p99.9 latency or window counts, is 0).
+pub fn page_snapshot(page: &TopologyPage) -> Snapshot {
+    let error = |text: &str, time: Option<u64>| {
+        (!text.is_empty()).then(|| ErrorNote { time_ms: time.unwrap_or(0) * 1000, message: text.to_string() })
+    };
+    let blank = |kind: &str, role: &str, tasks: usize| ComponentStats {
+        kind: kind.to_string(),
+        role: role.to_string(),
+        tasks,
+        emitted: 0,
+        transferred: 0,
+        executed: 0,
+        acked: 0,
+        failed: 0,
+        errors: 0,
+        execute_latency_us: 0.0,
+        complete_latency_p50_us: 0.0,
+        complete_latency_p99_us: 0.0,
+        complete_latency_p999_us: 0.0,
+        queue_depth: 0,
+        capacity: 0.0,
+        windows_fired: 0,
+        busy: 0.0,
+        idle: 0.0,
+        backpressured: 0.0,
+        checkpoints: 0,
+        last_checkpoint_ms: 0,
+        state_entries: 0,
+        late: 0,
+        watermark_lag_ms: 0,
+        last_error: None,
+        failed_by: Vec::new(),
+    };
+    let mut components = std::collections::BTreeMap::new();
+    for s in &page.spouts {
+        let c = ComponentStats {
+            emitted: s.emitted,
+            transferred: s.transferred,
+            acked: s.acked,
+            failed: s.failed,
+            errors: s.errors,
+            complete_latency_p50_us: s.complete_latency * 1000.0,
+            complete_latency_p99_us: s.complete_latency_p99 * 1000.0,
+            busy: s.busy,
+            idle: s.idle,
+            backpressured: s.backpressured,
+            last_error: error(&s.last_error, s.last_error_time),
+            failed_by: s.failed_by.clone(),
+            ..blank(&s.kind, "spout", s.tasks)
+        };
+        components.insert(s.spout_id.clone(), c);
+    }
+    for b in &page.bolts {
+        let c = ComponentStats {
+            emitted: b.emitted,
+            transferred: b.transferred,
+            executed: b.executed,
+            acked: b.acked,
+            failed: b.failed,
+            errors: b.errors,
+            execute_latency_us: b.execute_latency * 1000.0,
+            queue_depth: b.queue_depth,
+            capacity: b.capacity,
+            busy: b.busy,
+            idle: b.idle,
+            backpressured: b.backpressured,
+            checkpoints: b.checkpoints,
+            last_checkpoint_ms: b.last_checkpoint_ms,
+            state_entries: b.state_entries,
+            last_error: error(&b.last_error, b.last_error_time),
+            ..blank(&b.kind, "bolt", b.tasks)
+        };
+        components.insert(b.bolt_id.clone(), c);
+    }
+    Snapshot { topology: page.entry.name.clone(), components }
+}
+
 /// `1d 2h 3m 4s`, as Storm UI shows uptimes (leading zero units left out).
 pub fn pretty_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
@@ -684,6 +762,12 @@ mod tests {
         assert_eq!(page["topologyStats"][2]["window"], ":all-time");
         assert_eq!(page["topologyStats"][2]["acked"], 7);
         assert_eq!(page["topologyStats"][0]["windowPretty"], "10m 0s");
+        let back = page_snapshot(&topology_page(&t, Window::AllTime, vec![]));
+        let direct = snapshot(&t);
+        for id in ["src", "split"] {
+            let (a, b) = (&back.components[id], &direct.components[id]);
+            assert_eq!((a.emitted, a.acked, a.failed, a.executed, &a.role), (b.emitted, b.acked, b.failed, b.executed, &b.role));
+        }
         assert_eq!(page["workers"][0]["components"], serde_json::json!(["src", "split"]));
         assert_eq!(page["edges"][0]["grouping"], "shuffle");
     }
