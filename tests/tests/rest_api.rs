@@ -152,11 +152,16 @@ fn check_topology_page(page: &Value, name: &str) {
     // Failure forensics: the spout's failed trees are put down to flaky, which failed them.
     let failed_by = numbers["failedBy"].as_array().cloned().unwrap_or_default();
     assert!(
-        failed_by.iter().any(|f| f["component"] == "flaky" && f["cause"] == "failed" && f["count"].as_u64() > Some(0)),
+        failed_by
+            .iter()
+            .any(|f| f["component"] == "flaky" && f["cause"] == "failed" && f["count"].as_u64() > Some(0)),
         "{numbers:#}"
     );
     // Storm's windows: the page's own, and one entry of topologyStats per window.
-    assert_eq!((&page["window"], &page["windowPretty"]), (&Value::from(":all-time"), &Value::from("All time")));
+    assert_eq!(
+        (&page["window"], &page["windowPretty"]),
+        (&Value::from(":all-time"), &Value::from("All time"))
+    );
     let windows: Vec<&str> =
         page["topologyStats"].as_array().into_iter().flatten().filter_map(|w| w["window"].as_str()).collect();
     assert_eq!(windows, ["600", "10800", ":all-time"], "{page:#}");
@@ -237,10 +242,16 @@ fn a_local_run_serves_the_rest_api_and_metrics_and_takes_actions_with_the_secret
     let errors = dir.squall(["errors", "observed", "--ui", &addr]).run();
     errors.assert_success();
     let lines = errors.stdout.lines().skip_while(|l| !l.starts_with("lines: ")).nth(1).unwrap_or_default();
-    assert!(lines.contains("task ") && lines.contains("worker 0 (localhost)") && lines.contains("malformed"), "{errors}");
+    assert!(
+        lines.contains("task ") && lines.contains("worker 0 (localhost)") && lines.contains("malformed"),
+        "{errors}"
+    );
     let unknown = dir.squall(["errors", "nope", "--ui", &addr]).run();
     unknown.assert_failure();
-    assert!(unknown.stderr.contains("no topology named `nope`") && unknown.stderr.lines().count() == 1, "{unknown}");
+    assert!(
+        unknown.stderr.contains("no topology named `nope`") && unknown.stderr.lines().count() == 1,
+        "{unknown}"
+    );
 
     actions_need_the_secret(&addr, "observed");
     let (status, reply) = post(&addr, "/api/v1/topology/observed/deactivate", Some(LOCAL_SECRET), "");

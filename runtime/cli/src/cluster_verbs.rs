@@ -356,7 +356,8 @@ async fn status_over(
         page.window_pretty
     );
     let spouts = page.spouts.iter().map(|s| (s.spout_id.as_str(), Role::Spout));
-    let order: Vec<(&str, Role)> = spouts.chain(page.bolts.iter().map(|b| (b.bolt_id.as_str(), Role::Bolt))).collect();
+    let order: Vec<(&str, Role)> =
+        spouts.chain(page.bolts.iter().map(|b| (b.bolt_id.as_str(), Role::Bolt))).collect();
     print!("{}", snapshot.render_rows(order));
     Ok(())
 }

@@ -106,7 +106,9 @@ pub const TIMEOUT: &str = "timeout";
 pub fn add_failed_by(list: &mut Vec<FailedBy>, component: &str, cause: &str, count: u64) {
     match list.binary_search_by(|f| (f.component.as_str(), f.cause.as_str()).cmp(&(component, cause))) {
         Ok(i) => list[i].count += count,
-        Err(i) => list.insert(i, FailedBy { component: component.to_string(), cause: cause.to_string(), count }),
+        Err(i) => {
+            list.insert(i, FailedBy { component: component.to_string(), cause: cause.to_string(), count })
+        }
     }
 }
 
@@ -444,7 +446,9 @@ impl TaskFigures {
             .filter(|&(_, count)| count > 0)
             .collect();
         for f in &mut out.failed_by {
-            if let Some(e) = earlier.failed_by.iter().find(|e| e.component == f.component && e.cause == f.cause) {
+            if let Some(e) =
+                earlier.failed_by.iter().find(|e| e.component == f.component && e.cause == f.cause)
+            {
                 f.count = f.count.saturating_sub(e.count);
             }
         }
@@ -797,7 +801,12 @@ mod tests {
             failed_by: vec![FailedBy { component: "b".into(), cause: TIMEOUT.into(), count: 2 }],
             ..Default::default()
         };
-        let mut now = start.plus(&TaskFigures { emitted: 50, acked: 50, complete_us: vec![(10, 50)], ..Default::default() });
+        let mut now = start.plus(&TaskFigures {
+            emitted: 50,
+            acked: 50,
+            complete_us: vec![(10, 50)],
+            ..Default::default()
+        });
         now.complete_us = vec![(10, 55), (900_000, 1)];
         let window = now.minus(&start);
         assert_eq!((window.emitted, window.acked), (50, 50));

@@ -93,7 +93,8 @@ impl History {
             if samples.fine.back().is_some_and(|s| s.elapsed_secs > t.elapsed_secs) {
                 *samples = Samples::default();
             }
-            let sample = Sample { at_secs: now_secs, elapsed_secs: t.elapsed_secs, figures: t.figures.clone() };
+            let sample =
+                Sample { at_secs: now_secs, elapsed_secs: t.elapsed_secs, figures: t.figures.clone() };
             if samples.coarse.back().is_none_or(|s| now_secs >= s.at_secs + COARSE_SECS) {
                 samples.coarse.push_back(sample.clone());
             }

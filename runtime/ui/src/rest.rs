@@ -766,7 +766,10 @@ mod tests {
         let direct = snapshot(&t);
         for id in ["src", "split"] {
             let (a, b) = (&back.components[id], &direct.components[id]);
-            assert_eq!((a.emitted, a.acked, a.failed, a.executed, &a.role), (b.emitted, b.acked, b.failed, b.executed, &b.role));
+            assert_eq!(
+                (a.emitted, a.acked, a.failed, a.executed, &a.role),
+                (b.emitted, b.acked, b.failed, b.executed, &b.role)
+            );
         }
         assert_eq!(page["workers"][0]["components"], serde_json::json!(["src", "split"]));
         assert_eq!(page["edges"][0]["grouping"], "shuffle");

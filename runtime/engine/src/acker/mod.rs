@@ -365,10 +365,14 @@ mod tests {
         // The acker restarted with its worker; the spout's slot 4 is at generation 900.
         let mut a = Acker::new(Duration::from_secs(30));
         let root = make_root(1, 900, 4);
-        let out = outcomes(&mut a, &[AckerMsg::Init { root, val: 6 }, AckerMsg::Ack { root, val: 6, lane: 0 }]);
+        let out =
+            outcomes(&mut a, &[AckerMsg::Init { root, val: 6 }, AckerMsg::Ack { root, val: 6, lane: 0 }]);
         assert_eq!(out, vec![acked(1, root)]);
         let next = next_generation(root);
-        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: 1, lane: 0 }, AckerMsg::Init { root: next, val: 2 }]);
+        let out = outcomes(
+            &mut a,
+            &[AckerMsg::Ack { root, val: 1, lane: 0 }, AckerMsg::Init { root: next, val: 2 }],
+        );
         assert!(out.is_empty(), "the old generation is stale now, the next one is followed");
         assert_eq!(a.pending(), 1);
     }
@@ -381,8 +385,10 @@ mod tests {
         // The spout timed the tree out itself (its acks were lost with a worker) and reused
         // the slot.
         let new = next_generation(old);
-        let out =
-            outcomes(&mut a, &[AckerMsg::Init { root: new, val: 8 }, AckerMsg::Ack { root: old, val: 3, lane: 0 }]);
+        let out = outcomes(
+            &mut a,
+            &[AckerMsg::Init { root: new, val: 8 }, AckerMsg::Ack { root: old, val: 3, lane: 0 }],
+        );
         assert!(out.is_empty(), "the abandoned tree is dropped, its late ack ignored");
         assert_eq!(a.pending(), 1);
         assert_eq!(outcomes(&mut a, &[AckerMsg::Ack { root: new, val: 8, lane: 0 }]), vec![acked(0, new)]);
@@ -428,7 +434,11 @@ mod tests {
         let root = make_root(2, 0, 1);
         let out = outcomes(
             &mut a,
-            &[AckerMsg::Init { root, val: 4 }, AckerMsg::Fail { root, by: 0 }, AckerMsg::Ack { root, val: 4, lane: 0 }],
+            &[
+                AckerMsg::Init { root, val: 4 },
+                AckerMsg::Fail { root, by: 0 },
+                AckerMsg::Ack { root, val: 4, lane: 0 },
+            ],
         );
         assert_eq!(out, vec![failed(2, root)]);
         // The stray ack is for a forgotten root: it leaves nothing behind.
@@ -440,7 +450,8 @@ mod tests {
     fn a_fail_overtaking_the_init_is_reported_at_once() {
         let mut a = Acker::new(Duration::from_secs(30));
         let root = make_root(4, 0, 0);
-        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: 6, lane: 0 }, AckerMsg::Fail { root, by: 0 }]);
+        let out =
+            outcomes(&mut a, &[AckerMsg::Ack { root, val: 6, lane: 0 }, AckerMsg::Fail { root, by: 0 }]);
         assert_eq!(out, vec![failed(4, root)]);
         let out = outcomes(&mut a, &[AckerMsg::Init { root, val: 6 }, AckerMsg::Fail { root, by: 0 }]);
         assert!(out.is_empty(), "the late init and a second fail are for a forgotten root");
@@ -500,7 +511,10 @@ mod tests {
         let mut a = Acker::new(Duration::from_secs(30));
         let old = make_root(1, 0, 5);
         assert_eq!(
-            outcomes(&mut a, &[AckerMsg::Init { root: old, val: 3 }, AckerMsg::Ack { root: old, val: 3, lane: 0 }]),
+            outcomes(
+                &mut a,
+                &[AckerMsg::Init { root: old, val: 3 }, AckerMsg::Ack { root: old, val: 3, lane: 0 }]
+            ),
             vec![acked(1, old)]
         );
         // The spout heard the outcome and reuses slot 5 under the next generation.
@@ -529,7 +543,10 @@ mod tests {
         assert_eq!(a.pending(), 0);
         let newer = next_generation(new);
         assert_eq!(
-            outcomes(&mut a, &[AckerMsg::Init { root: newer, val: 2 }, AckerMsg::Fail { root: newer, by: 0 }]),
+            outcomes(
+                &mut a,
+                &[AckerMsg::Init { root: newer, val: 2 }, AckerMsg::Fail { root: newer, by: 0 }]
+            ),
             vec![failed(1, newer)]
         );
     }
@@ -543,8 +560,14 @@ mod tests {
             assert!(outcomes(&mut a, &[AckerMsg::Init { root, val: 10 + i as u64 }]).is_empty());
         }
         assert_eq!(a.pending(), 3);
-        assert_eq!(outcomes(&mut a, &[AckerMsg::Ack { root: roots[1], val: 11, lane: 0 }]), vec![acked(1, roots[1])]);
-        assert_eq!(outcomes(&mut a, &[AckerMsg::Fail { root: roots[2], by: 0 }]), vec![failed(65535, roots[2])]);
+        assert_eq!(
+            outcomes(&mut a, &[AckerMsg::Ack { root: roots[1], val: 11, lane: 0 }]),
+            vec![acked(1, roots[1])]
+        );
+        assert_eq!(
+            outcomes(&mut a, &[AckerMsg::Fail { root: roots[2], by: 0 }]),
+            vec![failed(65535, roots[2])]
+        );
         assert!(outcomes(&mut a, &[AckerMsg::Ack { root: roots[0], val: 11, lane: 0 }]).is_empty());
         assert_eq!(
             outcomes(&mut a, &[AckerMsg::Ack { root: roots[0], val: 11 ^ 10, lane: 0 }]),
@@ -585,7 +608,11 @@ mod tests {
         let mut expected: Vec<_> = live
             .iter()
             .map(|&(_, root)| {
-                let o = if root_slot(root).is_multiple_of(2) { Outcome::acked(root) } else { Outcome::timed_out(root, 0) };
+                let o = if root_slot(root).is_multiple_of(2) {
+                    Outcome::acked(root)
+                } else {
+                    Outcome::timed_out(root, 0)
+                };
                 (root_task(root), o)
             })
             .collect();

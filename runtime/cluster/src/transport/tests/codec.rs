@@ -257,11 +257,7 @@ mod fuzz {
             Frame::Bolts { task: 3, more: false, batch: Cow::Owned(envelopes[..8].to_vec()) },
             Frame::Bolts { task: 9, more: true, batch: Cow::Owned(envelopes[20..].to_vec()) },
             Frame::Ackers { task: 7, more: false, batch: Cow::Owned(msgs) },
-            Frame::Outcomes {
-                task: 1,
-                more: false,
-                batch: Cow::Owned(vec![Outcome::acked(5)]),
-            },
+            Frame::Outcomes { task: 1, more: false, batch: Cow::Owned(vec![Outcome::acked(5)]) },
             Frame::Credits(Cow::Owned(vec![(3, 1), (u32::MAX, u32::MAX)])),
             Frame::Refused("no".into()),
         ];

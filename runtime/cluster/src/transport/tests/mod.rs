@@ -188,7 +188,9 @@ async fn batches_reach_remote_bolts_ackers_and_spouts_in_order() {
         for i in 0..200 {
             to_bolt.send(batch(i * 3, 3)).await.unwrap();
             to_acker.send(vec![AckerMsg::Ack { root: i as u64, val: 1, lane: 4 }]).await.unwrap();
-            to_spout.send(vec![if i % 2 == 0 { Outcome::acked(i as u64) } else { Outcome::failed(i as u64, 2) }]).unwrap();
+            to_spout
+                .send(vec![if i % 2 == 0 { Outcome::acked(i as u64) } else { Outcome::failed(i as u64, 2) }])
+                .unwrap();
             back.send(batch(-i, 1)).await.unwrap();
         }
     });
