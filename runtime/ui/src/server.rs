@@ -187,11 +187,8 @@ struct WindowQuery {
 }
 
 impl WindowQuery {
-    fn window(&self) -> Result<Window, Response> {
-        match &self.window {
-            None => Ok(Window::AllTime),
-            Some(w) => Window::parse(w).map_err(|e| error(StatusCode::BAD_REQUEST, e)),
-        }
+    fn window(&self) -> Result<Window, String> {
+        self.window.as_deref().map_or(Ok(Window::AllTime), Window::parse)
     }
 }
 
@@ -206,7 +203,7 @@ impl Ui {
 async fn topology(State(ui): Shared, Path(name): Path<String>, Query(q): Query<WindowQuery>) -> Response {
     let window = match q.window() {
         Ok(w) => w,
-        Err(refused) => return refused,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     match ui.source.topology(&name) {
         Some(t) => {
@@ -224,7 +221,7 @@ async fn component(
 ) -> Response {
     let window = match q.window() {
         Ok(w) => w,
-        Err(refused) => return refused,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     let Some(t) = ui.source.topology(&name) else { return no_topology(&name) };
     match rest::component_page(&ui.windowed(&t, window), &id, window) {
