@@ -76,7 +76,9 @@ pub struct TopologyPage {
     #[serde(flatten)]
     pub entry: TopologyEntry,
     /// The window the figures cover: `600`, `10800` or `:all-time`.
+    #[serde(default)]
     pub window: String,
+    #[serde(default)]
     pub window_pretty: String,
     /// The message timeout, seconds.
     pub msg_timeout: u64,
@@ -216,7 +218,9 @@ pub struct ComponentPage {
     pub last_error: String,
     pub component_errors: Vec<ErrorEntry>,
     /// The window the figures cover: `600`, `10800` or `:all-time`.
+    #[serde(default)]
     pub window: String,
+    #[serde(default)]
     pub window_pretty: String,
 }
 
