@@ -11,6 +11,8 @@
 //! keys may be added, never renamed or removed, since scripts read them. Windowed bolts add
 //! `windows_fired` and `late` (summed over tasks) and `watermark_lag_ms` (processing time
 //! minus the watermark at its last advance, the max over tasks); they are 0 elsewhere.
+//! Spouts add `failed_by`: their failed trees by cause ([`FailedBy`]: `component`, `cause`
+//! `failed` or `timeout`, `count`), empty elsewhere.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};

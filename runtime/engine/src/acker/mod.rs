@@ -18,6 +18,9 @@
 //! soon as its outcome is sent, so the spout hears at most one outcome per root, and messages
 //! for a forgotten root are ignored. Messages may arrive in any order: a bolt's ack can
 //! overtake the spout's init (a tree completes only once its init is in; a fail needs none).
+//! A failed outcome says why (Storm's STORM-521): the component named by the bolt's `Fail`,
+//! or, for a tree that timed out, the components that still held part of it ([`holders`],
+//! from the lanes of the bolts whose acks the tree saw: one byte per tree).
 //!
 //! Trees are kept in a slab per spout task, indexed by the root's slot: every message is an
 //! array access, not a hash probe. The spout reuses a slot only after it heard the outcome of
