@@ -213,6 +213,18 @@ async function topologyPage(name) {
       <button data-action="rebalance">Rebalance…</button><button data-action="kill" class="danger">Kill…</button>
     </div>
     ${graph(page, rate)}
+    <h2>Windows</h2>${table(
+      [
+        { title: "window", text: true, cell: (w) => esc(w.windowPretty) },
+        { title: "emitted", cell: (w) => w.emitted },
+        { title: "transferred", cell: (w) => w.transferred },
+        { title: "acked", cell: (w) => w.acked },
+        { title: "failed", cell: (w) => w.failed },
+        { title: "complete p50", cell: (w) => ms(w.completeLatency) },
+      ],
+      page.topologyStats || [],
+      (w) => `data-window="${esc(w.window)}"`,
+    )}
     <h2>Spouts</h2>${table(
       [
         { title: "id", text: true, cell: (s) => `<a href="${link(page.name, s.spoutId)}">${esc(s.spoutId)}</a>` },
