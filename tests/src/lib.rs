@@ -526,6 +526,18 @@ impl ComponentSummary {
     pub fn failed(&self) -> u64 {
         self.count("failed")
     }
+
+    /// A spout's failed trees by cause: (component, cause) → count, from `failed_by`.
+    pub fn failed_by(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        let entries = self.figures.get("failed_by").and_then(Value::as_array).cloned().unwrap_or_default();
+        entries
+            .iter()
+            .map(|e| {
+                let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                ((text("component"), text("cause")), e["count"].as_u64().unwrap_or_default())
+            })
+            .collect()
+    }
 }
 
 /// A `squall broker` serving a data directory, started by [`BrokerServer::start`]; killed on

@@ -123,6 +123,10 @@ fn numbers_reach_the_sink_across_workers_and_kill_removes_everything() {
     let status = cluster.status("numbers").expect("status");
     assert_eq!(status["components"]["flaky"]["tasks"], 2, "{status}");
     assert!(status["components"]["flaky"]["failed"].as_u64() > Some(0), "flaky failed some: {status}");
+    // The spout's failed trees are put down to flaky, across workers.
+    let failed_by = status["components"]["numbers"]["failed_by"].as_array().cloned().unwrap_or_default();
+    let by_flaky = failed_by.iter().find(|f| f["component"] == "flaky" && f["cause"] == "failed");
+    assert!(by_flaky.is_some_and(|f| f["count"].as_u64() > Some(0)), "{status}");
 
     // A name that is running is refused.
     let again = cluster.squall(["submit"]).arg(dir.join("numbers.toml")).run();

@@ -197,6 +197,9 @@ inputs = [{ from = "flaky" }]
     let numbers = out.summary().component("numbers");
     assert_eq!(numbers.acked(), 2000, "{out}");
     assert!(numbers.failed() > 0, "a tenth of the tuples fail\n{out}");
+    // Every failure is put down to the bolt that failed the tree.
+    let by = [(("flaky".to_string(), "failed".to_string()), numbers.failed())];
+    assert_eq!(numbers.failed_by(), by.into_iter().collect(), "{out}");
 }
 
 /// A spout emitting words without end (`rate` per second, 0 = flat out) into one bolt.

@@ -149,6 +149,22 @@ fn check_topology_page(page: &Value, name: &str) {
         assert!(flaky[key].is_f64(), "{key}: {flaky:#}");
     }
     assert!(flaky["failed"].as_u64() > Some(0), "{flaky:#}");
+    // Failure forensics: the spout's failed trees are put down to flaky, which failed them.
+    let failed_by = numbers["failedBy"].as_array().cloned().unwrap_or_default();
+    assert!(
+        failed_by
+            .iter()
+            .any(|f| f["component"] == "flaky" && f["cause"] == "failed" && f["count"].as_u64() > Some(0)),
+        "{numbers:#}"
+    );
+    // Storm's windows: the page's own, and one entry of topologyStats per window.
+    assert_eq!(
+        (&page["window"], &page["windowPretty"]),
+        (&Value::from(":all-time"), &Value::from("All time"))
+    );
+    let windows: Vec<&str> =
+        page["topologyStats"].as_array().into_iter().flatten().filter_map(|w| w["window"].as_str()).collect();
+    assert_eq!(windows, ["600", "10800", ":all-time"], "{page:#}");
     let edges = page["edges"].as_array().cloned().unwrap_or_default();
     let has = |from: &str, to: &str| edges.iter().any(|e| e["from"] == from && e["to"] == to);
     assert!(has("numbers", "flaky") && has("lines", "flaky") && has("flaky", "sink"), "{edges:?}");
@@ -168,6 +184,13 @@ fn check_component_page(addr: &str, name: &str) -> Value {
     );
     let (status, _) = http(addr, "GET", &format!("/api/v1/topology/{name}/component/nope"), None, "");
     assert_eq!(status, 404);
+    // A window Storm knows is taken; any other is refused with a one-line reason.
+    let last = get_json(addr, &format!("/api/v1/topology/{name}/component/flaky?window=600"));
+    assert_eq!((&last["window"], &last["windowPretty"]), (&Value::from("600"), &Value::from("10m 0s")));
+    assert_eq!(get_json(addr, &format!("/api/v1/topology/{name}?window=10800"))["window"], "10800");
+    let (status, body) = http(addr, "GET", &format!("/api/v1/topology/{name}?window=42"), None, "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("600, 10800 or :all-time") && body.lines().count() == 1, "{body}");
     let (status, _) = http(addr, "GET", "/api/v1/topology/nope", None, "");
     assert_eq!(status, 404);
     flaky
@@ -182,6 +205,8 @@ fn check_metrics_move(addr: &str, name: &str) {
     let complete = [("topology", name), ("component", "numbers")];
     assert!(sample(&first, "squall_complete_latency_seconds", &complete) > Some(0.0));
     assert!(sample(&first, "squall_failed_total", &complete) > Some(0.0));
+    let by_flaky = [("topology", name), ("component", "numbers"), ("cause", "failed"), ("by", "flaky")];
+    assert!(sample(&first, "squall_failed_trees_total", &by_flaky) > Some(0.0), "failed trees by cause");
     assert!(sample(&first, "squall_capacity", &labels).is_some());
     assert!(
         sample(&first, "squall_execute_latency_seconds", &labels) > Some(0.0),
@@ -212,6 +237,21 @@ fn a_local_run_serves_the_rest_api_and_metrics_and_takes_actions_with_the_secret
     let flaky = check_component_page(&addr, "observed");
     assert_eq!(flaky["executorStats"][0]["supervisorId"], "local");
     check_metrics_move(&addr, "observed");
+
+    // `squall errors --ui` reads a local run's errors as nimbus's.
+    let errors = dir.squall(["errors", "observed", "--ui", &addr]).run();
+    errors.assert_success();
+    let lines = errors.stdout.lines().skip_while(|l| !l.starts_with("lines: ")).nth(1).unwrap_or_default();
+    assert!(
+        lines.contains("task ") && lines.contains("worker 0 (localhost)") && lines.contains("malformed"),
+        "{errors}"
+    );
+    let unknown = dir.squall(["errors", "nope", "--ui", &addr]).run();
+    unknown.assert_failure();
+    assert!(
+        unknown.stderr.contains("no topology named `nope`") && unknown.stderr.lines().count() == 1,
+        "{unknown}"
+    );
 
     actions_need_the_secret(&addr, "observed");
     let (status, reply) = post(&addr, "/api/v1/topology/observed/deactivate", Some(LOCAL_SECRET), "");
@@ -268,6 +308,19 @@ fn nimbus_serves_the_rest_api_and_metrics_of_a_cluster_and_takes_actions_with_th
     let unknown = cluster.squall(["errors", "nope"]).run();
     unknown.assert_failure();
     assert!(unknown.stderr.contains("no topology named `nope`"), "{unknown}");
+
+    // `status --window` shows the figures over one of Storm's windows, and refuses others.
+    let last = cluster.squall(["status", "observed", "--window", "600", "--ui", &addr]).run();
+    last.assert_success();
+    assert!(last.stdout.lines().next().unwrap_or_default().ends_with("figures over: 10m 0s"), "{last}");
+    assert!(last.stdout.contains("failed trees") && last.stdout.contains("flaky"), "{last}");
+    let json = cluster.squall(["status", "observed", "--window", "10800", "--json", "--ui", &addr]).run();
+    json.assert_success();
+    let json: Value = serde_json::from_str(json.stdout.trim()).expect("status --json prints one JSON object");
+    assert!(json["components"]["numbers"]["acked"].as_u64() > Some(0), "{json}");
+    let bad = cluster.squall(["status", "observed", "--window", "7", "--ui", &addr]).run();
+    bad.assert_failure();
+    assert!(bad.stderr.contains("600, 10800 or :all-time") && bad.stderr.lines().count() == 1, "{bad}");
 
     let summary = get_json(&addr, "/api/v1/cluster/summary");
     let slots = |s: &Value| (s["supervisors"].as_u64(), s["slotsTotal"].as_u64(), s["slotsUsed"].as_u64());

@@ -63,6 +63,11 @@ fn the_web_ui_draws_the_running_topology_with_live_figures() {
         "no rate on sentences → split:\n{topology}"
     );
     assert!(topology.contains("data-bolt=\"count\""), "no row for count:\n{topology}");
+    // Where each component's time goes, failure causes, and the workers' restarts.
+    for shown in ["title=\"busy / idle / backpressured\"", ">failed by<", ">restarts<", "data-window=\"600\""]
+    {
+        assert!(topology.contains(shown), "no {shown} on the topology page:\n{topology}");
+    }
 
     let cluster = dom(&dir, &format!("http://{addr}/"));
     assert!(cluster.contains("data-topology=\"wc\""), "the cluster page lists no wc:\n{cluster}");

@@ -73,6 +73,13 @@ pub enum ClusterCommand {
         /// One JSON object on stdout (as `local --json`)
         #[arg(long)]
         json: bool,
+        /// The figures over Storm's window 600 (10 minutes), 10800 (3 hours) or all-time,
+        /// read from the cluster's UI (`[ui] listen`) [default: since the tasks started]
+        #[arg(long, value_name = "WINDOW")]
+        window: Option<String>,
+        /// With --window: the UI to read, HOST:PORT [default: [ui] listen of the cluster file]
+        #[arg(long, value_name = "ADDR", requires = "window")]
+        ui: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -134,7 +141,10 @@ pub async fn run(command: ClusterCommand, registry: Registry) -> Result<(), Stri
             submit(&config, &file, artifact.as_deref(), &registry).await
         }
         ClusterCommand::List { json, config } => list(&config, json).await,
-        ClusterCommand::Status { name, json, config } => status(&config, &name, json).await,
+        ClusterCommand::Status { name, json, window: Some(window), ui, config } => {
+            status_over(&config, &name, json, &window, ui).await
+        }
+        ClusterCommand::Status { name, json, window: None, config, .. } => status(&config, &name, json).await,
         ClusterCommand::Kill { name, wait, config } => kill(&config, &name, wait).await,
         ClusterCommand::Activate { name, config } => activate(&config, &name, true).await,
         ClusterCommand::Deactivate { name, config } => activate(&config, &name, false).await,
@@ -314,6 +324,42 @@ pub async fn status(config: &ConfigArg, name: &str, json: bool) -> Result<(), St
         .map(|(id, s)| (id, if s.role == "spout" { Role::Spout } else { Role::Bolt }))
         .collect();
     print!("{}", status.snapshot.render_rows(order));
+    Ok(())
+}
+
+/// `status --window W`: the topology's figures over a window, from the UI's page.
+async fn status_over(
+    config: &ConfigArg,
+    name: &str,
+    json: bool,
+    window: &str,
+    ui: Option<String>,
+) -> Result<(), String> {
+    let window = squall_ui::history::Window::parse(window)?;
+    let loaded = config.load()?;
+    let ui = ui.unwrap_or_else(|| loaded.ui.listen.clone());
+    let (http, scheme) = crate::top::ui_client(loaded.tls().map_err(|e| e.to_string())?.as_ref())?;
+    let url = format!("{scheme}://{ui}/api/v1/topology/{name}?window={}", window.name());
+    let page: squall_ui::rest::TopologyPage =
+        crate::top::get_json(&http, &url, Some(&loaded.cluster.secret)).await?;
+    let snapshot = squall_ui::rest::page_snapshot(&page);
+    if json {
+        println!("{}", serde_json::to_string(&snapshot).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!(
+        "topology {}: {}, {} workers, {} tasks, up {}; figures over: {}",
+        page.entry.name,
+        page.entry.status,
+        page.entry.workers_total,
+        page.entry.tasks_total,
+        page.entry.uptime,
+        page.window_pretty
+    );
+    let spouts = page.spouts.iter().map(|s| (s.spout_id.as_str(), Role::Spout));
+    let order: Vec<(&str, Role)> =
+        spouts.chain(page.bolts.iter().map(|b| (b.bolt_id.as_str(), Role::Bolt))).collect();
+    print!("{}", snapshot.render_rows(order));
     Ok(())
 }
 

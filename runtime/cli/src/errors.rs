@@ -1,4 +1,6 @@
-//! `squall errors NAME [--json]`: a running topology's errors, per component, from nimbus.
+//! `squall errors NAME [--ui ADDR] [--json]`: a running topology's errors, per component,
+//! from nimbus, or with `--ui` from a UI's `GET /api/v1/topology/NAME/errors` (a local run's
+//! `squall local --ui ADDR`, with `$SQUALL_SECRET` if set).
 //!
 //! Contract: per component in the topology's order, one line `ID: N errors` (every error
 //! its tasks reported, logged or not), then each task's latest error, the newest first:
@@ -23,14 +25,27 @@ pub struct ErrorsArgs {
     /// One JSON object on stdout
     #[arg(long)]
     json: bool,
+    /// Read a UI at HOST:PORT instead of nimbus (a local run's `--ui`)
+    #[arg(long, value_name = "ADDR")]
+    ui: Option<String>,
     #[command(flatten)]
     config: ConfigArg,
 }
 
 pub async fn run(args: ErrorsArgs) -> Result<(), String> {
-    let config = args.config.load()?;
-    let client = Client::for_config(&config).map_err(|e| e.to_string())?;
-    let errors = client.errors(&args.name).await.map_err(|e| e.to_string())?;
+    let errors: TopologyErrors = match &args.ui {
+        Some(addr) => {
+            // A local run's UI (`squall local --ui`): plain HTTP, its secret in SQUALL_SECRET.
+            let url = format!("http://{addr}/api/v1/topology/{}/errors", args.name);
+            let secret = std::env::var("SQUALL_SECRET").ok();
+            crate::top::get_json(&crate::top::ui_client(None)?.0, &url, secret.as_deref()).await?
+        }
+        None => {
+            let config = args.config.load()?;
+            let client = Client::for_config(&config).map_err(|e| e.to_string())?;
+            client.errors(&args.name).await.map_err(|e| e.to_string())?
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string(&errors).map_err(|e| e.to_string())?);
     } else {

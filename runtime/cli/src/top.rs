@@ -165,22 +165,49 @@ struct Source {
 
 impl Source {
     async fn read(&self) -> Result<TopologyPage, String> {
-        let mut request = self.http.get(&self.url);
-        if let Some(secret) = &self.secret {
-            request = request.header(squall_ui::server::SECRET_HEADER, secret);
-        }
-        let response = request.send().await.map_err(|e| format!("{}: {e}", self.url))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let why = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or(body);
-            return Err(format!("{}: {status}: {}", self.url, why.trim()));
-        }
-        response.json::<TopologyPage>().await.map_err(|e| format!("{}: unreadable answer: {e}", self.url))
+        get_json(&self.http, &self.url, self.secret.as_deref()).await
     }
+}
+
+/// `GET url` of a UI, with the secret if given: its JSON answer, or a one-line error (the
+/// UI's own reason when it refused).
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    secret: Option<&str>,
+) -> Result<T, String> {
+    let mut request = http.get(url);
+    if let Some(secret) = secret {
+        request = request.header(squall_ui::server::SECRET_HEADER, secret);
+    }
+    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        let why = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or(body);
+        return Err(format!("{url}: {status}: {}", why.trim()));
+    }
+    response.json::<T>().await.map_err(|e| format!("{url}: unreadable answer: {e}"))
+}
+
+/// An HTTP client for reading a UI, and the scheme to read it with: HTTPS with the cluster's
+/// TLS (a TLS cluster's UI speaks nothing else).
+pub(crate) fn ui_client(
+    tls: Option<&squall_engine::tls::Tls>,
+) -> Result<(reqwest::Client, &'static str), String> {
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    let scheme = match tls {
+        Some(tls) => {
+            http = http.use_preconfigured_tls(tls.client_config());
+            "https"
+        }
+        None => "http",
+    };
+    let http = http.build().map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+    Ok((http, scheme))
 }
 
 pub async fn run(args: TopArgs) -> Result<(), String> {
@@ -190,15 +217,7 @@ pub async fn run(args: TopArgs) -> Result<(), String> {
         Some(addr) => (addr.clone(), std::env::var("SQUALL_SECRET").ok()),
         None => (config.ui.listen.clone(), Some(config.cluster.secret.clone())),
     };
-    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
-    let scheme = match config.tls().map_err(|e| e.to_string())? {
-        Some(tls) => {
-            http = http.use_preconfigured_tls(tls.client_config());
-            "https"
-        }
-        None => "http",
-    };
-    let http = http.build().map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+    let (http, scheme) = ui_client(config.tls().map_err(|e| e.to_string())?.as_ref())?;
     let source = Source { http, url: format!("{scheme}://{ui}/api/v1/topology/{}", args.name), secret };
     let first = source.read().await?;
     if args.once {

@@ -116,6 +116,7 @@ pub fn start(
     let (control, control_rx) = watch::channel(Control::Active);
     let timeout = Duration::from_secs(plan.settings.message_timeout_secs);
     let mut tasks = JoinSet::new();
+    let holders = Arc::new(acker::Holders::new(plan));
     for &t in hosted {
         let i = t as usize;
         let inbox = inboxes[i].take().expect("every hosted task got an inbox above");
@@ -139,8 +140,9 @@ pub fn start(
                 let me =
                     plan.acker_tasks.iter().position(|&a| a == t).expect("an acker task is in acker_tasks");
                 let bounds = acker::RootBounds::new(plan.spout_task_count(), plan.settings.max_spout_pending);
+                let holders = (*holders).clone();
                 tasks.spawn(async move {
-                    acker::run(inbox, spouts, timeout, me, ackers, bounds).await;
+                    acker::run(inbox, spouts, timeout, me, ackers, bounds, holders).await;
                     Ok(())
                 });
                 continue;
@@ -170,6 +172,7 @@ pub fn start(
                     // Later than the acker's own timeout, which normally reports first.
                     expire_after: across_workers.then(|| timeout + Duration::from_secs(2)),
                     checkpoint: checkpointing.map(|c| SpoutCheckpoint::new(plan, t, c.clone(), &links)),
+                    holders: holders.clone(),
                 };
                 tasks.spawn(exec.run());
             }

@@ -11,6 +11,8 @@
 //! keys may be added, never renamed or removed, since scripts read them. Windowed bolts add
 //! `windows_fired` and `late` (summed over tasks) and `watermark_lag_ms` (processing time
 //! minus the watermark at its last advance, the max over tasks); they are 0 elsewhere.
+//! Spouts add `failed_by`: their failed trees by cause ([`FailedBy`]: `component`, `cause`
+//! `failed` or `timeout`, `count`), empty elsewhere.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -82,6 +84,34 @@ pub struct TaskMetrics {
     pub idle_ns: AtomicU64,
     /// Time blocked on a full downstream queue, ns.
     pub backpressured_ns: AtomicU64,
+    /// Failed trees by cause (spouts; written only when a tree fails).
+    pub failed_by: Mutex<Vec<FailedBy>>,
+}
+
+/// Why trees failed: a bolt failed them, or they timed out while a component held part of
+/// them (Storm's STORM-521). `component` is empty when no one is known (a spout gave up on a
+/// tree whose acker was lost).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FailedBy {
+    pub component: String,
+    /// [`FAILED`] or [`TIMEOUT`].
+    pub cause: String,
+    pub count: u64,
+}
+
+/// [`FailedBy::cause`]: a bolt failed the tree.
+pub const FAILED: &str = "failed";
+/// [`FailedBy::cause`]: the tree timed out.
+pub const TIMEOUT: &str = "timeout";
+
+/// Adds `count` trees failed by `cause` at `component` to `list` (kept sorted).
+pub fn add_failed_by(list: &mut Vec<FailedBy>, component: &str, cause: &str, count: u64) {
+    match list.binary_search_by(|f| (f.component.as_str(), f.cause.as_str()).cmp(&(component, cause))) {
+        Ok(i) => list[i].count += count,
+        Err(i) => {
+            list.insert(i, FailedBy { component: component.to_string(), cause: cause.to_string(), count })
+        }
+    }
 }
 
 /// An error a component reported (`report_error`), and when.
@@ -132,6 +162,7 @@ impl Default for TaskMetrics {
             state_entries: AtomicU64::new(0),
             idle_ns: AtomicU64::new(0),
             backpressured_ns: AtomicU64::new(0),
+            failed_by: Mutex::new(Vec::new()),
         }
     }
 }
@@ -248,6 +279,9 @@ pub struct ComponentStats {
     /// The latest error of any of its tasks (absent if none reported one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorNote>,
+    /// A spout's failed trees by cause and component (see [`FailedBy`]), summed over its tasks.
+    #[serde(default)]
+    pub failed_by: Vec<FailedBy>,
 }
 
 /// A topology's figures at one moment.
@@ -326,6 +360,9 @@ pub struct TaskFigures {
     pub idle_ns: u64,
     #[serde(default)]
     pub backpressured_ns: u64,
+    /// Failed trees by cause (spouts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_by: Vec<FailedBy>,
 }
 
 impl TaskFigures {
@@ -363,6 +400,9 @@ impl TaskFigures {
         if out.last_error.is_none() {
             out.last_error = earlier.last_error.clone();
         }
+        for f in &earlier.failed_by {
+            add_failed_by(&mut out.failed_by, &f.component, &f.cause, f.count);
+        }
         if out.execute_buckets.is_empty() {
             out.execute_buckets = earlier.execute_buckets.clone();
         } else {
@@ -370,6 +410,51 @@ impl TaskFigures {
                 *b += e;
             }
         }
+        out
+    }
+}
+
+impl TaskFigures {
+    /// What the task counted since `earlier` (its figures at a window's start): counters,
+    /// histograms and failure causes less theirs then; gauges and the last error are now's.
+    /// Figures from a task that started again since `earlier` are all since then.
+    pub fn minus(&self, earlier: &TaskFigures) -> TaskFigures {
+        if self.restarted_since(earlier) {
+            return self.clone();
+        }
+        let mut out = self.clone();
+        out.emitted -= earlier.emitted;
+        out.transferred -= earlier.transferred;
+        out.executed -= earlier.executed;
+        out.acked -= earlier.acked;
+        out.failed -= earlier.failed;
+        out.errors -= earlier.errors;
+        out.execute_ns = out.execute_ns.saturating_sub(earlier.execute_ns);
+        out.execute_samples -= earlier.execute_samples;
+        out.windows_fired = out.windows_fired.saturating_sub(earlier.windows_fired);
+        out.late = out.late.saturating_sub(earlier.late);
+        out.checkpoints = out.checkpoints.saturating_sub(earlier.checkpoints);
+        out.idle_ns = out.idle_ns.saturating_sub(earlier.idle_ns);
+        out.backpressured_ns = out.backpressured_ns.saturating_sub(earlier.backpressured_ns);
+        for (b, e) in out.execute_buckets.iter_mut().zip(&earlier.execute_buckets) {
+            *b = b.saturating_sub(*e);
+        }
+        // Both lists are sorted by value (a histogram's recorded values, in order).
+        let before: BTreeMap<u64, u64> = earlier.complete_us.iter().copied().collect();
+        out.complete_us = self
+            .complete_us
+            .iter()
+            .map(|&(value, count)| (value, count.saturating_sub(before.get(&value).copied().unwrap_or(0))))
+            .filter(|&(_, count)| count > 0)
+            .collect();
+        for f in &mut out.failed_by {
+            if let Some(e) =
+                earlier.failed_by.iter().find(|e| e.component == f.component && e.cause == f.cause)
+            {
+                f.count = f.count.saturating_sub(e.count);
+            }
+        }
+        out.failed_by.retain(|f| f.count > 0);
         out
     }
 }
@@ -407,6 +492,7 @@ impl TaskMetrics {
             state_entries: self.state_entries.load(Relaxed),
             idle_ns: self.idle_ns.load(Relaxed),
             backpressured_ns: self.backpressured_ns.load(Relaxed),
+            failed_by: self.failed_by.lock().map(|f| f.clone()).unwrap_or_default(),
         }
     }
 }
@@ -452,6 +538,7 @@ impl Snapshot {
                 late: 0,
                 watermark_lag_ms: 0,
                 last_error: None,
+                failed_by: Vec::new(),
             };
             let (mut ns, mut samples) = (0u64, 0u64);
             let (mut idle_ns, mut backpressured_ns) = (0u64, 0u64);
@@ -474,6 +561,9 @@ impl Snapshot {
                     if s.last_error.as_ref().is_none_or(|l| l.time_ms <= e.time_ms) {
                         s.last_error = Some(e.clone());
                     }
+                }
+                for by in &f.failed_by {
+                    add_failed_by(&mut s.failed_by, &by.component, &by.cause, by.count);
                 }
                 ns += f.execute_ns;
                 samples += f.execute_samples;
@@ -599,6 +689,19 @@ impl Snapshot {
                 let _ = writeln!(out, "{:<16} {:>14} {:>12} {:>16}", id, s.windows_fired, s.late, lag);
             }
         }
+        // Failed trees by cause, once any failed: who failed them, who held them at timeout.
+        let failing: Vec<(&str, &FailedBy)> = order
+            .iter()
+            .filter_map(|&(id, _)| Some((id, self.components.get(id)?)))
+            .flat_map(|(id, s)| s.failed_by.iter().map(move |f| (id, f)))
+            .collect();
+        if !failing.is_empty() {
+            let _ = writeln!(out, "{:<16} {:<16} {:<8} {:>12}", "failed trees", "by", "cause", "count");
+            for (id, f) in failing {
+                let by = if f.component.is_empty() { "?" } else { f.component.as_str() };
+                let _ = writeln!(out, "{:<16} {:<16} {:<8} {:>12}", id, by, f.cause, f.count);
+            }
+        }
         out
     }
 }
@@ -688,6 +791,31 @@ mod tests {
         )
         .render_rows([("b", Role::Bolt)]);
         assert!(table.contains("80/20/0%"), "{table}");
+    }
+
+    #[test]
+    fn a_window_of_a_tasks_figures_holds_only_what_it_counted_since_the_windows_start() {
+        let start = TaskFigures {
+            task: 1,
+            emitted: 100,
+            acked: 90,
+            complete_us: vec![(10, 5), (900_000, 1)],
+            failed_by: vec![FailedBy { component: "b".into(), cause: TIMEOUT.into(), count: 2 }],
+            ..Default::default()
+        };
+        let mut now = start.plus(&TaskFigures {
+            emitted: 50,
+            acked: 50,
+            complete_us: vec![(10, 50)],
+            ..Default::default()
+        });
+        now.complete_us = vec![(10, 55), (900_000, 1)];
+        let window = now.minus(&start);
+        assert_eq!((window.emitted, window.acked), (50, 50));
+        assert_eq!(window.complete_us, vec![(10, 50)], "the start-up spike is outside the window");
+        assert!(window.failed_by.is_empty(), "no tree failed within the window");
+        let restarted = TaskFigures { task: 1, emitted: 3, ..Default::default() };
+        assert_eq!(restarted.minus(&start).emitted, 3, "a restarted task's figures are all new");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use squall_api::{
 };
 use squall_engine::executor::output::{BATCH, INBOX_BATCHES};
 use squall_engine::local::{self, LocalOptions};
+use squall_engine::metrics::FailedBy;
 use squall_engine::topology::{ComponentDef, GroupingDef, InputDef, Settings, TopologyDef};
 
 /// What the test components saw.
@@ -123,6 +124,18 @@ impl Bolt for Sink {
     }
 }
 
+/// Reports an error for every input, naming it, and acks it.
+struct Complainer;
+
+#[async_trait]
+impl Bolt for Complainer {
+    async fn execute(&mut self, input: Tuple, out: &mut dyn BoltCollector) -> Result<(), BoxError> {
+        out.report_error(&format!("bad tuple {}", input.get_i64("n")?));
+        out.ack(input);
+        Ok(())
+    }
+}
+
 /// Never acks anything.
 struct BlackHole;
 
@@ -176,6 +189,7 @@ fn registry(seen: &Arc<Seen>) -> Registry {
     let s = seen.clone();
     r.bolt("sink", move |_: NoConfig| Ok(Sink { seen: s.clone() }));
     r.bolt("black-hole", |_: NoConfig| Ok(BlackHole));
+    r.bolt("complainer", |_: NoConfig| Ok(Complainer));
     r.bolt("patient", |_: NoConfig| Ok(Patient));
     r
 }
@@ -238,6 +252,9 @@ async fn replays_failed_tuples_until_every_id_is_acked_exactly_once() {
     let spout = &result.snapshot.components["numbers"];
     assert_eq!(spout.acked, 2000);
     assert_eq!(spout.failed as usize, fails.values().map(|&c| c as usize).sum::<usize>());
+    // Every failed tree is put down to the bolt that failed it.
+    let by = FailedBy { component: "flaky".into(), cause: "failed".into(), count: spout.failed };
+    assert_eq!(spout.failed_by, vec![by]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +278,27 @@ async fn unacked_tuple_times_out_and_is_failed_once() {
     assert!(fails.get(&0).copied().unwrap_or(0) >= 1, "the tuple timed out and failed");
     // Each emit of id 0 is failed exactly once: fails never exceed emits.
     assert!(fails[&0] as u64 <= seen.emitted.load(SeqCst));
-    assert_eq!(result.snapshot.components["numbers"].failed, fails[&0] as u64);
+    let spout = &result.snapshot.components["numbers"];
+    assert_eq!(spout.failed, fails[&0] as u64);
+    // Each timeout is put down to the bolt that held the tree.
+    let by = FailedBy { component: "hole".into(), cause: "timeout".into(), count: spout.failed };
+    assert_eq!(spout.failed_by, vec![by]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_past_the_log_rate_limit_are_still_counted_and_the_latest_kept() {
+    let seen = Arc::new(Seen::default());
+    let def = topology(
+        numbers(50, true),
+        vec![component("complainer", "complainer", 1, Some("numbers"))],
+        Settings::default(),
+    );
+    let result = local::run(&def, &registry(&seen), &LocalOptions::default()).await.unwrap();
+    let bolt = &result.snapshot.components["complainer"];
+    // Only the first few of a window reach the log; every one is counted, the newest kept.
+    const { assert!(50 > squall_engine::executor::output::ERRORS_LOGGED) };
+    assert_eq!(bolt.errors, 50);
+    assert_eq!(bolt.last_error.as_ref().map(|e| e.message.as_str()), Some("bad tuple 49"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@
 
 pub mod assets;
 pub mod bounded;
+pub mod history;
 pub mod local;
 pub mod prom;
 pub mod rest;

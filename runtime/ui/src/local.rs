@@ -84,6 +84,7 @@ impl LocalSource {
                 port: 0,
                 tasks: all.clone(),
                 reporting: true,
+                restarts: 0,
             }],
             components,
             edges,

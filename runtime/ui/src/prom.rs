@@ -5,7 +5,9 @@
 //! histograms in seconds. Per component, labelled `topology` and `component` (and `task`
 //! too when per-task series are asked for): `squall_emitted_total`,
 //! `squall_transferred_total`, `squall_executed_total`, `squall_acked_total`,
-//! `squall_failed_total`, `squall_errors_total`, gauges `squall_capacity`,
+//! `squall_failed_total`, `squall_errors_total`, for spouts `squall_failed_trees_total`
+//! (also labelled `cause`, `failed` or `timeout`, and `by`, the bolt that failed the trees or
+//! held part of them when they timed out), gauges `squall_capacity`,
 //! `squall_queue_depth`, `squall_execute_latency_mean_seconds`, `squall_tasks`,
 //! `squall_busy_ratio`, `squall_idle_ratio`, `squall_backpressured_ratio` (Flink's split of
 //! the tasks' time), for stateful bolts `squall_checkpoints_total` and
@@ -202,6 +204,24 @@ impl Collector for Exposition {
         counter(&mut e, "squall_acked", "Tuples acked.", per(&|s| s.acked))?;
         counter(&mut e, "squall_failed", "Tuples failed.", per(&|s| s.failed))?;
         counter(&mut e, "squall_errors", "Errors reported by components.", per(&|s| s.errors))?;
+        let failed_trees: Samples<u64> = self
+            .rows
+            .iter()
+            .flat_map(|r| {
+                r.stats.failed_by.iter().map(|f| {
+                    let mut labels = r.labels.clone();
+                    labels.push(("cause", f.cause.clone()));
+                    labels.push(("by", f.component.clone()));
+                    (labels, f.count)
+                })
+            })
+            .collect();
+        counter(
+            &mut e,
+            "squall_failed_trees",
+            "Failed tuple trees of a spout by cause: failed by bolt `by`, or timed out while `by` held part of it.",
+            failed_trees,
+        )?;
         gauge(
             &mut e,
             "squall_capacity",
@@ -320,6 +340,7 @@ impl Collector for Exposition {
 mod tests {
     use super::*;
     use crate::view::SupervisorView;
+    use squall_engine::metrics::FailedBy;
 
     fn cluster() -> ClusterView {
         ClusterView {
@@ -342,7 +363,12 @@ mod tests {
                         task: 0,
                         emitted: 5,
                         acked: 3,
+                        failed: 3,
                         complete_us: vec![(200, 2), (3_000_000, 1)],
+                        failed_by: vec![
+                            FailedBy { component: "count".into(), cause: "failed".into(), count: 1 },
+                            FailedBy { component: "count".into(), cause: "timeout".into(), count: 2 },
+                        ],
                         ..Default::default()
                     },
                     TaskFigures {
@@ -406,6 +432,16 @@ mod tests {
             "{text}"
         );
         assert!(line(&format!("squall_execute_latency_seconds_count{{{labels}}}")).ends_with(" 2"), "{text}");
+    }
+
+    #[test]
+    fn failed_trees_are_counted_by_cause_and_by_the_bolt_that_failed_or_held_them() {
+        let text = render(&cluster(), false);
+        let labels = "topology=\"wc\",component=\"src\"";
+        for (cause, n) in [("failed", 1), ("timeout", 2)] {
+            let series = format!("squall_failed_trees_total{{{labels},cause=\"{cause}\",by=\"count\"}} {n}");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
     }
 
     #[test]

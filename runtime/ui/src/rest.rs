@@ -5,16 +5,17 @@
 //! `bolts` with `boltId`, `emitted`, `transferred`, `acked`, `failed`, `completeLatency`,
 //! `capacity`, `executeLatency`, `processLatency`, `lastError`, …), so scripts written
 //! against Storm UI read them; Squall's own additions (`kind`, `queueDepth`, `edges`,
-//! `workers`, …) sit beside them. Figures are totals since the tasks started (Storm's
-//! `:all-time` window); latencies are in milliseconds, as Storm's, but JSON numbers rather
+//! `workers`, …) sit beside them. Figures are over the view's window (`window`,
+//! `windowPretty`: Storm's `600`, `10800` or `:all-time`, see [`crate::history`]); latencies are in milliseconds, as Storm's, but JSON numbers rather
 //! than strings. `processLatency` is the execute latency: Squall does not time from arrival
 //! to ack separately. An executor is a task (Squall runs one task per executor). Every
 //! function here is pure.
 
 use serde::{Deserialize, Serialize};
 use squall_api::Role;
-use squall_engine::metrics::{ComponentStats, ErrorNote, Snapshot, TaskFigures};
+use squall_engine::metrics::{ComponentStats, ErrorNote, FailedBy, Snapshot, TaskFigures};
 
+use crate::history::Window;
 use crate::view::{ClusterView, ComponentView, SupervisorView, TopologyView};
 
 /// `GET /api/v1/cluster/summary`.
@@ -74,6 +75,11 @@ pub struct TopologyEntry {
 pub struct TopologyPage {
     #[serde(flatten)]
     pub entry: TopologyEntry,
+    /// The window the figures cover: `600`, `10800` or `:all-time`.
+    #[serde(default)]
+    pub window: String,
+    #[serde(default)]
+    pub window_pretty: String,
     /// The message timeout, seconds.
     pub msg_timeout: u64,
     pub topology_stats: Vec<WindowStats>,
@@ -86,7 +92,7 @@ pub struct TopologyPage {
     pub sampled_at_ms: u64,
 }
 
-/// The topology's totals over one window (Squall keeps one: all time).
+/// The topology's totals over one window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowStats {
@@ -124,6 +130,11 @@ pub struct SpoutEntry {
     pub idle: f64,
     #[serde(default)]
     pub backpressured: f64,
+    /// Failed trees by cause (STORM-521): `{"component", "cause": "failed"|"timeout",
+    /// "count"}`, the bolt that failed them or each component that held part of a tree when
+    /// it timed out (empty when no one is known).
+    #[serde(default)]
+    pub failed_by: Vec<FailedBy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +182,9 @@ pub struct WorkerEntry {
     pub host: String,
     pub port: u16,
     pub reporting: bool,
+    /// Times the worker was seen starting again (its figures carry on from before).
+    #[serde(default)]
+    pub restarts: u64,
     pub tasks: Vec<u32>,
     /// The components it hosts tasks of, in topology order.
     pub components: Vec<String>,
@@ -203,6 +217,11 @@ pub struct ComponentPage {
     pub outputs: Vec<EdgeEntry>,
     pub last_error: String,
     pub component_errors: Vec<ErrorEntry>,
+    /// The window the figures cover: `600`, `10800` or `:all-time`.
+    #[serde(default)]
+    pub window: String,
+    #[serde(default)]
+    pub window_pretty: String,
 }
 
 /// One task of a component, and where it runs.
@@ -338,22 +357,30 @@ fn role(c: &ComponentView) -> Role {
     }
 }
 
-pub fn topology_page(t: &TopologyView) -> TopologyPage {
+/// The totals of `t` (its figures over `window`) as one entry of `topologyStats`.
+pub fn window_stats(t: &TopologyView, window: Window) -> WindowStats {
+    let snapshot = snapshot(t);
+    let spouts = || t.components.iter().filter(|c| c.spout).filter_map(|c| snapshot.components.get(&c.id));
+    WindowStats {
+        window: window.name(),
+        window_pretty: window.pretty(),
+        emitted: snapshot.components.values().map(|s| s.emitted).sum(),
+        transferred: snapshot.components.values().map(|s| s.transferred).sum(),
+        acked: spouts().map(|s| s.acked).sum(),
+        failed: spouts().map(|s| s.failed).sum(),
+        complete_latency: spouts().map(|s| ms(s.complete_latency_p50_us)).fold(0.0, f64::max),
+    }
+}
+
+/// The topology page of `t`, whose figures cover `window`; `topology_stats` has one entry
+/// per window (see [`window_stats`]).
+pub fn topology_page(t: &TopologyView, window: Window, topology_stats: Vec<WindowStats>) -> TopologyPage {
     let snapshot = snapshot(t);
     let stats = |c: &ComponentView| snapshot.components.get(&c.id).cloned();
     let spouts: Vec<SpoutEntry> =
         t.components.iter().filter(|c| c.spout).filter_map(|c| Some(spout_entry(c, &stats(c)?))).collect();
     let bolts =
         t.components.iter().filter(|c| !c.spout).filter_map(|c| Some(bolt_entry(c, &stats(c)?))).collect();
-    let all_time = WindowStats {
-        window: ":all-time".into(),
-        window_pretty: "All time".into(),
-        emitted: snapshot.components.values().map(|s| s.emitted).sum(),
-        transferred: snapshot.components.values().map(|s| s.transferred).sum(),
-        acked: spouts.iter().map(|s| s.acked).sum(),
-        failed: spouts.iter().map(|s| s.failed).sum(),
-        complete_latency: spouts.iter().map(|s| s.complete_latency).fold(0.0, f64::max),
-    };
     let workers = t
         .workers
         .iter()
@@ -363,6 +390,7 @@ pub fn topology_page(t: &TopologyView) -> TopologyPage {
             host: w.host.clone(),
             port: w.port,
             reporting: w.reporting,
+            restarts: w.restarts,
             tasks: w.tasks.clone(),
             components: t
                 .components
@@ -374,8 +402,10 @@ pub fn topology_page(t: &TopologyView) -> TopologyPage {
         .collect();
     TopologyPage {
         entry: topology_entry(t),
+        window: window.name(),
+        window_pretty: window.pretty(),
         msg_timeout: t.message_timeout_secs,
-        topology_stats: vec![all_time],
+        topology_stats,
         spouts,
         bolts,
         workers,
@@ -425,6 +455,7 @@ fn spout_entry(c: &ComponentView, s: &ComponentStats) -> SpoutEntry {
         busy: s.busy,
         idle: s.idle,
         backpressured: s.backpressured,
+        failed_by: s.failed_by.clone(),
     }
 }
 
@@ -457,7 +488,7 @@ fn bolt_entry(c: &ComponentView, s: &ComponentStats) -> BoltEntry {
 }
 
 /// The component page of `id`, if the topology has that component.
-pub fn component_page(t: &TopologyView, id: &str) -> Option<ComponentPage> {
+pub fn component_page(t: &TopologyView, id: &str, window: Window) -> Option<ComponentPage> {
     let c = t.component(id)?;
     let stats = snapshot(t).components.remove(id)?;
     let figures = t.figures_of(&c.tasks);
@@ -486,6 +517,8 @@ pub fn component_page(t: &TopologyView, id: &str) -> Option<ComponentPage> {
         outputs: edges(&|e| e.from == c.id),
         last_error,
         component_errors,
+        window: window.name(),
+        window_pretty: window.pretty(),
     })
 }
 
@@ -555,6 +588,84 @@ fn executor_entry(t: &TopologyView, c: &ComponentView, task: u32, figures: &[Tas
     }
 }
 
+/// The figures of a topology page as `squall status --json` shows them (what a page does not
+/// carry, as the p99.9 latency or window counts, is 0).
+pub fn page_snapshot(page: &TopologyPage) -> Snapshot {
+    let error = |text: &str, time: Option<u64>| {
+        (!text.is_empty()).then(|| ErrorNote { time_ms: time.unwrap_or(0) * 1000, message: text.to_string() })
+    };
+    let blank = |kind: &str, role: &str, tasks: usize| ComponentStats {
+        kind: kind.to_string(),
+        role: role.to_string(),
+        tasks,
+        emitted: 0,
+        transferred: 0,
+        executed: 0,
+        acked: 0,
+        failed: 0,
+        errors: 0,
+        execute_latency_us: 0.0,
+        complete_latency_p50_us: 0.0,
+        complete_latency_p99_us: 0.0,
+        complete_latency_p999_us: 0.0,
+        queue_depth: 0,
+        capacity: 0.0,
+        windows_fired: 0,
+        busy: 0.0,
+        idle: 0.0,
+        backpressured: 0.0,
+        checkpoints: 0,
+        last_checkpoint_ms: 0,
+        state_entries: 0,
+        late: 0,
+        watermark_lag_ms: 0,
+        last_error: None,
+        failed_by: Vec::new(),
+    };
+    let mut components = std::collections::BTreeMap::new();
+    for s in &page.spouts {
+        let c = ComponentStats {
+            emitted: s.emitted,
+            transferred: s.transferred,
+            acked: s.acked,
+            failed: s.failed,
+            errors: s.errors,
+            complete_latency_p50_us: s.complete_latency * 1000.0,
+            complete_latency_p99_us: s.complete_latency_p99 * 1000.0,
+            busy: s.busy,
+            idle: s.idle,
+            backpressured: s.backpressured,
+            last_error: error(&s.last_error, s.last_error_time),
+            failed_by: s.failed_by.clone(),
+            ..blank(&s.kind, "spout", s.tasks)
+        };
+        components.insert(s.spout_id.clone(), c);
+    }
+    for b in &page.bolts {
+        let c = ComponentStats {
+            emitted: b.emitted,
+            transferred: b.transferred,
+            executed: b.executed,
+            acked: b.acked,
+            failed: b.failed,
+            errors: b.errors,
+            execute_latency_us: b.execute_latency * 1000.0,
+            queue_depth: b.queue_depth,
+            capacity: b.capacity,
+            busy: b.busy,
+            idle: b.idle,
+            backpressured: b.backpressured,
+            checkpoints: b.checkpoints,
+            last_checkpoint_ms: b.last_checkpoint_ms,
+            state_entries: b.state_entries,
+            last_error: error(&b.last_error, b.last_error_time),
+            ..blank(&b.kind, "bolt", b.tasks)
+        };
+        components.insert(b.bolt_id.clone(), c);
+    }
+    Snapshot { topology: page.entry.name.clone(), components }
+}
+
 /// `1d 2h 3m 4s`, as Storm UI shows uptimes (leading zero units left out).
 pub fn pretty_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
@@ -588,6 +699,7 @@ mod tests {
                 port: 6700,
                 tasks: vec![0, 1, 2, 3],
                 reporting: true,
+                restarts: 0,
             }],
             components: vec![
                 ComponentView {
@@ -634,7 +746,9 @@ mod tests {
 
     #[test]
     fn topology_page_sums_tasks_per_component_under_storm_names() {
-        let page = serde_json::to_value(topology_page(&view())).unwrap();
+        let t = view();
+        let stats = Window::ALL.iter().map(|&w| window_stats(&t, w)).collect();
+        let page = serde_json::to_value(topology_page(&t, Window::AllTime, stats)).unwrap();
         assert_eq!(page["name"], "wc");
         assert_eq!(page["status"], "ACTIVE");
         assert_eq!(page["uptimeSeconds"], 3725);
@@ -648,14 +762,26 @@ mod tests {
         assert_eq!(page["bolts"][0]["executed"], 10);
         assert_eq!(page["bolts"][0]["emitted"], 20);
         assert_eq!(page["bolts"][0]["lastError"], "bad tuple");
-        assert_eq!(page["topologyStats"][0]["window"], ":all-time");
+        assert_eq!(page["window"], ":all-time");
+        assert_eq!(page["topologyStats"][2]["window"], ":all-time");
+        assert_eq!(page["topologyStats"][2]["acked"], 7);
+        assert_eq!(page["topologyStats"][0]["windowPretty"], "10m 0s");
+        let back = page_snapshot(&topology_page(&t, Window::AllTime, vec![]));
+        let direct = snapshot(&t);
+        for id in ["src", "split"] {
+            let (a, b) = (&back.components[id], &direct.components[id]);
+            assert_eq!(
+                (a.emitted, a.acked, a.failed, a.executed, &a.role),
+                (b.emitted, b.acked, b.failed, b.executed, &b.role)
+            );
+        }
         assert_eq!(page["workers"][0]["components"], serde_json::json!(["src", "split"]));
         assert_eq!(page["edges"][0]["grouping"], "shuffle");
     }
 
     #[test]
     fn component_page_lists_each_task_where_it_runs_and_its_errors() {
-        let page = component_page(&view(), "split").unwrap();
+        let page = component_page(&view(), "split", Window::AllTime).unwrap();
         assert_eq!(page.component_type, "bolt");
         assert_eq!(page.executor_stats.len(), 2);
         assert_eq!(page.executor_stats[0].id, "[1-1]");
@@ -665,7 +791,7 @@ mod tests {
         assert_eq!(page.component_errors[0].task, 1);
         assert_eq!(page.component_errors[0].error_time, 5);
         assert_eq!(page.inputs.len(), 1);
-        assert!(component_page(&view(), "nope").is_none());
+        assert!(component_page(&view(), "nope", Window::AllTime).is_none());
         let errors = topology_errors(&view());
         assert_eq!(errors.components.len(), 2);
         assert_eq!((errors.components[1].id.as_str(), errors.components[1].errors), ("split", 1));

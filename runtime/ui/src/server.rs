@@ -10,6 +10,11 @@
 //! | `GET /api/v1/topology/summary` | [`rest::TopologySummary`] |
 //! | `GET /api/v1/topology/{name}` | [`rest::TopologyPage`] (404 if unknown) |
 //! | `GET /api/v1/topology/{name}/component/{id}` | [`rest::ComponentPage`] (404 if unknown) |
+//!
+//! Both pages take Storm UI's `?window=600|10800|:all-time` (default `:all-time`, as Storm's
+//! REST API; any other value is a 400): the figures over that window ([`history`]), from
+//! samples of every topology's figures the server takes every [`history::STEP_SECS`] while
+//! it runs in a Tokio runtime.
 //! | `GET /api/v1/topology/{name}/errors` | [`rest::TopologyErrors`] (404 if unknown) |
 //! | `POST /api/v1/topology/{name}/activate`, `…/deactivate` | [`rest::ActionReply`] |
 //! | `POST /api/v1/topology/{name}/kill` (body `{"wait_secs": N}`), `…/kill/{wait}` | same |
@@ -26,7 +31,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -40,7 +46,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::bounded::{self, Limits};
-use crate::view::{Action, ActionError, Source};
+use crate::history::{self, History, Window};
+use crate::view::{Action, ActionError, Source, TopologyView};
 use crate::{assets, prom, rest};
 use squall_engine::tap::{TapLine, TapSession};
 
@@ -59,6 +66,10 @@ pub struct UiOptions {
 
 struct Ui {
     source: Arc<dyn Source>,
+    /// Samples of the figures, for windows.
+    history: Mutex<History>,
+    /// The clock of `history`.
+    started: Instant,
     /// sha256 of the secret.
     secret: [u8; 32],
     public_read: bool,
@@ -77,9 +88,14 @@ type Shared = State<Arc<Ui>>;
 pub fn router(source: Arc<dyn Source>, options: UiOptions) -> Router {
     let ui = Arc::new(Ui {
         source,
+        history: Mutex::new(History::default()),
+        started: Instant::now(),
         secret: Sha256::digest(options.secret.as_bytes()).into(),
         public_read: options.public_read,
     });
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(sample(Arc::downgrade(&ui)));
+    }
     Router::new()
         .route("/", get(assets::index))
         .route("/ui/{file}", get(assets::file))
@@ -166,16 +182,64 @@ fn no_topology(name: &str) -> Response {
     error(StatusCode::NOT_FOUND, format!("no topology named `{name}`"))
 }
 
-async fn topology(State(ui): Shared, Path(name): Path<String>) -> Response {
+/// Samples every topology's figures every [`history::STEP_SECS`] until the UI is dropped.
+async fn sample(ui: Weak<Ui>) {
+    let mut every = tokio::time::interval(Duration::from_secs(history::STEP_SECS));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(ui) = ui.upgrade() else { return };
+        let topologies = ui.source.cluster().topologies;
+        let now = ui.started.elapsed().as_secs();
+        ui.history.lock().unwrap_or_else(|p| p.into_inner()).record(now, &topologies);
+    }
+}
+
+/// `?window=…` of the pages.
+#[derive(Debug, Default, Deserialize)]
+struct WindowQuery {
+    window: Option<String>,
+}
+
+impl WindowQuery {
+    fn window(&self) -> Result<Window, String> {
+        self.window.as_deref().map_or(Ok(Window::AllTime), Window::parse)
+    }
+}
+
+impl Ui {
+    /// `t` over `window`.
+    fn windowed(&self, t: &TopologyView, window: Window) -> TopologyView {
+        let now = self.started.elapsed().as_secs();
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).window(t, window, now)
+    }
+}
+
+async fn topology(State(ui): Shared, Path(name): Path<String>, Query(q): Query<WindowQuery>) -> Response {
+    let window = match q.window() {
+        Ok(w) => w,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
     match ui.source.topology(&name) {
-        Some(t) => Json(rest::topology_page(&t)).into_response(),
+        Some(t) => {
+            let stats = Window::ALL.iter().map(|&w| rest::window_stats(&ui.windowed(&t, w), w)).collect();
+            Json(rest::topology_page(&ui.windowed(&t, window), window, stats)).into_response()
+        }
         None => no_topology(&name),
     }
 }
 
-async fn component(State(ui): Shared, Path((name, id)): Path<(String, String)>) -> Response {
+async fn component(
+    State(ui): Shared,
+    Path((name, id)): Path<(String, String)>,
+    Query(q): Query<WindowQuery>,
+) -> Response {
+    let window = match q.window() {
+        Ok(w) => w,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
     let Some(t) = ui.source.topology(&name) else { return no_topology(&name) };
-    match rest::component_page(&t, &id) {
+    match rest::component_page(&ui.windowed(&t, window), &id, window) {
         Some(page) => Json(page).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("topology `{name}` has no component `{id}`")),
     }

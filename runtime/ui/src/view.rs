@@ -61,6 +61,8 @@ pub struct WorkerView {
     pub tasks: Vec<TaskId>,
     /// Heard from recently.
     pub reporting: bool,
+    /// Times nimbus saw the worker start again (its counters went back).
+    pub restarts: u64,
 }
 
 #[derive(Debug, Clone, Default)]

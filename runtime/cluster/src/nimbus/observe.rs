@@ -144,6 +144,7 @@ pub(super) fn view(inner: &Inner, record: &TopologyRecord) -> TopologyView {
                 port: beat.map_or(w.port, |b| b.addr.port()),
                 tasks: w.tasks.clone(),
                 reporting: beat.is_some_and(|b| reporting(b, now)),
+                restarts: beat.map_or(0, |b| b.restarts),
             }
         })
         .collect();

@@ -196,17 +196,20 @@ fn put_envelope(buf: &mut Vec<u8>, e: &Envelope) -> Result<(), Bad> {
 }
 
 fn put_acker_msg(buf: &mut Vec<u8>, m: &AckerMsg) {
-    let (name, root, val) = match *m {
-        AckerMsg::Init { root, val } => ("Init", root, Some(val)),
-        AckerMsg::Ack { root, val } => ("Ack", root, Some(val)),
-        AckerMsg::Fail { root } => ("Fail", root, None),
-        AckerMsg::Reset { root } => ("Reset", root, None),
+    let (name, root, val, extra) = match *m {
+        AckerMsg::Init { root, val } => ("Init", root, Some(val), None),
+        AckerMsg::Ack { root, val, lane } => ("Ack", root, Some(val), Some(lane as u64)),
+        AckerMsg::Fail { root, by } => ("Fail", root, None, Some(by as u64)),
+        AckerMsg::Reset { root } => ("Reset", root, None, None),
     };
     variant(buf, name);
-    let _ = enc::write_array_len(buf, 1 + val.is_some() as u32);
+    let _ = enc::write_array_len(buf, 1 + val.is_some() as u32 + extra.is_some() as u32);
     uint(buf, root);
     if let Some(val) = val {
         uint(buf, val);
+    }
+    if let Some(extra) = extra {
+        uint(buf, extra);
     }
 }
 
@@ -289,9 +292,11 @@ fn put_body_unchecked(buf: &mut Vec<u8>, frame: &Frame) -> Result<(), CodecError
             Ok(())
         }),
         Frame::Outcomes { task, more, batch } => put_batch(buf, "O", *task, *more, batch, |buf, o| {
-            array(buf, 2)?;
+            array(buf, 4)?;
             uint(buf, o.root);
             let _ = enc::write_bool(buf, o.acked);
+            uint(buf, o.failed_by as u64);
+            uint(buf, o.held_by as u64);
             Ok(())
         }),
         Frame::Credits(list) => {
@@ -529,31 +534,36 @@ impl<'a> Rd<'a> {
         let m = self.marker()?;
         let name = self.str_after(m)?.ok_or(Bad("expected an acker message's name"))?;
         Ok(match name {
-            "Init" | "Ack" => {
+            "Init" => {
                 self.expect_array(2)?;
-                let (root, val) = (self.u64()?, self.u64()?);
-                if name == "Init" {
-                    AckerMsg::Init { root, val }
-                } else {
-                    AckerMsg::Ack { root, val }
-                }
+                AckerMsg::Init { root: self.u64()?, val: self.u64()? }
             }
-            "Fail" | "Reset" => {
-                self.expect_array(1)?;
+            "Ack" => {
+                self.expect_array(3)?;
+                let (root, val) = (self.u64()?, self.u64()?);
+                let lane = u8::try_from(self.u64()?).map_err(|_| Bad("an ack's lane out of range"))?;
+                AckerMsg::Ack { root, val, lane }
+            }
+            "Fail" => {
+                self.expect_array(2)?;
                 let root = self.u64()?;
-                if name == "Fail" {
-                    AckerMsg::Fail { root }
-                } else {
-                    AckerMsg::Reset { root }
-                }
+                let by = u16::try_from(self.u64()?).map_err(|_| Bad("a fail's component out of range"))?;
+                AckerMsg::Fail { root, by }
+            }
+            "Reset" => {
+                self.expect_array(1)?;
+                AckerMsg::Reset { root: self.u64()? }
             }
             _ => return Err(Bad("an unknown acker message")),
         })
     }
 
     fn outcome(&mut self) -> Result<Outcome, Bad> {
-        self.expect_array(2)?;
-        Ok(Outcome { root: self.u64()?, acked: self.bool()? })
+        self.expect_array(4)?;
+        let (root, acked) = (self.u64()?, self.bool()?);
+        let failed_by = u16::try_from(self.u64()?).map_err(|_| Bad("an outcome's component out of range"))?;
+        let held_by = u8::try_from(self.u64()?).map_err(|_| Bad("an outcome's holders out of range"))?;
+        Ok(Outcome { root, acked, failed_by, held_by })
     }
 
     pub fn value(&mut self, depth: usize) -> Result<Value, Bad> {

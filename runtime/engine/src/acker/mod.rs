@@ -18,6 +18,9 @@
 //! soon as its outcome is sent, so the spout hears at most one outcome per root, and messages
 //! for a forgotten root are ignored. Messages may arrive in any order: a bolt's ack can
 //! overtake the spout's init (a tree completes only once its init is in; a fail needs none).
+//! A failed outcome says why (Storm's STORM-521): the component named by the bolt's `Fail`,
+//! or, for a tree that timed out, the components that still held part of it ([`holders`],
+//! from the lanes of the bolts whose acks the tree saw: one byte per tree).
 //!
 //! Trees are kept in a slab per spout task, indexed by the root's slot: every message is an
 //! array access, not a hash probe. The spout reuses a slot only after it heard the outcome of
@@ -38,18 +41,23 @@ use std::time::{Duration, Instant};
 use squall_api::TaskId;
 use tokio::sync::mpsc;
 
+pub mod holders;
 pub mod protocol;
 
+pub use holders::Holders;
 pub use protocol::*;
 
 /// The acker's clock resolution: a tree times out between its timeout and one tick later.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// `Tree::state` bits; 0 is a free slot.
+/// `Tree::state` bits; a slot without `LIVE` is free.
 const LIVE: u8 = 1;
 /// The spout's init is in.
 const ANNOUNCED: u8 = 2;
 const FAILED: u8 = 4;
+/// This acker has seen the slot: until then any generation is the current one (a restarted
+/// acker meets spouts whose slots are at any generation).
+const USED: u8 = 8;
 
 /// One slot of a spout task's slab: the slot's current generation and, while live, its tree.
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,10 +67,18 @@ struct Tree {
     born: u32,
     gen: u16,
     state: u8,
-    /// This acker has seen the slot: until then any generation is the current one (a
-    /// restarted acker meets spouts whose slots are at any generation).
-    used: bool,
+    /// The lanes of the bolts that acked part of the tree (see [`holders`]).
+    reported: u8,
 }
+
+impl Tree {
+    /// A free slot at generation `gen`, seen by this acker.
+    const fn free(gen: u16) -> Tree {
+        Tree { val: 0, born: 0, gen, state: USED, reported: 0 }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Tree>() == 16, "a tree stays 16 bytes");
 
 /// The acker's state, independent of how messages reach it.
 #[derive(Debug)]
@@ -77,6 +93,8 @@ pub struct Acker {
     now: u32,
     /// Messages for roots outside are ignored.
     bounds: RootBounds,
+    /// Names the holders of a tree that times out.
+    holders: Holders,
 }
 
 impl Acker {
@@ -96,7 +114,14 @@ impl Acker {
             timeout_ticks: (message_timeout.as_millis() / TICK.as_millis()).clamp(1, u32::MAX as u128) as u32,
             now: 0,
             bounds: RootBounds::ANY,
+            holders: Holders::default(),
         }
+    }
+
+    /// Names the holders of trees that time out from `holders` (default: no one).
+    pub fn with_holders(mut self, holders: Holders) -> Self {
+        self.holders = holders;
+        self
     }
 
     /// Follows only the roots `bounds` admits (default: any a spout can make).
@@ -148,13 +173,13 @@ impl Acker {
             return; // no spout of this plan made it: never grow a slab for it
         }
         let now = self.now;
-        let (root, val, bits) = match msg {
-            AckerMsg::Init { root, val } => (root, val, ANNOUNCED),
-            AckerMsg::Ack { root, val } => (root, val, 0),
-            AckerMsg::Fail { root } => (root, 0, FAILED),
+        let (root, val, bits, lane, by) = match msg {
+            AckerMsg::Init { root, val } => (root, val, ANNOUNCED, 0, TIMED_OUT),
+            AckerMsg::Ack { root, val, lane } => (root, val, 0, lane, TIMED_OUT),
+            AckerMsg::Fail { root, by } => (root, 0, FAILED, 0, by),
             AckerMsg::Reset { root } => {
                 let tree = self.slot(root);
-                if tree.gen == root_gen(root) && tree.state != 0 {
+                if tree.gen == root_gen(root) && tree.state & LIVE != 0 {
                     tree.born = now;
                 }
                 return;
@@ -165,31 +190,33 @@ impl Acker {
         let mut abandoned = false;
         if tree.gen != gen {
             // Half the generations ahead count as newer, the other half as older.
-            if tree.used && gen.wrapping_sub(tree.gen) >= 1 << 15 {
+            if tree.state & USED != 0 && gen.wrapping_sub(tree.gen) >= 1 << 15 {
                 return; // a forgotten root: the slot has moved on
             }
             // The spout has moved this slot on without hearing of its tree here (it timed the
             // tree out itself, say, while this acker's messages were lost with a worker), or
             // this acker is new: the slot's current tree is the message's.
-            abandoned = tree.state != 0;
-            *tree = Tree { gen, used: true, ..Tree::default() };
+            abandoned = tree.state & LIVE != 0;
+            *tree = Tree::free(gen);
         }
-        let first = tree.state == 0;
+        let first = tree.state & LIVE == 0;
         if first {
-            *tree = Tree { val, born: now, gen, state: LIVE | bits, used: true };
+            *tree = Tree { val, born: now, gen, state: LIVE | USED | bits, reported: lane };
         } else {
             tree.val ^= val;
             tree.state |= bits;
+            tree.reported |= lane;
         }
         let state = tree.state;
         if state & FAILED == 0 && (state & ANNOUNCED == 0 || tree.val != 0) {
             self.live = self.live + first as usize - abandoned as usize;
             return;
         }
-        *tree = Tree { gen: gen.wrapping_add(1), used: true, ..Tree::default() };
+        *tree = Tree::free(gen.wrapping_add(1));
         self.live -= !first as usize;
         self.live -= abandoned as usize;
-        emit(root_task(root), Outcome { root, acked: state & FAILED == 0 });
+        let outcome = if state & FAILED == 0 { Outcome::acked(root) } else { Outcome::failed(root, by) };
+        emit(root_task(root), outcome);
     }
 
     /// Advances the clock to `now` ticks (of [`TICK`]) and fails every tree older than the
@@ -207,14 +234,15 @@ impl Acker {
             // Slot `index * ackers + first` is this acker's `index`th slot of `task`.
             let first = (me + ackers - task as u64 % ackers) % ackers;
             for (index, tree) in slab.iter_mut().enumerate() {
-                if tree.state == 0 || now.saturating_sub(tree.born) < timeout {
+                if tree.state & LIVE == 0 || now.saturating_sub(tree.born) < timeout {
                     continue;
                 }
                 let slot = (index as u64 * ackers + first) as u32;
                 let root = make_root(task as TaskId, tree.gen, slot);
-                *tree = Tree { gen: tree.gen.wrapping_add(1), used: true, ..Tree::default() };
+                let held_by = self.holders.of(task as TaskId, tree.reported);
+                *tree = Tree::free(tree.gen.wrapping_add(1));
                 self.live -= 1;
-                emit(task as TaskId, Outcome { root, acked: false });
+                emit(task as TaskId, Outcome::timed_out(root, held_by));
             }
         }
     }
@@ -228,9 +256,10 @@ pub async fn run(
     me: usize,
     ackers: usize,
     bounds: RootBounds,
+    holders: Holders,
 ) {
     let started = Instant::now();
-    let mut acker = Acker::one_of(message_timeout, me, ackers).with_bounds(bounds);
+    let mut acker = Acker::one_of(message_timeout, me, ackers).with_bounds(bounds).with_holders(holders);
     let mut out: Vec<Vec<Outcome>> = vec![Vec::new(); spouts.len()];
     let mut clock = tokio::time::interval(TICK);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -299,25 +328,29 @@ mod tests {
         let not_a_spout = make_root(2, 0, 0);
         let msgs = [
             AckerMsg::Init { root: far_slot, val: 1 },
-            AckerMsg::Fail { root: far_slot },
+            AckerMsg::Fail { root: far_slot, by: 0 },
             AckerMsg::Reset { root: make_root(1, 0, bounds.slots) },
             AckerMsg::Init { root: not_a_spout, val: 1 },
-            AckerMsg::Fail { root: not_a_spout },
+            AckerMsg::Fail { root: not_a_spout, by: 0 },
         ];
         assert!(outcomes(&mut a, &msgs).is_empty());
         assert_eq!(a.pending(), 0);
         assert!(a.slabs.iter().all(Vec::is_empty), "no slot was grown for them");
         // The roots within the bounds are followed as ever.
         let root = make_root(1, 0, bounds.slots - 1);
-        assert_eq!(outcomes(&mut a, &[AckerMsg::Fail { root }]), [(1, Outcome { root, acked: false })]);
+        assert_eq!(outcomes(&mut a, &[AckerMsg::Fail { root, by: 0 }]), [(1, Outcome::failed(root, 0))]);
     }
 
     fn acked(task: TaskId, root: u64) -> (TaskId, Outcome) {
-        (task, Outcome { root, acked: true })
+        (task, Outcome::acked(root))
     }
 
     fn failed(task: TaskId, root: u64) -> (TaskId, Outcome) {
-        (task, Outcome { root, acked: false })
+        (task, Outcome::failed(root, 0))
+    }
+
+    fn timed_out(task: TaskId, root: u64) -> (TaskId, Outcome) {
+        (task, Outcome::timed_out(root, 0))
     }
 
     #[test]
@@ -335,10 +368,14 @@ mod tests {
         // The acker restarted with its worker; the spout's slot 4 is at generation 900.
         let mut a = Acker::new(Duration::from_secs(30));
         let root = make_root(1, 900, 4);
-        let out = outcomes(&mut a, &[AckerMsg::Init { root, val: 6 }, AckerMsg::Ack { root, val: 6 }]);
+        let out =
+            outcomes(&mut a, &[AckerMsg::Init { root, val: 6 }, AckerMsg::Ack { root, val: 6, lane: 0 }]);
         assert_eq!(out, vec![acked(1, root)]);
         let next = next_generation(root);
-        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: 1 }, AckerMsg::Init { root: next, val: 2 }]);
+        let out = outcomes(
+            &mut a,
+            &[AckerMsg::Ack { root, val: 1, lane: 0 }, AckerMsg::Init { root: next, val: 2 }],
+        );
         assert!(out.is_empty(), "the old generation is stale now, the next one is followed");
         assert_eq!(a.pending(), 1);
     }
@@ -351,11 +388,13 @@ mod tests {
         // The spout timed the tree out itself (its acks were lost with a worker) and reused
         // the slot.
         let new = next_generation(old);
-        let out =
-            outcomes(&mut a, &[AckerMsg::Init { root: new, val: 8 }, AckerMsg::Ack { root: old, val: 3 }]);
+        let out = outcomes(
+            &mut a,
+            &[AckerMsg::Init { root: new, val: 8 }, AckerMsg::Ack { root: old, val: 3, lane: 0 }],
+        );
         assert!(out.is_empty(), "the abandoned tree is dropped, its late ack ignored");
         assert_eq!(a.pending(), 1);
-        assert_eq!(outcomes(&mut a, &[AckerMsg::Ack { root: new, val: 8 }]), vec![acked(0, new)]);
+        assert_eq!(outcomes(&mut a, &[AckerMsg::Ack { root: new, val: 8, lane: 0 }]), vec![acked(0, new)]);
         assert_eq!(a.pending(), 0);
         assert!(expire(&mut a, 1000).is_empty(), "nothing of the old tree is left to time out");
     }
@@ -370,13 +409,13 @@ mod tests {
             &mut a,
             &[
                 AckerMsg::Init { root, val: e1 },
-                AckerMsg::Ack { root, val: e1 ^ e2 ^ e3 },
-                AckerMsg::Ack { root, val: e2 },
+                AckerMsg::Ack { root, val: e1 ^ e2 ^ e3, lane: 0 },
+                AckerMsg::Ack { root, val: e2, lane: 0 },
             ],
         );
         assert!(out.is_empty());
         assert_eq!(a.pending(), 1);
-        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: e3 }]);
+        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: e3, lane: 0 }]);
         assert_eq!(out, vec![acked(0, root)]);
         assert_eq!(a.pending(), 0);
     }
@@ -385,7 +424,7 @@ mod tests {
     fn acks_arriving_before_init_still_complete_the_tree() {
         let mut a = Acker::new(Duration::from_secs(30));
         let root = make_root(3, 0, 9);
-        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: 5 }]);
+        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: 5, lane: 0 }]);
         assert!(out.is_empty(), "a tree completes only once its init is in");
         let out = outcomes(&mut a, &[AckerMsg::Init { root, val: 5 }]);
         assert_eq!(out, vec![acked(3, root)]);
@@ -398,7 +437,11 @@ mod tests {
         let root = make_root(2, 0, 1);
         let out = outcomes(
             &mut a,
-            &[AckerMsg::Init { root, val: 4 }, AckerMsg::Fail { root }, AckerMsg::Ack { root, val: 4 }],
+            &[
+                AckerMsg::Init { root, val: 4 },
+                AckerMsg::Fail { root, by: 0 },
+                AckerMsg::Ack { root, val: 4, lane: 0 },
+            ],
         );
         assert_eq!(out, vec![failed(2, root)]);
         // The stray ack is for a forgotten root: it leaves nothing behind.
@@ -410,9 +453,10 @@ mod tests {
     fn a_fail_overtaking_the_init_is_reported_at_once() {
         let mut a = Acker::new(Duration::from_secs(30));
         let root = make_root(4, 0, 0);
-        let out = outcomes(&mut a, &[AckerMsg::Ack { root, val: 6 }, AckerMsg::Fail { root }]);
+        let out =
+            outcomes(&mut a, &[AckerMsg::Ack { root, val: 6, lane: 0 }, AckerMsg::Fail { root, by: 0 }]);
         assert_eq!(out, vec![failed(4, root)]);
-        let out = outcomes(&mut a, &[AckerMsg::Init { root, val: 6 }, AckerMsg::Fail { root }]);
+        let out = outcomes(&mut a, &[AckerMsg::Init { root, val: 6 }, AckerMsg::Fail { root, by: 0 }]);
         assert!(out.is_empty(), "the late init and a second fail are for a forgotten root");
         assert_eq!(a.pending(), 0);
     }
@@ -427,19 +471,40 @@ mod tests {
         // A reset at tick 49 restarts the clock.
         outcomes(&mut a, &[AckerMsg::Reset { root }]);
         assert!(expire(&mut a, 98).is_empty());
-        assert_eq!(expire(&mut a, 99), vec![failed(0, root)]);
+        assert_eq!(expire(&mut a, 99), vec![timed_out(0, root)]);
         assert_eq!(a.pending(), 0);
         // Reported once: later messages and ticks change nothing.
-        assert!(outcomes(&mut a, &[AckerMsg::Ack { root, val: 4 }]).is_empty());
+        assert!(outcomes(&mut a, &[AckerMsg::Ack { root, val: 4, lane: 0 }]).is_empty());
         assert!(expire(&mut a, 1000).is_empty());
+    }
+
+    #[test]
+    fn a_fail_names_the_failing_bolt_and_a_timeout_the_bolts_that_held_the_tree() {
+        // spout task 0 feeds lane 0 (split), which feeds lane 1 (count).
+        let mut h = Holders::default();
+        h.set_for_test(vec![1], [2, 0, 0, 0, 0, 0, 0, 0]);
+        let mut a = Acker::new(Duration::from_secs(5)).with_holders(h);
+        let (failed, held) = (make_root(0, 0, 1), make_root(0, 0, 2));
+        let out = outcomes(
+            &mut a,
+            &[
+                AckerMsg::Init { root: failed, val: 1 },
+                AckerMsg::Init { root: held, val: 1 },
+                AckerMsg::Fail { root: failed, by: 7 },
+                // split acked its input and anchored one edge to count, which never acks.
+                AckerMsg::Ack { root: held, val: 1 ^ 2, lane: 1 },
+            ],
+        );
+        assert_eq!(out, vec![(0, Outcome::failed(failed, 7))]);
+        assert_eq!(expire(&mut a, 50), vec![(0, Outcome::timed_out(held, 2))], "count held it");
     }
 
     #[test]
     fn times_out_a_tree_whose_init_never_came() {
         let mut a = Acker::new(Duration::from_secs(5));
         let root = make_root(6, 0, 2);
-        outcomes(&mut a, &[AckerMsg::Ack { root, val: 9 }]);
-        assert_eq!(expire(&mut a, 50), vec![failed(6, root)], "the root names its spout task");
+        outcomes(&mut a, &[AckerMsg::Ack { root, val: 9, lane: 0 }]);
+        assert_eq!(expire(&mut a, 50), vec![timed_out(6, root)], "the root names its spout task");
         assert!(outcomes(&mut a, &[AckerMsg::Init { root, val: 9 }]).is_empty(), "a late init is ignored");
         assert_eq!(a.pending(), 0);
     }
@@ -449,7 +514,10 @@ mod tests {
         let mut a = Acker::new(Duration::from_secs(30));
         let old = make_root(1, 0, 5);
         assert_eq!(
-            outcomes(&mut a, &[AckerMsg::Init { root: old, val: 3 }, AckerMsg::Ack { root: old, val: 3 }]),
+            outcomes(
+                &mut a,
+                &[AckerMsg::Init { root: old, val: 3 }, AckerMsg::Ack { root: old, val: 3, lane: 0 }]
+            ),
             vec![acked(1, old)]
         );
         // The spout heard the outcome and reuses slot 5 under the next generation.
@@ -460,25 +528,28 @@ mod tests {
             &[
                 AckerMsg::Init { root: new, val: 3 },
                 // Stale messages for the old tree: none may touch the new one.
-                AckerMsg::Ack { root: old, val: 3 },
-                AckerMsg::Fail { root: old },
+                AckerMsg::Ack { root: old, val: 3, lane: 0 },
+                AckerMsg::Fail { root: old, by: 0 },
                 AckerMsg::Reset { root: old },
                 AckerMsg::Init { root: old, val: 8 },
             ],
         );
         assert!(out.is_empty());
         assert_eq!(a.pending(), 1);
-        assert_eq!(outcomes(&mut a, &[AckerMsg::Ack { root: new, val: 3 }]), vec![acked(1, new)]);
+        assert_eq!(outcomes(&mut a, &[AckerMsg::Ack { root: new, val: 3, lane: 0 }]), vec![acked(1, new)]);
         // A stale message arriving before the slot's next tree leaves no orphan either.
         assert!(outcomes(
             &mut a,
-            &[AckerMsg::Ack { root: old, val: 1 }, AckerMsg::Ack { root: new, val: 1 }]
+            &[AckerMsg::Ack { root: old, val: 1, lane: 0 }, AckerMsg::Ack { root: new, val: 1, lane: 0 }]
         )
         .is_empty());
         assert_eq!(a.pending(), 0);
         let newer = next_generation(new);
         assert_eq!(
-            outcomes(&mut a, &[AckerMsg::Init { root: newer, val: 2 }, AckerMsg::Fail { root: newer }]),
+            outcomes(
+                &mut a,
+                &[AckerMsg::Init { root: newer, val: 2 }, AckerMsg::Fail { root: newer, by: 0 }]
+            ),
             vec![failed(1, newer)]
         );
     }
@@ -492,11 +563,17 @@ mod tests {
             assert!(outcomes(&mut a, &[AckerMsg::Init { root, val: 10 + i as u64 }]).is_empty());
         }
         assert_eq!(a.pending(), 3);
-        assert_eq!(outcomes(&mut a, &[AckerMsg::Ack { root: roots[1], val: 11 }]), vec![acked(1, roots[1])]);
-        assert_eq!(outcomes(&mut a, &[AckerMsg::Fail { root: roots[2] }]), vec![failed(65535, roots[2])]);
-        assert!(outcomes(&mut a, &[AckerMsg::Ack { root: roots[0], val: 11 }]).is_empty());
         assert_eq!(
-            outcomes(&mut a, &[AckerMsg::Ack { root: roots[0], val: 11 ^ 10 }]),
+            outcomes(&mut a, &[AckerMsg::Ack { root: roots[1], val: 11, lane: 0 }]),
+            vec![acked(1, roots[1])]
+        );
+        assert_eq!(
+            outcomes(&mut a, &[AckerMsg::Fail { root: roots[2], by: 0 }]),
+            vec![failed(65535, roots[2])]
+        );
+        assert!(outcomes(&mut a, &[AckerMsg::Ack { root: roots[0], val: 11, lane: 0 }]).is_empty());
+        assert_eq!(
+            outcomes(&mut a, &[AckerMsg::Ack { root: roots[0], val: 11 ^ 10, lane: 0 }]),
             vec![acked(0, roots[0])]
         );
         assert_eq!(a.pending(), 0);
@@ -524,7 +601,7 @@ mod tests {
         let mut done = Vec::new();
         for &(i, root) in &live {
             if root_slot(root).is_multiple_of(2) {
-                done.extend(outcomes(&mut shards[i], &[AckerMsg::Ack { root, val: 1 }]));
+                done.extend(outcomes(&mut shards[i], &[AckerMsg::Ack { root, val: 1, lane: 0 }]));
             }
         }
         for shard in &mut shards {
@@ -533,7 +610,14 @@ mod tests {
         }
         let mut expected: Vec<_> = live
             .iter()
-            .map(|&(_, root)| (root_task(root), Outcome { root, acked: root_slot(root).is_multiple_of(2) }))
+            .map(|&(_, root)| {
+                let o = if root_slot(root).is_multiple_of(2) {
+                    Outcome::acked(root)
+                } else {
+                    Outcome::timed_out(root, 0)
+                };
+                (root_task(root), o)
+            })
             .collect();
         expected.sort_by_key(|(_, o)| o.root);
         done.sort_by_key(|(_, o)| o.root);

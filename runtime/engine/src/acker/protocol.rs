@@ -15,10 +15,12 @@ use squall_api::TaskId;
 pub enum AckerMsg {
     /// A spout task emitted a tuple tree: `val` is the XOR of the edges it created.
     Init { root: u64, val: u64 },
-    /// A bolt acked a tuple of the tree: its edge id XOR the edges anchored to it.
-    Ack { root: u64, val: u64 },
-    /// A bolt failed a tuple of the tree.
-    Fail { root: u64 },
+    /// A bolt acked a tuple of the tree: its edge id XOR the edges anchored to it. `lane` is
+    /// the acking bolt's [`lane`](super::holders) bit, so that a tree that times out can name
+    /// who still held part of it.
+    Ack { root: u64, val: u64, lane: u8 },
+    /// A bolt failed a tuple of the tree: `by` is its component (index in the plan).
+    Fail { root: u64, by: u16 },
     /// Restart the tree's timeout.
     Reset { root: u64 },
 }
@@ -30,7 +32,7 @@ impl AckerMsg {
         match *self {
             AckerMsg::Init { root, .. }
             | AckerMsg::Ack { root, .. }
-            | AckerMsg::Fail { root }
+            | AckerMsg::Fail { root, .. }
             | AckerMsg::Reset { root } => root,
         }
     }
@@ -41,7 +43,36 @@ impl AckerMsg {
 pub struct Outcome {
     pub root: u64,
     pub acked: bool,
+    /// A failed tree: the component (index in the plan) of the bolt that failed it, or
+    /// [`TIMED_OUT`] if it timed out.
+    pub failed_by: u16,
+    /// A tree that timed out: the [lanes](super::holders) of the components that still held
+    /// part of it (0: unknown).
+    pub held_by: u8,
 }
+
+/// [`Outcome::failed_by`] of a tree that timed out.
+pub const TIMED_OUT: u16 = u16::MAX;
+
+impl Outcome {
+    /// `root`'s tree was acked.
+    pub const fn acked(root: u64) -> Outcome {
+        Outcome { root, acked: true, failed_by: TIMED_OUT, held_by: 0 }
+    }
+
+    /// A bolt of component `by` failed `root`'s tree.
+    pub const fn failed(root: u64, by: u16) -> Outcome {
+        Outcome { root, acked: false, failed_by: by, held_by: 0 }
+    }
+
+    /// `root`'s tree timed out while the components of lanes `held_by` held part of it.
+    pub const fn timed_out(root: u64, held_by: u8) -> Outcome {
+        Outcome { root, acked: false, failed_by: TIMED_OUT, held_by }
+    }
+}
+
+// The forensics ride in padding: neither message grew.
+const _: () = assert!(std::mem::size_of::<AckerMsg>() == 24 && std::mem::size_of::<Outcome>() == 16);
 
 /// Spout task ids must be below this: a root keeps 16 bits for its spout task.
 pub const MAX_SPOUT_TASKS: usize = 1 << 16;

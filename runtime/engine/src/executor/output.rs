@@ -80,6 +80,10 @@ struct AckerDest {
 
 pub struct Output {
     component: String,
+    /// The component's index in the plan, named in the fails it sends.
+    component_index: u16,
+    /// The component's lane bit, sent with its acks (see [`crate::acker::holders`]).
+    lane: u8,
     pub task: TaskId,
     streams: Vec<OutStream>,
     default_stream: Option<usize>,
@@ -172,6 +176,8 @@ impl Output {
         let default_stream = streams.iter().position(|s| s.name == squall_api::DEFAULT_STREAM);
         Ok(Output {
             component: c.id.clone(),
+            component_index: component as u16,
+            lane: crate::acker::holders::lane_bit(plan, component),
             task,
             streams,
             default_stream,
@@ -371,7 +377,7 @@ impl Output {
         }
         let i = acker_of(root, self.ackers.len());
         let a = &mut self.ackers[i];
-        if let (AckerMsg::Ack { val, .. }, Some(AckerMsg::Ack { root: last, val: acc })) =
+        if let (AckerMsg::Ack { val, .. }, Some(AckerMsg::Ack { root: last, val: acc, .. })) =
             (msg, a.buf.last_mut())
         {
             if *last == root {
@@ -397,7 +403,7 @@ impl Output {
         if self.acking {
             let ack_val = tree.ack_val();
             for &(root, edge) in &tree.anchors {
-                self.to_acker(AckerMsg::Ack { root, val: edge ^ ack_val });
+                self.to_acker(AckerMsg::Ack { root, val: edge ^ ack_val, lane: self.lane });
             }
         }
         self.counters.acked += 1;
@@ -407,7 +413,7 @@ impl Output {
     pub fn fail_roots(&mut self, roots: impl IntoIterator<Item = u64>) {
         if self.acking {
             for root in roots {
-                self.to_acker(AckerMsg::Fail { root });
+                self.to_acker(AckerMsg::Fail { root, by: self.component_index });
             }
         }
         self.counters.failed += 1;

@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::in_flight::InFlight;
 use super::{Control, Envelope, Output, TaskError};
-use crate::acker::{AckerMsg, Outcome};
+use crate::acker::{AckerMsg, Holders, Outcome, TIMED_OUT};
 use crate::checkpoint::{marker, Checkpointing, Meta, BARRIER, SAVED};
-use crate::metrics::{new_histogram, TaskMetrics};
+use crate::metrics::{add_failed_by, new_histogram, TaskMetrics, FAILED, TIMEOUT};
 
 /// How long an idle spout waits before asking again.
 const IDLE_WAIT: Duration = Duration::from_millis(1);
@@ -38,6 +38,8 @@ pub struct SpoutExecutor {
     pub expire_after: Option<Duration>,
     /// In a topology with checkpoints.
     pub checkpoint: Option<SpoutCheckpoint>,
+    /// Names who failed a tree or held it when it timed out.
+    pub holders: Arc<Holders>,
 }
 
 /// A spout task's part in checkpoints (see [`crate::checkpoint`]).
@@ -318,8 +320,27 @@ impl SpoutExecutor {
                 self.spout.ack(msg_id).await;
             } else {
                 self.out.counters.failed += 1;
+                self.count_cause(o);
                 self.failed(msg_id).await;
             }
+        }
+    }
+
+    /// Counts a failed tree by its cause: the bolt that failed it, or each component that held
+    /// part of it when it timed out (no one known: an empty component).
+    fn count_cause(&self, o: &Outcome) {
+        let Ok(mut by) = self.metrics.failed_by.lock() else { return };
+        if o.failed_by != TIMED_OUT {
+            add_failed_by(&mut by, self.holders.name(o.failed_by as usize), FAILED, 1);
+            return;
+        }
+        let mut named = false;
+        for c in self.holders.components(o.held_by) {
+            add_failed_by(&mut by, self.holders.name(c), TIMEOUT, 1);
+            named = true;
+        }
+        if !named {
+            add_failed_by(&mut by, "", TIMEOUT, 1);
         }
     }
 
@@ -330,6 +351,7 @@ impl SpoutExecutor {
         pending.expire(cutoff, |id| expired.push(id));
         for id in expired {
             self.out.counters.failed += 1;
+            self.count_cause(&Outcome::timed_out(0, 0));
             self.failed(id).await;
         }
     }

@@ -186,6 +186,17 @@ function graph(page, rate) {
   return svg + `</svg><div class="legend muted">Edges: tuples per second emitted by the upstream component. Bolts coloured by capacity: green idle, red saturated.</div>`;
 }
 
+function split(s) {
+  const pc = (x) => Math.round((x || 0) * 100);
+  return `<span title="busy / idle / backpressured">${pc(s.busy)}/${pc(s.idle)}/${pc(s.backpressured)}%</span>`;
+}
+
+function failedBy(s) {
+  return (s.failedBy || [])
+    .map((f) => `<span data-failed-by="${esc(f.component)}" data-cause="${esc(f.cause)}">${esc(f.component || "?")}: ${esc(f.cause)} ${f.count}</span>`)
+    .join(" · ");
+}
+
 function errorCell(s) {
   return s.lastError ? `${esc(s.lastError)} <span class="muted">(${s.errors} errors)</span>` : s.errors ? `${s.errors} errors` : "";
 }
@@ -202,6 +213,18 @@ async function topologyPage(name) {
       <button data-action="rebalance">Rebalance…</button><button data-action="kill" class="danger">Kill…</button>
     </div>
     ${graph(page, rate)}
+    <h2>Windows</h2>${table(
+      [
+        { title: "window", text: true, cell: (w) => esc(w.windowPretty) },
+        { title: "emitted", cell: (w) => w.emitted },
+        { title: "transferred", cell: (w) => w.transferred },
+        { title: "acked", cell: (w) => w.acked },
+        { title: "failed", cell: (w) => w.failed },
+        { title: "complete p50", cell: (w) => ms(w.completeLatency) },
+      ],
+      page.topologyStats || [],
+      (w) => `data-window="${esc(w.window)}"`,
+    )}
     <h2>Spouts</h2>${table(
       [
         { title: "id", text: true, cell: (s) => `<a href="${link(page.name, s.spoutId)}">${esc(s.spoutId)}</a>` },
@@ -214,6 +237,8 @@ async function topologyPage(name) {
         { title: "failed", cell: (s) => s.failed },
         { title: "complete p50", cell: (s) => ms(s.completeLatency) },
         { title: "p99", cell: (s) => ms(s.completeLatencyP99) },
+        { title: "busy/idle/bp", cell: split },
+        { title: "failed by", text: true, cls: "text", cell: failedBy },
         { title: "last error", cls: "err", cell: errorCell },
       ],
       page.spouts,
@@ -232,6 +257,7 @@ async function topologyPage(name) {
         { title: "capacity", cell: (b) => b.capacity.toFixed(3) },
         { title: "execute", cell: (b) => ms(b.executeLatency) },
         { title: "queued", cell: (b) => b.queueDepth },
+        { title: "busy/idle/bp", cell: split },
         { title: "last error", cls: "err", cell: errorCell },
       ],
       page.bolts,
@@ -243,6 +269,7 @@ async function topologyPage(name) {
         { title: "supervisor", cell: (w) => esc(w.supervisorId) },
         { title: "address", cell: (w) => esc(w.host) + (w.port ? ":" + w.port : "") },
         { title: "reporting", cell: (w) => (w.reporting ? "yes" : `<span class="error">no</span>`) },
+        { title: "restarts", cell: (w) => (w.restarts ? `<span class="error" data-restarts="${w.restarts}">${w.restarts}</span>` : "0") },
         { title: "components", text: true, cls: "text", cell: (w) => esc(w.components.join(", ")) },
         { title: "tasks", text: true, cls: "text", cell: (w) => esc(w.tasks.join(" ")) },
       ],
@@ -256,7 +283,17 @@ async function componentPage(name, id) {
   return `<h2>${esc(c.componentType)} <span data-component-page="${esc(c.id)}">${esc(c.id)}</span> of <a href="${link(name)}">${esc(name)}</a></h2>
     <div class="muted">${esc(c.kind)} · ${c.tasks} tasks · inputs ${esc(c.inputs.map((e) => e.from + " (" + e.grouping + ")").join(", ") || "none")}</div>
     <div class="cards">${["emitted", "transferred", "executed", "acked", "failed", "errors"].filter((k) => s[k] != null)
-      .map((k) => `<div class="card"><span class="muted">${k}</span><b>${s[k]}</b></div>`).join("")}</div>
+      .map((k) => `<div class="card"><span class="muted">${k}</span><b>${s[k]}</b></div>`).join("")}
+      <div class="card"><span class="muted">busy/idle/backpressured</span><b>${split(s)}</b></div></div>
+    ${(s.failedBy || []).length ? `<h2>Failed trees</h2>${table(
+      [
+        { title: "by", text: true, cell: (f) => esc(f.component || "?") },
+        { title: "cause", cell: (f) => esc(f.cause) },
+        { title: "trees", cell: (f) => f.count },
+      ],
+      s.failedBy,
+      (f) => `data-failed-by="${esc(f.component)}"`,
+    )}` : ""}
     <h2>Tasks</h2>${table(
       [
         { title: "task", text: true, cell: (e) => e.task },

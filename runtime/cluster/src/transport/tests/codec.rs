@@ -105,11 +105,11 @@ fn the_codec_round_trips_every_value_and_writes_what_rmp_serde_writes() {
 fn the_codec_round_trips_acker_messages_outcomes_credits_and_hellos() {
     let msgs = vec![
         AckerMsg::Init { root: 0, val: u64::MAX },
-        AckerMsg::Ack { root: 1 << 48, val: 127 },
-        AckerMsg::Fail { root: 128 },
+        AckerMsg::Ack { root: 1 << 48, val: 127, lane: 4 },
+        AckerMsg::Fail { root: 128, by: 3 },
         AckerMsg::Reset { root: u64::MAX },
     ];
-    let outcomes = vec![Outcome { root: 5, acked: true }, Outcome { root: u64::MAX, acked: false }];
+    let outcomes = vec![Outcome::acked(5), Outcome::timed_out(u64::MAX, 5)];
     let credits = vec![(0, 1), (3, 16), (u32::MAX, u32::MAX)];
     let frames = [
         Frame::Ackers { task: 7, more: false, batch: Cow::Borrowed(&msgs) },
@@ -172,11 +172,11 @@ fn the_codec_reads_any_encoding_a_messagepack_writer_may_choose() {
 fn the_codec_rejects_truncated_and_garbage_bodies_without_panicking() {
     let batch: Vec<Envelope> =
         every_envelope().into_iter().filter(|e| e.values.len() == 1).take(60).collect();
-    let msgs = vec![AckerMsg::Init { root: 1, val: 2 }, AckerMsg::Fail { root: 3 }];
+    let msgs = vec![AckerMsg::Init { root: 1, val: 2 }, AckerMsg::Fail { root: 3, by: 3 }];
     let frames = [
         Frame::Bolts { task: 3, more: false, batch: Cow::Borrowed(&batch) },
         Frame::Ackers { task: 7, more: false, batch: Cow::Borrowed(&msgs) },
-        Frame::Outcomes { task: 1, more: false, batch: Cow::Owned(vec![Outcome { root: 1, acked: true }]) },
+        Frame::Outcomes { task: 1, more: false, batch: Cow::Owned(vec![Outcome::acked(1)]) },
         Frame::Credits(Cow::Owned(vec![(3, 1), (5, 2)])),
     ];
     let mut rng = fastrand::Rng::with_seed(7);
@@ -257,11 +257,7 @@ mod fuzz {
             Frame::Bolts { task: 3, more: false, batch: Cow::Owned(envelopes[..8].to_vec()) },
             Frame::Bolts { task: 9, more: true, batch: Cow::Owned(envelopes[20..].to_vec()) },
             Frame::Ackers { task: 7, more: false, batch: Cow::Owned(msgs) },
-            Frame::Outcomes {
-                task: 1,
-                more: false,
-                batch: Cow::Owned(vec![Outcome { root: 5, acked: true }]),
-            },
+            Frame::Outcomes { task: 1, more: false, batch: Cow::Owned(vec![Outcome::acked(5)]) },
             Frame::Credits(Cow::Owned(vec![(3, 1), (u32::MAX, u32::MAX)])),
             Frame::Refused("no".into()),
         ];

@@ -78,9 +78,9 @@ async fn acker_messages_for_roots_no_spout_task_makes_close_that_connection() {
     assert!(w1.rx.ackers[7].as_mut().unwrap().try_recv().is_err(), "no bad message reached the acker");
     // A root a spout task can make goes through.
     let root = make_root(1, 0, 5);
-    w0.links.ackers[7].clone().unwrap().send(vec![AckerMsg::Fail { root }]).await.unwrap();
+    w0.links.ackers[7].clone().unwrap().send(vec![AckerMsg::Fail { root, by: 3 }]).await.unwrap();
     let got = within("the acker message", w1.rx.ackers[7].as_mut().unwrap().recv()).await;
-    assert_eq!(got, Some(vec![AckerMsg::Fail { root }]));
+    assert_eq!(got, Some(vec![AckerMsg::Fail { root, by: 3 }]));
     still_serves(&w0, &mut w1, 0).await;
 }
 

@@ -187,8 +187,10 @@ async fn batches_reach_remote_bolts_ackers_and_spouts_in_order() {
     let sender = tokio::spawn(async move {
         for i in 0..200 {
             to_bolt.send(batch(i * 3, 3)).await.unwrap();
-            to_acker.send(vec![AckerMsg::Ack { root: i as u64, val: 1 }]).await.unwrap();
-            to_spout.send(vec![Outcome { root: i as u64, acked: i % 2 == 0 }]).unwrap();
+            to_acker.send(vec![AckerMsg::Ack { root: i as u64, val: 1, lane: 4 }]).await.unwrap();
+            to_spout
+                .send(vec![if i % 2 == 0 { Outcome::acked(i as u64) } else { Outcome::failed(i as u64, 2) }])
+                .unwrap();
             back.send(batch(-i, 1)).await.unwrap();
         }
     });
@@ -197,9 +199,9 @@ async fn batches_reach_remote_bolts_ackers_and_spouts_in_order() {
         let got = within("a bolt batch", w1.rx.bolts[3].as_mut().unwrap().recv()).await.unwrap();
         assert_eq!(numbers(&got), (3 * i as i64..3 * i as i64 + 3).collect::<Vec<_>>());
         let acks = within("an acker batch", w1.rx.ackers[7].as_mut().unwrap().recv()).await.unwrap();
-        assert_eq!(acks, vec![AckerMsg::Ack { root: i, val: 1 }]);
+        assert_eq!(acks, vec![AckerMsg::Ack { root: i, val: 1, lane: 4 }]);
         let outcomes = within("outcomes", w1.rx.spouts[1].as_mut().unwrap().recv()).await.unwrap();
-        assert_eq!(outcomes, vec![Outcome { root: i, acked: i % 2 == 0 }]);
+        assert_eq!(outcomes, vec![if i % 2 == 0 { Outcome::acked(i) } else { Outcome::failed(i, 2) }]);
         let back = within("a batch back", w0.rx.bolts[2].as_mut().unwrap().recv()).await.unwrap();
         assert_eq!(numbers(&back), vec![-(i as i64)]);
     }
@@ -257,13 +259,13 @@ async fn slow_task_does_not_block_others_on_the_connection() {
     let fast = tokio::spawn(async move {
         for i in 0..100 {
             to_fast.send(batch(i * 2, 2)).await.unwrap();
-            to_acker.send(vec![AckerMsg::Fail { root: i as u64 }]).await.unwrap();
+            to_acker.send(vec![AckerMsg::Fail { root: i as u64, by: 3 }]).await.unwrap();
         }
     });
     for i in 0..100 {
         expect_bolt_batches(w1.rx.bolts[5].as_mut().unwrap(), 2 * i as i64, 2, 1).await;
         let got = within("acker batch", w1.rx.ackers[7].as_mut().unwrap().recv()).await.unwrap();
-        assert_eq!(got, vec![AckerMsg::Fail { root: i }]);
+        assert_eq!(got, vec![AckerMsg::Fail { root: i, by: 3 }]);
     }
     within("the fast sender", fast).await.unwrap();
     // The slow path holds at most: its inbox, its credits, the forwarder's queue, and the
@@ -441,8 +443,8 @@ async fn batches_for_a_peer_down_longer_than_the_hold_are_dropped_not_waited_for
     within("sends to a dead peer", async {
         for i in 0..100 {
             to_bolt.send(batch(i, 1)).await.unwrap();
-            to_acker.send(vec![AckerMsg::Fail { root: i as u64 }]).await.unwrap();
-            to_spout.send(vec![Outcome { root: i as u64, acked: true }]).unwrap();
+            to_acker.send(vec![AckerMsg::Fail { root: i as u64, by: 3 }]).await.unwrap();
+            to_spout.send(vec![Outcome::acked(i as u64)]).unwrap();
         }
     })
     .await;
