@@ -31,6 +31,7 @@ pub(super) fn router(nimbus: Arc<Nimbus>) -> Router {
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(middleware::from_fn_with_state(nimbus.clone(), only_the_leader))
         .layer(middleware::from_fn_with_state(nimbus.clone(), authorize))
         .with_state(nimbus)
 }
@@ -304,6 +305,22 @@ pub(super) type Shared = State<Arc<Nimbus>>;
 /// skew, its nonce was not seen, and the body is the one it signs. An artifact's body is not
 /// read here: its signed hash must be the sha256 it is uploaded under, which the store checks
 /// as it writes. Else 401 with the reason.
+/// A nimbus that does not lead answers every request with 503 naming the leader (see the
+/// module docs of `nimbus`).
+pub(super) async fn only_the_leader(State(nimbus): Shared, request: Request, next: Next) -> Response {
+    match nimbus.role() {
+        super::ha::Role::Alone | super::ha::Role::Leader => next.run(request).await,
+        super::ha::Role::Following(leader) => {
+            let error = match &leader {
+                Some(addr) => format!("not the leader; leader is {addr}"),
+                None => "not the leader; no nimbus leads yet".to_string(),
+            };
+            let status = StatusCode::from_u16(crate::client::NOT_LEADER_STATUS).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            (status, Json(serde_json::json!({ "error": error, "leader": leader }))).into_response()
+        }
+    }
+}
+
 pub(super) async fn authorize(State(nimbus): Shared, request: Request, next: Next) -> Response {
     match verify_signed(&nimbus, request).await {
         Ok(request) => next.run(request).await,
