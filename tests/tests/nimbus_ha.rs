@@ -60,9 +60,13 @@ impl<'a> HaCluster<'a> {
                     dir.join(format!("sup-{i}")).display()
                 ))),
             );
-            let mut running =
-                dir.squall(["supervisor", "--config"]).arg(&config).timeout(Duration::from_secs(3600)).spawn();
-            let started = running.wait_for_stderr_line(Duration::from_secs(60), |l| l.contains("supervisor sup-"));
+            let mut running = dir
+                .squall(["supervisor", "--config"])
+                .arg(&config)
+                .timeout(Duration::from_secs(3600))
+                .spawn();
+            let started =
+                running.wait_for_stderr_line(Duration::from_secs(60), |l| l.contains("supervisor sup-"));
             assert!(started.is_some(), "supervisor {i} did not start\n{}", running.stderr_seen().join("\n"));
             cluster.supervisors.push(Some(running));
         }
@@ -91,7 +95,8 @@ impl<'a> HaCluster<'a> {
         let config = self.dir.write(&format!("nimbus-{i}.toml"), &self.config_text(Some(&table)));
         let mut running =
             self.dir.squall(["nimbus", "--config"]).arg(&config).timeout(Duration::from_secs(3600)).spawn();
-        let listening = running.wait_for_stderr_line(Duration::from_secs(60), |l| l.contains("nimbus listening on"));
+        let listening =
+            running.wait_for_stderr_line(Duration::from_secs(60), |l| l.contains("nimbus listening on"));
         assert!(listening.is_some(), "nimbus {i} did not listen\n{}", running.stderr_seen().join("\n"));
         self.nimbuses[i] = Some(running);
     }
@@ -100,7 +105,8 @@ impl<'a> HaCluster<'a> {
     fn leader(&self) -> Option<usize> {
         (0..NIMBUSES).find(|&i| {
             self.nimbuses[i].is_some()
-                && http_get(&self.seeds[i], "/v1/topologies", Some(SECRET)).is_ok_and(|(status, _)| status == 200)
+                && http_get(&self.seeds[i], "/v1/topologies", Some(SECRET))
+                    .is_ok_and(|(status, _)| status == 200)
         })
     }
 
@@ -118,7 +124,11 @@ impl<'a> HaCluster<'a> {
         let names = |n: usize| -> BTreeSet<String> {
             let dir = self.dir.join(format!("nimbus-{n}/artifacts"));
             let Ok(entries) = std::fs::read_dir(dir) else { return BTreeSet::new() };
-            entries.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| !n.starts_with('.')).collect()
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
         };
         let wanted = names(of);
         !wanted.is_empty() && wanted.is_subset(&names(i))
@@ -163,7 +173,10 @@ impl<'a> HaCluster<'a> {
         let mut out = format!("--- etcd\n{}\n", self.etcd.log_tail());
         for (i, n) in self.nimbuses.iter().enumerate() {
             if let Some(n) = n {
-                out.push_str(&format!("--- nimbus {i} (stderr read so far)\n{}\n", n.stderr_seen().join("\n")));
+                out.push_str(&format!(
+                    "--- nimbus {i} (stderr read so far)\n{}\n",
+                    n.stderr_seen().join("\n")
+                ));
             }
         }
         out
@@ -226,8 +239,10 @@ config = {{ topic = "out", broker = "{addr}" }}
 }
 
 fn describe(dir: &TempDir, broker: &str, topic: &str) -> Value {
-    let out =
-        dir.squall(["topic", "describe", topic, "--json", "--broker", broker]).env("SQUALL_SECRET", SECRET).run();
+    let out = dir
+        .squall(["topic", "describe", topic, "--json", "--broker", broker])
+        .env("SQUALL_SECRET", SECRET)
+        .run();
     out.assert_success();
     serde_json::from_str(out.stdout.trim()).expect("describe --json prints JSON")
 }
@@ -240,9 +255,10 @@ fn records_out(dir: &TempDir, broker: &str) -> u64 {
 /// The group commits an offset only once every record below it was acked, and the sink acks a
 /// record only once it is durable in `out`: lag 0 means every input is there.
 fn all_committed(dir: &TempDir, broker: &str) -> bool {
-    describe(dir, broker, "in")["groups"].as_array().and_then(|gs| gs.iter().find(|g| g["group"] == "pipeline.in")).is_some_and(
-        |g| g["total_lag"] == 0 && g["lag"].as_array().is_some_and(|l| l.iter().all(|x| x == 0)),
-    )
+    describe(dir, broker, "in")["groups"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["group"] == "pipeline.in"))
+        .is_some_and(|g| g["total_lag"] == 0 && g["lag"].as_array().is_some_and(|l| l.iter().all(|x| x == 0)))
 }
 
 /// The keys in `out` missing from 0..RECORDS, read from the broker's log once it stopped.
@@ -265,7 +281,11 @@ fn missing(dir: &TempDir) -> usize {
 /// Submits the pipeline, waits until it is under way and every nimbus holds its code, lets
 /// `disrupt` do its worst, then checks it recovers: the CLI lists and kills it through the
 /// seeds, and every record reached the sink.
-fn run_pipeline_through(name: &str, disrupt: impl FnOnce(&mut HaCluster)) {
+fn run_pipeline_through(
+    name: &str,
+    disrupt: impl FnOnce(&mut HaCluster),
+    afterwards: impl FnOnce(&HaCluster, &TempDir),
+) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new(name);
     let (broker, file) = pipeline(&dir);
@@ -290,7 +310,13 @@ fn run_pipeline_through(name: &str, disrupt: impl FnOnce(&mut HaCluster)) {
     });
     let status = cluster.squall(["status", "pipeline", "--json"]).run();
     status.assert_success();
-    cluster.wait_until(RECOVERY, "the group has committed every input record", |_| all_committed(&dir, &addr));
+    let listed = cluster.squall(["list"]).run();
+    listed.assert_success();
+    let leader = cluster.leader().map(|i| cluster.seeds[i].clone()).expect("a leader");
+    assert!(listed.stdout.contains(&format!("nimbus leader: {leader}")), "{listed}");
+    afterwards(&cluster, &dir);
+    cluster
+        .wait_until(RECOVERY, "the group has committed every input record", |_| all_committed(&dir, &addr));
     let out = cluster.squall(["kill", "pipeline", "--wait", "1"]).run();
     out.assert_success();
     assert!(out.stdout.contains("killed topology pipeline"), "{out}");
@@ -301,36 +327,67 @@ fn run_pipeline_through(name: &str, disrupt: impl FnOnce(&mut HaCluster)) {
 
 #[test]
 fn a_killed_leader_is_replaced_within_ten_seconds_and_the_topology_loses_nothing() {
-    run_pipeline_through("nimbus-ha-leader", |cluster| {
-        let leader = cluster.leader().expect("a leader");
-        let killed = Instant::now();
-        // The leader and a supervisor with its workers lost at once: the new leader moves its
-        // work once the supervisor's grace is over.
-        cluster.kill_nimbus(leader);
-        cluster.kill_supervisor_and_workers(1);
-        let mut new_leader = None;
-        while new_leader.is_none() && killed.elapsed() < LONG {
-            new_leader = cluster.leader();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let took = killed.elapsed();
-        let new_leader = new_leader.unwrap_or_else(|| panic!("no nimbus leads\n{}", cluster.logs()));
-        assert_ne!(new_leader, leader);
-        assert!(took <= Duration::from_secs(10), "a new leader answered only after {took:?}\n{}", cluster.logs());
-        let said = cluster.nimbuses[new_leader]
-            .as_mut()
-            .and_then(|n| n.wait_for_stderr_line(Duration::from_secs(30), |l| l.contains(" leading (")));
-        assert!(said.is_some(), "the new leader says it leads\n{}", cluster.logs());
-    });
+    run_pipeline_through(
+        "nimbus-ha-leader",
+        |cluster| {
+            let leader = cluster.leader().expect("a leader");
+            let killed = Instant::now();
+            // The leader and a supervisor with its workers lost at once: the new leader moves its
+            // work once the supervisor's grace is over.
+            cluster.kill_nimbus(leader);
+            cluster.kill_supervisor_and_workers(1);
+            let mut new_leader = None;
+            while new_leader.is_none() && killed.elapsed() < LONG {
+                new_leader = cluster.leader();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let took = killed.elapsed();
+            let new_leader = new_leader.unwrap_or_else(|| panic!("no nimbus leads\n{}", cluster.logs()));
+            eprintln!("a new leader answered {took:?} after the leader was killed");
+            assert_ne!(new_leader, leader);
+            assert!(
+                took <= Duration::from_secs(10),
+                "a new leader answered only after {took:?}\n{}",
+                cluster.logs()
+            );
+            let said = cluster.nimbuses[new_leader]
+                .as_mut()
+                .and_then(|n| n.wait_for_stderr_line(Duration::from_secs(30), |l| l.contains(" leading (")));
+            assert!(said.is_some(), "the new leader says it leads\n{}", cluster.logs());
+        },
+        |cluster, dir| {
+            // Rebalance and submit through the seeds too, on the new leader.
+            let out = cluster.squall(["rebalance", "pipeline", "--workers", "2", "--wait", "1"]).run();
+            out.assert_success();
+            let second = dir.topology(
+                "second.toml",
+                "name = \"second\"\nworkers = 1\n\n[[spouts]]\nid = \"numbers\"\nkind = \"sequence\"\n\
+             config = { count = 10, rate = 0 }\n\n[[bolts]]\nid = \"flaky\"\nkind = \"flaky\"\n\
+             inputs = [{ from = \"numbers\", grouping = \"shuffle\" }]\nconfig = { fail_fraction = 0.0 }\n",
+            );
+            let out = cluster.squall(["submit"]).arg(&second).run();
+            out.assert_success();
+            let out = cluster.squall(["kill", "second", "--wait", "0"]).run();
+            out.assert_success();
+        },
+    );
 }
 
 #[test]
 fn etcd_killed_and_restarted_mid_run_the_cluster_recovers_and_loses_nothing() {
-    run_pipeline_through("nimbus-ha-etcd", |cluster| {
-        cluster.etcd.kill();
-        // Longer than the leader's lease: the leader steps down and the election starts anew.
-        std::thread::sleep(Duration::from_secs(8));
-        cluster.etcd.restart().unwrap_or_else(|e| panic!("{e}"));
-        cluster.wait_until(LONG, "a nimbus leads again", |c| c.leader().is_some());
-    });
+    run_pipeline_through(
+        "nimbus-ha-etcd",
+        |cluster| {
+            let leader = cluster.leader().expect("a leader");
+            cluster.etcd.kill();
+            // Longer than the leader's lease: the leader steps down and the election starts anew.
+            let stepped_down = cluster.nimbuses[leader].as_mut().and_then(|n| {
+                n.wait_for_stderr_line(Duration::from_secs(60), |l| l.contains(" no longer leads: "))
+            });
+            assert!(stepped_down.is_some(), "the leader steps down without etcd\n{}", cluster.logs());
+            cluster.etcd.restart().unwrap_or_else(|e| panic!("{e}"));
+            cluster.wait_until(LONG, "a nimbus leads again", |c| c.leader().is_some());
+        },
+        |_, _| {},
+    );
 }

@@ -224,7 +224,11 @@ impl Client {
         }
     }
 
-    async fn send_to(&self, addr: &str, call: &Call) -> Result<reqwest::Response, (ClientError, Option<String>)> {
+    async fn send_to(
+        &self,
+        addr: &str,
+        call: &Call,
+    ) -> Result<reqwest::Response, (ClientError, Option<String>)> {
         let response = self.build(addr, call).send().await.map_err(|e| {
             let message = if e.is_connect() {
                 format!("{} (is `squall nimbus` running there?)", root_cause(&e))

@@ -137,9 +137,9 @@ impl<'de> Deserialize<'de> for Seeds {
             One(String),
             Many(Vec<String>),
         }
-        let list = match OneOrMany::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("[cluster] nimbus must be a \"host:port\" or a list of them"))?
-        {
+        let list = match OneOrMany::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("[cluster] nimbus must be a \"host:port\" or a list of them")
+        })? {
             OneOrMany::One(addr) => vec![addr],
             OneOrMany::Many(list) => list,
         };
@@ -179,7 +179,9 @@ impl Coordination {
 
 fn coordination<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Coordination>, D::Error> {
     let text = String::deserialize(d)?;
-    Coordination::parse(&text).map(Some).map_err(|e| serde::de::Error::custom(format!("[cluster] coordination: {e}")))
+    Coordination::parse(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("[cluster] coordination: {e}")))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -431,7 +433,10 @@ listen = "127.0.0.1:6628"
 "#;
         let c = parse("cluster.toml", text, &env).unwrap();
         assert_eq!(c.cluster.nimbus.list(), ["127.0.0.1:6627", "nimbus-b:6628", "[::1]:6629"]);
-        assert_eq!(&*c.cluster.nimbus, "127.0.0.1:6627,nimbus-b:6628,[::1]:6629", "derefs to the seeds joined");
+        assert_eq!(
+            &*c.cluster.nimbus, "127.0.0.1:6627,nimbus-b:6628,[::1]:6629",
+            "derefs to the seeds joined"
+        );
         assert_eq!(c.cluster.coordination.clone().unwrap().etcd, ["127.0.0.1:2379", "etcd-b:2379"]);
         assert_eq!(c.nimbus_listen(), "127.0.0.1:6628");
         let seeds = Seeds::parse("a:1, b:2").unwrap();
@@ -442,14 +447,26 @@ listen = "127.0.0.1:6628"
     #[test]
     fn bad_seeds_coordination_or_listen_are_one_line_naming_the_key() {
         let cases = [
-            ("[cluster]\nnimbus = []\n", "cluster.toml:2:10: [cluster] nimbus must name at least one nimbus address"),
+            (
+                "[cluster]\nnimbus = []\n",
+                "cluster.toml:2:10: [cluster] nimbus must name at least one nimbus address",
+            ),
             ("[cluster]\nnimbus = [\"a:1\", \"b\"]\n", "[cluster] nimbus `b` is not a host:port address"),
             ("[cluster]\nnimbus = 6627\n", "[cluster] nimbus must be a \"host:port\" or a list of them"),
             ("[cluster]\nnimbus = \"host:99999\"\n", "[cluster] nimbus `host:99999` is not a host:port"),
-            ("[cluster]\ncoordination = \"zk://h:2181\"\n", "cluster.toml:2:16: [cluster] coordination: `zk://h:2181` is not etcd://"),
-            ("[cluster]\ncoordination = \"etcd://h\"\n", "[cluster] coordination: `h` in `etcd://h` is not a host:port"),
+            (
+                "[cluster]\ncoordination = \"zk://h:2181\"\n",
+                "cluster.toml:2:16: [cluster] coordination: `zk://h:2181` is not etcd://",
+            ),
+            (
+                "[cluster]\ncoordination = \"etcd://h\"\n",
+                "[cluster] coordination: `h` in `etcd://h` is not a host:port",
+            ),
             ("[cluster]\ncoordination = 1\n", "cluster.toml:2:16:"),
-            ("[nimbus]\nlisten = \"nowhere\"\n", "cluster.toml: [nimbus] listen `nowhere` is not a host:port address"),
+            (
+                "[nimbus]\nlisten = \"nowhere\"\n",
+                "cluster.toml: [nimbus] listen `nowhere` is not a host:port address",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse("cluster.toml", text, &env).expect_err(text).to_string();

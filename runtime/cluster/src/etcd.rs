@@ -125,7 +125,8 @@ impl Etcd {
     /// A lease of `ttl_secs`; its id.
     pub async fn grant(&self, ttl_secs: u64) -> Result<i64, EtcdError> {
         let reply = self.call("/v3/lease/grant", &json!({ "TTL": ttl_secs })).await?;
-        let granted: Granted = serde_json::from_value(reply).map_err(|e| self.error(format!("lease grant: {e}")))?;
+        let granted: Granted =
+            serde_json::from_value(reply).map_err(|e| self.error(format!("lease grant: {e}")))?;
         if granted.id == 0 {
             return Err(self.error(format!("lease not granted: {}", granted.error)));
         }
@@ -151,7 +152,8 @@ impl Etcd {
 
     /// Every key starting with `prefix`, in key order.
     pub async fn get_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, EtcdError> {
-        let body = json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix.as_bytes())) });
+        let body =
+            json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix.as_bytes())) });
         let reply = self.call("/v3/kv/range", &body).await?;
         decode_range(&reply).map_err(|e| self.error(e))
     }
@@ -181,7 +183,12 @@ impl Etcd {
     }
 
     /// Deletes `key` if `guard` still has `create_revision`; false if it has not.
-    pub async fn delete_guarded(&self, guard: &str, create_revision: i64, key: &str) -> Result<bool, EtcdError> {
+    pub async fn delete_guarded(
+        &self,
+        guard: &str,
+        create_revision: i64,
+        key: &str,
+    ) -> Result<bool, EtcdError> {
         let op = json!({ "request_delete_range": { "key": B64.encode(key) } });
         self.guarded(guard, create_revision, op).await
     }
@@ -336,7 +343,11 @@ mod tests {
         let kvs = decode_range(&range).unwrap();
         assert_eq!(
             kvs,
-            vec![KeyValue { key: "/squall/leader".into(), value: b"127.0.0.1:6627".to_vec(), create_revision: 5 }]
+            vec![KeyValue {
+                key: "/squall/leader".into(),
+                value: b"127.0.0.1:6627".to_vec(),
+                create_revision: 5
+            }]
         );
         assert_eq!(decode_range(&json!({"header": {}})).unwrap(), vec![]);
         assert!(decode_range(&json!({"kvs": [{"key": "***"}]})).unwrap_err().contains("base64"));
@@ -344,12 +355,15 @@ mod tests {
         assert_eq!(decode_keep_alive(&json!({"result": {"ID": "9", "TTL": "4"}})), Ok(4));
         assert_eq!(decode_keep_alive(&json!({"result": {"ID": "9"}})), Ok(0), "an expired lease has no TTL");
 
-        let won = json!({"header": {"revision": "12"}, "succeeded": true, "responses": [{"response_put": {}}]});
+        let won =
+            json!({"header": {"revision": "12"}, "succeeded": true, "responses": [{"response_put": {}}]});
         assert_eq!(decode_campaign(&won), Ok(Campaign::Won { create_revision: 12 }));
         let lost = json!({"header": {"revision": "12"}, "responses": [{"response_range": {"kvs": [
             {"key": B64.encode("k"), "value": B64.encode("10.0.0.1:6627"), "create_revision": "3"}
         ]}}]});
-        let Campaign::Lost(Some(holder)) = decode_campaign(&lost).unwrap() else { panic!("lost to a holder") };
+        let Campaign::Lost(Some(holder)) = decode_campaign(&lost).unwrap() else {
+            panic!("lost to a holder")
+        };
         assert_eq!((holder.value.as_slice(), holder.create_revision), (&b"10.0.0.1:6627"[..], 3));
         let vanished = json!({"responses": [{"response_range": {"header": {}}}]});
         assert_eq!(decode_campaign(&vanished), Ok(Campaign::Lost(None)));

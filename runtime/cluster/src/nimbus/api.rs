@@ -315,7 +315,8 @@ pub(super) async fn only_the_leader(State(nimbus): Shared, request: Request, nex
                 Some(addr) => format!("not the leader; leader is {addr}"),
                 None => "not the leader; no nimbus leads yet".to_string(),
             };
-            let status = StatusCode::from_u16(crate::client::NOT_LEADER_STATUS).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let status = StatusCode::from_u16(crate::client::NOT_LEADER_STATUS)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             (status, Json(serde_json::json!({ "error": error, "leader": leader }))).into_response()
         }
     }

@@ -97,11 +97,18 @@ impl EtcdStore {
             .enable_all()
             .build()
             .map_err(|e| coordination(format!("cannot start the etcd client: {e}")))?;
-        Ok(EtcdStore { etcd: Arc::new(Etcd::new(endpoints)), runtime: Some(runtime), guard: AtomicI64::new(0) })
+        Ok(EtcdStore {
+            etcd: Arc::new(Etcd::new(endpoints)),
+            runtime: Some(runtime),
+            guard: AtomicI64::new(0),
+        })
     }
 
     /// Runs `future` on the store's runtime and waits for it.
-    fn block<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> Result<T, StateError> {
+    fn block<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, StateError> {
         let runtime = self.runtime.as_ref().ok_or_else(|| coordination("the etcd client stopped"))?;
         let (tx, rx) = std::sync::mpsc::channel();
         runtime.spawn(async move {
@@ -251,9 +258,13 @@ pub(super) async fn lead_or_follow(nimbus: Arc<Nimbus>, store: Arc<EtcdStore>, m
         }
         match (&leader, missing.len()) {
             (Some(leader), 0) => say(format!("nimbus at {me} following {leader}")),
-            (Some(leader), n) => say(format!("nimbus at {me} following {leader}; {n} artifacts still to fetch")),
+            (Some(leader), n) => {
+                say(format!("nimbus at {me} following {leader}; {n} artifacts still to fetch"))
+            }
             (None, 0) => {}
-            (None, n) => say(format!("nimbus at {me}: no leader, and {n} artifacts missing here: not campaigning")),
+            (None, n) => {
+                say(format!("nimbus at {me}: no leader, and {n} artifacts missing here: not campaigning"))
+            }
         }
         if holder.is_some() || !missing.is_empty() {
             continue;
@@ -267,7 +278,10 @@ pub(super) async fn lead_or_follow(nimbus: Arc<Nimbus>, store: Arc<EtcdStore>, m
                         let count = records.len();
                         nimbus.take_lead(records);
                         lead = Some(Lead { lease, renewed: Instant::now() });
-                        say(format!("nimbus at {me} leading ({count} topologies, etcd {})", etcd.endpoints()));
+                        say(format!(
+                            "nimbus at {me} leading ({count} topologies, etcd {})",
+                            etcd.endpoints()
+                        ));
                     }
                     Err(e) => {
                         let _ = etcd.revoke(lease).await;
@@ -299,7 +313,11 @@ async fn campaign(etcd: &Etcd, me: &str) -> Result<Option<(i64, i64)>, crate::et
 
 /// Keeps the lease alive and checks the leader key: `Some(why)` once this nimbus no longer
 /// leads; an error if etcd did not answer.
-async fn still_leading(etcd: &Etcd, lease: i64, revision: i64) -> Result<Option<String>, crate::etcd::EtcdError> {
+async fn still_leading(
+    etcd: &Etcd,
+    lease: i64,
+    revision: i64,
+) -> Result<Option<String>, crate::etcd::EtcdError> {
     if etcd.keep_alive(lease).await? <= 0 {
         return Ok(Some("its lease expired".into()));
     }

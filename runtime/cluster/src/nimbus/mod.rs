@@ -1,8 +1,8 @@
 //! Nimbus: the cluster's coordinator (`squall nimbus`).
 //!
 //! Contract: [`run`] refuses to start with the default secret `change-me` unless both
-//! `[cluster] nimbus` and `[ui] listen` are loopback addresses (and warns on loopback); it
-//! binds `[cluster] nimbus` (port 0: any free port), prints one line
+//! where it listens and `[ui] listen` are loopback addresses (and warns on loopback); it
+//! binds `[nimbus] listen`, by default the first `[cluster] nimbus` seed (port 0: any free port), prints one line
 //! `nimbus listening on <addr>` to stderr, and serves the HTTP API of [`crate`]
 //! until SIGINT or SIGTERM; [`serve`] does the same on a given listener until a given future
 //! ends (for in-process use). Every request must be signed with `[cluster] secret` as
@@ -130,7 +130,9 @@ pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
     use tokio::signal::unix::{signal, SignalKind};
     // Off loopback, anyone who can reach nimbus (or its UI's actions) would know the default.
     let mut warnings = Vec::new();
-    for (who, listen) in [("nimbus", config.nimbus_listen()), ("nimbus's ui ([ui] listen)", &config.ui.listen)] {
+    for (who, listen) in
+        [("nimbus", config.nimbus_listen()), ("nimbus's ui ([ui] listen)", &config.ui.listen)]
+    {
         let checked = squall_engine::auth::check_default_secret(&config.cluster.secret, who, listen);
         warnings.extend(checked.map_err(NimbusError::DefaultSecret)?);
     }
@@ -150,11 +152,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
         .map_err(|source| NimbusError::Bind { addr: listen.to_string(), source })?;
     let addr = listener.local_addr().map_err(NimbusError::LocalAddr)?;
     eprintln!("nimbus listening on {addr}");
-    if let Some(store) = nimbus.ha.clone() {
-        // Clients reach it as configured, or at the port it got.
-        let me = if listen.ends_with(":0") { addr.to_string() } else { listen.to_string() };
-        tokio::spawn(ha::lead_or_follow(nimbus.clone(), store, me, config.cluster.secret.clone()));
-    }
+    let electing = start_electing(&nimbus, &config, listen, addr);
     let ui = serve_ui(&nimbus, &config).await?;
     let shutdown = async move {
         tokio::select! {
@@ -164,6 +162,9 @@ pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
     };
     let served = serve_nimbus(nimbus, listener, shutdown).await;
     ui.abort();
+    if let Some(electing) = electing {
+        electing.abort();
+    }
     served
 }
 
@@ -194,7 +195,27 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NimbusError> {
-    serve_nimbus(Nimbus::open(&config)?, listener, shutdown).await
+    let nimbus = Nimbus::open(&config)?;
+    let addr = listener.local_addr().map_err(NimbusError::LocalAddr)?;
+    let electing = start_electing(&nimbus, &config, config.nimbus_listen(), addr);
+    let served = serve_nimbus(nimbus, listener, shutdown).await;
+    if let Some(electing) = electing {
+        electing.abort();
+    }
+    served
+}
+
+/// With coordination, starts this nimbus's part in the election ([`ha::lead_or_follow`]),
+/// known to the others as `listen`, or as `addr` (where it listens) if `listen`'s port is 0.
+fn start_electing(
+    nimbus: &Arc<Nimbus>,
+    config: &ClusterConfig,
+    listen: &str,
+    addr: std::net::SocketAddr,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let store = nimbus.ha.clone()?;
+    let me = if listen.ends_with(":0") { addr.to_string() } else { listen.to_string() };
+    Some(tokio::spawn(ha::lead_or_follow(nimbus.clone(), store, me, config.cluster.secret.clone())))
 }
 
 async fn serve_nimbus(
