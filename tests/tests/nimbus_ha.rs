@@ -11,9 +11,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use squall_broker::log::Log;
 use squall_testkit::etcd::Etcd;
-use squall_tests::cluster::{child_workers, http_get, kill9, SECRET};
+use squall_tests::cluster::{child_workers, http_get, keys_missing, kill9, log_flaky_pipeline, SECRET};
 use squall_tests::{BrokerServer, Running, TempDir};
 
 /// One cluster at a time: each is a dozen processes on a small machine.
@@ -202,39 +201,7 @@ fn pipeline(dir: &TempDir) -> (BrokerServer, PathBuf) {
         .env("SQUALL_SECRET", SECRET)
         .run()
         .assert_success();
-    let file = dir.topology(
-        "pipeline.toml",
-        &format!(
-            r#"
-name = "pipeline"
-workers = 2
-
-[settings]
-message_timeout_secs = 5
-max_spout_pending = 100
-
-[[spouts]]
-id = "in"
-kind = "log-spout"
-parallelism = 3
-config = {{ topic = "in", broker = "{addr}", retry_backoff_ms = 10, commit_interval_ms = 200 }}
-
-[[bolts]]
-id = "flaky"
-kind = "flaky"
-parallelism = 2
-inputs = [{{ from = "in", grouping = "shuffle" }}]
-config = {{ fail_fraction = 0.1, seed = 3, first_attempt_only = true }}
-
-[[bolts]]
-id = "out"
-kind = "log-sink"
-parallelism = 2
-inputs = [{{ from = "flaky", grouping = "shuffle" }}]
-config = {{ topic = "out", broker = "{addr}" }}
-"#
-        ),
-    );
+    let file = dir.topology("pipeline.toml", &log_flaky_pipeline(&addr, 2, 100));
     (broker, file)
 }
 
@@ -259,23 +226,6 @@ fn all_committed(dir: &TempDir, broker: &str) -> bool {
         .as_array()
         .and_then(|gs| gs.iter().find(|g| g["group"] == "pipeline.in"))
         .is_some_and(|g| g["total_lag"] == 0 && g["lag"].as_array().is_some_and(|l| l.iter().all(|x| x == 0)))
-}
-
-/// The keys in `out` missing from 0..RECORDS, read from the broker's log once it stopped.
-fn missing(dir: &TempDir) -> usize {
-    let log = Log::open(&dir.join("broker-data")).expect("the broker's log opens");
-    let mut seen = BTreeSet::new();
-    for p in log.describe("out").expect("out").partitions {
-        let mut offset = p.log_start;
-        while offset < p.high_watermark {
-            let fetched = log.read("out", p.partition, offset, 1 << 20).expect("read");
-            for r in &fetched.records {
-                seen.insert(String::from_utf8_lossy(r.key.as_deref().expect("keyed")).into_owned());
-            }
-            offset = fetched.records.last().expect("records below the high watermark").offset + 1;
-        }
-    }
-    (0..RECORDS).filter(|k| !seen.contains(&k.to_string())).count()
 }
 
 /// Submits the pipeline, waits until it is under way and every nimbus holds its code, lets
@@ -322,7 +272,11 @@ fn run_pipeline_through(
     assert!(out.stdout.contains("killed topology pipeline"), "{out}");
     drop(cluster);
     broker.stop().assert_success();
-    assert_eq!(missing(&dir), 0, "every input key is in the output topic");
+    assert_eq!(
+        keys_missing(&dir.join("broker-data"), "out", RECORDS),
+        0,
+        "every input key is in the output topic"
+    );
 }
 
 #[test]

@@ -373,7 +373,7 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 }
 
 /// An error and its causes on one line.
-fn one_line(e: &dyn std::error::Error) -> String {
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

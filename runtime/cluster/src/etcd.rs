@@ -23,6 +23,8 @@ use base64::Engine;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
+use crate::client::one_line;
+
 /// How long one call to one endpoint may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest reply read from etcd (a range of every topology record).
@@ -307,21 +309,6 @@ pub fn decode_campaign(reply: &Value) -> Result<Campaign, String> {
     let range = txn.responses.first().and_then(|r| r.get("response_range")).cloned().unwrap_or(Value::Null);
     let holder = if range.is_null() { None } else { decode_range(&range)?.into_iter().next() };
     Ok(Campaign::Lost(holder))
-}
-
-/// An error and its causes on one line.
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text.replace('\n', " ")
 }
 
 #[cfg(test)]
