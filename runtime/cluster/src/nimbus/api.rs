@@ -300,11 +300,6 @@ pub(super) fn running_secs(record: &TopologyRecord) -> f64 {
 
 pub(super) type Shared = State<Arc<Nimbus>>;
 
-/// Lets a request through only if it is signed with the cluster secret (see
-/// [`squall_engine::auth`]): the signature checks in constant time, its time is within the
-/// skew, its nonce was not seen, and the body is the one it signs. An artifact's body is not
-/// read here: its signed hash must be the sha256 it is uploaded under, which the store checks
-/// as it writes. Else 401 with the reason.
 /// A nimbus that does not lead answers every request with 503 naming the leader (see the
 /// module docs of `nimbus`).
 pub(super) async fn only_the_leader(State(nimbus): Shared, request: Request, next: Next) -> Response {
@@ -322,6 +317,11 @@ pub(super) async fn only_the_leader(State(nimbus): Shared, request: Request, nex
     }
 }
 
+/// Lets a request through only if it is signed with the cluster secret (see
+/// [`squall_engine::auth`]): the signature checks in constant time, its time is within the
+/// skew, its nonce was not seen, and the body is the one it signs. An artifact's body is not
+/// read here: its signed hash must be the sha256 it is uploaded under, which the store checks
+/// as it writes. Else 401 with the reason.
 pub(super) async fn authorize(State(nimbus): Shared, request: Request, next: Next) -> Response {
     match verify_signed(&nimbus, request).await {
         Ok(request) => next.run(request).await,

@@ -371,6 +371,29 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_nimbus_that_does_not_lead_refuses_requests_with_503_saying_so() {
+        use crate::client::ClientError;
+        let dir = crate::state::tests::TempDir::new("ha");
+        // etcd on a port nobody listens on: this nimbus never leads.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let mut config = crate::config::ClusterConfig::default();
+        config.cluster.secret = "s3cret".into();
+        config.nimbus.state_dir = dir.path().to_path_buf();
+        config.cluster.coordination = Some(crate::config::Coordination { etcd: vec![dead] });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(super::super::serve(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let err = Client::new(&addr, "s3cret").list().await.unwrap_err();
+        assert!(matches!(err, ClientError::Refused { status: 503, .. }), "{err:?}");
+        assert_eq!(err.to_string(), "not the leader; no nimbus leads yet");
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    }
+
     #[test]
     fn the_missing_artifacts_are_each_named_once() {
         let record = |artifact: &str, resources: Option<&str>| {
