@@ -371,3 +371,56 @@ pub fn hello_and_batches(topology: &str, version: u64, n: u32) -> Vec<u8> {
     }
     bytes
 }
+
+/// A topology `pipeline`: `in` (log-spout, 3 tasks) → flaky (2 tasks, a tenth of first
+/// attempts fail) → `out` (log-sink, 2 tasks), on the `squall broker` at `broker`.
+pub fn log_flaky_pipeline(broker: &str, workers: usize, max_spout_pending: u64) -> String {
+    format!(
+        r#"
+name = "pipeline"
+workers = {workers}
+
+[settings]
+message_timeout_secs = 5
+max_spout_pending = {max_spout_pending}
+
+[[spouts]]
+id = "in"
+kind = "log-spout"
+parallelism = 3
+config = {{ topic = "in", broker = "{broker}", retry_backoff_ms = 10, commit_interval_ms = 200 }}
+
+[[bolts]]
+id = "flaky"
+kind = "flaky"
+parallelism = 2
+inputs = [{{ from = "in", grouping = "shuffle" }}]
+config = {{ fail_fraction = 0.1, seed = 3, first_attempt_only = true }}
+
+[[bolts]]
+id = "out"
+kind = "log-sink"
+parallelism = 2
+inputs = [{{ from = "flaky", grouping = "shuffle" }}]
+config = {{ topic = "out", broker = "{broker}" }}
+"#
+    )
+}
+
+/// How many of the keys `0..records` are not in `topic` of the embedded log in `data` (read
+/// once its broker stopped).
+pub fn keys_missing(data: &Path, topic: &str, records: u64) -> usize {
+    let log = squall_broker::log::Log::open(data).expect("the broker's log opens");
+    let mut seen = std::collections::BTreeSet::new();
+    for p in log.describe(topic).expect("the topic exists").partitions {
+        let mut offset = p.log_start;
+        while offset < p.high_watermark {
+            let fetched = log.read(topic, p.partition, offset, 1 << 20).expect("read");
+            for r in &fetched.records {
+                seen.insert(String::from_utf8_lossy(r.key.as_deref().expect("keyed")).into_owned());
+            }
+            offset = fetched.records.last().expect("records below the high watermark").offset + 1;
+        }
+    }
+    (0..records).filter(|k| !seen.contains(&k.to_string())).count()
+}

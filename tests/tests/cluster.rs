@@ -11,10 +11,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use squall_broker::log::Log;
 use squall_tests::cluster::{
-    alive, hello_and_batches, http_get, http_get_raw, kill9, numbers_in, signed_get_header, worker_ports,
-    Cluster, SECRET,
+    alive, hello_and_batches, http_get, http_get_raw, keys_missing, kill9, log_flaky_pipeline, numbers_in,
+    signed_get_header, worker_ports, Cluster, SECRET,
 };
 use squall_tests::{BrokerServer, TempDir};
 
@@ -353,39 +352,7 @@ fn log_pipeline_across_workers_loses_nothing_when_a_worker_is_killed() {
     .run()
     .assert_success();
     let cluster = Cluster::start(&dir, 2, 2);
-    let file = dir.topology(
-        "pipeline.toml",
-        &format!(
-            r#"
-name = "pipeline"
-workers = 3
-
-[settings]
-message_timeout_secs = 5
-max_spout_pending = 200
-
-[[spouts]]
-id = "in"
-kind = "log-spout"
-parallelism = 3
-config = {{ topic = "in", broker = "{addr}", retry_backoff_ms = 10, commit_interval_ms = 200 }}
-
-[[bolts]]
-id = "flaky"
-kind = "flaky"
-parallelism = 2
-inputs = [{{ from = "in", grouping = "shuffle" }}]
-config = {{ fail_fraction = 0.1, seed = 3, first_attempt_only = true }}
-
-[[bolts]]
-id = "out"
-kind = "log-sink"
-parallelism = 2
-inputs = [{{ from = "flaky", grouping = "shuffle" }}]
-config = {{ topic = "out", broker = "{addr}" }}
-"#
-        ),
-    );
+    let file = dir.topology("pipeline.toml", &log_flaky_pipeline(&addr, 3, 200));
     submit(&cluster, &file);
     let describe = |topic: &str| -> serde_json::Value {
         let out = dir
@@ -418,19 +385,7 @@ config = {{ topic = "out", broker = "{addr}" }}
     drop(cluster);
     broker.stop().assert_success();
 
-    let log = Log::open(&dir.join("broker-data")).expect("the broker's log opens");
-    let mut seen = BTreeSet::new();
-    for p in log.describe("out").expect("out").partitions {
-        let mut offset = p.log_start;
-        while offset < p.high_watermark {
-            let fetched = log.read("out", p.partition, offset, 1 << 20).expect("read");
-            for r in &fetched.records {
-                seen.insert(String::from_utf8_lossy(r.key.as_deref().expect("keyed")).into_owned());
-            }
-            offset = fetched.records.last().expect("records below the high watermark").offset + 1;
-        }
-    }
-    let missing = (0..records).filter(|k| !seen.contains(&k.to_string())).count();
+    let missing = keys_missing(&dir.join("broker-data"), "out", records);
     assert_eq!(missing, 0, "every input key is in the output topic");
 }
 

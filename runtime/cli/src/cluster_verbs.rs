@@ -276,8 +276,13 @@ pub async fn list(config: &ConfigArg, json: bool) -> Result<(), String> {
         println!("{}", serde_json::to_string(&topologies).map_err(|e| e.to_string())?);
         return Ok(());
     }
+    // With several nimbus seeds, which of them leads (the one that answered).
+    let leader = client.leader().filter(|_| client.addr().contains(','));
     if topologies.is_empty() {
         println!("no topologies");
+        if let Some(leader) = leader {
+            println!("nimbus leader: {leader}");
+        }
         return Ok(());
     }
     println!("{:<24} {:<12} {:>7} {:>6} {:>10}", "name", "status", "workers", "tasks", "uptime");
@@ -290,6 +295,9 @@ pub async fn list(config: &ConfigArg, json: bool) -> Result<(), String> {
             t.tasks,
             humantime::format_duration(Duration::from_secs(t.uptime_secs)).to_string()
         );
+    }
+    if let Some(leader) = leader {
+        println!("nimbus leader: {leader}");
     }
     Ok(())
 }

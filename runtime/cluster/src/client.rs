@@ -8,7 +8,15 @@
 //! `[cluster] tls` ([`Client::with_tls`]) requests go over HTTPS: rustls, nimbus's
 //! certificate checked against the cluster's CA and the host of its address, this side's
 //! own certificate shown; no system roots.
+//!
+//! Seeds: a client may be given several nimbus addresses (`host:port,host:port`, as
+//! `[cluster] nimbus` lists them). A request goes to the nimbus that answered last, else to
+//! the seeds in turn; a nimbus that does not lead answers 503 naming the leader
+//! (`{"error": …, "leader": ADDR}`), which is asked next. Only when no seed leads (none
+//! answers, or each says it does not lead) does the request fail, with one line
+//! `no nimbus leader among SEEDS: …` (with one seed, that nimbus's own error as before).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +34,9 @@ pub enum ClientError {
     Unreachable { addr: String, message: String },
     #[error("{message}")]
     Refused { status: u16, message: String },
+    /// Several seeds, none of which leads or names a leader that answers.
+    #[error("no nimbus leader among {seeds}: {message}")]
+    NoLeader { seeds: String, message: String },
 }
 
 impl ClientError {
@@ -41,11 +52,27 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// A refusal that names the leader: what a nimbus that is not the leader answers (503).
+#[derive(Debug, Deserialize)]
+struct Reply {
+    error: String,
+    #[serde(default)]
+    leader: Option<String>,
+}
+
+/// The status a nimbus that does not lead answers with, naming the leader if it knows it.
+pub const NOT_LEADER_STATUS: u16 = 503;
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// `http`, or `https` with `[cluster] tls`.
+    scheme: &'static str,
+    /// The seeds, joined by commas.
     addr: String,
-    base: String,
+    seeds: Vec<String>,
+    /// The nimbus that answered last: asked first.
+    leader: Arc<Mutex<Option<String>>>,
     secret: Secret,
 }
 
@@ -63,11 +90,56 @@ fn http_builder() -> reqwest::ClientBuilder {
         .timeout(Duration::from_secs(30))
 }
 
+/// A request to be sent to whichever nimbus leads.
+struct Call {
+    method: Method,
+    path: String,
+    body_sha256: [u8; 32],
+    body: Option<Bytes>,
+    json: bool,
+    timeout: Option<Duration>,
+}
+
+impl Call {
+    fn timeout(mut self, timeout: Duration) -> Call {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn body(mut self, body: impl Into<Bytes>) -> Call {
+        self.body = Some(body.into());
+        self
+    }
+}
+
+/// Where to send a request next: the named leader if not tried yet, else the next seed not
+/// tried yet (pure: the client's seed following).
+fn next_target(seeds: &[String], tried: &[String], named_leader: Option<&str>) -> Option<String> {
+    if let Some(leader) = named_leader.filter(|l| !tried.iter().any(|t| t == l)) {
+        return Some(leader.to_string());
+    }
+    seeds.iter().find(|s| !tried.contains(s)).cloned()
+}
+
 impl Client {
-    /// A client of the nimbus at `addr` (`host:port`).
+    /// A client of the nimbus at `addr` (`host:port`), or of whichever of several seeds
+    /// (`host:port,host:port`) leads: requests go to the one that answered last, then to the
+    /// seeds in turn, following a nimbus that names the leader.
     pub fn new(addr: &str, secret: &str) -> Client {
         let http = http_builder().build().unwrap_or_default();
-        Client { http, addr: addr.to_string(), base: format!("http://{addr}"), secret: Secret::new(secret) }
+        let seeds: Vec<String> = match crate::config::Seeds::parse(addr) {
+            Ok(seeds) => seeds.list().to_vec(),
+            // Refused at the first request with the address in the message.
+            Err(_) => vec![addr.to_string()],
+        };
+        Client {
+            http,
+            scheme: "http",
+            addr: addr.to_string(),
+            seeds,
+            leader: Arc::new(Mutex::new(None)),
+            secret: Secret::new(secret),
+        }
     }
 
     /// The same client over HTTPS when `tls` is set (`[cluster] tls`): nimbus's certificate
@@ -81,7 +153,7 @@ impl Client {
                     tracing::error!("cannot set up TLS for nimbus's client: {}", one_line(&e));
                     reqwest::Client::default()
                 });
-            self.base = format!("https://{}", self.addr);
+            self.scheme = "https";
         }
         self
     }
@@ -91,25 +163,53 @@ impl Client {
         Ok(Client::new(&config.cluster.nimbus, &config.cluster.secret).with_tls(config.tls()?.as_ref()))
     }
 
+    /// The seeds, joined by commas (what a worker is given).
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
+    /// The nimbus that answered last, if any did.
+    pub fn leader(&self) -> Option<String> {
+        self.leader.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// A request without a body, signed.
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    fn request(&self, method: Method, path: &str) -> Call {
         self.signed(method, path, body_sha256(b""))
     }
 
     /// A request whose body hashes to `body`, signed.
-    fn signed(&self, method: Method, path: &str, body: [u8; 32]) -> RequestBuilder {
-        let url = format!("{}{path}", self.base);
+    fn signed(&self, method: Method, path: &str, body: [u8; 32]) -> Call {
+        Call { method, path: path.to_string(), body_sha256: body, body: None, json: false, timeout: None }
+    }
+
+    /// A request with a JSON body, signed.
+    fn with_json(&self, method: Method, path: &str, body: &impl Serialize) -> Call {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let mut call = self.signed(method, path, body_sha256(&bytes)).body(bytes);
+        call.json = true;
+        call
+    }
+
+    /// `call` to the nimbus at `addr`, signed afresh.
+    fn build(&self, addr: &str, call: &Call) -> RequestBuilder {
+        let url = format!("{}://{addr}{}", self.scheme, call.path);
         // Signed as it travels (percent-encoded), which is what nimbus sees.
         let sent = match reqwest::Url::parse(&url) {
             Ok(u) => u.query().map_or_else(|| u.path().to_string(), |q| format!("{}?{q}", u.path())),
-            Err(_) => path.to_string(),
+            Err(_) => call.path.clone(),
         };
-        let request = self.http.request(method.clone(), url);
-        match HttpSignature::header(&self.secret, method.as_str(), &sent, body) {
+        let mut request = self.http.request(call.method.clone(), url);
+        if let Some(timeout) = call.timeout {
+            request = request.timeout(timeout);
+        }
+        if call.json {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(body) = &call.body {
+            request = request.body(body.clone());
+        }
+        match HttpSignature::header(&self.secret, call.method.as_str(), &sent, call.body_sha256) {
             Ok(signature) => request.header(SIGNATURE_HEADER, signature),
             // Unsigned, nimbus refuses it and says why; this side logs why it is unsigned.
             Err(e) => {
@@ -119,42 +219,76 @@ impl Client {
         }
     }
 
-    /// A request with a JSON body, signed.
-    fn with_json(&self, method: Method, path: &str, body: &impl Serialize) -> RequestBuilder {
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
-        self.signed(method, path, body_sha256(&bytes))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(bytes)
+    /// Sends `call` to the leader: the nimbus that answered last first, then the seeds in
+    /// turn, following a nimbus that names the leader.
+    async fn send(&self, call: Call) -> Result<reqwest::Response, ClientError> {
+        let mut tried: Vec<String> = Vec::new();
+        let mut named = self.leader();
+        let mut failures: Vec<String> = Vec::new();
+        let mut last = None;
+        while let Some(addr) = next_target(&self.seeds, &tried, named.as_deref()) {
+            tried.push(addr.clone());
+            match self.send_to(&addr, &call).await {
+                Ok(response) => {
+                    *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+                    return Ok(response);
+                }
+                Err((e, leader)) => {
+                    let retry = matches!(e, ClientError::Unreachable { .. })
+                        || matches!(e, ClientError::Refused { status: NOT_LEADER_STATUS, .. });
+                    if !retry {
+                        return Err(e);
+                    }
+                    named = leader;
+                    failures.push(match &e {
+                        ClientError::Unreachable { message, .. } => format!("{addr}: {message}"),
+                        other => format!("{addr}: {other}"),
+                    });
+                    last = Some(e);
+                }
+            }
+        }
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        match last {
+            // One nimbus: its own error, as before seeds.
+            Some(e) if tried.len() == 1 => Err(e),
+            _ => Err(ClientError::NoLeader { seeds: self.addr.clone(), message: failures.join("; ") }),
+        }
     }
 
-    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            addr: self.addr.clone(),
-            message: if e.is_connect() {
+    async fn send_to(
+        &self,
+        addr: &str,
+        call: &Call,
+    ) -> Result<reqwest::Response, (ClientError, Option<String>)> {
+        let response = self.build(addr, call).send().await.map_err(|e| {
+            let message = if e.is_connect() {
                 format!("{} (is `squall nimbus` running there?)", root_cause(&e))
             } else if e.is_timeout() {
                 "no answer in time".to_string()
             } else {
                 one_line(&e)
-            },
+            };
+            (ClientError::Unreachable { addr: addr.to_string(), message }, None)
         })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let text = response.text().await.unwrap_or_default();
-        let message = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => body.error,
-            Err(_) if text.trim().is_empty() => format!("nimbus answered {status}"),
-            Err(_) => format!("nimbus answered {status}: {}", text.trim().replace('\n', " ")),
+        let (message, leader) = match serde_json::from_str::<Reply>(&text) {
+            Ok(body) => (body.error, body.leader),
+            Err(_) if text.trim().is_empty() => (format!("nimbus answered {status}"), None),
+            Err(_) => (format!("nimbus answered {status}: {}", text.trim().replace('\n', " ")), None),
         };
-        Err(ClientError::Refused { status: status.as_u16(), message })
+        Err((ClientError::Refused { status: status.as_u16(), message }, leader))
     }
 
-    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
-        let response = self.send(request).await?;
+    async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T, ClientError> {
+        let response = self.send(call).await?;
+        let addr = self.leader().unwrap_or_else(|| self.addr.clone());
         response.json().await.map_err(|e| ClientError::Unreachable {
-            addr: self.addr.clone(),
+            addr,
             message: format!("unreadable reply: {}", one_line(&e)),
         })
     }
@@ -199,7 +333,7 @@ impl Client {
         let request = self.request(Method::GET, &format!("/v1/artifacts/{sha256}")).timeout(ARTIFACT_TIMEOUT);
         let response = self.send(request).await?;
         response.bytes().await.map_err(|e| ClientError::Unreachable {
-            addr: self.addr.clone(),
+            addr: self.leader().unwrap_or_else(|| self.addr.clone()),
             message: format!("artifact download broke off: {}", one_line(&e)),
         })
     }
@@ -292,7 +426,7 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 }
 
 /// An error and its causes on one line.
-fn one_line(e: &dyn std::error::Error) -> String {
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -304,4 +438,40 @@ fn one_line(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeds(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_named_leader_is_tried_first_then_the_seeds_in_turn_each_once() {
+        let all = seeds(&["a:1", "b:2", "c:3"]);
+        assert_eq!(next_target(&all, &[], None).as_deref(), Some("a:1"));
+        assert_eq!(next_target(&all, &seeds(&["a:1"]), Some("c:3")).as_deref(), Some("c:3"));
+        assert_eq!(next_target(&all, &seeds(&["a:1", "c:3"]), None).as_deref(), Some("b:2"));
+        // A leader already tried is not asked again (no redirect loop).
+        assert_eq!(next_target(&all, &seeds(&["a:1", "b:2", "c:3"]), Some("a:1")), None);
+        // A leader that is not a seed is followed too.
+        assert_eq!(next_target(&all, &seeds(&["a:1"]), Some("d:4")).as_deref(), Some("d:4"));
+    }
+
+    #[tokio::test]
+    async fn no_seed_answering_is_one_line_naming_the_seeds() {
+        let dead = |_: ()| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let (a, b) = (dead(()), dead(()));
+        let client = Client::new(&format!("{a},{b}"), "s");
+        let err = client.list().await.unwrap_err().to_string();
+        assert!(err.starts_with(&format!("no nimbus leader among {a},{b}: {a}: ")), "{err}");
+        assert!(err.contains(&format!("; {b}: ")) && !err.contains('\n'), "{err}");
+        let one = Client::new(&a, "s").list().await.unwrap_err().to_string();
+        assert!(one.starts_with(&format!("cannot reach nimbus at {a}")), "{one}");
+    }
 }

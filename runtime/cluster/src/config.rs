@@ -39,16 +39,156 @@ pub struct ClusterConfig {
 pub struct ClusterTable {
     /// Every request to nimbus carries it.
     pub secret: String,
-    /// Where nimbus listens and where clients find it (`host:port`).
-    pub nimbus: String,
+    /// Where clients find nimbus (`host:port`), or a list of seeds with `coordination`: as
+    /// text, the seeds joined by commas (what [`crate::client::Client::new`] takes).
+    pub nimbus: Seeds,
+    /// `etcd://host:port[,host:port]`: several nimbus processes elect a leader there and keep
+    /// topologies and assignments there; absent, one nimbus keeps them in its state_dir.
+    #[serde(deserialize_with = "coordination")]
+    pub coordination: Option<Coordination>,
     /// `tls = { cert, key, ca }`: TLS on every daemon link, peers checked against `ca`.
     pub tls: Option<squall_engine::tls::TlsFiles>,
 }
 
 impl Default for ClusterTable {
     fn default() -> Self {
-        ClusterTable { secret: "change-me".into(), nimbus: "127.0.0.1:6627".into(), tls: None }
+        ClusterTable {
+            secret: "change-me".into(),
+            nimbus: "127.0.0.1:6627".into(),
+            coordination: None,
+            tls: None,
+        }
     }
+}
+
+/// `[cluster] nimbus`: one address or a non-empty list of seeds (`host:port` each). It derefs
+/// to the seeds joined by commas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seeds {
+    list: Vec<String>,
+    joined: String,
+}
+
+/// The most nimbus seeds a cluster file may list.
+pub const MAX_SEEDS: usize = 64;
+
+impl Seeds {
+    /// The seeds of `text`: addresses separated by commas; `None` if one is not `host:port`.
+    pub fn parse(text: &str) -> Result<Seeds, String> {
+        let list: Vec<String> = text.split(',').map(|s| s.trim().to_string()).collect();
+        Seeds::new(list)
+    }
+
+    fn new(list: Vec<String>) -> Result<Seeds, String> {
+        if list.is_empty() {
+            return Err("must name at least one nimbus address".into());
+        }
+        if list.len() > MAX_SEEDS {
+            return Err(format!("must list at most {MAX_SEEDS} nimbus seeds, found {}", list.len()));
+        }
+        if let Some(bad) = list.iter().find(|a| !is_host_port(a)) {
+            return Err(format!("`{bad}` is not a host:port address"));
+        }
+        Ok(Seeds { joined: list.join(","), list })
+    }
+
+    /// Every seed, in the file's order.
+    pub fn list(&self) -> &[String] {
+        &self.list
+    }
+
+    /// The first seed.
+    pub fn first(&self) -> &str {
+        &self.list[0]
+    }
+}
+
+impl std::ops::Deref for Seeds {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.joined
+    }
+}
+
+impl std::fmt::Display for Seeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.joined)
+    }
+}
+
+impl From<&str> for Seeds {
+    /// One address, unchecked (defaults and tests).
+    fn from(addr: &str) -> Seeds {
+        Seeds { list: vec![addr.to_string()], joined: addr.to_string() }
+    }
+}
+
+impl From<String> for Seeds {
+    fn from(addr: String) -> Seeds {
+        Seeds::from(addr.as_str())
+    }
+}
+
+impl PartialEq<&str> for Seeds {
+    fn eq(&self, other: &&str) -> bool {
+        self.joined == *other
+    }
+}
+
+impl<'de> Deserialize<'de> for Seeds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Seeds, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let list = match OneOrMany::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("[cluster] nimbus must be a \"host:port\" or a list of them")
+        })? {
+            OneOrMany::One(addr) => vec![addr],
+            OneOrMany::Many(list) => list,
+        };
+        Seeds::new(list).map_err(|e| serde::de::Error::custom(format!("[cluster] nimbus {e}")))
+    }
+}
+
+/// `host:port` with a port number (the host may be a name, an IPv4 or a bracketed IPv6).
+fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
+    })
+}
+
+/// `[cluster] coordination`: the etcd endpoints (`host:port` each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordination {
+    pub etcd: Vec<String>,
+}
+
+impl Coordination {
+    /// `etcd://host:port[,host:port]`.
+    pub fn parse(text: &str) -> Result<Coordination, String> {
+        let Some(rest) = text.strip_prefix("etcd://") else {
+            return Err(format!("`{text}` is not etcd://host:port[,host:port]"));
+        };
+        let etcd: Vec<String> = rest.trim_end_matches('/').split(',').map(|s| s.trim().to_string()).collect();
+        if etcd.len() > MAX_SEEDS {
+            return Err(format!("must list at most {MAX_SEEDS} etcd endpoints, found {}", etcd.len()));
+        }
+        if let Some(bad) = etcd.iter().find(|a| !is_host_port(a)) {
+            return Err(format!("`{bad}` in `{text}` is not a host:port address"));
+        }
+        Ok(Coordination { etcd })
+    }
+}
+
+fn coordination<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Coordination>, D::Error> {
+    let text = String::deserialize(d)?;
+    Coordination::parse(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("[cluster] coordination: {e}")))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -59,11 +199,13 @@ pub struct NimbusTable {
     /// A supervisor not heard from for this long has its work reassigned.
     #[serde(deserialize_with = "seconds")]
     pub supervisor_timeout_secs: u64,
+    /// Where this nimbus listens (`host:port`); default: the first `[cluster] nimbus` seed.
+    pub listen: Option<String>,
 }
 
 impl Default for NimbusTable {
     fn default() -> Self {
-        NimbusTable { state_dir: "squall-state/nimbus".into(), supervisor_timeout_secs: 10 }
+        NimbusTable { state_dir: "squall-state/nimbus".into(), supervisor_timeout_secs: 10, listen: None }
     }
 }
 
@@ -170,9 +312,17 @@ impl ClusterConfig {
         format!("{host}-{}", self.supervisor.slots.first().copied().unwrap_or(0))
     }
 
+    /// Where this nimbus listens: `[nimbus] listen`, else the first `[cluster] nimbus` seed.
+    pub fn nimbus_listen(&self) -> &str {
+        self.nimbus.listen.as_deref().unwrap_or_else(|| self.cluster.nimbus.first())
+    }
+
     /// Checks what serde cannot: one line per mistake, the first one wins.
     fn check(&self, file: &str) -> Result<(), ConfigError> {
         let file = file.to_string();
+        if let Some(listen) = self.nimbus.listen.as_deref().filter(|l| !is_host_port(l)) {
+            return Err(ConfigError::BadListen { file, listen: listen.to_string() });
+        }
         if self.cluster.secret.is_empty() {
             return Err(ConfigError::EmptySecret { file });
         }
@@ -211,6 +361,8 @@ pub enum ConfigError {
     NoSlots { file: String },
     #[error("{file}: [supervisor] slots lists port {port} twice")]
     DuplicatePort { file: String, port: u16 },
+    #[error("{file}: [nimbus] listen `{listen}` is not a host:port address")]
+    BadListen { file: String, listen: String },
 }
 
 /// The cluster file `file`, else [`DEFAULT_CLUSTER_FILE`] if it exists, else the defaults.
@@ -296,6 +448,63 @@ listen = "127.0.0.1:6650"
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("cluster.toml:2:") && err.contains("missing field `ca`"), "{err}");
+    }
+
+    #[test]
+    fn nimbus_takes_one_address_or_a_list_of_seeds_and_coordination_names_etcd() {
+        let c = parse("cluster.toml", "[cluster]\nnimbus = \"10.0.0.1:6627\"\n", &env).unwrap();
+        assert_eq!(c.cluster.nimbus.list(), ["10.0.0.1:6627"]);
+        assert_eq!((c.cluster.coordination.clone(), c.nimbus_listen()), (None, "10.0.0.1:6627"));
+        let text = r#"
+[cluster]
+nimbus = ["127.0.0.1:6627", "nimbus-b:6628", "[::1]:6629"]
+coordination = "etcd://127.0.0.1:2379,etcd-b:2379"
+
+[nimbus]
+listen = "127.0.0.1:6628"
+"#;
+        let c = parse("cluster.toml", text, &env).unwrap();
+        assert_eq!(c.cluster.nimbus.list(), ["127.0.0.1:6627", "nimbus-b:6628", "[::1]:6629"]);
+        assert_eq!(
+            &*c.cluster.nimbus, "127.0.0.1:6627,nimbus-b:6628,[::1]:6629",
+            "derefs to the seeds joined"
+        );
+        assert_eq!(c.cluster.coordination.clone().unwrap().etcd, ["127.0.0.1:2379", "etcd-b:2379"]);
+        assert_eq!(c.nimbus_listen(), "127.0.0.1:6628");
+        let seeds = Seeds::parse("a:1, b:2").unwrap();
+        assert_eq!(seeds.list(), ["a:1", "b:2"]);
+        assert!(Seeds::parse("a:1,").is_err() && Seeds::parse("a").is_err());
+    }
+
+    #[test]
+    fn bad_seeds_coordination_or_listen_are_one_line_naming_the_key() {
+        let cases = [
+            (
+                "[cluster]\nnimbus = []\n",
+                "cluster.toml:2:10: [cluster] nimbus must name at least one nimbus address",
+            ),
+            ("[cluster]\nnimbus = [\"a:1\", \"b\"]\n", "[cluster] nimbus `b` is not a host:port address"),
+            ("[cluster]\nnimbus = 6627\n", "[cluster] nimbus must be a \"host:port\" or a list of them"),
+            ("[cluster]\nnimbus = \"host:99999\"\n", "[cluster] nimbus `host:99999` is not a host:port"),
+            (
+                "[cluster]\ncoordination = \"zk://h:2181\"\n",
+                "cluster.toml:2:16: [cluster] coordination: `zk://h:2181` is not etcd://",
+            ),
+            (
+                "[cluster]\ncoordination = \"etcd://h\"\n",
+                "[cluster] coordination: `h` in `etcd://h` is not a host:port",
+            ),
+            ("[cluster]\ncoordination = 1\n", "cluster.toml:2:16:"),
+            (
+                "[nimbus]\nlisten = \"nowhere\"\n",
+                "cluster.toml: [nimbus] listen `nowhere` is not a host:port address",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse("cluster.toml", text, &env).expect_err(text).to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@
 pub mod artifacts;
 pub mod client;
 pub mod config;
+pub mod etcd;
 pub mod nimbus;
 pub mod scheduler;
 pub mod state;

@@ -108,9 +108,38 @@ pub enum StateError {
     /// A stored record does not parse: nimbus refuses to start rather than forget it.
     #[error("{} is corrupt ({source}); move it away to start without it", path.display())]
     Corrupt { path: PathBuf, source: serde_json::Error },
+    /// The coordination service (etcd) refused or did not answer a read or a write, or this
+    /// nimbus is no longer the leader.
+    #[error("{0}")]
+    Coordination(String),
     /// A stored record's file name is not its topology's name.
     #[error("{} holds topology `{holds}`, not `{name}`; move it away to start without it", path.display())]
     Misnamed { path: PathBuf, holds: String, name: String },
+}
+
+/// Where nimbus keeps its topology records: the state directory, or etcd with
+/// `[cluster] coordination`. The coordinator's changes go through it, whichever it is.
+pub trait Store: Send + Sync {
+    /// Every stored topology, by name order.
+    fn load(&self) -> Result<Vec<TopologyRecord>, StateError>;
+    /// Writes `record` durably.
+    fn save(&self, record: &TopologyRecord) -> Result<(), StateError>;
+    /// Forgets the topology `name` durably.
+    fn remove(&self, name: &str) -> Result<(), StateError>;
+}
+
+impl Store for StateDir {
+    fn load(&self) -> Result<Vec<TopologyRecord>, StateError> {
+        StateDir::load(self)
+    }
+
+    fn save(&self, record: &TopologyRecord) -> Result<(), StateError> {
+        StateDir::save(self, record)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), StateError> {
+        StateDir::remove(self, name)
+    }
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StateError> {

@@ -13,8 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a starting server may take to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,14 +32,7 @@ impl Redis {
     /// Installs `redis-server` if it is nowhere, and starts a private one.
     pub fn start() -> Result<Redis, String> {
         let bin = crate::tools::require(&crate::tools::REDIS_SERVER)?;
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "squall-redis-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = crate::tansu::fresh_dir("redis")?;
         let mut last = String::new();
         for _ in 0..PORT_TRIES {
             let mut redis =
@@ -107,27 +99,9 @@ impl Redis {
 
     /// Waits until the server answers PING.
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(format!("redis-server exited at start ({status}):\n{}", self.log_tail()));
-                }
-            }
-            if ping(self.port) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                return Err(format!(
-                    "redis-server did not answer on 127.0.0.1:{} within {START_TIMEOUT:?}:\n{}",
-                    self.port,
-                    self.log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (port, dir) = (self.port, self.dir.clone());
+        let log = || crate::tansu::tail(&dir.join("redis.log"));
+        crate::tansu::wait_ready(&mut self.child, "redis-server", port, START_TIMEOUT, || ping(port), log)
     }
 }
 
@@ -154,6 +128,7 @@ impl Drop for Redis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn a_started_server_answers_and_survives_a_restart_and_is_gone_on_drop() {

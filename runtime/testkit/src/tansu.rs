@@ -167,6 +167,49 @@ pub(crate) fn kill(child: &mut Option<Child>) {
     }
 }
 
+/// A fresh, empty directory `squall-<what>-<pid>-<n>` under the system's temporary one.
+pub(crate) fn fresh_dir(what: &str) -> Result<PathBuf, String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "squall-{what}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Waits up to `timeout` until `ready()`: an error with `log()` if `child` exits first, or if
+/// the deadline passes (then the child is killed). `what` names the server in the errors.
+pub(crate) fn wait_ready(
+    child: &mut Option<Child>,
+    what: &str,
+    port: u16,
+    timeout: Duration,
+    ready: impl Fn() -> bool,
+    log: impl Fn() -> String,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(running) = child.as_mut() {
+            if let Ok(Some(status)) = running.try_wait() {
+                *child = None;
+                return Err(format!("{what} exited at start ({status}):\n{}", log()));
+            }
+        }
+        if ready() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            kill(child);
+            return Err(format!("{what} did not answer on 127.0.0.1:{port} within {timeout:?}:\n{}", log()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The last 20 lines of a server's log file, for error messages.
 pub(crate) fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();

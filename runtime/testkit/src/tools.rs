@@ -56,6 +56,10 @@ pub const REDIS_SERVER: Tool = Tool {
     install: Install::Apt { package: "redis-server" },
 };
 
+/// Debian's etcd server (binary `etcd`): nimbus high availability's tests run against it.
+pub const ETCD_SERVER: Tool =
+    Tool { bin: "etcd", env: "SQUALL_ETCD", install: Install::Apt { package: "etcd-server" } };
+
 impl Tool {
     /// How to install it by hand, for messages.
     pub fn hint(&self) -> String {

@@ -32,6 +32,7 @@ pub(super) fn router(nimbus: Arc<Nimbus>) -> Router {
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(middleware::from_fn_with_state(nimbus.clone(), only_the_leader))
         .layer(middleware::from_fn_with_state(nimbus.clone(), authorize))
         .with_state(nimbus)
 }
@@ -299,6 +300,23 @@ pub(super) fn running_secs(record: &TopologyRecord) -> f64 {
 }
 
 pub(super) type Shared = State<Arc<Nimbus>>;
+
+/// A nimbus that does not lead answers every request with 503 naming the leader (see the
+/// module docs of `nimbus`).
+pub(super) async fn only_the_leader(State(nimbus): Shared, request: Request, next: Next) -> Response {
+    match nimbus.role() {
+        super::ha::Role::Alone | super::ha::Role::Leader => next.run(request).await,
+        super::ha::Role::Following(leader) => {
+            let error = match &leader {
+                Some(addr) => format!("not the leader; leader is {addr}"),
+                None => "not the leader; no nimbus leads yet".to_string(),
+            };
+            let status = StatusCode::from_u16(crate::client::NOT_LEADER_STATUS)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            (status, Json(serde_json::json!({ "error": error, "leader": leader }))).into_response()
+        }
+    }
+}
 
 /// Lets a request through only if it is signed with the cluster secret (see
 /// [`squall_engine::auth`]): the signature checks in constant time, its time is within the

@@ -1,8 +1,8 @@
 //! Nimbus: the cluster's coordinator (`squall nimbus`).
 //!
 //! Contract: [`run`] refuses to start with the default secret `change-me` unless both
-//! `[cluster] nimbus` and `[ui] listen` are loopback addresses (and warns on loopback); it
-//! binds `[cluster] nimbus` (port 0: any free port), prints one line
+//! where it listens and `[ui] listen` are loopback addresses (and warns on loopback); it
+//! binds `[nimbus] listen`, by default the first `[cluster] nimbus` seed (port 0: any free port), prints one line
 //! `nimbus listening on <addr>` to stderr, and serves the HTTP API of [`crate`]
 //! until SIGINT or SIGTERM; [`serve`] does the same on a given listener until a given future
 //! ends (for in-process use). Every request must be signed with `[cluster] secret` as
@@ -57,6 +57,12 @@
 //! Connections are bounded as [`squall_ui::bounded`] says, as on the UI's port: a client that
 //! sends no request headers within 10 s is closed, at most 1,024 are open at once.
 //!
+//! With `[cluster] coordination` (see [`ha`]): the records live in etcd instead of the state
+//! directory (artifacts stay there), and only the elected leader serves the API; every
+//! request to another nimbus is answered 503 `{"error": "not the leader; leader is ADDR",
+//! "leader": ADDR}` (or `"no nimbus leads yet"` without `leader`), which the client follows.
+//! `[nimbus] listen` (default: the first `[cluster] nimbus` seed) is where it listens.
+//!
 //! One mutex guards the state; it is never held across an await (state files are written
 //! with blocking calls inside it: they are small and requests are rare).
 
@@ -80,11 +86,12 @@ use tokio::net::TcpListener;
 use super::artifacts::{self, ArtifactError};
 use super::client::ErrorBody;
 use super::config::ClusterConfig;
-use super::state::{self, StateDir, StateError, TopologyRecord};
+use super::state::{self, StateDir, StateError, Store, TopologyRecord};
 use super::*;
 
 mod api;
 mod coordinator;
+pub mod ha;
 mod observe;
 mod tap;
 #[cfg(test)]
@@ -137,7 +144,7 @@ pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
     // Off loopback, anyone who can reach nimbus (or its UI's actions) would know the default.
     let mut warnings = Vec::new();
     for (who, listen) in
-        [("nimbus", &config.cluster.nimbus), ("nimbus's ui ([ui] listen)", &config.ui.listen)]
+        [("nimbus", config.nimbus_listen()), ("nimbus's ui ([ui] listen)", &config.ui.listen)]
     {
         let checked = squall_engine::auth::check_default_secret(&config.cluster.secret, who, listen);
         warnings.extend(checked.map_err(NimbusError::DefaultSecret)?);
@@ -153,11 +160,13 @@ pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
     };
     let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
     let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
-    let listener = TcpListener::bind(&config.cluster.nimbus)
+    let listen = config.nimbus_listen();
+    let listener = TcpListener::bind(listen)
         .await
-        .map_err(|source| NimbusError::Bind { addr: config.cluster.nimbus.clone(), source })?;
+        .map_err(|source| NimbusError::Bind { addr: listen.to_string(), source })?;
     let addr = listener.local_addr().map_err(NimbusError::LocalAddr)?;
     eprintln!("nimbus listening on {addr}");
+    let electing = start_electing(&nimbus, &config, listen, addr, tls.clone());
     let ui = serve_ui(&nimbus, &config, tls.clone()).await?;
     let shutdown = async move {
         tokio::select! {
@@ -167,6 +176,9 @@ pub async fn run(config: ClusterConfig) -> Result<(), NimbusError> {
     };
     let served = serve_nimbus(nimbus, listener, tls, shutdown).await;
     ui.abort();
+    if let Some(electing) = electing {
+        electing.abort();
+    }
     served
 }
 
@@ -199,7 +211,28 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NimbusError> {
     let tls = config.tls()?;
-    serve_nimbus(Nimbus::open(&config)?, listener, tls, shutdown).await
+    let nimbus = Nimbus::open(&config)?;
+    let addr = listener.local_addr().map_err(NimbusError::LocalAddr)?;
+    let electing = start_electing(&nimbus, &config, config.nimbus_listen(), addr, tls.clone());
+    let served = serve_nimbus(nimbus, listener, tls, shutdown).await;
+    if let Some(electing) = electing {
+        electing.abort();
+    }
+    served
+}
+
+/// With coordination, starts this nimbus's part in the election ([`ha::lead_or_follow`]),
+/// known to the others as `listen`, or as `addr` (where it listens) if `listen`'s port is 0.
+fn start_electing(
+    nimbus: &Arc<Nimbus>,
+    config: &ClusterConfig,
+    listen: &str,
+    addr: std::net::SocketAddr,
+    tls: Option<squall_engine::tls::Tls>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let store = nimbus.ha.clone()?;
+    let me = if listen.ends_with(":0") { addr.to_string() } else { listen.to_string() };
+    Some(tokio::spawn(ha::lead_or_follow(nimbus.clone(), store, me, config.cluster.secret.clone(), tls)))
 }
 
 async fn serve_nimbus(
@@ -215,6 +248,9 @@ async fn serve_nimbus(
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
+                if !nimbus.leading() {
+                    continue;
+                }
                 let nimbus = nimbus.clone();
                 let _ = tokio::task::spawn_blocking(move || nimbus.lock().reconcile()).await;
             }
@@ -237,11 +273,17 @@ struct Nimbus {
     observed: observe::Observed,
     /// The open `squall tap`s.
     taps: tap::TapRelay,
+    /// With `[cluster] coordination`: the records in etcd, and whether this nimbus leads.
+    ha: Option<Arc<ha::EtcdStore>>,
+    role: Mutex<ha::Role>,
 }
 
-/// The coordinator and the state directory its changes are persisted to, under one mutex.
+/// The coordinator and the store its changes are persisted to, under one mutex.
 struct Inner {
+    /// The artifacts.
     state: Arc<StateDir>,
+    /// The topology records: the state directory, or etcd.
+    store: Arc<dyn Store>,
     core: Coordinator,
 }
 
@@ -260,8 +302,8 @@ impl std::ops::DerefMut for Inner {
     }
 }
 
-/// Writes a coordinator's change to the state directory.
-fn persist(state: &StateDir, change: Change<'_>) -> Result<(), StateError> {
+/// Writes a coordinator's change to the store.
+fn persist(state: &dyn Store, change: Change<'_>) -> Result<(), StateError> {
     match change {
         Change::Save(record) => state.save(record),
         Change::Remove(name) => state.remove(name),
@@ -271,15 +313,15 @@ fn persist(state: &StateDir, change: Change<'_>) -> Result<(), StateError> {
 impl Inner {
     /// Saves `record` and makes it the current one.
     fn commit(&mut self, record: TopologyRecord) -> Result<(), StateError> {
-        let state = &self.state;
-        self.core.commit(record, &mut |c| persist(state, c))
+        let store = &*self.store;
+        self.core.commit(record, &mut |c| persist(store, c))
     }
 
     /// Removes the topology `name` durably.
     fn remove(&mut self, name: &str) -> Result<(), StateError> {
         let before = self.artifacts_in_use();
-        let state = &self.state;
-        let removed = self.core.remove(name, &mut |c| persist(state, c));
+        let store = &*self.store;
+        let removed = self.core.remove(name, &mut |c| persist(store, c));
         self.delete_artifacts_no_longer_used(before);
         removed
     }
@@ -287,8 +329,8 @@ impl Inner {
     /// A reconcile pass now (see [`Coordinator::reconcile`]).
     fn reconcile(&mut self) {
         let (count, before) = (self.core.topologies.len(), self.artifacts_in_use());
-        let state = &self.state;
-        self.core.reconcile(Instant::now(), state::now_ms(), &mut |c| persist(state, c));
+        let store = &*self.store;
+        self.core.reconcile(Instant::now(), state::now_ms(), &mut |c| persist(store, c));
         if self.core.topologies.len() < count {
             self.delete_artifacts_no_longer_used(before);
         }
@@ -320,7 +362,12 @@ impl Nimbus {
             return Err(NimbusError::EmptySecret);
         }
         let state = Arc::new(StateDir::open(&config.nimbus.state_dir)?);
-        let records = state.load()?;
+        // With coordination, the records are etcd's, loaded when this nimbus takes the lead.
+        let ha = match &config.cluster.coordination {
+            Some(c) => Some(Arc::new(ha::EtcdStore::new(c.etcd.clone())?)),
+            None => None,
+        };
+        let records = if ha.is_some() { Vec::new() } else { state.load()? };
         if !records.is_empty() {
             tracing::info!(
                 "nimbus state {}: {} topologies, waiting up to {}s for {} supervisors to heartbeat",
@@ -336,7 +383,13 @@ impl Nimbus {
             );
         }
         let timeout = Duration::from_secs(config.nimbus.supervisor_timeout_secs.max(1));
-        let inner = Inner { state: state.clone(), core: Coordinator::new(records, timeout, Instant::now()) };
+        let store: Arc<dyn Store> = match &ha {
+            Some(etcd) => etcd.clone(),
+            None => state.clone(),
+        };
+        let core = Coordinator::new(records, timeout, Instant::now());
+        let inner = Inner { state: state.clone(), store, core };
+        let role = if ha.is_some() { ha::Role::Following(None) } else { ha::Role::Alone };
         Ok(Arc::new(Nimbus {
             secret: squall_engine::auth::Secret::new(&config.cluster.secret),
             replays: Mutex::default(),
@@ -344,10 +397,25 @@ impl Nimbus {
             inner: Mutex::new(inner),
             observed: observe::Observed::default(),
             taps: tap::TapRelay::default(),
+            ha,
+            role: Mutex::new(role),
         }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn role(&self) -> ha::Role {
+        self.role.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn set_role(&self, role: ha::Role) {
+        *self.role.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = role;
+    }
+
+    /// Whether this nimbus decides: always without coordination, else while it leads.
+    fn leading(&self) -> bool {
+        matches!(self.role(), ha::Role::Alone | ha::Role::Leader)
     }
 }

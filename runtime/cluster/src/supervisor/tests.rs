@@ -277,7 +277,7 @@ async fn runs_restarts_and_stops_what_nimbus_orders() {
         f.orders = vec![order(0, 0), order(1, 1)];
     }
     let mut config = ClusterConfig::default();
-    config.cluster.nimbus = nimbus.clone();
+    config.cluster.nimbus = nimbus.clone().into();
     config.cluster.secret = "s3cret".into();
     config.supervisor.id = Some("sup-t".into());
     config.supervisor.data_dir = dir.0.clone();
