@@ -355,6 +355,11 @@ pub struct WorkerHeartbeat {
     /// and nimbus restarts every worker of the topology from the last committed checkpoint.
     #[serde(default)]
     pub restarted: bool,
+    /// When its tasks' figures were read: a moment on the wall clock (ms since the epoch, a
+    /// multiple of the heartbeat period) that every worker reads at, so nimbus sums figures
+    /// of one moment; 0 if none.
+    #[serde(default)]
+    pub taken_ms: u64,
     /// What its tasks gave each tap nimbus asked for since its last heartbeat.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taps: Vec<TapBatch>,

@@ -247,17 +247,18 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
     );
 
     let mut follower = Follower::new(peers_tx);
-    let beat = |tasks, taps| WorkerHeartbeat {
+    let beat = |tasks, taps, taken_ms| WorkerHeartbeat {
         topology: args.topology.clone(),
         version: args.version,
         worker: args.worker,
         addr,
         tasks,
         restarted: false,
+        taken_ms,
         taps,
     };
     let mut outage = Outage::default();
-    match client.worker_heartbeat(&beat(Vec::new(), Vec::new())).await {
+    match client.worker_heartbeat(&beat(Vec::new(), Vec::new(), 0)).await {
         Ok(reply) => {
             if follower.apply(reply) == Some(WorkerControl::Stop) {
                 info!("{name}: nimbus says this assignment is over; exiting before starting");
@@ -276,9 +277,9 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
     }
     info!("{name}: started ({})", follower.control_name());
 
-    let mut heartbeat = tokio::time::interval(heartbeat_every());
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    heartbeat.tick().await;
+    // Figures are read at moments every worker shares (see `next_moment`).
+    let period = heartbeat_every();
+    let mut moment = next_moment(wall_ms(), period);
     let mut parent_check = tokio::time::interval(PARENT_CHECK);
     parent_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut in_flight: Option<BeatInFlight> = None;
@@ -297,10 +298,13 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
                 tasks.abort_all();
                 return Err(WorkerError::Rollback { worker: name });
             }
-            _ = heartbeat.tick() => {
+            _ = tokio::time::sleep(Duration::from_millis(moment.saturating_sub(wall_ms()))) => {
+                let taken_ms = moment;
+                // Past this moment, even if the sleep ended a little early.
+                moment = next_moment(wall_ms().max(taken_ms), period);
                 if in_flight.is_none() {
                     let client = client.clone();
-                    let beat = beat(metrics.figures(&hosted), tap_feed.take());
+                    let beat = beat(metrics.figures(&hosted), tap_feed.take(), taken_ms);
                     in_flight = Some(Box::pin(async move { client.worker_heartbeat(&beat).await }));
                 }
             }
@@ -409,6 +413,7 @@ async fn wait_for_restart(
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         tasks: Vec::new(),
         restarted: true,
+        taken_ms: 0,
         taps: Vec::new(),
     };
     loop {
@@ -599,6 +604,19 @@ async fn graceful_stop(
 }
 
 /// The heartbeat period: `SQUALL_WORKER_HEARTBEAT_MS`, else a second.
+/// The first moment after `now_ms` that is a multiple of `period` on the wall clock: the
+/// moments every worker of the cluster reads its figures at (clocks kept by NTP agree to a
+/// few milliseconds), so that nimbus sums figures of one moment.
+fn next_moment(now_ms: u64, period: Duration) -> u64 {
+    let period = (period.as_millis() as u64).max(1);
+    (now_ms / period + 1) * period
+}
+
+/// Now on the wall clock, in milliseconds since the epoch.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn heartbeat_every() -> Duration {
     heartbeat_from(std::env::var(HEARTBEAT_ENV).ok().as_deref())
 }
@@ -817,6 +835,15 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         assert!(!rx.has_changed().unwrap());
         assert_eq!(f.apply(reply(WorkerControl::Active, vec![Some(a), None])), Some(WorkerControl::Active));
         assert_eq!(f.apply(reply(WorkerControl::Stop, vec![Some(a), None])), Some(WorkerControl::Stop));
+    }
+
+    #[test]
+    fn figures_are_read_at_moments_every_worker_shares() {
+        let second = Duration::from_secs(1);
+        assert_eq!(next_moment(1_700_000_000_123, second), 1_700_000_001_000);
+        assert_eq!(next_moment(1_700_000_001_000, second), 1_700_000_002_000, "strictly after");
+        assert_eq!(next_moment(1_234, Duration::from_millis(250)), 1_250);
+        assert_eq!(next_moment(5, Duration::ZERO), 6);
     }
 
     #[test]

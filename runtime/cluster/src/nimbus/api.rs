@@ -286,6 +286,19 @@ impl Inner {
     }
 }
 
+/// The figures of `beats` read at one moment (see [`super::moments`]), in their order.
+pub(super) fn at_one_moment<'a>(beats: &[&'a WorkerBeat], now: Instant) -> Vec<&'a [TaskFigures]> {
+    let workers: Vec<_> = beats
+        .iter()
+        .map(|b| super::moments::Worker {
+            moments: &b.moments,
+            latest: &b.tasks,
+            reporting: reporting(b, now),
+        })
+        .collect();
+    super::moments::at_one_moment(&workers)
+}
+
 /// A worker heard from within [`REPORTING_WITHIN`].
 pub(super) fn reporting(beat: &WorkerBeat, now: Instant) -> bool {
     now.saturating_duration_since(beat.last_seen) < REPORTING_WITHIN
@@ -476,12 +489,13 @@ pub(super) async fn status(
     let mut figures: HashMap<TaskId, &TaskFigures> = HashMap::new();
     let mut workers_reporting = 0;
     let mut worker_restarts = 0;
-    for beat in inner.beats(record).into_iter().flatten() {
+    let beats: Vec<&WorkerBeat> = inner.beats(record).into_iter().flatten().collect();
+    for (beat, tasks) in beats.iter().zip(at_one_moment(&beats, now)) {
         if reporting(beat, now) {
             workers_reporting += 1;
         }
         worker_restarts += beat.restarts;
-        figures.extend(beat.tasks.iter().map(|f| (f.task, f)));
+        figures.extend(tasks.iter().map(|f| (f.task, f)));
     }
     let elapsed = running_secs(record);
     let mut first: TaskId = 0;
@@ -755,7 +769,7 @@ pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiR
     nimbus.taps.deliver(&beat.topology, std::mem::take(&mut beat.taps));
     let taps = nimbus.taps.wants(&beat.topology);
     let key = (beat.topology, a.version, beat.worker);
-    inner.heartbeat(key.clone(), beat.addr, beat.tasks, Instant::now());
+    inner.heartbeat(key.clone(), beat.addr, beat.tasks, beat.taken_ms, Instant::now());
     let (topology, version, _) = key;
     let mut key = (topology, version, 0);
     let peers = (0..count)

@@ -47,6 +47,8 @@ pub(super) struct WorkerBeat {
     pub(super) last_seen: Instant,
     /// How often the worker was seen starting again (its counters went back).
     pub(super) restarts: u64,
+    /// Its recent `tasks`, by the moment the worker read them.
+    pub(super) moments: super::moments::Moments,
 }
 
 /// A change to the stored topologies, made durable (by the caller's `persist`) before the
@@ -141,12 +143,14 @@ impl Coordinator {
 
     /// Takes a worker's heartbeat: its figures replace the last ones, and a task whose
     /// counters went back (the worker was restarted) keeps what it counted before, so a
-    /// component's totals never go back while its assignment lasts.
+    /// component's totals never go back while its assignment lasts. `moment` is when the
+    /// worker read them (see [`super::moments`]).
     pub(super) fn heartbeat(
         &mut self,
         key: (String, u64, usize),
         addr: SocketAddr,
         reported: Vec<TaskFigures>,
+        moment: u64,
         now: Instant,
     ) {
         let beat = self.workers.entry(key).or_insert_with(|| WorkerBeat {
@@ -156,6 +160,7 @@ impl Coordinator {
             carried: HashMap::new(),
             last_seen: now,
             restarts: 0,
+            moments: Default::default(),
         });
         let mut restarted = false;
         for f in &reported {
@@ -175,6 +180,7 @@ impl Coordinator {
                 None => f.clone(),
             })
             .collect();
+        beat.moments.push(moment, &beat.tasks);
         beat.reported = reported;
         beat.addr = addr;
         beat.last_seen = now;
@@ -543,11 +549,11 @@ mod tests {
         let key = ("t".to_string(), 1, 0);
         let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
         let figures = |emitted| vec![TaskFigures { task: 0, emitted, ..Default::default() }];
-        core.heartbeat(key.clone(), addr, figures(500), t0);
-        core.heartbeat(key.clone(), addr, figures(800), t0);
+        core.heartbeat(key.clone(), addr, figures(500), 0, t0);
+        core.heartbeat(key.clone(), addr, figures(800), 0, t0);
         // Restarted: its own counter starts again.
-        core.heartbeat(key.clone(), addr, figures(30), t0);
-        core.heartbeat(key.clone(), addr, figures(90), t0);
+        core.heartbeat(key.clone(), addr, figures(30), 0, t0);
+        core.heartbeat(key.clone(), addr, figures(90), 0, t0);
         let beat = &core.workers[&key];
         assert_eq!(beat.tasks[0].emitted, 890, "800 before the restart, 90 since");
         assert_eq!(beat.restarts, 1);
@@ -564,7 +570,7 @@ mod tests {
         assert_eq!(supervisors_of(&core, "t"), ["sup-a", "sup-b"]);
         let addr: SocketAddr = "127.0.0.1:7001".parse().unwrap();
         let figures = vec![TaskFigures { task: 1, emitted: 42, ..Default::default() }];
-        core.heartbeat(("t".into(), 1, 1), addr, figures, t0);
+        core.heartbeat(("t".into(), 1, 1), addr, figures, 0, t0);
 
         // sup-a goes silent; sup-c offers a slot.
         let later = t0 + TIMEOUT;

@@ -92,6 +92,7 @@ use super::*;
 mod api;
 mod coordinator;
 pub mod ha;
+mod moments;
 mod observe;
 mod tap;
 #[cfg(test)]

@@ -11,11 +11,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use squall_engine::metrics::TaskFigures;
 use squall_engine::tap::TapSession;
 use squall_ui::view::{edges_of_toml, ClusterView, ComponentView, SupervisorView, TopologyView, WorkerView};
 use squall_ui::{Action, ActionError, Source};
 
 use super::api::{kill_topology, rebalance_topology, reporting, running_secs, set_status};
+use super::coordinator::WorkerBeat;
 use super::*;
 
 /// What nimbus watches for the UI alone.
@@ -126,14 +128,23 @@ pub(super) fn view(inner: &Inner, record: &TopologyRecord) -> TopologyView {
         })
         .collect();
     let beats = inner.beats(record);
-    let mut figures = Vec::new();
+    // Every worker's figures as of one moment, so that sums never show a component ahead of
+    // the ones feeding it.
+    let present: Vec<&WorkerBeat> = beats.iter().copied().flatten().collect();
+    let mut read = present.iter().zip(super::api::at_one_moment(&present, now));
+    let mut figures: Vec<TaskFigures> = Vec::new();
     let workers = record
         .assignment
         .iter()
         .flat_map(|a| a.workers.iter().enumerate())
         .map(|(index, w)| {
             let beat = beats.get(index).copied().flatten();
-            figures.extend(beat.iter().flat_map(|b| b.tasks.iter().cloned()));
+            if let Some(b) = beat {
+                // `present` holds the beats in this same order.
+                if let Some((_, tasks)) = read.find(|(p, _)| std::ptr::eq(**p, b)) {
+                    figures.extend(tasks.iter().cloned());
+                }
+            }
             WorkerView {
                 index,
                 supervisor: w.supervisor.clone(),

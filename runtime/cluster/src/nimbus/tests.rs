@@ -101,6 +101,18 @@ async fn worker_beat_with(
     worker: usize,
     tasks: Vec<TaskFigures>,
 ) -> WorkerReply {
+    worker_beat_at(client, topology, version, worker, tasks, 0).await
+}
+
+/// A worker's heartbeat with figures read at `taken_ms`.
+async fn worker_beat_at(
+    client: &Client,
+    topology: &str,
+    version: u64,
+    worker: usize,
+    tasks: Vec<TaskFigures>,
+    taken_ms: u64,
+) -> WorkerReply {
     let addr: SocketAddr = format!("127.0.0.1:{}", 7000 + worker).parse().unwrap();
     let beat = WorkerHeartbeat {
         topology: topology.into(),
@@ -109,6 +121,7 @@ async fn worker_beat_with(
         addr,
         tasks,
         restarted: false,
+        taken_ms,
         taps: Vec::new(),
     };
     client.worker_heartbeat(&beat).await.unwrap()
@@ -278,6 +291,38 @@ async fn artifacts_are_kept_by_their_checked_hash() {
     let err = client.upload_artifact("not-a-hash", b"x".to_vec()).await.unwrap_err();
     assert_eq!(status_of(&err), 400);
     nimbus.stop().await;
+}
+
+#[tokio::test]
+async fn status_sums_every_workers_figures_of_the_latest_moment_all_of_them_reported() {
+    let dir = TempDir::new("nimbus");
+    let nimbus = Served::start(&dir, 10).await;
+    let client = nimbus.client();
+    submit(&client, "numbers", 2).await;
+    beat(&client, "sup-a", 4).await;
+    let a = client.assignment("numbers").await.unwrap();
+    let figures = |w: usize, emitted| {
+        a.workers[w].tasks.iter().map(|&task| TaskFigures { task, emitted, ..Default::default() }).collect()
+    };
+    let status = client.status("numbers").await.unwrap();
+    // Task ids past the components' are the ackers' (not in the components' sums).
+    let component_tasks: usize = status.snapshot.components.values().map(|c| c.tasks).sum();
+    let counted =
+        |w: usize| a.workers[w].tasks.iter().filter(|&&t| (t as usize) < component_tasks).count() as u64;
+    let emitted = async || {
+        let status = client.status("numbers").await.unwrap();
+        status.snapshot.components.values().map(|c| c.emitted).sum::<u64>()
+    };
+    for w in 0..2 {
+        worker_beat_at(&client, "numbers", 1, w, figures(w, 10), 1_000).await;
+    }
+    let at_1000 = 10 * (counted(0) + counted(1));
+    assert_eq!(emitted().await, at_1000, "every task read at 1000");
+    // Worker 0 reports its reading of 2000 before worker 1 does: status stays at 1000.
+    worker_beat_at(&client, "numbers", 1, 0, figures(0, 50), 2_000).await;
+    assert_eq!(emitted().await, at_1000, "worker 0's newer figures wait for worker 1's of the same moment");
+    worker_beat_at(&client, "numbers", 1, 1, figures(1, 40), 2_000).await;
+    assert_eq!(emitted().await, 50 * counted(0) + 40 * counted(1), "both read at 2000");
 }
 
 #[tokio::test]
