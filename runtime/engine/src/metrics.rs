@@ -227,7 +227,7 @@ impl Counters {
 }
 
 /// Per-component sums at one moment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ComponentStats {
     pub kind: String,
     pub role: String,
@@ -282,6 +282,14 @@ pub struct ComponentStats {
     /// A spout's failed trees by cause and component (see [`FailedBy`]), summed over its tasks.
     #[serde(default)]
     pub failed_by: Vec<FailedBy>,
+}
+
+impl ComponentStats {
+    /// A component of kind `kind` and role `role` (`spout` or `bolt`) with `tasks` tasks,
+    /// nothing counted yet.
+    pub fn blank(kind: &str, role: &str, tasks: usize) -> ComponentStats {
+        ComponentStats { kind: kind.to_string(), role: role.to_string(), tasks, ..ComponentStats::default() }
+    }
 }
 
 /// A topology's figures at one moment.
@@ -508,38 +516,11 @@ impl Snapshot {
     ) -> Snapshot {
         let mut out = BTreeMap::new();
         for (id, kind, role, tasks, figures) in components {
-            let mut s = ComponentStats {
-                kind: kind.to_string(),
-                role: match role {
-                    Role::Spout => "spout",
-                    Role::Bolt => "bolt",
-                }
-                .to_string(),
-                tasks,
-                emitted: 0,
-                transferred: 0,
-                executed: 0,
-                acked: 0,
-                failed: 0,
-                errors: 0,
-                execute_latency_us: 0.0,
-                complete_latency_p50_us: 0.0,
-                complete_latency_p99_us: 0.0,
-                complete_latency_p999_us: 0.0,
-                queue_depth: 0,
-                capacity: 0.0,
-                windows_fired: 0,
-                busy: 0.0,
-                idle: 0.0,
-                backpressured: 0.0,
-                checkpoints: 0,
-                last_checkpoint_ms: 0,
-                state_entries: 0,
-                late: 0,
-                watermark_lag_ms: 0,
-                last_error: None,
-                failed_by: Vec::new(),
+            let role = match role {
+                Role::Spout => "spout",
+                Role::Bolt => "bolt",
             };
+            let mut s = ComponentStats::blank(kind, role, tasks);
             let (mut ns, mut samples) = (0u64, 0u64);
             let (mut idle_ns, mut backpressured_ns) = (0u64, 0u64);
             let mut complete = new_histogram();

@@ -594,34 +594,6 @@ pub fn page_snapshot(page: &TopologyPage) -> Snapshot {
     let error = |text: &str, time: Option<u64>| {
         (!text.is_empty()).then(|| ErrorNote { time_ms: time.unwrap_or(0) * 1000, message: text.to_string() })
     };
-    let blank = |kind: &str, role: &str, tasks: usize| ComponentStats {
-        kind: kind.to_string(),
-        role: role.to_string(),
-        tasks,
-        emitted: 0,
-        transferred: 0,
-        executed: 0,
-        acked: 0,
-        failed: 0,
-        errors: 0,
-        execute_latency_us: 0.0,
-        complete_latency_p50_us: 0.0,
-        complete_latency_p99_us: 0.0,
-        complete_latency_p999_us: 0.0,
-        queue_depth: 0,
-        capacity: 0.0,
-        windows_fired: 0,
-        busy: 0.0,
-        idle: 0.0,
-        backpressured: 0.0,
-        checkpoints: 0,
-        last_checkpoint_ms: 0,
-        state_entries: 0,
-        late: 0,
-        watermark_lag_ms: 0,
-        last_error: None,
-        failed_by: Vec::new(),
-    };
     let mut components = std::collections::BTreeMap::new();
     for s in &page.spouts {
         let c = ComponentStats {
@@ -637,7 +609,7 @@ pub fn page_snapshot(page: &TopologyPage) -> Snapshot {
             backpressured: s.backpressured,
             last_error: error(&s.last_error, s.last_error_time),
             failed_by: s.failed_by.clone(),
-            ..blank(&s.kind, "spout", s.tasks)
+            ..ComponentStats::blank(&s.kind, "spout", s.tasks)
         };
         components.insert(s.spout_id.clone(), c);
     }
@@ -659,7 +631,7 @@ pub fn page_snapshot(page: &TopologyPage) -> Snapshot {
             last_checkpoint_ms: b.last_checkpoint_ms,
             state_entries: b.state_entries,
             last_error: error(&b.last_error, b.last_error_time),
-            ..blank(&b.kind, "bolt", b.tasks)
+            ..ComponentStats::blank(&b.kind, "bolt", b.tasks)
         };
         components.insert(b.bolt_id.clone(), c);
     }
