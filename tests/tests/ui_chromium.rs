@@ -39,11 +39,14 @@ fn the_web_ui_draws_the_running_topology_with_live_figures() {
     let dir = TempDir::new("ui-chromium");
     let file = dir.topology("wc.toml", TOPOLOGY);
     let (_run, addr) = local_ui(&dir, &file);
-    wait_for(Duration::from_secs(180), "split executed tuples", || {
+    // The page's first rates are means since the start, which it has only once the run has
+    // been up a whole second (uptimeSeconds counts whole seconds): wait for both.
+    wait_for(Duration::from_secs(180), "split executed tuples and the run is up 2 s", || {
         let page = get_json(&addr, "/api/v1/topology/wc");
-        page["bolts"]
-            .as_array()
-            .is_some_and(|b| b.iter().any(|b| b["boltId"] == "split" && b["executed"] != 0))
+        page["uptimeSeconds"].as_u64() >= Some(2)
+            && page["bolts"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|b| b["boltId"] == "split" && b["executed"] != 0))
     });
 
     let topology = dom(&dir, &format!("http://{addr}/#/topology/wc"));
