@@ -7,12 +7,20 @@
 //! with which grouping and over which tasks. Everything that runs (executors, routing, the acker) reads this plan; nothing
 //! after it looks at the topology file again. Placement of tasks on workers is not decided
 //! here: `task_worker` is all zeros (one process) until a scheduler fills it in.
+//!
+//! [`Plan::numbered`] lays the topology out under a given [`Numbering`] instead: what a live
+//! rebalance keeps, so that a task keeps its id while another component's parallelism
+//! changes. A bolt that grows gets new ids after the highest in use; one that shrinks keeps
+//! its first ids and leaves holes ([`Plan::is_hole`]: no task has that id). Spout tasks are
+//! always the ids `0..spout tasks` (root ids name them), so a spout's parallelism change
+//! numbers everything densely again ([`Numbering::resized`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use squall_api::{Role, StreamDecl, StreamMeta, TaskId};
 
 use crate::acker::MAX_SPOUT_TASKS;
@@ -39,6 +47,9 @@ pub struct Plan {
     pub task_component: Vec<Option<usize>>,
     /// Per task: the worker (process) that hosts it.
     pub task_worker: Vec<usize>,
+    /// Per task id: an acker or the coordinator (`task_component` is `None` for those and for
+    /// holes).
+    system: Vec<bool>,
     pub acker_tasks: Vec<TaskId>,
     /// The checkpoint coordinator's task (after the ackers), in a topology with a stateful
     /// bolt (see [`crate::checkpoint`]).
@@ -95,12 +106,117 @@ pub enum PlanError {
     TooManySpoutTasks { topology: String, spout_tasks: usize },
     #[error("topology `{topology}` has {tasks} tasks; at most {MAX_TASKS} are supported")]
     TooManyTasks { topology: String, tasks: usize },
+    /// A numbering given by a rebalance does not fit the topology.
+    #[error("topology `{topology}`: the task numbering does not fit: {why}")]
+    Numbering { topology: String, why: String },
+}
+
+/// Which task id each task of a topology has: per component (spouts, then bolts, in file
+/// order), its tasks' ids in task-index order, then the ackers' and the coordinator's.
+/// Spout tasks are `0..spout tasks`; the other ids are distinct and below
+/// [`MAX_TASKS`] + the topology's task count (holes included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Numbering {
+    pub components: Vec<Vec<TaskId>>,
+    pub ackers: Vec<TaskId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<TaskId>,
+}
+
+impl Numbering {
+    /// Every task numbered densely from 0, as [`Plan::new`] does: components' tasks in order,
+    /// then `ackers` acker tasks, then the coordinator if there is one.
+    pub fn dense(parallelism: &[usize], ackers: usize, coordinator: bool) -> Numbering {
+        let mut next: TaskId = 0;
+        let mut take = |n: usize| {
+            let ids: Vec<TaskId> = (next..next + n as TaskId).collect();
+            next += n as TaskId;
+            ids
+        };
+        let components = parallelism.iter().map(|&p| take(p)).collect();
+        let ackers = take(ackers);
+        let coordinator = coordinator.then(|| take(1)[0]);
+        Numbering { components, ackers, coordinator }
+    }
+
+    /// The size of the id space: the highest id in use + 1 (holes included).
+    pub fn id_space(&self) -> usize {
+        self.all().map(|t| t as usize + 1).max().unwrap_or(0)
+    }
+
+    /// Every id in use.
+    pub fn all(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.components.iter().flatten().chain(&self.ackers).chain(&self.coordinator).copied()
+    }
+
+    /// This numbering with component `component` (of `spouts` spout components first) at
+    /// `parallelism` tasks: a bolt keeps its first ids and gets new ones after the highest id
+    /// in use, and every other task keeps its id; a spout's change (spout ids are dense from
+    /// 0) numbers everything densely again. `None` if `component` does not exist.
+    pub fn resized(&self, spouts: usize, component: usize, parallelism: usize) -> Option<Numbering> {
+        let current = self.components.get(component)?;
+        if current.len() == parallelism {
+            return Some(self.clone());
+        }
+        if component < spouts {
+            let mut sizes: Vec<usize> = self.components.iter().map(Vec::len).collect();
+            sizes[component] = parallelism;
+            return Some(Numbering::dense(&sizes, self.ackers.len(), self.coordinator.is_some()));
+        }
+        let mut next = self.id_space() as TaskId;
+        let mut out = self.clone();
+        let tasks = &mut out.components[component];
+        tasks.truncate(parallelism);
+        while tasks.len() < parallelism {
+            tasks.push(next);
+            next += 1;
+        }
+        Some(out)
+    }
+
+    /// Whether this numbering fits `def` laid out with `ackers` ackers: the same components
+    /// with the same parallelism, each id used once, spouts dense from 0.
+    fn check(&self, def: &TopologyDef, ackers: usize) -> Result<(), String> {
+        let parallelism: Vec<usize> = def.components().map(|c| c.parallelism).collect();
+        let sizes: Vec<usize> = self.components.iter().map(Vec::len).collect();
+        if sizes != parallelism {
+            return Err(format!("it numbers {sizes:?} tasks per component, the topology has {parallelism:?}"));
+        }
+        if self.ackers.len() != ackers || self.coordinator.is_some() != def.checkpoints() {
+            return Err("its acker or coordinator tasks do not fit the topology".into());
+        }
+        let spout_ids: Vec<TaskId> = self.components[..def.spouts.len()].iter().flatten().copied().collect();
+        if spout_ids.iter().enumerate().any(|(i, &t)| t as usize != i) {
+            return Err("its spout tasks are not numbered 0.. in order".into());
+        }
+        let space = self.id_space();
+        if space > MAX_TASKS.saturating_add(self.all().count()) {
+            return Err(format!("its ids reach {space}"));
+        }
+        let mut seen = vec![false; space];
+        for t in self.all() {
+            if std::mem::replace(&mut seen[t as usize], true) {
+                return Err(format!("it gives task id {t} twice"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Plan {
     /// Lays out `def`; an error if it has more spout tasks than a root id can name (see
     /// [`MAX_SPOUT_TASKS`]).
     pub fn new(def: &TopologyDef) -> Result<Plan, PlanError> {
+        Self::laid_out(def, None)
+    }
+
+    /// Lays out `def` with the task ids `numbering` gives (see the module docs); an error if
+    /// `numbering` does not fit `def`.
+    pub fn numbered(def: &TopologyDef, numbering: &Numbering) -> Result<Plan, PlanError> {
+        Self::laid_out(def, Some(numbering))
+    }
+
+    fn laid_out(def: &TopologyDef, numbering: Option<&Numbering>) -> Result<Plan, PlanError> {
         let spout_tasks: usize = def.spouts.iter().map(|c| c.parallelism).sum();
         if spout_tasks > MAX_SPOUT_TASKS {
             return Err(PlanError::TooManySpoutTasks { topology: def.name.clone(), spout_tasks });
@@ -110,8 +226,20 @@ impl Plan {
         if tasks > MAX_TASKS {
             return Err(PlanError::TooManyTasks { topology: def.name.clone(), tasks });
         }
+        let parallelism: Vec<usize> = def.components().map(|c| c.parallelism).collect();
+        let dense;
+        let numbering = match numbering {
+            Some(n) => {
+                n.check(def, ackers).map_err(|why| PlanError::Numbering { topology: def.name.clone(), why })?;
+                n
+            }
+            None => {
+                dense = Numbering::dense(&parallelism, ackers, def.checkpoints());
+                &dense
+            }
+        };
         let mut components = Vec::new();
-        let mut task_component = Vec::new();
+        let mut task_component = vec![None; numbering.id_space()];
         let mut component_tasks = BTreeMap::new();
         let mut streams: Vec<StreamPlan> = Vec::new();
         for (index, (c, role)) in def
@@ -121,9 +249,10 @@ impl Plan {
             .chain(def.bolts.iter().map(|c| (c, Role::Bolt)))
             .enumerate()
         {
-            let first = task_component.len() as TaskId;
-            let tasks: Vec<TaskId> = (first..first + c.parallelism as TaskId).collect();
-            task_component.extend(tasks.iter().map(|_| Some(index)));
+            let tasks = numbering.components[index].clone();
+            for &t in &tasks {
+                task_component[t as usize] = Some(index);
+            }
             component_tasks.insert(c.id.clone(), tasks.clone());
             let mut stream_ids = Vec::new();
             for decl in c.streams.iter().chain(late_stream(def, c).as_ref()) {
@@ -142,16 +271,16 @@ impl Plan {
                 streams: stream_ids,
             });
         }
-        let first = task_component.len() as TaskId;
-        let acker_tasks: Vec<TaskId> = (first..first + ackers as TaskId).collect();
-        task_component.extend(acker_tasks.iter().map(|_| None));
+        let acker_tasks = numbering.ackers.clone();
         component_tasks.insert(ACKER_COMPONENT.to_string(), acker_tasks.clone());
-        let coordinator = def.checkpoints().then(|| {
-            task_component.push(None);
-            let t = task_component.len() as TaskId - 1;
+        let coordinator = numbering.coordinator;
+        if let Some(t) = coordinator {
             component_tasks.insert(COORDINATOR_COMPONENT.to_string(), vec![t]);
-            t
-        });
+        }
+        let mut system = vec![false; task_component.len()];
+        for t in acker_tasks.iter().chain(&coordinator) {
+            system[*t as usize] = true;
+        }
 
         let mut plan = Plan {
             name: def.name.clone(),
@@ -159,6 +288,7 @@ impl Plan {
             workers: def.workers,
             settings: def.settings.clone(),
             task_worker: vec![0; task_component.len()],
+            system,
             components,
             streams,
             task_component,
@@ -199,11 +329,31 @@ impl Plan {
 
     /// Whether task `t` is an acker task (not the coordinator, the other system task).
     pub fn is_acker(&self, t: TaskId) -> bool {
-        self.task_component[t as usize].is_none() && Some(t) != self.coordinator
+        self.system.get(t as usize) == Some(&true) && Some(t) != self.coordinator
     }
 
+    /// Whether no task has id `t` (a hole a live rebalance left, see [`Numbering`]).
+    pub fn is_hole(&self, t: TaskId) -> bool {
+        self.task_component.get(t as usize).is_none_or(Option::is_none) && self.system.get(t as usize) != Some(&true)
+    }
+
+    /// The size of the task id space: every task id is below it (holes included).
     pub fn task_count(&self) -> usize {
         self.task_component.len()
+    }
+
+    /// Every task id in use, in order (no holes).
+    pub fn task_ids(&self) -> impl Iterator<Item = TaskId> + '_ {
+        (0..self.task_count() as TaskId).filter(|&t| !self.is_hole(t))
+    }
+
+    /// The ids this plan gives its tasks.
+    pub fn numbering(&self) -> Numbering {
+        Numbering {
+            components: self.components.iter().map(|c| c.tasks.clone()).collect(),
+            ackers: self.acker_tasks.clone(),
+            coordinator: self.coordinator,
+        }
     }
 
     pub fn component_index(&self, id: &str) -> Option<usize> {
