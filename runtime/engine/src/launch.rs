@@ -22,6 +22,7 @@ use crate::executor::bolt::{AnyBolt, BoltCheckpoint, BoltExecutor};
 use crate::executor::output::INBOX_BATCHES;
 use crate::executor::spout::{SpoutCheckpoint, SpoutExecutor};
 use crate::executor::window::{WindowExecutor, WindowForm};
+use crate::executor::rewire::{retire, Rewire, Wiring};
 use crate::executor::{context, Control, Envelope, Links, Output, TaskError};
 use crate::metrics::TopologyMetrics;
 use crate::plan::Plan;
@@ -34,6 +35,15 @@ pub struct Running {
     pub metrics: TopologyMetrics,
     /// Where `squall tap` samples the hosted tasks' emits.
     pub taps: Arc<Taps>,
+    /// Senders to every task of the plan: the hosted tasks' inboxes and the remote's
+    /// carriers to the others.
+    pub links: Links,
+    /// Where [`Running::rewire`] publishes a new plan to the running tasks.
+    pub rewire: Arc<Rewire>,
+    /// The hosted tasks.
+    pub hosted: Vec<TaskId>,
+    holders: Arc<acker::Holders>,
+    across_workers: bool,
 }
 
 /// A task's receiving end.
@@ -48,6 +58,12 @@ pub trait Remote {
     /// Takes the senders of the hosted tasks' inboxes (tuples arriving from other workers go
     /// there) and fills in, for every task hosted elsewhere, a sender that carries to it.
     fn attach(&mut self, plan: &Plan, links: &mut Links);
+
+    /// [`Remote::attach`] again for a new plan of the same topology (a live rebalance):
+    /// `links` holds the senders of the inboxes of the tasks hosted under `plan`, and gets
+    /// new carriers for every task hosted elsewhere; `version` is the new plan's routing
+    /// version. Nothing the old plan wired may hold an inbox of a task no longer hosted here.
+    fn rewire(&mut self, plan: &Plan, version: u64, links: &mut Links);
 }
 
 /// Starts the tasks `hosted` of `plan` (all of them in local mode). In a worker, `remote`
@@ -75,14 +91,45 @@ pub fn start(
     let metrics = TopologyMetrics::new(n);
     // Every inbox first, so that each output can be wired to the tasks it sends to.
     let taps = Taps::new(plan);
+    let rewire = Arc::new(Rewire::default());
     let mut links = Links {
         bolts: vec![None; n],
         ackers: vec![None; n],
         spouts: vec![None; n],
         taps: Some(taps.clone()),
+        rewire: Some(rewire.clone()),
     };
-    let mut inboxes: Vec<Option<Inbox>> = (0..n).map(|_| None).collect();
+    let mut inboxes = open_inboxes(plan, hosted, &mut links);
+    // Across processes an acker's outcomes can die with its worker; in one they cannot.
+    let across_workers = remote.is_some();
+    if let Some(remote) = remote {
+        remote.attach(plan, &mut links);
+    }
+    let (control, _) = watch::channel(Control::Active);
+    let holders = Arc::new(acker::Holders::new(plan));
+    let mut running = Running {
+        tasks: JoinSet::new(),
+        control,
+        metrics,
+        taps,
+        links,
+        rewire,
+        hosted: hosted.to_vec(),
+        holders,
+        across_workers,
+    };
     for &t in hosted {
+        let inbox = inboxes[t as usize].take().expect("every hosted task got an inbox above");
+        running.spawn(plan, registry, t, inbox, checkpointing)?;
+    }
+    Ok(running)
+}
+
+/// A bounded inbox (an unbounded one for a spout's outcomes) for each task of `tasks`, its
+/// sender put in `links`; by task id.
+fn open_inboxes(plan: &Plan, tasks: &[TaskId], links: &mut Links) -> Vec<Option<Inbox>> {
+    let mut inboxes: Vec<Option<Inbox>> = (0..plan.task_count()).map(|_| None).collect();
+    for &t in tasks {
         let i = t as usize;
         let role = match plan.task_component[i] {
             Some(c) => Some(plan.components[c].role),
@@ -108,18 +155,101 @@ pub fn start(
             }
         });
     }
-    // Across processes an acker's outcomes can die with its worker; in one they cannot.
-    let across_workers = remote.is_some();
-    if let Some(remote) = remote {
-        remote.attach(plan, &mut links);
+    inboxes
+}
+
+impl Running {
+    /// Switches the running tasks to `plan` (a live rebalance of the same topology, its task
+    /// ids kept, see [`crate::plan::Numbering`]), hosting `hosted` from now on: tasks hosted
+    /// before and after go on running and route by `plan` from their next batch on (see
+    /// [`crate::executor::rewire`]); tasks no longer hosted get a retire marker and end;
+    /// new ones start. Spout tasks and a checkpointed plan cannot change this way: that is
+    /// an error, and nothing changed.
+    pub fn rewire(
+        &mut self,
+        plan: Arc<Plan>,
+        registry: &Registry,
+        hosted: &[TaskId],
+        version: u64,
+        remote: &mut dyn Remote,
+    ) -> Result<(), TaskError> {
+        let refuse = |message: String| TaskError { component: plan.name.clone(), task: 0, message };
+        if plan.coordinator.is_some() {
+            return Err(refuse("a topology with checkpoints cannot be rewired live".into()));
+        }
+        let was: std::collections::BTreeSet<TaskId> = self.hosted.iter().copied().collect();
+        let now: std::collections::BTreeSet<TaskId> = hosted.iter().copied().collect();
+        let added: Vec<TaskId> = now.difference(&was).copied().collect();
+        let removed: Vec<TaskId> = was.difference(&now).copied().collect();
+        let is_spout = |t: TaskId| self.links.spouts.get(t as usize).is_some_and(Option::is_some) && was.contains(&t);
+        if let Some(&t) = added.iter().chain(&removed).find(|&&t| {
+            is_spout(t) || plan.task_component.get(t as usize).copied().flatten().is_some_and(|c| plan.components[c].role == Role::Spout)
+        }) {
+            return Err(refuse(format!("spout task {t} would start or stop: spouts cannot move live")));
+        }
+        if let Some(&t) = hosted.iter().find(|&&t| t as usize >= plan.task_count() || plan.is_hole(t)) {
+            return Err(refuse(format!("the new plan has no task {t}")));
+        }
+        let n = plan.task_count();
+        // The kept tasks' inboxes, then the new ones'.
+        let mut links = Links {
+            bolts: vec![None; n],
+            ackers: vec![None; n],
+            spouts: vec![None; n],
+            taps: self.links.taps.clone(),
+            rewire: Some(self.rewire.clone()),
+        };
+        for &t in was.intersection(&now) {
+            let i = t as usize;
+            links.bolts[i] = self.links.bolts.get(i).cloned().flatten();
+            links.ackers[i] = self.links.ackers.get(i).cloned().flatten();
+            links.spouts[i] = self.links.spouts.get(i).cloned().flatten();
+        }
+        let mut inboxes = open_inboxes(&plan, &added, &mut links);
+        remote.rewire(&plan, version, &mut links);
+        // Metrics: the same for the tasks that stay, fresh for the others.
+        let tasks = (0..n)
+            .map(|i| match self.metrics.tasks.get(i) {
+                Some(m) if was.contains(&(i as TaskId)) && now.contains(&(i as TaskId)) => m.clone(),
+                _ => Arc::default(),
+            })
+            .collect();
+        self.metrics.tasks = tasks;
+        let old = std::mem::replace(&mut self.links, links.clone());
+        self.rewire.publish(Wiring {
+            plan: plan.clone(),
+            links,
+            metrics: self.metrics.tasks.clone(),
+            registry: registry.clone(),
+        });
+        for &t in &removed {
+            if let Some(Some(tx)) = old.bolts.get(t as usize) {
+                let tx = tx.clone();
+                tokio::spawn(async move { tx.send(vec![retire(t)]).await });
+            }
+        }
+        drop(old);
+        self.hosted = hosted.to_vec();
+        for &t in &added {
+            let inbox = inboxes[t as usize].take().expect("every added task got an inbox above");
+            self.spawn(&plan, registry, t, inbox, None)?;
+        }
+        Ok(())
     }
-    let (control, control_rx) = watch::channel(Control::Active);
-    let timeout = Duration::from_secs(plan.settings.message_timeout_secs);
-    let mut tasks = JoinSet::new();
-    let holders = Arc::new(acker::Holders::new(plan));
-    for &t in hosted {
+
+    /// Builds task `t`'s component and spawns it.
+    fn spawn(
+        &mut self,
+        plan: &Plan,
+        registry: &Registry,
+        t: TaskId,
+        inbox: Inbox,
+        checkpointing: Option<&Checkpointing>,
+    ) -> Result<(), TaskError> {
         let i = t as usize;
-        let inbox = inboxes[i].take().expect("every hosted task got an inbox above");
+        let links = &self.links;
+        let metrics = &self.metrics;
+        let timeout = Duration::from_secs(plan.settings.message_timeout_secs);
         let (component, inbox) = match (plan.task_component[i], inbox) {
             (None, Inbox::Bolt(inbox)) => {
                 let Some(checkpointing) = checkpointing else { unreachable!("only the coordinator") };
@@ -131,8 +261,8 @@ pub fn start(
                     &links.bolts,
                     metrics.tasks[i].clone(),
                 );
-                tasks.spawn(coordinator.run());
-                continue;
+                self.tasks.spawn(coordinator.run());
+                return Ok(());
             }
             (None, Inbox::Acker(inbox)) => {
                 let spouts = links.spouts.clone();
@@ -140,12 +270,13 @@ pub fn start(
                 let me =
                     plan.acker_tasks.iter().position(|&a| a == t).expect("an acker task is in acker_tasks");
                 let bounds = acker::RootBounds::new(plan.spout_task_count(), plan.settings.max_spout_pending);
-                let holders = (*holders).clone();
-                tasks.spawn(async move {
-                    acker::run(inbox, spouts, timeout, me, ackers, bounds, holders).await;
+                let holders = (*self.holders).clone();
+                let rewire = Some(self.rewire.clone());
+                self.tasks.spawn(async move {
+                    acker::run(inbox, spouts, timeout, me, ackers, bounds, holders, rewire).await;
                     Ok(())
                 });
-                continue;
+                return Ok(());
             }
             (Some(component), inbox) => (component, inbox),
             (None, _) => unreachable!("acker tasks get acker inboxes"),
@@ -153,7 +284,7 @@ pub fn start(
         let c = &plan.components[component];
         let task_error = |message: String| TaskError { component: c.id.clone(), task: t, message };
         let instance = registry.build(&c.kind, &c.config).map_err(|e| task_error(e.to_string()))?;
-        let out = Output::new(plan, component, t, &links, &metrics.tasks, registry)
+        let out = Output::new(plan, component, t, links, &metrics.tasks, registry)
             .map_err(|e| task_error(e.to_string()))?;
         let ctx = context(plan, component, t);
         let task_metrics = metrics.tasks[i].clone();
@@ -165,16 +296,16 @@ pub fn start(
                     ctx,
                     out,
                     inbox,
-                    control: control_rx.clone(),
+                    control: self.control.subscribe(),
                     metrics: task_metrics,
                     max_pending: plan.settings.max_spout_pending,
                     drain: timeout + Duration::from_secs(2),
                     // Later than the acker's own timeout, which normally reports first.
-                    expire_after: across_workers.then(|| timeout + Duration::from_secs(2)),
-                    checkpoint: checkpointing.map(|c| SpoutCheckpoint::new(plan, t, c.clone(), &links)),
-                    holders: holders.clone(),
+                    expire_after: self.across_workers.then(|| timeout + Duration::from_secs(2)),
+                    checkpoint: checkpointing.map(|c| SpoutCheckpoint::new(plan, t, c.clone(), links)),
+                    holders: self.holders.clone(),
                 };
-                tasks.spawn(exec.run());
+                self.tasks.spawn(exec.run());
             }
             (
                 instance @ (Component::Bolt(_) | Component::BasicBolt(_) | Component::Stateful(_)),
@@ -187,10 +318,10 @@ pub fn start(
                     _ => unreachable!("matched above"),
                 };
                 let checkpoint =
-                    checkpointing.map(|c| BoltCheckpoint::new(plan, t, c.clone(), &links, stateful));
+                    checkpointing.map(|c| BoltCheckpoint::new(plan, t, c.clone(), links, stateful));
                 let exec = BoltExecutor::new(bolt, ctx, out, inbox, task_metrics, plan, tick)
                     .checkpointed(checkpoint);
-                tasks.spawn(exec.run());
+                self.tasks.spawn(exec.run());
             }
             (instance @ (Component::Windowed(_) | Component::Aggregate(_)), Inbox::Bolt(inbox)) => {
                 let Some(spec) = c.window.clone() else {
@@ -203,7 +334,7 @@ pub fn start(
                 };
                 let exec = WindowExecutor::new(form, spec, ctx, out, inbox, task_metrics, plan, component)
                     .map_err(task_error)?;
-                tasks.spawn(exec.run());
+                self.tasks.spawn(exec.run());
             }
             (instance, _) => {
                 let built = instance.role();
@@ -213,6 +344,6 @@ pub fn start(
                 )));
             }
         }
+        Ok(())
     }
-    Ok(Running { tasks, control, metrics, taps })
 }

@@ -100,7 +100,7 @@ pub async fn run_observed(
     let mut reporter = ProgressReporter::new(&plan);
     // Exactly once, a failed tree restarts every task from the last committed checkpoint.
     'incarnation: loop {
-        let Running { mut tasks, control, metrics, taps } =
+        let Running { mut tasks, control, metrics, taps, .. } =
             launch::start(&plan, registry, &hosted, None, checkpointing.as_ref())?;
         if let Some(on_start) = on_start.take() {
             on_start(Started {

@@ -397,7 +397,7 @@ fn late_stream(def: &TopologyDef, c: &ComponentDef) -> Option<StreamDecl> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::ComponentDef;
+    use crate::topology::{ComponentDef, GroupingDef};
 
     fn def(spout_parallelism: &[usize]) -> TopologyDef {
         TopologyDef {
@@ -438,6 +438,51 @@ mod tests {
         assert_eq!(plan.streams[late as usize].decl.fields, squall_api::Fields::from(["word", "ts"]));
         assert_eq!(plan.components[1].window, Some(spec));
         assert!(plan.stream_id("w", "default").is_some());
+    }
+
+    #[test]
+    fn a_resized_bolt_keeps_every_other_id_and_grows_after_the_highest() {
+        let dense = Numbering::dense(&[2, 3, 2], 1, false);
+        assert_eq!(dense.components, vec![vec![0, 1], vec![2, 3, 4], vec![5, 6]]);
+        assert_eq!(dense.ackers, vec![7]);
+        let grown = dense.resized(1, 1, 5).unwrap();
+        assert_eq!(grown.components, vec![vec![0, 1], vec![2, 3, 4, 8, 9], vec![5, 6]]);
+        assert_eq!(grown.ackers, vec![7]);
+        let shrunk = grown.resized(1, 1, 2).unwrap();
+        assert_eq!(shrunk.components[1], vec![2, 3]);
+        assert_eq!(shrunk.id_space(), 8, "ids 4, 8 and 9 are gone; 4 is a hole");
+        let spout = grown.resized(1, 0, 3).unwrap();
+        assert_eq!(spout, Numbering::dense(&[3, 5, 2], 1, false), "a spout's change renumbers densely");
+        assert!(dense.resized(1, 7, 1).is_none());
+    }
+
+    #[test]
+    fn a_plan_numbered_with_holes_places_each_task_by_its_id() {
+        let topology = TopologyDef {
+            name: "n".into(),
+            workers: 1,
+            settings: Settings::default(),
+            spouts: vec![ComponentDef::new("s", "any").emits(["n"])],
+            bolts: vec![
+                ComponentDef::new("a", "any").parallelism(3).input("s", GroupingDef::Shuffle).emits(["n"]),
+                ComponentDef::new("b", "any").input("a", GroupingDef::Shuffle),
+            ],
+        };
+        let numbering = Numbering::dense(&[1, 3, 1], 1, false).resized(1, 1, 2).unwrap().resized(1, 1, 4).unwrap();
+        assert_eq!(numbering.components[1], vec![1, 2, 6, 7]);
+        let mut def = topology.clone();
+        def.bolts[0].parallelism = 4;
+        let plan = Plan::numbered(&def, &numbering).unwrap();
+        assert_eq!(plan.task_count(), 8);
+        assert!(plan.is_hole(3) && !plan.is_acker(3), "a's third task went away");
+        assert!(plan.is_acker(5) && !plan.is_hole(5));
+        assert_eq!(plan.task_ids().collect::<Vec<_>>(), vec![0, 1, 2, 4, 5, 6, 7]);
+        assert_eq!(plan.task_component[7], Some(1));
+        let sid = plan.stream_id("s", "default").unwrap();
+        assert_eq!(plan.streams[sid as usize].subscribers[0].tasks, vec![1, 2, 6, 7]);
+        assert_eq!(plan.numbering(), numbering);
+        let err = Plan::numbered(&topology, &numbering).expect_err("a has 3 tasks in the file").to_string();
+        assert!(err.contains("does not fit"), "{err}");
     }
 
     #[test]

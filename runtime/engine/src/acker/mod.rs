@@ -36,10 +36,13 @@
 //! what its spouts can reach ([`RootBounds`]), is ignored: whatever a peer sends, the slabs
 //! stay within the plan's bounds.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use squall_api::TaskId;
 use tokio::sync::mpsc;
+
+use crate::executor::rewire::Rewire;
 
 pub mod holders;
 pub mod protocol;
@@ -249,15 +252,18 @@ impl Acker {
 }
 
 /// Runs acker `me` of `ackers` (see [`acker_of`]) until every sender of its inbox is gone.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut inbox: mpsc::Receiver<Vec<AckerMsg>>,
-    spouts: Vec<Option<mpsc::UnboundedSender<Vec<Outcome>>>>,
+    mut spouts: Vec<Option<mpsc::UnboundedSender<Vec<Outcome>>>>,
     message_timeout: Duration,
     me: usize,
     ackers: usize,
     bounds: RootBounds,
     holders: Holders,
+    rewire: Option<Arc<Rewire>>,
 ) {
+    let mut seen = rewire.as_ref().map_or(0, |r| r.version());
     let started = Instant::now();
     let mut acker = Acker::one_of(message_timeout, me, ackers).with_bounds(bounds).with_holders(holders);
     let mut out: Vec<Vec<Outcome>> = vec![Vec::new(); spouts.len()];
@@ -287,6 +293,11 @@ pub async fn run(
                 let now = (started.elapsed().as_millis() / TICK.as_millis()) as u32;
                 acker.expire(now, &mut |task, o| emit(&mut out, task, o));
             }
+        }
+        // A live rebalance: the spout tasks are the same, their carriers new.
+        if let Some((version, wiring)) = rewire.as_ref().filter(|r| r.changed(seen)).and_then(|r| r.latest()) {
+            spouts = wiring.links.spouts.clone();
+            seen = version;
         }
         for (task, outcomes) in out.iter_mut().enumerate() {
             if outcomes.is_empty() {

@@ -12,6 +12,7 @@ use squall_api::{
 use tokio::sync::mpsc;
 
 use super::end_of_stream::{upstream_tasks, Ends, END_OF_STREAM};
+use super::rewire::RETIRE;
 use super::{Envelope, Output, TaskError};
 use crate::checkpoint::align::{Alignment, Item};
 use crate::checkpoint::pending::Uncommitted;
@@ -74,6 +75,8 @@ pub struct BoltExecutor {
     pub ends: Ends,
     /// In a topology with checkpoints.
     pub checkpoint: Option<BoltCheckpoint>,
+    /// A [`RETIRE`] marker came: the task ends (a live rebalance moved it away).
+    retired: bool,
 }
 
 /// The collector handed to `execute`.
@@ -137,6 +140,7 @@ impl BoltExecutor {
             tick,
             ends,
             checkpoint: None,
+            retired: false,
         }
     }
 
@@ -179,6 +183,7 @@ impl BoltExecutor {
                     if let Some(waiting) = waiting {
                         self.out.counters.idle_ns += waiting.elapsed().as_nanos() as u64;
                     }
+                    self.follow().await?;
                     let tuple = Tuple::new(tick_meta, TaskId::MAX, Values::new());
                     self.execute(tuple).await;
                 }
@@ -188,7 +193,12 @@ impl BoltExecutor {
                         self.out.counters.idle_ns += waiting.elapsed().as_nanos() as u64;
                     }
                     self.metrics.queued.fetch_sub(batch.len() as i64, Relaxed);
+                    self.follow().await?;
                     for env in batch {
+                        if env.stream == RETIRE {
+                            self.retired = true;
+                            break;
+                        }
                         self.receive(env).await?;
                         while let Some((from, item)) = self.checkpoint.as_mut().and_then(|c| c.align.next_ready()) {
                             let env = match item {
@@ -200,6 +210,9 @@ impl BoltExecutor {
                         }
                     }
                 }
+            }
+            if self.retired {
+                break;
             }
             let now = Instant::now();
             if self.inbox.is_empty() || now - last_flush >= MAX_LINGER {
@@ -217,6 +230,28 @@ impl BoltExecutor {
         self.out.flush_all().await;
         self.out.counters.publish(&self.metrics);
         Ok(())
+    }
+
+    /// Routes by the process's latest wiring, if it published one since (see
+    /// [`super::rewire`]): one relaxed load when it did not.
+    #[inline]
+    async fn follow(&mut self) -> Result<(), TaskError> {
+        if !self.out.rewired() {
+            return Ok(());
+        }
+        match self.out.follow().await {
+            Ok(Some(wiring)) => {
+                let plan = &wiring.plan;
+                let component = plan.component_index(self.out.component()).unwrap_or(0);
+                self.metas = plan.stream_metas();
+                if self.ends.rewire(&upstream_tasks(plan, component)) {
+                    self.out.end_of_stream();
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(self.fail(format!("cannot follow the rebalanced plan: {e}"))),
+        }
     }
 
     /// One envelope from the inbox: a tuple to execute, or a marker (end of stream,

@@ -51,6 +51,8 @@ pub struct Ends {
     /// By task id: still to send its marker.
     waiting: Vec<bool>,
     remaining: usize,
+    /// The upstream tasks, sorted.
+    upstream: Vec<TaskId>,
 }
 
 impl Ends {
@@ -63,7 +65,10 @@ impl Ends {
                 remaining += 1;
             }
         }
-        Ends { waiting, remaining }
+        let mut upstream = upstream.to_vec();
+        upstream.sort_unstable();
+        upstream.dedup();
+        Ends { waiting, remaining, upstream }
     }
 
     /// Upstream task `from` ended its stream. True if it was the last to: the stream this
@@ -84,6 +89,20 @@ impl Ends {
     pub fn all_ended(&self) -> bool {
         self.remaining == 0
     }
+
+    /// The upstream tasks became `upstream` (a live rebalance): a task upstream before and
+    /// after keeps whether it has ended; a new one has not; one that went away no longer
+    /// counts. True if that ends the stream (it was not over before).
+    pub fn rewire(&mut self, upstream: &[TaskId]) -> bool {
+        let was_over = self.all_ended();
+        let ended: Vec<TaskId> =
+            upstream.iter().copied().filter(|t| self.upstream.binary_search(t).is_ok() && !self.waiting[*t as usize]).collect();
+        *self = Ends::new(upstream);
+        for t in ended {
+            self.end(t);
+        }
+        !was_over && self.all_ended()
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +122,19 @@ mod tests {
         assert!(ends.end(4), "the last upstream task ends the stream");
         assert!(ends.all_ended());
         assert!(!ends.end(4), "it ends once");
+    }
+
+    #[test]
+    fn a_rewire_keeps_the_ends_of_tasks_that_stay_and_waits_for_new_ones() {
+        let mut ends = Ends::new(&[1, 2, 3]);
+        assert!(!ends.end(1));
+        assert!(!ends.rewire(&[1, 2, 9]), "task 9 is new: not over");
+        assert!(!ends.end(3), "task 3 went away");
+        assert!(!ends.end(2));
+        assert!(ends.end(9), "1 ended before the rewire, 2 and 9 after");
+        let mut ends = Ends::new(&[1, 2]);
+        assert!(!ends.end(1));
+        assert!(ends.rewire(&[1]), "the only task still upstream had ended");
     }
 
     #[test]

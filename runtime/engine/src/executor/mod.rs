@@ -15,6 +15,7 @@ pub mod bolt;
 pub mod end_of_stream;
 mod in_flight;
 pub mod output;
+pub mod rewire;
 pub mod spout;
 pub mod window;
 

@@ -23,6 +23,7 @@ use crate::acker::{acker_of, AckerMsg, IdGen, Outcome};
 use crate::grouping::Router;
 use crate::metrics::{Counters, TaskMetrics};
 use crate::plan::Plan;
+use super::rewire::{Rewire, Wiring};
 use crate::tap::{stream_bit, TapPoint, Taps};
 
 /// Tuples per batch between two tasks.
@@ -56,6 +57,8 @@ pub struct Links {
     pub spouts: Vec<Option<mpsc::UnboundedSender<Vec<Outcome>>>>,
     /// The process's taps (none: no task of it can be tapped).
     pub taps: Option<Arc<Taps>>,
+    /// Where the process publishes a new wiring for its running tasks (none: it never does).
+    pub rewire: Option<Arc<Rewire>>,
 }
 
 struct OutStream {
@@ -101,31 +104,31 @@ pub struct Output {
     own: Arc<TaskMetrics>,
     /// Where `squall tap` samples this component's emits.
     tap: Arc<TapPoint>,
+    /// Where a new wiring is published, and the version of the one routed by now.
+    rewire: Option<Arc<Rewire>>,
+    seen: u64,
 }
 
-const NO_SLOT: u32 = u32::MAX;
-
-/// Errors a task logs per window; the rest are counted and summed up at the window's end.
-pub const ERRORS_LOGGED: u32 = 5;
-pub const ERROR_WINDOW: Duration = Duration::from_secs(10);
-
-#[derive(Debug)]
-struct ErrorLog {
-    window_start: Instant,
-    logged: u32,
-    suppressed: u64,
+/// What an output routes by: its streams, their receivers and the ackers.
+struct Routes {
+    streams: Vec<OutStream>,
+    default_stream: Option<usize>,
+    slot_of: Vec<u32>,
+    dests: Vec<Dest>,
+    ackers: Vec<AckerDest>,
+    acking: bool,
 }
 
-impl Output {
-    /// The output of task `task` of component `component` (an index into the plan).
-    pub fn new(
+impl Routes {
+    /// The routes of task `task` of component `component` of `plan`.
+    fn of(
         plan: &Plan,
         component: usize,
         task: TaskId,
         links: &Links,
         metrics: &[Arc<TaskMetrics>],
         registry: &Registry,
-    ) -> Result<Output, BoxError> {
+    ) -> Result<Routes, BoxError> {
         let c = &plan.components[component];
         let worker = plan.task_worker[task as usize];
         let mut slot_of = vec![NO_SLOT; plan.task_count()];
@@ -174,6 +177,37 @@ impl Output {
             Vec::new()
         };
         let default_stream = streams.iter().position(|s| s.name == squall_api::DEFAULT_STREAM);
+        Ok(Routes { streams, default_stream, slot_of, dests, ackers, acking })
+    }
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+/// Errors a task logs per window; the rest are counted and summed up at the window's end.
+pub const ERRORS_LOGGED: u32 = 5;
+pub const ERROR_WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct ErrorLog {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl Output {
+    /// The output of task `task` of component `component` (an index into the plan).
+    pub fn new(
+        plan: &Plan,
+        component: usize,
+        task: TaskId,
+        links: &Links,
+        metrics: &[Arc<TaskMetrics>],
+        registry: &Registry,
+    ) -> Result<Output, BoxError> {
+        let c = &plan.components[component];
+        let Routes { streams, default_stream, slot_of, dests, ackers, acking } =
+            Routes::of(plan, component, task, links, metrics, registry)?;
+        let seen = links.rewire.as_ref().map_or(0, |r| r.version());
         Ok(Output {
             component: c.id.clone(),
             component_index: component as u16,
@@ -192,7 +226,39 @@ impl Output {
             error_log: ErrorLog { window_start: Instant::now(), logged: 0, suppressed: 0 },
             own: metrics[task as usize].clone(),
             tap: links.taps.as_ref().map_or_else(Arc::default, |t| t.point(component)),
+            rewire: links.rewire.clone(),
+            seen,
         })
+    }
+
+    /// Whether the process published a new wiring this output does not route by yet: one
+    /// relaxed load (see [`super::rewire`]).
+    #[inline]
+    pub fn rewired(&self) -> bool {
+        self.rewire.as_ref().is_some_and(|r| r.changed(self.seen))
+    }
+
+    /// Switches to the latest wiring, if there is a newer one: sends what is batched to the
+    /// old receivers, then routes by the new plan. Returns the wiring switched to.
+    pub async fn follow(&mut self) -> Result<Option<Arc<Wiring>>, BoxError> {
+        let Some((version, wiring)) = self.rewire.as_ref().and_then(|r| r.latest()) else { return Ok(None) };
+        if version == self.seen {
+            return Ok(None);
+        }
+        self.flush_all().await;
+        let plan = &wiring.plan;
+        let component = plan
+            .component_index(&self.component)
+            .ok_or_else(|| format!("the new plan has no component {}", self.component))?;
+        let routes = Routes::of(plan, component, self.task, &wiring.links, &wiring.metrics, &wiring.registry)?;
+        self.streams = routes.streams;
+        self.default_stream = routes.default_stream;
+        self.slot_of = routes.slot_of;
+        self.dests = routes.dests;
+        self.ackers = routes.ackers;
+        self.acking = routes.acking;
+        self.seen = version;
+        Ok(Some(wiring))
     }
 
     #[inline]

@@ -57,6 +57,7 @@ use super::{Envelope, Output, TaskError};
 use crate::checkpoint::{self, align::Alignment};
 use crate::metrics::{TaskMetrics, SAMPLE_EVERY};
 use crate::plan::Plan;
+use super::rewire::RETIRE;
 use crate::window::{Aggregates, Insert, Items, Watermarks, WindowSpec, Windower, END_OF_TIME};
 
 /// Batches are flushed at least this often while the task is busy.
@@ -311,6 +312,32 @@ impl WindowExecutor {
         TaskError { component: self.out.component().to_string(), task: self.out.task, message }
     }
 
+    /// Routes by the process's latest wiring, if it published one since (see
+    /// [`super::rewire`]): the new plan's upstream tasks feed the watermark and end of stream.
+    #[inline]
+    async fn follow(&mut self) -> Result<(), TaskError> {
+        if !self.out.rewired() {
+            return Ok(());
+        }
+        match self.out.follow().await {
+            Ok(Some(wiring)) => {
+                let plan = &wiring.plan;
+                let component = plan.component_index(self.out.component()).unwrap_or(0);
+                let upstream = upstream_tasks(plan, component);
+                self.metas = plan.stream_metas();
+                if let Some(w) = &mut self.watermarks {
+                    w.rewire(upstream.iter().copied(), Instant::now());
+                }
+                if self.ends.rewire(&upstream) {
+                    self.end_of_stream().await;
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(self.fail(format!("cannot follow the rebalanced plan: {e}"))),
+        }
+    }
+
     /// Processing time now, in ms since the epoch.
     fn now_ms(&self, now: Instant) -> i64 {
         self.epoch_ms + now.saturating_duration_since(self.started).as_millis() as i64
@@ -327,6 +354,8 @@ impl WindowExecutor {
             self.end_of_stream().await;
         }
         let mut last_flush = Instant::now();
+        // A retire marker came (see [`super::rewire`]): the task ends, firing what it holds.
+        let mut retired = false;
         loop {
             let waiting = self.inbox.is_empty().then(Instant::now);
             tokio::select! {
@@ -335,6 +364,7 @@ impl WindowExecutor {
                     if let Some(waiting) = waiting {
                         self.out.counters.idle_ns += waiting.elapsed().as_nanos() as u64;
                     }
+                    self.follow().await?;
                     self.advance().await
                 }
                 batch = self.inbox.recv() => {
@@ -343,8 +373,13 @@ impl WindowExecutor {
                         self.out.counters.idle_ns += waiting.elapsed().as_nanos() as u64;
                     }
                     self.metrics.queued.fetch_sub(batch.len() as i64, Relaxed);
+                    self.follow().await?;
                     let now = Instant::now();
                     for env in batch {
+                        if env.stream == RETIRE {
+                            retired = true;
+                            break;
+                        }
                         if env.stream == END_OF_STREAM {
                             if let Some(w) = &mut self.watermarks {
                                 w.finish(env.source_task);
@@ -384,6 +419,9 @@ impl WindowExecutor {
                         self.advance().await;
                     }
                 }
+            }
+            if retired {
+                break;
             }
             let now = Instant::now();
             if self.inbox.is_empty() || now - last_flush >= MAX_LINGER {

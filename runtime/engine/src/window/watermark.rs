@@ -84,6 +84,24 @@ impl Watermarks {
         }
     }
 
+    /// The upstream tasks became `upstream` (a live rebalance): a task upstream before and
+    /// after keeps what it sent; a new one starts as at the start (nothing sent yet, idle
+    /// clock from `now`); one that went away no longer holds the watermark back.
+    pub fn rewire(&mut self, upstream: impl IntoIterator<Item = TaskId>, now: Instant) {
+        let mut next = Watermarks::new(upstream, Duration::from_millis(self.lag_ms as u64), self.idle_timeout, now);
+        next.lag_ms = self.lag_ms;
+        next.last = self.last;
+        for (t, &i) in next.index.iter().enumerate() {
+            if i == NONE {
+                continue;
+            }
+            if let Some(&old) = self.index.get(t).filter(|&&o| o != NONE) {
+                next.upstream[i as usize] = self.upstream[old as usize];
+            }
+        }
+        *self = next;
+    }
+
     /// The number of upstream tasks tracked.
     pub fn upstream_tasks(&self) -> usize {
         self.upstream.len()
@@ -160,6 +178,19 @@ impl Watermarks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rewire_keeps_what_staying_tasks_sent_and_forgets_tasks_that_went_away() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new([1, 2], Duration::ZERO, None, t0);
+        w.observe(1, 100, t0);
+        w.observe(2, 50, t0);
+        assert_eq!(w.current(t0), Some(50));
+        w.rewire([1, 7], t0);
+        assert_eq!(w.upstream_tasks(), 2);
+        w.observe(7, 300, t0);
+        assert_eq!(w.current(t0), Some(100), "task 2 (at 50) went away; 1 kept its 100");
+    }
 
     const LAG: Duration = Duration::from_millis(100);
 
