@@ -1,8 +1,9 @@
 //! Live rebalance end to end: one `squall nimbus`, three `squall supervisor`s and their worker
 //! processes on 127.0.0.1. A rebalance or the loss of a supervisor restarts only the workers
 //! whose tasks move: the others keep their process (same pid) and their tuples, and every
-//! number still reaches the sink. The topology is sequence → pass (a flaky bolt that fails
-//! nothing) → file-sink over four workers.
+//! number still reaches the sink. A change of one bolt's parallelism starts and stops only
+//! that bolt's tasks: every worker keeps its process. The topology is sequence → pass (a
+//! flaky bolt that fails nothing) → file-sink over four workers.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use squall_tests::cluster::{alive, numbers_in, Cluster};
 use squall_tests::TempDir;
+use squall_tests::ui::get_json;
 
 const LONG: Duration = Duration::from_secs(240);
 
@@ -113,4 +115,73 @@ fn a_rebalance_or_a_lost_supervisor_restarts_only_the_workers_whose_tasks_move()
     assert_eq!(status["components"]["pass"]["failed"].as_u64(), Some(0), "{status}");
     let killed = cluster.squall(["kill", "numbers", "--wait", "1"]).run();
     killed.assert_success();
+}
+
+/// The tasks of `component` that executed something, by the REST API's executor figures.
+fn busy_tasks(cluster: &Cluster, name: &str, component: &str) -> BTreeSet<u64> {
+    let page = get_json(cluster.ui_addr(), &format!("/api/v1/topology/{name}/component/{component}"));
+    page["executorStats"]
+        .as_array()
+        .map(|executors| {
+            executors.iter().filter(|e| e["executed"].as_u64() > Some(0)).filter_map(|e| e["task"].as_u64()).collect()
+        })
+        .unwrap_or_default()
+}
+
+fn task_count(cluster: &Cluster, name: &str, component: &str) -> usize {
+    let page = get_json(cluster.ui_addr(), &format!("/api/v1/topology/{name}/component/{component}"));
+    page["executorStats"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn a_parallelism_change_starts_and_stops_only_that_components_tasks() {
+    let dir = TempDir::new("live-parallelism");
+    let cluster = Cluster::start(&dir, 2, 2);
+    let out = dir.join("out.jsonl");
+    let count = 8000;
+    let file = numbers_topology(&dir, "grow", count, 400, 4, &out);
+    cluster.squall(["submit"]).arg(&file).run().assert_success();
+    cluster.wait_until(LONG, "four workers run, two on each supervisor", |c| {
+        c.workers_of(0).len() == 2 && c.workers_of(1).len() == 2
+    });
+    cluster.wait_until(LONG, "some numbers reach the sink", |_| numbers_in(&out).len() > 300);
+    let workers: BTreeSet<u32> = cluster.worker_pids().into_iter().collect();
+    assert_eq!(workers.len(), 4);
+
+    // pass grows from 2 to 3 tasks: its new task starts in a running worker.
+    let v1 = version(&cluster, "grow");
+    let grown = cluster.squall(["rebalance", "grow", "--parallelism", "pass=3", "--wait", "2"]).run();
+    grown.assert_success();
+    cluster.wait_until(LONG, "the rebalance makes a new version", |c| version(c, "grow") > v1);
+    cluster.wait_until(LONG, "each of pass's three tasks executes tuples", |c| {
+        task_count(c, "grow", "pass") == 3 && busy_tasks(c, "grow", "pass").len() == 3
+    });
+    let seen = numbers_in(&out).len();
+    cluster.wait_until(LONG, "numbers flow after the growth", |_| numbers_in(&out).len() > seen + 300);
+    assert_eq!(
+        cluster.worker_pids().into_iter().collect::<BTreeSet<u32>>(),
+        workers,
+        "every worker kept its process while pass grew"
+    );
+
+    // pass shrinks to one task: the other two end in their running workers.
+    let v2 = version(&cluster, "grow");
+    let shrunk = cluster.squall(["rebalance", "grow", "--parallelism", "pass=1", "--wait", "2"]).run();
+    shrunk.assert_success();
+    cluster.wait_until(LONG, "the second rebalance makes a new version", |c| version(c, "grow") > v2);
+    cluster.wait_until(LONG, "pass has one task", |c| task_count(c, "grow", "pass") == 1);
+    cluster.wait_until(LONG, &format!("every number below {count} is in the sink"), |_| {
+        numbers_in(&out).len() as u64 == count
+    });
+    assert_eq!(numbers_in(&out), (0..count).collect::<BTreeSet<u64>>());
+    assert_eq!(
+        cluster.worker_pids().into_iter().collect::<BTreeSet<u32>>(),
+        workers,
+        "every worker kept its process while pass shrank"
+    );
+    let status = cluster.status("grow").expect("status");
+    for component in ["numbers", "pass", "sink"] {
+        assert_eq!(status["components"][component]["failed"].as_u64(), Some(0), "{component}: {status}");
+    }
+    cluster.squall(["kill", "grow", "--wait", "1"]).run().assert_success();
 }

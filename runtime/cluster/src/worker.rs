@@ -106,6 +106,8 @@ pub struct WorkerArgs {
 
 /// A heartbeat request on its way.
 type BeatInFlight = Pin<Box<dyn Future<Output = Result<WorkerReply, ClientError>> + Send>>;
+/// An assignment request on its way.
+type AssignmentInFlight = Pin<Box<dyn Future<Output = Result<Assignment, ClientError>> + Send>>;
 
 /// Why a worker stops gracefully.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,12 +270,11 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
         Err(e) => outage.failed(&name, &e),
     }
 
-    let Running { mut tasks, control, metrics, taps } =
-        launch::start(&plan, registry, &hosted, Some(&mut transport), checkpointing.as_ref())
-            .map_err(|source| WorkerError::Start { worker: name.clone(), source })?;
-    let mut tap_feed = TapFeed::new(&plan, &hosted, taps);
+    let mut running = launch::start(&plan, registry, &hosted, Some(&mut transport), checkpointing.as_ref())
+        .map_err(|source| WorkerError::Start { worker: name.clone(), source })?;
+    let mut tap_feed = TapFeed::new(&plan, &hosted, running.taps.clone());
     if follower.control == WorkerControl::Inactive {
-        let _ = control.send(Control::Inactive);
+        let _ = running.control.send(Control::Inactive);
     }
     info!("{name}: started ({})", follower.control_name());
 
@@ -283,10 +284,14 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
     let mut parent_check = tokio::time::interval(PARENT_CHECK);
     parent_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut in_flight: Option<BeatInFlight> = None;
+    // The routing this worker's links speak, and the assignment being fetched to switch to
+    // a newer one (a live rebalance that keeps this worker).
+    let mut routing = assignment.routing_version();
+    let mut switching: Option<AssignmentInFlight> = None;
 
     let reason = loop {
         tokio::select! {
-            joined = tasks.join_next(), if !tasks.is_empty() => {
+            joined = running.tasks.join_next(), if !running.tasks.is_empty() => {
                 if let Some(joined) = joined {
                     if let Some(failure) = task_failure(joined) {
                         error!("{name}: {failure}; exiting");
@@ -295,7 +300,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
                 }
             }
             _ = rollback_asked(checkpointing.as_ref()) => {
-                tasks.abort_all();
+                running.tasks.abort_all();
                 return Err(WorkerError::Rollback { worker: name });
             }
             _ = tokio::time::sleep(Duration::from_millis(moment.saturating_sub(wall_ms()))) => {
@@ -304,7 +309,7 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
                 moment = next_moment(wall_ms().max(taken_ms), period);
                 if in_flight.is_none() {
                     let client = client.clone();
-                    let beat = beat(metrics.figures(&hosted), tap_feed.take(), taken_ms);
+                    let beat = beat(running.metrics.figures(&running.hosted), tap_feed.take(), taken_ms);
                     in_flight = Some(Box::pin(async move { client.worker_heartbeat(&beat).await }));
                 }
             }
@@ -314,20 +319,69 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
                     Ok(reply) => {
                         outage.recovered(&name);
                         tap_feed.follow(&reply.taps);
+                        let rerouted = reply.routing != 0 && reply.routing != routing;
+                        if rerouted && switching.is_none() {
+                            let client = client.clone();
+                            let topology = args.topology.clone();
+                            switching = Some(Box::pin(async move { client.assignment(&topology).await }));
+                        }
                         match follower.apply(reply) {
                             Some(WorkerControl::Stop) => break StopReason::Nimbus,
+                            // Spouts wake up only once the new routing is in place (see the
+                            // switch below): what they emit goes where the new plan says.
+                            Some(WorkerControl::Active) if rerouted => {}
                             Some(WorkerControl::Active) => {
                                 info!("{name}: activated");
-                                let _ = control.send(Control::Active);
+                                let _ = running.control.send(Control::Active);
                             }
                             Some(WorkerControl::Inactive) => {
                                 info!("{name}: deactivated");
-                                let _ = control.send(Control::Inactive);
+                                let _ = running.control.send(Control::Inactive);
                             }
                             None => {}
                         }
                     }
                     Err(e) => outage.failed(&name, &e),
+                }
+            }
+            fetched = async { switching.as_mut().expect("guarded by is_some").await }, if switching.is_some() => {
+                switching = None;
+                let next = match fetched {
+                    Ok(next) => next,
+                    Err(e) => {
+                        // The next heartbeat asks again.
+                        warn!("{name}: cannot fetch the rebalanced assignment yet: {e}");
+                        continue;
+                    }
+                };
+                if args.worker >= next.workers.len() || next.started_version(args.worker) != args.version {
+                    // Not kept: nimbus stops this worker (and says so in its next reply).
+                    continue;
+                }
+                if next.routing_version() == routing {
+                    if follower.control == WorkerControl::Active {
+                        let _ = running.control.send(Control::Active);
+                    }
+                    continue;
+                }
+                match switch(&next, args.worker, registry, &mut running, &mut transport, &args) {
+                    Ok((next_plan, added, removed)) => {
+                        routing = next.routing_version();
+                        if follower.control == WorkerControl::Active {
+                            let _ = running.control.send(Control::Active);
+                        }
+                        tap_feed = TapFeed::new(&next_plan, &running.hosted, running.taps.clone());
+                        info!(
+                            "{name}: switched live to routing version {routing}: hosting {} tasks \
+                             ({added} started, {removed} retired)",
+                            running.hosted.len()
+                        );
+                    }
+                    Err(failure) => {
+                        // Started again by its supervisor, it runs the new assignment anew.
+                        error!("{name}: cannot switch live to the rebalanced assignment: {failure}; exiting");
+                        return Err(WorkerError::TaskFailed { worker: name, failure });
+                    }
                 }
             }
             _ = parent_check.tick() => {
@@ -339,14 +393,37 @@ pub async fn run(args: WorkerArgs, registry: &Registry) -> Result<(), WorkerErro
         }
     };
     info!("{name}: {reason}; stopping gracefully");
-    let left = graceful_stop(tasks, &control, &transport, &name).await;
-    drop(metrics);
+    running.release_links();
+    let left = graceful_stop(running.tasks, &running.control, &transport, &name).await;
+    drop(running.metrics);
     if left > 0 {
         warn!("{name}: {left} tasks did not end in time; stopped them");
     } else {
         info!("{name}: stopped");
     }
     Ok(())
+}
+
+/// Switches `running` live to assignment `next` (its routing changed, this worker kept):
+/// the new plan, and how many tasks started and retired here. An error leaves the worker to
+/// exit, and its supervisor to start it anew on `next`.
+fn switch(
+    next: &Assignment,
+    me: usize,
+    registry: &Registry,
+    running: &mut Running,
+    transport: &mut Transport,
+    args: &WorkerArgs,
+) -> Result<(Plan, usize, usize), String> {
+    let (mut plan, hosted) = prepare(next, me, registry).map_err(|e| e.to_string())?;
+    plan.resources = args.resources.as_deref().map(Into::into);
+    let before = running.hosted.clone();
+    let added = hosted.iter().filter(|t| !before.contains(t)).count();
+    let removed = before.iter().filter(|t| !hosted.contains(t)).count();
+    running
+        .rewire(std::sync::Arc::new(plan.clone()), registry, &hosted, next.routing_version(), transport)
+        .map_err(|e| e.to_string())?;
+    Ok((plan, added, removed))
 }
 
 /// Fetches the assignment; `None` if this worker is stale (another version is current, or the
@@ -464,14 +541,12 @@ fn prepare(
         WorkerError::Load { first, more: d.0.len().saturating_sub(1) }
     })?;
     assignment.layout.apply(&mut def);
-    let mut plan = Plan::new(&def)?;
-    if plan.task_count() != assignment.layout.task_count() {
-        return Err(WorkerError::TaskCountMismatch {
-            file,
-            planned: plan.task_count(),
-            assigned: assignment.layout.task_count(),
-        });
+    let planned: usize = def.components().map(|c| c.parallelism).sum();
+    let assigned: usize = assignment.layout.components.iter().map(|c| c.parallelism).sum();
+    if planned != assigned {
+        return Err(WorkerError::TaskCountMismatch { file, planned, assigned });
     }
+    let mut plan = Plan::numbered(&def, &assignment.layout.numbering())?;
     let slot = assignment.workers.get(me).ok_or_else(|| WorkerError::NoSuchWorker {
         file: file.clone(),
         workers: assignment.workers.len(),
@@ -484,7 +559,7 @@ fn prepare(
     let mut hosted = slot.tasks.clone();
     hosted.sort_unstable();
     hosted.dedup();
-    if let Some(&t) = hosted.iter().find(|&&t| t as usize >= plan.task_count()) {
+    if let Some(&t) = hosted.iter().find(|&&t| t as usize >= plan.task_count() || plan.is_hole(t)) {
         return Err(WorkerError::NoSuchTask { file, me, task: t });
     }
     Ok((plan, hosted))

@@ -237,6 +237,14 @@ impl Running {
         Ok(())
     }
 
+    /// Drops every sender this holds (its links, the latest wiring), so that hosted bolts
+    /// end once their upstream tasks and the remote let go of their inboxes: call it before
+    /// waiting for the tasks to end.
+    pub fn release_links(&mut self) {
+        self.links = Links::default();
+        self.rewire.forget();
+    }
+
     /// Builds task `t`'s component and spawns it.
     fn spawn(
         &mut self,

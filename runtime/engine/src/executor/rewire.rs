@@ -73,6 +73,14 @@ impl Rewire {
         self.version.load(Relaxed) != seen
     }
 
+    /// Drops the latest wiring (its senders keep tasks' inboxes open); tasks that have not
+    /// switched to it yet never will. For a process that is stopping.
+    pub fn forget(&self) {
+        if let Ok(mut latest) = self.latest.lock() {
+            *latest = None;
+        }
+    }
+
     /// The latest wiring and its version (the version is read under the lock, so the two
     /// match).
     pub fn latest(&self) -> Option<(u64, Arc<Wiring>)> {
