@@ -409,6 +409,7 @@ mod tests {
             message_timeout_secs: 30,
             coordinator: false,
             exactly_once: false,
+            numbering: None,
         };
         TopologyRecord {
             name: name.into(),

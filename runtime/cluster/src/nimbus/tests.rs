@@ -53,6 +53,7 @@ fn layout(workers: usize) -> Layout {
         message_timeout_secs: 30,
         coordinator: false,
         exactly_once: false,
+        numbering: None,
     }
 }
 
