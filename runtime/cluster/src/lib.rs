@@ -471,3 +471,87 @@ pub enum WorkerControl {
     /// The worker's assignment is no longer current (or the topology is gone): stop.
     Stop,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        let component = |id: &str, spout, parallelism| ComponentLayout {
+            id: id.into(),
+            kind: "any".into(),
+            spout,
+            parallelism,
+        };
+        Layout {
+            workers: 2,
+            components: vec![component("s", true, 2), component("b", false, 2)],
+            ackers: 1,
+            message_timeout_secs: 30,
+            coordinator: false,
+            exactly_once: false,
+            numbering: None,
+        }
+    }
+
+    #[test]
+    fn a_layout_stored_without_numbering_loads_dense_and_a_dense_one_is_stored_without() {
+        let json = r#"{"workers":2,"components":[{"id":"s","kind":"any","spout":true,"parallelism":2},
+            {"id":"b","kind":"any","spout":false,"parallelism":2}],"ackers":1,"message_timeout_secs":30}"#;
+        let l: Layout = serde_json::from_str(json).unwrap();
+        assert_eq!(l, layout());
+        assert_eq!(l.numbering(), Numbering::dense(&[2, 2], 1, false));
+        assert_eq!((l.task_count(), l.id_space()), (5, 5));
+        assert!(!serde_json::to_string(&l).unwrap().contains("numbering"));
+    }
+
+    #[test]
+    fn a_numbering_with_holes_sizes_the_id_space_and_task_worker() {
+        let mut l = layout();
+        l.numbering =
+            Some(Numbering { components: vec![vec![0, 1], vec![2, 5]], ackers: vec![4], coordinator: None });
+        assert_eq!((l.task_count(), l.id_space()), (5, 6));
+        let back: Layout = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+        let worker = |tasks: Vec<TaskId>| WorkerSlot { supervisor: "a".into(), slot: 0, port: 0, tasks };
+        let a = Assignment {
+            topology: "t".into(),
+            version: 1,
+            submitted_ms: 0,
+            artifact: String::new(),
+            resources: None,
+            text: String::new(),
+            layout: l,
+            workers: vec![worker(vec![0, 2, 4]), worker(vec![1, 5])],
+            routing: 0,
+            started: Vec::new(),
+        };
+        assert_eq!(a.task_worker(), [0, 1, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_numbering_that_does_not_fit_reads_as_dense() {
+        let dense = Numbering::dense(&[2, 2], 1, false);
+        for bad in [
+            Numbering { components: vec![vec![0, 1], vec![2]], ackers: vec![4], coordinator: None },
+            Numbering { components: vec![vec![1, 0], vec![2, 3]], ackers: vec![4], coordinator: None },
+            Numbering { components: vec![vec![0, 1], vec![2, 2]], ackers: vec![4], coordinator: None },
+            Numbering { components: vec![vec![0, 1], vec![2, 3]], ackers: vec![], coordinator: None },
+            Numbering {
+                components: vec![vec![0, 1], vec![2, TaskId::MAX]],
+                ackers: vec![4],
+                coordinator: None,
+            },
+        ] {
+            let l = Layout { numbering: Some(bad.clone()), ..layout() };
+            assert_eq!(l.numbering(), dense, "{bad:?}");
+            assert_eq!(l.id_space(), 5);
+        }
+    }
+
+    #[test]
+    fn a_worker_reply_without_routing_reads_as_zero() {
+        let reply: WorkerReply = serde_json::from_str(r#"{"control":"active","peers":[]}"#).unwrap();
+        assert_eq!(reply.routing, 0);
+    }
+}

@@ -736,7 +736,8 @@ impl Inner {
 pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiResult<Json<WorkerReply>> {
     let mut beat: WorkerHeartbeat = parse(&body)?;
     let mut inner = nimbus.lock();
-    let stop = Json(WorkerReply { control: WorkerControl::Stop, peers: Vec::new(), taps: Vec::new(), routing: 0 });
+    let stop =
+        Json(WorkerReply { control: WorkerControl::Stop, peers: Vec::new(), taps: Vec::new(), routing: 0 });
     nimbus.taps.retain(|t| inner.topologies.contains_key(t));
     let Some(record) = inner.topologies.get(&beat.topology) else { return Ok(stop) };
     // The worker runs under the version it was started with, which a kept worker carries on.
