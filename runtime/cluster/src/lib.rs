@@ -10,12 +10,18 @@
 //! of that assignment over TCP ([`transport`]), and heartbeats its task figures, learning from
 //! the reply whether the topology is active and where its peers listen. An assignment has a
 //! version: every change (rebalance, a supervisor lost) makes a new version. A worker whose
-//! slot and tasks a new version keeps, while the routing (the layout and which worker hosts
-//! which task) stays the same, goes on running: it carries the version it was started under
-//! ([`Assignment::started`]), and workers' links speak the routing's version
-//! ([`Assignment::routing`]). Other workers of an older version are stopped by their
-//! supervisors (and stop themselves when nimbus says they are superseded). Data flows one way: submit (CLI) → nimbus (state, [`scheduler`]) →
-//! supervisor → worker → executors.
+//! slot and tasks a new version keeps goes on running: it carries the version it was started
+//! under ([`Assignment::started`]), and workers' links speak the routing's version
+//! ([`Assignment::routing`]), which stays the previous one while the routing (the layout and
+//! which worker hosts which task) stays the same. A live rebalance goes further: when only
+//! the worker count or bolts' parallelism changed (no checkpoint coordinator, no
+//! exactly-once state), a worker on the same slot with the same spout tasks keeps running
+//! too, under a new routing version it learns from its heartbeat reply
+//! ([`WorkerReply::routing`]), and adds or removes its bolt and acker tasks live; task ids
+//! stay stable across it ([`Layout::numbering`]). Other workers of an older version are
+//! stopped by their supervisors (and stop themselves when nimbus says they are superseded).
+//! Data flows one way: submit (CLI) → nimbus (state, [`scheduler`]) → supervisor → worker →
+//! executors.
 //!
 //! The HTTP API (JSON bodies; errors are `{"error": "…"}` with a 4xx/5xx status):
 //!
@@ -54,14 +60,16 @@ use serde::{Deserialize, Serialize};
 use squall_api::TaskId;
 
 use squall_engine::metrics::TaskFigures;
+use squall_engine::plan::Numbering;
 use squall_engine::topology::TopologyDef;
 
 /// The HTTP header that carries the cluster's shared secret.
 pub const SECRET_HEADER: &str = "x-squall-secret";
 
 /// What nimbus needs to know of a topology to place its tasks: its components in plan order
-/// (spouts, then bolts, in file order) with their parallelism, and its acker count. Task ids
-/// follow from it exactly as [`squall_engine::plan::Plan::new`] numbers them.
+/// (spouts, then bolts, in file order) with their parallelism, its acker count, and its
+/// tasks' ids ([`Self::numbering`]: dense, as [`squall_engine::plan::Plan::new`] numbers them,
+/// until a rebalance changes a bolt's parallelism).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
     pub workers: usize,
@@ -76,6 +84,12 @@ pub struct Layout {
     /// worker start again from the last committed checkpoint.
     #[serde(default)]
     pub exactly_once: bool,
+    /// The tasks' ids, when a rebalance left them other than dense (see
+    /// [`squall_engine::plan::Numbering::resized`]); `None`: dense, as
+    /// [`squall_engine::plan::Plan::new`] numbers them. Workers lay the topology out with
+    /// [`squall_engine::plan::Plan::numbered`]`(def, &layout.numbering())`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numbering: Option<Numbering>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,14 +121,57 @@ impl Layout {
             message_timeout_secs: def.settings.message_timeout_secs,
             coordinator: def.checkpoints(),
             exactly_once: def.checkpoints() && def.settings.guarantee == squall_api::Guarantee::ExactlyOnce,
+            numbering: None,
         }
     }
 
-    /// Every task id, in order: components' tasks, then the ackers'.
+    /// How many tasks it has: components' tasks, ackers and the coordinator (holes in the id
+    /// space not counted, see [`Self::id_space`]).
     pub fn task_count(&self) -> usize {
         self.components.iter().map(|c| c.parallelism).sum::<usize>()
             + self.ackers
             + usize::from(self.coordinator)
+    }
+
+    /// The tasks' ids: the stored numbering if it fits the layout as
+    /// [`squall_engine::plan::Plan::numbered`] requires (as many ids per component as its
+    /// parallelism, as many acker ids as ackers, a coordinator id if it has one, spouts
+    /// numbered `0..` in order, each id once, the id space at most
+    /// [`squall_engine::topology::MAX_TASKS`] + the task count), else (none stored, or one
+    /// that does not fit) dense. Nimbus and workers read the same one.
+    pub fn numbering(&self) -> Numbering {
+        match &self.numbering {
+            Some(n) if self.fits(n) => n.clone(),
+            _ => self.dense_numbering(),
+        }
+    }
+
+    fn fits(&self, n: &Numbering) -> bool {
+        let sizes = n.components.len() == self.components.len()
+            && n.components.iter().zip(&self.components).all(|(ids, c)| ids.len() == c.parallelism)
+            && n.ackers.len() == self.ackers
+            && n.coordinator.is_some() == self.coordinator;
+        if !sizes {
+            return false;
+        }
+        let spouts = self.components.iter().zip(&n.components).filter(|(c, _)| c.spout);
+        if spouts.flat_map(|(_, ids)| ids).enumerate().any(|(i, &t)| t as usize != i) {
+            return false;
+        }
+        let mut seen = std::collections::HashSet::new();
+        n.all().all(|t| seen.insert(t))
+            && n.id_space() <= squall_engine::topology::MAX_TASKS.saturating_add(self.task_count())
+    }
+
+    /// Every task numbered densely from 0, as [`squall_engine::plan::Plan::new`] does.
+    pub fn dense_numbering(&self) -> Numbering {
+        let parallelism: Vec<usize> = self.components.iter().map(|c| c.parallelism).collect();
+        Numbering::dense(&parallelism, self.ackers, self.coordinator)
+    }
+
+    /// The size of the task id space: every task id is below it (holes included).
+    pub fn id_space(&self) -> usize {
+        self.numbering().id_space()
     }
 
     /// Makes `def` what this layout says (after a rebalance changed workers or parallelism).
@@ -235,7 +292,8 @@ pub struct Assignment {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub routing: u64,
     /// Per worker: the version it was started under, which its supervisor runs it with (a
-    /// worker whose slot and tasks a new version keeps goes on running). Empty or 0: `version`.
+    /// worker a new version keeps goes on running: the same slot and tasks, or in a live
+    /// rebalance the same slot and spout tasks). Empty or 0: `version`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub started: Vec<u64>,
 }
@@ -262,9 +320,10 @@ impl Assignment {
         }
     }
 
-    /// Per task: the index of the worker hosting it.
+    /// Per task id (sized by the layout's [`Layout::id_space`]; a hole says 0): the index of
+    /// the worker hosting it.
     pub fn task_worker(&self) -> Vec<usize> {
-        let mut out = vec![0; self.layout.task_count()];
+        let mut out = vec![0; self.layout.id_space()];
         for (w, slot) in self.workers.iter().enumerate() {
             for &t in &slot.tasks {
                 if let Some(o) = out.get_mut(t as usize) {
@@ -375,6 +434,11 @@ pub struct WorkerReply {
     /// it hosts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taps: Vec<TapWant>,
+    /// The current assignment's routing version ([`Assignment::routing_version`]; 0 if there
+    /// is none): a worker kept running whose links speak an older one switches to the current
+    /// assignment live.
+    #[serde(default)]
+    pub routing: u64,
 }
 
 /// A tap a worker is asked to feed.
@@ -406,4 +470,88 @@ pub enum WorkerControl {
     Inactive,
     /// The worker's assignment is no longer current (or the topology is gone): stop.
     Stop,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        let component = |id: &str, spout, parallelism| ComponentLayout {
+            id: id.into(),
+            kind: "any".into(),
+            spout,
+            parallelism,
+        };
+        Layout {
+            workers: 2,
+            components: vec![component("s", true, 2), component("b", false, 2)],
+            ackers: 1,
+            message_timeout_secs: 30,
+            coordinator: false,
+            exactly_once: false,
+            numbering: None,
+        }
+    }
+
+    #[test]
+    fn a_layout_stored_without_numbering_loads_dense_and_a_dense_one_is_stored_without() {
+        let json = r#"{"workers":2,"components":[{"id":"s","kind":"any","spout":true,"parallelism":2},
+            {"id":"b","kind":"any","spout":false,"parallelism":2}],"ackers":1,"message_timeout_secs":30}"#;
+        let l: Layout = serde_json::from_str(json).unwrap();
+        assert_eq!(l, layout());
+        assert_eq!(l.numbering(), Numbering::dense(&[2, 2], 1, false));
+        assert_eq!((l.task_count(), l.id_space()), (5, 5));
+        assert!(!serde_json::to_string(&l).unwrap().contains("numbering"));
+    }
+
+    #[test]
+    fn a_numbering_with_holes_sizes_the_id_space_and_task_worker() {
+        let mut l = layout();
+        l.numbering =
+            Some(Numbering { components: vec![vec![0, 1], vec![2, 5]], ackers: vec![4], coordinator: None });
+        assert_eq!((l.task_count(), l.id_space()), (5, 6));
+        let back: Layout = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+        let worker = |tasks: Vec<TaskId>| WorkerSlot { supervisor: "a".into(), slot: 0, port: 0, tasks };
+        let a = Assignment {
+            topology: "t".into(),
+            version: 1,
+            submitted_ms: 0,
+            artifact: String::new(),
+            resources: None,
+            text: String::new(),
+            layout: l,
+            workers: vec![worker(vec![0, 2, 4]), worker(vec![1, 5])],
+            routing: 0,
+            started: Vec::new(),
+        };
+        assert_eq!(a.task_worker(), [0, 1, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_numbering_that_does_not_fit_reads_as_dense() {
+        let dense = Numbering::dense(&[2, 2], 1, false);
+        for bad in [
+            Numbering { components: vec![vec![0, 1], vec![2]], ackers: vec![4], coordinator: None },
+            Numbering { components: vec![vec![1, 0], vec![2, 3]], ackers: vec![4], coordinator: None },
+            Numbering { components: vec![vec![0, 1], vec![2, 2]], ackers: vec![4], coordinator: None },
+            Numbering { components: vec![vec![0, 1], vec![2, 3]], ackers: vec![], coordinator: None },
+            Numbering {
+                components: vec![vec![0, 1], vec![2, TaskId::MAX]],
+                ackers: vec![4],
+                coordinator: None,
+            },
+        ] {
+            let l = Layout { numbering: Some(bad.clone()), ..layout() };
+            assert_eq!(l.numbering(), dense, "{bad:?}");
+            assert_eq!(l.id_space(), 5);
+        }
+    }
+
+    #[test]
+    fn a_worker_reply_without_routing_reads_as_zero() {
+        let reply: WorkerReply = serde_json::from_str(r#"{"control":"active","peers":[]}"#).unwrap();
+        assert_eq!(reply.routing, 0);
+    }
 }

@@ -1,28 +1,32 @@
 //! Storm's even scheduler, as a pure function.
 //!
-//! Contract: [`schedule`] places a topology's tasks (numbered `0..layout.task_count()`: the
-//! components' tasks in plan order, then the ackers', as [`squall_engine::plan::Plan::new`] numbers
-//! them) on [`wanted_workers`]`(layout)` workers, or on every free slot if there are fewer.
+//! Contract: [`schedule`] places a topology's tasks (those [`Layout::numbering`] gives ids:
+//! the components' tasks in plan order, then the ackers', then the coordinator; dense
+//! `0..layout.task_count()` unless a rebalance left holes, which are never placed) on
+//! [`wanted_workers`]`(layout)` workers, or on every free slot if there are fewer.
 //! Slots are taken spread over supervisors: supervisors sorted by id, then slot 0 of each,
 //! slot 1 of each, … (a supervisor's slots in index order). Tasks are dealt round-robin over
-//! the chosen workers, so every worker gets ⌈n/w⌉ or ⌊n/w⌋ tasks and each component's tasks
-//! (consecutive ids) land on different workers. Every task is in exactly one worker; no
-//! worker is empty. With no free slot at all it is an error. It decides nothing else: which
-//! slots are free, and when to (re)schedule, is nimbus's business.
+//! the chosen workers in the numbering's order, so every worker gets ⌈n/w⌉ or ⌊n/w⌋ tasks
+//! and each component's tasks land on different workers. Every task is in exactly one
+//! worker; no worker is empty; each worker's task ids are sorted. With no free slot at all
+//! it is an error. It decides nothing else: which slots are free, and when to (re)schedule,
+//! is nimbus's business.
 //!
 //! [`reschedule`] is the sticky form, given where the topology ran before: a task is known by
-//! its component and its index in it (an acker by its index), so a parallelism change of
-//! one component leaves every other task where it was. A previous worker whose slot is still
+//! its component and its index in it (an acker by its index), its id coming from each
+//! layout's numbering, so a parallelism change of one component leaves every other task
+//! where it was. A previous worker whose slot is still
 //! free (its supervisor lives and offers it, with the same port) keeps its index, its slot
 //! and the tasks it held that still exist; the other tasks (new ones, and those of workers
 //! on a lost slot) go to replacement workers at the lost workers' indices, or to new slots
 //! taken in the spread order above (lowest id first, each to the worker with the fewest),
 //! and tasks move between workers only while one holds more than ⌈n/w⌉ + 1 or fewer than
-//! ⌊n/w⌋ − 1 tasks (or none): every worker stays within one task of its fair share. So
-//! the loss of a supervisor moves exactly its workers' tasks, each worker's set whole, to the
-//! same worker indices elsewhere.
+//! ⌊n/w⌋ − 1 tasks (or none): every worker stays within one task of its fair share. A task
+//! that moves is a largest worker's last in the numbering's order, so spout tasks (first)
+//! move last. So the loss of a supervisor moves exactly its workers' tasks, each worker's
+//! set whole, to the same worker indices elsewhere.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use squall_api::TaskId;
 
@@ -85,8 +89,11 @@ pub fn schedule(layout: &Layout, free: &[FreeSlot]) -> Result<Vec<WorkerSlot>, S
         }
         round += 1;
     }
-    for task in 0..layout.task_count() {
-        chosen[task % count].tasks.push(task as TaskId);
+    for (i, (task, _)) in tasks(layout).into_iter().enumerate() {
+        chosen[i % count].tasks.push(task);
+    }
+    for w in &mut chosen {
+        w.tasks.sort_unstable();
     }
     Ok(chosen)
 }
@@ -101,17 +108,17 @@ pub struct Previous<'a> {
 /// A task as a rebalance sees it: its component (or system role) and its index there.
 type TaskKey<'a> = (&'a str, usize);
 
-/// Every task of `layout`, by task id, as its key.
-fn task_keys(layout: &Layout) -> Vec<TaskKey<'_>> {
-    let mut keys = Vec::with_capacity(layout.task_count());
-    for c in &layout.components {
-        keys.extend((0..c.parallelism).map(|i| (c.id.as_str(), i)));
+/// Every task of `layout`, in its numbering's order (components' tasks, then the ackers',
+/// then the coordinator), as its id and its key.
+fn tasks(layout: &Layout) -> Vec<(TaskId, TaskKey<'_>)> {
+    let numbering = layout.numbering();
+    let mut out = Vec::with_capacity(layout.task_count());
+    for (c, ids) in layout.components.iter().zip(&numbering.components) {
+        out.extend(ids.iter().enumerate().map(|(i, &t)| (t, (c.id.as_str(), i))));
     }
-    keys.extend((0..layout.ackers).map(|i| (ACKER_COMPONENT, i)));
-    if layout.coordinator {
-        keys.push((COORDINATOR_COMPONENT, 0));
-    }
-    keys
+    out.extend(numbering.ackers.iter().enumerate().map(|(i, &t)| (t, (ACKER_COMPONENT, i))));
+    out.extend(numbering.coordinator.map(|t| (t, (COORDINATOR_COMPONENT, 0))));
+    out
 }
 
 /// Places `layout`'s tasks on `free` slots, keeping what can stay where `previous` put it
@@ -193,20 +200,20 @@ pub fn reschedule(
             *h = Some(old);
         }
     }
-    let old_keys = task_keys(previous.layout);
-    let mut was_on: BTreeMap<TaskKey, usize> = BTreeMap::new();
+    let old_keys: HashMap<TaskId, TaskKey> = tasks(previous.layout).into_iter().collect();
+    let mut was_on: HashMap<TaskKey, usize> = HashMap::new();
     for (w, slot) in previous.workers.iter().enumerate() {
-        for &t in &slot.tasks {
-            if let Some(&key) = old_keys.get(t as usize) {
+        for t in &slot.tasks {
+            if let Some(&key) = old_keys.get(t) {
                 was_on.insert(key, w);
             }
         }
     }
     let mut orphans = Vec::new();
-    for (t, key) in task_keys(layout).into_iter().enumerate() {
+    for (t, key) in tasks(layout) {
         match was_on.get(&key).and_then(|&w| home[w]) {
-            Some(new) => chosen[new].tasks.push(t as TaskId),
-            None => orphans.push(t as TaskId),
+            Some(new) => chosen[new].tasks.push(t),
+            None => orphans.push(t),
         }
     }
     even_out(&mut chosen, orphans, layout.task_count());
@@ -265,6 +272,7 @@ mod tests {
             message_timeout_secs: 30,
             coordinator: false,
             exactly_once: false,
+            numbering: None,
         }
     }
 
@@ -282,7 +290,8 @@ mod tests {
     fn assert_each_task_once(layout: &Layout, workers: &[WorkerSlot]) {
         let mut seen: Vec<TaskId> = workers.iter().flat_map(|w| w.tasks.iter().copied()).collect();
         seen.sort_unstable();
-        let all: Vec<TaskId> = (0..layout.task_count() as TaskId).collect();
+        let mut all: Vec<TaskId> = layout.numbering().all().collect();
+        all.sort_unstable();
         assert_eq!(seen, all, "every task exactly once: {workers:?}");
     }
 
@@ -373,11 +382,11 @@ mod tests {
 
     /// Where each task key sits: key → (supervisor, slot, worker index).
     fn placement(l: &Layout, workers: &[WorkerSlot]) -> BTreeMap<(String, usize), (String, usize, usize)> {
-        let keys = task_keys(l);
+        let keys: HashMap<TaskId, TaskKey> = tasks(l).into_iter().collect();
         let mut out = BTreeMap::new();
         for (i, w) in workers.iter().enumerate() {
-            for &t in &w.tasks {
-                let (c, n) = keys[t as usize];
+            for t in &w.tasks {
+                let (c, n) = keys[t];
                 out.insert((c.to_string(), n), (w.supervisor.clone(), w.slot, i));
             }
         }
@@ -452,6 +461,39 @@ mod tests {
             let slots_after: Vec<_> = after.iter().map(|w| (&w.supervisor, w.slot)).collect();
             assert_eq!(slots_after, slots_before, "every worker keeps its slot");
         }
+    }
+
+    /// `l` with component `c` at `p` tasks, renumbered as a rebalance does.
+    fn resized(l: &Layout, c: usize, p: usize) -> Layout {
+        let spouts = l.components.iter().filter(|c| c.spout).count();
+        let mut out = l.clone();
+        out.numbering = l.numbering().resized(spouts, c, p);
+        out.components[c].parallelism = p;
+        out
+    }
+
+    #[test]
+    fn tasks_are_placed_by_their_numbered_ids_and_holes_never() {
+        // s: [0, 1], c1: [2, 3, 4], acker [5]; c1 grows to 4 (id 6), then shrinks to 2.
+        let l = layout(3, &[2, 3], 1);
+        let slots = free(&["a", "b"], 2);
+        let before = schedule(&l, &slots).unwrap();
+        let grown = resized(&l, 1, 4);
+        assert_eq!(grown.numbering().components[1], [2, 3, 4, 6]);
+        let after = reschedule(&grown, &slots, Some(Previous { layout: &l, workers: &before })).unwrap();
+        assert_each_task_once(&grown, &after);
+        for (b, a) in before.iter().zip(&after) {
+            assert!(b.tasks.iter().all(|t| a.tasks.contains(t)), "no task moved: {before:?} → {after:?}");
+        }
+        let shrunk = resized(&grown, 1, 2);
+        assert_eq!(shrunk.id_space(), 6, "id 4 is a hole, 6 is gone");
+        let last = reschedule(&shrunk, &slots, Some(Previous { layout: &grown, workers: &after })).unwrap();
+        assert_each_task_once(&shrunk, &last);
+        assert!(last.iter().all(|w| !w.tasks.contains(&4) && !w.tasks.contains(&6)), "holes: {last:?}");
+        // Scheduled afresh, the holes stay holes too.
+        let fresh = schedule(&shrunk, &slots).unwrap();
+        assert_each_task_once(&shrunk, &fresh);
+        assert_even(&fresh);
     }
 
     #[test]

@@ -281,6 +281,7 @@ pub(crate) mod tests {
             message_timeout_secs: 30,
             coordinator: false,
             exactly_once: false,
+            numbering: None,
         };
         let artifact = sha256_hex(b"exe");
         TopologyRecord {

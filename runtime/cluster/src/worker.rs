@@ -893,8 +893,12 @@ inputs = [{ from = "numbers", grouping = "shuffle" }]
         let (tx, mut rx) = watch::channel(vec![None, None]);
         let mut f = Follower::new(tx);
         let a: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-        let reply =
-            |control, peers: Vec<Option<SocketAddr>>| WorkerReply { control, peers, taps: Vec::new() };
+        let reply = |control, peers: Vec<Option<SocketAddr>>| WorkerReply {
+            control,
+            peers,
+            taps: Vec::new(),
+            routing: 0,
+        };
 
         assert_eq!(f.apply(reply(WorkerControl::Active, vec![None, None])), None);
         assert!(!rx.has_changed().unwrap(), "the same peers are not published again");

@@ -736,7 +736,8 @@ impl Inner {
 pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiResult<Json<WorkerReply>> {
     let mut beat: WorkerHeartbeat = parse(&body)?;
     let mut inner = nimbus.lock();
-    let stop = Json(WorkerReply { control: WorkerControl::Stop, peers: Vec::new(), taps: Vec::new() });
+    let stop =
+        Json(WorkerReply { control: WorkerControl::Stop, peers: Vec::new(), taps: Vec::new(), routing: 0 });
     nimbus.taps.retain(|t| inner.topologies.contains_key(t));
     let Some(record) = inner.topologies.get(&beat.topology) else { return Ok(stop) };
     // The worker runs under the version it was started with, which a kept worker carries on.
@@ -766,6 +767,7 @@ pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiR
         Status::Inactive | Status::Killing | Status::Rebalancing => WorkerControl::Inactive,
     };
     let count = a.workers.len();
+    let routing = a.routing_version();
     nimbus.taps.deliver(&beat.topology, std::mem::take(&mut beat.taps));
     let taps = nimbus.taps.wants(&beat.topology);
     let key = (beat.topology, a.version, beat.worker);
@@ -778,5 +780,5 @@ pub(super) async fn worker_heartbeat(State(nimbus): Shared, body: Bytes) -> ApiR
             inner.workers.get(&key).map(|w| w.addr)
         })
         .collect();
-    Ok(Json(WorkerReply { control, peers, taps }))
+    Ok(Json(WorkerReply { control, peers, taps, routing }))
 }

@@ -7,18 +7,20 @@
 //! stored topology goes through a [`Persist`] before the coordinator applies it (a change
 //! that cannot be persisted is not applied). [`Coordinator::reconcile`] acts on due
 //! deadlines (a killing topology is removed, a rebalancing one gets its new layout and a new
-//! assignment, which keeps every task it can where it was and the workers whose tasks do
-//! not move running), then reschedules (new version) every topology with a worker on a dead or
+//! assignment, which keeps every task it can where it was and keeps running the workers that
+//! [`kept_workers`] says may go on: those whose tasks do not move, and in a live rebalance
+//! those whose slot and spout tasks stay), then reschedules (new version) every topology with a worker on a dead or
 //! unknown supervisor or on a slot its supervisor no longer offers, schedules topologies
 //! without an assignment when a slot is free, and grows topologies short of workers when a
 //! slot is free and all their supervisors have been heard from. Each condition is false
 //! right after its action, so nothing is rescheduled in a loop. The HTTP handlers in
 //! `api.rs` call it under nimbus's one mutex.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use squall_api::TaskId;
 use squall_engine::metrics::TaskFigures;
 
 use crate::scheduler::{self, FreeSlot};
@@ -216,9 +218,9 @@ impl Coordinator {
 
     /// Gives `record` a new assignment (a new version) over the free slots, or none if there
     /// is no free slot. Tasks stay where the current assignment has them when they can (see
-    /// [`scheduler::reschedule`]), and workers whose slot and tasks stay, under an unchanged
-    /// routing, keep running (see [`kept_workers`]); with exactly-once state every worker
-    /// starts again.
+    /// [`scheduler::reschedule`]), and workers whose slot and tasks stay (under an unchanged
+    /// routing), or in a live rebalance whose slot and spout tasks stay (under a new routing),
+    /// keep running (see [`kept_workers`]); with exactly-once state every worker starts again.
     pub(super) fn reassign(&self, record: &mut TopologyRecord, now: Instant, now_ms: u64) {
         let free = self.free_slots(Some(&record.name), now);
         let previous = record.assignment.as_ref();
@@ -345,30 +347,57 @@ pub(super) fn describe(record: &TopologyRecord) -> String {
     }
 }
 
-/// Marks the workers of `next` that go on running from `previous`: when the routing is the
-/// same (the same layout but for its worker count, the same number of workers, each index
-/// with the same tasks), `next` speaks `previous`'s routing version, and a worker on the
-/// same slot (supervisor, slot, port) keeps the version it was started under; every other
-/// worker is started under `next`'s version. Otherwise every worker starts again.
+/// Marks the workers of `next` that go on running from `previous`.
+///
+/// When the routing is the same (the same layout but for its worker count, the same number
+/// of workers, each index with the same tasks), `next` speaks `previous`'s routing version,
+/// and a worker on the same slot (supervisor, slot, port) keeps the version it was started
+/// under. Otherwise, in a live rebalance (the layout changed in nothing but its worker
+/// count, bolts' parallelism and its numbering, and has no checkpoint coordinator and no
+/// exactly-once state), `next` speaks a new routing (its own version), and worker `i` keeps
+/// the version it was started under when `previous` had a worker `i` on the same slot with
+/// the same set of spout task ids: its bolt and acker tasks may differ, the worker adds and
+/// removes those live. Every other worker is started under `next`'s version; any other
+/// change starts every worker again.
 pub(super) fn kept_workers(previous: &Assignment, next: &mut Assignment) {
-    let same_layout =
-        Layout { workers: 0, ..previous.layout.clone() } == Layout { workers: 0, ..next.layout.clone() };
+    let (before, after) = (&previous.layout, &next.layout);
+    let same_layout = Layout { workers: 0, numbering: None, ..before.clone() }
+        == Layout { workers: 0, numbering: None, ..after.clone() }
+        && before.numbering() == after.numbering();
+    let sorted = |w: &crate::WorkerSlot| {
+        let mut tasks = w.tasks.clone();
+        tasks.sort_unstable();
+        tasks
+    };
     let same_tasks = previous.workers.len() == next.workers.len()
-        && previous.workers.iter().zip(&next.workers).all(|(a, b)| {
-            let (mut a, mut b) = (a.tasks.clone(), b.tasks.clone());
-            a.sort_unstable();
-            b.sort_unstable();
-            a == b
-        });
-    if !(same_layout && same_tasks) {
+        && previous.workers.iter().zip(&next.workers).all(|(a, b)| sorted(a) == sorted(b));
+    let same_routing = same_layout && same_tasks;
+    let live = !before.coordinator
+        && !after.coordinator
+        && !before.exactly_once
+        && !after.exactly_once
+        && but_bolts(before) == but_bolts(after);
+    if !(same_routing || live) {
         return;
     }
-    next.routing = previous.routing_version();
+    next.routing = if same_routing { previous.routing_version() } else { 0 };
+    let spout_ids = |layout: &Layout| -> HashSet<TaskId> {
+        let numbering = layout.numbering();
+        let spouts = layout.components.iter().zip(numbering.components).filter(|(c, _)| c.spout);
+        spouts.flat_map(|(_, ids)| ids).collect()
+    };
+    let (spouts_before, spouts_after) = (spout_ids(before), spout_ids(after));
+    let spouts_of = |w: &crate::WorkerSlot, spouts: &HashSet<TaskId>| -> BTreeSet<TaskId> {
+        w.tasks.iter().copied().filter(|t| spouts.contains(t)).collect()
+    };
     next.started = (0..next.workers.len())
         .map(|i| {
-            let (a, b) = (&previous.workers[i], &next.workers[i]);
-            let same_slot = (&a.supervisor, a.slot, a.port) == (&b.supervisor, b.slot, b.port);
-            if same_slot {
+            let b = &next.workers[i];
+            let kept = previous.workers.get(i).is_some_and(|a| {
+                (&a.supervisor, a.slot, a.port) == (&b.supervisor, b.slot, b.port)
+                    && spouts_of(a, &spouts_before) == spouts_of(b, &spouts_after)
+            });
+            if kept {
                 previous.started_version(i)
             } else {
                 next.version
@@ -377,15 +406,36 @@ pub(super) fn kept_workers(previous: &Assignment, next: &mut Assignment) {
         .collect();
 }
 
-/// Applies a rebalance request to a layout.
+/// `layout` without what a live rebalance may change: its worker count, bolts' parallelism
+/// and its numbering.
+fn but_bolts(layout: &Layout) -> Layout {
+    let mut out = Layout { workers: 0, numbering: None, ..layout.clone() };
+    for c in out.components.iter_mut().filter(|c| !c.spout) {
+        c.parallelism = 0;
+    }
+    out
+}
+
+/// Applies a rebalance request to a layout: a component's new parallelism renumbers its
+/// tasks as [`squall_engine::plan::Numbering::resized`] says (a bolt's other tasks and every
+/// other component's keep their ids; a spout's change numbers everything densely). The
+/// numbering is stored only while it is not dense.
 pub(super) fn apply_rebalance(layout: &mut Layout, request: &RebalanceRequest) {
     if let Some(workers) = request.workers {
         layout.workers = workers;
     }
+    let spouts = layout.components.iter().filter(|c| c.spout).count();
     for (id, &parallelism) in &request.parallelism {
-        if let Some(c) = layout.components.iter_mut().find(|c| &c.id == id) {
-            c.parallelism = parallelism;
+        let Some(index) = layout.components.iter().position(|c| &c.id == id) else { continue };
+        if layout.components[index].parallelism == parallelism {
+            continue;
         }
+        let numbering = layout.numbering().resized(spouts, index, parallelism);
+        layout.components[index].parallelism = parallelism;
+        layout.numbering = numbering;
+        // A numbering that does not fit (ids past the bound) reads as dense: store what reads.
+        let effective = layout.numbering();
+        layout.numbering = (effective != layout.dense_numbering()).then_some(effective);
     }
 }
 
@@ -397,18 +447,27 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_secs(10);
 
     fn record(name: &str, workers: usize) -> TopologyRecord {
+        record_of(name, workers, &[("s", true, 2)])
+    }
+
+    /// A topology of `components` (id, spout, parallelism), spouts first, with one acker.
+    fn record_of(name: &str, workers: usize, components: &[(&str, bool, usize)]) -> TopologyRecord {
         let layout = Layout {
             workers,
-            components: vec![ComponentLayout {
-                id: "s".into(),
-                kind: "sequence".into(),
-                spout: true,
-                parallelism: 2,
-            }],
+            components: components
+                .iter()
+                .map(|&(id, spout, parallelism)| ComponentLayout {
+                    id: id.into(),
+                    kind: "any".into(),
+                    spout,
+                    parallelism,
+                })
+                .collect(),
             ackers: 1,
             message_timeout_secs: 30,
             coordinator: false,
             exactly_once: false,
+            numbering: None,
         };
         TopologyRecord {
             name: name.into(),
@@ -586,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_layout_or_exactly_once_state_starts_every_worker_again() {
+    fn a_changed_spout_or_acker_layout_or_exactly_once_state_starts_every_worker_again() {
         let t0 = Instant::now();
         let mut core = Coordinator::new(vec![record("t", 2)], TIMEOUT, t0);
         heard(&mut core, "sup-a", 2, t0);
@@ -598,6 +657,12 @@ mod tests {
         let a = r.assignment.as_ref().unwrap();
         assert_eq!(a.routing_version(), 2, "task ids moved: a new routing");
         assert!((0..a.workers.len()).all(|w| a.started_version(w) == 2));
+        let mut r = core.topologies["t"].clone();
+        r.layout.ackers = 2;
+        core.reassign(&mut r, t0, 0);
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!(a.routing_version(), 2, "an acker more: a new routing");
+        assert!((0..a.workers.len()).all(|w| a.started_version(w) == 2), "{a:?}");
 
         let mut r = core.topologies["t"].clone();
         core.reassign(&mut r, t0, 0);
@@ -607,5 +672,151 @@ mod tests {
         core.reassign(&mut r, t0, 0);
         let a = r.assignment.as_ref().unwrap();
         assert_eq!((a.routing_version(), a.started_version(0)), (a.version, a.version));
+    }
+
+    /// `name` assigned on `slots` slots of sup-a, then rebalanced at once by `request`: the
+    /// assignments before and after.
+    fn rebalanced(
+        record: TopologyRecord,
+        slots: usize,
+        request: RebalanceRequest,
+    ) -> (Assignment, TopologyRecord) {
+        let t0 = Instant::now();
+        let name = record.name.clone();
+        let mut core = Coordinator::new(vec![record], TIMEOUT, t0);
+        heard(&mut core, "sup-a", slots, t0);
+        core.reconcile(t0, 0, &mut |_| Ok(()));
+        let before = core.topologies[&name].assignment.clone().expect("assigned");
+        let mut r = core.topologies[&name].clone();
+        r.rebalance = Some(request);
+        core.finish_rebalance(&mut r, t0, 0);
+        (before, r)
+    }
+
+    fn parallelism(id: &str, p: usize) -> RebalanceRequest {
+        RebalanceRequest { parallelism: [(id.to_string(), p)].into(), ..RebalanceRequest::default() }
+    }
+
+    /// Every task id the assignment places, sorted.
+    fn placed(a: &Assignment) -> Vec<TaskId> {
+        let mut all: Vec<TaskId> = a.workers.iter().flat_map(|w| w.tasks.iter().copied()).collect();
+        all.sort_unstable();
+        all
+    }
+
+    fn slots(a: &Assignment) -> Vec<(String, usize, u16)> {
+        a.workers.iter().map(|w| (w.supervisor.clone(), w.slot, w.port)).collect()
+    }
+
+    #[test]
+    fn a_bolt_that_grows_keeps_every_id_and_every_worker_running_under_a_new_routing() {
+        // s: [0, 1], b: [2, 3], acker [4], on 3 workers.
+        let (before, r) =
+            rebalanced(record_of("t", 3, &[("s", true, 2), ("b", false, 2)]), 3, parallelism("b", 3));
+        let a = r.assignment.as_ref().unwrap();
+        let (was, is) = (before.layout.numbering(), a.layout.numbering());
+        assert_eq!(is.components[0], was.components[0], "the spout's ids stay");
+        assert_eq!(is.components[1][..2], was.components[1][..], "the bolt's first ids stay");
+        assert_eq!(is.ackers, was.ackers, "the acker's id stays");
+        assert_eq!(is.components[1][2] as usize, was.id_space(), "the new task's id is after the highest");
+        assert_eq!(placed(a), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(slots(a), slots(&before), "every worker stays on its slot");
+        assert!((0..3).all(|w| a.started_version(w) == before.version), "every worker is kept: {a:?}");
+        assert_eq!(a.routing_version(), a.version, "kept workers switch to a new routing");
+        assert!(a.version > before.version);
+        assert!(describe(&r).ends_with("(3 kept running)"), "{}", describe(&r));
+    }
+
+    #[test]
+    fn a_bolt_that_shrinks_leaves_its_removed_id_nowhere() {
+        // s: [0, 1], b: [2, 3, 4], acker [5], on 3 workers.
+        let (before, r) =
+            rebalanced(record_of("t", 3, &[("s", true, 2), ("b", false, 3)]), 3, parallelism("b", 2));
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!(a.layout.numbering().components[1], [2, 3]);
+        assert_eq!(a.layout.numbering().ackers, [5]);
+        assert_eq!(placed(a), [0, 1, 2, 3, 5], "id 4 is nowhere");
+        assert_eq!(a.task_worker().len(), 6, "sized by the id space");
+        assert!((0..a.workers.len()).all(|w| a.started_version(w) == before.version), "{a:?}");
+        assert_eq!(a.routing_version(), a.version);
+    }
+
+    #[test]
+    fn a_spouts_change_numbers_densely_and_starts_every_worker_anew() {
+        let mut record = record_of("t", 3, &[("s", true, 2), ("b", false, 2)]);
+        // A bolt grown before: its ids are not dense.
+        apply_rebalance(&mut record.layout, &parallelism("b", 3));
+        assert!(record.layout.numbering.is_some());
+        let (_, r) = rebalanced(record, 3, parallelism("s", 3));
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!(a.layout.numbering, None, "dense");
+        assert_eq!(a.layout.numbering(), a.layout.dense_numbering());
+        assert_eq!(placed(a), [0, 1, 2, 3, 4, 5, 6]);
+        assert!((0..a.workers.len()).all(|w| a.started_version(w) == a.version), "{a:?}");
+        assert_eq!(a.routing_version(), a.version);
+        assert!(!describe(&r).contains("kept"), "{}", describe(&r));
+    }
+
+    #[test]
+    fn more_workers_keep_the_old_ones_whose_spout_tasks_stay() {
+        let request = RebalanceRequest { workers: Some(3), ..RebalanceRequest::default() };
+        let (before, r) = rebalanced(record_of("t", 2, &[("s", true, 2), ("b", false, 2)]), 3, request);
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!((before.workers.len(), a.workers.len()), (2, 3));
+        for w in 0..2 {
+            let spouts = |a: &Assignment| a.workers[w].tasks.iter().filter(|&&t| t < 2).count();
+            assert_eq!(spouts(a), spouts(&before), "worker {w}'s spout task stays: {a:?}");
+            assert_eq!(a.workers[w].slot, before.workers[w].slot);
+            assert_eq!(a.started_version(w), before.version, "worker {w} is kept");
+        }
+        assert_eq!(a.started_version(2), a.version, "the new worker starts");
+        assert_eq!(a.routing_version(), a.version, "tasks moved: a new routing");
+        assert_eq!(placed(a), [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_worker_whose_spout_task_moves_starts_anew() {
+        // Three workers each with one spout task; down to two: the third's spout task moves.
+        let request = RebalanceRequest { workers: Some(2), ..RebalanceRequest::default() };
+        let (before, r) = rebalanced(record_of("t", 3, &[("s", true, 3), ("b", false, 3)]), 3, request);
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!(a.workers.len(), 2);
+        let gained = |w: usize| a.workers[w].tasks.contains(&2);
+        assert!(before.workers[2].tasks.contains(&2) && (gained(0) || gained(1)), "{before:?} → {a:?}");
+        for w in 0..2 {
+            let expected = if gained(w) { a.version } else { before.version };
+            assert_eq!(a.started_version(w), expected, "worker {w}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn with_checkpoints_or_exactly_once_a_rebalance_keeps_no_worker() {
+        for exactly_once in [false, true] {
+            let mut record = record_of("t", 2, &[("s", true, 2), ("b", false, 2)]);
+            record.layout.coordinator = true;
+            record.layout.exactly_once = exactly_once;
+            let (_, r) = rebalanced(record, 2, parallelism("b", 3));
+            let a = r.assignment.as_ref().unwrap();
+            assert!((0..a.workers.len()).all(|w| a.started_version(w) == a.version), "{a:?}");
+            assert_eq!(a.routing_version(), a.version);
+        }
+    }
+
+    #[test]
+    fn a_rebalance_to_the_same_parallelism_changes_nothing() {
+        let record = record_of("t", 2, &[("s", true, 2), ("b", false, 2)]);
+        let mut layout = record.layout.clone();
+        apply_rebalance(&mut layout, &parallelism("b", 2));
+        apply_rebalance(&mut layout, &parallelism("s", 2));
+        assert_eq!(layout, record.layout);
+        // Grown and shrunk back to dense ids: no numbering stored.
+        apply_rebalance(&mut layout, &parallelism("b", 3));
+        assert_eq!(layout.numbering().components[1], [2, 3, 5]);
+        apply_rebalance(&mut layout, &parallelism("b", 2));
+        assert_eq!(layout, record.layout);
+        let (before, r) = rebalanced(record, 2, parallelism("b", 2));
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!((a.routing_version(), a.workers.clone()), (before.version, before.workers.clone()));
+        assert!((0..2).all(|w| a.started_version(w) == before.version));
     }
 }

@@ -47,12 +47,16 @@
 //!   supervisor's workers moved whole, a rebalance that moves no task), the workers that stay
 //!   on their slot keep running under the version they were started with (unless the
 //!   topology has exactly-once state, where every worker starts again from the last
-//!   checkpoint); a layout change (parallelism) starts every worker again.
+//!   checkpoint). A live rebalance (only the worker count or bolts' parallelism changed, no
+//!   checkpoint coordinator) keeps running, under a new routing version, every worker that
+//!   stays on its slot with the same spout tasks; any other layout change (a spout's
+//!   parallelism, the ackers) starts every worker again (see `coordinator::kept_workers`).
 //! - A supervisor's heartbeat reply orders exactly the workers that current assignments place
 //!   on it (each under the version it was started with). A worker's heartbeat reply says
 //!   Stop if its topology is gone or the current assignment does not run it under its
 //!   version, Inactive while the topology is not Active, else Active, with the address
-//!   each worker of the current assignment last reported.
+//!   each worker of the current assignment last reported and that assignment's routing
+//!   version (a kept worker on an older one switches to it live).
 //!
 //! Connections are bounded as [`squall_ui::bounded`] says, as on the UI's port: a client that
 //! sends no request headers within 10 s is closed, at most 1,024 are open at once.

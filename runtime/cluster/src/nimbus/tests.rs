@@ -53,6 +53,7 @@ fn layout(workers: usize) -> Layout {
         message_timeout_secs: 30,
         coordinator: false,
         exactly_once: false,
+        numbering: None,
     }
 }
 
@@ -515,7 +516,8 @@ async fn a_lost_supervisor_has_its_workers_moved() {
     assert!(versions.contains(&(0, now.version)) && versions.contains(&(1, 1)), "{versions:?}");
     assert_eq!(now.routing_version(), 1, "the routing did not change");
     assert_eq!(worker_beat(&client, "moves", 1, 0).await.control, WorkerControl::Stop);
-    assert_eq!(worker_beat(&client, "moves", 1, 1).await.control, WorkerControl::Active);
+    let kept = worker_beat(&client, "moves", 1, 1).await;
+    assert_eq!((kept.control, kept.routing), (WorkerControl::Active, 1), "it speaks the same routing");
     assert_eq!(worker_beat(&client, "moves", now.version, 1).await.control, WorkerControl::Stop);
     assert_eq!(worker_beat(&client, "moves", now.version, 0).await.control, WorkerControl::Active);
     let supervisors = client.supervisors().await.unwrap();
@@ -607,11 +609,20 @@ async fn rebalance_makes_a_new_version_with_the_new_layout() {
     let mut sizes: Vec<usize> = a.workers.iter().map(|w| w.tasks.len()).collect();
     sizes.sort_unstable();
     assert!(sizes == [2, 3, 3] || sizes == [2, 2, 4], "within a task of an even share: {sizes:?}");
-    assert_eq!(worker_beat(&client, "grow", 1, 0).await.control, WorkerControl::Stop);
+    // The sink's tasks keep their ids (2, 3, 4: the acker keeps 5) and its new ones come after.
+    assert_eq!(a.layout.numbering().components[1], [2, 3, 4, 6, 7]);
+    // A live rebalance: worker 0 keeps its slot and its spout tasks, so it runs on under the
+    // version it was started with and learns the new routing from its heartbeat reply.
+    assert!(a.workers[0].tasks.starts_with(&[0, 1]), "{a:?}");
+    assert_eq!((a.started_version(0), a.routing_version()), (1, 2));
+    let kept = worker_beat(&client, "grow", 1, 0).await;
+    assert_eq!((kept.control, kept.routing), (WorkerControl::Active, 2));
+    assert_eq!(worker_beat(&client, "grow", 2, 0).await.control, WorkerControl::Stop);
     assert_eq!(worker_beat(&client, "grow", 2, 2).await.control, WorkerControl::Active);
     let orders = [beat(&client, "sup-a", 2).await, beat(&client, "sup-b", 2).await].concat();
-    assert_eq!(orders.len(), 3);
-    assert!(orders.iter().all(|o| o.version == 2));
+    let mut versions: Vec<(usize, u64)> = orders.iter().map(|o| (o.worker, o.version)).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, [(0, 1), (1, 2), (2, 2)]);
 
     // An inactive topology returns to inactive.
     client.deactivate("grow").await.unwrap();
@@ -635,6 +646,9 @@ async fn a_restarted_nimbus_resumes_what_runs() {
     submit(&client, "dying", 1).await;
     client.kill("dying", &KillRequest { wait_secs: Some(3600) }).await.unwrap();
     let before = client.assignment("lasting").await.unwrap();
+    // Worker 0 kept its slot and spout tasks through the rebalance: it runs on from version 1.
+    let started = before.started_version(0);
+    assert_eq!((started, before.version), (1, 2));
     let orders_a = beat(&client, "sup-a", 2).await;
     let orders_b = beat(&client, "sup-b", 2).await;
     let listed = client.list().await.unwrap();
@@ -654,7 +668,7 @@ async fn a_restarted_nimbus_resumes_what_runs() {
         supervisors.iter().map(|s| (s.id.as_str(), s.alive)).collect::<Vec<_>>(),
         vec![("sup-a", true), ("sup-b", true)]
     );
-    assert_eq!(worker_beat(&client, "lasting", before.version, 0).await.control, WorkerControl::Inactive);
+    assert_eq!(worker_beat(&client, "lasting", started, 0).await.control, WorkerControl::Inactive);
 
     // The supervisors' orders continue unchanged.
     assert_eq!(beat(&client, "sup-a", 2).await, orders_a);
@@ -663,7 +677,7 @@ async fn a_restarted_nimbus_resumes_what_runs() {
 
     // And the verbs work on what was there.
     client.activate("lasting").await.unwrap();
-    assert_eq!(worker_beat(&client, "lasting", before.version, 0).await.control, WorkerControl::Active);
+    assert_eq!(worker_beat(&client, "lasting", started, 0).await.control, WorkerControl::Active);
     client.kill("dying", &KillRequest { wait_secs: Some(0) }).await.unwrap();
     let request = RebalanceRequest { workers: Some(4), wait_secs: Some(0), ..Default::default() };
     let done = client.rebalance("lasting", &request).await.unwrap();
