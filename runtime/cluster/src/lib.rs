@@ -147,20 +147,9 @@ impl Layout {
     }
 
     fn fits(&self, n: &Numbering) -> bool {
-        let sizes = n.components.len() == self.components.len()
-            && n.components.iter().zip(&self.components).all(|(ids, c)| ids.len() == c.parallelism)
-            && n.ackers.len() == self.ackers
-            && n.coordinator.is_some() == self.coordinator;
-        if !sizes {
-            return false;
-        }
-        let spouts = self.components.iter().zip(&n.components).filter(|(c, _)| c.spout);
-        if spouts.flat_map(|(_, ids)| ids).enumerate().any(|(i, &t)| t as usize != i) {
-            return false;
-        }
-        let mut seen = std::collections::HashSet::new();
-        n.all().all(|t| seen.insert(t))
-            && n.id_space() <= squall_engine::topology::MAX_TASKS.saturating_add(self.task_count())
+        let parallelism: Vec<usize> = self.components.iter().map(|c| c.parallelism).collect();
+        let spouts = self.components.iter().filter(|c| c.spout).count();
+        n.fits(&parallelism, spouts, self.ackers, self.coordinator).is_ok()
     }
 
     /// Every task numbered densely from 0, as [`squall_engine::plan::Plan::new`] does.

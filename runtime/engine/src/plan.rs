@@ -174,19 +174,20 @@ impl Numbering {
         Some(out)
     }
 
-    /// Whether this numbering fits `def` laid out with `ackers` ackers: the same components
-    /// with the same parallelism, each id used once, spouts dense from 0.
-    fn check(&self, def: &TopologyDef, ackers: usize) -> Result<(), String> {
-        let parallelism: Vec<usize> = def.components().map(|c| c.parallelism).collect();
+    /// Whether this numbering fits a topology whose components (the first `spouts` of them
+    /// spouts) have `parallelism` tasks, with `ackers` ackers and a coordinator or not: the
+    /// same sizes, each id used once, spouts dense from 0, ids below [`MAX_TASKS`] + the
+    /// task count. The error says what does not fit.
+    pub fn fits(&self, parallelism: &[usize], spouts: usize, ackers: usize, coordinator: bool) -> Result<(), String> {
         let sizes: Vec<usize> = self.components.iter().map(Vec::len).collect();
         if sizes != parallelism {
             return Err(format!("it numbers {sizes:?} tasks per component, the topology has {parallelism:?}"));
         }
-        if self.ackers.len() != ackers || self.coordinator.is_some() != def.checkpoints() {
+        if self.ackers.len() != ackers || self.coordinator.is_some() != coordinator {
             return Err("its acker or coordinator tasks do not fit the topology".into());
         }
-        let spout_ids: Vec<TaskId> = self.components[..def.spouts.len()].iter().flatten().copied().collect();
-        if spout_ids.iter().enumerate().any(|(i, &t)| t as usize != i) {
+        let spout_ids = self.components[..spouts.min(self.components.len())].iter().flatten();
+        if spout_ids.enumerate().any(|(i, &t)| t as usize != i) {
             return Err("its spout tasks are not numbered 0.. in order".into());
         }
         let space = self.id_space();
@@ -230,7 +231,8 @@ impl Plan {
         let dense;
         let numbering = match numbering {
             Some(n) => {
-                n.check(def, ackers).map_err(|why| PlanError::Numbering { topology: def.name.clone(), why })?;
+                n.fits(&parallelism, def.spouts.len(), ackers, def.checkpoints())
+                    .map_err(|why| PlanError::Numbering { topology: def.name.clone(), why })?;
                 n
             }
             None => {

@@ -498,16 +498,15 @@ pub(super) async fn status(
         figures.extend(tasks.iter().map(|f| (f.task, f)));
     }
     let elapsed = running_secs(record);
-    let mut first: TaskId = 0;
+    let numbering = record.layout.numbering();
     let components: Vec<_> = record
         .layout
         .components
         .iter()
-        .map(|c| {
-            let tasks = first..first + c.parallelism as TaskId;
-            first = tasks.end;
+        .zip(&numbering.components)
+        .map(|(c, tasks)| {
             let reported: Vec<TaskFigures> =
-                tasks.filter_map(|t| figures.get(&t).map(|&f| f.clone())).collect();
+                tasks.iter().filter_map(|t| figures.get(t).map(|&f| f.clone())).collect();
             let role = if c.spout { Role::Spout } else { Role::Bolt };
             (c.id.as_str(), c.kind.as_str(), role, c.parallelism, reported)
         })

@@ -116,16 +116,13 @@ impl Source for NimbusSource {
 /// The view of one topology.
 pub(super) fn view(inner: &Inner, record: &TopologyRecord) -> TopologyView {
     let now = Instant::now();
-    let mut first: TaskId = 0;
+    let numbering = record.layout.numbering();
     let components = record
         .layout
         .components
         .iter()
-        .map(|c| {
-            let tasks: Vec<TaskId> = (first..first + c.parallelism as TaskId).collect();
-            first += c.parallelism as TaskId;
-            ComponentView { id: c.id.clone(), kind: c.kind.clone(), spout: c.spout, tasks }
-        })
+        .zip(numbering.components)
+        .map(|(c, tasks)| ComponentView { id: c.id.clone(), kind: c.kind.clone(), spout: c.spout, tasks })
         .collect();
     let beats = inner.beats(record);
     // Every worker's figures as of one moment, so that sums never show a component ahead of
