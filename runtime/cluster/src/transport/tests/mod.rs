@@ -16,7 +16,7 @@ use squall_api::{
 };
 use tokio::io::AsyncWriteExt;
 
-use super::credits::role;
+use super::credits::{kind, Kind};
 use super::frames::{decode, put_frame, put_parts, read_frame, write_frame, Frame, Hello};
 use super::*;
 use serde::Deserialize;
@@ -89,22 +89,28 @@ fn inboxes(plan: &Plan, worker: usize) -> (Links, Inboxes) {
         spouts: (0..n).map(|_| None).collect(),
     };
     for t in (0..n).filter(|&t| plan.task_worker[t] == worker) {
-        match (plan.is_acker(t as TaskId), role(plan, t)) {
-            (true, _) => {
-                let (tx, r) = mpsc::channel(INBOX_BATCHES);
-                (links.ackers[t], rx.ackers[t]) = (Some(tx), Some(r));
-            }
-            (false, Role::Spout) => {
-                let (tx, r) = mpsc::unbounded_channel();
-                (links.spouts[t], rx.spouts[t]) = (Some(tx), Some(r));
-            }
-            (false, Role::Bolt) => {
-                let (tx, r) = mpsc::channel(INBOX_BATCHES);
-                (links.bolts[t], rx.bolts[t]) = (Some(tx), Some(r));
-            }
-        }
+        add_inbox(plan, t, &mut links, &mut rx);
     }
     (links, rx)
+}
+
+/// A new inbox for task `t` of `plan` (nothing for a hole), its sender in `links`.
+fn add_inbox(plan: &Plan, t: usize, links: &mut Links, rx: &mut Inboxes) {
+    match kind(plan, t) {
+        Some(Kind::Acker) => {
+            let (tx, r) = mpsc::channel(INBOX_BATCHES);
+            (links.ackers[t], rx.ackers[t]) = (Some(tx), Some(r));
+        }
+        Some(Kind::Spout) => {
+            let (tx, r) = mpsc::unbounded_channel();
+            (links.spouts[t], rx.spouts[t]) = (Some(tx), Some(r));
+        }
+        Some(Kind::Bolt) => {
+            let (tx, r) = mpsc::channel(INBOX_BATCHES);
+            (links.bolts[t], rx.bolts[t]) = (Some(tx), Some(r));
+        }
+        None => {}
+    }
 }
 
 struct Worker {
