@@ -1,9 +1,10 @@
 //! The transport between two workers in one process: delivery, credits, refusals,
-//! reconnection, the hold, batches in parts and closing; the codec and a whole topology in
-//! their own files.
+//! reconnection, the hold, batches in parts and closing; the codec, hostile peers, live
+//! rebalance (rewire) and a whole topology in their own files.
 
 mod codec;
 mod hostile;
+mod rewire;
 mod topology;
 
 use std::collections::BTreeMap;
@@ -53,20 +54,24 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-/// Spout `s` (tasks 0, 1) → bolt `a` (2, 3) → bolt `b` (4, 5), ackers 6 and 7; worker 0
-/// hosts the even tasks, worker 1 the odd ones.
-fn plan() -> Plan {
-    let def = TopologyDef {
+/// Spout `s` (2 tasks) → bolt `a` (2) → bolt `b` (`b` tasks), 2 ackers.
+fn def(b: usize) -> TopologyDef {
+    TopologyDef {
         name: "t".into(),
         workers: 2,
         settings: Settings { ackers: 2, ..Settings::default() },
         spouts: vec![ComponentDef::new("s", "spout").parallelism(2).emits(["f"])],
         bolts: vec![
             ComponentDef::new("a", "bolt").parallelism(2).input("s", GroupingDef::Shuffle).emits(["f"]),
-            ComponentDef::new("b", "bolt").parallelism(2).input("a", GroupingDef::Shuffle).emits(["f"]),
+            ComponentDef::new("b", "bolt").parallelism(b).input("a", GroupingDef::Shuffle).emits(["f"]),
         ],
-    };
-    let mut plan = Plan::new(&def).unwrap();
+    }
+}
+
+/// Spout `s` (tasks 0, 1) → bolt `a` (2, 3) → bolt `b` (4, 5), ackers 6 and 7; worker 0
+/// hosts the even tasks, worker 1 the odd ones.
+fn plan() -> Plan {
+    let mut plan = Plan::new(&def(2)).unwrap();
     plan.task_worker = (0..plan.task_count()).map(|t| t % 2).collect();
     assert_eq!(plan.acker_tasks, vec![6, 7]);
     plan
