@@ -33,9 +33,8 @@ impl Placement {
     /// the highest worker hosting a task; a hole's `task_worker` is not looked at).
     pub(super) fn new(plan: &Plan) -> (Placement, Vec<usize>) {
         let n = plan.task_count();
-        let host: Vec<Option<usize>> = (0..n)
-            .map(|t| kind(plan, t).and_then(|_| plan.task_worker.get(t).copied()))
-            .collect();
+        let host: Vec<Option<usize>> =
+            (0..n).map(|t| kind(plan, t).and_then(|_| plan.task_worker.get(t).copied())).collect();
         let workers = host.iter().flatten().max().map_or(1, |w| w + 1);
         let mut slots_of_worker = vec![0usize; workers];
         let slot = (0..n)

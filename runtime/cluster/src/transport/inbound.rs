@@ -192,7 +192,9 @@ async fn serve(shared: &Shared, stream: TcpStream, from: SocketAddr) -> Result<(
     let Some(inbound) = attached.borrow_and_update().clone() else { return Ok(()) };
     if inbound.version != hello.version {
         // This worker moved to another version between the hello and now.
-        tracing::debug!("transport: closing the connection from {from}: this worker no longer runs its version");
+        tracing::debug!(
+            "transport: closing the connection from {from}: this worker no longer runs its version"
+        );
         return Ok(());
     }
     let outstanding: Vec<AtomicU32> = (0..inbound.slots).map(|_| AtomicU32::new(0)).collect();

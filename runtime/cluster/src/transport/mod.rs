@@ -4,8 +4,13 @@
 //! clones of the local inboxes to deliver what peers send, and fills every task of the plan
 //! that is not hosted here with a sender that forwards to the worker hosting it; a task then
 //! sends to a task of another worker exactly as to one of its own process, and waits as it
-//! would while the receiver is slow.
+//! would while the receiver is slow. [`Transport::rewire`] switches the running worker to a
+//! new plan and assignment version (a live rebalance, below).
 //!
+//! - Task ids and holes: the plan's ids may have holes ([`Plan::is_hole`], a bolt that shrank
+//!   in a live rebalance). A hole has no forwarder, no credit slot, no route and no worker
+//!   (whatever `task_worker` says for it); a batch for a hole, or a tuple naming one as its
+//!   source, breaks the protocol like any id the plan lacks.
 //! - Frames: a `u32` big-endian body length, then a MessagePack body (rmp-serde's layout;
 //!   batches and credits by a hand-written codec, see `codec`) of at most
 //!   [`MAX_FRAME`] bytes. A longer or undecodable frame, or one that breaks the protocol,
@@ -53,7 +58,26 @@
 //! - [`Transport::close_inbound`] (also on drop) stops delivering: the transport drops its
 //!   clones of the local inboxes, so local bolts end once their local upstream tasks end;
 //!   what peers still send is discarded and credited. Dropping the transport ends its
-//!   listener, connections and connection attempts; forwarders then discard what they get.
+//!   listener, connections and connection attempts; forwarders then end (what is still
+//!   queued for them is counted as dropped; later sends to them fail, which executors take
+//!   as a task that has ended and drop the batch).
+//! - Rewire ([`Transport::rewire`], a live rebalance): each attach or rewire builds a
+//!   generation (routes, drainers, connection managers, forwarders) for one plan and
+//!   version. `rewire(plan, version, links)` takes `links` sized `plan.task_count()` with the
+//!   inbox senders of the tasks the new plan places here (kept and new ones) and fills every
+//!   task placed elsewhere with a new forwarder, as attach does; then hellos say and must say
+//!   `version`. The previous generation ends at once: its managers stop and their connections
+//!   close (what was queued for them, and still in its forwarders' queues, is dropped and
+//!   counted; the acker replays it), its forwarders end, the accepted connections that said
+//!   its version close, and its drainers and spout routes go, even a drainer waiting for room
+//!   in a full inbox: the transport then holds no sender of the inbox of a task the new plan
+//!   does not place here (that task's executor is being retired). A peer still on the old
+//!   version is refused (and refuses) until it rewires too; batches for it wait up to the
+//!   hold, counted from the rewire. Peers may differ in length from the new plan's worker
+//!   count: a worker not listed is a peer whose address is not known yet. Attach once, then
+//!   rewire any number of times; a rewire before attach wires as attach does, with `version`.
+//!   The per-tuple path does not change: per batch, a forwarder or drainer that has a batch
+//!   ready looks at nothing more than before.
 
 mod codec;
 mod credits;
@@ -322,7 +346,16 @@ impl Transport {
         tokio::spawn(accept(listener, shared.clone(), stop));
         let (closed, _) = watch::channel(false);
         let (generation, _) = watch::channel(());
-        Ok(Transport { addr, shared, peers, inbound: None, inbound_tx, closed, _shutdown: shutdown, generation })
+        Ok(Transport {
+            addr,
+            shared,
+            peers,
+            inbound: None,
+            inbound_tx,
+            closed,
+            _shutdown: shutdown,
+            generation,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -506,7 +539,9 @@ impl Remote for Transport {
     /// for each new plan). Spawns on the current runtime.
     fn attach(&mut self, plan: &Plan, links: &mut Links) {
         if self.inbound.is_some() {
-            tracing::error!("transport: attach called twice; the second call is ignored (rewire switches plans)");
+            tracing::error!(
+                "transport: attach called twice; the second call is ignored (rewire switches plans)"
+            );
             return;
         }
         let version = self.shared.version.load(Relaxed);
