@@ -10,6 +10,12 @@
 //! the inbox and then returns the batch's credit; the credit writer sends every credit ready
 //! in one frame. After `close_inbound`, batches are discarded and still credited. A
 //! connection that breaks the protocol is closed and counted as refused; others go on.
+//!
+//! Generations: what attach or rewire builds ([`Inbound`]: routes, drainers, spout inboxes)
+//! belongs to one assignment version. A rewire publishes the next one: every connection
+//! serving the previous one closes (its peer reconnects and says the new version, or is
+//! refused until it has rewired too), and the previous drainers end at once, dropping the
+//! inbox senders they hold, even one waiting for room in an inbox nobody reads any more.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -33,8 +39,10 @@ use super::credits::{take_credit, tally};
 use super::frames::{decode, put_frame, read_frame, read_hello, write_frame, Batch, ConnError, Frame};
 use super::{stopped, Counters, Shared, MAX_FRAME, MAX_PARTIAL};
 
-/// How batches for this worker's tasks are delivered (built by attach).
+/// How batches for this worker's tasks are delivered (built by attach and each rewire).
 pub(super) struct Inbound {
+    /// The assignment version this generation serves: connections that said another close.
+    pub(super) version: u64,
     /// By task id.
     pub(super) routes: Vec<Route>,
     /// Spout inboxes by task id; emptied by close_inbound.
@@ -46,19 +54,21 @@ pub(super) struct Inbound {
 }
 
 /// The indices a batch from a peer may carry, from the plan: a tuple's stream and source
-/// task, an acker message's root. Anything else closes the connection before any task sees
-/// it (a bounds compare per item, no allocation).
-#[derive(Debug, Clone, Copy)]
+/// task (a task of the plan, not a hole), an acker message's root. Anything else closes the
+/// connection before any task sees it (a compare and a lookup per item, no allocation).
+#[derive(Debug, Clone)]
 pub(super) struct Bounds {
     pub(super) streams: u32,
-    pub(super) tasks: u32,
+    /// By task id: whether a task has that id (`false`: a hole).
+    pub(super) tasks: Vec<bool>,
     pub(super) roots: RootBounds,
 }
 
 impl Bounds {
     fn check_tuples(&self, batch: &[Envelope]) -> Result<(), ConnError> {
         for e in batch {
-            if (e.stream >= self.streams && !is_system_stream(e.stream)) || e.source_task >= self.tasks {
+            let source = self.tasks.get(e.source_task as usize).copied().unwrap_or(false);
+            if (e.stream >= self.streams && !is_system_stream(e.stream)) || !source {
                 return Err(ConnError::Protocol(format!(
                     "a tuple on stream {} from task {}, which the topology does not have",
                     e.stream, e.source_task
@@ -80,7 +90,7 @@ impl Bounds {
 }
 
 pub(super) enum Route {
-    /// Not hosted here.
+    /// Not hosted here, or a hole.
     Elsewhere,
     Bolt {
         slot: u32,
@@ -172,13 +182,21 @@ async fn serve(shared: &Shared, stream: TcpStream, from: SocketAddr) -> Result<(
         let _ = wr.shutdown().await;
         return Err(ConnError::Refused(why));
     }
-    write_frame(&mut wr, &Frame::Hello(shared.hello())).await?;
+    write_frame(&mut wr, &Frame::Hello(shared.hello(hello.version))).await?;
     tracing::debug!("transport: worker {} connected from {from}", hello.worker);
     let mut attached = shared.inbound.clone();
-    let inbound = match attached.wait_for(|i| i.is_some()).await {
-        Ok(i) => i.clone().expect("waited for it"),
-        Err(_) => return Ok(()), // the transport is gone
-    };
+    if attached.wait_for(|i| i.is_some()).await.is_err() {
+        return Ok(()); // the transport is gone
+    }
+    // Marked seen: a later generation ends this connection (below).
+    let Some(inbound) = attached.borrow_and_update().clone() else { return Ok(()) };
+    if inbound.version != hello.version {
+        // This worker moved to another version between the hello and now.
+        tracing::debug!(
+            "transport: closing the connection from {from}: this worker no longer runs its version"
+        );
+        return Ok(());
+    }
     let outstanding: Vec<AtomicU32> = (0..inbound.slots).map(|_| AtomicU32::new(0)).collect();
     let (credit_tx, credit_rx) = mpsc::unbounded_channel();
     let reader = read_batches(shared, &inbound, &mut rd, body, credit_tx, &outstanding);
@@ -186,6 +204,10 @@ async fn serve(shared: &Shared, stream: TcpStream, from: SocketAddr) -> Result<(
     tokio::select! {
         result = reader => result,
         result = writer => result,
+        _ = attached.changed() => {
+            tracing::debug!("transport: closing the connection from {from}: this worker rewired");
+            Ok(())
+        }
     }
 }
 
@@ -290,36 +312,48 @@ async fn write_credits<W: AsyncWrite + Unpin>(
 }
 
 /// Delivers a task's batches from every connection to its inbox, in order, waiting for room,
-/// and returns each batch's credit once it is in (or discarded after close_inbound).
+/// and returns each batch's credit once it is in (or discarded after close_inbound). Ends,
+/// dropping the inbox, once its generation is `retired` (a rewire, or the transport dropped)
+/// or every connection has let go of its queue. A batch that is ready and fits is delivered
+/// without looking at either watch.
 pub(super) async fn drain<T>(
     task: TaskId,
     mut queue: mpsc::UnboundedReceiver<Delivery<T>>,
     inbox: mpsc::Sender<Vec<T>>,
     mut closed: watch::Receiver<bool>,
+    mut retired: watch::Receiver<()>,
 ) {
+    use mpsc::error::{TryRecvError, TrySendError};
     let mut inbox = Some(inbox);
     loop {
         if inbox.is_some() && (closed.has_changed().is_err() || *closed.borrow()) {
             inbox = None;
         }
-        // Waits for close_inbound too, so that an idle task's inbox is let go at once.
-        let next = match &inbox {
-            Some(_) => tokio::select! {
+        let next = match queue.try_recv() {
+            Ok(next) => Some(next),
+            Err(TryRecvError::Disconnected) => None,
+            // Waits for close_inbound too, so that an idle task's inbox is let go at once.
+            Err(TryRecvError::Empty) => tokio::select! {
                 next = queue.recv() => next,
-                _ = closed.wait_for(|&c| c) => continue,
+                _ = closed.wait_for(|&c| c), if inbox.is_some() => continue,
+                _ = stopped(&mut retired) => return,
             },
-            None => queue.recv().await,
         };
         let Some(Delivery { batch, credit }) = next else { return };
         if let Some(tx) = &inbox {
-            tokio::select! {
-                biased;
-                sent = tx.send(batch) => {
-                    if sent.is_err() {
-                        inbox = None; // the task has ended
+            match tx.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Closed(_)) => inbox = None, // the task has ended
+                Err(TrySendError::Full(batch)) => tokio::select! {
+                    biased;
+                    sent = tx.send(batch) => {
+                        if sent.is_err() {
+                            inbox = None; // the task has ended
+                        }
                     }
-                }
-                _ = closed.wait_for(|&c| c) => inbox = None,
+                    _ = closed.wait_for(|&c| c) => inbox = None,
+                    _ = stopped(&mut retired) => return,
+                },
             }
         }
         let _ = credit.send(task);

@@ -4,8 +4,13 @@
 //! clones of the local inboxes to deliver what peers send, and fills every task of the plan
 //! that is not hosted here with a sender that forwards to the worker hosting it; a task then
 //! sends to a task of another worker exactly as to one of its own process, and waits as it
-//! would while the receiver is slow.
+//! would while the receiver is slow. [`Transport::rewire`] switches the running worker to a
+//! new plan and assignment version (a live rebalance, below).
 //!
+//! - Task ids and holes: the plan's ids may have holes ([`Plan::is_hole`], a bolt that shrank
+//!   in a live rebalance). A hole has no forwarder, no credit slot, no route and no worker
+//!   (whatever `task_worker` says for it); a batch for a hole, or a tuple naming one as its
+//!   source, breaks the protocol like any id the plan lacks.
 //! - Frames: a `u32` big-endian body length, then a MessagePack body (rmp-serde's layout;
 //!   batches and credits by a hand-written codec, see `codec`) of at most
 //!   [`MAX_FRAME`] bytes. A longer or undecodable frame, or one that breaks the protocol,
@@ -53,7 +58,26 @@
 //! - [`Transport::close_inbound`] (also on drop) stops delivering: the transport drops its
 //!   clones of the local inboxes, so local bolts end once their local upstream tasks end;
 //!   what peers still send is discarded and credited. Dropping the transport ends its
-//!   listener, connections and connection attempts; forwarders then discard what they get.
+//!   listener, connections and connection attempts; forwarders then end (what is still
+//!   queued for them is counted as dropped; later sends to them fail, which executors take
+//!   as a task that has ended and drop the batch).
+//! - Rewire ([`Transport::rewire`], a live rebalance): each attach or rewire builds a
+//!   generation (routes, drainers, connection managers, forwarders) for one plan and
+//!   version. `rewire(plan, version, links)` takes `links` sized `plan.task_count()` with the
+//!   inbox senders of the tasks the new plan places here (kept and new ones) and fills every
+//!   task placed elsewhere with a new forwarder, as attach does; then hellos say and must say
+//!   `version`. The previous generation ends at once: its managers stop and their connections
+//!   close (what was queued for them, and still in its forwarders' queues, is dropped and
+//!   counted; the acker replays it), its forwarders end, the accepted connections that said
+//!   its version close, and its drainers and spout routes go, even a drainer waiting for room
+//!   in a full inbox: the transport then holds no sender of the inbox of a task the new plan
+//!   does not place here (that task's executor is being retired). A peer still on the old
+//!   version is refused (and refuses) until it rewires too; batches for it wait up to the
+//!   hold, counted from the rewire. Peers may differ in length from the new plan's worker
+//!   count: a worker not listed is a peer whose address is not known yet. Attach once, then
+//!   rewire any number of times; a rewire before attach wires as attach does, with `version`.
+//!   The per-tuple path does not change: per batch, a forwarder or drainer that has a batch
+//!   ready looks at nothing more than before.
 
 mod codec;
 mod credits;
@@ -71,7 +95,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use squall_api::{Role, TaskId};
+use squall_api::TaskId;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -81,7 +105,7 @@ use squall_engine::executor::Links;
 use squall_engine::launch::Remote;
 use squall_engine::plan::Plan;
 
-use credits::{role, Placement};
+use credits::{kind, Kind, Placement};
 use frames::{Batch, Hello};
 use inbound::{accept, drain, Bounds, Inbound, Route};
 use outbound::{Forwarder, LinkState, Manager};
@@ -204,7 +228,8 @@ impl HelloRefusal {
 /// What the tasks of a transport share.
 struct Shared {
     topology: String,
-    version: u64,
+    /// The assignment version accepted hellos must say: set by bind, changed by rewire.
+    version: AtomicU64,
     me: usize,
     opts: TransportOptions,
     counters: Arc<Counters>,
@@ -219,11 +244,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn hello(&self) -> Hello<'_> {
+    /// This worker's hello for assignment `version`.
+    fn hello(&self, version: u64) -> Hello<'_> {
         Hello {
             protocol: PROTOCOL,
             topology: Cow::Borrowed(&self.topology),
-            version: self.version,
+            version,
             worker: self.me as u32,
             credits: self.opts.credits,
         }
@@ -233,12 +259,13 @@ impl Shared {
         if h.protocol != PROTOCOL {
             return Err(HelloRefusal::Protocol { theirs: h.protocol });
         }
-        if h.topology != self.topology || h.version != self.version {
+        let version = self.version.load(Relaxed);
+        if h.topology != self.topology || h.version != version {
             return Err(HelloRefusal::Assignment {
                 topology: h.topology.to_string(),
                 version: h.version,
                 ours: self.topology.clone(),
-                our_version: self.version,
+                our_version: version,
             });
         }
         if h.worker as usize == self.me {
@@ -268,7 +295,11 @@ pub struct Transport {
     /// transport is dropped with it).
     closed: watch::Sender<bool>,
     /// Never sent: dropped with the transport, which every task it spawned notices.
-    shutdown: watch::Sender<()>,
+    _shutdown: watch::Sender<()>,
+    /// Never sent: dropped by a rewire (replaced by the next generation's) and with the
+    /// transport; the managers, forwarders (through their links) and drainers of the current
+    /// generation end then.
+    generation: watch::Sender<()>,
 }
 
 impl Transport {
@@ -302,7 +333,7 @@ impl Transport {
         let (inbound_tx, inbound) = watch::channel(None);
         let shared = Arc::new(Shared {
             topology: topology.to_string(),
-            version,
+            version: AtomicU64::new(version),
             me,
             opts,
             counters: Arc::default(),
@@ -314,7 +345,17 @@ impl Transport {
         let (shutdown, stop) = watch::channel(());
         tokio::spawn(accept(listener, shared.clone(), stop));
         let (closed, _) = watch::channel(false);
-        Ok(Transport { addr, shared, peers, inbound: None, inbound_tx, closed, shutdown })
+        let (generation, _) = watch::channel(());
+        Ok(Transport {
+            addr,
+            shared,
+            peers,
+            inbound: None,
+            inbound_tx,
+            closed,
+            _shutdown: shutdown,
+            generation,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -354,15 +395,38 @@ impl Drop for Transport {
     }
 }
 
-impl Remote for Transport {
-    /// Wires this worker into the plan (see the module docs): `links` holds the senders of
-    /// the inboxes of the tasks `plan.task_worker` places on this worker, and gets a
-    /// forwarder for every task placed elsewhere. Call it once. Spawns on the current runtime.
-    fn attach(&mut self, plan: &Plan, links: &mut Links) {
-        if self.inbound.is_some() {
-            tracing::error!("transport: attach called twice; the second call is ignored");
-            return;
+impl Transport {
+    /// Switches this running worker to `plan`, assignment `version` (a live rebalance; see
+    /// the module docs): `links` is sized `plan.task_count()` and holds the senders of the
+    /// inboxes of the tasks `plan.task_worker` places on this worker (kept tasks' and new
+    /// ones'); it gets a new forwarder for every task placed elsewhere, as with attach. The
+    /// previous generation ends: its managers, forwarders and connections (both ways) close,
+    /// and this transport keeps no sender of an inbox it is not given here. Hellos say and
+    /// must say `version` from now on. Before attach, it wires as attach does (with
+    /// `version`). Spawns on the current runtime.
+    pub fn rewire(&mut self, plan: &Plan, version: u64, links: &mut Links) {
+        match self.inbound.take() {
+            Some(old) => {
+                // Dropping the generation's sender ends its managers (so their links close and
+                // forwarders end) and drainers; its spout inboxes are let go here.
+                self.generation = watch::channel(()).0;
+                if let Ok(mut spouts) = old.spouts.write() {
+                    spouts.iter_mut().for_each(|s| *s = None);
+                }
+                tracing::info!(
+                    "transport: rewiring from version {} to version {version}",
+                    self.shared.version.load(Relaxed)
+                );
+            }
+            None => tracing::info!("transport: rewire before attach: wiring version {version} as attach"),
         }
+        self.shared.version.store(version, Relaxed);
+        // Publishing the new generation closes the accepted connections of the previous one.
+        self.wire(plan, version, links);
+    }
+
+    /// Builds a generation for `plan` and `version`: attach's and rewire's work.
+    fn wire(&mut self, plan: &Plan, version: u64, links: &mut Links) {
         let me = self.shared.me;
         let n = plan.task_count();
         for l in [links.bolts.len(), links.ackers.len(), links.spouts.len()] {
@@ -370,29 +434,31 @@ impl Remote for Transport {
         }
         let (placement, slots_of_worker) = Placement::new(plan);
         let placement = Arc::new(placement);
+        let generation = self.generation.subscribe();
 
         // Inbound: a drainer per hosted bolt and acker task, the spout inboxes as they are.
+        let closed = *self.closed.borrow();
         let mut routes = Vec::with_capacity(n);
         let mut spouts = vec![None; n];
         for (t, spout) in spouts.iter_mut().enumerate() {
-            if plan.task_worker[t] != me {
-                routes.push(Route::Elsewhere);
+            let Some(kind) = kind(plan, t).filter(|_| placement.host[t] == Some(me)) else {
+                routes.push(Route::Elsewhere); // hosted elsewhere, or a hole
                 continue;
-            }
+            };
             let slot = placement.slot[t];
-            let route = match (plan.is_acker(t as TaskId), role(plan, t)) {
-                (_, Role::Spout) => links.spouts[t].clone().map(|tx| {
-                    *spout = Some(tx);
+            let route = match kind {
+                Kind::Spout => links.spouts[t].clone().map(|tx| {
+                    *spout = Some(tx).filter(|_| !closed);
                     Route::Spout
                 }),
-                (false, Role::Bolt) => links.bolts[t].clone().map(|tx| {
+                Kind::Bolt => links.bolts[t].clone().map(|tx| {
                     let (queue, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(drain(t as TaskId, rx, tx, self.closed.subscribe()));
+                    tokio::spawn(drain(t as TaskId, rx, tx, self.closed.subscribe(), generation.clone()));
                     Route::Bolt { slot, queue }
                 }),
-                (true, _) => links.ackers[t].clone().map(|tx| {
+                Kind::Acker => links.ackers[t].clone().map(|tx| {
                     let (queue, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(drain(t as TaskId, rx, tx, self.closed.subscribe()));
+                    tokio::spawn(drain(t as TaskId, rx, tx, self.closed.subscribe(), generation.clone()));
                     Route::Acker { slot, queue }
                 }),
             };
@@ -404,10 +470,10 @@ impl Remote for Transport {
         let slots = slots_of_worker.get(me).copied().unwrap_or(0);
         let bounds = Bounds {
             streams: plan.streams.len() as u32,
-            tasks: n as u32,
+            tasks: placement.host.iter().map(Option::is_some).collect(),
             roots: RootBounds::new(plan.spout_task_count(), plan.settings.max_spout_pending),
         };
-        let inbound = Arc::new(Inbound { routes, spouts: RwLock::new(spouts), slots, bounds });
+        let inbound = Arc::new(Inbound { version, routes, spouts: RwLock::new(spouts), slots, bounds });
         self.inbound = Some(inbound.clone());
         self.inbound_tx.send_replace(Some(inbound));
 
@@ -415,12 +481,13 @@ impl Remote for Transport {
         let hold = self.shared.opts.hold;
         let counters = &self.shared.counters;
         for (peer, &slots) in slots_of_worker.iter().enumerate() {
-            if peer == me || !plan.task_worker.contains(&peer) {
+            if peer == me || !placement.host.contains(&Some(peer)) {
                 continue;
             }
             let (link, link_rx) = watch::channel(LinkState::Down { since: Instant::now() });
             let (alive, alive_rx) = mpsc::channel::<()>(1);
-            for t in (0..n).filter(|&t| plan.task_worker[t] == peer) {
+            for t in (0..n).filter(|&t| placement.host[t] == Some(peer)) {
+                let Some(kind) = kind(plan, t) else { continue };
                 let task = t as TaskId;
                 let slot = placement.slot[t] as usize;
                 let fwd = Forwarder {
@@ -430,18 +497,18 @@ impl Remote for Transport {
                     counters: counters.clone(),
                     _alive: alive.clone(),
                 };
-                match (plan.is_acker(t as TaskId), role(plan, t)) {
-                    (_, Role::Spout) => {
+                match kind {
+                    Kind::Spout => {
                         let (tx, rx) = mpsc::unbounded_channel();
                         links.spouts[t] = Some(tx);
                         tokio::spawn(fwd.outcomes(rx));
                     }
-                    (false, Role::Bolt) => {
+                    Kind::Bolt => {
                         let (tx, rx) = mpsc::channel(INBOX_BATCHES);
                         links.bolts[t] = Some(tx);
                         tokio::spawn(fwd.credited(slot, rx, Batch::Bolts));
                     }
-                    (true, _) => {
+                    Kind::Acker => {
                         let (tx, rx) = mpsc::channel(INBOX_BATCHES);
                         links.ackers[t] = Some(tx);
                         tokio::spawn(fwd.credited(slot, rx, Batch::Ackers));
@@ -451,16 +518,34 @@ impl Remote for Transport {
             drop(alive);
             let manager = Manager {
                 peer,
+                version,
                 slots,
                 shared: self.shared.clone(),
                 placement: placement.clone(),
                 peers: self.peers.clone(),
                 link,
                 alive: alive_rx,
-                stop: self.shutdown.subscribe(),
+                stop: generation.clone(),
             };
             tokio::spawn(manager.run());
         }
+    }
+}
+
+impl Remote for Transport {
+    /// Wires this worker into the plan (see the module docs): `links` holds the senders of
+    /// the inboxes of the tasks `plan.task_worker` places on this worker, and gets a
+    /// forwarder for every task placed elsewhere. Call it once (then [`Transport::rewire`]
+    /// for each new plan). Spawns on the current runtime.
+    fn attach(&mut self, plan: &Plan, links: &mut Links) {
+        if self.inbound.is_some() {
+            tracing::error!(
+                "transport: attach called twice; the second call is ignored (rewire switches plans)"
+            );
+            return;
+        }
+        let version = self.shared.version.load(Relaxed);
+        self.wire(plan, version, links);
     }
 }
 

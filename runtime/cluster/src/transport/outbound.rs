@@ -10,6 +10,12 @@
 //! acker task, one credit per batch; while the peer is down, a batch waits up to the hold,
 //! then is dropped. The writer sends everything queued in one write; the reader returns the
 //! peer's credits. A connection that breaks drops what was queued for it (counted).
+//!
+//! Generations: the managers and forwarders built by attach or a rewire belong to one
+//! assignment version, which their hellos say. A rewire stops that generation's managers
+//! (their connections close; what was queued for them is dropped, counted); their links then
+//! read [`LinkState::Closed`], and each forwarder ends: it closes its queue and counts what was
+//! still in it as dropped (later sends to it fail, and the executors drop those batches).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +43,8 @@ pub(super) enum LinkState {
         since: Instant,
     },
     Up(Arc<OutConn>),
-    /// The transport was dropped, or every forwarder has ended.
+    /// The generation ended (a rewire, or the transport dropped), or every forwarder has
+    /// ended: forwarders end.
     Closed,
 }
 
@@ -58,22 +65,93 @@ pub(super) struct Forwarder {
     pub(super) _alive: mpsc::Sender<()>,
 }
 
+/// Where a forwarder's batch goes.
+enum Link {
+    Up(Arc<OutConn>),
+    /// The peer has been down longer than the hold: drop the batch.
+    Held,
+    /// The generation has ended: drop the batch, and end.
+    Closed,
+}
+
+/// A forwarder's local queue: bounded for bolts and ackers, unbounded for spouts' outcomes.
+trait Queue {
+    type Item;
+    fn try_next(&mut self) -> Result<Self::Item, mpsc::error::TryRecvError>;
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + Send;
+    fn close(&mut self);
+}
+
+impl<T: Send> Queue for mpsc::Receiver<T> {
+    type Item = T;
+    fn try_next(&mut self) -> Result<T, mpsc::error::TryRecvError> {
+        self.try_recv()
+    }
+    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+    fn close(&mut self) {
+        mpsc::Receiver::close(self)
+    }
+}
+
+impl<T: Send> Queue for mpsc::UnboundedReceiver<T> {
+    type Item = T;
+    fn try_next(&mut self) -> Result<T, mpsc::error::TryRecvError> {
+        self.try_recv()
+    }
+    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+    fn close(&mut self) {
+        mpsc::UnboundedReceiver::close(self)
+    }
+}
+
 impl Forwarder {
-    /// The peer's connection, waiting up to the hold while it is down; `None`: drop the batch.
-    async fn connection(&mut self) -> Option<Arc<OutConn>> {
+    /// The peer's connection, waiting up to the hold while it is down.
+    async fn connection(&mut self) -> Link {
         loop {
             let deadline = match &*self.link.borrow_and_update() {
-                LinkState::Up(conn) => return Some(conn.clone()),
-                LinkState::Closed => return None,
+                LinkState::Up(conn) => return Link::Up(conn.clone()),
+                LinkState::Closed => return Link::Closed,
                 LinkState::Down { since } => *since + self.hold,
             };
             if Instant::now() >= deadline {
+                return Link::Held;
+            }
+            tokio::select! {
+                changed = self.link.changed() => if changed.is_err() { return Link::Closed },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// The next batch of `rx`; `None` once it has ended or the link has closed. A batch that
+    /// is ready is taken without looking at the link (per batch, nothing more than before).
+    async fn next<Q: Queue>(&mut self, rx: &mut Q) -> Option<Q::Item> {
+        match rx.try_next() {
+            Ok(batch) => return Some(batch),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        // Idle: wait for a batch, or for the generation to end.
+        loop {
+            if matches!(*self.link.borrow(), LinkState::Closed) {
                 return None;
             }
             tokio::select! {
+                batch = rx.next() => return batch,
                 changed = self.link.changed() => if changed.is_err() { return None },
-                _ = tokio::time::sleep_until(deadline) => {}
             }
+        }
+    }
+
+    /// Ends: closes the queue and counts what was still in it as dropped.
+    fn end<Q: Queue>(&self, rx: &mut Q) {
+        rx.close();
+        while rx.try_next().is_ok() {
+            self.dropped();
         }
     }
 
@@ -87,13 +165,22 @@ impl Forwarder {
         slot: usize,
         mut rx: mpsc::Receiver<Vec<T>>,
         wrap: fn(TaskId, Vec<T>) -> Batch,
-    ) {
-        while let Some(batch) = rx.recv().await {
+    ) where
+        T: Send,
+    {
+        'batches: while let Some(batch) = self.next(&mut rx).await {
             let mut batch = Some(batch);
             while let Some(b) = batch.take() {
-                let Some(conn) = self.connection().await else {
-                    self.dropped();
-                    break;
+                let conn = match self.connection().await {
+                    Link::Up(conn) => conn,
+                    Link::Held => {
+                        self.dropped();
+                        break;
+                    }
+                    Link::Closed => {
+                        self.dropped();
+                        break 'batches;
+                    }
                 };
                 let credited = conn.credits[slot].acquire().await.map(|permit| permit.forget()).is_ok();
                 if !credited {
@@ -104,22 +191,30 @@ impl Forwarder {
                 }
             }
         }
+        self.end(&mut rx);
     }
 
     /// For a spout task: outcomes need no credits (an acker never waits).
     pub(super) async fn outcomes(mut self, mut rx: mpsc::UnboundedReceiver<Vec<Outcome>>) {
-        while let Some(batch) = rx.recv().await {
+        while let Some(batch) = self.next(&mut rx).await {
             match self.connection().await {
-                Some(conn) if conn.queue.send(Batch::Outcomes(self.task, batch)).is_ok() => {}
+                Link::Up(conn) if conn.queue.send(Batch::Outcomes(self.task, batch)).is_ok() => {}
+                Link::Closed => {
+                    self.dropped();
+                    break;
+                }
                 _ => self.dropped(),
             }
         }
+        self.end(&mut rx);
     }
 }
 
 /// Keeps a connection to one peer while any forwarder to it lives.
 pub(super) struct Manager {
     pub(super) peer: usize,
+    /// The assignment version of this manager's generation: what its hellos say.
+    pub(super) version: u64,
     /// The peer's bolt and acker tasks.
     pub(super) slots: usize,
     pub(super) shared: Arc<Shared>,
@@ -128,6 +223,7 @@ pub(super) struct Manager {
     pub(super) link: watch::Sender<LinkState>,
     /// Closed once every forwarder to this peer has ended.
     pub(super) alive: mpsc::Receiver<()>,
+    /// Its generation's: closed by a rewire, or when the transport is dropped.
     pub(super) stop: watch::Receiver<()>,
 }
 
@@ -135,7 +231,7 @@ pub(super) struct Manager {
 enum End {
     /// Every forwarder ended and what they sent was written: stop.
     Done,
-    /// The transport was dropped: stop.
+    /// The generation ended (a rewire, or the transport dropped): stop.
     Stopped,
     /// The connection broke: reconnect.
     Lost(ConnError),
@@ -150,10 +246,10 @@ impl Manager {
         let mut warned_hold = false;
         loop {
             let addr = self.peers.borrow_and_update().get(self.peer).copied().flatten();
-            let (shared, peer) = (self.shared.clone(), self.peer);
+            let (shared, peer, version) = (self.shared.clone(), self.peer, self.version);
             let attempt = async move {
                 match addr {
-                    Some(addr) => connect(&shared, peer, addr).await,
+                    Some(addr) => connect(&shared, peer, addr, version).await,
                     None => Err(ConnError::Refused("its address is not known yet".into())),
                 }
             };
@@ -226,12 +322,13 @@ impl Manager {
     }
 }
 
-/// Connects to worker `peer` at `addr` and exchanges hellos; returns the halves and the peer's
-/// credits per task.
+/// Connects to worker `peer` at `addr` and exchanges hellos for assignment `version`; returns
+/// the halves and the peer's credits per task.
 async fn connect(
     shared: &Shared,
     peer: usize,
     addr: SocketAddr,
+    version: u64,
 ) -> Result<(BufReader<ReadHalf>, WriteHalf, u32), ConnError> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
@@ -243,9 +340,9 @@ async fn connect(
     auth::connect(&mut stream, &shared.secret, auth::WORKER).await?;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(16 << 10, rd);
-    write_frame(&mut wr, &Frame::Hello(shared.hello())).await?;
+    write_frame(&mut wr, &Frame::Hello(shared.hello(version))).await?;
     let hello = read_hello(&mut rd, &mut Vec::new()).await?;
-    let mut expected = shared.hello();
+    let mut expected = shared.hello(version);
     expected.worker = peer as u32;
     expected.credits = hello.credits;
     if hello != expected || hello.credits == 0 {

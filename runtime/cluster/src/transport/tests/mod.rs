@@ -1,9 +1,10 @@
 //! The transport between two workers in one process: delivery, credits, refusals,
-//! reconnection, the hold, batches in parts and closing; the codec and a whole topology in
-//! their own files.
+//! reconnection, the hold, batches in parts and closing; the codec, hostile peers, live
+//! rebalance (rewire) and a whole topology in their own files.
 
 mod codec;
 mod hostile;
+mod rewire;
 mod topology;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use squall_api::{
 };
 use tokio::io::AsyncWriteExt;
 
-use super::credits::role;
+use super::credits::{kind, Kind};
 use super::frames::{decode, put_frame, put_parts, read_frame, write_frame, Frame, Hello};
 use super::*;
 use serde::Deserialize;
@@ -53,20 +54,24 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-/// Spout `s` (tasks 0, 1) → bolt `a` (2, 3) → bolt `b` (4, 5), ackers 6 and 7; worker 0
-/// hosts the even tasks, worker 1 the odd ones.
-fn plan() -> Plan {
-    let def = TopologyDef {
+/// Spout `s` (2 tasks) → bolt `a` (2) → bolt `b` (`b` tasks), 2 ackers.
+fn def(b: usize) -> TopologyDef {
+    TopologyDef {
         name: "t".into(),
         workers: 2,
         settings: Settings { ackers: 2, ..Settings::default() },
         spouts: vec![ComponentDef::new("s", "spout").parallelism(2).emits(["f"])],
         bolts: vec![
             ComponentDef::new("a", "bolt").parallelism(2).input("s", GroupingDef::Shuffle).emits(["f"]),
-            ComponentDef::new("b", "bolt").parallelism(2).input("a", GroupingDef::Shuffle).emits(["f"]),
+            ComponentDef::new("b", "bolt").parallelism(b).input("a", GroupingDef::Shuffle).emits(["f"]),
         ],
-    };
-    let mut plan = Plan::new(&def).unwrap();
+    }
+}
+
+/// Spout `s` (tasks 0, 1) → bolt `a` (2, 3) → bolt `b` (4, 5), ackers 6 and 7; worker 0
+/// hosts the even tasks, worker 1 the odd ones.
+fn plan() -> Plan {
+    let mut plan = Plan::new(&def(2)).unwrap();
     plan.task_worker = (0..plan.task_count()).map(|t| t % 2).collect();
     assert_eq!(plan.acker_tasks, vec![6, 7]);
     plan
@@ -89,22 +94,28 @@ fn inboxes(plan: &Plan, worker: usize) -> (Links, Inboxes) {
         spouts: (0..n).map(|_| None).collect(),
     };
     for t in (0..n).filter(|&t| plan.task_worker[t] == worker) {
-        match (plan.is_acker(t as TaskId), role(plan, t)) {
-            (true, _) => {
-                let (tx, r) = mpsc::channel(INBOX_BATCHES);
-                (links.ackers[t], rx.ackers[t]) = (Some(tx), Some(r));
-            }
-            (false, Role::Spout) => {
-                let (tx, r) = mpsc::unbounded_channel();
-                (links.spouts[t], rx.spouts[t]) = (Some(tx), Some(r));
-            }
-            (false, Role::Bolt) => {
-                let (tx, r) = mpsc::channel(INBOX_BATCHES);
-                (links.bolts[t], rx.bolts[t]) = (Some(tx), Some(r));
-            }
-        }
+        add_inbox(plan, t, &mut links, &mut rx);
     }
     (links, rx)
+}
+
+/// A new inbox for task `t` of `plan` (nothing for a hole), its sender in `links`.
+fn add_inbox(plan: &Plan, t: usize, links: &mut Links, rx: &mut Inboxes) {
+    match kind(plan, t) {
+        Some(Kind::Acker) => {
+            let (tx, r) = mpsc::channel(INBOX_BATCHES);
+            (links.ackers[t], rx.ackers[t]) = (Some(tx), Some(r));
+        }
+        Some(Kind::Spout) => {
+            let (tx, r) = mpsc::unbounded_channel();
+            (links.spouts[t], rx.spouts[t]) = (Some(tx), Some(r));
+        }
+        Some(Kind::Bolt) => {
+            let (tx, r) = mpsc::channel(INBOX_BATCHES);
+            (links.bolts[t], rx.bolts[t]) = (Some(tx), Some(r));
+        }
+        None => {}
+    }
 }
 
 struct Worker {
