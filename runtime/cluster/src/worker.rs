@@ -541,8 +541,9 @@ fn prepare(
         WorkerError::Load { first, more: d.0.len().saturating_sub(1) }
     })?;
     assignment.layout.apply(&mut def);
-    let planned: usize = def.components().map(|c| c.parallelism).sum();
-    let assigned: usize = assignment.layout.components.iter().map(|c| c.parallelism).sum();
+    let ackers = if def.settings.acking { def.settings.ackers.max(1) } else { 0 };
+    let planned = def.components().map(|c| c.parallelism).sum::<usize>() + ackers + usize::from(def.checkpoints());
+    let assigned = assignment.layout.task_count();
     if planned != assigned {
         return Err(WorkerError::TaskCountMismatch { file, planned, assigned });
     }

@@ -4,7 +4,7 @@
 //! clones of the local inboxes to deliver what peers send, and fills every task of the plan
 //! that is not hosted here with a sender that forwards to the worker hosting it; a task then
 //! sends to a task of another worker exactly as to one of its own process, and waits as it
-//! would while the receiver is slow. [`Transport::rewire`] switches the running worker to a
+//! would while the receiver is slow. [`Remote::rewire`] switches the running worker to a
 //! new plan and assignment version (a live rebalance, below).
 //!
 //! - Task ids and holes: the plan's ids may have holes ([`Plan::is_hole`], a bolt that shrank
@@ -61,7 +61,7 @@
 //!   listener, connections and connection attempts; forwarders then end (what is still
 //!   queued for them is counted as dropped; later sends to them fail, which executors take
 //!   as a task that has ended and drop the batch).
-//! - Rewire ([`Transport::rewire`], a live rebalance): each attach or rewire builds a
+//! - Rewire ([`Remote::rewire`], a live rebalance): each attach or rewire builds a
 //!   generation (routes, drainers, connection managers, forwarders) for one plan and
 //!   version. `rewire(plan, version, links)` takes `links` sized `plan.task_count()` with the
 //!   inbox senders of the tasks the new plan places here (kept and new ones) and fills every
@@ -396,35 +396,6 @@ impl Drop for Transport {
 }
 
 impl Transport {
-    /// Switches this running worker to `plan`, assignment `version` (a live rebalance; see
-    /// the module docs): `links` is sized `plan.task_count()` and holds the senders of the
-    /// inboxes of the tasks `plan.task_worker` places on this worker (kept tasks' and new
-    /// ones'); it gets a new forwarder for every task placed elsewhere, as with attach. The
-    /// previous generation ends: its managers, forwarders and connections (both ways) close,
-    /// and this transport keeps no sender of an inbox it is not given here. Hellos say and
-    /// must say `version` from now on. Before attach, it wires as attach does (with
-    /// `version`). Spawns on the current runtime.
-    pub fn rewire(&mut self, plan: &Plan, version: u64, links: &mut Links) {
-        match self.inbound.take() {
-            Some(old) => {
-                // Dropping the generation's sender ends its managers (so their links close and
-                // forwarders end) and drainers; its spout inboxes are let go here.
-                self.generation = watch::channel(()).0;
-                if let Ok(mut spouts) = old.spouts.write() {
-                    spouts.iter_mut().for_each(|s| *s = None);
-                }
-                tracing::info!(
-                    "transport: rewiring from version {} to version {version}",
-                    self.shared.version.load(Relaxed)
-                );
-            }
-            None => tracing::info!("transport: rewire before attach: wiring version {version} as attach"),
-        }
-        self.shared.version.store(version, Relaxed);
-        // Publishing the new generation closes the accepted connections of the previous one.
-        self.wire(plan, version, links);
-    }
-
     /// Builds a generation for `plan` and `version`: attach's and rewire's work.
     fn wire(&mut self, plan: &Plan, version: u64, links: &mut Links) {
         let me = self.shared.me;
@@ -533,9 +504,38 @@ impl Transport {
 }
 
 impl Remote for Transport {
+    /// Switches this running worker to `plan`, assignment `version` (a live rebalance; see
+    /// the module docs): `links` is sized `plan.task_count()` and holds the senders of the
+    /// inboxes of the tasks `plan.task_worker` places on this worker (kept tasks' and new
+    /// ones'); it gets a new forwarder for every task placed elsewhere, as with attach. The
+    /// previous generation ends: its managers, forwarders and connections (both ways) close,
+    /// and this transport keeps no sender of an inbox it is not given here. Hellos say and
+    /// must say `version` from now on. Before attach, it wires as attach does (with
+    /// `version`). Spawns on the current runtime.
+    fn rewire(&mut self, plan: &Plan, version: u64, links: &mut Links) {
+        match self.inbound.take() {
+            Some(old) => {
+                // Dropping the generation's sender ends its managers (so their links close and
+                // forwarders end) and drainers; its spout inboxes are let go here.
+                self.generation = watch::channel(()).0;
+                if let Ok(mut spouts) = old.spouts.write() {
+                    spouts.iter_mut().for_each(|s| *s = None);
+                }
+                tracing::info!(
+                    "transport: rewiring from version {} to version {version}",
+                    self.shared.version.load(Relaxed)
+                );
+            }
+            None => tracing::info!("transport: rewire before attach: wiring version {version} as attach"),
+        }
+        self.shared.version.store(version, Relaxed);
+        // Publishing the new generation closes the accepted connections of the previous one.
+        self.wire(plan, version, links);
+    }
+
     /// Wires this worker into the plan (see the module docs): `links` holds the senders of
     /// the inboxes of the tasks `plan.task_worker` places on this worker, and gets a
-    /// forwarder for every task placed elsewhere. Call it once (then [`Transport::rewire`]
+    /// forwarder for every task placed elsewhere. Call it once (then [`Remote::rewire`]
     /// for each new plan). Spawns on the current runtime.
     fn attach(&mut self, plan: &Plan, links: &mut Links) {
         if self.inbound.is_some() {

@@ -40,7 +40,7 @@ impl Worker {
     fn rewire(&mut self, old: &Plan, plan: &Plan, me: usize, version: u64) {
         let n = plan.task_count();
         let mut links =
-            Links { bolts: vec![None; n], ackers: vec![None; n], spouts: vec![None; n], taps: None };
+            Links { bolts: vec![None; n], ackers: vec![None; n], spouts: vec![None; n], taps: None, rewire: None };
         let len = n.max(self.rx.bolts.len());
         self.rx.bolts.resize_with(len, || None);
         self.rx.ackers.resize_with(len, || None);

@@ -130,6 +130,7 @@ async fn a_topology_split_over_two_workers_acks_every_message() {
     t0.close_inbound();
     t1.close_inbound();
     for mut running in [r0, r1] {
+        running.release_links();
         within("every task to end", async {
             while let Some(ended) = running.tasks.join_next().await {
                 ended.expect("no task panics").expect("no task fails");
