@@ -161,7 +161,8 @@ fn a_parallelism_change_starts_and_stops_only_that_components_tasks() {
     assert_eq!(
         cluster.worker_pids().into_iter().collect::<BTreeSet<u32>>(),
         workers,
-        "every worker kept its process while pass grew"
+        "every worker kept its process while pass grew\n{}",
+        cluster.logs()
     );
 
     // pass shrinks to one task: the other two end in their running workers.
@@ -177,7 +178,8 @@ fn a_parallelism_change_starts_and_stops_only_that_components_tasks() {
     assert_eq!(
         cluster.worker_pids().into_iter().collect::<BTreeSet<u32>>(),
         workers,
-        "every worker kept its process while pass shrank"
+        "every worker kept its process while pass shrank\n{}",
+        cluster.logs()
     );
     let status = cluster.status("grow").expect("status");
     for component in ["numbers", "pass", "sink"] {

@@ -201,3 +201,24 @@ async fn a_bolt_that_shrinks_live_ends_its_removed_task_and_nothing_is_lost() {
     assert_eq!(seen.acks.lock().unwrap().len(), 40_000);
     assert_eq!(seen.sunk.lock().unwrap().len(), 40_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_grown_and_then_removed_ends_although_its_id_is_past_the_new_plan() {
+    let (grown, mut running, seen) = run_across_a_rewire(2, 3, 10_000).await;
+    let registry = registry(&seen);
+    let numbering = grown.numbering().resized(1, 1, 1).unwrap();
+    let shrunk = Plan::numbered(&topology(1), &numbering).unwrap();
+    assert!(shrunk.task_count() <= grown.components[1].tasks[2] as usize, "the grown task's id is past the plan");
+    let hosted: Vec<TaskId> = shrunk.task_ids().collect();
+    running.rewire(Arc::new(shrunk), &registry, &hosted, 3, &mut InProcess).expect("rewires");
+    seen.limit.store(30_000, SeqCst);
+    all_done(&seen, 30_000).await;
+    for _ in 0..2 {
+        let ended = tokio::time::timeout(DEADLINE, running.tasks.join_next())
+            .await
+            .expect("a removed task ends")
+            .expect("tasks are running");
+        assert!(ended.expect("no panic").is_ok(), "a retired task ends cleanly");
+    }
+    assert!(seen.acks.lock().unwrap().values().all(|&n| n == 1), "an id acked twice");
+}

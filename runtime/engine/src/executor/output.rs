@@ -250,6 +250,12 @@ impl Output {
         let component = plan
             .component_index(&self.component)
             .ok_or_else(|| format!("the new plan has no component {}", self.component))?;
+        if plan.task_component.get(self.task as usize) != Some(&Some(component)) {
+            // This task is not in the new plan: it routes as it did until its retire marker
+            // comes (behind what was sent to it before).
+            self.seen = version;
+            return Ok(None);
+        }
         let routes = Routes::of(plan, component, self.task, &wiring.links, &wiring.metrics, &wiring.registry)?;
         self.streams = routes.streams;
         self.default_stream = routes.default_stream;
