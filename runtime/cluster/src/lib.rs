@@ -14,11 +14,10 @@
 //! under ([`Assignment::started`]), and workers' links speak the routing's version
 //! ([`Assignment::routing`]), which stays the previous one while the routing (the layout and
 //! which worker hosts which task) stays the same. A live rebalance goes further: when only
-//! the worker count or bolts' parallelism changed (no checkpoint coordinator, no
-//! exactly-once state), a worker on the same slot with the same spout tasks keeps running
-//! too, under a new routing version it learns from its heartbeat reply
-//! ([`WorkerReply::routing`]), and adds or removes its bolt and acker tasks live; task ids
-//! stay stable across it ([`Layout::numbering`]). Other workers of an older version are
+//! the worker count or components' parallelism changed (no checkpoint coordinator, no
+//! exactly-once state), a worker on the same slot keeps running too, under a new routing
+//! version it learns from its heartbeat reply ([`WorkerReply::routing`]), and starts or
+//! retires tasks live; task ids stay stable across it ([`Layout::numbering`]). Other workers of an older version are
 //! stopped by their supervisors (and stop themselves when nimbus says they are superseded).
 //! Data flows one way: submit (CLI) → nimbus (state, [`scheduler`]) → supervisor → worker →
 //! executors.
@@ -135,8 +134,8 @@ impl Layout {
 
     /// The tasks' ids: the stored numbering if it fits the layout as
     /// [`squall_engine::plan::Plan::numbered`] requires (as many ids per component as its
-    /// parallelism, as many acker ids as ackers, a coordinator id if it has one, spouts
-    /// numbered `0..` in order, each id once, the id space at most
+    /// parallelism, as many acker ids as ackers, a coordinator id if it has one, spout ids
+    /// below 65536, each id once, the id space at most
     /// [`squall_engine::topology::MAX_TASKS`] + the task count), else (none stored, or one
     /// that does not fit) dense. Nimbus and workers read the same one.
     pub fn numbering(&self) -> Numbering {
@@ -523,7 +522,7 @@ mod tests {
         let dense = Numbering::dense(&[2, 2], 1, false);
         for bad in [
             Numbering { components: vec![vec![0, 1], vec![2]], ackers: vec![4], coordinator: None },
-            Numbering { components: vec![vec![1, 0], vec![2, 3]], ackers: vec![4], coordinator: None },
+            Numbering { components: vec![vec![0, 70_000], vec![2, 3]], ackers: vec![4], coordinator: None },
             Numbering { components: vec![vec![0, 1], vec![2, 2]], ackers: vec![4], coordinator: None },
             Numbering { components: vec![vec![0, 1], vec![2, 3]], ackers: vec![], coordinator: None },
             Numbering {

@@ -22,7 +22,7 @@ use crate::executor::bolt::{AnyBolt, BoltCheckpoint, BoltExecutor};
 use crate::executor::output::INBOX_BATCHES;
 use crate::executor::spout::{SpoutCheckpoint, SpoutExecutor};
 use crate::executor::window::{WindowExecutor, WindowForm};
-use crate::executor::rewire::{retire, Rewire, Wiring};
+use crate::executor::rewire::{retire, retire_spout, Rewire, Wiring};
 use crate::executor::{context, Control, Envelope, Links, Output, TaskError};
 use crate::metrics::TopologyMetrics;
 use crate::plan::Plan;
@@ -163,8 +163,8 @@ impl Running {
     /// ids kept, see [`crate::plan::Numbering`]), hosting `hosted` from now on: tasks hosted
     /// before and after go on running and route by `plan` from their next batch on (see
     /// [`crate::executor::rewire`]); tasks no longer hosted get a retire marker and end;
-    /// new ones start. Spout tasks and a checkpointed plan cannot change this way: that is
-    /// an error, and nothing changed.
+    /// new ones start (spouts among them, under the current control). A plan with
+    /// checkpoints cannot change this way: that is an error, and nothing changed.
     pub fn rewire(
         &mut self,
         plan: Arc<Plan>,
@@ -181,12 +181,6 @@ impl Running {
         let now: std::collections::BTreeSet<TaskId> = hosted.iter().copied().collect();
         let added: Vec<TaskId> = now.difference(&was).copied().collect();
         let removed: Vec<TaskId> = was.difference(&now).copied().collect();
-        let is_spout = |t: TaskId| self.links.spouts.get(t as usize).is_some_and(Option::is_some) && was.contains(&t);
-        if let Some(&t) = added.iter().chain(&removed).find(|&&t| {
-            is_spout(t) || plan.task_component.get(t as usize).copied().flatten().is_some_and(|c| plan.components[c].role == Role::Spout)
-        }) {
-            return Err(refuse(format!("spout task {t} would start or stop: spouts cannot move live")));
-        }
         if let Some(&t) = hosted.iter().find(|&&t| t as usize >= plan.task_count() || plan.is_hole(t)) {
             return Err(refuse(format!("the new plan has no task {t}")));
         }
@@ -226,6 +220,9 @@ impl Running {
             if let Some(Some(tx)) = old.bolts.get(t as usize) {
                 let tx = tx.clone();
                 tokio::spawn(async move { tx.send(vec![retire(t)]).await });
+            }
+            if let Some(Some(tx)) = old.spouts.get(t as usize) {
+                let _ = tx.send(vec![retire_spout()]);
             }
         }
         drop(old);
@@ -277,7 +274,7 @@ impl Running {
                 let ackers = plan.acker_tasks.len();
                 let me =
                     plan.acker_tasks.iter().position(|&a| a == t).expect("an acker task is in acker_tasks");
-                let bounds = acker::RootBounds::new(plan.spout_task_count(), plan.settings.max_spout_pending);
+                let bounds = acker::RootBounds::new(plan.spout_id_space(), plan.settings.max_spout_pending);
                 let holders = (*self.holders).clone();
                 let rewire = Some(self.rewire.clone());
                 self.tasks.spawn(async move {
@@ -312,6 +309,7 @@ impl Running {
                     expire_after: self.across_workers.then(|| timeout + Duration::from_secs(2)),
                     checkpoint: checkpointing.map(|c| SpoutCheckpoint::new(plan, t, c.clone(), links)),
                     holders: self.holders.clone(),
+                    retiring: false,
                 };
                 self.tasks.spawn(exec.run());
             }

@@ -10,10 +10,10 @@
 //!
 //! [`Plan::numbered`] lays the topology out under a given [`Numbering`] instead: what a live
 //! rebalance keeps, so that a task keeps its id while another component's parallelism
-//! changes. A bolt that grows gets new ids after the highest in use; one that shrinks keeps
-//! its first ids and leaves holes ([`Plan::is_hole`]: no task has that id). Spout tasks are
-//! always the ids `0..spout tasks` (root ids name them), so a spout's parallelism change
-//! numbers everything densely again ([`Numbering::resized`]).
+//! changes. A component that grows gets new ids after the highest in use; one that shrinks
+//! keeps its first ids and leaves holes ([`Plan::is_hole`]: no task has that id). Spout
+//! task ids stay below 65536, which root ids can name ([`Numbering::resized`] numbers
+//! everything densely again rather than past it).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -112,9 +112,9 @@ pub enum PlanError {
 }
 
 /// Which task id each task of a topology has: per component (spouts, then bolts, in file
-/// order), its tasks' ids in task-index order, then the ackers' and the coordinator's.
-/// Spout tasks are `0..spout tasks`; the other ids are distinct and below
-/// [`MAX_TASKS`] + the topology's task count (holes included).
+/// order), its tasks' ids in task-index order, then the ackers' and the coordinator's. Ids
+/// are distinct and below [`MAX_TASKS`] + the topology's task count (holes included);
+/// spout tasks' below [`MAX_SPOUT_TASKS`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Numbering {
     pub components: Vec<Vec<TaskId>>,
@@ -150,20 +150,23 @@ impl Numbering {
     }
 
     /// This numbering with component `component` (of `spouts` spout components first) at
-    /// `parallelism` tasks: a bolt keeps its first ids and gets new ones after the highest id
-    /// in use, and every other task keeps its id; a spout's change (spout ids are dense from
-    /// 0) numbers everything densely again. `None` if `component` does not exist.
+    /// `parallelism` tasks: it keeps its first ids and gets new ones after the highest id in
+    /// use, and every other task keeps its id. A spout's task ids must stay below
+    /// [`MAX_SPOUT_TASKS`] (root ids name them in 16 bits): if new ones would not, everything
+    /// is numbered densely again. `None` if `component` does not exist.
     pub fn resized(&self, spouts: usize, component: usize, parallelism: usize) -> Option<Numbering> {
         let current = self.components.get(component)?;
         if current.len() == parallelism {
             return Some(self.clone());
         }
-        if component < spouts {
+        let first_new = self.id_space();
+        let grows_by = parallelism.saturating_sub(current.len());
+        if component < spouts && grows_by > 0 && first_new + grows_by > MAX_SPOUT_TASKS {
             let mut sizes: Vec<usize> = self.components.iter().map(Vec::len).collect();
             sizes[component] = parallelism;
             return Some(Numbering::dense(&sizes, self.ackers.len(), self.coordinator.is_some()));
         }
-        let mut next = self.id_space() as TaskId;
+        let mut next = first_new as TaskId;
         let mut out = self.clone();
         let tasks = &mut out.components[component];
         tasks.truncate(parallelism);
@@ -186,9 +189,9 @@ impl Numbering {
         if self.ackers.len() != ackers || self.coordinator.is_some() != coordinator {
             return Err("its acker or coordinator tasks do not fit the topology".into());
         }
-        let spout_ids = self.components[..spouts.min(self.components.len())].iter().flatten();
-        if spout_ids.enumerate().any(|(i, &t)| t as usize != i) {
-            return Err("its spout tasks are not numbered 0.. in order".into());
+        let mut spout_ids = self.components[..spouts.min(self.components.len())].iter().flatten();
+        if let Some(t) = spout_ids.find(|&&t| t as usize >= MAX_SPOUT_TASKS) {
+            return Err(format!("spout task id {t} is past {MAX_SPOUT_TASKS} (root ids name spout tasks in 16 bits)"));
         }
         let space = self.id_space();
         if space > MAX_TASKS.saturating_add(self.all().count()) {
@@ -324,9 +327,16 @@ impl Plan {
         Ok(plan)
     }
 
-    /// Spout tasks: the plan's first task ids.
+    /// How many spout tasks the plan has.
     pub fn spout_task_count(&self) -> usize {
         self.components.iter().filter(|c| c.role == Role::Spout).map(|c| c.tasks.len()).sum()
+    }
+
+    /// Every spout task's id is below this (the first ids unless a live rebalance grew a
+    /// spout): what a root id's spout task may be.
+    pub fn spout_id_space(&self) -> usize {
+        let spouts = self.components.iter().filter(|c| c.role == Role::Spout);
+        spouts.flat_map(|c| &c.tasks).map(|&t| t as usize + 1).max().unwrap_or(0)
     }
 
     /// Whether task `t` is an acker task (not the coordinator, the other system task).
@@ -454,7 +464,13 @@ mod tests {
         assert_eq!(shrunk.components[1], vec![2, 3]);
         assert_eq!(shrunk.id_space(), 8, "ids 4, 8 and 9 are gone; 4 is a hole");
         let spout = grown.resized(1, 0, 3).unwrap();
-        assert_eq!(spout, Numbering::dense(&[3, 5, 2], 1, false), "a spout's change renumbers densely");
+        assert_eq!(spout.components[0], vec![0, 1, 10], "a spout grows after the highest id too");
+        let crowded = Numbering { ackers: vec![MAX_SPOUT_TASKS as TaskId], ..dense.clone() };
+        assert_eq!(
+            crowded.resized(1, 0, 3).unwrap(),
+            Numbering::dense(&[3, 3, 2], 1, false),
+            "a spout id past what a root can name renumbers densely"
+        );
         assert!(dense.resized(1, 7, 1).is_none());
     }
 

@@ -22,15 +22,16 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 struct Seen {
-    /// Numbers the spout may emit (below this).
+    /// Numbers the spout tasks may emit (below this).
     limit: AtomicI64,
+    /// The next number a spout task emits (the tasks share the sequence).
+    next: AtomicI64,
     acks: Mutex<HashMap<i64, u32>>,
     sunk: Mutex<BTreeSet<i64>>,
 }
 
-/// Emits 0..limit with message id n, replays what fails.
+/// Emits the shared sequence 0..limit with message id n, replays what fails.
 struct Numbers {
-    next: i64,
     replay: VecDeque<i64>,
     seen: Arc<Seen>,
 }
@@ -44,14 +45,15 @@ impl Spout for Numbers {
     async fn next_tuple(&mut self, out: &mut dyn SpoutCollector) -> Result<(), BoxError> {
         let n = match self.replay.pop_front() {
             Some(n) => n,
-            None if self.next < self.seen.limit.load(SeqCst) => {
-                self.next += 1;
-                self.next - 1
-            }
-            None => {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                return Ok(());
-            }
+            None => match self.seen.next.fetch_update(SeqCst, SeqCst, |n| {
+                (n < self.seen.limit.load(SeqCst)).then_some(n + 1)
+            }) {
+                Ok(n) => n,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    return Ok(());
+                }
+            },
         };
         out.emit_with_id(values![n], MessageId::from(n))?;
         Ok(())
@@ -105,7 +107,7 @@ impl Bolt for Sink {
 fn registry(seen: &Arc<Seen>) -> Registry {
     let mut r = Registry::new();
     let s = seen.clone();
-    r.spout("numbers", move |_: NoConfig| Ok(Numbers { next: 0, replay: VecDeque::new(), seen: s.clone() }));
+    r.spout("numbers", move |_: NoConfig| Ok(Numbers { replay: VecDeque::new(), seen: s.clone() }));
     r.bolt("pass", |_: NoConfig| Ok(Pass));
     let s = seen.clone();
     r.bolt("sink", move |_: NoConfig| Ok(Sink { seen: s.clone() }));
@@ -114,11 +116,16 @@ fn registry(seen: &Arc<Seen>) -> Registry {
 
 /// numbers → pass (`pass` tasks, fields grouping on n) → sink.
 fn topology(pass: usize) -> TopologyDef {
+    with_spouts(1, pass)
+}
+
+/// `spouts` numbers tasks → pass (`pass` tasks, fields grouping on n) → sink.
+fn with_spouts(spouts: usize, pass: usize) -> TopologyDef {
     TopologyDef {
         name: "rewire".into(),
         workers: 1,
         settings: Settings { message_timeout_secs: 5, ..Settings::default() },
-        spouts: vec![ComponentDef::new("numbers", "numbers").emits(["n"])],
+        spouts: vec![ComponentDef::new("numbers", "numbers").parallelism(spouts).emits(["n"])],
         bolts: vec![
             ComponentDef::new("pass", "pass")
                 .parallelism(pass)
@@ -221,4 +228,39 @@ async fn a_task_grown_and_then_removed_ends_although_its_id_is_past_the_new_plan
         assert!(ended.expect("no panic").is_ok(), "a retired task ends cleanly");
     }
     assert!(seen.acks.lock().unwrap().values().all(|&n| n == 1), "an id acked twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spout_grown_live_emits_from_its_new_task_and_one_shrunk_away_ends() {
+    let seen = Arc::new(Seen::default());
+    let registry = registry(&seen);
+    let plan = Plan::new(&with_spouts(1, 2)).unwrap();
+    let hosted: Vec<TaskId> = plan.task_ids().collect();
+    let mut running = launch::start(&plan, &registry, &hosted, None, None).expect("starts");
+    seen.limit.store(10_000, SeqCst);
+    all_done(&seen, 10_000).await;
+
+    let numbering = plan.numbering().resized(1, 0, 2).unwrap();
+    let grown = Plan::numbered(&with_spouts(2, 2), &numbering).unwrap();
+    let new = grown.components[0].tasks[1];
+    assert!(new as usize >= plan.task_count(), "the new spout task's id comes after every id in use");
+    let hosted: Vec<TaskId> = grown.task_ids().collect();
+    running.rewire(Arc::new(grown.clone()), &registry, &hosted, 2, &mut InProcess).expect("rewires");
+    seen.limit.store(30_000, SeqCst);
+    all_done(&seen, 30_000).await;
+    assert!(running.metrics.figures(&[new])[0].emitted > 0, "the new spout task emitted nothing");
+
+    let shrunk = Plan::numbered(&with_spouts(1, 2), &grown.numbering().resized(1, 0, 1).unwrap()).unwrap();
+    let hosted: Vec<TaskId> = shrunk.task_ids().collect();
+    running.rewire(Arc::new(shrunk), &registry, &hosted, 3, &mut InProcess).expect("rewires");
+    let ended = tokio::time::timeout(DEADLINE, running.tasks.join_next())
+        .await
+        .expect("the removed spout task ends")
+        .expect("tasks are running");
+    assert!(ended.expect("no panic").is_ok(), "a retired spout task ends cleanly");
+    seen.limit.store(40_000, SeqCst);
+    all_done(&seen, 40_000).await;
+    let acks = seen.acks.lock().unwrap();
+    assert_eq!(acks.len(), 40_000);
+    assert!(acks.values().all(|&n| n == 1), "an id acked twice");
 }

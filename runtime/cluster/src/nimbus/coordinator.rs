@@ -16,11 +16,11 @@
 //! right after its action, so nothing is rescheduled in a loop. The HTTP handlers in
 //! `api.rs` call it under nimbus's one mutex.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use squall_api::TaskId;
+use squall_engine::plan::Numbering;
 use squall_engine::metrics::TaskFigures;
 
 use crate::scheduler::{self, FreeSlot};
@@ -353,12 +353,12 @@ pub(super) fn describe(record: &TopologyRecord) -> String {
 /// of workers, each index with the same tasks), `next` speaks `previous`'s routing version,
 /// and a worker on the same slot (supervisor, slot, port) keeps the version it was started
 /// under. Otherwise, in a live rebalance (the layout changed in nothing but its worker
-/// count, bolts' parallelism and its numbering, and has no checkpoint coordinator and no
-/// exactly-once state), `next` speaks a new routing (its own version), and worker `i` keeps
-/// the version it was started under when `previous` had a worker `i` on the same slot with
-/// the same set of spout task ids: its bolt and acker tasks may differ, the worker adds and
-/// removes those live. Every other worker is started under `next`'s version; any other
-/// change starts every worker again.
+/// count and its components' parallelism, every task kept its id, and it has no checkpoint
+/// coordinator and no exactly-once state), `next` speaks a new routing (its own version),
+/// and worker `i` keeps the version it was started under when `previous` had a worker `i`
+/// on the same slot: its tasks may differ, the worker starts and retires tasks live. Every
+/// other worker is started under `next`'s version; any other change starts every worker
+/// again.
 pub(super) fn kept_workers(previous: &Assignment, next: &mut Assignment) {
     let (before, after) = (&previous.layout, &next.layout);
     let same_layout = Layout { workers: 0, numbering: None, ..before.clone() }
@@ -376,27 +376,19 @@ pub(super) fn kept_workers(previous: &Assignment, next: &mut Assignment) {
         && !after.coordinator
         && !before.exactly_once
         && !after.exactly_once
-        && but_bolts(before) == but_bolts(after);
+        && but_parallelism(before) == but_parallelism(after)
+        && ids_kept(&before.numbering(), &after.numbering());
     if !(same_routing || live) {
         return;
     }
     next.routing = if same_routing { previous.routing_version() } else { 0 };
-    let spout_ids = |layout: &Layout| -> HashSet<TaskId> {
-        let numbering = layout.numbering();
-        let spouts = layout.components.iter().zip(numbering.components).filter(|(c, _)| c.spout);
-        spouts.flat_map(|(_, ids)| ids).collect()
-    };
-    let (spouts_before, spouts_after) = (spout_ids(before), spout_ids(after));
-    let spouts_of = |w: &crate::WorkerSlot, spouts: &HashSet<TaskId>| -> BTreeSet<TaskId> {
-        w.tasks.iter().copied().filter(|t| spouts.contains(t)).collect()
-    };
     next.started = (0..next.workers.len())
         .map(|i| {
             let b = &next.workers[i];
-            let kept = previous.workers.get(i).is_some_and(|a| {
-                (&a.supervisor, a.slot, a.port) == (&b.supervisor, b.slot, b.port)
-                    && spouts_of(a, &spouts_before) == spouts_of(b, &spouts_after)
-            });
+            let kept = previous
+                .workers
+                .get(i)
+                .is_some_and(|a| (&a.supervisor, a.slot, a.port) == (&b.supervisor, b.slot, b.port));
             if kept {
                 previous.started_version(i)
             } else {
@@ -406,19 +398,31 @@ pub(super) fn kept_workers(previous: &Assignment, next: &mut Assignment) {
         .collect();
 }
 
-/// `layout` without what a live rebalance may change: its worker count, bolts' parallelism
-/// and its numbering.
-fn but_bolts(layout: &Layout) -> Layout {
+/// `layout` without what a live rebalance may change: its worker count, its components'
+/// parallelism and its numbering.
+fn but_parallelism(layout: &Layout) -> Layout {
     let mut out = Layout { workers: 0, numbering: None, ..layout.clone() };
-    for c in out.components.iter_mut().filter(|c| !c.spout) {
+    for c in out.components.iter_mut() {
         c.parallelism = 0;
     }
     out
 }
 
+/// Whether every task in both numberings has the same id in each (a component's first
+/// tasks, the ackers, the coordinator): not so when a spout's growth renumbered everything.
+fn ids_kept(before: &Numbering, after: &Numbering) -> bool {
+    before.ackers == after.ackers
+        && before.coordinator == after.coordinator
+        && before.components.len() == after.components.len()
+        && before.components.iter().zip(&after.components).all(|(b, a)| {
+            let common = b.len().min(a.len());
+            b[..common] == a[..common]
+        })
+}
+
 /// Applies a rebalance request to a layout: a component's new parallelism renumbers its
-/// tasks as [`squall_engine::plan::Numbering::resized`] says (a bolt's other tasks and every
-/// other component's keep their ids; a spout's change numbers everything densely). The
+/// tasks as [`squall_engine::plan::Numbering::resized`] says (its other tasks and every
+/// other component's keep their ids, unless a spout's new ids would pass 65536). The
 /// numbering is stored only while it is not dense.
 pub(super) fn apply_rebalance(layout: &mut Layout, request: &RebalanceRequest) {
     if let Some(workers) = request.workers {
@@ -442,6 +446,7 @@ pub(super) fn apply_rebalance(layout: &mut Layout, request: &RebalanceRequest) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use squall_api::TaskId;
     use crate::ComponentLayout;
 
     const TIMEOUT: Duration = Duration::from_secs(10);
@@ -742,19 +747,19 @@ mod tests {
     }
 
     #[test]
-    fn a_spouts_change_numbers_densely_and_starts_every_worker_anew() {
+    fn a_spout_that_grows_keeps_every_id_and_every_worker_running() {
         let mut record = record_of("t", 3, &[("s", true, 2), ("b", false, 2)]);
         // A bolt grown before: its ids are not dense.
         apply_rebalance(&mut record.layout, &parallelism("b", 3));
-        assert!(record.layout.numbering.is_some());
-        let (_, r) = rebalanced(record, 3, parallelism("s", 3));
+        let (before, r) = rebalanced(record, 3, parallelism("s", 3));
         let a = r.assignment.as_ref().unwrap();
-        assert_eq!(a.layout.numbering, None, "dense");
-        assert_eq!(a.layout.numbering(), a.layout.dense_numbering());
+        let numbering = a.layout.numbering();
+        assert_eq!(numbering.components, [vec![0, 1, 6], vec![2, 3, 5]], "the new spout task comes after 5");
+        assert_eq!(numbering.ackers, [4]);
         assert_eq!(placed(a), [0, 1, 2, 3, 4, 5, 6]);
-        assert!((0..a.workers.len()).all(|w| a.started_version(w) == a.version), "{a:?}");
-        assert_eq!(a.routing_version(), a.version);
-        assert!(!describe(&r).contains("kept"), "{}", describe(&r));
+        assert!((0..a.workers.len()).all(|w| a.started_version(w) == before.version), "{a:?}");
+        assert_eq!(a.routing_version(), a.version, "a new routing");
+        assert!(describe(&r).contains("(3 kept running)"), "{}", describe(&r));
     }
 
     #[test]
@@ -775,8 +780,9 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_whose_spout_task_moves_starts_anew() {
-        // Three workers each with one spout task; down to two: the third's spout task moves.
+    fn a_worker_that_gains_a_moved_spout_task_runs_on() {
+        // Three workers each with one spout task; down to two: the third's spout task moves to
+        // a worker that keeps its slot, which starts it live.
         let request = RebalanceRequest { workers: Some(2), ..RebalanceRequest::default() };
         let (before, r) = rebalanced(record_of("t", 3, &[("s", true, 3), ("b", false, 3)]), 3, request);
         let a = r.assignment.as_ref().unwrap();
@@ -784,9 +790,22 @@ mod tests {
         let gained = |w: usize| a.workers[w].tasks.contains(&2);
         assert!(before.workers[2].tasks.contains(&2) && (gained(0) || gained(1)), "{before:?} → {a:?}");
         for w in 0..2 {
-            let expected = if gained(w) { a.version } else { before.version };
-            assert_eq!(a.started_version(w), expected, "worker {w}: {a:?}");
+            assert_eq!(a.started_version(w), before.version, "worker {w}: {a:?}");
         }
+        assert_eq!(a.routing_version(), a.version);
+    }
+
+    #[test]
+    fn a_spout_renumbered_densely_starts_every_worker_anew() {
+        // Spout ids must stay below 65536: a numbering near that bound renumbers densely.
+        let mut record = record_of("t", 2, &[("s", true, 1), ("b", false, 1)]);
+        let crowded = Numbering { components: vec![vec![0], vec![65_535]], ackers: vec![1], coordinator: None };
+        record.layout.numbering = Some(crowded);
+        assert_eq!(record.layout.numbering().components[1], [65_535]);
+        let (before, r) = rebalanced(record, 2, parallelism("s", 2));
+        let a = r.assignment.as_ref().unwrap();
+        assert_eq!(a.layout.numbering(), a.layout.dense_numbering());
+        assert!((0..a.workers.len()).all(|w| a.started_version(w) == a.version), "{before:?} → {a:?}");
     }
 
     #[test]

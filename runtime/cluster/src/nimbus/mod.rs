@@ -47,10 +47,10 @@
 //!   supervisor's workers moved whole, a rebalance that moves no task), the workers that stay
 //!   on their slot keep running under the version they were started with (unless the
 //!   topology has exactly-once state, where every worker starts again from the last
-//!   checkpoint). A live rebalance (only the worker count or bolts' parallelism changed, no
-//!   checkpoint coordinator) keeps running, under a new routing version, every worker that
-//!   stays on its slot with the same spout tasks; any other layout change (a spout's
-//!   parallelism, the ackers) starts every worker again (see `coordinator::kept_workers`).
+//!   checkpoint). A live rebalance (only the worker count or components' parallelism
+//!   changed, every task kept its id, no checkpoint coordinator) keeps running, under a new
+//!   routing version, every worker that stays on its slot; any other layout change (the
+//!   ackers, a renumbering) starts every worker again (see `coordinator::kept_workers`).
 //! - A supervisor's heartbeat reply orders exactly the workers that current assignments place
 //!   on it (each under the version it was started with). A worker's heartbeat reply says
 //!   Stop if its topology is gone or the current assignment does not run it under its

@@ -442,7 +442,7 @@ impl Transport {
         let bounds = Bounds {
             streams: plan.streams.len() as u32,
             tasks: placement.host.iter().map(Option::is_some).collect(),
-            roots: RootBounds::new(plan.spout_task_count(), plan.settings.max_spout_pending),
+            roots: RootBounds::new(plan.spout_id_space(), plan.settings.max_spout_pending),
         };
         let inbound = Arc::new(Inbound { version, routes, spouts: RwLock::new(spouts), slots, bounds });
         self.inbound = Some(inbound.clone());

@@ -67,9 +67,11 @@ impl Holders {
                 h.lane_feeds[bit.trailing_zeros() as usize] |= feeds[i];
             }
         }
-        for (task, component) in plan.task_component.iter().enumerate().take(plan.spout_task_count()) {
-            debug_assert_eq!(task, h.spout_feeds.len());
-            h.spout_feeds.push(component.map_or(0, |c| feeds[c]));
+        h.spout_feeds = vec![0; plan.spout_id_space()];
+        for (c, component) in plan.components.iter().enumerate().filter(|(_, c)| c.role == Role::Spout) {
+            for &t in &component.tasks {
+                h.spout_feeds[t as usize] = feeds[c];
+            }
         }
         h
     }

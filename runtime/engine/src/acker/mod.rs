@@ -279,6 +279,16 @@ pub async fn run(
         tokio::select! {
             batch = inbox.recv() => {
                 let Some(batch) = batch else { break };
+                // A live rebalance: spout tasks may have come or gone, and their carriers are new.
+                if let Some((version, wiring)) = rewire.as_ref().filter(|r| r.changed(seen)).and_then(|r| r.latest()) {
+                    spouts = wiring.links.spouts.clone();
+                    if out.len() < spouts.len() {
+                        out.resize_with(spouts.len(), Vec::new);
+                    }
+                    let plan = &wiring.plan;
+                    acker.bounds = RootBounds::new(plan.spout_id_space(), plan.settings.max_spout_pending);
+                    seen = version;
+                }
                 for msg in batch.iter().take(crate::prefetch::AHEAD) {
                     acker.prefetch(msg.root());
                 }
@@ -293,11 +303,6 @@ pub async fn run(
                 let now = (started.elapsed().as_millis() / TICK.as_millis()) as u32;
                 acker.expire(now, &mut |task, o| emit(&mut out, task, o));
             }
-        }
-        // A live rebalance: the spout tasks are the same, their carriers new.
-        if let Some((version, wiring)) = rewire.as_ref().filter(|r| r.changed(seen)).and_then(|r| r.latest()) {
-            spouts = wiring.links.spouts.clone();
-            seen = version;
         }
         for (task, outcomes) in out.iter_mut().enumerate() {
             if outcomes.is_empty() {

@@ -10,7 +10,8 @@
 //! counters and pending batches stay). Bolts also take the new plan's upstream tasks for
 //! their end of stream. A task the new plan no longer gives this process is ended by a
 //! [`retire`] marker in its inbox: a bolt runs its cleanup and ends as at the end of its
-//! stream, without sending an end-of-stream marker downstream (its upstream has not ended).
+//! stream, without sending an end-of-stream marker downstream (its upstream has not ended);
+//! a spout ([`retire_spout`]) stops emitting, drains its in-flight trees and closes.
 //! What was in flight to a task that went away is lost with it and replayed by its spout
 //! (at-least-once): a rebalance deactivates the topology and waits first, so usually nothing
 //! is. A process that never publishes pays one relaxed load per batch.
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use squall_api::{Registry, TaskId, Values};
 
 use super::output::{Anchors, Envelope, Links};
+use crate::acker::Outcome;
 use crate::metrics::TaskMetrics;
 use crate::plan::Plan;
 
@@ -32,6 +34,16 @@ pub const RETIRE: u32 = u32::MAX - 4;
 /// The marker that ends the task it is sent to (see the module docs).
 pub fn retire(from: TaskId) -> Envelope {
     Envelope { stream: RETIRE, source_task: from, values: Values::new(), anchors: Anchors::new() }
+}
+
+/// The root of the outcome that retires the spout task it is sent to (no spout's slab has
+/// that slot: see [`crate::acker::make_root`]).
+pub const RETIRE_ROOT: u64 = u64::MAX;
+
+/// The outcome that retires a spout task: it stops emitting, drains what is in flight (up
+/// to its stop's drain time) and ends, without an end-of-stream marker.
+pub fn retire_spout() -> Outcome {
+    Outcome { root: RETIRE_ROOT, acked: false, failed_by: 0, held_by: 0 }
 }
 
 /// What tasks route by after a rewire.

@@ -9,6 +9,7 @@ use squall_api::{
 };
 use tokio::sync::{mpsc, watch};
 
+use super::rewire::RETIRE_ROOT;
 use super::in_flight::InFlight;
 use super::{Control, Envelope, Output, TaskError};
 use crate::acker::{AckerMsg, Holders, Outcome, TIMED_OUT};
@@ -40,6 +41,9 @@ pub struct SpoutExecutor {
     pub checkpoint: Option<SpoutCheckpoint>,
     /// Names who failed a tree or held it when it timed out.
     pub holders: Arc<Holders>,
+    /// A retire outcome came (see [`super::rewire`]): the task stops emitting, drains what is
+    /// in flight and ends, without an end-of-stream marker.
+    pub retiring: bool,
 }
 
 /// A spout task's part in checkpoints (see [`crate::checkpoint`]).
@@ -165,6 +169,8 @@ impl SpoutExecutor {
         let mut calls: u64 = 0;
         // Whether the end-of-stream marker went out.
         let mut ended = false;
+        // Until when a retired task drains its in-flight trees.
+        let mut retiring: Option<Instant> = None;
         loop {
             // Outcomes first: they free pending slots and may queue replays.
             while let Ok(batch) = self.inbox.try_recv() {
@@ -185,7 +191,10 @@ impl SpoutExecutor {
             }
             let room = self.max_pending == 0 || pending.len() < self.max_pending;
             let mut emitted = false;
-            if state == Control::Active && room {
+            if retiring.is_none() && self.retiring {
+                retiring = Some(Instant::now() + self.drain);
+            }
+            if state == Control::Active && room && retiring.is_none() {
                 let before = self.out.counters.emitted;
                 let mut collector = Collector {
                     out: &mut self.out,
@@ -236,7 +245,11 @@ impl SpoutExecutor {
                 self.expire(&mut pending, now).await;
             }
             self.barrier(false, pending.len()).await;
-            let stopping = state == Control::Stop || !control_open;
+            let stopping = state == Control::Stop || !control_open || retiring.is_some();
+            if !ended && retiring.is_some() {
+                // Retired by a rebalance: its stream goes on in the other tasks.
+                ended = true;
+            }
             if !ended && (stopping || self.spout.is_exhausted()) {
                 // It emits no more: downstream windows may fire what they hold, and what
                 // stateful bolts hold is checkpointed.
@@ -248,7 +261,7 @@ impl SpoutExecutor {
             if pending.is_empty() && (stopping || self.spout.is_finished()) {
                 break;
             }
-            if stop_deadline.is_some_and(|d| now >= d) {
+            if stop_deadline.is_some_and(|d| now >= d) || retiring.is_some_and(|d| now >= d) {
                 break;
             }
             let wait = if state == Control::Active && room { IDLE_WAIT } else { Duration::from_millis(50) };
@@ -307,6 +320,12 @@ impl SpoutExecutor {
         pending: &mut InFlight,
         histogram: &mut hdrhistogram::Histogram<u64>,
     ) {
+        if let [o] = batch[..] {
+            if o.root == RETIRE_ROOT {
+                self.retiring = true;
+                return;
+            }
+        }
         let now = Instant::now();
         for o in batch.iter().take(crate::prefetch::AHEAD) {
             pending.prefetch(o.root);
