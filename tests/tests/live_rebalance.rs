@@ -1,8 +1,8 @@
 //! Live rebalance end to end: one `squall nimbus`, three `squall supervisor`s and their worker
 //! processes on 127.0.0.1. A rebalance or the loss of a supervisor restarts only the workers
 //! whose tasks move: the others keep their process (same pid) and their tuples, and every
-//! number still reaches the sink. A change of one bolt's parallelism starts and stops only
-//! that bolt's tasks: every worker keeps its process. The topology is sequence → pass (a
+//! number still reaches the sink. A change of one component's parallelism starts and stops
+//! only that component's tasks: every worker keeps its process. The topology is sequence → pass (a
 //! flaky bolt that fails nothing) → file-sink over four workers.
 
 use std::collections::BTreeSet;
@@ -128,6 +128,17 @@ fn busy_tasks(cluster: &Cluster, name: &str, component: &str) -> BTreeSet<u64> {
         .unwrap_or_default()
 }
 
+/// The tasks of spout `component` that emitted something.
+fn emitting_tasks(cluster: &Cluster, name: &str, component: &str) -> BTreeSet<u64> {
+    let page = get_json(cluster.ui_addr(), &format!("/api/v1/topology/{name}/component/{component}"));
+    page["executorStats"]
+        .as_array()
+        .map(|executors| {
+            executors.iter().filter(|e| e["emitted"].as_u64() > Some(0)).filter_map(|e| e["task"].as_u64()).collect()
+        })
+        .unwrap_or_default()
+}
+
 fn task_count(cluster: &Cluster, name: &str, component: &str) -> usize {
     let page = get_json(cluster.ui_addr(), &format!("/api/v1/topology/{name}/component/{component}"));
     page["executorStats"].as_array().map_or(0, Vec::len)
@@ -171,6 +182,16 @@ fn a_parallelism_change_starts_and_stops_only_that_components_tasks() {
     shrunk.assert_success();
     cluster.wait_until(LONG, "the second rebalance makes a new version", |c| version(c, "grow") > v2);
     cluster.wait_until(LONG, "pass has one task", |c| task_count(c, "grow", "pass") == 1);
+
+    // The spout goes from one task to two: both start anew (the sequence restarts, split
+    // between them), in running workers.
+    let v3 = version(&cluster, "grow");
+    let spouts = cluster.squall(["rebalance", "grow", "--parallelism", "numbers=2", "--wait", "2"]).run();
+    spouts.assert_success();
+    cluster.wait_until(LONG, "the third rebalance makes a new version", |c| version(c, "grow") > v3);
+    cluster.wait_until(LONG, "both spout tasks emit", |c| {
+        task_count(c, "grow", "numbers") == 2 && emitting_tasks(c, "grow", "numbers").len() == 2
+    });
     cluster.wait_until(LONG, &format!("every number below {count} is in the sink"), |_| {
         numbers_in(&out).len() as u64 == count
     });
@@ -178,7 +199,7 @@ fn a_parallelism_change_starts_and_stops_only_that_components_tasks() {
     assert_eq!(
         cluster.worker_pids().into_iter().collect::<BTreeSet<u32>>(),
         workers,
-        "every worker kept its process while pass shrank\n{}",
+        "every worker kept its process while pass shrank and numbers grew\n{}",
         cluster.logs()
     );
     let status = cluster.status("grow").expect("status");

@@ -10,9 +10,10 @@
 //!
 //! [`Plan::numbered`] lays the topology out under a given [`Numbering`] instead: what a live
 //! rebalance keeps, so that a task keeps its id while another component's parallelism
-//! changes. A component that grows gets new ids after the highest in use; one that shrinks
-//! keeps its first ids and leaves holes ([`Plan::is_hole`]: no task has that id). Spout
-//! task ids stay below 65536, which root ids can name ([`Numbering::resized`] numbers
+//! changes. A bolt that grows gets new ids after the highest in use; one that shrinks keeps
+//! its first ids and leaves holes ([`Plan::is_hole`]: no task has that id). A spout whose
+//! parallelism changes gets all new ids (its tasks start anew with the new task count).
+//! Spout task ids stay below 65536, which root ids can name ([`Numbering::resized`] numbers
 //! everything densely again rather than past it).
 
 use std::collections::BTreeMap;
@@ -150,28 +151,31 @@ impl Numbering {
     }
 
     /// This numbering with component `component` (of `spouts` spout components first) at
-    /// `parallelism` tasks: it keeps its first ids and gets new ones after the highest id in
-    /// use, and every other task keeps its id. A spout's task ids must stay below
-    /// [`MAX_SPOUT_TASKS`] (root ids name them in 16 bits): if new ones would not, everything
-    /// is numbered densely again. `None` if `component` does not exist.
+    /// `parallelism` tasks; every other component's tasks keep their ids. A bolt keeps its
+    /// first ids and gets new ones after the highest id in use. A spout gets all new ids
+    /// there: each of its tasks starts anew, so that they share out their source (partitions)
+    /// by the new task count. Spout ids must stay below [`MAX_SPOUT_TASKS`] (root ids name
+    /// them in 16 bits): if new ones would not, everything is numbered densely again. `None`
+    /// if `component` does not exist.
     pub fn resized(&self, spouts: usize, component: usize, parallelism: usize) -> Option<Numbering> {
         let current = self.components.get(component)?;
         if current.len() == parallelism {
             return Some(self.clone());
         }
-        let first_new = self.id_space();
-        let grows_by = parallelism.saturating_sub(current.len());
-        if component < spouts && grows_by > 0 && first_new + grows_by > MAX_SPOUT_TASKS {
-            let mut sizes: Vec<usize> = self.components.iter().map(Vec::len).collect();
-            sizes[component] = parallelism;
-            return Some(Numbering::dense(&sizes, self.ackers.len(), self.coordinator.is_some()));
-        }
-        let mut next = first_new as TaskId;
+        let mut next = self.id_space();
         let mut out = self.clone();
         let tasks = &mut out.components[component];
+        if component < spouts {
+            if next + parallelism > MAX_SPOUT_TASKS {
+                let mut sizes: Vec<usize> = self.components.iter().map(Vec::len).collect();
+                sizes[component] = parallelism;
+                return Some(Numbering::dense(&sizes, self.ackers.len(), self.coordinator.is_some()));
+            }
+            tasks.clear();
+        }
         tasks.truncate(parallelism);
         while tasks.len() < parallelism {
-            tasks.push(next);
+            tasks.push(next as TaskId);
             next += 1;
         }
         Some(out)
@@ -464,7 +468,8 @@ mod tests {
         assert_eq!(shrunk.components[1], vec![2, 3]);
         assert_eq!(shrunk.id_space(), 8, "ids 4, 8 and 9 are gone; 4 is a hole");
         let spout = grown.resized(1, 0, 3).unwrap();
-        assert_eq!(spout.components[0], vec![0, 1, 10], "a spout grows after the highest id too");
+        assert_eq!(spout.components[0], vec![10, 11, 12], "a resized spout's tasks all start anew");
+        assert_eq!(spout.components[1..], grown.components[1..], "the others keep their ids");
         let crowded = Numbering { ackers: vec![MAX_SPOUT_TASKS as TaskId], ..dense.clone() };
         assert_eq!(
             crowded.resized(1, 0, 3).unwrap(),

@@ -198,13 +198,7 @@ async fn a_bolt_that_shrinks_live_ends_its_removed_task_and_nothing_is_lost() {
     assert_eq!(plan.components[1].tasks, vec![1]);
     assert!(plan.is_hole(2) && plan.is_hole(3), "pass's tasks 2 and 3 went away");
     // The two removed pass tasks ended by themselves (everything else still runs).
-    for _ in 0..2 {
-        let ended = tokio::time::timeout(DEADLINE, running.tasks.join_next())
-            .await
-            .expect("a removed task ends")
-            .expect("tasks are running");
-        assert!(ended.expect("no panic").is_ok(), "a retired task ends cleanly");
-    }
+    tasks_end(&mut running, 2).await;
     assert_eq!(seen.acks.lock().unwrap().len(), 40_000);
     assert_eq!(seen.sunk.lock().unwrap().len(), 40_000);
 }
@@ -220,18 +214,23 @@ async fn a_task_grown_and_then_removed_ends_although_its_id_is_past_the_new_plan
     running.rewire(Arc::new(shrunk), &registry, &hosted, 3, &mut InProcess).expect("rewires");
     seen.limit.store(30_000, SeqCst);
     all_done(&seen, 30_000).await;
-    for _ in 0..2 {
-        let ended = tokio::time::timeout(DEADLINE, running.tasks.join_next())
-            .await
-            .expect("a removed task ends")
-            .expect("tasks are running");
-        assert!(ended.expect("no panic").is_ok(), "a retired task ends cleanly");
-    }
+    tasks_end(&mut running, 2).await;
     assert!(seen.acks.lock().unwrap().values().all(|&n| n == 1), "an id acked twice");
 }
 
+/// Waits for `n` tasks to end, each cleanly.
+async fn tasks_end(running: &mut launch::Running, n: usize) {
+    for _ in 0..n {
+        let ended = tokio::time::timeout(DEADLINE, running.tasks.join_next())
+            .await
+            .expect("a retired task ends")
+            .expect("tasks are running");
+        assert!(ended.expect("no panic").is_ok(), "a retired task ends cleanly");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spout_grown_live_emits_from_its_new_task_and_one_shrunk_away_ends() {
+async fn a_resized_spout_starts_all_its_tasks_anew_and_nothing_is_lost() {
     let seen = Arc::new(Seen::default());
     let registry = registry(&seen);
     let plan = Plan::new(&with_spouts(1, 2)).unwrap();
@@ -240,24 +239,25 @@ async fn a_spout_grown_live_emits_from_its_new_task_and_one_shrunk_away_ends() {
     seen.limit.store(10_000, SeqCst);
     all_done(&seen, 10_000).await;
 
+    // 1 → 2 spout tasks: both new (fresh ids), the old one retires.
     let numbering = plan.numbering().resized(1, 0, 2).unwrap();
     let grown = Plan::numbered(&with_spouts(2, 2), &numbering).unwrap();
-    let new = grown.components[0].tasks[1];
-    assert!(new as usize >= plan.task_count(), "the new spout task's id comes after every id in use");
+    let spouts = grown.components[0].tasks.clone();
+    assert!(spouts.iter().all(|&t| t as usize >= plan.task_count()), "fresh ids: {spouts:?}");
     let hosted: Vec<TaskId> = grown.task_ids().collect();
     running.rewire(Arc::new(grown.clone()), &registry, &hosted, 2, &mut InProcess).expect("rewires");
+    tasks_end(&mut running, 1).await;
     seen.limit.store(30_000, SeqCst);
     all_done(&seen, 30_000).await;
-    assert!(running.metrics.figures(&[new])[0].emitted > 0, "the new spout task emitted nothing");
+    for f in running.metrics.figures(&spouts) {
+        assert!(f.emitted > 0, "spout task {} emitted nothing", f.task);
+    }
 
+    // 2 → 1: both retire, one new task takes over.
     let shrunk = Plan::numbered(&with_spouts(1, 2), &grown.numbering().resized(1, 0, 1).unwrap()).unwrap();
     let hosted: Vec<TaskId> = shrunk.task_ids().collect();
     running.rewire(Arc::new(shrunk), &registry, &hosted, 3, &mut InProcess).expect("rewires");
-    let ended = tokio::time::timeout(DEADLINE, running.tasks.join_next())
-        .await
-        .expect("the removed spout task ends")
-        .expect("tasks are running");
-    assert!(ended.expect("no panic").is_ok(), "a retired spout task ends cleanly");
+    tasks_end(&mut running, 2).await;
     seen.limit.store(40_000, SeqCst);
     all_done(&seen, 40_000).await;
     let acks = seen.acks.lock().unwrap();

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use squall_api::TaskId;
 use squall_engine::plan::Numbering;
 use squall_engine::metrics::TaskFigures;
 
@@ -408,16 +409,21 @@ fn but_parallelism(layout: &Layout) -> Layout {
     out
 }
 
-/// Whether every task in both numberings has the same id in each (a component's first
-/// tasks, the ackers, the coordinator): not so when a spout's growth renumbered everything.
+/// Whether every task id in use in both numberings names the same task (component or
+/// system role, and index) in each: a resized component's new ids are fresh, not another
+/// task's (not so when a spout's growth renumbered everything).
 fn ids_kept(before: &Numbering, after: &Numbering) -> bool {
-    before.ackers == after.ackers
-        && before.coordinator == after.coordinator
-        && before.components.len() == after.components.len()
-        && before.components.iter().zip(&after.components).all(|(b, a)| {
-            let common = b.len().min(a.len());
-            b[..common] == a[..common]
-        })
+    let keys = |n: &Numbering| -> HashMap<TaskId, (usize, usize)> {
+        let components = n.components.iter().enumerate();
+        let mut keys: HashMap<TaskId, (usize, usize)> =
+            components.flat_map(|(c, ids)| ids.iter().enumerate().map(move |(i, &t)| (t, (c, i)))).collect();
+        let system = n.components.len();
+        keys.extend(n.ackers.iter().enumerate().map(|(i, &t)| (t, (system, i))));
+        keys.extend(n.coordinator.iter().map(|&t| (t, (system + 1, 0))));
+        keys
+    };
+    let (before, after) = (keys(before), keys(after));
+    before.iter().all(|(t, key)| after.get(t).is_none_or(|k| k == key))
 }
 
 /// Applies a rebalance request to a layout: a component's new parallelism renumbers its
@@ -446,7 +452,6 @@ pub(super) fn apply_rebalance(layout: &mut Layout, request: &RebalanceRequest) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use squall_api::TaskId;
     use crate::ComponentLayout;
 
     const TIMEOUT: Duration = Duration::from_secs(10);
@@ -754,9 +759,9 @@ mod tests {
         let (before, r) = rebalanced(record, 3, parallelism("s", 3));
         let a = r.assignment.as_ref().unwrap();
         let numbering = a.layout.numbering();
-        assert_eq!(numbering.components, [vec![0, 1, 6], vec![2, 3, 5]], "the new spout task comes after 5");
+        assert_eq!(numbering.components, [vec![6, 7, 8], vec![2, 3, 5]], "the spout's tasks start anew after 5");
         assert_eq!(numbering.ackers, [4]);
-        assert_eq!(placed(a), [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(placed(a), [2, 3, 4, 5, 6, 7, 8]);
         assert!((0..a.workers.len()).all(|w| a.started_version(w) == before.version), "{a:?}");
         assert_eq!(a.routing_version(), a.version, "a new routing");
         assert!(describe(&r).contains("(3 kept running)"), "{}", describe(&r));
