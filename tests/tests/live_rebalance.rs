@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use squall_tests::cluster::{alive, numbers_in, Cluster};
-use squall_tests::TempDir;
 use squall_tests::ui::get_json;
+use squall_tests::TempDir;
 
 const LONG: Duration = Duration::from_secs(240);
 
@@ -123,7 +123,11 @@ fn busy_tasks(cluster: &Cluster, name: &str, component: &str) -> BTreeSet<u64> {
     page["executorStats"]
         .as_array()
         .map(|executors| {
-            executors.iter().filter(|e| e["executed"].as_u64() > Some(0)).filter_map(|e| e["task"].as_u64()).collect()
+            executors
+                .iter()
+                .filter(|e| e["executed"].as_u64() > Some(0))
+                .filter_map(|e| e["task"].as_u64())
+                .collect()
         })
         .unwrap_or_default()
 }
@@ -134,7 +138,11 @@ fn emitting_tasks(cluster: &Cluster, name: &str, component: &str) -> BTreeSet<u6
     page["executorStats"]
         .as_array()
         .map(|executors| {
-            executors.iter().filter(|e| e["emitted"].as_u64() > Some(0)).filter_map(|e| e["task"].as_u64()).collect()
+            executors
+                .iter()
+                .filter(|e| e["emitted"].as_u64() > Some(0))
+                .filter_map(|e| e["task"].as_u64())
+                .collect()
         })
         .unwrap_or_default()
 }

@@ -542,7 +542,8 @@ fn prepare(
     })?;
     assignment.layout.apply(&mut def);
     let ackers = if def.settings.acking { def.settings.ackers.max(1) } else { 0 };
-    let planned = def.components().map(|c| c.parallelism).sum::<usize>() + ackers + usize::from(def.checkpoints());
+    let planned =
+        def.components().map(|c| c.parallelism).sum::<usize>() + ackers + usize::from(def.checkpoints());
     let assigned = assignment.layout.task_count();
     if planned != assigned {
         return Err(WorkerError::TaskCountMismatch { file, planned, assigned });

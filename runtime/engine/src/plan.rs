@@ -185,17 +185,27 @@ impl Numbering {
     /// spouts) have `parallelism` tasks, with `ackers` ackers and a coordinator or not: the
     /// same sizes, each id used once, spouts dense from 0, ids below [`MAX_TASKS`] + the
     /// task count. The error says what does not fit.
-    pub fn fits(&self, parallelism: &[usize], spouts: usize, ackers: usize, coordinator: bool) -> Result<(), String> {
+    pub fn fits(
+        &self,
+        parallelism: &[usize],
+        spouts: usize,
+        ackers: usize,
+        coordinator: bool,
+    ) -> Result<(), String> {
         let sizes: Vec<usize> = self.components.iter().map(Vec::len).collect();
         if sizes != parallelism {
-            return Err(format!("it numbers {sizes:?} tasks per component, the topology has {parallelism:?}"));
+            return Err(format!(
+                "it numbers {sizes:?} tasks per component, the topology has {parallelism:?}"
+            ));
         }
         if self.ackers.len() != ackers || self.coordinator.is_some() != coordinator {
             return Err("its acker or coordinator tasks do not fit the topology".into());
         }
         let mut spout_ids = self.components[..spouts.min(self.components.len())].iter().flatten();
         if let Some(t) = spout_ids.find(|&&t| t as usize >= MAX_SPOUT_TASKS) {
-            return Err(format!("spout task id {t} is past {MAX_SPOUT_TASKS} (root ids name spout tasks in 16 bits)"));
+            return Err(format!(
+                "spout task id {t} is past {MAX_SPOUT_TASKS} (root ids name spout tasks in 16 bits)"
+            ));
         }
         let space = self.id_space();
         if space > MAX_TASKS.saturating_add(self.all().count()) {
@@ -350,7 +360,8 @@ impl Plan {
 
     /// Whether no task has id `t` (a hole a live rebalance left, see [`Numbering`]).
     pub fn is_hole(&self, t: TaskId) -> bool {
-        self.task_component.get(t as usize).is_none_or(Option::is_none) && self.system.get(t as usize) != Some(&true)
+        self.task_component.get(t as usize).is_none_or(Option::is_none)
+            && self.system.get(t as usize) != Some(&true)
     }
 
     /// The size of the task id space: every task id is below it (holes included).
@@ -491,7 +502,8 @@ mod tests {
                 ComponentDef::new("b", "any").input("a", GroupingDef::Shuffle),
             ],
         };
-        let numbering = Numbering::dense(&[1, 3, 1], 1, false).resized(1, 1, 2).unwrap().resized(1, 1, 4).unwrap();
+        let numbering =
+            Numbering::dense(&[1, 3, 1], 1, false).resized(1, 1, 2).unwrap().resized(1, 1, 4).unwrap();
         assert_eq!(numbering.components[1], vec![1, 2, 6, 7]);
         let mut def = topology.clone();
         def.bolts[0].parallelism = 4;

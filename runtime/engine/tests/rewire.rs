@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use squall_api::{
-    async_trait, values, Bolt, BoltCollector, BoxError, MessageId, NoConfig,
-    OutputDeclarer, Registry, Spout, SpoutCollector, TaskId, Tuple,
+    async_trait, values, Bolt, BoltCollector, BoxError, MessageId, NoConfig, OutputDeclarer, Registry, Spout,
+    SpoutCollector, TaskId, Tuple,
 };
 use squall_engine::executor::Links;
 use squall_engine::launch::{self, Remote};
@@ -45,9 +45,11 @@ impl Spout for Numbers {
     async fn next_tuple(&mut self, out: &mut dyn SpoutCollector) -> Result<(), BoxError> {
         let n = match self.replay.pop_front() {
             Some(n) => n,
-            None => match self.seen.next.fetch_update(SeqCst, SeqCst, |n| {
-                (n < self.seen.limit.load(SeqCst)).then_some(n + 1)
-            }) {
+            None => match self
+                .seen
+                .next
+                .fetch_update(SeqCst, SeqCst, |n| (n < self.seen.limit.load(SeqCst)).then_some(n + 1))
+            {
                 Ok(n) => n,
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -209,7 +211,10 @@ async fn a_task_grown_and_then_removed_ends_although_its_id_is_past_the_new_plan
     let registry = registry(&seen);
     let numbering = grown.numbering().resized(1, 1, 1).unwrap();
     let shrunk = Plan::numbered(&topology(1), &numbering).unwrap();
-    assert!(shrunk.task_count() <= grown.components[1].tasks[2] as usize, "the grown task's id is past the plan");
+    assert!(
+        shrunk.task_count() <= grown.components[1].tasks[2] as usize,
+        "the grown task's id is past the plan"
+    );
     let hosted: Vec<TaskId> = shrunk.task_ids().collect();
     running.rewire(Arc::new(shrunk), &registry, &hosted, 3, &mut InProcess).expect("rewires");
     seen.limit.store(30_000, SeqCst);

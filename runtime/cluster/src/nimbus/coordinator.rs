@@ -21,8 +21,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use squall_api::TaskId;
-use squall_engine::plan::Numbering;
 use squall_engine::metrics::TaskFigures;
+use squall_engine::plan::Numbering;
 
 use crate::scheduler::{self, FreeSlot};
 use crate::state::{StateError, TopologyRecord};
@@ -759,7 +759,11 @@ mod tests {
         let (before, r) = rebalanced(record, 3, parallelism("s", 3));
         let a = r.assignment.as_ref().unwrap();
         let numbering = a.layout.numbering();
-        assert_eq!(numbering.components, [vec![6, 7, 8], vec![2, 3, 5]], "the spout's tasks start anew after 5");
+        assert_eq!(
+            numbering.components,
+            [vec![6, 7, 8], vec![2, 3, 5]],
+            "the spout's tasks start anew after 5"
+        );
         assert_eq!(numbering.ackers, [4]);
         assert_eq!(placed(a), [2, 3, 4, 5, 6, 7, 8]);
         assert!((0..a.workers.len()).all(|w| a.started_version(w) == before.version), "{a:?}");
@@ -804,7 +808,8 @@ mod tests {
     fn a_spout_renumbered_densely_starts_every_worker_anew() {
         // Spout ids must stay below 65536: a numbering near that bound renumbers densely.
         let mut record = record_of("t", 2, &[("s", true, 1), ("b", false, 1)]);
-        let crowded = Numbering { components: vec![vec![0], vec![65_535]], ackers: vec![1], coordinator: None };
+        let crowded =
+            Numbering { components: vec![vec![0], vec![65_535]], ackers: vec![1], coordinator: None };
         record.layout.numbering = Some(crowded);
         assert_eq!(record.layout.numbering().components[1], [65_535]);
         let (before, r) = rebalanced(record, 2, parallelism("s", 2));

@@ -95,8 +95,11 @@ impl Ends {
     /// counts. True if that ends the stream (it was not over before).
     pub fn rewire(&mut self, upstream: &[TaskId]) -> bool {
         let was_over = self.all_ended();
-        let ended: Vec<TaskId> =
-            upstream.iter().copied().filter(|t| self.upstream.binary_search(t).is_ok() && !self.waiting[*t as usize]).collect();
+        let ended: Vec<TaskId> = upstream
+            .iter()
+            .copied()
+            .filter(|t| self.upstream.binary_search(t).is_ok() && !self.waiting[*t as usize])
+            .collect();
         *self = Ends::new(upstream);
         for t in ended {
             self.end(t);

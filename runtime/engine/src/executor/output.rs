@@ -19,11 +19,11 @@ use smallvec::SmallVec;
 use squall_api::{BoxError, EmitError, Registry, TaskId, TreeIds, Tuple, Value, Values};
 use tokio::sync::mpsc;
 
+use super::rewire::{Rewire, Wiring};
 use crate::acker::{acker_of, AckerMsg, IdGen, Outcome};
 use crate::grouping::Router;
 use crate::metrics::{Counters, TaskMetrics};
 use crate::plan::Plan;
-use super::rewire::{Rewire, Wiring};
 use crate::tap::{stream_bit, TapPoint, Taps};
 
 /// Tuples per batch between two tasks.
@@ -256,7 +256,8 @@ impl Output {
             self.seen = version;
             return Ok(None);
         }
-        let routes = Routes::of(plan, component, self.task, &wiring.links, &wiring.metrics, &wiring.registry)?;
+        let routes =
+            Routes::of(plan, component, self.task, &wiring.links, &wiring.metrics, &wiring.registry)?;
         self.streams = routes.streams;
         self.default_stream = routes.default_stream;
         self.slot_of = routes.slot_of;

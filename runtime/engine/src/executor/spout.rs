@@ -9,8 +9,8 @@ use squall_api::{
 };
 use tokio::sync::{mpsc, watch};
 
-use super::rewire::RETIRE_ROOT;
 use super::in_flight::InFlight;
+use super::rewire::RETIRE_ROOT;
 use super::{Control, Envelope, Output, TaskError};
 use crate::acker::{AckerMsg, Holders, Outcome, TIMED_OUT};
 use crate::checkpoint::{marker, Checkpointing, Meta, BARRIER, SAVED};

@@ -53,11 +53,11 @@ use squall_api::{
 use tokio::sync::mpsc;
 
 use super::end_of_stream::{upstream_tasks, Ends, END_OF_STREAM};
+use super::rewire::RETIRE;
 use super::{Envelope, Output, TaskError};
 use crate::checkpoint::{self, align::Alignment};
 use crate::metrics::{TaskMetrics, SAMPLE_EVERY};
 use crate::plan::Plan;
-use super::rewire::RETIRE;
 use crate::window::{Aggregates, Insert, Items, Watermarks, WindowSpec, Windower, END_OF_TIME};
 
 /// Batches are flushed at least this often while the task is busy.

@@ -88,7 +88,8 @@ impl Watermarks {
     /// after keeps what it sent; a new one starts as at the start (nothing sent yet, idle
     /// clock from `now`); one that went away no longer holds the watermark back.
     pub fn rewire(&mut self, upstream: impl IntoIterator<Item = TaskId>, now: Instant) {
-        let mut next = Watermarks::new(upstream, Duration::from_millis(self.lag_ms as u64), self.idle_timeout, now);
+        let mut next =
+            Watermarks::new(upstream, Duration::from_millis(self.lag_ms as u64), self.idle_timeout, now);
         next.lag_ms = self.lag_ms;
         next.last = self.last;
         for (t, &i) in next.index.iter().enumerate() {

@@ -87,7 +87,13 @@ struct Inboxes {
 /// Inboxes for the tasks of `worker`, made as the local runner makes them.
 fn inboxes(plan: &Plan, worker: usize) -> (Links, Inboxes) {
     let n = plan.task_count();
-    let mut links = Links { bolts: vec![None; n], ackers: vec![None; n], spouts: vec![None; n], taps: None, rewire: None };
+    let mut links = Links {
+        bolts: vec![None; n],
+        ackers: vec![None; n],
+        spouts: vec![None; n],
+        taps: None,
+        rewire: None,
+    };
     let mut rx = Inboxes {
         bolts: (0..n).map(|_| None).collect(),
         ackers: (0..n).map(|_| None).collect(),

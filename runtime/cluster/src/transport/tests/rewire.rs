@@ -39,8 +39,13 @@ impl Worker {
     /// (its senders of removed tasks and of the previous generation's forwarders).
     fn rewire(&mut self, old: &Plan, plan: &Plan, me: usize, version: u64) {
         let n = plan.task_count();
-        let mut links =
-            Links { bolts: vec![None; n], ackers: vec![None; n], spouts: vec![None; n], taps: None, rewire: None };
+        let mut links = Links {
+            bolts: vec![None; n],
+            ackers: vec![None; n],
+            spouts: vec![None; n],
+            taps: None,
+            rewire: None,
+        };
         let len = n.max(self.rx.bolts.len());
         self.rx.bolts.resize_with(len, || None);
         self.rx.ackers.resize_with(len, || None);
