@@ -9,9 +9,11 @@
 //! [`Assignment::started_version`]), or a topology nimbus no longer knows, means this worker is
 //! stale: it exits 0 at once. Its links to the other workers speak the assignment's routing
 //! version, so a worker a later version keeps (same slot, same tasks, same routing) goes on
-//! talking with the replacements of the workers that moved. Otherwise it loads the topology from the assignment's text with this binary's
-//! registry (a load error ends it, as one line), applies the assignment's [`Layout`](super::Layout),
-//! plans it with the assignment's task placement, binds its [`Transport`] on `--host`:`--port`
+//! talking with the replacements of the workers that moved. Otherwise it loads the topology
+//! from the assignment's text with this binary's registry (a load error ends it, as one
+//! line), applies the assignment's [`Layout`](super::Layout) and its task ids
+//! ([`Layout::numbering`](super::Layout::numbering)), plans it with the assignment's task
+//! placement, binds its [`Transport`] on `--host`:`--port`
 //! (port 0: any free port), heartbeats once to publish its address and learn its peers', and
 //! starts the tasks `workers[--worker]` of the assignment lists.
 //!
@@ -20,6 +22,14 @@
 //! reply: peers' addresses go to the transport (only when they changed), `active` /
 //! `inactive` to the spouts (only when it changed), `stop` starts a graceful stop. While
 //! nimbus is unreachable it keeps running and keeps trying (one warning per outage).
+//!
+//! A reply naming a routing version newer than the one its links speak (a live rebalance
+//! that keeps this worker: [`WorkerReply::routing`]) makes it fetch the assignment and switch
+//! to it without stopping ([`Running::rewire`]): the transport rewires to the new plan, the
+//! running tasks route by it from their next batch, tasks no longer placed here retire, new
+//! ones start. Its spouts are activated only once the switch is done, so what they emit
+//! goes where the new plan says. A switch that fails ends the worker with an error: its
+//! supervisor starts it again, and it runs the new assignment from the start.
 //!
 //! It ends:
 //! - with exit 0 after a graceful stop, on `stop`, SIGTERM or SIGINT, or when its parent

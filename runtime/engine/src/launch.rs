@@ -7,6 +7,10 @@
 //! the tokio runtime. It returns the running tasks, the control channel that deactivates or
 //! stops the spouts, and the tasks' metrics. A component that cannot be built, or whose kind
 //! builds another role than the topology gives it, is an error before anything runs.
+//! [`Running::rewire`] later switches the running tasks to a new plan of the same topology
+//! (a live rebalance, see [`crate::executor::rewire`]); [`Running`] holds senders to every
+//! task until [`Running::release_links`], which a process calls before waiting for its
+//! bolts to end.
 
 use std::sync::Arc;
 use std::time::Duration;
