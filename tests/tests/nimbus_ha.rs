@@ -118,19 +118,21 @@ impl<'a> HaCluster<'a> {
         }
     }
 
+    /// The artifacts in nimbus `n`'s state directory.
+    fn artifacts_of(&self, n: usize) -> BTreeSet<String> {
+        let dir = self.dir.join(format!("nimbus-{n}/artifacts"));
+        let Ok(entries) = std::fs::read_dir(dir) else { return BTreeSet::new() };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    }
+
     /// Whether nimbus `i`'s state directory holds every artifact the leader's does.
     fn holds_the_artifacts(&self, i: usize, of: usize) -> bool {
-        let names = |n: usize| -> BTreeSet<String> {
-            let dir = self.dir.join(format!("nimbus-{n}/artifacts"));
-            let Ok(entries) = std::fs::read_dir(dir) else { return BTreeSet::new() };
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        };
-        let wanted = names(of);
-        !wanted.is_empty() && wanted.is_subset(&names(i))
+        let wanted = self.artifacts_of(of);
+        !wanted.is_empty() && wanted.is_subset(&self.artifacts_of(i))
     }
 
     /// kill -9 of nimbus `i`.
@@ -270,6 +272,10 @@ fn run_pipeline_through(
     let out = cluster.squall(["kill", "pipeline", "--wait", "1"]).run();
     out.assert_success();
     assert!(out.stdout.contains("killed topology pipeline"), "{out}");
+    // Leader and followers alike delete the killed topology's artifacts.
+    cluster.wait_until(RECOVERY, "every running nimbus deleted the killed topology's artifacts", |c| {
+        (0..NIMBUSES).filter(|&i| c.nimbuses[i].is_some()).all(|i| c.artifacts_of(i).is_empty())
+    });
     drop(cluster);
     broker.stop().assert_success();
     assert_eq!(

@@ -127,6 +127,13 @@ impl ArtifactStore {
         }
     }
 
+    /// The sha256 of every stored artifact.
+    pub fn stored(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return Vec::new() };
+        let names = entries.flatten().filter_map(|e| e.file_name().into_string().ok());
+        names.filter(|n| is_sha256(n)).collect()
+    }
+
     /// The size of the stored artifact `sha256`, if it is stored.
     pub fn len_of(&self, sha256: &str) -> Option<u64> {
         if !is_sha256(sha256) {

@@ -8,7 +8,8 @@
 //! [`LEASE_TTL_SECS`] that the leader keeps alive every [`TICK`]; it vanishes when the leader
 //! dies. [`lead_or_follow`] runs the loop of one nimbus:
 //! - following: it notes the leader (stderr `nimbus at ME following LEADER`), fetches from it
-//!   every artifact and resources archive the stored topologies name that it lacks, and only
+//!   every artifact and resources archive the stored topologies name that it lacks, deletes
+//!   those it holds that none names (killed topologies': a follower is sent no uploads), and only
 //!   once it holds them all, and no leader key exists, campaigns (Storm's rule: any nimbus
 //!   that may lead can serve every topology's code);
 //! - leading (stderr `nimbus at ME leading`): it loads the records from etcd into a fresh
@@ -20,6 +21,7 @@
 //! etcd unreachable or restarted: followers keep retrying; a leader that loses etcd for the
 //! lease's time steps down and campaigns again once etcd answers.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -61,17 +63,15 @@ pub fn decode_leader(value: &[u8]) -> Result<String, String> {
         .ok_or_else(|| format!("the leader key holds `{text}`, not a host:port address"))
 }
 
+/// The artifacts and resources `records` name.
+pub fn named_artifacts(records: &[TopologyRecord]) -> HashSet<String> {
+    records.iter().flat_map(|r| [Some(&r.artifact), r.resources.as_ref()]).flatten().cloned().collect()
+}
+
 /// The artifacts and resources `records` name that `has` says are missing, each once.
 pub fn missing_artifacts(records: &[TopologyRecord], has: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut missing: Vec<String> = records
-        .iter()
-        .flat_map(|r| [Some(&r.artifact), r.resources.as_ref()])
-        .flatten()
-        .filter(|sha| !has(sha))
-        .cloned()
-        .collect();
+    let mut missing: Vec<String> = named_artifacts(records).into_iter().filter(|sha| !has(sha)).collect();
     missing.sort();
-    missing.dedup();
     missing
 }
 
@@ -245,6 +245,16 @@ pub(super) async fn lead_or_follow(
             }
         };
         let artifacts = nimbus.state.artifacts();
+        // A follower is sent no uploads: what no record names (killed topologies') goes, as
+        // the leader deletes its own.
+        let named = named_artifacts(&records);
+        for sha256 in artifacts.stored().into_iter().filter(|sha| !named.contains(sha)) {
+            match artifacts.remove(&sha256) {
+                Ok(true) => tracing::info!("artifact {sha256} deleted: no topology refers to it"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot delete artifact {sha256}: {e}"),
+            }
+        }
         let mut missing = missing_artifacts(&records, |sha| artifacts.has(sha));
         if let Some(leader) = leader.as_deref().filter(|l| *l != me && !missing.is_empty()) {
             let client = fetcher(leader);
