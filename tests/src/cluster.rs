@@ -17,8 +17,10 @@ use crate::{Running, Squall, TempDir};
 /// The secret of test clusters.
 pub const SECRET: &str = "e2e-secret";
 
-/// Seconds without a heartbeat before nimbus moves a supervisor's work (short, for tests).
-pub const SUPERVISOR_TIMEOUT_SECS: u64 = 3;
+/// Seconds without a heartbeat before nimbus moves a supervisor's work: short, for tests, but
+/// eight heartbeats, so that a supervisor slowed by a loaded 2-core machine is not taken for
+/// lost (a test then waits in vain for the placement it set up).
+pub const SUPERVISOR_TIMEOUT_SECS: u64 = 8;
 
 pub struct Cluster<'a> {
     dir: &'a TempDir,

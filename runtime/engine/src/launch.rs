@@ -218,6 +218,7 @@ impl Running {
             plan: plan.clone(),
             links,
             metrics: self.metrics.tasks.clone(),
+            hosted: hosted.to_vec(),
             registry: registry.clone(),
         });
         for &t in &removed {

@@ -279,15 +279,8 @@ pub async fn run(
         tokio::select! {
             batch = inbox.recv() => {
                 let Some(batch) = batch else { break };
-                // A live rebalance: spout tasks may have come or gone, and their carriers are new.
-                if let Some((version, wiring)) = rewire.as_ref().filter(|r| r.changed(seen)).and_then(|r| r.latest()) {
-                    spouts = wiring.links.spouts.clone();
-                    if out.len() < spouts.len() {
-                        out.resize_with(spouts.len(), Vec::new);
-                    }
-                    let plan = &wiring.plan;
-                    acker.bounds = RootBounds::new(plan.spout_id_space(), plan.settings.max_spout_pending);
-                    seen = version;
+                if !follow(rewire.as_deref(), &mut seen, me, &mut acker, &mut spouts, &mut out) {
+                    break;
                 }
                 for msg in batch.iter().take(crate::prefetch::AHEAD) {
                     acker.prefetch(msg.root());
@@ -300,6 +293,9 @@ pub async fn run(
                 }
             }
             _ = clock.tick() => {
+                if !follow(rewire.as_deref(), &mut seen, me, &mut acker, &mut spouts, &mut out) {
+                    break;
+                }
                 let now = (started.elapsed().as_millis() / TICK.as_millis()) as u32;
                 acker.expire(now, &mut |task, o| emit(&mut out, task, o));
             }
@@ -315,6 +311,34 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Follows the process's latest wiring, if it published one since `seen` (a live rebalance,
+/// see [`crate::executor::rewire`]): spout tasks may have come or gone, and their carriers
+/// are new. False if acker `me` is no longer hosted here: it ends, and the spouts time out
+/// the trees it followed.
+fn follow(
+    rewire: Option<&Rewire>,
+    seen: &mut u64,
+    me: usize,
+    acker: &mut Acker,
+    spouts: &mut Vec<Option<mpsc::UnboundedSender<Vec<Outcome>>>>,
+    out: &mut Vec<Vec<Outcome>>,
+) -> bool {
+    let Some((version, wiring)) = rewire.filter(|r| r.changed(*seen)).and_then(|r| r.latest()) else {
+        return true;
+    };
+    let plan = &wiring.plan;
+    if !plan.acker_tasks.get(me).is_some_and(|t| wiring.hosted.contains(t)) {
+        return false;
+    }
+    *spouts = wiring.links.spouts.clone();
+    if out.len() < spouts.len() {
+        out.resize_with(spouts.len(), Vec::new);
+    }
+    acker.bounds = RootBounds::new(plan.spout_id_space(), plan.settings.max_spout_pending);
+    *seen = version;
+    true
 }
 
 #[cfg(test)]

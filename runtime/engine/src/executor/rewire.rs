@@ -11,7 +11,9 @@
 //! their end of stream. A task the new plan no longer gives this process is ended by a
 //! [`retire`] marker in its inbox: a bolt runs its cleanup and ends as at the end of its
 //! stream, without sending an end-of-stream marker downstream (its upstream has not ended);
-//! a spout ([`retire_spout`]) stops emitting, drains its in-flight trees and closes.
+//! a spout ([`retire_spout`]) stops emitting, drains its in-flight trees and closes; an
+//! acker moved elsewhere ends when it sees the wiring (the trees it followed time out at
+//! their spouts, which replay them).
 //! What was in flight to a task that went away is lost with it and replayed by its spout
 //! (at-least-once): a rebalance deactivates the topology and waits first, so usually nothing
 //! is. A process that never publishes pays one relaxed load per batch.
@@ -54,6 +56,8 @@ pub struct Wiring {
     pub links: Links,
     /// Every task's metrics, by task id of `plan`.
     pub metrics: Vec<Arc<TaskMetrics>>,
+    /// The tasks this process hosts under `plan` (an acker not among them ends).
+    pub hosted: Vec<TaskId>,
     pub registry: Registry,
 }
 
