@@ -117,30 +117,16 @@ fn a_rebalance_or_a_lost_supervisor_restarts_only_the_workers_whose_tasks_move()
     killed.assert_success();
 }
 
-/// The tasks of `component` that executed something, by the REST API's executor figures.
-fn busy_tasks(cluster: &Cluster, name: &str, component: &str) -> BTreeSet<u64> {
+/// The tasks of `component` whose `figure` (`executed`, `emitted`) is above 0, by the REST
+/// API's executor figures.
+fn tasks_with(cluster: &Cluster, name: &str, component: &str, figure: &str) -> BTreeSet<u64> {
     let page = get_json(cluster.ui_addr(), &format!("/api/v1/topology/{name}/component/{component}"));
     page["executorStats"]
         .as_array()
         .map(|executors| {
             executors
                 .iter()
-                .filter(|e| e["executed"].as_u64() > Some(0))
-                .filter_map(|e| e["task"].as_u64())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The tasks of spout `component` that emitted something.
-fn emitting_tasks(cluster: &Cluster, name: &str, component: &str) -> BTreeSet<u64> {
-    let page = get_json(cluster.ui_addr(), &format!("/api/v1/topology/{name}/component/{component}"));
-    page["executorStats"]
-        .as_array()
-        .map(|executors| {
-            executors
-                .iter()
-                .filter(|e| e["emitted"].as_u64() > Some(0))
+                .filter(|e| e[figure].as_u64() > Some(0))
                 .filter_map(|e| e["task"].as_u64())
                 .collect()
         })
@@ -173,7 +159,7 @@ fn a_parallelism_change_starts_and_stops_only_that_components_tasks() {
     grown.assert_success();
     cluster.wait_until(LONG, "the rebalance makes a new version", |c| version(c, "grow") > v1);
     cluster.wait_until(LONG, "each of pass's three tasks executes tuples", |c| {
-        task_count(c, "grow", "pass") == 3 && busy_tasks(c, "grow", "pass").len() == 3
+        task_count(c, "grow", "pass") == 3 && tasks_with(c, "grow", "pass", "executed").len() == 3
     });
     let seen = numbers_in(&out).len();
     cluster.wait_until(LONG, "numbers flow after the growth", |_| numbers_in(&out).len() > seen + 300);
@@ -198,7 +184,7 @@ fn a_parallelism_change_starts_and_stops_only_that_components_tasks() {
     spouts.assert_success();
     cluster.wait_until(LONG, "the third rebalance makes a new version", |c| version(c, "grow") > v3);
     cluster.wait_until(LONG, "both spout tasks emit", |c| {
-        task_count(c, "grow", "numbers") == 2 && emitting_tasks(c, "grow", "numbers").len() == 2
+        task_count(c, "grow", "numbers") == 2 && tasks_with(c, "grow", "numbers", "emitted").len() == 2
     });
     cluster.wait_until(LONG, &format!("every number below {count} is in the sink"), |_| {
         numbers_in(&out).len() as u64 == count
