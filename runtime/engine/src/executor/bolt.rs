@@ -236,22 +236,12 @@ impl BoltExecutor {
     /// [`super::rewire`]): one relaxed load when it did not.
     #[inline]
     async fn follow(&mut self) -> Result<(), TaskError> {
-        if !self.out.rewired() {
-            return Ok(());
+        let Some(wiring) = self.out.follow().await? else { return Ok(()) };
+        self.metas = wiring.plan.stream_metas();
+        if self.ends.rewire(&wiring.upstream_of(self.out.component())) {
+            self.out.end_of_stream();
         }
-        match self.out.follow().await {
-            Ok(Some(wiring)) => {
-                let plan = &wiring.plan;
-                let component = plan.component_index(self.out.component()).unwrap_or(0);
-                self.metas = plan.stream_metas();
-                if self.ends.rewire(&upstream_tasks(plan, component)) {
-                    self.out.end_of_stream();
-                }
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => Err(self.fail(format!("cannot follow the rebalanced plan: {e}"))),
-        }
+        Ok(())
     }
 
     /// One envelope from the inbox: a tuple to execute, or a marker (end of stream,

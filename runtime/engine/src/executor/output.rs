@@ -20,6 +20,7 @@ use squall_api::{BoxError, EmitError, Registry, TaskId, TreeIds, Tuple, Value, V
 use tokio::sync::mpsc;
 
 use super::rewire::{Rewire, Wiring};
+use super::TaskError;
 use crate::acker::{acker_of, AckerMsg, IdGen, Outcome};
 use crate::grouping::Router;
 use crate::metrics::{Counters, TaskMetrics};
@@ -238,9 +239,21 @@ impl Output {
         self.rewire.as_ref().is_some_and(|r| r.changed(self.seen))
     }
 
-    /// Switches to the latest wiring, if there is a newer one: sends what is batched to the
-    /// old receivers, then routes by the new plan. Returns the wiring switched to.
-    pub async fn follow(&mut self) -> Result<Option<Arc<Wiring>>, BoxError> {
+    /// Switches to the latest wiring, if there is a newer one (one relaxed load when there is
+    /// not): sends what is batched to the old receivers, then routes by the new plan. Returns
+    /// the wiring switched to; an error names this task.
+    pub async fn follow(&mut self) -> Result<Option<Arc<Wiring>>, TaskError> {
+        if !self.rewired() {
+            return Ok(None);
+        }
+        self.switch().await.map_err(|e| TaskError {
+            component: self.component.clone(),
+            task: self.task,
+            message: format!("cannot follow the rebalanced plan: {e}"),
+        })
+    }
+
+    async fn switch(&mut self) -> Result<Option<Arc<Wiring>>, BoxError> {
         let Some((version, wiring)) = self.rewire.as_ref().and_then(|r| r.latest()) else { return Ok(None) };
         if version == self.seen {
             return Ok(None);

@@ -61,6 +61,15 @@ pub struct Wiring {
     pub registry: Registry,
 }
 
+impl Wiring {
+    /// The tasks that send to component `component` under the new plan (its end of stream
+    /// and watermarks wait for them).
+    pub fn upstream_of(&self, component: &str) -> Vec<TaskId> {
+        let index = self.plan.component_index(component).unwrap_or(0);
+        super::end_of_stream::upstream_tasks(&self.plan, index)
+    }
+}
+
 /// Where a process publishes its new wiring and its tasks look for it.
 #[derive(Default)]
 pub struct Rewire {

@@ -176,16 +176,8 @@ impl SpoutExecutor {
             while let Ok(batch) = self.inbox.try_recv() {
                 self.apply(batch, &mut pending, &mut histogram).await;
             }
-            if self.out.rewired() {
-                // A live rebalance: emit by the new plan from here on (see [`super::rewire`]).
-                if let Err(e) = self.out.follow().await {
-                    return Err(TaskError {
-                        component: self.out.component().to_string(),
-                        task: self.out.task,
-                        message: format!("cannot follow the rebalanced plan: {e}"),
-                    });
-                }
-            }
+            // A live rebalance: emit by the new plan from here on (see [`super::rewire`]).
+            self.out.follow().await?;
             if control_open && self.control.has_changed().unwrap_or(false) {
                 self.follow_control(&mut state, &mut stop_deadline).await;
             }

@@ -316,26 +316,16 @@ impl WindowExecutor {
     /// [`super::rewire`]): the new plan's upstream tasks feed the watermark and end of stream.
     #[inline]
     async fn follow(&mut self) -> Result<(), TaskError> {
-        if !self.out.rewired() {
-            return Ok(());
+        let Some(wiring) = self.out.follow().await? else { return Ok(()) };
+        let upstream = wiring.upstream_of(self.out.component());
+        self.metas = wiring.plan.stream_metas();
+        if let Some(w) = &mut self.watermarks {
+            w.rewire(upstream.iter().copied(), Instant::now());
         }
-        match self.out.follow().await {
-            Ok(Some(wiring)) => {
-                let plan = &wiring.plan;
-                let component = plan.component_index(self.out.component()).unwrap_or(0);
-                let upstream = upstream_tasks(plan, component);
-                self.metas = plan.stream_metas();
-                if let Some(w) = &mut self.watermarks {
-                    w.rewire(upstream.iter().copied(), Instant::now());
-                }
-                if self.ends.rewire(&upstream) {
-                    self.end_of_stream().await;
-                }
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => Err(self.fail(format!("cannot follow the rebalanced plan: {e}"))),
+        if self.ends.rewire(&upstream) {
+            self.end_of_stream().await;
         }
+        Ok(())
     }
 
     /// Processing time now, in ms since the epoch.
